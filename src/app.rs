@@ -1,0 +1,225 @@
+//! The built-in applications: the seed protocol server and the echo server.
+//!
+//! Owns: what client messages mean (seed 000: ping, heartbeat, subscribe, unsubscribe,
+//! upload.cancel) and the echo/broadcast behaviour for conformance suites and peer benchmarks.
+//! Does not touch: frames, sockets or limits enforcement beyond asking `Ctx`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::handler::{Ctx, Handler};
+use crate::protocol::{ErrorCode, Timestamp, data_as, parse_client_message};
+use crate::ws::Violation;
+
+/// Features announced in `connection.established`.
+pub const FEATURES: [&str; 5] = ["heartbeat", "subscriptions", "rate_limiting", "message_validation", "binary"];
+
+/// Application hooks of the protocol server, for message types the protocol hands over.
+pub trait ProtocolHooks: Send + Sync + 'static {
+    /// A validated `upload.cancel`.
+    fn on_upload_cancel(&self, ctx: &mut Ctx<'_>, upload_id: &str) {
+        log::info!("upload cancel requested: {upload_id} from {}", ctx.connection_id());
+    }
+    /// A binary message (rate limit already applied).
+    fn on_binary(&self, ctx: &mut Ctx<'_>, data: &[u8]) {
+        log::debug!("binary message of {} bytes from {}", data.len(), ctx.connection_id());
+    }
+}
+
+/// Hooks that only log.
+pub struct LogHooks;
+impl ProtocolHooks for LogHooks {}
+
+/// The seed protocol server.
+pub struct ProtocolApp {
+    hooks: Box<dyn ProtocolHooks>,
+}
+
+impl Default for ProtocolApp {
+    fn default() -> Self {
+        ProtocolApp { hooks: Box::new(LogHooks) }
+    }
+}
+
+impl ProtocolApp {
+    pub fn with_hooks(hooks: impl ProtocolHooks) -> Self {
+        ProtocolApp { hooks: Box::new(hooks) }
+    }
+}
+
+#[derive(Serialize)]
+struct Limits {
+    max_message_size: usize,
+    rate_limit_messages: u32,
+    rate_limit_window: f64,
+    heartbeat_interval: f64,
+}
+
+#[derive(Serialize)]
+struct Established<'a> {
+    connection_id: uuid::fmt::Hyphenated,
+    user_id: Option<&'a str>,
+    server_time: Timestamp,
+    features: &'a [&'a str],
+    limits: Limits,
+}
+
+#[derive(Deserialize)]
+struct PingData<'a> {
+    #[serde(rename = "pingId", borrow, default)]
+    ping_id: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct PongData<'a> {
+    timestamp: Timestamp,
+    #[serde(rename = "pingId")]
+    ping_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventsData {
+    #[serde(default)]
+    events: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Serialize)]
+struct SubscriptionAck<'a> {
+    action: &'a str,
+    events: Vec<&'a str>,
+    invalid_events: Vec<&'a serde_json::Value>,
+    subscriptions: Vec<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct UploadCancelData {
+    #[serde(default)]
+    upload_id: Option<serde_json::Value>,
+}
+
+impl Handler for ProtocolApp {
+    fn on_open(&self, ctx: &mut Ctx<'_>) {
+        let cfg = ctx.config();
+        let limits = Limits {
+            max_message_size: cfg.max_message_size,
+            rate_limit_messages: cfg.rate_limit_messages,
+            rate_limit_window: cfg.rate_limit_window.as_secs_f64(),
+            heartbeat_interval: cfg.heartbeat_interval.as_secs_f64(),
+        };
+        let id = ctx.connection_id().hyphenated();
+        let user = ctx.user_id().map(str::to_owned);
+        ctx.send_message(
+            "connection.established",
+            Established { connection_id: id, user_id: user.as_deref(), server_time: Timestamp::now(), features: &FEATURES, limits },
+        );
+    }
+
+    fn on_text(&self, ctx: &mut Ctx<'_>, text: &str) {
+        if let Err(limited) = ctx.check_rate() {
+            ctx.send_rate_limited(limited);
+            return;
+        }
+        let msg = match parse_client_message(text) {
+            Ok(m) => m,
+            Err(why) => return ctx.send_error(ErrorCode::InvalidMessageFormat, why),
+        };
+        match &*msg.kind {
+            "ping" => match data_as::<PingData>(msg.data) {
+                Ok(d) => ctx.send_message("pong", PongData { timestamp: Timestamp::now(), ping_id: d.ping_id }),
+                Err(_) => ctx.send_error(ErrorCode::InvalidMessageFormat, "ping data must be an object"),
+            },
+            // Any message refreshes liveness; heartbeat exists for exactly that.
+            "heartbeat" => {}
+            "subscribe" | "unsubscribe" => self.subscription(ctx, &msg.kind, msg.data),
+            "upload.cancel" => match data_as::<UploadCancelData>(msg.data) {
+                Ok(UploadCancelData { upload_id: Some(serde_json::Value::String(id)) }) if !id.is_empty() => {
+                    ctx.count_upload_cancel();
+                    self.hooks.on_upload_cancel(ctx, &id);
+                }
+                _ => ctx.send_error(ErrorCode::InvalidMessageFormat, "upload.cancel needs data.upload_id (a non-empty string)"),
+            },
+            other => {
+                let shown: String = other.chars().take(64).collect();
+                ctx.send_error(ErrorCode::InvalidMessageType, &format!("Unknown message type: {shown}"));
+            }
+        }
+    }
+
+    fn on_binary(&self, ctx: &mut Ctx<'_>, data: &[u8]) {
+        if let Err(limited) = ctx.check_rate() {
+            ctx.send_rate_limited(limited);
+            return;
+        }
+        self.hooks.on_binary(ctx, data);
+    }
+
+    fn on_violation(&self, ctx: &mut Ctx<'_>, violation: Violation) {
+        if violation == Violation::TooBig {
+            let max = ctx.config().max_message_size;
+            ctx.send_error(ErrorCode::MessageTooLarge, &format!("Message exceeds {max} bytes"));
+        }
+    }
+}
+
+impl ProtocolApp {
+    fn subscription(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
+        let events = match data_as::<EventsData>(data) {
+            Ok(EventsData { events: Some(e) }) => e,
+            _ => return ctx.send_error(ErrorCode::InvalidMessageFormat, "data.events must be a list of event types"),
+        };
+        let mut bits = ctx.subscriptions();
+        let mut valid = Vec::new();
+        let mut invalid = Vec::new();
+        for e in &events {
+            match e.as_str().and_then(|s| ctx.config().event_bit(s).map(|b| (s, b))) {
+                Some((name, bit)) => {
+                    if action == "subscribe" {
+                        bits |= 1 << bit;
+                    } else {
+                        bits &= !(1 << bit);
+                    }
+                    if !valid.contains(&name) {
+                        valid.push(name);
+                    }
+                }
+                None => invalid.push(e),
+            }
+        }
+        if !invalid.is_empty() {
+            log::debug!("invalid subscription events from {}: {invalid:?}", ctx.connection_id());
+        }
+        ctx.set_subscriptions(bits);
+        let cfg = ctx.config();
+        let current: Vec<&str> =
+            cfg.subscribable_events.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, e)| e.as_str()).collect();
+        let ack = SubscriptionAck { action, events: valid, invalid_events: invalid, subscriptions: current };
+        let mut buf = Vec::new();
+        if let Err(e) = serde_json::to_writer(&mut buf, &ack) {
+            log::error!("ack serialization failed: {e}");
+            return;
+        }
+        let raw: Box<RawValue> = match RawValue::from_string(String::from_utf8_lossy(&buf).into_owned()) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        ctx.send_message("subscription.acknowledged", raw);
+    }
+}
+
+/// Echo server: every data message comes back unchanged (text as text, binary as binary); a
+/// text message starting with `broadcast` goes to every connection instead.
+pub struct EchoApp;
+
+impl Handler for EchoApp {
+    fn on_text(&self, ctx: &mut Ctx<'_>, text: &str) {
+        if text.starts_with("broadcast") {
+            ctx.broadcast_text(text);
+        } else {
+            ctx.send_text(text);
+        }
+    }
+
+    fn on_binary(&self, ctx: &mut Ctx<'_>, data: &[u8]) {
+        ctx.send_binary(data);
+    }
+}

@@ -1,0 +1,260 @@
+//! JWT verification: from a raw token to verified claims or a typed reason for refusal.
+//!
+//! Owns: key loading, the one accepted algorithm, claim checks, and the short close reasons sent
+//! to clients. Does not touch: HTTP parsing (the upgrade parser finds the token) or sockets.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{ConfigError, JwtConfig, JwtKey};
+
+/// Why a token was refused. Each variant is counted and named in the 1008 close reason.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthError {
+    #[error("missing token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("algorithm not allowed")]
+    WrongAlgorithm,
+    #[error("invalid issuer")]
+    WrongIssuer,
+    #[error("invalid audience")]
+    WrongAudience,
+    #[error("missing sub claim")]
+    MissingSubject,
+}
+
+impl AuthError {
+    /// Every reason, in a fixed order (metrics index by `as usize`).
+    pub const ALL: [AuthError; 9] = [
+        AuthError::Missing,
+        AuthError::Malformed,
+        AuthError::BadSignature,
+        AuthError::Expired,
+        AuthError::NotYetValid,
+        AuthError::WrongAlgorithm,
+        AuthError::WrongIssuer,
+        AuthError::WrongAudience,
+        AuthError::MissingSubject,
+    ];
+
+    /// Stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::WrongAlgorithm => "wrong_algorithm",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::MissingSubject => "missing_subject",
+        }
+    }
+}
+
+/// What a verified token tells us about the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// `sub`: the user id (a non-empty string of at most 256 bytes).
+    pub user_id: Box<str>,
+    /// `role == "admin"`.
+    pub admin: bool,
+    pub email: Option<Box<str>>,
+    pub name: Option<Box<str>>,
+    /// `rooms`: room names or `*` patterns this user may join.
+    pub rooms: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    sub: Option<serde_json::Value>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+}
+
+/// Verifies tokens against one key and one algorithm.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(cfg: &JwtConfig) -> Result<Self, ConfigError> {
+        use jsonwebtoken::AlgorithmFamily as F;
+        let family = cfg.algorithm.family();
+        let key = match (&cfg.key, family) {
+            (JwtKey::Secret(s), F::Hmac) => {
+                if s.is_empty() {
+                    return Err(ConfigError::Key("empty secret".into()));
+                }
+                Ok(DecodingKey::from_secret(s))
+            }
+            (JwtKey::PublicKeyPem(p), F::Rsa) => DecodingKey::from_rsa_pem(p),
+            (JwtKey::PublicKeyPem(p), F::Ec) => DecodingKey::from_ec_pem(p),
+            (JwtKey::PublicKeyPem(p), F::Ed) => DecodingKey::from_ed_pem(p),
+            (JwtKey::Secret(_), _) => {
+                return Err(ConfigError::Key(format!("{:?} needs a public key, not a secret", cfg.algorithm)));
+            }
+            (JwtKey::PublicKeyPem(_), _) => {
+                return Err(ConfigError::Key(format!("{:?} needs a secret, not a public key", cfg.algorithm)));
+            }
+        }
+        .map_err(|e| ConfigError::Key(e.to_string()))?;
+        let mut validation = Validation::new(cfg.algorithm);
+        validation.required_spec_claims = ["sub".to_string()].into();
+        validation.leeway = cfg.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = cfg.audience.is_some();
+        if let Some(aud) = &cfg.audience {
+            validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        if let Some(iss) = &cfg.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        Ok(Verifier { key, validation })
+    }
+
+    /// Verifies `token`; `None` means the client sent none.
+    pub fn verify(&self, token: Option<&str>) -> Result<Claims, AuthError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::UnsupportedAlgorithm => {
+                AuthError::WrongAlgorithm
+            }
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "sub" => AuthError::MissingSubject,
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+            _ => AuthError::Malformed,
+        })?;
+        let c = data.claims;
+        let user_id: Box<str> = match c.sub {
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.into(),
+            _ => return Err(AuthError::MissingSubject),
+        };
+        Ok(Claims {
+            user_id,
+            admin: c.role.as_deref() == Some("admin"),
+            email: c.email.map(Into::into),
+            name: c.name.map(Into::into),
+            rooms: c.rooms,
+        })
+    }
+}
+
+/// Claims written by [`mint_hs256`].
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+}
+
+/// Mints an HS256 token (for `wsedge token`, dev mode and tests).
+pub fn mint_hs256(secret: &[u8], sub: &str, role: Option<&str>, ttl_secs: u64) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = MintClaims { sub, iat: now, exp: now + ttl_secs, role };
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sign(secret: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new(&JwtConfig::hs256("s3cret")).unwrap()
+    }
+
+    #[test]
+    fn valid_token_gives_claims() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let t = sign(b"s3cret", json!({"sub": "42", "exp": now + 60, "role": "admin", "email": "a@b"}));
+        let c = verifier().verify(Some(&t)).unwrap();
+        assert_eq!(&*c.user_id, "42");
+        assert!(c.admin);
+        assert_eq!(c.email.as_deref(), Some("a@b"));
+        // `sub` is a StringOrURI (RFC 7519): a number is refused like a missing one.
+        let t = sign(b"s3cret", json!({"sub": 7}));
+        assert_eq!(verifier().verify(Some(&t)), Err(AuthError::MissingSubject));
+    }
+
+    #[test]
+    fn each_failure_has_its_reason() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let v = verifier();
+        assert_eq!(v.verify(None), Err(AuthError::Missing));
+        assert_eq!(v.verify(Some("abc")), Err(AuthError::Malformed));
+        let t = sign(b"other", json!({"sub": "1"}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::BadSignature));
+        let t = sign(b"s3cret", json!({"sub": "1", "exp": now - 10}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::Expired));
+        let t = sign(b"s3cret", json!({"sub": "1", "nbf": now + 100}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::NotYetValid));
+        let t = sign(b"s3cret", json!({"name": "x"}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::MissingSubject));
+        let t = sign(b"s3cret", json!({"sub": ""}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::MissingSubject));
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        // {"alg":"none"} header with a valid-looking payload and empty signature.
+        let t = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIn0.";
+        assert!(matches!(verifier().verify(Some(t)), Err(AuthError::Malformed | AuthError::WrongAlgorithm)));
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &json!({"sub": "1"}),
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        assert_eq!(verifier().verify(Some(&t)), Err(AuthError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn issuer_and_audience_checked_when_configured() {
+        let mut cfg = JwtConfig::hs256("s3cret");
+        cfg.issuer = Some("me".into());
+        cfg.audience = Some("edge".into());
+        let v = Verifier::new(&cfg).unwrap();
+        let ok = sign(b"s3cret", json!({"sub": "1", "iss": "me", "aud": "edge"}));
+        assert!(v.verify(Some(&ok)).is_ok());
+        let t = sign(b"s3cret", json!({"sub": "1", "iss": "you", "aud": "edge"}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::WrongIssuer));
+        let t = sign(b"s3cret", json!({"sub": "1", "iss": "me", "aud": "other"}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::WrongAudience));
+        let t = sign(b"s3cret", json!({"sub": "1", "iss": "me"}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::WrongAudience));
+    }
+}

@@ -1,0 +1,282 @@
+//! Server configuration: every knob with its default and trade-off, and `validate()`.
+//!
+//! Owns: the `Config` value and its checks. Does not touch: flags or environment variables (the
+//! binary maps those onto `Config`), sockets, or key material parsing (see `auth`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// The seed's subscribable event types (seed 000, `VALID_SUBSCRIPTION_EVENTS`).
+pub const DEFAULT_EVENTS: [&str; 12] = [
+    "upload.progress",
+    "upload.completed",
+    "upload.error",
+    "upload.cancelled",
+    "review.updated",
+    "review.created",
+    "review.deleted",
+    "system.notification",
+    "system.maintenance",
+    "user.status_changed",
+    "file.processing",
+    "file.ready",
+];
+
+/// Subscriptions are a bit set per connection, so at most this many event types.
+pub const MAX_EVENT_TYPES: usize = 64;
+
+/// What happens when a user opens one connection more than `max_connections_per_user`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    /// The user's oldest connection is closed with 1008 "connection limit exceeded" (seed 000).
+    EvictOldest,
+    /// The new connection gets `CONNECTION_LIMIT_EXCEEDED` and is closed with 1008.
+    Reject,
+}
+
+/// How JWTs are verified.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// Shared secret for HS256/HS384/HS512.
+    Secret(Vec<u8>),
+    /// PEM public key for RS*/PS*/ES*/EdDSA.
+    PublicKeyPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("Secret(<redacted>)"),
+            JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+        }
+    }
+}
+
+/// JWT verification settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub key: JwtKey,
+    /// The only algorithm accepted (a token naming another one is refused: no `none`, no HS/RS
+    /// confusion).
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds. Default 0: an expired token is expired.
+    pub leeway_secs: u64,
+}
+
+impl JwtConfig {
+    /// HS256 with the given secret, no issuer or audience check.
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> Self {
+        JwtConfig {
+            key: JwtKey::Secret(secret.into()),
+            algorithm: jsonwebtoken::Algorithm::HS256,
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+        }
+    }
+}
+
+/// Who may connect.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// Every WebSocket needs a valid JWT.
+    Jwt(JwtConfig),
+    /// Anyone may connect (the echo server for conformance suites and peer benchmarks).
+    Anonymous,
+}
+
+/// Everything the server needs to run. `Default` is the seed's limits on `127.0.0.1:8080`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address every reactor binds (with `SO_REUSEPORT`). Port 0 picks one port for all.
+    pub listen: SocketAddr,
+    /// Reactor threads. Default: available cores.
+    pub workers: usize,
+    /// Open WebSockets in total; over it the upgrade gets HTTP 503. Default 1000 (seed).
+    pub max_connections: usize,
+    /// Open WebSockets per user (`sub`). Default 3 (seed).
+    pub max_connections_per_user: usize,
+    /// Default evict-oldest (seed).
+    pub per_user_limit_policy: LimitPolicy,
+    /// Messages per user per window; 0 disables. Default 100 (seed).
+    pub rate_limit_messages: u32,
+    /// Sliding window length. Default 60 s (seed).
+    pub rate_limit_window: Duration,
+    /// A connection silent this long gets a WebSocket ping. Default 30 s (seed).
+    pub heartbeat_interval: Duration,
+    /// A connection silent this long is closed (1000 "connection timeout"). Default 60 s (seed).
+    pub connection_timeout: Duration,
+    /// A client must finish its HTTP upgrade within this (slowloris guard). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// After sending a close frame, how long to wait for the peer's before dropping. Default 5 s.
+    pub close_timeout: Duration,
+    /// On shutdown, how long to wait for close handshakes before exiting. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Largest message (after reassembly); bigger gets close 1009. Default 64 KiB (seed).
+    pub max_message_size: usize,
+    /// Largest HTTP request head; bigger gets 431. Default 8 KiB.
+    pub max_request_bytes: usize,
+    /// Largest outbound backlog per connection; a consumer slower than that is closed
+    /// (1008 "slow consumer"). Default 1 MiB.
+    pub max_outbound_bytes: usize,
+    /// Event types clients may subscribe to. Default: the seed's 12.
+    pub subscribable_events: Vec<String>,
+    /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
+    pub ws_path: Option<String>,
+    pub auth: AuthMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 1000,
+            max_connections_per_user: 3,
+            per_user_limit_policy: LimitPolicy::EvictOldest,
+            rate_limit_messages: 100,
+            rate_limit_window: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30),
+            connection_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            max_message_size: 64 * 1024,
+            max_request_bytes: 8 * 1024,
+            max_outbound_bytes: 1024 * 1024,
+            subscribable_events: DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect(),
+            ws_path: Some("/ws".to_string()),
+            // Secure by default: a random secret nobody knows, so nothing authenticates until
+            // a key is configured.
+            auth: AuthMode::Jwt(JwtConfig::hs256(random_secret())),
+        }
+    }
+}
+
+/// 32 random bytes (from the OS, through `uuid`'s v4 generator), hex encoded.
+pub fn random_secret() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    a + &b
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("workers must be between 1 and 255, got {0}")]
+    Workers(usize),
+    #[error("connection_timeout ({timeout:?}) must be longer than heartbeat_interval ({heartbeat:?})")]
+    TimeoutNotAfterHeartbeat { heartbeat: Duration, timeout: Duration },
+    #[error("at most {MAX_EVENT_TYPES} subscribable event types, got {0}")]
+    TooManyEvents(usize),
+    #[error("subscribable event types must be non-empty and unique: {0:?}")]
+    BadEvent(String),
+    #[error("max_request_bytes must be at least 256, got {0}")]
+    RequestLimit(usize),
+    #[error("ws_path must start with '/', got {0:?}")]
+    WsPath(String),
+    #[error("JWT key: {0}")]
+    Key(String),
+}
+
+impl Config {
+    /// Checks the configuration; the server refuses to start on an error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > 255 {
+            return Err(ConfigError::Workers(self.workers));
+        }
+        for (name, value) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_user", self.max_connections_per_user),
+            ("max_message_size", self.max_message_size),
+            ("max_outbound_bytes", self.max_outbound_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (name, value) in [
+            ("rate_limit_window", self.rate_limit_window),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connection_timeout", self.connection_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("close_timeout", self.close_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.connection_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::TimeoutNotAfterHeartbeat {
+                heartbeat: self.heartbeat_interval,
+                timeout: self.connection_timeout,
+            });
+        }
+        if self.max_request_bytes < 256 {
+            return Err(ConfigError::RequestLimit(self.max_request_bytes));
+        }
+        if self.subscribable_events.len() > MAX_EVENT_TYPES {
+            return Err(ConfigError::TooManyEvents(self.subscribable_events.len()));
+        }
+        for (i, e) in self.subscribable_events.iter().enumerate() {
+            if e.is_empty() || self.subscribable_events[..i].contains(e) {
+                return Err(ConfigError::BadEvent(e.clone()));
+            }
+        }
+        if let Some(p) = &self.ws_path
+            && !p.starts_with('/')
+        {
+            return Err(ConfigError::WsPath(p.clone()));
+        }
+        if let AuthMode::Jwt(jwt) = &self.auth {
+            crate::auth::Verifier::new(jwt).map(drop)?;
+        }
+        Ok(())
+    }
+
+    /// Index of an event type in `subscribable_events` (its bit in a connection's set).
+    pub fn event_bit(&self, event: &str) -> Option<u32> {
+        self.subscribable_events
+            .iter()
+            .position(|e| e == event)
+            .map(|i| i as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_matches_the_seed() {
+        let c = Config::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.max_connections_per_user, 3);
+        assert_eq!(c.max_connections, 1000);
+        assert_eq!(c.max_message_size, 65536);
+        assert_eq!(c.subscribable_events.len(), 12);
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_panics() {
+        let c = Config { workers: 0, ..Config::default() };
+        assert_eq!(c.validate(), Err(ConfigError::Workers(0)));
+        let c = Config { connection_timeout: Duration::from_secs(1), ..Config::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::TimeoutNotAfterHeartbeat { .. })));
+        let c = Config { subscribable_events: vec!["a".into(), "a".into()], ..Config::default() };
+        assert_eq!(c.validate(), Err(ConfigError::BadEvent("a".into())));
+        let mut jwt = JwtConfig::hs256("x");
+        jwt.key = JwtKey::PublicKeyPem(b"not a pem".to_vec());
+        jwt.algorithm = jsonwebtoken::Algorithm::RS256;
+        let c = Config { auth: AuthMode::Jwt(jwt), ..Config::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::Key(_))));
+    }
+}

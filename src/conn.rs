@@ -1,0 +1,367 @@
+//! Per-connection state and the outbound queue.
+//!
+//! Owns: the compact `Conn` record kept in each reactor's slab, the on-demand input state, and
+//! the outbound queue with its priority rule for control frames. Does not touch: the poll loop,
+//! users, or protocol decisions. An idle open connection is just the `Conn` record: input and
+//! output exist only while bytes are incomplete or pending.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use mio::net::TcpStream;
+use tungstenite::Bytes;
+
+use tungstenite::protocol::frame::coding::OpCode;
+
+use crate::ws::{Decoder, encode_frame};
+
+/// No user (anonymous connection) / end of a user's connection list.
+pub const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the HTTP upgrade request.
+    Handshake,
+    /// WebSocket open.
+    Open,
+    /// Close frame sent (or queued); waiting for the peer's close or the close timeout.
+    Closing,
+    /// HTTP response queued; the socket closes once it is written (input is discarded).
+    Discarding,
+}
+
+pub mod flags {
+    pub const ADMIN: u8 = 1;
+    /// The client offered the `bearer` subprotocol.
+    pub const BEARER: u8 = 1 << 1;
+    /// Already in the reactor's dirty list.
+    pub const DIRTY: u8 = 1 << 2;
+    /// Holds a place in the global connection count.
+    pub const COUNTED: u8 = 1 << 3;
+    /// The peer's close frame arrived: drop once our output is written.
+    pub const CLOSE_RECEIVED: u8 = 1 << 4;
+    /// Our write side is shut down.
+    pub const FIN_SENT: u8 = 1 << 5;
+}
+
+/// One connection. Kept small: this record is most of what an idle connection costs.
+pub struct Conn {
+    pub sock: TcpStream,
+    pub generation: u32,
+    pub phase: Phase,
+    pub flags: u8,
+    /// Close code sent or received (0: none yet), for `on_close`.
+    pub close_code: u16,
+    /// Index in the reactor's user table, or [`NONE`].
+    pub user: u32,
+    /// Next (newer) connection of the same user, or [`NONE`].
+    pub next_of_user: u32,
+    /// Tick of the last bytes received (or of accept).
+    pub last_seen: u32,
+    /// Tick of the last server ping (Open) or of entering Closing/Discarding.
+    pub mark: u32,
+    /// Unix seconds when the WebSocket opened.
+    pub opened_at: u32,
+    /// Data messages received.
+    pub messages: u32,
+    /// Bit set over `Config::subscribable_events`.
+    pub subscriptions: u64,
+    /// Public connection id (UUID bytes; encodes reactor and slot for O(1) lookup).
+    pub id: [u8; 16],
+    pub input: Option<Box<Input>>,
+    pub output: Option<Box<OutQueue>>,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, generation: u32, now: u32) -> Self {
+        Conn {
+            sock,
+            generation,
+            phase: Phase::Handshake,
+            flags: 0,
+            close_code: 0,
+            user: NONE,
+            next_of_user: NONE,
+            last_seen: now,
+            mark: now,
+            opened_at: 0,
+            messages: 0,
+            subscriptions: 0,
+            id: [0; 16],
+            input: None,
+            output: None,
+        }
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.output.as_ref().map_or(0, |o| o.bytes)
+    }
+}
+
+/// Incomplete input: a partial HTTP request or frame, and fragment state.
+#[derive(Default)]
+pub struct Input {
+    pub pending: Vec<u8>,
+    pub decoder: Decoder,
+}
+
+/// A queued chunk: bytes of our own (coalesced frames) or a shared, pre-encoded frame.
+pub enum Segment {
+    Owned(Vec<u8>),
+    Shared(Bytes),
+}
+
+impl Segment {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Segment::Owned(v) => v,
+            Segment::Shared(b) => b,
+        }
+    }
+}
+
+/// Bytes waiting for the socket. Frames never split across segments, so a segment boundary is a
+/// frame boundary.
+#[derive(Default)]
+pub struct OutQueue {
+    segs: VecDeque<Segment>,
+    /// Bytes of the front segment already written.
+    front_written: usize,
+    /// Bytes not yet written.
+    pub bytes: usize,
+}
+
+/// Reused queues and buffers, per reactor: pushing to an idle connection takes one from here
+/// instead of allocating, and a drained queue goes back.
+#[derive(Default)]
+pub struct Pool {
+    queues: Vec<Box<OutQueue>>,
+    vecs: Vec<Vec<u8>>,
+}
+
+const POOL_QUEUES: usize = 4096;
+const POOL_VECS: usize = 4096;
+const POOL_VEC_MAX_CAPACITY: usize = 64 * 1024;
+
+impl Pool {
+    pub fn queue(&mut self) -> Box<OutQueue> {
+        self.queues.pop().unwrap_or_default()
+    }
+
+    pub fn vec(&mut self) -> Vec<u8> {
+        self.vecs.pop().unwrap_or_default()
+    }
+
+    /// Takes back a drained (or abandoned) queue and its buffers.
+    pub fn recycle(&mut self, mut q: Box<OutQueue>) {
+        for seg in q.segs.drain(..) {
+            if let Segment::Owned(mut v) = seg
+                && v.capacity() <= POOL_VEC_MAX_CAPACITY
+                && self.vecs.len() < POOL_VECS
+            {
+                v.clear();
+                self.vecs.push(v);
+            }
+        }
+        q.front_written = 0;
+        q.bytes = 0;
+        if self.queues.len() < POOL_QUEUES && q.segs.capacity() <= 64 {
+            self.queues.push(q);
+        }
+    }
+}
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Appends our own bytes, coalescing with a trailing owned segment.
+    pub fn push_owned(&mut self, data: &[u8], pool: &mut Pool) {
+        if let Some(Segment::Owned(v)) = self.segs.back_mut() {
+            v.extend_from_slice(data);
+        } else {
+            let mut v = pool.vec();
+            v.extend_from_slice(data);
+            self.segs.push_back(Segment::Owned(v));
+        }
+        self.bytes += data.len();
+    }
+
+    /// Encodes a server frame straight into the trailing owned segment. Returns its length.
+    pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8], pool: &mut Pool) -> usize {
+        if !matches!(self.segs.back(), Some(Segment::Owned(_))) {
+            self.segs.push_back(Segment::Owned(pool.vec()));
+        }
+        let Some(Segment::Owned(v)) = self.segs.back_mut() else { return 0 };
+        let before = v.len();
+        encode_frame(v, opcode, payload);
+        let added = v.len() - before;
+        self.bytes += added;
+        added
+    }
+
+    /// Appends a shared frame (a refcount, no copy).
+    pub fn push_shared(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.segs.push_back(Segment::Shared(frame));
+    }
+
+    /// Inserts a control frame at the next frame boundary, ahead of any backlog.
+    pub fn push_urgent(&mut self, frame: &[u8], pool: &mut Pool) {
+        let mut v = pool.vec();
+        v.extend_from_slice(frame);
+        let at = usize::from(self.front_written > 0).min(self.segs.len());
+        self.segs.insert(at, Segment::Owned(v));
+        self.bytes += frame.len();
+    }
+
+    /// Drops everything not yet started, keeping a partially written front segment so the
+    /// stream stays at a frame boundary. Returns the bytes dropped.
+    pub fn discard_backlog(&mut self, pool: &mut Pool) -> usize {
+        let keep = usize::from(self.front_written > 0).min(self.segs.len());
+        let mut dropped = 0;
+        for seg in self.segs.drain(keep..) {
+            dropped += seg.bytes().len();
+            if let Segment::Owned(mut v) = seg
+                && v.capacity() <= POOL_VEC_MAX_CAPACITY
+            {
+                v.clear();
+                pool.vecs.push(v);
+            }
+        }
+        self.bytes -= dropped;
+        dropped
+    }
+
+    /// Writes as much as the socket takes with one vectored write per call, looping until
+    /// `WouldBlock` or empty. Returns bytes written; `Err` only for real socket errors.
+    pub fn write_to(&mut self, sock: &mut impl Write, pool: &mut Pool) -> io::Result<usize> {
+        let mut total = 0;
+        while self.bytes > 0 {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut n = 0;
+            for (i, seg) in self.segs.iter().take(64).enumerate() {
+                let b = seg.bytes();
+                slices[n] = IoSlice::new(if i == 0 { &b[self.front_written..] } else { b });
+                n += 1;
+            }
+            match sock.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    total += written;
+                    self.advance(written, pool);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    fn advance(&mut self, mut written: usize, pool: &mut Pool) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(front) = self.segs.front() else { break };
+            let left = front.bytes().len() - self.front_written;
+            if written < left {
+                self.front_written += written;
+                return;
+            }
+            written -= left;
+            self.front_written = 0;
+            if let Some(Segment::Owned(mut v)) = self.segs.pop_front()
+                && v.capacity() <= POOL_VEC_MAX_CAPACITY
+                && pool.vecs.len() < POOL_VECS
+            {
+                v.clear();
+                pool.vecs.push(v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `limit` bytes per call, then `WouldBlock` after `budget`.
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+        budget: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.limit).min(self.budget);
+            self.out.extend_from_slice(&buf[..n]);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn order_and_partial_writes() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_owned(b"ab", &mut pool);
+        q.push_owned(b"cd", &mut pool);
+        q.push_shared(Bytes::from_static(b"EF"));
+        q.push_owned(b"gh", &mut pool);
+        let mut w = Trickle { out: vec![], limit: 3, budget: 5 };
+        assert_eq!(q.write_to(&mut w, &mut pool).unwrap(), 5);
+        assert_eq!(q.bytes, 3);
+        w.budget = 100;
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.out, b"abcdEFgh");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn urgent_goes_to_next_frame_boundary() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_shared(Bytes::from_static(b"1111"));
+        q.push_shared(Bytes::from_static(b"2222"));
+        let mut w = Trickle { out: vec![], limit: 2, budget: 2 };
+        q.write_to(&mut w, &mut pool).unwrap();
+        q.push_urgent(b"P", &mut pool);
+        w.budget = 100;
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.out, b"1111P2222");
+
+        let mut q = OutQueue::default();
+        q.push_shared(Bytes::from_static(b"1111"));
+        q.push_urgent(b"P", &mut pool);
+        let mut w = Trickle { out: vec![], limit: 100, budget: 100 };
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.out, b"P1111");
+    }
+
+    #[test]
+    fn discard_backlog_keeps_partial_front() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_shared(Bytes::from_static(b"1111"));
+        q.push_shared(Bytes::from_static(b"2222"));
+        let mut w = Trickle { out: vec![], limit: 100, budget: 1 };
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(q.discard_backlog(&mut pool), 4);
+        q.push_urgent(b"C", &mut pool);
+        w.budget = 100;
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.out, b"1111C");
+    }
+}

@@ -1,0 +1,34 @@
+//! The embedding contract: the `Handler` trait an application implements.
+//!
+//! Owns: the callbacks and what they are told. Does not touch: I/O. Callbacks run on the
+//! reactor thread that owns the connection, so they must not block; use [`crate::ServerHandle`]
+//! from other threads. The built-in protocol server ([`crate::app::ProtocolApp`]) and the echo
+//! server ([`crate::app::EchoApp`]) are themselves `Handler`s.
+
+pub use crate::reactor::ctx::Ctx;
+
+/// How a connection ended, for [`Handler::on_close`].
+#[derive(Debug, Clone)]
+pub struct Closed<'a> {
+    pub connection_id: uuid::Uuid,
+    pub user_id: Option<&'a str>,
+    /// The close code sent or received (1006 when the socket just went away).
+    pub code: u16,
+    /// Data messages received on this connection.
+    pub messages: u32,
+}
+
+/// Application callbacks; every method has a default that does nothing.
+pub trait Handler: Send + Sync + 'static {
+    /// The WebSocket is open and authenticated (101 sent, limits applied).
+    fn on_open(&self, _ctx: &mut Ctx<'_>) {}
+    /// A complete text message (valid UTF-8, reassembled).
+    fn on_text(&self, _ctx: &mut Ctx<'_>, _text: &str) {}
+    /// A complete binary message.
+    fn on_binary(&self, _ctx: &mut Ctx<'_>, _data: &[u8]) {}
+    /// The peer broke RFC 6455 (or sent an oversized message); the connection is closed with
+    /// `violation.close_code()` right after this returns.
+    fn on_violation(&self, _ctx: &mut Ctx<'_>, _violation: crate::ws::Violation) {}
+    /// The connection is gone (after `on_open`).
+    fn on_close(&self, _closed: &Closed<'_>) {}
+}

@@ -1,0 +1,39 @@
+//! wsedge: a WebSocket edge server and embeddable reactor library.
+//!
+//! One reactor thread per core (`mio`), each with its own `SO_REUSEPORT` listener, slab of
+//! connections, timer wheel and user table; a user's connections live on one home reactor so
+//! per-user limits and rate limits need no locks. Frames are decoded with tungstenite's frame
+//! layer into one per-reactor buffer; idle connections hold no buffers.
+//!
+//! ```no_run
+//! use wsedge::{Config, JwtConfig, AuthMode, Server, app::ProtocolApp};
+//! let config = Config { auth: AuthMode::Jwt(JwtConfig::hs256("secret")), ..Config::default() };
+//! let server = Server::start(config, ProtocolApp::default()).expect("start");
+//! println!("listening on {}", server.local_addr());
+//! server.wait();
+//! ```
+//!
+//! Module map: `config` (settings), `server` (threads, handle), `handler` (the embedding
+//! contract), `reactor` (poll loop and connection state machine), `conn` (per-connection state,
+//! outbound queue), `http` (upgrade parser), `ws` (frames), `protocol` (seed JSON), `auth` (JWT),
+//! `limits` (rate limit, admission), `timer` (wheel), `metrics` (counters), `app` (built-in apps).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod handler;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod protocol;
+pub mod reactor;
+pub mod server;
+pub mod timer;
+pub mod ws;
+
+pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
+pub use handler::{Closed, Ctx, Handler};
+pub use metrics::Snapshot;
+pub use reactor::Target;
+pub use server::{HandleError, RunningServer, Server, ServerError, ServerHandle};

@@ -1,0 +1,285 @@
+//! The `wsedge` binary: flags and `WS_*` environment variables to `Config`, then run.
+//!
+//! `wsedge` / `wsedge serve`: the seed protocol server. `wsedge token`: mint a JWT.
+//! `wsedge echo`: anonymous echo/broadcast server for conformance suites and benchmarks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wsedge::app::{EchoApp, ProtocolApp};
+use wsedge::auth::mint_hs256;
+use wsedge::config::{DEFAULT_EVENTS, random_secret};
+use wsedge::{AuthMode, Config, JwtConfig, JwtKey, LimitPolicy, Server};
+
+#[derive(Parser)]
+#[command(name = "wsedge", version, about = "WebSocket edge server: JWT auth, limits, heartbeats, subscriptions, fan-out")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the protocol server (the default).
+    Serve(ServeArgs),
+    /// Mint an HS256 token with the configured secret.
+    Token(TokenArgs),
+    /// Run the anonymous echo server (any path; text starting with `broadcast` goes to all).
+    Echo(EchoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Policy {
+    EvictOldest,
+    Reject,
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{e}"))
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Reactor threads (0 = one per available core).
+    #[arg(long, env = "WS_WORKERS", default_value_t = 0)]
+    workers: usize,
+    /// Log level: error, warn, info, debug, trace (default: RUST_LOG, else info).
+    #[arg(long, env = "WS_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on (every reactor binds it with SO_REUSEPORT).
+    #[arg(long, env = "WS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    common: Common,
+    /// Open WebSockets in total; over it upgrades get HTTP 503.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 1000)]
+    max_connections: usize,
+    /// Open WebSockets per user (JWT `sub`).
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 3)]
+    max_connections_per_user: usize,
+    /// What happens to the connection over the per-user limit.
+    #[arg(long, env = "WS_PER_USER_LIMIT_POLICY", value_enum, default_value = "evict-oldest")]
+    per_user_limit_policy: Policy,
+    /// Messages per user per window (0 disables rate limiting).
+    #[arg(long, env = "WS_RATE_LIMIT_MESSAGES", default_value_t = 100)]
+    rate_limit_messages: u32,
+    /// Rate limit window, seconds.
+    #[arg(long, env = "WS_RATE_LIMIT_WINDOW", default_value = "60", value_parser = secs)]
+    rate_limit_window: Duration,
+    /// Silence before the server pings, seconds.
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value = "30", value_parser = secs)]
+    heartbeat_interval: Duration,
+    /// Silence before the server closes the connection, seconds.
+    #[arg(long, env = "WS_CONNECTION_TIMEOUT", default_value = "60", value_parser = secs)]
+    connection_timeout: Duration,
+    /// Time allowed to complete the HTTP upgrade, seconds (slowloris guard).
+    #[arg(long, env = "WS_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = secs)]
+    handshake_timeout: Duration,
+    /// Wait for the peer's close frame this long after sending ours, seconds.
+    #[arg(long, env = "WS_CLOSE_TIMEOUT", default_value = "5", value_parser = secs)]
+    close_timeout: Duration,
+    /// On SIGINT/SIGTERM, wait this long for close handshakes, seconds.
+    #[arg(long, env = "WS_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = secs)]
+    shutdown_timeout: Duration,
+    /// Largest message after reassembly, bytes (bigger: close 1009).
+    #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 65536)]
+    max_message_size: usize,
+    /// Largest HTTP request head, bytes (bigger: 431).
+    #[arg(long, env = "WS_MAX_REQUEST_BYTES", default_value_t = 8192)]
+    max_request_bytes: usize,
+    /// Largest outbound backlog per connection, bytes (bigger: close 1008 "slow consumer").
+    #[arg(long, env = "WS_MAX_OUTBOUND_BYTES", default_value_t = 1 << 20)]
+    max_outbound_bytes: usize,
+    /// Subscribable event types, comma-separated (default: the seed's 12).
+    #[arg(long, env = "WS_EVENTS", value_delimiter = ',')]
+    events: Vec<String>,
+    /// WebSocket path (`PATH` and `PATH/{token}`).
+    #[arg(long, env = "WS_PATH", default_value = "/ws")]
+    ws_path: String,
+    /// HS256 secret. Without it (and without --jwt-public-key) the server runs in dev mode.
+    #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key file for RS*/PS*/ES*/EdDSA tokens.
+    #[arg(long, env = "WS_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// The one accepted algorithm (default HS256 with a secret, RS256 with a public key).
+    #[arg(long, env = "WS_JWT_ALGORITHM")]
+    jwt_algorithm: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "WS_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "WS_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Clock skew tolerated on exp/nbf, seconds.
+    #[arg(long, env = "WS_JWT_LEEWAY", default_value_t = 0)]
+    jwt_leeway: u64,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Role claim, e.g. `admin`.
+    #[arg(long)]
+    role: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// HS256 secret (the server's).
+    #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    #[arg(long, env = "WS_LISTEN", default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    common: Common,
+    /// Largest message, bytes (conformance suites send 16 MiB).
+    #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
+    max_message_size: usize,
+    /// Open WebSockets in total.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    max_connections: usize,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(t)) => token(t),
+        Some(Command::Echo(e)) => echo(e),
+        Some(Command::Serve(s)) => serve(s),
+        None => serve(cli.serve),
+    };
+    if let Err(e) = result {
+        eprintln!("wsedge: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn init_logging(level: &Option<String>) -> Result<(), String> {
+    let spec = level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    let level: log::LevelFilter = spec.parse().map_err(|_| format!("unknown log level {spec:?}"))?;
+    simple_logger::SimpleLogger::new().with_level(level).init().map_err(|e| e.to_string())
+}
+
+fn workers(n: usize) -> usize {
+    if n == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { n }
+}
+
+fn token(t: TokenArgs) -> Result<(), String> {
+    let tok = mint_hs256(t.jwt_secret.as_bytes(), &t.sub, t.role.as_deref(), t.ttl).map_err(|e| e.to_string())?;
+    println!("{tok}");
+    Ok(())
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    init_logging(&a.common.log_level)?;
+    let algorithm = match &a.jwt_algorithm {
+        Some(name) => name.parse::<jsonwebtoken::Algorithm>().map_err(|_| format!("unknown JWT algorithm {name:?}"))?,
+        None if a.jwt_public_key.is_some() => jsonwebtoken::Algorithm::RS256,
+        None => jsonwebtoken::Algorithm::HS256,
+    };
+    let mut dev_secret = None;
+    let key = match (&a.jwt_secret, &a.jwt_public_key) {
+        (Some(_), Some(_)) => return Err("give --jwt-secret or --jwt-public-key, not both".into()),
+        (Some(s), None) => JwtKey::Secret(s.clone().into_bytes()),
+        (None, Some(path)) => JwtKey::PublicKeyPem(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        (None, None) => {
+            let s = random_secret();
+            dev_secret = Some(s.clone());
+            JwtKey::Secret(s.into_bytes())
+        }
+    };
+    let events = if a.events.is_empty() { DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect() } else { a.events.clone() };
+    let config = Config {
+        listen: a.listen,
+        workers: workers(a.common.workers),
+        max_connections: a.max_connections,
+        max_connections_per_user: a.max_connections_per_user,
+        per_user_limit_policy: match a.per_user_limit_policy {
+            Policy::EvictOldest => LimitPolicy::EvictOldest,
+            Policy::Reject => LimitPolicy::Reject,
+        },
+        rate_limit_messages: a.rate_limit_messages,
+        rate_limit_window: a.rate_limit_window,
+        heartbeat_interval: a.heartbeat_interval,
+        connection_timeout: a.connection_timeout,
+        handshake_timeout: a.handshake_timeout,
+        close_timeout: a.close_timeout,
+        shutdown_timeout: a.shutdown_timeout,
+        max_message_size: a.max_message_size,
+        max_request_bytes: a.max_request_bytes,
+        max_outbound_bytes: a.max_outbound_bytes,
+        subscribable_events: events,
+        ws_path: Some(a.ws_path.clone()),
+        auth: AuthMode::Jwt(JwtConfig {
+            key,
+            algorithm,
+            issuer: a.jwt_issuer.clone(),
+            audience: a.jwt_audience.clone(),
+            leeway_secs: a.jwt_leeway,
+        }),
+    };
+    let server = Server::start(config, ProtocolApp::default()).map_err(|e| e.to_string())?;
+    if let Some(secret) = dev_secret {
+        let admin = mint_hs256(secret.as_bytes(), "admin", Some("admin"), 24 * 3600).map_err(|e| e.to_string())?;
+        let user = mint_hs256(secret.as_bytes(), "user-1", None, 24 * 3600).map_err(|e| e.to_string())?;
+        println!("wsedge DEV MODE: no --jwt-secret or --jwt-public-key given; using a random secret for this run.");
+        println!("  secret:      {secret}");
+        println!("  admin token: {admin}");
+        println!("  connect:     ws://{}{}?token={user}", server.local_addr(), a.ws_path);
+    }
+    run_until_signal(server)
+}
+
+fn echo(a: EchoArgs) -> Result<(), String> {
+    init_logging(&a.common.log_level)?;
+    let config = Config {
+        listen: a.listen,
+        workers: workers(a.common.workers),
+        max_connections: a.max_connections,
+        max_message_size: a.max_message_size,
+        // A 16 MiB echo must fit in the outbound queue.
+        max_outbound_bytes: a.max_message_size.saturating_mul(4).max(1 << 20),
+        max_connections_per_user: usize::MAX,
+        ws_path: None,
+        auth: AuthMode::Anonymous,
+        ..Config::default()
+    };
+    let server = Server::start(config, EchoApp).map_err(|e| e.to_string())?;
+    println!("wsedge echo listening on ws://{}/", server.local_addr());
+    run_until_signal(server)
+}
+
+/// Runs until SIGINT/SIGTERM, then drains; a second signal exits at once.
+fn run_until_signal(server: wsedge::RunningServer) -> Result<(), String> {
+    let handle = server.handle();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("signal setup: {e}"))?;
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for sig in signals.forever() {
+            seen += 1;
+            if seen > 1 {
+                std::process::exit(130);
+            }
+            log::info!("signal {sig}: closing connections with 1001 and shutting down");
+            handle.shutdown();
+        }
+    });
+    server.wait();
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Counters: one set per reactor, written only by that reactor's thread, summed on read.
+//!
+//! Owns: what is counted and the snapshot type. Does not touch: formatting for Prometheus or
+//! HTTP (readers do that), or any connection state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+/// A counter with a single writer: increments are a plain load and store (no locked
+/// instruction on the hot path); readers on other threads see a recent value.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// HTTP statuses a handshake can be refused with, for per-status counts.
+pub const REFUSAL_STATUSES: [u16; 8] = [400, 404, 405, 408, 426, 431, 500, 503];
+
+/// One reactor's counters.
+#[derive(Debug, Default)]
+pub struct ReactorMetrics {
+    /// Open WebSockets on this reactor (gauge).
+    pub connections: Counter,
+    /// TCP connections accepted.
+    pub accepted: Counter,
+    /// Upgrades completed and authenticated.
+    pub handshakes: Counter,
+    /// Handshakes refused, by HTTP status (index into [`REFUSAL_STATUSES`]).
+    pub refused: [Counter; REFUSAL_STATUSES.len()],
+    /// Authentication failures by reason (index: position in [`AuthError::ALL`]).
+    pub auth_failures: [Counter; AuthError::ALL.len()],
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub rate_limited: Counter,
+    /// Oldest connections closed by the per-user limit (evict-oldest).
+    pub evictions: Counter,
+    /// New connections refused by the per-user limit (reject).
+    pub user_limit_rejections: Counter,
+    pub slow_consumer_closes: Counter,
+    /// Connections failed for RFC 6455 violations (1002/1007/1009).
+    pub protocol_errors: Counter,
+    /// Connections closed for silence (connection timeout).
+    pub timeouts: Counter,
+    /// Sockets handed to the user's home reactor after authentication.
+    pub handovers: Counter,
+    /// Messages queued by fan-out (one per recipient).
+    pub fanout_deliveries: Counter,
+    /// Bytes waiting in outbound queues (gauge).
+    pub queued_bytes: Counter,
+    /// Microseconds the last loop turn spent working (gauge).
+    pub loop_busy_us: Counter,
+    /// `upload.cancel` requests handed to the application.
+    pub upload_cancels: Counter,
+}
+
+impl ReactorMetrics {
+    pub fn refused_with(&self, status: u16) {
+        if let Some(i) = REFUSAL_STATUSES.iter().position(|s| *s == status) {
+            self.refused[i].inc();
+        }
+    }
+
+    pub fn auth_failed(&self, reason: AuthError) {
+        if let Some(i) = AuthError::ALL.iter().position(|r| *r == reason) {
+            self.auth_failures[i].inc();
+        }
+    }
+}
+
+/// A point-in-time sum over reactors.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub connections: u64,
+    pub connections_per_reactor: Vec<u64>,
+    pub accepted: u64,
+    pub handshakes: u64,
+    pub refused: Vec<(u16, u64)>,
+    pub auth_failures: Vec<(&'static str, u64)>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub rate_limited: u64,
+    pub evictions: u64,
+    pub user_limit_rejections: u64,
+    pub slow_consumer_closes: u64,
+    pub protocol_errors: u64,
+    pub timeouts: u64,
+    pub handovers: u64,
+    pub fanout_deliveries: u64,
+    pub queued_bytes: u64,
+    pub upload_cancels: u64,
+}
+
+impl Snapshot {
+    pub fn collect(reactors: &[std::sync::Arc<ReactorMetrics>]) -> Self {
+        let sum = |f: &dyn Fn(&ReactorMetrics) -> u64| reactors.iter().map(|r| f(r)).sum::<u64>();
+        Snapshot {
+            connections: sum(&|r| r.connections.get()),
+            connections_per_reactor: reactors.iter().map(|r| r.connections.get()).collect(),
+            accepted: sum(&|r| r.accepted.get()),
+            handshakes: sum(&|r| r.handshakes.get()),
+            refused: REFUSAL_STATUSES
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (*s, sum(&|r| r.refused[i].get())))
+                .collect(),
+            auth_failures: AuthError::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.label(), sum(&|r| r.auth_failures[i].get())))
+                .collect(),
+            messages_in: sum(&|r| r.messages_in.get()),
+            messages_out: sum(&|r| r.messages_out.get()),
+            bytes_in: sum(&|r| r.bytes_in.get()),
+            bytes_out: sum(&|r| r.bytes_out.get()),
+            rate_limited: sum(&|r| r.rate_limited.get()),
+            evictions: sum(&|r| r.evictions.get()),
+            user_limit_rejections: sum(&|r| r.user_limit_rejections.get()),
+            slow_consumer_closes: sum(&|r| r.slow_consumer_closes.get()),
+            protocol_errors: sum(&|r| r.protocol_errors.get()),
+            timeouts: sum(&|r| r.timeouts.get()),
+            handovers: sum(&|r| r.handovers.get()),
+            fanout_deliveries: sum(&|r| r.fanout_deliveries.get()),
+            queued_bytes: sum(&|r| r.queued_bytes.get()),
+            upload_cancels: sum(&|r| r.upload_cancels.get()),
+        }
+    }
+
+    /// Auth failures for one reason.
+    pub fn auth_failures_for(&self, reason: AuthError) -> u64 {
+        self.auth_failures.iter().find(|(l, _)| *l == reason.label()).map_or(0, |(_, n)| *n)
+    }
+
+    /// Handshakes refused with one HTTP status.
+    pub fn refused_with(&self, status: u16) -> u64 {
+        self.refused.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n)
+    }
+}

@@ -1,0 +1,545 @@
+//! The reactor's state and every operation that needs no handler: queueing, closing, dropping,
+//! flushing, fan-out delivery, timers and the user index.
+//!
+//! Owns: the slab, the wheel, the user table, the pool and the dirty list of one reactor. Does
+//! not touch: the poll loop or the application's callbacks (closes are recorded in `closed` and
+//! reported by the loop).
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::Token;
+use slab::Slab;
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::coding::OpCode;
+
+use super::users::Users;
+use super::{Runtime, TICK, Target, conn_token, split_token};
+use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
+use crate::metrics::ReactorMetrics;
+use crate::protocol::IdGen;
+use crate::timer::TimerWheel;
+use crate::ws::encode_close;
+
+/// Timer keys with this bit name a user entry (cleanup of a cooled-down rate window), not a
+/// connection.
+const USER_KEY: u64 = 1 << 63;
+/// Generations stay below 2^31 so a connection key never sets `USER_KEY`.
+const GENERATION_MASK: u32 = 0x7FFF_FFFF;
+const WHEEL_SLOTS: usize = 1024;
+
+/// A closed connection, reported to `Handler::on_close` by the loop.
+pub(crate) struct ClosedRecord {
+    pub id: [u8; 16],
+    pub user: Option<Box<str>>,
+    pub code: u16,
+    pub messages: u32,
+}
+
+/// Durations converted to ticks once.
+struct Ticks {
+    heartbeat: u32,
+    timeout: u32,
+    handshake: u32,
+    close: u32,
+    rate_window: u32,
+}
+
+fn ticks(d: Duration) -> u32 {
+    (d.as_millis().div_ceil(TICK.as_millis())).clamp(1, u32::MAX as u128 / 4) as u32
+}
+
+pub(crate) struct Core {
+    pub id: usize,
+    pub rt: Arc<Runtime>,
+    pub metrics: Arc<ReactorMetrics>,
+    pub conns: Slab<Conn>,
+    pub users: Users,
+    wheel: TimerWheel,
+    dirty: Vec<u32>,
+    /// Scratch for serializing one message before framing it.
+    pub scratch: Vec<u8>,
+    pub pool: Pool,
+    pub ids: IdGen,
+    next_generation: u32,
+    start: Instant,
+    /// Current tick (TICK units since `start`).
+    pub now: u32,
+    /// Milliseconds since `start`, for rate windows.
+    pub now_ms: u64,
+    ticks: Ticks,
+    queued: usize,
+    pub closed: Vec<ClosedRecord>,
+}
+
+impl Core {
+    pub fn new(id: usize, rt: Arc<Runtime>) -> Self {
+        let c = &rt.config;
+        let ticks = Ticks {
+            heartbeat: ticks(c.heartbeat_interval),
+            timeout: ticks(c.connection_timeout),
+            handshake: ticks(c.handshake_timeout),
+            close: ticks(c.close_timeout),
+            rate_window: ticks(c.rate_limit_window),
+        };
+        Core {
+            id,
+            metrics: rt.links[id].metrics.clone(),
+            rt,
+            conns: Slab::new(),
+            users: Users::default(),
+            wheel: TimerWheel::new(WHEEL_SLOTS, 0),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            pool: Pool::default(),
+            ids: IdGen::from_os(),
+            next_generation: 1,
+            start: Instant::now(),
+            now: 0,
+            now_ms: 0,
+            ticks,
+            queued: 0,
+            closed: Vec::new(),
+        }
+    }
+
+    pub fn update_clock(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.start);
+        self.now_ms = elapsed.as_millis() as u64;
+        self.now = (self.now_ms / TICK.as_millis() as u64) as u32;
+    }
+
+    /// Time until the next timer could be due (`None`: no timers at all).
+    pub fn until_next_timer(&self) -> Option<Duration> {
+        (!self.wheel.is_empty()).then_some(TICK)
+    }
+
+    pub fn advance_wheel(&mut self, fired: &mut Vec<u64>) {
+        self.wheel.advance(self.now as u64, fired);
+    }
+
+    fn schedule(&mut self, idx: usize, generation: u32, at: u32) {
+        self.wheel.schedule(conn_token(idx, generation).0 as u64, at as u64);
+    }
+
+    /// The connection at `token`, if it is still the same connection.
+    pub fn live(&self, token: Token) -> Option<usize> {
+        let (idx, generation) = split_token(token);
+        self.conns.get(idx).filter(|c| c.generation == generation).map(|_| idx)
+    }
+
+    pub fn token_of(&self, idx: usize) -> Token {
+        conn_token(idx, self.conns[idx].generation)
+    }
+
+    /// Adds a fresh socket in the handshake phase with its handshake deadline.
+    pub fn insert_conn(&mut self, sock: mio::net::TcpStream) -> usize {
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
+        let idx = self.conns.insert(Conn::new(sock, generation, self.now));
+        // The connection's one wheel entry: due at whichever check comes first after accept.
+        self.schedule(idx, generation, self.now + self.ticks.handshake.min(self.ticks.heartbeat));
+        idx
+    }
+
+    /// A public id that encodes where the connection lives, shaped as a v4 UUID.
+    pub fn make_conn_id(&mut self, idx: usize) -> [u8; 16] {
+        let r = self.ids.next_u64().to_le_bytes();
+        let g = self.conns[idx].generation.to_be_bytes();
+        let i = (idx as u32).to_be_bytes();
+        [i[0], i[1], i[2], i[3], self.id as u8, r[0], 0x40 | (r[1] & 0x0F), r[2], 0x80 | (r[3] & 0x3F), r[4], g[0], g[1], g[2], g[3], r[5], r[6]]
+    }
+
+    /// The open connection with this public id, if it lives here.
+    pub fn find_by_id(&self, id: &uuid::Uuid) -> Option<usize> {
+        let b = id.as_bytes();
+        if b[4] as usize != self.id {
+            return None;
+        }
+        let idx = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        self.conns.get(idx).filter(|c| &c.id == b && c.phase == Phase::Open).map(|_| idx)
+    }
+
+    pub fn mark_dirty(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if !c.has(flags::DIRTY) {
+            c.flags |= flags::DIRTY;
+            self.dirty.push(idx as u32);
+        }
+    }
+
+    fn out(&mut self, idx: usize) -> &mut OutQueue {
+        let pool = &mut self.pool;
+        self.conns[idx].output.get_or_insert_with(|| pool.queue())
+    }
+
+    /// Queues raw bytes (an HTTP response).
+    pub fn queue_raw(&mut self, idx: usize, bytes: &[u8]) {
+        let pool = &mut self.pool;
+        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
+        out.push_owned(bytes, pool);
+        self.queued += bytes.len();
+        self.mark_dirty(idx);
+    }
+
+    /// Frames `payload` and queues it behind earlier output (encoded straight into the queue).
+    pub fn queue_frame(&mut self, idx: usize, opcode: OpCode, payload: &[u8]) {
+        let pool = &mut self.pool;
+        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
+        self.queued += out.push_frame(opcode, payload, pool);
+        self.metrics.messages_out.inc();
+        self.mark_dirty(idx);
+        self.enforce_cap(idx);
+    }
+
+    /// Queues a control frame (pong, ping) at the next frame boundary, ahead of any backlog.
+    pub fn queue_urgent(&mut self, idx: usize, frame: &[u8]) {
+        let pool = &mut self.pool;
+        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
+        out.push_urgent(frame, pool);
+        self.queued += frame.len();
+        self.mark_dirty(idx);
+    }
+
+    /// Queues a shared frame to an open connection; false if it was not open.
+    fn push_shared(&mut self, idx: usize, frame: &Bytes) -> bool {
+        if self.conns[idx].phase != Phase::Open {
+            return false;
+        }
+        self.out(idx).push_shared(frame.clone());
+        self.queued += frame.len();
+        self.mark_dirty(idx);
+        self.metrics.fanout_deliveries.inc();
+        self.metrics.messages_out.inc();
+        self.enforce_cap(idx);
+        true
+    }
+
+    /// Closes a consumer whose backlog is over `max_outbound_bytes`.
+    fn enforce_cap(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.queued_bytes() <= self.rt.config.max_outbound_bytes || c.phase != Phase::Open {
+            return;
+        }
+        if let Some(out) = c.output.as_mut() {
+            self.queued -= out.discard_backlog(&mut self.pool);
+        }
+        self.metrics.slow_consumer_closes.inc();
+        log::info!("closing slow consumer (outbound queue over {} bytes)", self.rt.config.max_outbound_bytes);
+        self.close_with(idx, 1008, "slow consumer: outbound queue limit exceeded");
+    }
+
+    /// Starts the close handshake: queues a close frame after pending output, then waits for
+    /// the peer's close (or the close timeout).
+    pub fn close_with(&mut self, idx: usize, code: u16, reason: &str) {
+        self.begin_close(idx, Some(code), reason);
+    }
+
+    /// Answers the peer's close by echoing its code (an empty close for an empty one).
+    pub fn echo_close(&mut self, idx: usize, code: Option<u16>) {
+        self.begin_close(idx, code, "");
+        self.conns[idx].close_code = code.unwrap_or(1005);
+    }
+
+    fn begin_close(&mut self, idx: usize, code: Option<u16>, reason: &str) {
+        let c = &mut self.conns[idx];
+        if c.phase != Phase::Open {
+            return;
+        }
+        c.phase = Phase::Closing;
+        c.mark = self.now;
+        self.unlink_user(idx);
+        let mut frame = Vec::with_capacity(4 + reason.len().min(123));
+        encode_close(&mut frame, code, reason);
+        self.queue_raw(idx, &frame);
+        let generation = self.conns[idx].generation;
+        self.schedule(idx, generation, self.now + self.ticks.close);
+        self.conns[idx].close_code = code.unwrap_or(1005);
+    }
+
+    /// Closes an open WebSocket with a close frame; drops anything else at once.
+    pub fn close_or_drop(&mut self, idx: usize, code: u16, reason: &str) {
+        match self.conns[idx].phase {
+            Phase::Open => self.close_with(idx, code, reason),
+            Phase::Closing => {}
+            Phase::Handshake | Phase::Discarding => self.drop_conn(idx, 1006),
+        }
+    }
+
+    /// Answers an HTTP request and closes after the response is written.
+    pub fn respond_http(&mut self, idx: usize, response: &[u8]) {
+        self.queue_raw(idx, response);
+        let c = &mut self.conns[idx];
+        c.phase = Phase::Discarding;
+        c.mark = self.now;
+        c.input = None;
+        let generation = c.generation;
+        self.schedule(idx, generation, self.now + self.ticks.close);
+    }
+
+    /// Removes the connection now: its socket closes, every index forgets it.
+    pub fn drop_conn(&mut self, idx: usize, code: u16) {
+        if !self.conns.contains(idx) {
+            return;
+        }
+        self.unlink_user(idx);
+        let c = self.conns.remove(idx);
+        if c.has(flags::COUNTED) {
+            self.rt.admission.release();
+        }
+        if c.opened_at != 0 {
+            let n = self.metrics.connections.get();
+            self.metrics.connections.set(n.saturating_sub(1));
+            let code = if c.close_code != 0 { c.close_code } else { code };
+            self.closed.push(ClosedRecord { id: c.id, user: None, code, messages: c.messages });
+        }
+        if let Some(out) = c.output {
+            self.queued -= out.bytes;
+            self.pool.recycle(out);
+        }
+    }
+
+    pub fn on_writable(&mut self, token: Token) {
+        if let Some(idx) = self.live(token) {
+            self.flush(idx);
+        }
+    }
+
+    pub fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &idx in &dirty {
+            let idx = idx as usize;
+            if let Some(c) = self.conns.get_mut(idx) {
+                c.flags &= !flags::DIRTY;
+                self.flush(idx);
+            }
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+        self.metrics.queued_bytes.set(self.queued as u64);
+    }
+
+    /// Writes what the socket takes; finishes closes whose output is done.
+    fn flush(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if let Some(out) = c.output.as_mut() {
+            match out.write_to(&mut c.sock, &mut self.pool) {
+                Ok(n) => {
+                    self.queued -= n;
+                    self.metrics.bytes_out.add(n as u64);
+                }
+                Err(e) => {
+                    log::debug!("write failed: {e}");
+                    self.drop_conn(idx, 1006);
+                    return;
+                }
+            }
+            if !out.is_empty() {
+                return;
+            }
+            if let Some(q) = c.output.take() {
+                self.pool.recycle(q);
+            }
+        }
+        if matches!(c.phase, Phase::Closing | Phase::Discarding) {
+            if !c.has(flags::FIN_SENT) {
+                // FIN after the close frame (or response): the peer reads everything, then EOF.
+                let _ = c.sock.shutdown(Shutdown::Write);
+                c.flags |= flags::FIN_SENT;
+            }
+            if c.has(flags::CLOSE_RECEIVED) {
+                self.drop_conn(idx, 1000);
+            }
+        }
+    }
+
+    /// A timer fired for `key`; acts if the connection's real deadline has come, else re-arms.
+    pub fn on_timer(&mut self, key: u64) {
+        if key & USER_KEY != 0 {
+            let u = (key & !USER_KEY) as u32;
+            if self.users.get(u).is_some_and(|u| u.count == 0) {
+                self.users.remove(u);
+            }
+            return;
+        }
+        let Some(idx) = self.live(Token(key as usize)) else { return };
+        let now = self.now;
+        let c = &mut self.conns[idx];
+        let generation = c.generation;
+        let idle = now.wrapping_sub(c.last_seen);
+        match c.phase {
+            Phase::Handshake => {
+                // From accept (`mark`), not last bytes: trickling bytes buys no time.
+                if now.wrapping_sub(c.mark) >= self.ticks.handshake {
+                    self.metrics.refused_with(408);
+                    let _ = c.sock.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    self.drop_conn(idx, 1006);
+                } else {
+                    let at = c.mark + self.ticks.handshake;
+                    self.schedule(idx, generation, at);
+                }
+            }
+            Phase::Open => {
+                if idle >= self.ticks.timeout {
+                    self.metrics.timeouts.inc();
+                    self.close_with(idx, 1000, "connection timeout");
+                } else if idle >= self.ticks.heartbeat {
+                    if c.mark <= c.last_seen {
+                        // No ping since the last activity: send one.
+                        c.mark = now;
+                        self.queue_urgent(idx, &crate::ws::PING_FRAME);
+                    }
+                    let at = self.conns[idx].last_seen + self.ticks.timeout;
+                    self.schedule(idx, generation, at);
+                } else {
+                    let at = c.last_seen + self.ticks.heartbeat;
+                    self.schedule(idx, generation, at);
+                }
+            }
+            Phase::Closing | Phase::Discarding => {
+                if now.wrapping_sub(c.mark) >= self.ticks.close {
+                    self.drop_conn(idx, 1006);
+                } else {
+                    let at = c.mark + self.ticks.close;
+                    self.schedule(idx, generation, at);
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` to every open connection matching `target`; returns how many.
+    pub fn deliver(&mut self, target: &Target, frame: &Bytes) -> usize {
+        let mut n = 0;
+        match target {
+            Target::All => {
+                for idx in 0..self.conns.capacity() {
+                    if self.conns.contains(idx) && self.push_shared(idx, frame) {
+                        n += 1;
+                    }
+                }
+            }
+            Target::Subscribers(bit) => {
+                let mask = 1u64 << bit;
+                for idx in 0..self.conns.capacity() {
+                    if self.conns.get(idx).is_some_and(|c| c.subscriptions & mask != 0) && self.push_shared(idx, frame) {
+                        n += 1;
+                    }
+                }
+            }
+            Target::User(user) => {
+                let mut cur = self.users.find(user).and_then(|u| self.users.get(u)).map_or(NONE, |u| u.head);
+                while cur != NONE {
+                    let next = self.conns[cur as usize].next_of_user;
+                    if self.push_shared(cur as usize, frame) {
+                        n += 1;
+                    }
+                    cur = next;
+                }
+            }
+            Target::Connection(id) => {
+                if let Some(idx) = self.find_by_id(id)
+                    && self.push_shared(idx, frame)
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Closes every open connection matching `target`; returns how many.
+    pub fn disconnect(&mut self, target: &Target, code: u16, reason: &str) -> usize {
+        let matching: Vec<usize> = match target {
+            Target::All => self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).map(|(i, _)| i).collect(),
+            Target::Subscribers(bit) => self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase == Phase::Open && c.subscriptions & (1 << bit) != 0)
+                .map(|(i, _)| i)
+                .collect(),
+            Target::User(user) => {
+                let mut v = vec![];
+                let mut cur = self.users.find(user).and_then(|u| self.users.get(u)).map_or(NONE, |u| u.head);
+                while cur != NONE {
+                    v.push(cur as usize);
+                    cur = self.conns[cur as usize].next_of_user;
+                }
+                v
+            }
+            Target::Connection(id) => self.find_by_id(id).into_iter().collect(),
+        };
+        for &idx in &matching {
+            self.close_with(idx, code, reason);
+        }
+        matching.len()
+    }
+
+    /// Appends connection `idx` as the newest of user `u`.
+    pub fn link_user(&mut self, idx: usize, u: u32) {
+        let Some(user) = self.users.get_mut(u) else { return };
+        let prev_tail = user.tail;
+        user.tail = idx as u32;
+        if user.head == NONE {
+            user.head = idx as u32;
+        }
+        user.count += 1;
+        if prev_tail != NONE {
+            self.conns[prev_tail as usize].next_of_user = idx as u32;
+        }
+        let c = &mut self.conns[idx];
+        c.user = u;
+        c.next_of_user = NONE;
+    }
+
+    /// Removes connection `idx` from its user's list; a user left with no connections is
+    /// forgotten once its rate window has cooled down.
+    pub fn unlink_user(&mut self, idx: usize) {
+        let u = self.conns[idx].user;
+        if u == NONE {
+            return;
+        }
+        let next = self.conns[idx].next_of_user;
+        let Some(user) = self.users.get(u) else { return };
+        // Find the predecessor (lists are as long as the per-user limit: short).
+        let mut prev = NONE;
+        let mut cur = user.head;
+        while cur != NONE && cur as usize != idx {
+            prev = cur;
+            cur = self.conns[cur as usize].next_of_user;
+        }
+        if cur == NONE {
+            return;
+        }
+        if prev != NONE {
+            self.conns[prev as usize].next_of_user = next;
+        }
+        let Some(user) = self.users.get_mut(u) else { return };
+        if user.head == idx as u32 {
+            user.head = next;
+        }
+        if user.tail == idx as u32 {
+            user.tail = prev;
+        }
+        user.count -= 1;
+        let empty = user.count == 0;
+        let c = &mut self.conns[idx];
+        c.user = NONE;
+        c.next_of_user = NONE;
+        if empty {
+            if self.rt.config.rate_limit_messages == 0 {
+                self.users.remove(u);
+            } else {
+                self.wheel.schedule(USER_KEY | u as u64, (self.now + self.ticks.rate_window) as u64);
+            }
+        }
+    }
+
+    /// Unix seconds, for `opened_at`.
+    pub fn unix_now() -> u32 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1) as u32)
+    }
+}

@@ -1,0 +1,139 @@
+//! `Ctx`: what a handler callback may do with its connection and its reactor.
+//!
+//! Owns: the handler-facing API (send, close, rate check, subscriptions, fan-out). Does not
+//! touch: sockets directly; everything is queued and flushed at the end of the loop turn.
+
+use serde::Serialize;
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::{Command, Core, Target};
+use crate::config::Config;
+use crate::conn::{NONE, Phase, flags};
+use crate::limits::RateLimited;
+use crate::protocol::{ErrorCode, write_envelope, write_error, write_rate_limited};
+use crate::server::ServerHandle;
+use crate::ws::encode_frame;
+
+/// The connection a callback is about, and its reactor.
+pub struct Ctx<'r> {
+    pub(crate) core: &'r mut Core,
+    pub(crate) idx: usize,
+}
+
+impl Ctx<'_> {
+    /// The public connection id (a UUID).
+    pub fn connection_id(&self) -> uuid::Uuid {
+        uuid::Uuid::from_bytes(self.core.conns[self.idx].id)
+    }
+
+    /// The authenticated user (`sub`), or `None` for anonymous connections.
+    pub fn user_id(&self) -> Option<&str> {
+        let u = self.core.conns[self.idx].user;
+        (u != NONE).then(|| self.core.users.get(u).map(|u| &*u.id)).flatten()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.core.conns[self.idx].has(flags::ADMIN)
+    }
+
+    /// Still open (not closing).
+    pub fn is_open(&self) -> bool {
+        self.core.conns[self.idx].phase == Phase::Open
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.core.rt.config
+    }
+
+    /// A handle for work beyond this callback (other threads, other reactors).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle::from_runtime(self.core.rt.clone())
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), text.as_bytes());
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) {
+        self.core.queue_frame(self.idx, OpCode::Data(Data::Binary), data);
+    }
+
+    /// Sends `{"type": kind, "data": data, "timestamp", "id"}`.
+    pub fn send_message<D: Serialize>(&mut self, kind: &str, data: D) {
+        let mut buf = std::mem::take(&mut self.core.scratch);
+        buf.clear();
+        write_envelope(&mut buf, &mut self.core.ids, kind, data);
+        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), &buf);
+        self.core.scratch = buf;
+    }
+
+    /// Sends the seed's error envelope.
+    pub fn send_error(&mut self, code: ErrorCode, message: &str) {
+        let mut buf = std::mem::take(&mut self.core.scratch);
+        buf.clear();
+        write_error(&mut buf, &mut self.core.ids, code, message);
+        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), &buf);
+        self.core.scratch = buf;
+    }
+
+    /// Counts one message against the user's rate limit. Anonymous connections and a limit of
+    /// 0 are never limited.
+    pub fn check_rate(&mut self) -> Result<(), RateLimited> {
+        let cfg = &self.core.rt.config;
+        let (limit, window) = (cfg.rate_limit_messages, cfg.rate_limit_window.as_millis() as u64);
+        let u = self.core.conns[self.idx].user;
+        if limit == 0 || u == NONE {
+            return Ok(());
+        }
+        let now = self.core.now_ms;
+        let Some(user) = self.core.users.get_mut(u) else { return Ok(()) };
+        let r = user.rate.try_acquire(now, limit, window);
+        if r.is_err() {
+            self.core.metrics.rate_limited.inc();
+        }
+        r
+    }
+
+    /// Sends `RATE_LIMIT_EXCEEDED` with `reset_time` and `retry_after`.
+    pub fn send_rate_limited(&mut self, limited: RateLimited) {
+        let mut buf = std::mem::take(&mut self.core.scratch);
+        buf.clear();
+        write_rate_limited(&mut buf, &mut self.core.ids, limited.retry_after_ms);
+        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), &buf);
+        self.core.scratch = buf;
+    }
+
+    /// The event-type bit set (bit i = `config().subscribable_events[i]`).
+    pub fn subscriptions(&self) -> u64 {
+        self.core.conns[self.idx].subscriptions
+    }
+
+    pub fn set_subscriptions(&mut self, bits: u64) {
+        self.core.conns[self.idx].subscriptions = bits;
+    }
+
+    /// Starts the close handshake with `code` and `reason` (after queued output).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        self.core.close_with(self.idx, code, reason);
+    }
+
+    /// Sends a text frame to every open connection on every reactor, encoding it once. Returns
+    /// the recipients on this reactor (others are reached asynchronously).
+    pub fn broadcast_text(&mut self, text: &str) -> usize {
+        let mut v = Vec::with_capacity(text.len() + 10);
+        encode_frame(&mut v, OpCode::Data(Data::Text), text.as_bytes());
+        let frame = Bytes::from(v);
+        for (i, link) in self.core.rt.links.iter().enumerate() {
+            if i != self.core.id {
+                link.send(Command::Deliver { target: Target::All, frame: frame.clone(), reply: None });
+            }
+        }
+        self.core.deliver(&Target::All, &frame)
+    }
+
+    /// Counts an `upload.cancel` handed to the application (for metrics).
+    pub fn count_upload_cancel(&mut self) {
+        self.core.metrics.upload_cancels.inc();
+    }
+}

@@ -1,0 +1,306 @@
+//! The reactor: one thread, one `mio::Poll`, one slab of connections, one timer wheel.
+//!
+//! Owns: the poll loop, tokens, the command inbox, and the order of work in a loop turn
+//! (events, re-reads, timers, close callbacks, then one flush of every dirty connection). Does
+//! not touch: other reactors' state (it only posts commands to their inboxes) or the
+//! application's meaning of messages (that is the `Handler`).
+
+pub(crate) mod core;
+pub mod ctx;
+mod read;
+mod session;
+pub(crate) mod users;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tungstenite::Bytes;
+
+use crate::auth::{Claims, Verifier};
+use crate::config::Config;
+use crate::handler::Handler;
+use crate::limits::Admission;
+use crate::metrics::ReactorMetrics;
+
+pub(crate) use self::core::Core;
+
+/// Reserved tokens sit at the top of the token space; connection tokens are
+/// `generation << 32 | slab index` and never reach them.
+pub(crate) const LISTENER: Token = Token(usize::MAX);
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+
+/// Timer resolution.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+pub(crate) fn conn_token(idx: usize, generation: u32) -> Token {
+    Token(((generation as usize) << 32) | idx)
+}
+
+pub(crate) fn split_token(t: Token) -> (usize, u32) {
+    (t.0 & 0xFFFF_FFFF, (t.0 >> 32) as u32)
+}
+
+/// Who a delivered frame goes to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    All,
+    /// Connections subscribed to the event type with this bit.
+    Subscribers(u32),
+    User(Box<str>),
+    Connection(uuid::Uuid),
+}
+
+/// A socket that authenticated on one reactor and belongs to its user's home reactor.
+pub(crate) struct Handover {
+    pub sock: TcpStream,
+    pub claims: Claims,
+    pub accept: String,
+    pub bearer: bool,
+    /// Frames the client sent right after its request.
+    pub leftover: Vec<u8>,
+}
+
+pub(crate) enum Command {
+    Adopt(Box<Handover>),
+    /// Queue a pre-encoded frame; reply with the number of recipients.
+    Deliver { target: Target, frame: Bytes, reply: Option<mpsc::Sender<usize>> },
+    /// Close matching connections; reply with how many.
+    Disconnect { target: Target, code: u16, reason: String, reply: Option<mpsc::Sender<usize>> },
+    /// Stop accepting and close everything.
+    Shutdown,
+}
+
+/// How other threads reach a reactor.
+pub(crate) struct Link {
+    inbox: Mutex<Vec<Command>>,
+    waker: Waker,
+    pub metrics: Arc<ReactorMetrics>,
+    pub stopped: AtomicBool,
+}
+
+impl Link {
+    pub fn new(waker: Waker) -> Self {
+        Link { inbox: Mutex::new(Vec::new()), waker, metrics: Arc::default(), stopped: AtomicBool::new(false) }
+    }
+
+    /// Posts a command; wakes the reactor only if its inbox was empty. Returns false if the
+    /// reactor has stopped.
+    pub fn send(&self, cmd: Command) -> bool {
+        if self.stopped.load(Ordering::Acquire) {
+            return false;
+        }
+        let was_empty = {
+            let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(cmd);
+            q.len() == 1
+        };
+        if was_empty && let Err(e) = self.waker.wake() {
+            log::error!("waking reactor failed: {e}");
+        }
+        true
+    }
+
+    fn take_all(&self, into: &mut Vec<Command>) {
+        let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *q, into);
+    }
+}
+
+/// What every reactor shares (read-only after start, except atomics).
+pub(crate) struct Runtime {
+    pub config: Config,
+    pub verifier: Option<Verifier>,
+    pub admission: Admission,
+    pub links: Vec<Link>,
+    pub local_addr: SocketAddr,
+}
+
+impl Runtime {
+    /// The reactor that owns every connection of `user_id` (a fixed hash, the same on all
+    /// threads).
+    pub fn home_of(&self, user_id: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        user_id.hash(&mut h);
+        (h.finish() % self.links.len() as u64) as usize
+    }
+}
+
+pub(crate) struct Reactor<H: Handler> {
+    core: Core,
+    handler: Arc<H>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    accept_paused: bool,
+    /// One read buffer for every connection of this reactor.
+    read_buf: Vec<u8>,
+    /// Connections that hit the per-turn read budget and still have bytes.
+    read_again: Vec<Token>,
+    fired: Vec<u64>,
+    inbox: Vec<Command>,
+    draining_until: Option<Instant>,
+}
+
+const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per turn before yielding to others.
+const READ_BUDGET: usize = 16;
+
+impl<H: Handler> Reactor<H> {
+    pub fn new(id: usize, rt: Arc<Runtime>, handler: Arc<H>, poll: Poll, mut listener: TcpListener) -> std::io::Result<Self> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Reactor {
+            core: Core::new(id, rt),
+            handler,
+            poll,
+            listener: Some(listener),
+            accept_paused: false,
+            read_buf: vec![0; READ_BUF],
+            read_again: Vec::new(),
+            fired: Vec::new(),
+            inbox: Vec::new(),
+            draining_until: None,
+        })
+    }
+
+    /// Runs until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("reactor {}: poll failed: {e}", self.core.id);
+                break;
+            }
+            let turn_start = Instant::now();
+            self.core.update_clock(turn_start);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => self.drain_inbox(),
+                    token => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(token, event.is_read_closed() || event.is_error());
+                        }
+                        if event.is_writable() {
+                            self.core.on_writable(token);
+                        }
+                    }
+                }
+            }
+            for token in std::mem::take(&mut self.read_again) {
+                self.on_readable(token, true);
+            }
+            if self.accept_paused {
+                self.accept_paused = false;
+                self.accept_all();
+            }
+            self.fire_timers();
+            self.report_closed();
+            self.core.flush_dirty();
+            self.report_closed();
+            self.core.metrics.loop_busy_us.set(turn_start.elapsed().as_micros() as u64);
+            if let Some(until) = self.draining_until
+                && (self.core.conns.is_empty() || Instant::now() >= until)
+            {
+                break;
+            }
+        }
+        let link = &self.core.rt.links[self.core.id];
+        link.stopped.store(true, Ordering::Release);
+        // Answer anything still queued so no caller waits for a reply that never comes.
+        link.take_all(&mut self.inbox);
+        for cmd in self.inbox.drain(..) {
+            match cmd {
+                Command::Deliver { reply: Some(r), .. } | Command::Disconnect { reply: Some(r), .. } => {
+                    let _ = r.send(0);
+                }
+                _ => {}
+            }
+        }
+        let open: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
+        for idx in open {
+            self.core.drop_conn(idx, 1006);
+        }
+        self.report_closed();
+        log::debug!("reactor {} stopped", self.core.id);
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.read_again.is_empty() || self.accept_paused {
+            return Some(if self.read_again.is_empty() { TICK } else { Duration::ZERO });
+        }
+        let mut t = self.core.until_next_timer();
+        if let Some(until) = self.draining_until {
+            let left = until.saturating_duration_since(Instant::now());
+            t = Some(t.map_or(left, |x| x.min(left)));
+        }
+        t
+    }
+
+    fn drain_inbox(&mut self) {
+        let mut cmds = std::mem::take(&mut self.inbox);
+        self.core.rt.links[self.core.id].take_all(&mut cmds);
+        for cmd in cmds.drain(..) {
+            match cmd {
+                Command::Adopt(h) => self.adopt(*h),
+                Command::Deliver { target, frame, reply } => {
+                    let n = self.core.deliver(&target, &frame);
+                    if let Some(r) = reply {
+                        let _ = r.send(n);
+                    }
+                }
+                Command::Disconnect { target, code, reason, reply } => {
+                    let n = self.core.disconnect(&target, code, &reason);
+                    if let Some(r) = reply {
+                        let _ = r.send(n);
+                    }
+                }
+                Command::Shutdown => self.begin_shutdown(),
+            }
+        }
+        self.inbox = cmds;
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        log::info!("reactor {}: shutting down", self.core.id);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.draining_until = Some(Instant::now() + self.core.rt.config.shutdown_timeout);
+        let all: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
+        for idx in all {
+            self.core.close_or_drop(idx, 1001, "server shutting down");
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.core.advance_wheel(&mut fired);
+        for key in fired.drain(..) {
+            self.core.on_timer(key);
+        }
+        self.fired = fired;
+    }
+
+    fn report_closed(&mut self) {
+        while let Some(c) = self.core.closed.pop() {
+            let closed = crate::handler::Closed {
+                connection_id: uuid::Uuid::from_bytes(c.id),
+                user_id: c.user.as_deref(),
+                code: c.code,
+                messages: c.messages,
+            };
+            self.handler.on_close(&closed);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The read path: socket bytes into the per-reactor buffer, frames out, events to the handler.
+//!
+//! Owns: draining sockets, keeping only incomplete bytes per connection, control-frame replies
+//! and the peer-initiated close. Does not touch: writing (queued, flushed by the loop).
+
+use std::io::{self, Read};
+
+use mio::Token;
+
+use super::{READ_BUDGET, Reactor};
+use crate::conn::{Input, Phase, flags};
+use crate::handler::Handler;
+use crate::reactor::ctx::Ctx;
+use crate::ws::frame::parse_head;
+use crate::ws::{Event, Violation};
+
+impl<H: Handler> Reactor<H> {
+    /// `drain` forces reading until `WouldBlock` (needed when the peer half-closed: its FIN
+    /// raises no further edge).
+    pub(super) fn on_readable(&mut self, token: Token, drain: bool) {
+        let Some(idx) = self.core.live(token) else { return };
+        let generation = self.core.conns[idx].generation;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let mut reads = 0;
+        loop {
+            let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else { break };
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    self.core.drop_conn(idx, 1006);
+                    break;
+                }
+                Ok(n) => {
+                    c.last_seen = self.core.now;
+                    self.core.metrics.bytes_in.add(n as u64);
+                    self.on_bytes(idx, generation, &mut buf[..n]);
+                    reads += 1;
+                    // A short read drained the socket; new bytes raise a new edge.
+                    if n < buf.len() && !drain {
+                        break;
+                    }
+                    if reads >= READ_BUDGET {
+                        self.read_again.push(token);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.core.drop_conn(idx, 1006);
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    fn on_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
+        match self.core.conns[idx].phase {
+            Phase::Handshake => self.on_handshake_bytes(idx, data),
+            Phase::Open | Phase::Closing => self.on_frame_bytes(idx, generation, data),
+            Phase::Discarding => {}
+        }
+    }
+
+    /// Decodes frames from `data` (after any incomplete bytes kept from before). Complete frames
+    /// in `data` are handled in place; only a trailing incomplete frame is copied.
+    pub(super) fn on_frame_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
+        let max = self.core.rt.config.max_message_size;
+        let mut boxed = self.core.conns[idx].input.take();
+        let mut local = Input::default();
+        let keep = {
+            let inp = boxed.as_deref_mut().unwrap_or(&mut local);
+            let from_pending = !inp.pending.is_empty();
+            if from_pending {
+                inp.pending.extend_from_slice(data);
+            }
+            let Input { pending, decoder } = inp;
+            let mut pos = 0;
+            let mut alive = true;
+            {
+                let buf: &mut [u8] = if from_pending { pending } else { data };
+                while pos < buf.len() {
+                    match decoder.decode(&mut buf[pos..], max) {
+                        Ok(None) => break,
+                        Ok(Some((event, n))) => {
+                            pos += n;
+                            if !self.on_event(idx, generation, event) {
+                                alive = false;
+                                break;
+                            }
+                        }
+                        Err(v) => {
+                            self.fail(idx, v);
+                            alive = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !alive {
+                return;
+            }
+            if from_pending {
+                pending.drain(..pos);
+            } else if pos < data.len() {
+                pending.extend_from_slice(&data[pos..]);
+            }
+            // Reserve the whole frame at once rather than growing by doubling.
+            if let Ok(Some(head)) = parse_head(pending, max) {
+                pending.reserve_exact(head.frame_len().saturating_sub(pending.len()));
+            }
+            !(pending.is_empty() && decoder.is_idle())
+        };
+        let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else { return };
+        c.input = if keep { Some(boxed.unwrap_or_else(|| Box::new(local))) } else { None };
+    }
+
+    /// Handles one frame; false stops decoding this connection's input.
+    fn on_event(&mut self, idx: usize, generation: u32, event: Event<'_>) -> bool {
+        let phase = self.core.conns[idx].phase;
+        match event {
+            Event::Fragment | Event::Pong => true,
+            Event::Ping(payload) => {
+                if phase == Phase::Open {
+                    let mut pong = [0u8; 2 + 125];
+                    pong[0] = 0x8A;
+                    pong[1] = payload.len() as u8;
+                    pong[2..2 + payload.len()].copy_from_slice(payload);
+                    self.core.queue_urgent(idx, &pong[..2 + payload.len()]);
+                }
+                true
+            }
+            Event::Close(close) => {
+                self.core.conns[idx].flags |= flags::CLOSE_RECEIVED;
+                if phase == Phase::Open {
+                    self.core.echo_close(idx, close.map(|(code, _)| code));
+                } else {
+                    // Our close was answered: done once our output is written.
+                    self.core.mark_dirty(idx);
+                }
+                false
+            }
+            Event::Text(text) => {
+                if phase != Phase::Open {
+                    return true;
+                }
+                self.core.conns[idx].messages += 1;
+                self.core.metrics.messages_in.inc();
+                self.handler.on_text(&mut Ctx { core: &mut self.core, idx }, text);
+                self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
+            }
+            Event::Binary(data) => {
+                if phase != Phase::Open {
+                    return true;
+                }
+                self.core.conns[idx].messages += 1;
+                self.core.metrics.messages_in.inc();
+                self.handler.on_binary(&mut Ctx { core: &mut self.core, idx }, data);
+                self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
+            }
+        }
+    }
+
+    /// An RFC 6455 violation: close with its code (or drop if already closing).
+    fn fail(&mut self, idx: usize, v: Violation) {
+        self.core.metrics.protocol_errors.inc();
+        log::debug!("closing connection: {}", v.reason());
+        if self.core.conns[idx].phase != Phase::Open {
+            self.core.drop_conn(idx, v.close_code());
+            return;
+        }
+        self.handler.on_violation(&mut Ctx { core: &mut self.core, idx }, v);
+        self.core.conns[idx].input = None;
+        self.core.close_with(idx, v.close_code(), v.reason());
+    }
+}

@@ -1,0 +1,256 @@
+//! From accepted socket to open WebSocket: accept, the upgrade request, admission, JWT,
+//! hand-over to the user's home reactor, per-user limits, and the 101 response.
+//!
+//! Owns: the handshake phase. Does not touch: frames after the upgrade (see `read`).
+
+use std::io;
+
+use mio::Interest;
+
+use super::{Command, Handover, Reactor};
+use crate::auth::Claims;
+use crate::config::LimitPolicy;
+use crate::conn::{Input, Phase, flags};
+use crate::handler::Handler;
+use crate::http::upgrade::{self, Parsed, PlainRequest, UpgradeRequest};
+use crate::http::{write_error, write_response, write_switching_protocols};
+use crate::protocol::ErrorCode;
+use crate::reactor::core::Core;
+use crate::reactor::ctx::Ctx;
+use crate::reactor::users::Profile;
+
+impl<H: Handler> Reactor<H> {
+    pub(super) fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((sock, _peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let idx = self.core.insert_conn(sock);
+                    self.register(idx);
+                    self.core.metrics.accepted.inc();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // Out of descriptors or memory: leave the rest in the backlog and retry on
+                    // the next tick instead of spinning.
+                    log::warn!("reactor {}: accept failed: {e}; retrying shortly", self.core.id);
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, idx: usize) -> bool {
+        let token = self.core.token_of(idx);
+        let c = &mut self.core.conns[idx];
+        if let Err(e) = self.poll.registry().register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("register failed: {e}");
+            self.core.drop_conn(idx, 1006);
+            return false;
+        }
+        true
+    }
+
+    /// Bytes of the HTTP request (possibly followed by the first frames).
+    pub(super) fn on_handshake_bytes(&mut self, idx: usize, data: &[u8]) {
+        let cfg = &self.core.rt.config;
+        let (max, ws_path) = (cfg.max_request_bytes, cfg.ws_path.clone());
+        let mut input = self.core.conns[idx].input.take();
+        let buf: &[u8] = match input.as_mut() {
+            Some(inp) => {
+                inp.pending.extend_from_slice(data);
+                &inp.pending
+            }
+            None => data,
+        };
+        match upgrade::parse(buf, max, ws_path.as_deref()) {
+            Parsed::Partial => {
+                let mut inp = input.unwrap_or_else(|| Box::new(Input { pending: data.to_vec(), ..Input::default() }));
+                inp.pending.shrink_to_fit();
+                self.core.conns[idx].input = Some(inp);
+            }
+            Parsed::Reject(r) => {
+                self.core.metrics.refused_with(r.status);
+                log::debug!("upgrade refused with {}: {}", r.status, r.message);
+                let mut resp = Vec::new();
+                let extra: Vec<(&str, &str)> = r.header.into_iter().collect();
+                write_error(&mut resp, r.status, &extra, r.message);
+                self.core.respond_http(idx, &resp);
+            }
+            Parsed::Plain(req) => self.answer_plain(idx, req),
+            Parsed::Upgrade(u, n) => {
+                let leftover = buf[n..].to_vec();
+                self.begin_session(idx, u, leftover);
+            }
+        }
+    }
+
+    /// A request that is not an upgrade: health, or a clear status.
+    fn answer_plain(&mut self, idx: usize, req: PlainRequest) {
+        let ws_path = self.core.rt.config.ws_path.as_deref();
+        let is_ws_path = match ws_path {
+            None => true,
+            Some(p) => req.path == p || req.path.strip_prefix(p).is_some_and(|r| r.starts_with('/')),
+        };
+        let mut resp = Vec::new();
+        let status = match (req.method.as_str(), req.path.as_str()) {
+            ("GET" | "HEAD", "/health") => {
+                write_response(&mut resp, 200, &[], "application/json", br#"{"status":"ok"}"#);
+                200
+            }
+            (_, "/health") => {
+                write_error(&mut resp, 405, &[("Allow", "GET, HEAD")], "method not allowed");
+                405
+            }
+            ("GET", _) if is_ws_path => {
+                write_error(&mut resp, 426, &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")], "WebSocket upgrade required");
+                426
+            }
+            (_, _) if is_ws_path => {
+                write_error(&mut resp, 405, &[("Allow", "GET")], "WebSocket upgrade needs GET");
+                405
+            }
+            _ => {
+                write_error(&mut resp, 404, &[], "not found");
+                404
+            }
+        };
+        if status != 200 {
+            self.core.metrics.refused_with(status);
+        }
+        self.core.respond_http(idx, &resp);
+    }
+
+    /// A valid upgrade request: global limit, then authentication, then the home reactor.
+    fn begin_session(&mut self, idx: usize, u: UpgradeRequest, leftover: Vec<u8>) {
+        let rt = self.core.rt.clone();
+        if !rt.admission.try_admit(rt.config.max_connections) {
+            self.core.metrics.refused_with(503);
+            let mut resp = Vec::new();
+            write_error(&mut resp, 503, &[("Retry-After", "1")], "server connection limit reached");
+            self.core.respond_http(idx, &resp);
+            return;
+        }
+        let c = &mut self.core.conns[idx];
+        c.flags |= flags::COUNTED;
+        if u.offers_bearer {
+            c.flags |= flags::BEARER;
+        }
+        let claims = match &rt.verifier {
+            None => None,
+            Some(v) => match v.verify(u.token.as_deref()) {
+                Ok(claims) => Some(claims),
+                Err(reason) => {
+                    self.core.metrics.auth_failed(reason);
+                    log::info!("authentication failed: {reason}");
+                    c.flags &= !flags::COUNTED;
+                    rt.admission.release();
+                    // Upgrade, then close with 1008 so browsers can tell auth from network.
+                    self.core.write_101(idx, &u.accept);
+                    self.core.conns[idx].phase = Phase::Open;
+                    self.core.close_with(idx, 1008, &format!("authentication failed: {reason}"));
+                    return;
+                }
+            },
+        };
+        if let Some(claims) = claims {
+            let home = rt.home_of(&claims.user_id);
+            if home != self.core.id {
+                let mut conn = self.core.conns.remove(idx);
+                let _ = self.poll.registry().deregister(&mut conn.sock);
+                self.core.metrics.handovers.inc();
+                let h = Handover { sock: conn.sock, claims, accept: u.accept, bearer: u.offers_bearer, leftover };
+                if !rt.links[home].send(Command::Adopt(Box::new(h))) {
+                    rt.admission.release();
+                }
+                return;
+            }
+            self.open_session(idx, Some(claims), &u.accept, leftover);
+        } else {
+            self.open_session(idx, None, &u.accept, leftover);
+        }
+    }
+
+    /// A socket handed over by another reactor: register it here and open the session.
+    pub(super) fn adopt(&mut self, h: Handover) {
+        let idx = self.core.insert_conn(h.sock);
+        if !self.register(idx) {
+            self.core.rt.admission.release();
+            return;
+        }
+        self.core.conns[idx].flags |= flags::COUNTED | if h.bearer { flags::BEARER } else { 0 };
+        self.open_session(idx, Some(h.claims), &h.accept, h.leftover);
+    }
+
+    /// Sends 101, applies the per-user limit, and tells the handler.
+    fn open_session(&mut self, idx: usize, claims: Option<Claims>, accept: &str, mut leftover: Vec<u8>) {
+        self.core.write_101(idx, accept);
+        let now = self.core.now;
+        let id = self.core.make_conn_id(idx);
+        let c = &mut self.core.conns[idx];
+        c.phase = Phase::Open;
+        c.last_seen = now;
+        c.mark = now;
+        c.id = id;
+        if let Some(claims) = claims {
+            if claims.admin {
+                c.flags |= flags::ADMIN;
+            }
+            if !self.apply_user_limit(idx, &claims) {
+                return;
+            }
+        }
+        self.core.conns[idx].opened_at = Core::unix_now();
+        let m = &self.core.metrics;
+        m.handshakes.inc();
+        m.connections.set(m.connections.get() + 1);
+        let generation = self.core.conns[idx].generation;
+        self.handler.on_open(&mut Ctx { core: &mut self.core, idx });
+        if !leftover.is_empty() && self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
+            self.on_frame_bytes(idx, generation, &mut leftover);
+        }
+    }
+
+    /// Links the connection to its user; false if the reject policy refused it.
+    fn apply_user_limit(&mut self, idx: usize, claims: &Claims) -> bool {
+        let max = self.core.rt.config.max_connections_per_user as u32;
+        let u = self.core.users.get_or_insert(&claims.user_id);
+        if let Some(user) = self.core.users.get_mut(u)
+            && user.profile.is_none()
+            && (claims.email.is_some() || claims.name.is_some())
+        {
+            user.profile = Some(Box::new(Profile { email: claims.email.clone(), name: claims.name.clone() }));
+        }
+        while self.core.users.get(u).is_some_and(|user| user.count >= max) {
+            match self.core.rt.config.per_user_limit_policy {
+                LimitPolicy::EvictOldest => {
+                    let Some(oldest) = self.core.users.get(u).map(|user| user.head as usize) else { break };
+                    self.core.metrics.evictions.inc();
+                    log::info!("user {}: evicting oldest connection (limit {max})", claims.user_id);
+                    self.core.close_with(oldest, 1008, "connection limit exceeded");
+                }
+                LimitPolicy::Reject => {
+                    self.core.metrics.user_limit_rejections.inc();
+                    let mut ctx = Ctx { core: &mut self.core, idx };
+                    ctx.send_error(ErrorCode::ConnectionLimitExceeded, &format!("Maximum {max} connections per user"));
+                    ctx.close(1008, "connection limit exceeded");
+                    return false;
+                }
+            }
+        }
+        self.core.link_user(idx, u);
+        true
+    }
+}
+
+impl Core {
+    /// Queues the 101 response.
+    pub(crate) fn write_101(&mut self, idx: usize, accept: &str) {
+        let mut resp = Vec::with_capacity(160);
+        write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER));
+        self.queue_raw(idx, &resp);
+    }
+}

@@ -1,0 +1,108 @@
+//! The reactor's user table: one entry per user with connections here (or a hot rate window).
+//!
+//! Owns: lookup by user id, the rate-limit window, and the head/tail of each user's connection
+//! list (the links themselves live in `Conn::next_of_user`). Does not touch: sockets or frames.
+//! A user's connections all live on one reactor (its home), so nothing here is shared.
+
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use slab::Slab;
+
+use crate::conn::NONE;
+use crate::limits::SlidingWindow;
+
+/// Optional profile claims, boxed so users without them cost one pointer.
+pub struct Profile {
+    pub email: Option<Box<str>>,
+    pub name: Option<Box<str>>,
+}
+
+pub struct User {
+    pub id: Box<str>,
+    /// Oldest connection (evicted first), or NONE.
+    pub head: u32,
+    /// Newest connection, or NONE.
+    pub tail: u32,
+    pub count: u32,
+    pub rate: SlidingWindow,
+    pub profile: Option<Box<Profile>>,
+}
+
+#[derive(Default)]
+pub struct Users {
+    index: HashTable<u32>,
+    entries: Slab<User>,
+    hasher: RandomState,
+}
+
+impl Users {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        self.index.find(h, |&i| &*self.entries[i as usize].id == id).copied()
+    }
+
+    /// The entry for `id`, created if absent.
+    pub fn get_or_insert(&mut self, id: &str) -> u32 {
+        if let Some(i) = self.find(id) {
+            return i;
+        }
+        let i = self.entries.insert(User {
+            id: id.into(),
+            head: NONE,
+            tail: NONE,
+            count: 0,
+            rate: SlidingWindow::default(),
+            profile: None,
+        }) as u32;
+        let h = self.hasher.hash_one(id);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index.insert_unique(h, i, |&j| hasher.hash_one(&*entries[j as usize].id));
+        i
+    }
+
+    pub fn get(&self, i: u32) -> Option<&User> {
+        self.entries.get(i as usize)
+    }
+
+    pub fn get_mut(&mut self, i: u32) -> Option<&mut User> {
+        self.entries.get_mut(i as usize)
+    }
+
+    /// Removes the entry (the caller checked it has no connections).
+    pub fn remove(&mut self, i: u32) {
+        let Some(u) = self.entries.get(i as usize) else { return };
+        let h = self.hasher.hash_one(&*u.id);
+        if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        self.entries.remove(i as usize);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &User)> {
+        self.entries.iter().map(|(i, u)| (i as u32, u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_remove() {
+        let mut u = Users::default();
+        let a = u.get_or_insert("alice");
+        let b = u.get_or_insert("bob");
+        assert_ne!(a, b);
+        assert_eq!(u.get_or_insert("alice"), a);
+        assert_eq!(u.find("bob"), Some(b));
+        u.remove(a);
+        assert_eq!(u.find("alice"), None);
+        assert_eq!(u.find("bob"), Some(b));
+        assert_eq!(u.len(), 1);
+    }
+}

@@ -1,0 +1,225 @@
+//! Starting and stopping reactors, and the thread-safe `ServerHandle`.
+//!
+//! Owns: listener creation (`SO_REUSEPORT`, one per reactor, all on one port), thread spawning,
+//! and the cross-thread API (publish, send, disconnect, stats, shutdown). Does not touch:
+//! connection state (commands go through each reactor's inbox).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Poll, Waker};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::auth::Verifier;
+use crate::config::{AuthMode, Config, ConfigError};
+use crate::handler::Handler;
+use crate::limits::Admission;
+use crate::metrics::Snapshot;
+use crate::protocol::{IdGen, write_envelope};
+use crate::reactor::{Command, Link, Reactor, Runtime, Target, WAKER};
+use crate::ws::encode_frame;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start reactor: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Errors of [`ServerHandle`] calls.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HandleError {
+    #[error("unknown event type {0:?}")]
+    UnknownEvent(String),
+}
+
+/// Entry point: `Server::start(config, handler)`.
+pub struct Server;
+
+impl Server {
+    /// Validates `config`, binds the listeners and starts one reactor thread per worker.
+    pub fn start<H: Handler>(config: Config, handler: H) -> Result<RunningServer, ServerError> {
+        config.validate()?;
+        let verifier = match &config.auth {
+            AuthMode::Jwt(j) => Some(Verifier::new(j)?),
+            AuthMode::Anonymous => None,
+        };
+        let first = bind_reuseport(config.listen)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..config.workers {
+            listeners.push(bind_reuseport(local_addr)?);
+        }
+        let mut polls = Vec::new();
+        let mut links = Vec::new();
+        for _ in 0..config.workers {
+            let poll = Poll::new()?;
+            links.push(Link::new(Waker::new(poll.registry(), WAKER)?));
+            polls.push(poll);
+        }
+        let rt = Arc::new(Runtime { config, verifier, admission: Admission::default(), links, local_addr });
+        let handler = Arc::new(handler);
+        let mut threads = Vec::new();
+        for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
+            let reactor = Reactor::new(i, rt.clone(), handler.clone(), poll, listener)?;
+            let t = std::thread::Builder::new().name(format!("wsedge-reactor-{i}")).spawn(move || reactor.run())?;
+            threads.push(t);
+        }
+        log::info!("listening on {local_addr} with {} reactor(s)", threads.len());
+        Ok(RunningServer { handle: ServerHandle { rt }, threads })
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> Result<mio::net::TcpListener, ServerError> {
+    let bind = || -> std::io::Result<mio::net::TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        Ok(mio::net::TcpListener::from_std(s.into()))
+    };
+    bind().map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// A started server. Dropping it shuts the server down and waits for its threads.
+pub struct RunningServer {
+    handle: ServerHandle,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Blocks until every reactor has stopped (after [`ServerHandle::shutdown`]).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.handle.shutdown();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Thread-safe access to a running server: `Clone + Send + Sync`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    rt: Arc<Runtime>,
+}
+
+/// How long a handle call waits for reactors to report delivery counts.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ServerHandle {
+    pub(crate) fn from_runtime(rt: Arc<Runtime>) -> Self {
+        ServerHandle { rt }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.rt.local_addr
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.rt.config
+    }
+
+    /// Counters summed over reactors.
+    pub fn stats(&self) -> Snapshot {
+        let metrics: Vec<_> = self.rt.links.iter().map(|l| l.metrics.clone()).collect();
+        Snapshot::collect(&metrics)
+    }
+
+    /// Open WebSockets server-wide.
+    pub fn open_connections(&self) -> usize {
+        self.rt.admission.open()
+    }
+
+    /// Sends `{"type": event_type, "data": data, ...}` to every connection subscribed to
+    /// `event_type`; returns the number of recipients.
+    pub fn publish<D: Serialize>(&self, event_type: &str, data: D) -> Result<usize, HandleError> {
+        let bit = self.rt.config.event_bit(event_type).ok_or_else(|| HandleError::UnknownEvent(event_type.into()))?;
+        Ok(self.deliver(Target::Subscribers(bit), envelope_frame(event_type, data)))
+    }
+
+    /// Sends an envelope to every open connection; returns the number of recipients.
+    pub fn broadcast<D: Serialize>(&self, kind: &str, data: D) -> usize {
+        self.deliver(Target::All, envelope_frame(kind, data))
+    }
+
+    /// Sends an envelope to every connection of `user_id`; returns the number of recipients.
+    pub fn send_to_user<D: Serialize>(&self, user_id: &str, kind: &str, data: D) -> usize {
+        self.deliver(Target::User(user_id.into()), envelope_frame(kind, data))
+    }
+
+    /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
+    pub fn deliver(&self, target: Target, frame: Bytes) -> usize {
+        self.ask(&target, |reply| Command::Deliver { target: target.clone(), frame: frame.clone(), reply: Some(reply) })
+    }
+
+    /// Starts the close handshake on every connection matching `target`; returns how many.
+    pub fn disconnect(&self, target: Target, code: u16, reason: &str) -> usize {
+        self.ask(&target, |reply| Command::Disconnect { target: target.clone(), code, reason: reason.to_string(), reply: Some(reply) })
+    }
+
+    /// Sends a command to every reactor that may hold `target` and sums their replies.
+    fn ask(&self, target: &Target, make: impl Fn(mpsc::Sender<usize>) -> Command) -> usize {
+        let (tx, rx) = mpsc::channel();
+        let reactors: Vec<usize> = match target {
+            Target::User(u) if self.rt.verifier.is_some() => vec![self.rt.home_of(u)],
+            Target::Connection(id) => vec![id.as_bytes()[4] as usize],
+            _ => (0..self.rt.links.len()).collect(),
+        };
+        let mut asked = 0;
+        for r in reactors {
+            if let Some(link) = self.rt.links.get(r)
+                && link.send(make(tx.clone()))
+            {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        (0..asked).map_while(|_| rx.recv_timeout(REPLY_TIMEOUT).ok()).sum()
+    }
+
+    /// Stops accepting and closes every connection with 1001; reactors exit when their
+    /// connections are gone or `shutdown_timeout` passes.
+    pub fn shutdown(&self) {
+        for link in &self.rt.links {
+            link.send(Command::Shutdown);
+        }
+    }
+}
+
+/// Serializes an envelope once and frames it once.
+fn envelope_frame<D: Serialize>(kind: &str, data: D) -> Bytes {
+    let mut json = Vec::new();
+    write_envelope(&mut json, &mut IdGen::from_os(), kind, data);
+    let mut frame = Vec::with_capacity(json.len() + 10);
+    encode_frame(&mut frame, OpCode::Data(Data::Text), &json);
+    Bytes::from(frame)
+}

@@ -12,7 +12,13 @@ use crate::protocol::{ErrorCode, Timestamp, data_as, parse_client_message};
 use crate::ws::Violation;
 
 /// Features announced in `connection.established`.
-pub const FEATURES: [&str; 5] = ["heartbeat", "subscriptions", "rate_limiting", "message_validation", "binary"];
+pub const FEATURES: [&str; 5] = [
+    "heartbeat",
+    "subscriptions",
+    "rate_limiting",
+    "message_validation",
+    "binary",
+];
 
 /// Application hooks of the protocol server, for message types the protocol hands over.
 pub trait ProtocolHooks: Send + Sync + 'static {
@@ -37,7 +43,9 @@ pub struct ProtocolApp {
 
 impl Default for ProtocolApp {
     fn default() -> Self {
-        ProtocolApp { hooks: Box::new(LogHooks) }
+        ProtocolApp {
+            hooks: Box::new(LogHooks),
+        }
     }
 }
 
@@ -110,7 +118,13 @@ impl Handler for ProtocolApp {
         let user = ctx.user_id().map(str::to_owned);
         ctx.send_message(
             "connection.established",
-            Established { connection_id: id, user_id: user.as_deref(), server_time: Timestamp::now(), features: &FEATURES, limits },
+            Established {
+                connection_id: id,
+                user_id: user.as_deref(),
+                server_time: Timestamp::now(),
+                features: &FEATURES,
+                limits,
+            },
         );
     }
 
@@ -125,18 +139,29 @@ impl Handler for ProtocolApp {
         };
         match &*msg.kind {
             "ping" => match data_as::<PingData>(msg.data) {
-                Ok(d) => ctx.send_message("pong", PongData { timestamp: Timestamp::now(), ping_id: d.ping_id }),
+                Ok(d) => ctx.send_message(
+                    "pong",
+                    PongData {
+                        timestamp: Timestamp::now(),
+                        ping_id: d.ping_id,
+                    },
+                ),
                 Err(_) => ctx.send_error(ErrorCode::InvalidMessageFormat, "ping data must be an object"),
             },
             // Any message refreshes liveness; heartbeat exists for exactly that.
             "heartbeat" => {}
             "subscribe" | "unsubscribe" => self.subscription(ctx, &msg.kind, msg.data),
             "upload.cancel" => match data_as::<UploadCancelData>(msg.data) {
-                Ok(UploadCancelData { upload_id: Some(serde_json::Value::String(id)) }) if !id.is_empty() => {
+                Ok(UploadCancelData {
+                    upload_id: Some(serde_json::Value::String(id)),
+                }) if !id.is_empty() => {
                     ctx.count_upload_cancel();
                     self.hooks.on_upload_cancel(ctx, &id);
                 }
-                _ => ctx.send_error(ErrorCode::InvalidMessageFormat, "upload.cancel needs data.upload_id (a non-empty string)"),
+                _ => ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    "upload.cancel needs data.upload_id (a non-empty string)",
+                ),
             },
             other => {
                 let shown: String = other.chars().take(64).collect();
@@ -165,7 +190,12 @@ impl ProtocolApp {
     fn subscription(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
         let events = match data_as::<EventsData>(data) {
             Ok(EventsData { events: Some(e) }) => e,
-            _ => return ctx.send_error(ErrorCode::InvalidMessageFormat, "data.events must be a list of event types"),
+            _ => {
+                return ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    "data.events must be a list of event types",
+                );
+            }
         };
         let mut bits = ctx.subscriptions();
         let mut valid = Vec::new();
@@ -190,9 +220,19 @@ impl ProtocolApp {
         }
         ctx.set_subscriptions(bits);
         let cfg = ctx.config();
-        let current: Vec<&str> =
-            cfg.subscribable_events.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, e)| e.as_str()).collect();
-        let ack = SubscriptionAck { action, events: valid, invalid_events: invalid, subscriptions: current };
+        let current: Vec<&str> = cfg
+            .subscribable_events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, e)| e.as_str())
+            .collect();
+        let ack = SubscriptionAck {
+            action,
+            events: valid,
+            invalid_events: invalid,
+            subscriptions: current,
+        };
         let mut buf = Vec::new();
         if let Err(e) = serde_json::to_writer(&mut buf, &ack) {
             log::error!("ack serialization failed: {e}");

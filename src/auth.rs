@@ -111,10 +111,16 @@ impl Verifier {
             (JwtKey::PublicKeyPem(p), F::Ec) => DecodingKey::from_ec_pem(p),
             (JwtKey::PublicKeyPem(p), F::Ed) => DecodingKey::from_ed_pem(p),
             (JwtKey::Secret(_), _) => {
-                return Err(ConfigError::Key(format!("{:?} needs a public key, not a secret", cfg.algorithm)));
+                return Err(ConfigError::Key(format!(
+                    "{:?} needs a public key, not a secret",
+                    cfg.algorithm
+                )));
             }
             (JwtKey::PublicKeyPem(_), _) => {
-                return Err(ConfigError::Key(format!("{:?} needs a secret, not a public key", cfg.algorithm)));
+                return Err(ConfigError::Key(format!(
+                    "{:?} needs a secret, not a public key",
+                    cfg.algorithm
+                )));
             }
         }
         .map_err(|e| ConfigError::Key(e.to_string()))?;
@@ -138,20 +144,21 @@ impl Verifier {
     /// Verifies `token`; `None` means the client sent none.
     pub fn verify(&self, token: Option<&str>) -> Result<Claims, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::UnsupportedAlgorithm => {
-                AuthError::WrongAlgorithm
-            }
-            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-            ErrorKind::InvalidAudience => AuthError::WrongAudience,
-            ErrorKind::MissingRequiredClaim(c) if c == "sub" => AuthError::MissingSubject,
-            ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
-            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
-            _ => AuthError::Malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::UnsupportedAlgorithm => {
+                    AuthError::WrongAlgorithm
+                }
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(c) if c == "sub" => AuthError::MissingSubject,
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                _ => AuthError::Malformed,
+            })?;
         let c = data.claims;
         let user_id: Box<str> = match c.sub {
             Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.into(),
@@ -178,10 +185,24 @@ struct MintClaims<'a> {
 }
 
 /// Mints an HS256 token (for `wsedge token`, dev mode and tests).
-pub fn mint_hs256(secret: &[u8], sub: &str, role: Option<&str>, ttl_secs: u64) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint_hs256(
+    secret: &[u8],
+    sub: &str,
+    role: Option<&str>,
+    ttl_secs: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = jsonwebtoken::get_current_timestamp();
-    let claims = MintClaims { sub, iat: now, exp: now + ttl_secs, role };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+    let claims = MintClaims {
+        sub,
+        iat: now,
+        exp: now + ttl_secs,
+        role,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
 }
 
 #[cfg(test)]
@@ -190,7 +211,12 @@ mod tests {
     use serde_json::json;
 
     fn sign(secret: &[u8], claims: serde_json::Value) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     fn verifier() -> Verifier {
@@ -200,7 +226,10 @@ mod tests {
     #[test]
     fn valid_token_gives_claims() {
         let now = jsonwebtoken::get_current_timestamp();
-        let t = sign(b"s3cret", json!({"sub": "42", "exp": now + 60, "role": "admin", "email": "a@b"}));
+        let t = sign(
+            b"s3cret",
+            json!({"sub": "42", "exp": now + 60, "role": "admin", "email": "a@b"}),
+        );
         let c = verifier().verify(Some(&t)).unwrap();
         assert_eq!(&*c.user_id, "42");
         assert!(c.admin);
@@ -232,7 +261,10 @@ mod tests {
     fn alg_none_and_other_algorithms_are_refused() {
         // {"alg":"none"} header with a valid-looking payload and empty signature.
         let t = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIn0.";
-        assert!(matches!(verifier().verify(Some(t)), Err(AuthError::Malformed | AuthError::WrongAlgorithm)));
+        assert!(matches!(
+            verifier().verify(Some(t)),
+            Err(AuthError::Malformed | AuthError::WrongAlgorithm)
+        ));
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &json!({"sub": "1"}),

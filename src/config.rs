@@ -267,16 +267,31 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors_not_panics() {
-        let c = Config { workers: 0, ..Config::default() };
+        let c = Config {
+            workers: 0,
+            ..Config::default()
+        };
         assert_eq!(c.validate(), Err(ConfigError::Workers(0)));
-        let c = Config { connection_timeout: Duration::from_secs(1), ..Config::default() };
-        assert!(matches!(c.validate(), Err(ConfigError::TimeoutNotAfterHeartbeat { .. })));
-        let c = Config { subscribable_events: vec!["a".into(), "a".into()], ..Config::default() };
+        let c = Config {
+            connection_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TimeoutNotAfterHeartbeat { .. })
+        ));
+        let c = Config {
+            subscribable_events: vec!["a".into(), "a".into()],
+            ..Config::default()
+        };
         assert_eq!(c.validate(), Err(ConfigError::BadEvent("a".into())));
         let mut jwt = JwtConfig::hs256("x");
         jwt.key = JwtKey::PublicKeyPem(b"not a pem".to_vec());
         jwt.algorithm = jsonwebtoken::Algorithm::RS256;
-        let c = Config { auth: AuthMode::Jwt(jwt), ..Config::default() };
+        let c = Config {
+            auth: AuthMode::Jwt(jwt),
+            ..Config::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::Key(_))));
     }
 }

@@ -139,6 +139,8 @@ pub struct OutQueue {
 /// instead of allocating, and a drained queue goes back.
 #[derive(Default)]
 pub struct Pool {
+    // Connections own `Box<OutQueue>`; recycling moves the box itself, never the queue.
+    #[allow(clippy::vec_box)]
     queues: Vec<Box<OutQueue>>,
     vecs: Vec<Vec<u8>>,
 }
@@ -197,7 +199,9 @@ impl OutQueue {
         if !matches!(self.segs.back(), Some(Segment::Owned(_))) {
             self.segs.push_back(Segment::Owned(pool.vec()));
         }
-        let Some(Segment::Owned(v)) = self.segs.back_mut() else { return 0 };
+        let Some(Segment::Owned(v)) = self.segs.back_mut() else {
+            return 0;
+        };
         let before = v.len();
         encode_frame(v, opcode, payload);
         let added = v.len() - before;
@@ -320,7 +324,11 @@ mod tests {
         q.push_owned(b"cd", &mut pool);
         q.push_shared(Bytes::from_static(b"EF"));
         q.push_owned(b"gh", &mut pool);
-        let mut w = Trickle { out: vec![], limit: 3, budget: 5 };
+        let mut w = Trickle {
+            out: vec![],
+            limit: 3,
+            budget: 5,
+        };
         assert_eq!(q.write_to(&mut w, &mut pool).unwrap(), 5);
         assert_eq!(q.bytes, 3);
         w.budget = 100;
@@ -335,7 +343,11 @@ mod tests {
         let mut q = OutQueue::default();
         q.push_shared(Bytes::from_static(b"1111"));
         q.push_shared(Bytes::from_static(b"2222"));
-        let mut w = Trickle { out: vec![], limit: 2, budget: 2 };
+        let mut w = Trickle {
+            out: vec![],
+            limit: 2,
+            budget: 2,
+        };
         q.write_to(&mut w, &mut pool).unwrap();
         q.push_urgent(b"P", &mut pool);
         w.budget = 100;
@@ -345,7 +357,11 @@ mod tests {
         let mut q = OutQueue::default();
         q.push_shared(Bytes::from_static(b"1111"));
         q.push_urgent(b"P", &mut pool);
-        let mut w = Trickle { out: vec![], limit: 100, budget: 100 };
+        let mut w = Trickle {
+            out: vec![],
+            limit: 100,
+            budget: 100,
+        };
         q.write_to(&mut w, &mut pool).unwrap();
         assert_eq!(w.out, b"P1111");
     }
@@ -356,7 +372,11 @@ mod tests {
         let mut q = OutQueue::default();
         q.push_shared(Bytes::from_static(b"1111"));
         q.push_shared(Bytes::from_static(b"2222"));
-        let mut w = Trickle { out: vec![], limit: 100, budget: 1 };
+        let mut w = Trickle {
+            out: vec![],
+            limit: 100,
+            budget: 1,
+        };
         q.write_to(&mut w, &mut pool).unwrap();
         assert_eq!(q.discard_backlog(&mut pool), 4);
         q.push_urgent(b"C", &mut pool);

@@ -35,5 +35,5 @@ pub mod ws;
 pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
 pub use handler::{Closed, Ctx, Handler};
 pub use metrics::Snapshot;
-pub use reactor::Target;
+pub use reactor::{Census, ConnectionInfo, Target};
 pub use server::{HandleError, RunningServer, Server, ServerError, ServerHandle};

@@ -43,7 +43,9 @@ impl SlidingWindow {
             self.current += 1;
             return Ok(());
         }
-        Err(RateLimited { retry_after_ms: self.wait_ms(limit, window_ms, elapsed) })
+        Err(RateLimited {
+            retry_after_ms: self.wait_ms(limit, window_ms, elapsed),
+        })
     }
 
     /// Time until `previous * (window - e) / window + current < limit` holds again.

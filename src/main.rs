@@ -13,7 +13,11 @@ use wsedge::config::{DEFAULT_EVENTS, random_secret};
 use wsedge::{AuthMode, Config, JwtConfig, JwtKey, LimitPolicy, Server};
 
 #[derive(Parser)]
-#[command(name = "wsedge", version, about = "WebSocket edge server: JWT auth, limits, heartbeats, subscriptions, fan-out")]
+#[command(
+    name = "wsedge",
+    version,
+    about = "WebSocket edge server: JWT auth, limits, heartbeats, subscriptions, fan-out"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -25,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the protocol server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint an HS256 token with the configured secret.
     Token(TokenArgs),
     /// Run the anonymous echo server (any path; text starting with `broadcast` goes to all).
@@ -160,7 +164,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Token(t)) => token(t),
         Some(Command::Echo(e)) => echo(e),
-        Some(Command::Serve(s)) => serve(s),
+        Some(Command::Serve(s)) => serve(*s),
         None => serve(cli.serve),
     };
     if let Err(e) = result {
@@ -170,13 +174,23 @@ fn main() {
 }
 
 fn init_logging(level: &Option<String>) -> Result<(), String> {
-    let spec = level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    let spec = level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
     let level: log::LevelFilter = spec.parse().map_err(|_| format!("unknown log level {spec:?}"))?;
-    simple_logger::SimpleLogger::new().with_level(level).init().map_err(|e| e.to_string())
+    simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .init()
+        .map_err(|e| e.to_string())
 }
 
 fn workers(n: usize) -> usize {
-    if n == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { n }
+    if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    }
 }
 
 fn token(t: TokenArgs) -> Result<(), String> {
@@ -188,7 +202,9 @@ fn token(t: TokenArgs) -> Result<(), String> {
 fn serve(a: ServeArgs) -> Result<(), String> {
     init_logging(&a.common.log_level)?;
     let algorithm = match &a.jwt_algorithm {
-        Some(name) => name.parse::<jsonwebtoken::Algorithm>().map_err(|_| format!("unknown JWT algorithm {name:?}"))?,
+        Some(name) => name
+            .parse::<jsonwebtoken::Algorithm>()
+            .map_err(|_| format!("unknown JWT algorithm {name:?}"))?,
         None if a.jwt_public_key.is_some() => jsonwebtoken::Algorithm::RS256,
         None => jsonwebtoken::Algorithm::HS256,
     };
@@ -196,14 +212,20 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let key = match (&a.jwt_secret, &a.jwt_public_key) {
         (Some(_), Some(_)) => return Err("give --jwt-secret or --jwt-public-key, not both".into()),
         (Some(s), None) => JwtKey::Secret(s.clone().into_bytes()),
-        (None, Some(path)) => JwtKey::PublicKeyPem(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        (None, Some(path)) => {
+            JwtKey::PublicKeyPem(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
         (None, None) => {
             let s = random_secret();
             dev_secret = Some(s.clone());
             JwtKey::Secret(s.into_bytes())
         }
     };
-    let events = if a.events.is_empty() { DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect() } else { a.events.clone() };
+    let events = if a.events.is_empty() {
+        DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.events.clone()
+    };
     let config = Config {
         listen: a.listen,
         workers: workers(a.common.workers),
@@ -233,6 +255,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             leeway_secs: a.jwt_leeway,
         }),
     };
+    let signals = termination_signals()?;
     let server = Server::start(config, ProtocolApp::default()).map_err(|e| e.to_string())?;
     if let Some(secret) = dev_secret {
         let admin = mint_hs256(secret.as_bytes(), "admin", Some("admin"), 24 * 3600).map_err(|e| e.to_string())?;
@@ -242,7 +265,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         println!("  admin token: {admin}");
         println!("  connect:     ws://{}{}?token={user}", server.local_addr(), a.ws_path);
     }
-    run_until_signal(server)
+    run_until_signal(server, signals)
 }
 
 fn echo(a: EchoArgs) -> Result<(), String> {
@@ -259,16 +282,21 @@ fn echo(a: EchoArgs) -> Result<(), String> {
         auth: AuthMode::Anonymous,
         ..Config::default()
     };
+    let signals = termination_signals()?;
     let server = Server::start(config, EchoApp).map_err(|e| e.to_string())?;
     println!("wsedge echo listening on ws://{}/", server.local_addr());
-    run_until_signal(server)
+    run_until_signal(server, signals)
+}
+
+/// SIGINT/SIGTERM handlers, installed before the server starts so no signal is missed.
+fn termination_signals() -> Result<signal_hook::iterator::Signals, String> {
+    signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("signal setup: {e}"))
 }
 
 /// Runs until SIGINT/SIGTERM, then drains; a second signal exits at once.
-fn run_until_signal(server: wsedge::RunningServer) -> Result<(), String> {
+fn run_until_signal(server: wsedge::RunningServer, mut signals: signal_hook::iterator::Signals) -> Result<(), String> {
     let handle = server.handle();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("signal setup: {e}"))?;
     std::thread::spawn(move || {
         let mut seen = 0;
         for sig in signals.forever() {

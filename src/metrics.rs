@@ -17,7 +17,8 @@ pub struct Counter(AtomicU64);
 impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
     #[inline]
@@ -153,7 +154,10 @@ impl Snapshot {
 
     /// Auth failures for one reason.
     pub fn auth_failures_for(&self, reason: AuthError) -> u64 {
-        self.auth_failures.iter().find(|(l, _)| *l == reason.label()).map_or(0, |(_, n)| *n)
+        self.auth_failures
+            .iter()
+            .find(|(l, _)| *l == reason.label())
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Handshakes refused with one HTTP status.

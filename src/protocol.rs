@@ -113,7 +113,12 @@ pub struct Envelope<'a, D: Serialize> {
 
 /// Appends `{"type":kind,"data":data,"timestamp":now,"id":uuid}` to `out`.
 pub fn write_envelope<D: Serialize>(out: &mut Vec<u8>, ids: &mut IdGen, kind: &str, data: D) {
-    let env = Envelope { kind, data, timestamp: Timestamp::now(), id: ids.uuid().hyphenated() };
+    let env = Envelope {
+        kind,
+        data,
+        timestamp: Timestamp::now(),
+        id: ids.uuid().hyphenated(),
+    };
     // Serializing plain data into a Vec cannot fail; a failure would only mean a bug in `D`.
     if let Err(e) = serde_json::to_writer(out, &env) {
         log::error!("envelope {kind} failed to serialize: {e}");
@@ -132,7 +137,17 @@ struct ErrorData<'a> {
 
 /// Appends the seed's error envelope.
 pub fn write_error(out: &mut Vec<u8>, ids: &mut IdGen, code: ErrorCode, message: &str) {
-    write_envelope(out, ids, "error", ErrorData { code, message, reset_time: None, retry_after: None });
+    write_envelope(
+        out,
+        ids,
+        "error",
+        ErrorData {
+            code,
+            message,
+            reset_time: None,
+            retry_after: None,
+        },
+    );
 }
 
 /// Appends `RATE_LIMIT_EXCEEDED` with `reset_time` (Unix seconds) and `retry_after` (seconds).
@@ -175,7 +190,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, &'static st
         });
     }
     let msg: Incoming<'_> = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() { "Message 'type' must be a string" } else { "Invalid JSON" }
+        if e.is_data() {
+            "Message 'type' must be a string"
+        } else {
+            "Invalid JSON"
+        }
     })?;
     let kind = msg.kind.ok_or("Message must have 'type' field")?;
     Ok(ClientMessage { kind, data: msg.data })
@@ -204,25 +223,49 @@ mod tests {
     fn envelope_shape() {
         let mut out = vec![];
         let mut ids = IdGen::from_os();
-        write_error(&mut out, &mut ids, ErrorCode::InvalidMessageType, "Unknown message type: x");
+        write_error(
+            &mut out,
+            &mut ids,
+            ErrorCode::InvalidMessageType,
+            "Unknown message type: x",
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["data"]["code"], "INVALID_MESSAGE_TYPE");
         assert!(uuid::Uuid::parse_str(v["id"].as_str().unwrap()).is_ok());
-        assert_eq!(uuid::Uuid::parse_str(v["id"].as_str().unwrap()).unwrap().get_version_num(), 4);
+        assert_eq!(
+            uuid::Uuid::parse_str(v["id"].as_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            4
+        );
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
     fn client_message_validation() {
         assert_eq!(parse_client_message("nope").unwrap_err(), "Invalid JSON");
-        assert_eq!(parse_client_message("[1,2]").unwrap_err(), "Message must be a JSON object");
-        assert_eq!(parse_client_message("{\"a\":1}").unwrap_err(), "Message must have 'type' field");
-        assert_eq!(parse_client_message("{\"type\":5}").unwrap_err(), "Message 'type' must be a string");
+        assert_eq!(
+            parse_client_message("[1,2]").unwrap_err(),
+            "Message must be a JSON object"
+        );
+        assert_eq!(
+            parse_client_message("{\"a\":1}").unwrap_err(),
+            "Message must have 'type' field"
+        );
+        assert_eq!(
+            parse_client_message("{\"type\":5}").unwrap_err(),
+            "Message 'type' must be a string"
+        );
         assert_eq!(parse_client_message("{\"type\":\"ping\"").unwrap_err(), "Invalid JSON");
         let m = parse_client_message(r#"{"type":"p\u0069ng","data":{"pingId":"x"}}"#).unwrap();
         assert_eq!(m.kind, "ping");
         assert_eq!(m.data.unwrap().get(), r#"{"pingId":"x"}"#);
-        assert!(parse_client_message(r#"{"type":"ping","data":null}"#).unwrap().data.is_none());
+        assert!(
+            parse_client_message(r#"{"type":"ping","data":null}"#)
+                .unwrap()
+                .data
+                .is_none()
+        );
     }
 }

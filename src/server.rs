@@ -22,7 +22,7 @@ use crate::handler::Handler;
 use crate::limits::Admission;
 use crate::metrics::Snapshot;
 use crate::protocol::{IdGen, write_envelope};
-use crate::reactor::{Command, Link, Reactor, Runtime, Target, WAKER};
+use crate::reactor::{Census, Command, ConnectionInfo, Link, Reactor, Runtime, Target, WAKER};
 use crate::ws::encode_frame;
 
 #[derive(Debug, Error)]
@@ -66,16 +66,27 @@ impl Server {
             links.push(Link::new(Waker::new(poll.registry(), WAKER)?));
             polls.push(poll);
         }
-        let rt = Arc::new(Runtime { config, verifier, admission: Admission::default(), links, local_addr });
+        let rt = Arc::new(Runtime {
+            config,
+            verifier,
+            admission: Admission::default(),
+            links,
+            local_addr,
+        });
         let handler = Arc::new(handler);
         let mut threads = Vec::new();
         for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
             let reactor = Reactor::new(i, rt.clone(), handler.clone(), poll, listener)?;
-            let t = std::thread::Builder::new().name(format!("wsedge-reactor-{i}")).spawn(move || reactor.run())?;
+            let t = std::thread::Builder::new()
+                .name(format!("wsedge-reactor-{i}"))
+                .spawn(move || reactor.run())?;
             threads.push(t);
         }
         log::info!("listening on {local_addr} with {} reactor(s)", threads.len());
-        Ok(RunningServer { handle: ServerHandle { rt }, threads })
+        Ok(RunningServer {
+            handle: ServerHandle { rt },
+            threads,
+        })
     }
 }
 
@@ -159,10 +170,41 @@ impl ServerHandle {
         self.rt.admission.open()
     }
 
+    /// Describes an open connection by its public id (`None` if unknown or closed).
+    pub fn connection_info(&self, id: uuid::Uuid) -> Option<ConnectionInfo> {
+        let link = self.rt.links.get(id.as_bytes()[4] as usize)?;
+        let (tx, rx) = mpsc::channel();
+        if !link.send(Command::Inspect { id, reply: tx }) {
+            return None;
+        }
+        rx.recv_timeout(REPLY_TIMEOUT).ok().flatten()
+    }
+
+    /// Users and connections per user, over every reactor.
+    pub fn census(&self) -> Census {
+        let (tx, rx) = mpsc::channel();
+        let asked = self
+            .rt
+            .links
+            .iter()
+            .filter(|l| l.send(Command::Census { reply: tx.clone() }))
+            .count();
+        drop(tx);
+        let mut total = Census::default();
+        for c in (0..asked).map_while(|_| rx.recv_timeout(REPLY_TIMEOUT).ok()) {
+            total.merge(c);
+        }
+        total
+    }
+
     /// Sends `{"type": event_type, "data": data, ...}` to every connection subscribed to
     /// `event_type`; returns the number of recipients.
     pub fn publish<D: Serialize>(&self, event_type: &str, data: D) -> Result<usize, HandleError> {
-        let bit = self.rt.config.event_bit(event_type).ok_or_else(|| HandleError::UnknownEvent(event_type.into()))?;
+        let bit = self
+            .rt
+            .config
+            .event_bit(event_type)
+            .ok_or_else(|| HandleError::UnknownEvent(event_type.into()))?;
         Ok(self.deliver(Target::Subscribers(bit), envelope_frame(event_type, data)))
     }
 
@@ -178,12 +220,21 @@ impl ServerHandle {
 
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
     pub fn deliver(&self, target: Target, frame: Bytes) -> usize {
-        self.ask(&target, |reply| Command::Deliver { target: target.clone(), frame: frame.clone(), reply: Some(reply) })
+        self.ask(&target, |reply| Command::Deliver {
+            target: target.clone(),
+            frame: frame.clone(),
+            reply: Some(reply),
+        })
     }
 
     /// Starts the close handshake on every connection matching `target`; returns how many.
     pub fn disconnect(&self, target: Target, code: u16, reason: &str) -> usize {
-        self.ask(&target, |reply| Command::Disconnect { target: target.clone(), code, reason: reason.to_string(), reply: Some(reply) })
+        self.ask(&target, |reply| Command::Disconnect {
+            target: target.clone(),
+            code,
+            reason: reason.to_string(),
+            reply: Some(reply),
+        })
     }
 
     /// Sends a command to every reactor that may hold `target` and sums their replies.

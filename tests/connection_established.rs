@@ -11,7 +11,12 @@ fn established_message_has_the_seed_fields() {
     assert!(uuid::Uuid::parse_str(d["connection_id"].as_str().unwrap()).is_ok());
     assert_eq!(d["user_id"], "alice");
     assert!(d["server_time"].as_str().unwrap().ends_with('Z'));
-    let features: Vec<&str> = d["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let features: Vec<&str> = d["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
     for f in ["heartbeat", "subscriptions", "rate_limiting", "message_validation"] {
         assert!(features.contains(&f), "{features:?}");
     }
@@ -48,10 +53,16 @@ fn every_token_source_is_accepted() {
 fn bearer_subprotocol_is_selected_in_the_response() {
     let server = start(config());
     let mut s = raw(server.local_addr());
-    let req = upgrade_request("/ws").replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Protocol: bearer, {}\r\n\r\n", token("c")));
+    let req = upgrade_request("/ws").replace(
+        "\r\n\r\n",
+        &format!("\r\nSec-WebSocket-Protocol: bearer, {}\r\n\r\n", token("c")),
+    );
     std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
     let (status, head, _) = read_http(&mut s);
     assert_eq!(status, 101);
     assert!(head.contains("Sec-WebSocket-Protocol: bearer\r\n"), "{head}");
-    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{head}"
+    );
 }

@@ -40,7 +40,11 @@ pub struct Reject {
 }
 
 const fn reject(status: u16, message: &'static str) -> Reject {
-    Reject { status, message, header: None }
+    Reject {
+        status,
+        message,
+        header: None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +96,11 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
         },
     };
     if method != "GET" {
-        return Parsed::Reject(Reject { status: 405, message: "WebSocket upgrade needs GET", header: Some(("Allow", "GET")) });
+        return Parsed::Reject(Reject {
+            status: 405,
+            message: "WebSocket upgrade needs GET",
+            header: Some(("Allow", "GET")),
+        });
     }
     if req.version != Some(1) {
         return Parsed::Reject(reject(400, "WebSocket upgrade needs HTTP/1.1"));
@@ -138,7 +146,14 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
         .or(subprotocol_token)
         .filter(|t| !t.is_empty());
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    Parsed::Upgrade(UpgradeRequest { accept, token, offers_bearer }, head_len)
+    Parsed::Upgrade(
+        UpgradeRequest {
+            accept,
+            token,
+            offers_bearer,
+        },
+        head_len,
+    )
 }
 
 struct HeaderView<'h, 'b> {
@@ -178,7 +193,9 @@ fn is_valid_key(k: &str) -> bool {
     let b = k.as_bytes();
     b.len() == 24
         && &b[22..] == b"=="
-        && b[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
 /// Decodes `%XX` escapes (and `+` as space is not applied: tokens never contain spaces).
@@ -241,7 +258,9 @@ mod tests {
 
     #[test]
     fn rfc_example_accept_key() {
-        let Parsed::Upgrade(u, n) = parse(&good("/ws", &[]), 8192, Some("/ws")) else { panic!() };
+        let Parsed::Upgrade(u, n) = parse(&good("/ws", &[]), 8192, Some("/ws")) else {
+            panic!()
+        };
         assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(u.token, None);
         assert_eq!(n, good("/ws", &[]).len());
@@ -259,7 +278,10 @@ mod tests {
         let u = p("/ws", &["Sec-WebSocket-Protocol: bearer, sub.tok"]);
         assert_eq!(u.token.as_deref(), Some("sub.tok"));
         assert!(u.offers_bearer);
-        assert_eq!(p("/ws/path", &["Authorization: Bearer hdr"]).token.as_deref(), Some("path"));
+        assert_eq!(
+            p("/ws/path", &["Authorization: Bearer hdr"]).token.as_deref(),
+            Some("path")
+        );
     }
 
     #[test]
@@ -268,15 +290,28 @@ mod tests {
         assert_eq!(status(parse(&good("/ws/a/b", &[]), 8192, Some("/ws"))), 404);
         let post = String::from_utf8(good("/ws", &[])).unwrap().replacen("GET", "POST", 1);
         assert_eq!(status(parse(post.as_bytes(), 8192, Some("/ws"))), 405);
-        let v8 = String::from_utf8(good("/ws", &[])).unwrap().replace("Version: 13", "Version: 8");
+        let v8 = String::from_utf8(good("/ws", &[]))
+            .unwrap()
+            .replace("Version: 13", "Version: 8");
         let r = parse(v8.as_bytes(), 8192, Some("/ws"));
-        assert_eq!(r, Parsed::Reject(Reject { status: 426, message: "unsupported WebSocket version", header: Some(("Sec-WebSocket-Version", "13")) }));
+        assert_eq!(
+            r,
+            Parsed::Reject(Reject {
+                status: 426,
+                message: "unsupported WebSocket version",
+                header: Some(("Sec-WebSocket-Version", "13"))
+            })
+        );
         let nokey = String::from_utf8(good("/ws", &[])).unwrap().replace(KEY, "short");
         assert_eq!(status(parse(nokey.as_bytes(), 8192, Some("/ws"))), 400);
-        let noconn = String::from_utf8(good("/ws", &[])).unwrap().replace("keep-alive, Upgrade", "keep-alive");
+        let noconn = String::from_utf8(good("/ws", &[]))
+            .unwrap()
+            .replace("keep-alive, Upgrade", "keep-alive");
         assert_eq!(status(parse(noconn.as_bytes(), 8192, Some("/ws"))), 400);
         assert_eq!(status(parse(b"GARBAGE\x01\r\n\r\n", 8192, Some("/ws"))), 400);
-        let http10 = String::from_utf8(good("/ws", &[])).unwrap().replace("HTTP/1.1", "HTTP/1.0");
+        let http10 = String::from_utf8(good("/ws", &[]))
+            .unwrap()
+            .replace("HTTP/1.1", "HTTP/1.0");
         assert_eq!(status(parse(http10.as_bytes(), 8192, Some("/ws"))), 400);
     }
 
@@ -296,12 +331,20 @@ mod tests {
     #[test]
     fn plain_requests_pass_through() {
         let r = req(&["GET /health?x HTTP/1.1", "Host: x", "Authorization: Bearer t"]);
-        let Parsed::Plain(p) = parse(&r, 8192, Some("/ws")) else { panic!() };
-        assert_eq!((p.method.as_str(), p.path.as_str(), p.bearer.as_deref()), ("GET", "/health", Some("t")));
+        let Parsed::Plain(p) = parse(&r, 8192, Some("/ws")) else {
+            panic!()
+        };
+        assert_eq!(
+            (p.method.as_str(), p.path.as_str(), p.bearer.as_deref()),
+            ("GET", "/health", Some("t"))
+        );
     }
 
     #[test]
     fn any_path_when_unconfigured() {
-        assert!(matches!(parse(&good("/anything/at/all", &[]), 8192, None), Parsed::Upgrade(..)));
+        assert!(matches!(
+            parse(&good("/anything/at/all", &[]), 8192, None),
+            Parsed::Upgrade(..)
+        ));
     }
 }

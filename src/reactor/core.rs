@@ -140,7 +140,11 @@ impl Core {
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let idx = self.conns.insert(Conn::new(sock, generation, self.now));
         // The connection's one wheel entry: due at whichever check comes first after accept.
-        self.schedule(idx, generation, self.now + self.ticks.handshake.min(self.ticks.heartbeat));
+        self.schedule(
+            idx,
+            generation,
+            self.now + self.ticks.handshake.min(self.ticks.heartbeat),
+        );
         idx
     }
 
@@ -149,7 +153,24 @@ impl Core {
         let r = self.ids.next_u64().to_le_bytes();
         let g = self.conns[idx].generation.to_be_bytes();
         let i = (idx as u32).to_be_bytes();
-        [i[0], i[1], i[2], i[3], self.id as u8, r[0], 0x40 | (r[1] & 0x0F), r[2], 0x80 | (r[3] & 0x3F), r[4], g[0], g[1], g[2], g[3], r[5], r[6]]
+        [
+            i[0],
+            i[1],
+            i[2],
+            i[3],
+            self.id as u8,
+            r[0],
+            0x40 | (r[1] & 0x0F),
+            r[2],
+            0x80 | (r[3] & 0x3F),
+            r[4],
+            g[0],
+            g[1],
+            g[2],
+            g[3],
+            r[5],
+            r[6],
+        ]
     }
 
     /// The open connection with this public id, if it lives here.
@@ -159,7 +180,10 @@ impl Core {
             return None;
         }
         let idx = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        self.conns.get(idx).filter(|c| &c.id == b && c.phase == Phase::Open).map(|_| idx)
+        self.conns
+            .get(idx)
+            .filter(|c| &c.id == b && c.phase == Phase::Open)
+            .map(|_| idx)
     }
 
     pub fn mark_dirty(&mut self, idx: usize) {
@@ -227,7 +251,10 @@ impl Core {
             self.queued -= out.discard_backlog(&mut self.pool);
         }
         self.metrics.slow_consumer_closes.inc();
-        log::info!("closing slow consumer (outbound queue over {} bytes)", self.rt.config.max_outbound_bytes);
+        log::info!(
+            "closing slow consumer (outbound queue over {} bytes)",
+            self.rt.config.max_outbound_bytes
+        );
         self.close_with(idx, 1008, "slow consumer: outbound queue limit exceeded");
     }
 
@@ -293,7 +320,12 @@ impl Core {
             let n = self.metrics.connections.get();
             self.metrics.connections.set(n.saturating_sub(1));
             let code = if c.close_code != 0 { c.close_code } else { code };
-            self.closed.push(ClosedRecord { id: c.id, user: None, code, messages: c.messages });
+            self.closed.push(ClosedRecord {
+                id: c.id,
+                user: None,
+                code,
+                messages: c.messages,
+            });
         }
         if let Some(out) = c.output {
             self.queued -= out.bytes;
@@ -366,7 +398,9 @@ impl Core {
             }
             return;
         }
-        let Some(idx) = self.live(Token(key as usize)) else { return };
+        let Some(idx) = self.live(Token(key as usize)) else {
+            return;
+        };
         let now = self.now;
         let c = &mut self.conns[idx];
         let generation = c.generation;
@@ -376,7 +410,9 @@ impl Core {
                 // From accept (`mark`), not last bytes: trickling bytes buys no time.
                 if now.wrapping_sub(c.mark) >= self.ticks.handshake {
                     self.metrics.refused_with(408);
-                    let _ = c.sock.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = c
+                        .sock
+                        .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     self.drop_conn(idx, 1006);
                 } else {
                     let at = c.mark + self.ticks.handshake;
@@ -425,13 +461,18 @@ impl Core {
             Target::Subscribers(bit) => {
                 let mask = 1u64 << bit;
                 for idx in 0..self.conns.capacity() {
-                    if self.conns.get(idx).is_some_and(|c| c.subscriptions & mask != 0) && self.push_shared(idx, frame) {
+                    if self.conns.get(idx).is_some_and(|c| c.subscriptions & mask != 0) && self.push_shared(idx, frame)
+                    {
                         n += 1;
                     }
                 }
             }
             Target::User(user) => {
-                let mut cur = self.users.find(user).and_then(|u| self.users.get(u)).map_or(NONE, |u| u.head);
+                let mut cur = self
+                    .users
+                    .find(user)
+                    .and_then(|u| self.users.get(u))
+                    .map_or(NONE, |u| u.head);
                 while cur != NONE {
                     let next = self.conns[cur as usize].next_of_user;
                     if self.push_shared(cur as usize, frame) {
@@ -454,7 +495,12 @@ impl Core {
     /// Closes every open connection matching `target`; returns how many.
     pub fn disconnect(&mut self, target: &Target, code: u16, reason: &str) -> usize {
         let matching: Vec<usize> = match target {
-            Target::All => self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).map(|(i, _)| i).collect(),
+            Target::All => self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase == Phase::Open)
+                .map(|(i, _)| i)
+                .collect(),
             Target::Subscribers(bit) => self
                 .conns
                 .iter()
@@ -463,7 +509,11 @@ impl Core {
                 .collect(),
             Target::User(user) => {
                 let mut v = vec![];
-                let mut cur = self.users.find(user).and_then(|u| self.users.get(u)).map_or(NONE, |u| u.head);
+                let mut cur = self
+                    .users
+                    .find(user)
+                    .and_then(|u| self.users.get(u))
+                    .map_or(NONE, |u| u.head);
                 while cur != NONE {
                     v.push(cur as usize);
                     cur = self.conns[cur as usize].next_of_user;
@@ -533,13 +583,59 @@ impl Core {
             if self.rt.config.rate_limit_messages == 0 {
                 self.users.remove(u);
             } else {
-                self.wheel.schedule(USER_KEY | u as u64, (self.now + self.ticks.rate_window) as u64);
+                self.wheel
+                    .schedule(USER_KEY | u as u64, (self.now + self.ticks.rate_window) as u64);
             }
         }
     }
 
+    pub fn connection_info(&self, idx: usize) -> super::ConnectionInfo {
+        let c = &self.conns[idx];
+        let user = (c.user != NONE).then(|| self.users.get(c.user)).flatten();
+        let profile = user.and_then(|u| u.profile.as_deref());
+        let events = &self.rt.config.subscribable_events;
+        super::ConnectionInfo {
+            connection_id: uuid::Uuid::from_bytes(c.id).to_string(),
+            user_id: user.map(|u| u.id.to_string()),
+            email: profile.and_then(|p| p.email.as_deref()).map(str::to_string),
+            name: profile.and_then(|p| p.name.as_deref()).map(str::to_string),
+            is_admin: c.has(flags::ADMIN),
+            connected_at: c.opened_at as u64,
+            message_count: c.messages as u64,
+            subscriptions: events
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| c.subscriptions & (1 << i) != 0)
+                .map(|(_, e)| e.clone())
+                .collect(),
+            queued_bytes: c.queued_bytes(),
+            peer_address: c.sock.peer_addr().ok().map(|a| a.to_string()),
+            reactor: self.id,
+        }
+    }
+
+    pub fn census(&self) -> super::Census {
+        let mut census = super::Census {
+            histogram: vec![0],
+            ..Default::default()
+        };
+        census.connections = self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).count();
+        for (_, u) in self.users.iter().filter(|(_, u)| u.count > 0) {
+            let n = u.count as usize;
+            census.unique_users += 1;
+            census.max_connections_per_user = census.max_connections_per_user.max(n);
+            if census.histogram.len() <= n {
+                census.histogram.resize(n + 1, 0);
+            }
+            census.histogram[n] += 1;
+        }
+        census
+    }
+
     /// Unix seconds, for `opened_at`.
     pub fn unix_now() -> u32 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1) as u32)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs().max(1) as u32)
     }
 }

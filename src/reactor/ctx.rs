@@ -52,7 +52,8 @@ impl Ctx<'_> {
     }
 
     pub fn send_text(&mut self, text: &str) {
-        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), text.as_bytes());
+        self.core
+            .queue_frame(self.idx, OpCode::Data(Data::Text), text.as_bytes());
     }
 
     pub fn send_binary(&mut self, data: &[u8]) {
@@ -87,7 +88,9 @@ impl Ctx<'_> {
             return Ok(());
         }
         let now = self.core.now_ms;
-        let Some(user) = self.core.users.get_mut(u) else { return Ok(()) };
+        let Some(user) = self.core.users.get_mut(u) else {
+            return Ok(());
+        };
         let r = user.rate.try_acquire(now, limit, window);
         if r.is_err() {
             self.core.metrics.rate_limited.inc();
@@ -126,7 +129,11 @@ impl Ctx<'_> {
         let frame = Bytes::from(v);
         for (i, link) in self.core.rt.links.iter().enumerate() {
             if i != self.core.id {
-                link.send(Command::Deliver { target: Target::All, frame: frame.clone(), reply: None });
+                link.send(Command::Deliver {
+                    target: Target::All,
+                    frame: frame.clone(),
+                    reply: None,
+                });
             }
         }
         self.core.deliver(&Target::All, &frame)

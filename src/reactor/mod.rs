@@ -67,11 +67,73 @@ pub(crate) struct Handover {
 pub(crate) enum Command {
     Adopt(Box<Handover>),
     /// Queue a pre-encoded frame; reply with the number of recipients.
-    Deliver { target: Target, frame: Bytes, reply: Option<mpsc::Sender<usize>> },
+    Deliver {
+        target: Target,
+        frame: Bytes,
+        reply: Option<mpsc::Sender<usize>>,
+    },
     /// Close matching connections; reply with how many.
-    Disconnect { target: Target, code: u16, reason: String, reply: Option<mpsc::Sender<usize>> },
+    Disconnect {
+        target: Target,
+        code: u16,
+        reason: String,
+        reply: Option<mpsc::Sender<usize>>,
+    },
+    /// Describe one connection.
+    Inspect {
+        id: uuid::Uuid,
+        reply: mpsc::Sender<Option<ConnectionInfo>>,
+    },
+    /// Count users and connections per user.
+    Census {
+        reply: mpsc::Sender<Census>,
+    },
     /// Stop accepting and close everything.
     Shutdown,
+}
+
+/// What the server knows about one open connection (the seed's connection info).
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub connection_id: String,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub is_admin: bool,
+    /// Unix seconds.
+    pub connected_at: u64,
+    pub message_count: u64,
+    pub subscriptions: Vec<String>,
+    pub queued_bytes: usize,
+    pub peer_address: Option<String>,
+    pub reactor: usize,
+}
+
+/// Users and their connection counts, summed over reactors.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct Census {
+    /// Open WebSockets.
+    pub connections: usize,
+    /// Users with at least one open connection.
+    pub unique_users: usize,
+    /// Most connections any one user has.
+    pub max_connections_per_user: usize,
+    /// `histogram[n]` = users with exactly `n` connections (index 0 unused).
+    pub histogram: Vec<usize>,
+}
+
+impl Census {
+    pub fn merge(&mut self, other: Census) {
+        self.connections += other.connections;
+        self.unique_users += other.unique_users;
+        self.max_connections_per_user = self.max_connections_per_user.max(other.max_connections_per_user);
+        if self.histogram.len() < other.histogram.len() {
+            self.histogram.resize(other.histogram.len(), 0);
+        }
+        for (i, n) in other.histogram.into_iter().enumerate() {
+            self.histogram[i] += n;
+        }
+    }
 }
 
 /// How other threads reach a reactor.
@@ -84,7 +146,12 @@ pub(crate) struct Link {
 
 impl Link {
     pub fn new(waker: Waker) -> Self {
-        Link { inbox: Mutex::new(Vec::new()), waker, metrics: Arc::default(), stopped: AtomicBool::new(false) }
+        Link {
+            inbox: Mutex::new(Vec::new()),
+            waker,
+            metrics: Arc::default(),
+            stopped: AtomicBool::new(false),
+        }
     }
 
     /// Posts a command; wakes the reactor only if its inbox was empty. Returns false if the
@@ -150,7 +217,13 @@ const READ_BUF: usize = 64 * 1024;
 const READ_BUDGET: usize = 16;
 
 impl<H: Handler> Reactor<H> {
-    pub fn new(id: usize, rt: Arc<Runtime>, handler: Arc<H>, poll: Poll, mut listener: TcpListener) -> std::io::Result<Self> {
+    pub fn new(
+        id: usize,
+        rt: Arc<Runtime>,
+        handler: Arc<H>,
+        poll: Poll,
+        mut listener: TcpListener,
+    ) -> std::io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Reactor {
             core: Core::new(id, rt),
@@ -205,7 +278,10 @@ impl<H: Handler> Reactor<H> {
             self.report_closed();
             self.core.flush_dirty();
             self.report_closed();
-            self.core.metrics.loop_busy_us.set(turn_start.elapsed().as_micros() as u64);
+            self.core
+                .metrics
+                .loop_busy_us
+                .set(turn_start.elapsed().as_micros() as u64);
             if let Some(until) = self.draining_until
                 && (self.core.conns.is_empty() || Instant::now() >= until)
             {
@@ -234,7 +310,11 @@ impl<H: Handler> Reactor<H> {
 
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.read_again.is_empty() || self.accept_paused {
-            return Some(if self.read_again.is_empty() { TICK } else { Duration::ZERO });
+            return Some(if self.read_again.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            });
         }
         let mut t = self.core.until_next_timer();
         if let Some(until) = self.draining_until {
@@ -256,11 +336,22 @@ impl<H: Handler> Reactor<H> {
                         let _ = r.send(n);
                     }
                 }
-                Command::Disconnect { target, code, reason, reply } => {
+                Command::Disconnect {
+                    target,
+                    code,
+                    reason,
+                    reply,
+                } => {
                     let n = self.core.disconnect(&target, code, &reason);
                     if let Some(r) = reply {
                         let _ = r.send(n);
                     }
+                }
+                Command::Inspect { id, reply } => {
+                    let _ = reply.send(self.core.find_by_id(&id).map(|idx| self.core.connection_info(idx)));
+                }
+                Command::Census { reply } => {
+                    let _ = reply.send(self.core.census());
                 }
                 Command::Shutdown => self.begin_shutdown(),
             }

@@ -22,8 +22,7 @@ impl<H: Handler> Reactor<H> {
         let generation = self.core.conns[idx].generation;
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut reads = 0;
-        loop {
-            let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else { break };
+        while let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) {
             match c.sock.read(&mut buf) {
                 Ok(0) => {
                     self.core.drop_conn(idx, 1006);
@@ -111,8 +110,14 @@ impl<H: Handler> Reactor<H> {
             }
             !(pending.is_empty() && decoder.is_idle())
         };
-        let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else { return };
-        c.input = if keep { Some(boxed.unwrap_or_else(|| Box::new(local))) } else { None };
+        let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else {
+            return;
+        };
+        c.input = if keep {
+            Some(boxed.unwrap_or_else(|| Box::new(local)))
+        } else {
+            None
+        };
     }
 
     /// Handles one frame; false stops decoding this connection's input.
@@ -146,7 +151,13 @@ impl<H: Handler> Reactor<H> {
                 }
                 self.core.conns[idx].messages += 1;
                 self.core.metrics.messages_in.inc();
-                self.handler.on_text(&mut Ctx { core: &mut self.core, idx }, text);
+                self.handler.on_text(
+                    &mut Ctx {
+                        core: &mut self.core,
+                        idx,
+                    },
+                    text,
+                );
                 self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
             }
             Event::Binary(data) => {
@@ -155,7 +166,13 @@ impl<H: Handler> Reactor<H> {
                 }
                 self.core.conns[idx].messages += 1;
                 self.core.metrics.messages_in.inc();
-                self.handler.on_binary(&mut Ctx { core: &mut self.core, idx }, data);
+                self.handler.on_binary(
+                    &mut Ctx {
+                        core: &mut self.core,
+                        idx,
+                    },
+                    data,
+                );
                 self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
             }
         }
@@ -169,7 +186,13 @@ impl<H: Handler> Reactor<H> {
             self.core.drop_conn(idx, v.close_code());
             return;
         }
-        self.handler.on_violation(&mut Ctx { core: &mut self.core, idx }, v);
+        self.handler.on_violation(
+            &mut Ctx {
+                core: &mut self.core,
+                idx,
+            },
+            v,
+        );
         self.core.conns[idx].input = None;
         self.core.close_with(idx, v.close_code(), v.reason());
     }

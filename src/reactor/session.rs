@@ -46,7 +46,11 @@ impl<H: Handler> Reactor<H> {
     fn register(&mut self, idx: usize) -> bool {
         let token = self.core.token_of(idx);
         let c = &mut self.core.conns[idx];
-        if let Err(e) = self.poll.registry().register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE)
+        {
             log::warn!("register failed: {e}");
             self.core.drop_conn(idx, 1006);
             return false;
@@ -68,7 +72,12 @@ impl<H: Handler> Reactor<H> {
         };
         match upgrade::parse(buf, max, ws_path.as_deref()) {
             Parsed::Partial => {
-                let mut inp = input.unwrap_or_else(|| Box::new(Input { pending: data.to_vec(), ..Input::default() }));
+                let mut inp = input.unwrap_or_else(|| {
+                    Box::new(Input {
+                        pending: data.to_vec(),
+                        ..Input::default()
+                    })
+                });
                 inp.pending.shrink_to_fit();
                 self.core.conns[idx].input = Some(inp);
             }
@@ -106,7 +115,12 @@ impl<H: Handler> Reactor<H> {
                 405
             }
             ("GET", _) if is_ws_path => {
-                write_error(&mut resp, 426, &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")], "WebSocket upgrade required");
+                write_error(
+                    &mut resp,
+                    426,
+                    &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+                    "WebSocket upgrade required",
+                );
                 426
             }
             (_, _) if is_ws_path => {
@@ -130,7 +144,12 @@ impl<H: Handler> Reactor<H> {
         if !rt.admission.try_admit(rt.config.max_connections) {
             self.core.metrics.refused_with(503);
             let mut resp = Vec::new();
-            write_error(&mut resp, 503, &[("Retry-After", "1")], "server connection limit reached");
+            write_error(
+                &mut resp,
+                503,
+                &[("Retry-After", "1")],
+                "server connection limit reached",
+            );
             self.core.respond_http(idx, &resp);
             return;
         }
@@ -151,7 +170,8 @@ impl<H: Handler> Reactor<H> {
                     // Upgrade, then close with 1008 so browsers can tell auth from network.
                     self.core.write_101(idx, &u.accept);
                     self.core.conns[idx].phase = Phase::Open;
-                    self.core.close_with(idx, 1008, &format!("authentication failed: {reason}"));
+                    self.core
+                        .close_with(idx, 1008, &format!("authentication failed: {reason}"));
                     return;
                 }
             },
@@ -162,7 +182,13 @@ impl<H: Handler> Reactor<H> {
                 let mut conn = self.core.conns.remove(idx);
                 let _ = self.poll.registry().deregister(&mut conn.sock);
                 self.core.metrics.handovers.inc();
-                let h = Handover { sock: conn.sock, claims, accept: u.accept, bearer: u.offers_bearer, leftover };
+                let h = Handover {
+                    sock: conn.sock,
+                    claims,
+                    accept: u.accept,
+                    bearer: u.offers_bearer,
+                    leftover,
+                };
                 if !rt.links[home].send(Command::Adopt(Box::new(h))) {
                     rt.admission.release();
                 }
@@ -208,7 +234,10 @@ impl<H: Handler> Reactor<H> {
         m.handshakes.inc();
         m.connections.set(m.connections.get() + 1);
         let generation = self.core.conns[idx].generation;
-        self.handler.on_open(&mut Ctx { core: &mut self.core, idx });
+        self.handler.on_open(&mut Ctx {
+            core: &mut self.core,
+            idx,
+        });
         if !leftover.is_empty() && self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
             self.on_frame_bytes(idx, generation, &mut leftover);
         }
@@ -222,20 +251,31 @@ impl<H: Handler> Reactor<H> {
             && user.profile.is_none()
             && (claims.email.is_some() || claims.name.is_some())
         {
-            user.profile = Some(Box::new(Profile { email: claims.email.clone(), name: claims.name.clone() }));
+            user.profile = Some(Box::new(Profile {
+                email: claims.email.clone(),
+                name: claims.name.clone(),
+            }));
         }
         while self.core.users.get(u).is_some_and(|user| user.count >= max) {
             match self.core.rt.config.per_user_limit_policy {
                 LimitPolicy::EvictOldest => {
-                    let Some(oldest) = self.core.users.get(u).map(|user| user.head as usize) else { break };
+                    let Some(oldest) = self.core.users.get(u).map(|user| user.head as usize) else {
+                        break;
+                    };
                     self.core.metrics.evictions.inc();
                     log::info!("user {}: evicting oldest connection (limit {max})", claims.user_id);
                     self.core.close_with(oldest, 1008, "connection limit exceeded");
                 }
                 LimitPolicy::Reject => {
                     self.core.metrics.user_limit_rejections.inc();
-                    let mut ctx = Ctx { core: &mut self.core, idx };
-                    ctx.send_error(ErrorCode::ConnectionLimitExceeded, &format!("Maximum {max} connections per user"));
+                    let mut ctx = Ctx {
+                        core: &mut self.core,
+                        idx,
+                    };
+                    ctx.send_error(
+                        ErrorCode::ConnectionLimitExceeded,
+                        &format!("Maximum {max} connections per user"),
+                    );
                     ctx.close(1008, "connection limit exceeded");
                     return false;
                 }

@@ -97,7 +97,13 @@ pub fn parse_head(buf: &[u8], max_payload: usize) -> Result<Option<Head>, Violat
     if len > max_payload as u64 {
         return Err(Violation::TooBig);
     }
-    Ok(Some(Head { fin: h.is_final, opcode: h.opcode, mask, header_len: cursor.position() as usize, payload_len: len as usize }))
+    Ok(Some(Head {
+        fin: h.is_final,
+        opcode: h.opcode,
+        mask,
+        header_len: cursor.position() as usize,
+        payload_len: len as usize,
+    }))
 }
 
 /// XORs the client mask into `payload`, eight bytes at a time.
@@ -133,11 +139,17 @@ impl Decoder {
     /// Decodes the frame at the start of `buf` (unmasking it in place). Returns the event and the
     /// bytes consumed, `Ok(None)` when the frame is incomplete, or the violation that must close
     /// the connection.
-    pub fn decode<'a>(&'a mut self, buf: &'a mut [u8], max_message: usize) -> Result<Option<(Event<'a>, usize)>, Violation> {
+    pub fn decode<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+        max_message: usize,
+    ) -> Result<Option<(Event<'a>, usize)>, Violation> {
         if self.kind.is_none() && !self.message.is_empty() {
             self.reset();
         }
-        let Some(head) = parse_head(buf, max_message)? else { return Ok(None) };
+        let Some(head) = parse_head(buf, max_message)? else {
+            return Ok(None);
+        };
         let total = head.frame_len();
         if buf.len() < total {
             return Ok(None);
@@ -152,7 +164,9 @@ impl Decoder {
                 return Err(Violation::Protocol("reserved opcode"));
             }
             OpCode::Data(Data::Continue) => {
-                let kind = self.kind.ok_or(Violation::Protocol("continuation frame without a message"))?;
+                let kind = self
+                    .kind
+                    .ok_or(Violation::Protocol("continuation frame without a message"))?;
                 if self.message.len() + payload.len() > max_message {
                     return Err(Violation::TooBig);
                 }
@@ -234,7 +248,10 @@ pub fn is_valid_close_code(code: u16) -> bool {
 
 /// Appends an unmasked, final server frame.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    let header = FrameHeader { opcode, ..FrameHeader::default() };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
     // Formatting into a Vec cannot fail.
     let _ = header.format(payload.len() as u64, out);
     out.extend_from_slice(payload);
@@ -287,7 +304,9 @@ mod tests {
         let mut pos = 0;
         let mut out = vec![];
         while pos < bytes.len() {
-            let Some((ev, n)) = d.decode(&mut bytes[pos..], max)? else { break };
+            let Some((ev, n)) = d.decode(&mut bytes[pos..], max)? else {
+                break;
+            };
             out.push(format!("{ev:?}"));
             pos += n;
         }
@@ -303,7 +322,13 @@ mod tests {
         b.extend(frame(0x88, &[0x03, 0xE8, b'b', b'y']));
         assert_eq!(
             decode_all(&mut b, 100).unwrap(),
-            vec!["Text(\"hello\")", "Binary([0, 1])", "Ping([112])", "Pong", "Close(Some((1000, \"by\")))"]
+            vec![
+                "Text(\"hello\")",
+                "Binary([0, 1])",
+                "Ping([112])",
+                "Pong",
+                "Close(Some((1000, \"by\")))"
+            ]
         );
     }
 
@@ -313,7 +338,10 @@ mod tests {
         b.extend(frame(0x89, b""));
         b.extend(frame(0x00, b"ll"));
         b.extend(frame(0x80, b"o"));
-        assert_eq!(decode_all(&mut b, 100).unwrap(), vec!["Fragment", "Ping([])", "Fragment", "Text(\"hello\")"]);
+        assert_eq!(
+            decode_all(&mut b, 100).unwrap(),
+            vec!["Fragment", "Ping([])", "Fragment", "Text(\"hello\")"]
+        );
     }
 
     #[test]
@@ -329,13 +357,22 @@ mod tests {
     #[test]
     fn violations() {
         let v = |mut b: Vec<u8>| decode_all(&mut b, 100).unwrap_err();
-        assert_eq!(v(vec![0x81, 0x01, b'a']), Violation::Protocol("client frames must be masked"));
+        assert_eq!(
+            v(vec![0x81, 0x01, b'a']),
+            Violation::Protocol("client frames must be masked")
+        );
         assert_eq!(v(frame(0xC1, b"a")), Violation::Protocol("reserved bits set"));
         assert_eq!(v(frame(0x83, b"a")), Violation::Protocol("reserved opcode"));
         assert_eq!(v(frame(0x8B, b"a")), Violation::Protocol("reserved opcode"));
         assert_eq!(v(frame(0x09, b"a")), Violation::Protocol("fragmented control frame"));
-        assert_eq!(v(frame(0x89, &[0; 126])), Violation::Protocol("control frame payload over 125 bytes"));
-        assert_eq!(v(frame(0x80, b"a")), Violation::Protocol("continuation frame without a message"));
+        assert_eq!(
+            v(frame(0x89, &[0; 126])),
+            Violation::Protocol("control frame payload over 125 bytes")
+        );
+        assert_eq!(
+            v(frame(0x80, b"a")),
+            Violation::Protocol("continuation frame without a message")
+        );
         let mut b = frame(0x01, b"a");
         b.extend(frame(0x81, b"b"));
         assert_eq!(v(b), Violation::Protocol("new message before the fragmented one ended"));
@@ -355,7 +392,10 @@ mod tests {
         let mut b = frame(0x01, &[b'a', 0xE2]);
         b.extend(frame(0x00, &[0x82]));
         b.extend(frame(0x80, &[0xAC]));
-        assert_eq!(decode_all(&mut b, 100).unwrap(), vec!["Fragment", "Fragment", "Text(\"a€\")"]);
+        assert_eq!(
+            decode_all(&mut b, 100).unwrap(),
+            vec!["Fragment", "Fragment", "Text(\"a€\")"]
+        );
         // ...an impossible sequence fails at the fragment that makes it impossible...
         let mut b = frame(0x01, &[0xE2]);
         b.extend(frame(0x00, &[0x28]));

@@ -32,7 +32,10 @@ pub fn start(config: Config) -> RunningServer {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn sign(claims: Value) -> String {
@@ -129,14 +132,21 @@ pub fn read_http(s: &mut TcpStream) -> (u16, String, String) {
     while !buf.ends_with(b"\r\n\r\n") {
         match s.read(&mut byte) {
             Ok(1) => buf.push(byte[0]),
-            _ => panic!("connection ended inside the response head: {:?}", String::from_utf8_lossy(&buf)),
+            _ => panic!(
+                "connection ended inside the response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
         }
     }
     let head = String::from_utf8(buf).unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let len = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
         .unwrap_or(0);
     let mut body = vec![0; len];
     s.read_exact(&mut body).unwrap();
@@ -146,7 +156,8 @@ pub fn read_http(s: &mut TcpStream) -> (u16, String, String) {
 /// A raw socket after a successful upgrade with `token` (the 101 head consumed).
 pub fn raw_ws(addr: SocketAddr, token: &str) -> TcpStream {
     let mut s = raw(addr);
-    s.write_all(upgrade_request(&format!("/ws?token={token}")).as_bytes()).unwrap();
+    s.write_all(upgrade_request(&format!("/ws?token={token}")).as_bytes())
+        .unwrap();
     let (status, _, _) = read_http(&mut s);
     assert_eq!(status, 101);
     s
@@ -204,7 +215,10 @@ pub fn read_close(s: &mut TcpStream) -> (u16, String) {
             if p.is_empty() {
                 return (1005, String::new());
             }
-            return (u16::from_be_bytes([p[0], p[1]]), String::from_utf8(p[2..].to_vec()).unwrap());
+            return (
+                u16::from_be_bytes([p[0], p[1]]),
+                String::from_utf8(p[2..].to_vec()).unwrap(),
+            );
         }
     }
 }

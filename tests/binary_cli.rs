@@ -1,0 +1,164 @@
+//! The `wsedge` binary: --help documents every flag with its env var and default, `token` mints
+//! a usable token, dev mode prints a working connect URL, WS_* env vars are read, and SIGTERM
+//! closes connections with 1001 and exits.
+mod common;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsedge");
+
+#[test]
+fn help_lists_flags_env_vars_and_defaults() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "WS_LISTEN",
+        "127.0.0.1:8080",
+        "--workers",
+        "--max-connections",
+        "[default: 1000]",
+        "--max-connections-per-user",
+        "--per-user-limit-policy",
+        "evict-oldest",
+        "--rate-limit-messages",
+        "--rate-limit-window",
+        "--heartbeat-interval",
+        "--connection-timeout",
+        "--handshake-timeout",
+        "--max-message-size",
+        "--jwt-secret",
+        "WS_JWT_SECRET",
+        "--jwt-public-key",
+        "--jwt-issuer",
+        "--jwt-audience",
+        "--log-level",
+        "token",
+        "echo",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn token_subcommand_mints_a_token_the_server_accepts() {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--sub",
+            "cli-user",
+            "--role",
+            "admin",
+            "--ttl",
+            "60",
+            "--jwt-secret",
+            SECRET,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let server = start(config());
+    let (_ws, hello) = connect(server.local_addr(), &tok);
+    assert_eq!(hello["data"]["user_id"], "cli-user");
+}
+
+struct Killer(Child);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary on a free port and returns it with the lines it printed up to `until`.
+fn spawn(args: &[&str], envs: &[(&str, &str)], until: &str) -> (Killer, Vec<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_remove("WS_JWT_SECRET");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(stdout);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "binary exited early: {lines:?}"
+        );
+        lines.push(line.trim().to_string());
+        if line.contains(until) {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    (Killer(child), lines)
+}
+
+#[test]
+fn dev_mode_prints_a_connect_url_that_works_and_env_vars_apply() {
+    let (_child, lines) = spawn(
+        &[],
+        &[("WS_LISTEN", "127.0.0.1:0"), ("WS_MAX_CONNECTIONS", "5")],
+        "connect:",
+    );
+    assert!(lines.iter().any(|l| l.contains("DEV MODE")), "{lines:?}");
+    let url = lines.iter().find_map(|l| l.strip_prefix("connect:")).unwrap().trim();
+    let rest = url.strip_prefix("ws://").unwrap();
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let token = path.strip_prefix("/ws?token=").unwrap();
+    let (mut ws, hello) = connect(addr.parse().unwrap(), token);
+    assert_eq!(hello["data"]["user_id"], "user-1");
+    let _ = ws.close(None);
+}
+
+#[test]
+fn sigterm_closes_connections_with_1001_and_exits() {
+    let (mut child, lines) = spawn(
+        &["serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "3"],
+        &[],
+        "connect:",
+    );
+    let url = lines.iter().find_map(|l| l.strip_prefix("connect:")).unwrap().trim();
+    let rest = url.strip_prefix("ws://").unwrap();
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let (mut ws, _) = connect(addr.parse().unwrap(), path.strip_prefix("/ws?token=").unwrap());
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(expect_close(&mut ws).0, 1001);
+    drop(ws);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn echo_subcommand_echoes() {
+    let (_child, lines) = spawn(&["echo", "--listen", "127.0.0.1:0"], &[], "listening");
+    let addr = lines
+        .last()
+        .unwrap()
+        .split("ws://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/');
+    let mut ws = try_connect(addr.parse().unwrap(), "/whatever", &[]).unwrap();
+    ws.send(tungstenite::Message::text("ping me")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("ping me"));
+}

@@ -143,10 +143,12 @@ pub struct Pool {
     #[allow(clippy::vec_box)]
     queues: Vec<Box<OutQueue>>,
     vecs: Vec<Vec<u8>>,
+    /// Capacity held by `vecs`, capped at `POOL_BYTES`.
+    vec_bytes: usize,
 }
 
 const POOL_QUEUES: usize = 4096;
-const POOL_VECS: usize = 4096;
+const POOL_BYTES: usize = 2 << 20;
 const POOL_VEC_MAX_CAPACITY: usize = 64 * 1024;
 
 impl Pool {
@@ -155,18 +157,25 @@ impl Pool {
     }
 
     pub fn vec(&mut self) -> Vec<u8> {
-        self.vecs.pop().unwrap_or_default()
+        let v = self.vecs.pop().unwrap_or_default();
+        self.vec_bytes -= v.capacity();
+        v
+    }
+
+    /// Keeps `v` for reuse if the pool has room; frees it otherwise.
+    fn put_vec(&mut self, mut v: Vec<u8>) {
+        if v.capacity() <= POOL_VEC_MAX_CAPACITY && self.vec_bytes + v.capacity() <= POOL_BYTES {
+            v.clear();
+            self.vec_bytes += v.capacity();
+            self.vecs.push(v);
+        }
     }
 
     /// Takes back a drained (or abandoned) queue and its buffers.
     pub fn recycle(&mut self, mut q: Box<OutQueue>) {
         for seg in q.segs.drain(..) {
-            if let Segment::Owned(mut v) = seg
-                && v.capacity() <= POOL_VEC_MAX_CAPACITY
-                && self.vecs.len() < POOL_VECS
-            {
-                v.clear();
-                self.vecs.push(v);
+            if let Segment::Owned(v) = seg {
+                self.put_vec(v);
             }
         }
         q.front_written = 0;
@@ -231,11 +240,8 @@ impl OutQueue {
         let mut dropped = 0;
         for seg in self.segs.drain(keep..) {
             dropped += seg.bytes().len();
-            if let Segment::Owned(mut v) = seg
-                && v.capacity() <= POOL_VEC_MAX_CAPACITY
-            {
-                v.clear();
-                pool.vecs.push(v);
+            if let Segment::Owned(v) = seg {
+                pool.put_vec(v);
             }
         }
         self.bytes -= dropped;
@@ -279,12 +285,8 @@ impl OutQueue {
             }
             written -= left;
             self.front_written = 0;
-            if let Some(Segment::Owned(mut v)) = self.segs.pop_front()
-                && v.capacity() <= POOL_VEC_MAX_CAPACITY
-                && pool.vecs.len() < POOL_VECS
-            {
-                v.clear();
-                pool.vecs.push(v);
+            if let Some(Segment::Owned(v)) = self.segs.pop_front() {
+                pool.put_vec(v);
             }
         }
     }
@@ -383,5 +385,16 @@ mod tests {
         w.budget = 100;
         q.write_to(&mut w, &mut pool).unwrap();
         assert_eq!(w.out, b"1111C");
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// The idle-connection budget starts here: the slab entry.
+    #[test]
+    fn conn_record_stays_small() {
+        let size = std::mem::size_of::<slab::Slab<super::Conn>>();
+        let entry = std::mem::size_of::<super::Conn>();
+        assert!(entry <= 96, "Conn grew to {entry} bytes (slab {size})");
     }
 }

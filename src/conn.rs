@@ -113,13 +113,22 @@ pub struct Input {
 pub enum Segment {
     Owned(Vec<u8>),
     Shared(Bytes),
+    /// Control frames (pong, ping) that jumped the backlog, in arrival order.
+    Urgent(Vec<u8>),
 }
 
 impl Segment {
     fn bytes(&self) -> &[u8] {
         match self {
-            Segment::Owned(v) => v,
+            Segment::Owned(v) | Segment::Urgent(v) => v,
             Segment::Shared(b) => b,
+        }
+    }
+
+    fn into_vec(self) -> Option<Vec<u8>> {
+        match self {
+            Segment::Owned(v) | Segment::Urgent(v) => Some(v),
+            Segment::Shared(_) => None,
         }
     }
 }
@@ -174,7 +183,7 @@ impl Pool {
     /// Takes back a drained (or abandoned) queue and its buffers.
     pub fn recycle(&mut self, mut q: Box<OutQueue>) {
         for seg in q.segs.drain(..) {
-            if let Segment::Owned(v) = seg {
+            if let Some(v) = seg.into_vec() {
                 self.put_vec(v);
             }
         }
@@ -224,13 +233,21 @@ impl OutQueue {
         self.segs.push_back(Segment::Shared(frame));
     }
 
-    /// Inserts a control frame at the next frame boundary, ahead of any backlog.
+    /// Inserts a control frame at the next frame boundary, ahead of any backlog but behind
+    /// earlier control frames (pongs leave in the order their pings came).
     pub fn push_urgent(&mut self, frame: &[u8], pool: &mut Pool) {
+        let mut at = usize::from(self.front_written > 0).min(self.segs.len());
+        while matches!(self.segs.get(at), Some(Segment::Urgent(_))) {
+            at += 1;
+        }
+        self.bytes += frame.len();
+        if let Some(Segment::Urgent(v)) = at.checked_sub(1).and_then(|i| self.segs.get_mut(i)) {
+            v.extend_from_slice(frame);
+            return;
+        }
         let mut v = pool.vec();
         v.extend_from_slice(frame);
-        let at = usize::from(self.front_written > 0).min(self.segs.len());
-        self.segs.insert(at, Segment::Owned(v));
-        self.bytes += frame.len();
+        self.segs.insert(at, Segment::Urgent(v));
     }
 
     /// Drops everything not yet started, keeping a partially written front segment so the
@@ -240,7 +257,7 @@ impl OutQueue {
         let mut dropped = 0;
         for seg in self.segs.drain(keep..) {
             dropped += seg.bytes().len();
-            if let Segment::Owned(v) = seg {
+            if let Some(v) = seg.into_vec() {
                 pool.put_vec(v);
             }
         }
@@ -285,7 +302,7 @@ impl OutQueue {
             }
             written -= left;
             self.front_written = 0;
-            if let Some(Segment::Owned(v)) = self.segs.pop_front() {
+            if let Some(v) = self.segs.pop_front().and_then(Segment::into_vec) {
                 pool.put_vec(v);
             }
         }

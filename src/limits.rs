@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// the seed's deque of timestamps, and never more permissive than `limit` per any window.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SlidingWindow {
-    window_index: u64,
+    /// Windows since the clock's origin (u32: 136 years of one-second windows).
+    window_index: u32,
     previous: u32,
     current: u32,
 }
@@ -26,8 +27,8 @@ impl SlidingWindow {
     /// Counts one message at `now_ms` if it fits `limit` per `window_ms`; otherwise refuses it.
     pub fn try_acquire(&mut self, now_ms: u64, limit: u32, window_ms: u64) -> Result<(), RateLimited> {
         let window_ms = window_ms.max(1);
-        let index = now_ms / window_ms;
-        if index == self.window_index + 1 {
+        let index = (now_ms / window_ms) as u32;
+        if index == self.window_index.wrapping_add(1) {
             self.previous = self.current;
             self.current = 0;
         } else if index != self.window_index {

@@ -105,3 +105,18 @@ fn frames_pipelined_with_the_request_are_processed() {
         );
     }
 }
+
+#[test]
+fn many_pings_get_pongs_in_order() {
+    let server = start(config());
+    let mut s = raw_ws(server.local_addr(), &token("order"));
+    read_frame(&mut s);
+    let mut burst = Vec::new();
+    for i in 0..10 {
+        burst.extend(frame(0x89, format!("payload-{i}").as_bytes()));
+    }
+    s.write_all(&burst).unwrap();
+    for i in 0..10 {
+        assert_eq!(read_frame(&mut s), (0x8A, format!("payload-{i}").into_bytes()));
+    }
+}

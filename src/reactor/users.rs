@@ -18,8 +18,41 @@ pub struct Profile {
     pub name: Option<Box<str>>,
 }
 
+/// A user id: up to 22 bytes inline (no allocation, and most ids fit), longer ones boxed.
+pub enum UserId {
+    Inline(u8, [u8; 22]),
+    Heap(Box<str>),
+}
+
+impl UserId {
+    pub fn new(s: &str) -> Self {
+        if s.len() <= 22 {
+            let mut b = [0u8; 22];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            UserId::Inline(s.len() as u8, b)
+        } else {
+            UserId::Heap(s.into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Built from a &str, so always valid UTF-8.
+            UserId::Inline(len, b) => std::str::from_utf8(&b[..*len as usize]).unwrap_or_default(),
+            UserId::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for UserId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 pub struct User {
-    pub id: Box<str>,
+    pub id: UserId,
     /// Oldest connection (evicted first), or NONE.
     pub head: u32,
     /// Newest connection, or NONE.
@@ -48,7 +81,7 @@ impl Users {
             return i;
         }
         let i = self.entries.insert(User {
-            id: id.into(),
+            id: UserId::new(id),
             head: NONE,
             tail: NONE,
             count: 0,
@@ -88,6 +121,22 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_ids_inline_and_boxed() {
+        for id in [
+            "",
+            "a",
+            "exactly-twenty-two-b22",
+            "a-much-longer-user-identifier-than-fits-inline",
+            "ünïcødé",
+        ] {
+            assert_eq!(UserId::new(id).as_str(), id);
+        }
+        assert!(matches!(UserId::new("exactly-twenty-two-b22"), UserId::Inline(..)));
+        assert_eq!(std::mem::size_of::<UserId>(), 24);
+        assert!(std::mem::size_of::<User>() <= 56, "{}", std::mem::size_of::<User>());
+    }
 
     #[test]
     fn insert_find_remove() {

@@ -37,3 +37,8 @@ pub use handler::{Closed, Ctx, Handler};
 pub use metrics::Snapshot;
 pub use reactor::{Census, ConnectionInfo, Target};
 pub use server::{HandleError, RunningServer, Server, ServerError, ServerHandle};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -6,6 +6,9 @@
 //! the real deadline of whatever the key names and schedules it again if it is not yet due. That
 //! way activity on a connection only stores a tick, and the wheel holds one entry per connection.
 
+/// Capacity a slot may keep after firing.
+const SLOT_KEEP: usize = 16;
+
 /// A hashed timing wheel. `slots` is a power of two; the span is `slots - 1` ticks.
 pub struct TimerWheel {
     slots: Vec<Vec<u64>>,
@@ -55,6 +58,11 @@ impl TimerWheel {
             let slot = &mut self.slots[((self.next_tick + i) & self.mask) as usize];
             self.len -= slot.len();
             fired.append(slot);
+            // A burst of connections moves around the wheel in lockstep; a slot that keeps its
+            // peak capacity after firing would, one lap later, leave every slot that large.
+            if slot.capacity() > SLOT_KEEP {
+                *slot = Vec::new();
+            }
         }
         self.next_tick = now + 1;
     }
@@ -111,6 +119,25 @@ mod tests {
         out.sort();
         assert_eq!(out, vec![0, 1, 2, 3]);
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn memory_follows_entries_not_history() {
+        // 10,000 keys re-armed every 30 ticks for several laps of a 64-slot wheel.
+        let mut w = TimerWheel::new(64, 0);
+        for k in 0..10_000u64 {
+            w.schedule(k, 30 + k % 3);
+        }
+        let mut out = vec![];
+        for now in 0..400 {
+            out.clear();
+            w.advance(now, &mut out);
+            for &k in &out {
+                w.schedule(k, now + 30);
+            }
+        }
+        let held: usize = w.slots.iter().map(Vec::capacity).sum();
+        assert!(held <= 2 * w.len() + 64 * 16, "slots hold {held} for {} entries", w.len());
     }
 
     #[test]

@@ -111,7 +111,10 @@ pub fn run(a: Args) -> Result<(), String> {
     }
     let msgs = msg_start.elapsed();
     let (rss_messaged, _) = memory(a.pid)?;
+    let idle_cpu_before = cpu_us(Some(a.pid));
+    let idle_start = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(a.idle_secs));
+    let idle_cpu_percent = (cpu_us(Some(a.pid)) - idle_cpu_before) as f64 / idle_start.elapsed().as_micros() as f64 * 100.0;
     let (rss_idle, hwm) = memory(a.pid)?;
     let server_cpu_us = cpu_us(Some(a.pid)) - cpu_before;
     let fds = open_files(a.pid);
@@ -133,6 +136,7 @@ pub fn run(a: Args) -> Result<(), String> {
         "connections_per_second": (n / ramp.as_secs_f64()).round(),
         "message_round_trip_secs": msgs.as_secs_f64(),
         "server_cpu_us_per_connection": (server_cpu_us as f64 / n).round(),
+        "server_idle_cpu_percent": (idle_cpu_percent * 100.0).round() / 100.0,
         "client_cpu_secs": cpu_us(None) as f64 / 1e6,
     });
     if a.json {

@@ -151,6 +151,7 @@ impl Handler for ProtocolApp {
             // Any message refreshes liveness; heartbeat exists for exactly that.
             "heartbeat" => {}
             "subscribe" | "unsubscribe" => self.subscription(ctx, &msg.kind, msg.data),
+            "join" | "leave" => self.rooms(ctx, &msg.kind, msg.data),
             "upload.cancel" => match data_as::<UploadCancelData>(msg.data) {
                 Ok(UploadCancelData {
                     upload_id: Some(serde_json::Value::String(id)),
@@ -186,7 +187,77 @@ impl Handler for ProtocolApp {
     }
 }
 
+#[derive(Deserialize)]
+struct RoomsData {
+    #[serde(default)]
+    rooms: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Serialize)]
+struct Refused<'a> {
+    room: &'a serde_json::Value,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct RoomsAck<'a> {
+    rooms: Vec<&'a str>,
+    refused: Vec<Refused<'a>>,
+    memberships: Vec<String>,
+}
+
 impl ProtocolApp {
+    /// `join` / `leave` `{rooms: [...]}` → `room.joined` / `room.left` listing accepted and
+    /// refused rooms.
+    fn rooms(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
+        let rooms = match data_as::<RoomsData>(data) {
+            Ok(RoomsData { rooms: Some(r) }) => r,
+            _ => {
+                return ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    "data.rooms must be a list of room names",
+                );
+            }
+        };
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for room in &rooms {
+            let Some(name) = room.as_str() else {
+                refused.push(Refused {
+                    room,
+                    reason: "room names are strings".into(),
+                });
+                continue;
+            };
+            if action == "join" {
+                match ctx.join_room(name) {
+                    Ok(_) => accepted.push(name),
+                    Err(why) => refused.push(Refused {
+                        room,
+                        reason: why.to_string(),
+                    }),
+                }
+            } else if ctx.leave_room(name) {
+                accepted.push(name);
+            } else {
+                refused.push(Refused {
+                    room,
+                    reason: "not a member".into(),
+                });
+            }
+        }
+        let memberships = ctx.rooms();
+        let kind = if action == "join" { "room.joined" } else { "room.left" };
+        ctx.send_message(
+            kind,
+            RoomsAck {
+                rooms: accepted,
+                refused,
+                memberships,
+            },
+        );
+    }
+
     fn subscription(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
         let events = match data_as::<EventsData>(data) {
             Ok(EventsData { events: Some(e) }) => e,

@@ -5,7 +5,7 @@
 //! from other threads. The built-in protocol server ([`crate::app::ProtocolApp`]) and the echo
 //! server ([`crate::app::EchoApp`]) are themselves `Handler`s.
 
-pub use crate::reactor::ctx::Ctx;
+pub use crate::reactor::ctx::{Ctx, RoomRefusal};
 
 /// How a connection ended, for [`Handler::on_close`].
 #[derive(Debug, Clone)]

@@ -218,6 +218,37 @@ impl ServerHandle {
         self.deliver(Target::User(user_id.into()), envelope_frame(kind, data))
     }
 
+    /// Sends an envelope to every member of `room`; returns the number of recipients.
+    pub fn send_to_room<D: Serialize>(&self, room: &str, kind: &str, data: D) -> usize {
+        self.deliver(Target::Room(room.into()), envelope_frame(kind, data))
+    }
+
+    /// Adds a connected user to a room (no token check: this is the server's decision). Returns
+    /// the user's open connections, or `None` if the user is not connected.
+    pub fn add_to_room(&self, room: &str, user_id: &str) -> Option<usize> {
+        self.membership(room, user_id, true)
+    }
+
+    /// Removes a user from a room; `None` if the user is not connected.
+    pub fn remove_from_room(&self, room: &str, user_id: &str) -> Option<usize> {
+        self.membership(room, user_id, false)
+    }
+
+    fn membership(&self, room: &str, user_id: &str, add: bool) -> Option<usize> {
+        let link = self.rt.links.get(self.rt.home_of(user_id))?;
+        let (tx, rx) = mpsc::channel();
+        let cmd = Command::Membership {
+            room: room.into(),
+            user: user_id.into(),
+            add,
+            reply: tx,
+        };
+        if !link.send(cmd) {
+            return None;
+        }
+        rx.recv_timeout(REPLY_TIMEOUT).ok().flatten()
+    }
+
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
     pub fn deliver(&self, target: Target, frame: Bytes) -> usize {
         self.ask(&target, |reply| Command::Deliver {

@@ -137,7 +137,11 @@ mod tests {
             }
         }
         let held: usize = w.slots.iter().map(Vec::capacity).sum();
-        assert!(held <= 2 * w.len() + 64 * 16, "slots hold {held} for {} entries", w.len());
+        assert!(
+            held <= 2 * w.len() + 64 * 16,
+            "slots hold {held} for {} entries",
+            w.len()
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use slab::Slab;
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
-use super::users::Users;
+use super::rooms::{Rooms, glob_match, valid_room_name};
+use super::users::{Extras, Users};
 use super::{Runtime, TICK, Target, conn_token, split_token};
 use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
@@ -57,6 +58,7 @@ pub(crate) struct Core {
     pub metrics: Arc<ReactorMetrics>,
     pub conns: Slab<Conn>,
     pub users: Users,
+    pub rooms: Rooms,
     wheel: TimerWheel,
     dirty: Vec<u32>,
     /// Scratch for serializing one message before framing it.
@@ -90,6 +92,7 @@ impl Core {
             rt,
             conns: Slab::new(),
             users: Users::default(),
+            rooms: Rooms::default(),
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
             dirty: Vec::new(),
             scratch: Vec::new(),
@@ -488,8 +491,118 @@ impl Core {
                     n += 1;
                 }
             }
+            Target::Room(room) => {
+                for idx in self.room_connections(room) {
+                    if self.push_shared(idx, frame) {
+                        n += 1;
+                    }
+                }
+            }
         }
         n
+    }
+
+    /// Open connections of every member of `room` on this reactor.
+    fn room_connections(&self, room: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        let Some(r) = self.rooms.find(room).and_then(|r| self.rooms.get(r)) else {
+            return out;
+        };
+        for &u in &r.members {
+            self.user_connections(u, &mut out);
+        }
+        out
+    }
+
+    /// Appends the open connections of user `u`.
+    fn user_connections(&self, u: u32, out: &mut Vec<usize>) {
+        let mut cur = self.users.get(u).map_or(NONE, |u| u.head);
+        while cur != NONE {
+            out.push(cur as usize);
+            cur = self.conns[cur as usize].next_of_user;
+        }
+    }
+
+    /// May connection `idx`'s user join `room`? Admins may join any; others need a matching
+    /// `rooms` claim.
+    pub fn may_join(&self, idx: usize, room: &str) -> bool {
+        let c = &self.conns[idx];
+        if c.has(flags::ADMIN) {
+            return true;
+        }
+        let allowed = self
+            .users
+            .get(c.user)
+            .and_then(|u| u.extras.as_deref())
+            .and_then(|e| e.allowed_rooms.as_ref());
+        allowed.is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, room)))
+    }
+
+    /// Adds or removes user `u` to/from `room`; returns whether anything changed.
+    pub fn set_user_room(&mut self, u: u32, room: &str, add: bool) -> bool {
+        if !valid_room_name(room) {
+            return false;
+        }
+        let Some(user) = self.users.get_mut(u) else {
+            return false;
+        };
+        let extras = user.extras.get_or_insert_with(Box::default);
+        if add {
+            let (r, new) = self.rooms.add(room, u);
+            if new {
+                extras.rooms.push(r);
+            }
+            new
+        } else {
+            let Some(r) = self.rooms.find(room) else { return false };
+            extras.rooms.retain(|&x| x != r);
+            self.rooms.remove(r, u)
+        }
+    }
+
+    /// Rooms user `u` is in.
+    pub fn user_rooms(&self, u: u32) -> Vec<String> {
+        let rooms = self
+            .users
+            .get(u)
+            .and_then(|u| u.extras.as_deref())
+            .map_or(&[][..], |e| &e.rooms[..]);
+        rooms
+            .iter()
+            .filter_map(|&r| self.rooms.get(r))
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    fn leave_all_rooms(&mut self, u: u32) {
+        let Some(extras) = self.users.get_mut(u).and_then(|u| u.extras.as_mut()) else {
+            return;
+        };
+        for r in std::mem::take(&mut extras.rooms) {
+            self.rooms.remove(r, u);
+        }
+    }
+
+    /// Admin/server membership change for a connected user; `None` if not connected here.
+    pub fn set_membership(&mut self, room: &str, user: &str, add: bool) -> Option<usize> {
+        let u = self
+            .users
+            .find(user)
+            .filter(|&u| self.users.get(u).is_some_and(|x| x.count > 0))?;
+        self.set_user_room(u, room, add);
+        self.users.get(u).map(|x| x.count as usize)
+    }
+
+    /// Records a verified token's profile and room claims on its user.
+    pub fn record_claims(&mut self, u: u32, claims: &crate::auth::Claims) {
+        let Some(user) = self.users.get_mut(u) else { return };
+        if claims.email.is_none() && claims.name.is_none() && claims.rooms.is_none() && user.extras.is_none() {
+            return;
+        }
+        let e = user.extras.get_or_insert_with(|| Box::new(Extras::default()));
+        e.email = claims.email.clone().or(e.email.take());
+        e.name = claims.name.clone().or(e.name.take());
+        e.allowed_rooms = claims.rooms.clone();
     }
 
     /// Closes every open connection matching `target`; returns how many.
@@ -521,6 +634,7 @@ impl Core {
                 v
             }
             Target::Connection(id) => self.find_by_id(id).into_iter().collect(),
+            Target::Room(room) => self.room_connections(room),
         };
         for &idx in &matching {
             self.close_with(idx, code, reason);
@@ -580,6 +694,7 @@ impl Core {
         c.user = NONE;
         c.next_of_user = NONE;
         if empty {
+            self.leave_all_rooms(u);
             if self.rt.config.rate_limit_messages == 0 {
                 self.users.remove(u);
             } else {
@@ -592,7 +707,7 @@ impl Core {
     pub fn connection_info(&self, idx: usize) -> super::ConnectionInfo {
         let c = &self.conns[idx];
         let user = (c.user != NONE).then(|| self.users.get(c.user)).flatten();
-        let profile = user.and_then(|u| u.profile.as_deref());
+        let profile = user.and_then(|u| u.extras.as_deref());
         let events = &self.rt.config.subscribable_events;
         super::ConnectionInfo {
             connection_id: uuid::Uuid::from_bytes(c.id).to_string(),
@@ -608,6 +723,11 @@ impl Core {
                 .filter(|(i, _)| c.subscriptions & (1 << i) != 0)
                 .map(|(_, e)| e.clone())
                 .collect(),
+            rooms: if c.user == NONE {
+                Vec::new()
+            } else {
+                self.user_rooms(c.user)
+            },
             queued_bytes: c.queued_bytes(),
             peer_address: c.sock.peer_addr().ok().map(|a| a.to_string()),
             reactor: self.id,
@@ -617,6 +737,7 @@ impl Core {
     pub fn census(&self) -> super::Census {
         let mut census = super::Census {
             histogram: vec![0],
+            rooms: self.rooms.len(),
             ..Default::default()
         };
         census.connections = self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).count();

@@ -15,6 +15,17 @@ use crate::protocol::{ErrorCode, write_envelope, write_error, write_rate_limited
 use crate::server::ServerHandle;
 use crate::ws::encode_frame;
 
+/// Why a room join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomRefusal {
+    #[error("not allowed by token")]
+    NotAllowed,
+    #[error("invalid room name")]
+    InvalidName,
+    #[error("anonymous connections cannot join rooms")]
+    Anonymous,
+}
+
 /// The connection a callback is about, and its reactor.
 pub struct Ctx<'r> {
     pub(crate) core: &'r mut Core,
@@ -137,6 +148,35 @@ impl Ctx<'_> {
             }
         }
         self.core.deliver(&Target::All, &frame)
+    }
+
+    /// Joins `room` if this connection's token allows it (a `rooms` claim with the name or a
+    /// matching `*` pattern; admins may join any). The whole user joins: every connection of
+    /// the user receives the room's messages. `Ok(false)`: already a member.
+    pub fn join_room(&mut self, room: &str) -> Result<bool, RoomRefusal> {
+        let u = self.core.conns[self.idx].user;
+        if u == NONE {
+            return Err(RoomRefusal::Anonymous);
+        }
+        if !crate::reactor::rooms::valid_room_name(room) {
+            return Err(RoomRefusal::InvalidName);
+        }
+        if !self.core.may_join(self.idx, room) {
+            return Err(RoomRefusal::NotAllowed);
+        }
+        Ok(self.core.set_user_room(u, room, true))
+    }
+
+    /// Leaves `room`; false if the user was not in it.
+    pub fn leave_room(&mut self, room: &str) -> bool {
+        let u = self.core.conns[self.idx].user;
+        u != NONE && self.core.set_user_room(u, room, false)
+    }
+
+    /// Rooms this connection's user is in.
+    pub fn rooms(&self) -> Vec<String> {
+        let u = self.core.conns[self.idx].user;
+        if u == NONE { Vec::new() } else { self.core.user_rooms(u) }
     }
 
     /// Counts an `upload.cancel` handed to the application (for metrics).

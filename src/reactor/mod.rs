@@ -8,6 +8,7 @@
 pub(crate) mod core;
 pub mod ctx;
 mod read;
+pub(crate) mod rooms;
 mod session;
 pub(crate) mod users;
 
@@ -52,6 +53,8 @@ pub enum Target {
     Subscribers(u32),
     User(Box<str>),
     Connection(uuid::Uuid),
+    /// Members of a room.
+    Room(Box<str>),
 }
 
 /// A socket that authenticated on one reactor and belongs to its user's home reactor.
@@ -79,6 +82,14 @@ pub(crate) enum Command {
         reason: String,
         reply: Option<mpsc::Sender<usize>>,
     },
+    /// Add (or remove) a connected user to (from) a room; reply with the user's open
+    /// connections, or `None` if the user has none here.
+    Membership {
+        room: Box<str>,
+        user: Box<str>,
+        add: bool,
+        reply: mpsc::Sender<Option<usize>>,
+    },
     /// Describe one connection.
     Inspect {
         id: uuid::Uuid,
@@ -104,6 +115,7 @@ pub struct ConnectionInfo {
     pub connected_at: u64,
     pub message_count: u64,
     pub subscriptions: Vec<String>,
+    pub rooms: Vec<String>,
     pub queued_bytes: usize,
     pub peer_address: Option<String>,
     pub reactor: usize,
@@ -120,12 +132,15 @@ pub struct Census {
     pub max_connections_per_user: usize,
     /// `histogram[n]` = users with exactly `n` connections (index 0 unused).
     pub histogram: Vec<usize>,
+    /// Rooms with members (a room with members on two reactors counts twice).
+    pub rooms: usize,
 }
 
 impl Census {
     pub fn merge(&mut self, other: Census) {
         self.connections += other.connections;
         self.unique_users += other.unique_users;
+        self.rooms += other.rooms;
         self.max_connections_per_user = self.max_connections_per_user.max(other.max_connections_per_user);
         if self.histogram.len() < other.histogram.len() {
             self.histogram.resize(other.histogram.len(), 0);
@@ -349,6 +364,9 @@ impl<H: Handler> Reactor<H> {
                 }
                 Command::Inspect { id, reply } => {
                     let _ = reply.send(self.core.find_by_id(&id).map(|idx| self.core.connection_info(idx)));
+                }
+                Command::Membership { room, user, add, reply } => {
+                    let _ = reply.send(self.core.set_membership(&room, &user, add));
                 }
                 Command::Census { reply } => {
                     let _ = reply.send(self.core.census());

@@ -17,7 +17,6 @@ use crate::http::{write_error, write_response, write_switching_protocols};
 use crate::protocol::ErrorCode;
 use crate::reactor::core::Core;
 use crate::reactor::ctx::Ctx;
-use crate::reactor::users::Profile;
 
 impl<H: Handler> Reactor<H> {
     pub(super) fn accept_all(&mut self) {
@@ -247,41 +246,32 @@ impl<H: Handler> Reactor<H> {
     fn apply_user_limit(&mut self, idx: usize, claims: &Claims) -> bool {
         let max = self.core.rt.config.max_connections_per_user as u32;
         let u = self.core.users.get_or_insert(&claims.user_id);
-        if let Some(user) = self.core.users.get_mut(u)
-            && user.profile.is_none()
-            && (claims.email.is_some() || claims.name.is_some())
-        {
-            user.profile = Some(Box::new(Profile {
-                email: claims.email.clone(),
-                name: claims.name.clone(),
-            }));
+        self.core.record_claims(u, claims);
+        let over = |core: &Core, limit: u32| core.users.get(u).is_some_and(|user| user.count >= limit);
+        if self.core.rt.config.per_user_limit_policy == LimitPolicy::Reject && over(&self.core, max) {
+            self.core.metrics.user_limit_rejections.inc();
+            let mut ctx = Ctx {
+                core: &mut self.core,
+                idx,
+            };
+            ctx.send_error(
+                ErrorCode::ConnectionLimitExceeded,
+                &format!("Maximum {max} connections per user"),
+            );
+            ctx.close(1008, "connection limit exceeded");
+            return false;
         }
-        while self.core.users.get(u).is_some_and(|user| user.count >= max) {
-            match self.core.rt.config.per_user_limit_policy {
-                LimitPolicy::EvictOldest => {
-                    let Some(oldest) = self.core.users.get(u).map(|user| user.head as usize) else {
-                        break;
-                    };
-                    self.core.metrics.evictions.inc();
-                    log::info!("user {}: evicting oldest connection (limit {max})", claims.user_id);
-                    self.core.close_with(oldest, 1008, "connection limit exceeded");
-                }
-                LimitPolicy::Reject => {
-                    self.core.metrics.user_limit_rejections.inc();
-                    let mut ctx = Ctx {
-                        core: &mut self.core,
-                        idx,
-                    };
-                    ctx.send_error(
-                        ErrorCode::ConnectionLimitExceeded,
-                        &format!("Maximum {max} connections per user"),
-                    );
-                    ctx.close(1008, "connection limit exceeded");
-                    return false;
-                }
-            }
-        }
+        // Link first, then evict: the user never drops to zero connections (and so keeps its
+        // rooms and rate window) while one connection replaces another.
         self.core.link_user(idx, u);
+        while over(&self.core, max + 1) {
+            let Some(oldest) = self.core.users.get(u).map(|user| user.head as usize) else {
+                break;
+            };
+            self.core.metrics.evictions.inc();
+            log::info!("user {}: evicting oldest connection (limit {max})", claims.user_id);
+            self.core.close_with(oldest, 1008, "connection limit exceeded");
+        }
         true
     }
 }

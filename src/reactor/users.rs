@@ -12,10 +12,15 @@ use slab::Slab;
 use crate::conn::NONE;
 use crate::limits::SlidingWindow;
 
-/// Optional profile claims, boxed so users without them cost one pointer.
-pub struct Profile {
+/// What only some users have (profile claims, rooms), boxed so the others pay one pointer.
+#[derive(Default)]
+pub struct Extras {
     pub email: Option<Box<str>>,
     pub name: Option<Box<str>>,
+    /// `rooms` claim of the user's most recent token: names or `*` patterns it may join.
+    pub allowed_rooms: Option<Vec<String>>,
+    /// Rooms (indices in the reactor's room index) this user is in.
+    pub rooms: Vec<u32>,
 }
 
 /// A user id: up to 22 bytes inline (no allocation, and most ids fit), longer ones boxed.
@@ -59,7 +64,7 @@ pub struct User {
     pub tail: u32,
     pub count: u32,
     pub rate: SlidingWindow,
-    pub profile: Option<Box<Profile>>,
+    pub extras: Option<Box<Extras>>,
 }
 
 #[derive(Default)]
@@ -86,7 +91,7 @@ impl Users {
             tail: NONE,
             count: 0,
             rate: SlidingWindow::default(),
-            profile: None,
+            extras: None,
         }) as u32;
         let h = self.hasher.hash_one(id);
         let (entries, hasher) = (&self.entries, &self.hasher);

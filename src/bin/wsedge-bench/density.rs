@@ -114,7 +114,8 @@ pub fn run(a: Args) -> Result<(), String> {
     let idle_cpu_before = cpu_us(Some(a.pid));
     let idle_start = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(a.idle_secs));
-    let idle_cpu_percent = (cpu_us(Some(a.pid)) - idle_cpu_before) as f64 / idle_start.elapsed().as_micros() as f64 * 100.0;
+    let idle_cpu_percent =
+        (cpu_us(Some(a.pid)) - idle_cpu_before) as f64 / idle_start.elapsed().as_micros() as f64 * 100.0;
     let (rss_idle, hwm) = memory(a.pid)?;
     let server_cpu_us = cpu_us(Some(a.pid)) - cpu_before;
     let fds = open_files(a.pid);

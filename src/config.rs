@@ -129,6 +129,13 @@ pub struct Config {
     pub subscribable_events: Vec<String>,
     /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
     pub ws_path: Option<String>,
+    /// A separate address for the admin HTTP API (it is always served on `listen` too).
+    pub admin_listen: Option<SocketAddr>,
+    /// Largest admin request body; bigger gets 413. Default 64 KiB.
+    pub admin_max_body: usize,
+    /// On shutdown, connections are closed in batches spread over this window, so clients do
+    /// not all reconnect at once. Default 5 s; zero closes everything at once.
+    pub drain_window: Duration,
     pub auth: AuthMode,
 }
 
@@ -152,6 +159,9 @@ impl Default for Config {
             max_outbound_bytes: 1024 * 1024,
             subscribable_events: DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect(),
             ws_path: Some("/ws".to_string()),
+            admin_listen: None,
+            admin_max_body: 64 * 1024,
+            drain_window: Duration::from_secs(5),
             // Secure by default: a random secret nobody knows, so nothing authenticates until
             // a key is configured.
             auth: AuthMode::Jwt(JwtConfig::hs256(random_secret())),

@@ -29,6 +29,9 @@ pub trait Handler: Send + Sync + 'static {
     /// The peer broke RFC 6455 (or sent an oversized message); the connection is closed with
     /// `violation.close_code()` right after this returns.
     fn on_violation(&self, _ctx: &mut Ctx<'_>, _violation: crate::ws::Violation) {}
+    /// The server is draining and about to close this connection with 1001 (say goodbye, hand
+    /// the client a reconnect hint, ...).
+    fn on_drain(&self, _ctx: &mut Ctx<'_>) {}
     /// The connection is gone (after `on_open`).
     fn on_close(&self, _closed: &Closed<'_>) {}
 }

@@ -18,6 +18,7 @@
 //! outbound queue), `http` (upgrade parser), `ws` (frames), `protocol` (seed JSON), `auth` (JWT),
 //! `limits` (rate limit, admission), `timer` (wheel), `metrics` (counters), `app` (built-in apps).
 
+mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -36,7 +37,7 @@ pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
 pub use handler::{Closed, Ctx, Handler};
 pub use metrics::Snapshot;
 pub use reactor::{Census, ConnectionInfo, Target};
-pub use server::{HandleError, RunningServer, Server, ServerError, ServerHandle};
+pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, ServerHandle};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[doc = include_str!("../README.md")]

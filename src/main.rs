@@ -106,6 +106,15 @@ struct ServeArgs {
     /// Subscribable event types, comma-separated (default: the seed's 12).
     #[arg(long, env = "WS_EVENTS", value_delimiter = ',')]
     events: Vec<String>,
+    /// Also serve the admin HTTP API on this address (it is always on --listen too).
+    #[arg(long, env = "WS_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Largest admin request body, bytes (bigger: 413).
+    #[arg(long, env = "WS_ADMIN_MAX_BODY", default_value_t = 65536)]
+    admin_max_body: usize,
+    /// On SIGTERM, close connections in batches spread over this many seconds.
+    #[arg(long, env = "WS_DRAIN_WINDOW", default_value = "5", value_parser = secs)]
+    drain_window: Duration,
     /// WebSocket path (`PATH` and `PATH/{token}`).
     #[arg(long, env = "WS_PATH", default_value = "/ws")]
     ws_path: String,
@@ -247,6 +256,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         max_outbound_bytes: a.max_outbound_bytes,
         subscribable_events: events,
         ws_path: Some(a.ws_path.clone()),
+        admin_listen: a.admin_listen,
+        admin_max_body: a.admin_max_body,
+        drain_window: a.drain_window,
         auth: AuthMode::Jwt(JwtConfig {
             key,
             algorithm,

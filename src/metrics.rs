@@ -115,6 +115,7 @@ pub struct Snapshot {
     pub fanout_deliveries: u64,
     pub queued_bytes: u64,
     pub upload_cancels: u64,
+    pub loop_busy_us: Vec<u64>,
 }
 
 impl Snapshot {
@@ -149,6 +150,7 @@ impl Snapshot {
             fanout_deliveries: sum(&|r| r.fanout_deliveries.get()),
             queued_bytes: sum(&|r| r.queued_bytes.get()),
             upload_cancels: sum(&|r| r.upload_cancels.get()),
+            loop_busy_us: reactors.iter().map(|r| r.loop_busy_us.get()).collect(),
         }
     }
 

@@ -111,18 +111,20 @@ pub struct Envelope<'a, D: Serialize> {
     pub id: uuid::fmt::Hyphenated,
 }
 
-/// Appends `{"type":kind,"data":data,"timestamp":now,"id":uuid}` to `out`.
-pub fn write_envelope<D: Serialize>(out: &mut Vec<u8>, ids: &mut IdGen, kind: &str, data: D) {
+/// Appends `{"type":kind,"data":data,"timestamp":now,"id":uuid}` to `out`; returns the id.
+pub fn write_envelope<D: Serialize>(out: &mut Vec<u8>, ids: &mut IdGen, kind: &str, data: D) -> uuid::Uuid {
+    let id = ids.uuid();
     let env = Envelope {
         kind,
         data,
         timestamp: Timestamp::now(),
-        id: ids.uuid().hyphenated(),
+        id: id.hyphenated(),
     };
     // Serializing plain data into a Vec cannot fail; a failure would only mean a bug in `D`.
     if let Err(e) = serde_json::to_writer(out, &env) {
         log::error!("envelope {kind} failed to serialize: {e}");
     }
+    id
 }
 
 #[derive(Serialize)]

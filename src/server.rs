@@ -5,7 +5,8 @@
 //! connection state (commands go through each reactor's inbox).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -42,6 +43,13 @@ pub enum HandleError {
     UnknownEvent(String),
 }
 
+/// The outcome of a send: how many connections it reached and the message's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub recipients: usize,
+    pub message_id: uuid::Uuid,
+}
+
 /// Entry point: `Server::start(config, handler)`.
 pub struct Server;
 
@@ -66,13 +74,26 @@ impl Server {
             links.push(Link::new(Waker::new(poll.registry(), WAKER)?));
             polls.push(poll);
         }
+        let (admin_tx, admin_rx) = mpsc::channel();
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?),
+            None => None,
+        };
         let rt = Arc::new(Runtime {
             config,
             verifier,
             admission: Admission::default(),
             links,
             local_addr,
+            admin: Mutex::new(admin_tx.clone()),
+            draining: AtomicBool::new(false),
         });
+        let handle = ServerHandle { rt: rt.clone() };
+        crate::admin::spawn_pool(handle.clone(), admin_rx)?;
+        let admin_addr = match admin_listener {
+            Some(l) => Some(crate::admin::spawn_listener(l, admin_tx, handle.clone())?),
+            None => None,
+        };
         let handler = Arc::new(handler);
         let mut threads = Vec::new();
         for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
@@ -83,9 +104,13 @@ impl Server {
             threads.push(t);
         }
         log::info!("listening on {local_addr} with {} reactor(s)", threads.len());
+        if let Some(a) = admin_addr {
+            log::info!("admin API also on http://{a}");
+        }
         Ok(RunningServer {
-            handle: ServerHandle { rt },
+            handle,
             threads,
+            admin_addr,
         })
     }
 }
@@ -107,9 +132,15 @@ fn bind_reuseport(addr: SocketAddr) -> Result<mio::net::TcpListener, ServerError
 pub struct RunningServer {
     handle: ServerHandle,
     threads: Vec<JoinHandle<()>>,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl RunningServer {
+    /// The separate admin address, if `admin_listen` was set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
     }
@@ -200,27 +231,150 @@ impl ServerHandle {
     /// Sends `{"type": event_type, "data": data, ...}` to every connection subscribed to
     /// `event_type`; returns the number of recipients.
     pub fn publish<D: Serialize>(&self, event_type: &str, data: D) -> Result<usize, HandleError> {
+        self.publish_delivery(event_type, data).map(|d| d.recipients)
+    }
+
+    /// [`publish`](Self::publish), also returning the message id.
+    pub fn publish_delivery<D: Serialize>(&self, event_type: &str, data: D) -> Result<Delivery, HandleError> {
         let bit = self
             .rt
             .config
             .event_bit(event_type)
             .ok_or_else(|| HandleError::UnknownEvent(event_type.into()))?;
-        Ok(self.deliver(Target::Subscribers(bit), envelope_frame(event_type, data)))
+        Ok(self.send_envelope(Target::Subscribers(bit), event_type, data))
     }
 
     /// Sends an envelope to every open connection; returns the number of recipients.
     pub fn broadcast<D: Serialize>(&self, kind: &str, data: D) -> usize {
-        self.deliver(Target::All, envelope_frame(kind, data))
+        self.send_envelope(Target::All, kind, data).recipients
     }
 
     /// Sends an envelope to every connection of `user_id`; returns the number of recipients.
     pub fn send_to_user<D: Serialize>(&self, user_id: &str, kind: &str, data: D) -> usize {
-        self.deliver(Target::User(user_id.into()), envelope_frame(kind, data))
+        self.send_envelope(Target::User(user_id.into()), kind, data).recipients
     }
 
     /// Sends an envelope to every member of `room`; returns the number of recipients.
     pub fn send_to_room<D: Serialize>(&self, room: &str, kind: &str, data: D) -> usize {
-        self.deliver(Target::Room(room.into()), envelope_frame(kind, data))
+        self.send_envelope(Target::Room(room.into()), kind, data).recipients
+    }
+
+    /// Sends `{"type": kind, "data": data, "timestamp", "id"}` to `target`, serialized and framed
+    /// once for every recipient on every reactor.
+    pub fn send_envelope<D: Serialize>(&self, target: Target, kind: &str, data: D) -> Delivery {
+        let (frame, message_id) = envelope_frame(kind, data);
+        Delivery {
+            recipients: self.deliver(target, frame),
+            message_id,
+        }
+    }
+
+    /// The seed's admin broadcast: the given object plus `timestamp`, `id` and
+    /// `source: "admin_broadcast"`, to everyone.
+    pub fn admin_broadcast(&self, mut message: serde_json::Map<String, serde_json::Value>) -> Delivery {
+        let message_id = IdGen::from_os().uuid();
+        message.insert("timestamp".into(), now_text().into());
+        message.insert("id".into(), message_id.to_string().into());
+        message.insert("source".into(), "admin_broadcast".into());
+        let json = serde_json::Value::Object(message).to_string();
+        let mut frame = Vec::with_capacity(json.len() + 10);
+        encode_frame(&mut frame, OpCode::Data(Data::Text), json.as_bytes());
+        Delivery {
+            recipients: self.deliver(Target::All, Bytes::from(frame)),
+            message_id,
+        }
+    }
+
+    // ---- the seed's event helpers ----
+
+    /// `upload.progress` `{upload_id, progress, timestamp}` to the user.
+    pub fn upload_progress(&self, user_id: &str, upload_id: &str, progress: u64) -> Delivery {
+        let data = serde_json::json!({"upload_id": upload_id, "progress": progress, "timestamp": now_text()});
+        self.send_envelope(Target::User(user_id.into()), "upload.progress", data)
+    }
+
+    /// `upload.completed` `{upload_id, result, timestamp}` to the user.
+    pub fn upload_completed(&self, user_id: &str, upload_id: &str, result: serde_json::Value) -> Delivery {
+        let data = serde_json::json!({"upload_id": upload_id, "result": result, "timestamp": now_text()});
+        self.send_envelope(Target::User(user_id.into()), "upload.completed", data)
+    }
+
+    /// `upload.error` `{upload_id, error, timestamp}` to the user.
+    pub fn upload_error(&self, user_id: &str, upload_id: &str, error: &str) -> Delivery {
+        let data = serde_json::json!({"upload_id": upload_id, "error": error, "timestamp": now_text()});
+        self.send_envelope(Target::User(user_id.into()), "upload.error", data)
+    }
+
+    /// `system.notification` `{message, level, timestamp}` to the given users, or to everyone.
+    pub fn system_notification(&self, message: &str, level: &str, target_users: Option<&[String]>) -> Delivery {
+        let data = serde_json::json!({"message": message, "level": level, "timestamp": now_text()});
+        self.to_users_or(target_users, Target::All, "system.notification", data)
+    }
+
+    /// `review.updated` `{review_id, changes, timestamp}` to the given users, or to the
+    /// subscribers of `review.updated`.
+    pub fn review_updated(
+        &self,
+        review_id: &str,
+        changes: serde_json::Value,
+        target_users: Option<&[String]>,
+    ) -> Delivery {
+        let data = serde_json::json!({"review_id": review_id, "changes": changes, "timestamp": now_text()});
+        let Some(bit) = self.rt.config.event_bit("review.updated") else {
+            return Delivery {
+                recipients: 0,
+                message_id: uuid::Uuid::nil(),
+            };
+        };
+        self.to_users_or(target_users, Target::Subscribers(bit), "review.updated", data)
+    }
+
+    /// `file.processing` (status "processing") or `file.ready` (any other status)
+    /// `{file_id, status, progress?, timestamp}` to the user.
+    pub fn file_status(&self, user_id: &str, file_id: &str, status: &str, progress: Option<u64>) -> Delivery {
+        let mut data = serde_json::json!({"file_id": file_id, "status": status, "timestamp": now_text()});
+        if let Some(p) = progress {
+            data["progress"] = p.into();
+        }
+        let kind = if status == "processing" {
+            "file.processing"
+        } else {
+            "file.ready"
+        };
+        self.send_envelope(Target::User(user_id.into()), kind, data)
+    }
+
+    /// One message (one id) to each listed user, or to `otherwise` when no list is given.
+    fn to_users_or(
+        &self,
+        users: Option<&[String]>,
+        otherwise: Target,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Delivery {
+        let Some(users) = users else {
+            return self.send_envelope(otherwise, kind, data);
+        };
+        let (frame, message_id) = envelope_frame(kind, data);
+        let recipients = users
+            .iter()
+            .map(|u| self.deliver(Target::User(u.as_str().into()), frame.clone()))
+            .sum();
+        Delivery { recipients, message_id }
+    }
+
+    /// True once every reactor has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.rt.links.iter().all(|l| l.stopped.load(Ordering::Acquire))
+    }
+
+    /// True while draining (and after).
+    pub fn is_draining(&self) -> bool {
+        self.rt.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn verifier(&self) -> Option<&Verifier> {
+        self.rt.verifier.as_ref()
     }
 
     /// Adds a connected user to a room (no token check: this is the server's decision). Returns
@@ -288,9 +442,16 @@ impl ServerHandle {
         (0..asked).map_while(|_| rx.recv_timeout(REPLY_TIMEOUT).ok()).sum()
     }
 
-    /// Stops accepting and closes every connection with 1001; reactors exit when their
-    /// connections are gone or `shutdown_timeout` passes.
+    /// Drains: `/ready` turns 503, reactors stop accepting and close connections with 1001 in
+    /// batches over `drain_window`, then exit once their connections are gone (or
+    /// `shutdown_timeout` after the window). Same as [`shutdown`](Self::shutdown).
+    pub fn drain(&self) {
+        self.shutdown();
+    }
+
+    /// See [`drain`](Self::drain).
     pub fn shutdown(&self) {
+        self.rt.draining.store(true, Ordering::Release);
         for link in &self.rt.links {
             link.send(Command::Shutdown);
         }
@@ -298,10 +459,14 @@ impl ServerHandle {
 }
 
 /// Serializes an envelope once and frames it once.
-fn envelope_frame<D: Serialize>(kind: &str, data: D) -> Bytes {
+fn envelope_frame<D: Serialize>(kind: &str, data: D) -> (Bytes, uuid::Uuid) {
     let mut json = Vec::new();
-    write_envelope(&mut json, &mut IdGen::from_os(), kind, data);
+    let id = write_envelope(&mut json, &mut IdGen::from_os(), kind, data);
     let mut frame = Vec::with_capacity(json.len() + 10);
     encode_frame(&mut frame, OpCode::Data(Data::Text), &json);
-    Bytes::from(frame)
+    (Bytes::from(frame), id)
+}
+
+fn now_text() -> String {
+    crate::protocol::Timestamp::now().to_string()
 }

@@ -23,9 +23,11 @@ use tungstenite::Bytes;
 
 use crate::auth::{Claims, Verifier};
 use crate::config::Config;
+use crate::conn::Phase;
 use crate::handler::Handler;
 use crate::limits::Admission;
 use crate::metrics::ReactorMetrics;
+use crate::reactor::ctx::Ctx;
 
 pub(crate) use self::core::Core;
 
@@ -199,6 +201,10 @@ pub(crate) struct Runtime {
     pub admission: Admission,
     pub links: Vec<Link>,
     pub local_addr: SocketAddr,
+    /// Where reactors hand non-upgrade HTTP requests.
+    pub admin: Mutex<mpsc::Sender<crate::admin::AdminJob>>,
+    /// Set when draining starts (`/ready` answers 503).
+    pub draining: AtomicBool,
 }
 
 impl Runtime {
@@ -225,6 +231,14 @@ pub(crate) struct Reactor<H: Handler> {
     fired: Vec<u64>,
     inbox: Vec<Command>,
     draining_until: Option<Instant>,
+    drain: Drain,
+}
+
+/// Connections still to be closed by a drain.
+struct Drain {
+    queue: Vec<Token>,
+    total: usize,
+    started: Instant,
 }
 
 const READ_BUF: usize = 64 * 1024;
@@ -251,6 +265,11 @@ impl<H: Handler> Reactor<H> {
             fired: Vec::new(),
             inbox: Vec::new(),
             draining_until: None,
+            drain: Drain {
+                queue: Vec::new(),
+                total: 0,
+                started: Instant::now(),
+            },
         })
     }
 
@@ -290,6 +309,7 @@ impl<H: Handler> Reactor<H> {
                 self.accept_all();
             }
             self.fire_timers();
+            self.drain_batch();
             self.report_closed();
             self.core.flush_dirty();
             self.report_closed();
@@ -298,7 +318,7 @@ impl<H: Handler> Reactor<H> {
                 .loop_busy_us
                 .set(turn_start.elapsed().as_micros() as u64);
             if let Some(until) = self.draining_until
-                && (self.core.conns.is_empty() || Instant::now() >= until)
+                && ((self.core.conns.is_empty() && self.drain.queue.is_empty()) || Instant::now() >= until)
             {
                 break;
             }
@@ -324,7 +344,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.read_again.is_empty() || self.accept_paused {
+        if !self.read_again.is_empty() || self.accept_paused || !self.drain.queue.is_empty() {
             return Some(if self.read_again.is_empty() {
                 TICK
             } else {
@@ -377,17 +397,59 @@ impl<H: Handler> Reactor<H> {
         self.inbox = cmds;
     }
 
+    /// Stops accepting and queues every open connection for closing in batches over the drain
+    /// window; the reactor exits when all are gone, or `shutdown_timeout` after the window.
     fn begin_shutdown(&mut self) {
         if self.draining_until.is_some() {
             return;
         }
-        log::info!("reactor {}: shutting down", self.core.id);
+        let cfg = &self.core.rt.config;
+        log::info!("reactor {}: draining over {:?}", self.core.id, cfg.drain_window);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
-        self.draining_until = Some(Instant::now() + self.core.rt.config.shutdown_timeout);
+        let now = Instant::now();
+        self.draining_until = Some(now + cfg.drain_window + cfg.shutdown_timeout);
+        let mut open = Vec::new();
         let all: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
         for idx in all {
+            if self.core.conns[idx].phase == Phase::Open {
+                open.push(self.core.token_of(idx));
+            } else {
+                self.core.close_or_drop(idx, 1001, "server shutting down");
+            }
+        }
+        self.drain = Drain {
+            total: open.len(),
+            queue: open,
+            started: now,
+        };
+        self.drain_batch();
+    }
+
+    /// Closes the share of drained connections due by now (all of them once the window ends).
+    fn drain_batch(&mut self) {
+        if self.drain.queue.is_empty() {
+            return;
+        }
+        let window = self.core.rt.config.drain_window.as_secs_f64();
+        let elapsed = self.drain.started.elapsed().as_secs_f64();
+        let due = if window <= 0.0 || elapsed >= window {
+            self.drain.total
+        } else {
+            // One batch per tick, at least one connection per batch.
+            ((self.drain.total as f64 * elapsed / window).ceil() as usize).max(1)
+        };
+        while self.drain.total - self.drain.queue.len() < due {
+            let Some(token) = self.drain.queue.pop() else { break };
+            let Some(idx) = self.core.live(token) else { continue };
+            if self.core.conns[idx].phase != Phase::Open {
+                continue;
+            }
+            self.handler.on_drain(&mut Ctx {
+                core: &mut self.core,
+                idx,
+            });
             self.core.close_or_drop(idx, 1001, "server shutting down");
         }
     }

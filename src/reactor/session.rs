@@ -88,7 +88,10 @@ impl<H: Handler> Reactor<H> {
                 write_error(&mut resp, r.status, &extra, r.message);
                 self.core.respond_http(idx, &resp);
             }
-            Parsed::Plain(req) => self.answer_plain(idx, req),
+            Parsed::Plain(req) => {
+                let bytes = buf.to_vec();
+                self.answer_plain(idx, req, bytes)
+            }
             Parsed::Upgrade(u, n) => {
                 let leftover = buf[n..].to_vec();
                 self.begin_session(idx, u, leftover);
@@ -96,45 +99,22 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// A request that is not an upgrade: health, or a clear status.
-    fn answer_plain(&mut self, idx: usize, req: PlainRequest) {
-        let ws_path = self.core.rt.config.ws_path.as_deref();
-        let is_ws_path = match ws_path {
-            None => true,
-            Some(p) => req.path == p || req.path.strip_prefix(p).is_some_and(|r| r.starts_with('/')),
-        };
-        let mut resp = Vec::new();
-        let status = match (req.method.as_str(), req.path.as_str()) {
-            ("GET" | "HEAD", "/health") => {
-                write_response(&mut resp, 200, &[], "application/json", br#"{"status":"ok"}"#);
-                200
-            }
-            (_, "/health") => {
-                write_error(&mut resp, 405, &[("Allow", "GET, HEAD")], "method not allowed");
-                405
-            }
-            ("GET", _) if is_ws_path => {
-                write_error(
-                    &mut resp,
-                    426,
-                    &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
-                    "WebSocket upgrade required",
-                );
-                426
-            }
-            (_, _) if is_ws_path => {
-                write_error(&mut resp, 405, &[("Allow", "GET")], "WebSocket upgrade needs GET");
-                405
-            }
-            _ => {
-                write_error(&mut resp, 404, &[], "not found");
-                404
-            }
-        };
-        if status != 200 {
-            self.core.metrics.refused_with(status);
+    /// A request that is not an upgrade: `/health` is answered here; everything else goes to
+    /// the admin pool with the bytes read so far (it may wait on other reactors; we must not).
+    fn answer_plain(&mut self, idx: usize, req: PlainRequest, bytes: Vec<u8>) {
+        if matches!(req.method.as_str(), "GET" | "HEAD") && req.path == "/health" {
+            let mut resp = Vec::new();
+            write_response(&mut resp, 200, &[], "application/json", br#"{"status":"ok"}"#);
+            self.core.respond_http(idx, &resp);
+            return;
         }
-        self.core.respond_http(idx, &resp);
+        let mut conn = self.core.conns.remove(idx);
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        let stream: std::net::TcpStream = conn.sock.into();
+        let admin = self.core.rt.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if admin.send(crate::admin::AdminJob { stream, bytes }).is_err() {
+            log::warn!("admin pool gone; dropping HTTP request");
+        }
     }
 
     /// A valid upgrade request: global limit, then authentication, then the home reactor.
@@ -201,6 +181,12 @@ impl<H: Handler> Reactor<H> {
 
     /// A socket handed over by another reactor: register it here and open the session.
     pub(super) fn adopt(&mut self, h: Handover) {
+        if self.draining_until.is_some() {
+            // Arrived after the drain began: refuse rather than open a connection we would
+            // close at once.
+            self.core.rt.admission.release();
+            return;
+        }
         let idx = self.core.insert_conn(h.sock);
         if !self.register(idx) {
             self.core.rt.admission.release();

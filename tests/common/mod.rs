@@ -13,6 +13,8 @@ use tungstenite::{Message, WebSocket};
 use wsedge::app::ProtocolApp;
 use wsedge::{AuthMode, Config, JwtConfig, RunningServer, Server};
 
+pub mod http;
+
 pub const SECRET: &str = "integration-test-secret";
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -1,0 +1,182 @@
+//! The embedded admin HTTP handler: health, readiness, Prometheus metrics and the `/ws/*` admin
+//! API (stats, connection info, disconnects, messages to users/events/rooms/everyone, room
+//! membership, the seed's event helpers).
+//!
+//! Owns: routing, admin authorization (JWT with `role: "admin"`), request bodies and JSON
+//! responses. Does not touch: reactors directly. It runs on its own small thread pool and uses
+//! `ServerHandle`, so a slow admin client or a query that waits for every reactor never blocks a
+//! reactor; reactors hand it sockets whose request is not a WebSocket upgrade.
+
+mod prometheus;
+mod routes;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use crate::http::upgrade::{self, Parsed};
+use crate::http::write_response;
+use crate::server::ServerHandle;
+
+/// A connection for the admin pool: the socket and the bytes already read from it.
+pub(crate) struct AdminJob {
+    pub stream: TcpStream,
+    pub bytes: Vec<u8>,
+}
+
+/// Threads serving admin requests.
+const ADMIN_THREADS: usize = 2;
+/// Per-request socket timeouts on admin connections.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A response about to be written.
+pub(crate) struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    /// `{"status": "success", "data": data}` (the seed's admin response shape).
+    pub fn success(data: serde_json::Value) -> Self {
+        Self::json(200, &serde_json::json!({ "status": "success", "data": data }))
+    }
+
+    /// `{"status": "error", "code": status, "detail": detail}`.
+    pub fn error(status: u16, detail: &str) -> Self {
+        Self::json(
+            status,
+            &serde_json::json!({ "status": "error", "code": status, "detail": detail }),
+        )
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Starts the admin worker threads; they stop when the server has stopped.
+pub(crate) fn spawn_pool(handle: ServerHandle, rx: mpsc::Receiver<AdminJob>) -> std::io::Result<()> {
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..ADMIN_THREADS {
+        let (rx, handle) = (rx.clone(), handle.clone());
+        std::thread::Builder::new()
+            .name(format!("wsedge-admin-{i}"))
+            .spawn(move || {
+                loop {
+                    let job = {
+                        let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+                        rx.recv_timeout(Duration::from_millis(200))
+                    };
+                    match job {
+                        Ok(job) => serve(&handle, job),
+                        Err(mpsc::RecvTimeoutError::Timeout) if !handle.is_stopped() => {}
+                        Err(_) => return,
+                    }
+                }
+            })?;
+    }
+    Ok(())
+}
+
+/// Serves `--admin-listen`: accepts and queues connections for the pool until the server stops.
+pub(crate) fn spawn_listener(
+    listener: TcpListener,
+    tx: mpsc::Sender<AdminJob>,
+    handle: ServerHandle,
+) -> std::io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("wsedge-admin-listen".into())
+        .spawn(move || {
+            while !handle.is_stopped() {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if tx
+                            .send(AdminJob {
+                                stream,
+                                bytes: Vec::new(),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        log::warn!("admin accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(addr)
+}
+
+/// Reads the rest of the request, routes it, writes the response, closes.
+fn serve(handle: &ServerHandle, job: AdminJob) {
+    let AdminJob { mut stream, mut bytes } = job;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let cfg = handle.config();
+    let response = loop {
+        match upgrade::parse(&bytes, cfg.max_request_bytes, cfg.ws_path.as_deref()) {
+            Parsed::Partial => {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                }
+            }
+            Parsed::Reject(r) => break Response::error(r.status, r.message),
+            Parsed::Upgrade(..) => break Response::error(400, "WebSocket upgrades are served on the main listener"),
+            Parsed::Plain(req) => {
+                if req.content_length > cfg.admin_max_body {
+                    break Response::error(413, "request body too large");
+                }
+                let want = req.head_len + req.content_length;
+                while bytes.len() < want {
+                    let mut chunk = [0u8; 8192];
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                break routes::route(handle, &req, &bytes[req.head_len..want]);
+            }
+        }
+    };
+    let mut out = Vec::with_capacity(response.body.len() + 256);
+    let headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    write_response(
+        &mut out,
+        response.status,
+        &headers,
+        response.content_type,
+        &response.body,
+    );
+    if stream.write_all(&out).is_ok() {
+        // FIN, then wait briefly for the client's, so unread request bytes cannot turn our
+        // close into a reset that destroys the response.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    }
+}

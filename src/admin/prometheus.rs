@@ -1,0 +1,161 @@
+//! Prometheus text exposition (format 0.0.4) of the server's counters.
+
+use std::fmt::Write;
+
+use crate::server::ServerHandle;
+
+pub(crate) fn render(h: &ServerHandle) -> String {
+    let s = h.stats();
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP wsedge_{name} {help}\n# TYPE wsedge_{name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "wsedge_{name}{labels} {v}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    let per_reactor: Vec<(String, u64)> = s
+        .connections_per_reactor
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{{reactor=\"{i}\"}}"), *v))
+        .collect();
+    metric("connections", "gauge", "Open WebSocket connections.", &per_reactor);
+    metric(
+        "accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        &one(s.accepted),
+    );
+    metric(
+        "handshakes_total",
+        "counter",
+        "WebSocket upgrades completed and authenticated.",
+        &one(s.handshakes),
+    );
+    let refused: Vec<(String, u64)> = s
+        .refused
+        .iter()
+        .map(|(st, v)| (format!("{{status=\"{st}\"}}"), *v))
+        .collect();
+    metric(
+        "handshake_refusals_total",
+        "counter",
+        "Upgrade requests refused, by HTTP status.",
+        &refused,
+    );
+    let auth: Vec<(String, u64)> = s
+        .auth_failures
+        .iter()
+        .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), *v))
+        .collect();
+    metric(
+        "auth_failures_total",
+        "counter",
+        "Authentication failures, by reason.",
+        &auth,
+    );
+    metric(
+        "messages_in_total",
+        "counter",
+        "Data messages received.",
+        &one(s.messages_in),
+    );
+    metric(
+        "messages_out_total",
+        "counter",
+        "Data messages queued to clients.",
+        &one(s.messages_out),
+    );
+    metric(
+        "bytes_in_total",
+        "counter",
+        "Bytes read from sockets.",
+        &one(s.bytes_in),
+    );
+    metric(
+        "bytes_out_total",
+        "counter",
+        "Bytes written to sockets.",
+        &one(s.bytes_out),
+    );
+    metric(
+        "rate_limited_total",
+        "counter",
+        "Messages refused by the rate limit.",
+        &one(s.rate_limited),
+    );
+    metric(
+        "evictions_total",
+        "counter",
+        "Oldest connections closed by the per-user limit.",
+        &one(s.evictions),
+    );
+    metric(
+        "user_limit_rejections_total",
+        "counter",
+        "Connections refused by the per-user limit.",
+        &one(s.user_limit_rejections),
+    );
+    metric(
+        "slow_consumer_closes_total",
+        "counter",
+        "Connections closed for exceeding the outbound queue limit.",
+        &one(s.slow_consumer_closes),
+    );
+    metric(
+        "protocol_errors_total",
+        "counter",
+        "Connections failed for RFC 6455 violations.",
+        &one(s.protocol_errors),
+    );
+    metric(
+        "timeouts_total",
+        "counter",
+        "Connections closed for silence.",
+        &one(s.timeouts),
+    );
+    metric(
+        "handovers_total",
+        "counter",
+        "Sockets moved to their user's home reactor.",
+        &one(s.handovers),
+    );
+    metric(
+        "fanout_deliveries_total",
+        "counter",
+        "Shared frames queued to recipients.",
+        &one(s.fanout_deliveries),
+    );
+    metric(
+        "queued_bytes",
+        "gauge",
+        "Bytes waiting in outbound queues.",
+        &one(s.queued_bytes),
+    );
+    let busy: Vec<(String, u64)> = s
+        .loop_busy_us
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{{reactor=\"{i}\"}}"), *v))
+        .collect();
+    metric(
+        "loop_busy_microseconds",
+        "gauge",
+        "Time the reactor's last loop turn spent working.",
+        &busy,
+    );
+    metric(
+        "upload_cancels_total",
+        "counter",
+        "upload.cancel requests handed to the application.",
+        &one(s.upload_cancels),
+    );
+    metric(
+        "draining",
+        "gauge",
+        "1 while the server drains.",
+        &one(u64::from(h.is_draining())),
+    );
+    out
+}

@@ -1,0 +1,289 @@
+//! Admin routes. Every `/ws/*` route needs a JWT with `role: "admin"` (401 without a valid
+//! token, 403 without the role); `/health`, `/ready` and `/metrics` are open.
+
+use serde_json::{Value, json};
+
+use super::Response;
+use crate::http::upgrade::{PlainRequest, percent_decode};
+use crate::reactor::Target;
+use crate::server::{Delivery, ServerHandle};
+
+pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Response {
+    let trimmed = req.path.trim_end_matches('/');
+    let segs: Vec<String> = trimmed.split('/').skip(1).map(percent_decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = req.method.as_str();
+    match segs.as_slice() {
+        ["health"] => only(m, &["GET", "HEAD"], || Response::json(200, &json!({"status": "ok"}))),
+        ["ready"] => only(m, &["GET", "HEAD"], || {
+            if h.is_draining() {
+                Response::json(503, &json!({"status": "draining"}))
+            } else {
+                Response::json(200, &json!({"status": "ready"}))
+            }
+        }),
+        ["metrics"] => only(m, &["GET"], || Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+            body: super::prometheus::render(h).into_bytes(),
+        }),
+        ["ws", rest @ ..] if is_admin_route(rest) => match authorize(h, req) {
+            Err(r) => r,
+            Ok(()) => admin(h, m, rest, body),
+        },
+        ["ws"] | ["ws", _] => Response::error(426, "WebSocket upgrade required")
+            .with_header("Upgrade", "websocket")
+            .with_header("Sec-WebSocket-Version", "13"),
+        _ => Response::error(404, "not found"),
+    }
+}
+
+fn is_admin_route(rest: &[&str]) -> bool {
+    matches!(
+        rest,
+        ["stats"]
+            | ["connections", _]
+            | ["users", _]
+            | ["users", _, "messages"]
+            | ["broadcast"]
+            | ["events", _]
+            | ["rooms", _, "messages"]
+            | ["rooms", _, "members", _]
+            | ["helpers", _]
+    )
+}
+
+/// Runs `f` if the method is allowed, else 405 with `Allow`.
+fn only(method: &str, allowed: &[&str], f: impl FnOnce() -> Response) -> Response {
+    if allowed.contains(&method) {
+        f()
+    } else {
+        Response::error(405, "method not allowed").with_header("Allow", allowed.join(", "))
+    }
+}
+
+fn authorize(h: &ServerHandle, req: &PlainRequest) -> Result<(), Response> {
+    let unauthorized = |why: &str| Response::error(401, why).with_header("WWW-Authenticate", "Bearer");
+    let Some(verifier) = h.verifier() else {
+        return Err(unauthorized("admin API needs JWT authentication configured"));
+    };
+    let token = req.bearer.as_deref().or_else(|| {
+        req.query
+            .as_deref()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+    });
+    match verifier.verify(token) {
+        Err(e) => Err(unauthorized(&format!("invalid token: {e}"))),
+        Ok(c) if !c.admin => Err(Response::error(403, "Admin access required")),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Parses a JSON body; `None` body means `{}`.
+fn json_body(body: &[u8]) -> Result<Value, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| Response::error(400, &format!("malformed JSON: {e}")))
+}
+
+fn object_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
+    match json_body(body)? {
+        Value::Object(o) => Ok(o),
+        _ => Err(Response::error(400, "body must be a JSON object")),
+    }
+}
+
+fn delivered(d: Delivery) -> Response {
+    Response::success(json!({
+        "message_sent": true,
+        "connections_reached": d.recipients,
+        "message_id": d.message_id.to_string(),
+    }))
+}
+
+fn admin(h: &ServerHandle, m: &str, rest: &[&str], body: &[u8]) -> Response {
+    let result = match rest {
+        ["stats"] => Ok(only(m, &["GET"], || stats(h))),
+        ["connections", id] => Ok(only(m, &["GET", "DELETE"], || connection(h, m, id))),
+        ["users", user] => Ok(only(m, &["DELETE"], || {
+            let n = h.disconnect(Target::User((*user).into()), 1000, "disconnected by admin");
+            if n == 0 {
+                Response::error(404, "user has no connections")
+            } else {
+                Response::success(json!({"user_id": user, "disconnected": n}))
+            }
+        })),
+        ["users", user, "messages"] => post(m, body, |b| {
+            let (kind, data) = kind_and_data(b, None)?;
+            Ok(delivered(h.send_envelope(Target::User((*user).into()), &kind, data)))
+        }),
+        ["broadcast"] => post(m, body, |b| Ok(delivered(h.admin_broadcast(b)))),
+        ["events", event] => post(m, body, |b| {
+            let data = b.get("data").cloned().unwrap_or(json!({}));
+            h.publish_delivery(event, data)
+                .map(delivered)
+                .map_err(|e| Response::error(404, &e.to_string()))
+        }),
+        ["rooms", room, "messages"] => post(m, body, |b| {
+            let (kind, data) = kind_and_data(b, Some("room.message"))?;
+            Ok(delivered(h.send_envelope(Target::Room((*room).into()), &kind, data)))
+        }),
+        ["rooms", room, "members", user] => Ok(only(m, &["PUT", "DELETE"], || {
+            let add = m == "PUT";
+            match if add {
+                h.add_to_room(room, user)
+            } else {
+                h.remove_from_room(room, user)
+            } {
+                None => Response::error(404, "user has no connections"),
+                Some(n) => Response::success(json!({"room": room, "user_id": user, "member": add, "connections": n})),
+            }
+        })),
+        ["helpers", name] => post(m, body, |b| helper(h, name, b)),
+        _ => Ok(Response::error(404, "not found")),
+    };
+    result.unwrap_or_else(|r| r)
+}
+
+fn post(
+    m: &str,
+    body: &[u8],
+    f: impl FnOnce(serde_json::Map<String, Value>) -> Result<Response, Response>,
+) -> Result<Response, Response> {
+    if m != "POST" {
+        return Ok(Response::error(405, "method not allowed").with_header("Allow", "POST"));
+    }
+    f(object_body(body)?)
+}
+
+/// `{"type": ..., "data": ...}` from a body; `type` is required unless a default is given.
+fn kind_and_data(b: serde_json::Map<String, Value>, default: Option<&str>) -> Result<(String, Value), Response> {
+    let kind = match (b.get("type"), default) {
+        (Some(Value::String(t)), _) if !t.is_empty() => t.clone(),
+        (None, Some(d)) => d.to_string(),
+        _ => return Err(Response::error(400, "body needs a non-empty string 'type'")),
+    };
+    Ok((kind, b.get("data").cloned().unwrap_or(json!({}))))
+}
+
+fn stats(h: &ServerHandle) -> Response {
+    let census = h.census();
+    let cfg = h.config();
+    let histogram: serde_json::Map<String, Value> = census
+        .histogram
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k.to_string(), json!(n)))
+        .collect();
+    let average = if census.unique_users == 0 {
+        0.0
+    } else {
+        census.connections as f64 / census.unique_users as f64
+    };
+    Response::success(json!({
+        "total_connections": census.connections,
+        "unique_users": census.unique_users,
+        "connections_per_user": {
+            "average": (average * 100.0).round() / 100.0,
+            "max": census.max_connections_per_user,
+            "histogram": histogram,
+        },
+        "average_connections_per_user": (average * 100.0).round() / 100.0,
+        "rooms": census.rooms,
+        "connections_per_reactor": h.stats().connections_per_reactor,
+        "draining": h.is_draining(),
+        "server_info": {
+            "max_connections_per_user": cfg.max_connections_per_user,
+            "max_total_connections": cfg.max_connections,
+            "rate_limit_messages": cfg.rate_limit_messages,
+            "rate_limit_window": cfg.rate_limit_window.as_secs_f64(),
+            "heartbeat_interval": cfg.heartbeat_interval.as_secs_f64(),
+            "connection_timeout": cfg.connection_timeout.as_secs_f64(),
+            "max_message_size": cfg.max_message_size,
+            "max_outbound_bytes": cfg.max_outbound_bytes,
+            "workers": cfg.workers,
+        },
+    }))
+}
+
+fn connection(h: &ServerHandle, m: &str, id: &str) -> Response {
+    let Ok(id) = uuid::Uuid::parse_str(id) else {
+        return Response::error(400, "connection id must be a UUID");
+    };
+    if m == "DELETE" {
+        return match h.disconnect(Target::Connection(id), 1000, "disconnected by admin") {
+            0 => Response::error(404, "Connection not found"),
+            n => Response::success(json!({"connection_id": id.to_string(), "disconnected": n})),
+        };
+    }
+    match h.connection_info(id) {
+        Some(info) => Response::success(serde_json::to_value(info).unwrap_or_default()),
+        None => Response::error(404, "Connection not found"),
+    }
+}
+
+fn field<'a>(b: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, Response> {
+    b.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Response::error(400, &format!("'{name}' must be a non-empty string")))
+}
+
+fn users(b: &serde_json::Map<String, Value>) -> Result<Option<Vec<String>>, Response> {
+    match b.get("target_users") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|u| {
+                u.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Response::error(400, "'target_users' must be strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Err(Response::error(400, "'target_users' must be a list")),
+    }
+}
+
+/// The seed's event helpers.
+fn helper(h: &ServerHandle, name: &str, b: serde_json::Map<String, Value>) -> Result<Response, Response> {
+    let progress = |b: &serde_json::Map<String, Value>| -> Result<u64, Response> {
+        b.get("progress")
+            .and_then(Value::as_u64)
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| Response::error(400, "'progress' must be an integer 0..=100"))
+    };
+    let d = match name {
+        "upload-progress" => h.upload_progress(field(&b, "user_id")?, field(&b, "upload_id")?, progress(&b)?),
+        "upload-completed" => h.upload_completed(
+            field(&b, "user_id")?,
+            field(&b, "upload_id")?,
+            b.get("result").cloned().unwrap_or(json!({})),
+        ),
+        "upload-error" => h.upload_error(field(&b, "user_id")?, field(&b, "upload_id")?, field(&b, "error")?),
+        "system-notification" => h.system_notification(
+            field(&b, "message")?,
+            b.get("level").and_then(Value::as_str).unwrap_or("info"),
+            users(&b)?.as_deref(),
+        ),
+        "review-updated" => h.review_updated(
+            field(&b, "review_id")?,
+            b.get("changes").cloned().unwrap_or(json!({})),
+            users(&b)?.as_deref(),
+        ),
+        "file-status" => {
+            let p = if b.contains_key("progress") {
+                Some(progress(&b)?)
+            } else {
+                None
+            };
+            h.file_status(field(&b, "user_id")?, field(&b, "file_id")?, field(&b, "status")?, p)
+        }
+        _ => return Ok(Response::error(404, "unknown helper")),
+    };
+    Ok(delivered(d))
+}

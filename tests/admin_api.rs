@@ -1,0 +1,330 @@
+//! The admin HTTP API: every route, its status codes, admin authorization (401/403), bodies
+//! (400/413), unknown paths (404) and wrong methods (405); on the main listener and on
+//! `admin_listen`.
+mod common;
+use common::http::{json, request};
+use common::*;
+use serde_json::json;
+
+fn admin() -> String {
+    admin_token("root")
+}
+
+#[test]
+fn authorization_401_and_403() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let (status, head, _) = request(addr, "GET", "/ws/stats", None, None);
+    assert_eq!(status, 401);
+    assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+    assert_eq!(json(addr, "GET", "/ws/stats", Some("garbage"), None).0, 401);
+    let expired = sign(json!({"sub": "root", "role": "admin", "exp": now() - 100}));
+    assert_eq!(json(addr, "GET", "/ws/stats", Some(&expired), None).0, 401);
+    let (status, body) = json(addr, "GET", "/ws/stats", Some(&token("user")), None);
+    assert_eq!(status, 403);
+    assert_eq!(body["detail"], "Admin access required");
+    assert_eq!(json(addr, "GET", "/ws/stats", Some(&admin()), None).0, 200);
+}
+
+#[test]
+fn health_ready_404_405() {
+    let server = start(config());
+    let addr = server.local_addr();
+    assert_eq!(json(addr, "GET", "/health", None, None), (200, json!({"status": "ok"})));
+    assert_eq!(
+        json(addr, "GET", "/ready", None, None),
+        (200, json!({"status": "ready"}))
+    );
+    assert_eq!(json(addr, "GET", "/nope", Some(&admin()), None).0, 404);
+    assert_eq!(
+        json(addr, "GET", "/ws/nothing/here/at/all", Some(&admin()), None).0,
+        404
+    );
+    let (status, head, _) = request(addr, "POST", "/ws/stats", Some(&admin()), Some("{}"));
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: GET"), "{head}");
+    assert_eq!(json(addr, "GET", "/ws/broadcast", Some(&admin()), None).0, 405);
+    assert_eq!(json(addr, "POST", "/health", None, None).0, 405);
+}
+
+#[test]
+fn stats_has_the_seed_shape() {
+    let server = start(wsedge::Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let _a = connect(addr, &token("a"));
+    let _a2 = connect(addr, &token("a"));
+    let _b = connect(addr, &token("b"));
+    let (status, body) = json(addr, "GET", "/ws/stats", Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "success");
+    let d = &body["data"];
+    assert_eq!(d["total_connections"], 3);
+    assert_eq!(d["unique_users"], 2);
+    assert_eq!(d["average_connections_per_user"], 1.5);
+    assert_eq!(d["connections_per_user"]["max"], 2);
+    assert_eq!(d["server_info"]["max_connections_per_user"], 3);
+    assert_eq!(d["server_info"]["max_total_connections"], 1000);
+    assert_eq!(d["server_info"]["rate_limit_messages"], 100);
+    assert_eq!(d["server_info"]["heartbeat_interval"], 30.0);
+    assert_eq!(d["server_info"]["connection_timeout"], 60.0);
+}
+
+#[test]
+fn connection_info_and_disconnects() {
+    let server = start(wsedge::Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let t = sign(json!({"sub": "info", "email": "i@x", "exp": now() + 60}));
+    let (mut ws, hello) = connect(addr, &t);
+    let id = hello["data"]["connection_id"].as_str().unwrap().to_string();
+    let (status, body) = json(addr, "GET", &format!("/ws/connections/{id}"), Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["connection_id"], id);
+    assert_eq!(body["data"]["user_id"], "info");
+    assert_eq!(body["data"]["email"], "i@x");
+    assert!(body["data"]["peer_address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(body["data"]["rooms"].is_array() && body["data"]["queued_bytes"].is_number());
+    assert_eq!(
+        json(addr, "GET", "/ws/connections/not-a-uuid", Some(&admin()), None).0,
+        400
+    );
+    let unknown = uuid::Uuid::new_v4();
+    assert_eq!(
+        json(addr, "GET", &format!("/ws/connections/{unknown}"), Some(&admin()), None).0,
+        404
+    );
+    assert_eq!(
+        json(
+            addr,
+            "DELETE",
+            &format!("/ws/connections/{unknown}"),
+            Some(&admin()),
+            None
+        )
+        .0,
+        404
+    );
+    let (status, _) = json(addr, "DELETE", &format!("/ws/connections/{id}"), Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(expect_close(&mut ws), (1000, "disconnected by admin".to_string()));
+
+    let (mut u1, _) = connect(addr, &token("kick"));
+    let (mut u2, _) = connect(addr, &token("kick"));
+    let (status, body) = json(addr, "DELETE", "/ws/users/kick", Some(&admin()), None);
+    assert_eq!((status, &body["data"]["disconnected"]), (200, &json!(2)));
+    assert_eq!(expect_close(&mut u1).0, 1000);
+    assert_eq!(expect_close(&mut u2).0, 1000);
+    assert_eq!(json(addr, "DELETE", "/ws/users/nobody", Some(&admin()), None).0, 404);
+}
+
+#[test]
+fn broadcast_user_event_and_room_messages() {
+    let server = start(wsedge::Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let (mut a, _) = connect(addr, &token("alice"));
+    let (mut b, _) = connect(addr, &token("bob"));
+
+    let (status, body) = json(
+        addr,
+        "POST",
+        "/ws/broadcast",
+        Some(&admin()),
+        Some(json!({"type": "announcement", "data": {"text": "hi"}})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["connections_reached"], 2);
+    assert_eq!(body["data"]["message_sent"], true);
+    let message_id = body["data"]["message_id"].as_str().unwrap().to_string();
+    for ws in [&mut a, &mut b] {
+        let m = recv_json(ws);
+        assert_eq!(m["type"], "announcement");
+        assert_eq!(m["source"], "admin_broadcast");
+        assert_eq!(m["id"], message_id.as_str());
+        assert!(m["timestamp"].is_string());
+    }
+
+    let (status, body) = json(
+        addr,
+        "POST",
+        "/ws/users/alice/messages",
+        Some(&admin()),
+        Some(json!({"type": "dm", "data": {"x": 1}})),
+    );
+    assert_eq!((status, body["data"]["connections_reached"].as_u64()), (200, Some(1)));
+    assert_eq!(recv_json(&mut a)["type"], "dm");
+    assert_eq!(
+        json(
+            addr,
+            "POST",
+            "/ws/users/alice/messages",
+            Some(&admin()),
+            Some(json!({"data": {}}))
+        )
+        .0,
+        400
+    );
+
+    send_json(&mut b, json!({"type": "subscribe", "data": {"events": ["file.ready"]}}));
+    recv_json(&mut b);
+    let (status, body) = json(
+        addr,
+        "POST",
+        "/ws/events/file.ready",
+        Some(&admin()),
+        Some(json!({"data": {"file_id": "f"}})),
+    );
+    assert_eq!((status, body["data"]["connections_reached"].as_u64()), (200, Some(1)));
+    let m = recv_json(&mut b);
+    assert_eq!(
+        (m["type"].as_str(), m["data"]["file_id"].as_str()),
+        (Some("file.ready"), Some("f"))
+    );
+    assert_eq!(
+        json(
+            addr,
+            "POST",
+            "/ws/events/no.such.event",
+            Some(&admin()),
+            Some(json!({}))
+        )
+        .0,
+        404
+    );
+
+    let (status, _) = json(addr, "PUT", "/ws/rooms/ops/members/alice", Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(addr, "PUT", "/ws/rooms/ops/members/ghost", Some(&admin()), None).0,
+        404
+    );
+    let (status, body) = json(
+        addr,
+        "POST",
+        "/ws/rooms/ops/messages",
+        Some(&admin()),
+        Some(json!({"data": {"alert": true}})),
+    );
+    assert_eq!((status, body["data"]["connections_reached"].as_u64()), (200, Some(1)));
+    let m = recv_json(&mut a);
+    assert_eq!(
+        (m["type"].as_str(), m["data"]["alert"].as_bool()),
+        (Some("room.message"), Some(true))
+    );
+    assert_eq!(
+        json(addr, "DELETE", "/ws/rooms/ops/members/alice", Some(&admin()), None).0,
+        200
+    );
+    let (_, body) = json(
+        addr,
+        "POST",
+        "/ws/rooms/ops/messages",
+        Some(&admin()),
+        Some(json!({"type": "x"})),
+    );
+    assert_eq!(body["data"]["connections_reached"], 0);
+}
+
+#[test]
+fn bad_bodies_400_and_413() {
+    let server = start(wsedge::Config {
+        admin_max_body: 1024,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (status, _, _) = request(addr, "POST", "/ws/broadcast", Some(&admin()), Some("{not json"));
+    assert_eq!(status, 400);
+    let (status, _, _) = request(addr, "POST", "/ws/broadcast", Some(&admin()), Some("[1,2]"));
+    assert_eq!(status, 400);
+    let big = format!("{{\"type\":\"x\",\"data\":\"{}\"}}", "a".repeat(2000));
+    let (status, _, _) = request(addr, "POST", "/ws/broadcast", Some(&admin()), Some(&big));
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn separate_admin_listener_serves_the_same_api() {
+    let server = start(wsedge::Config {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..config()
+    });
+    let admin_addr = server.admin_addr().expect("admin listener");
+    assert_ne!(admin_addr, server.local_addr());
+    let _c = connect(server.local_addr(), &token("x"));
+    let (status, body) = json(admin_addr, "GET", "/ws/stats", Some(&admin()), None);
+    assert_eq!((status, body["data"]["total_connections"].as_u64()), (200, Some(1)));
+    assert_eq!(json(admin_addr, "GET", "/health", None, None).0, 200);
+    assert_eq!(json(admin_addr, "GET", "/ws/stats", None, None).0, 401);
+}
+
+#[test]
+fn event_helper_endpoints() {
+    let server = start(wsedge::Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let (mut u, _) = connect(addr, &token("uploader"));
+    let (mut other, _) = connect(addr, &token("other"));
+    let post = |path: &str, body: serde_json::Value| json(addr, "POST", path, Some(&admin()), Some(body));
+    assert_eq!(
+        post(
+            "/ws/helpers/upload-progress",
+            json!({"user_id": "uploader", "upload_id": "up1", "progress": 45})
+        )
+        .0,
+        200
+    );
+    let m = recv_json(&mut u);
+    assert_eq!(
+        (
+            m["type"].as_str(),
+            m["data"]["progress"].as_u64(),
+            m["data"]["upload_id"].as_str()
+        ),
+        (Some("upload.progress"), Some(45), Some("up1"))
+    );
+    assert!(m["data"]["timestamp"].is_string());
+    post(
+        "/ws/helpers/upload-completed",
+        json!({"user_id": "uploader", "upload_id": "up1", "result": {"ok": true}}),
+    );
+    assert_eq!(recv_json(&mut u)["data"]["result"]["ok"], true);
+    post(
+        "/ws/helpers/upload-error",
+        json!({"user_id": "uploader", "upload_id": "up1", "error": "disk full"}),
+    );
+    assert_eq!(recv_json(&mut u)["data"]["error"], "disk full");
+    post(
+        "/ws/helpers/file-status",
+        json!({"user_id": "uploader", "file_id": "f1", "status": "processing", "progress": 10}),
+    );
+    assert_eq!(recv_json(&mut u)["type"], "file.processing");
+    post(
+        "/ws/helpers/file-status",
+        json!({"user_id": "uploader", "file_id": "f1", "status": "done"}),
+    );
+    assert_eq!(recv_json(&mut u)["type"], "file.ready");
+    let (_, body) = post(
+        "/ws/helpers/system-notification",
+        json!({"message": "maintenance", "level": "warning"}),
+    );
+    assert_eq!(body["data"]["connections_reached"], 2);
+    assert_eq!(recv_json(&mut u)["data"]["level"], "warning");
+    assert_eq!(recv_json(&mut other)["data"]["message"], "maintenance");
+    let (_, body) = post(
+        "/ws/helpers/system-notification",
+        json!({"message": "just you", "target_users": ["other"]}),
+    );
+    assert_eq!(body["data"]["connections_reached"], 1);
+    assert_eq!(recv_json(&mut other)["data"]["message"], "just you");
+    let (_, body) = post(
+        "/ws/helpers/review-updated",
+        json!({"review_id": "r1", "changes": {"s": 1}, "target_users": ["uploader"]}),
+    );
+    assert_eq!(body["data"]["connections_reached"], 1);
+    assert_eq!(recv_json(&mut u)["type"], "review.updated");
+    assert_eq!(
+        post(
+            "/ws/helpers/upload-progress",
+            json!({"user_id": "uploader", "upload_id": "x", "progress": 500})
+        )
+        .0,
+        400
+    );
+    assert_eq!(post("/ws/helpers/unknown-helper", json!({})).0, 404);
+}

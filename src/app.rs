@@ -26,6 +26,11 @@ pub trait ProtocolHooks: Send + Sync + 'static {
     fn on_upload_cancel(&self, ctx: &mut Ctx<'_>, upload_id: &str) {
         log::info!("upload cancel requested: {upload_id} from {}", ctx.connection_id());
     }
+    /// A message of a type the protocol does not know (rate limit and format already checked).
+    /// Return true if handled; false answers `INVALID_MESSAGE_TYPE`.
+    fn on_message(&self, _ctx: &mut Ctx<'_>, _kind: &str, _data: Option<&RawValue>) -> bool {
+        false
+    }
     /// A binary message (rate limit already applied).
     fn on_binary(&self, ctx: &mut Ctx<'_>, data: &[u8]) {
         log::debug!("binary message of {} bytes from {}", data.len(), ctx.connection_id());
@@ -164,6 +169,7 @@ impl Handler for ProtocolApp {
                     "upload.cancel needs data.upload_id (a non-empty string)",
                 ),
             },
+            other if self.hooks.on_message(ctx, other, msg.data) => {}
             other => {
                 let shown: String = other.chars().take(64).collect();
                 ctx.send_error(ErrorCode::InvalidMessageType, &format!("Unknown message type: {shown}"));

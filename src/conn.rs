@@ -42,6 +42,8 @@ pub mod flags {
     pub const CLOSE_RECEIVED: u8 = 1 << 4;
     /// Our write side is shut down.
     pub const FIN_SENT: u8 = 1 << 5;
+    /// The handler stored typed data for this connection (in the reactor's side table).
+    pub const HAS_DATA: u8 = 1 << 6;
 }
 
 /// One connection. Kept small: this record is most of what an idle connection costs.

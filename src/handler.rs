@@ -18,8 +18,31 @@ pub struct Closed<'a> {
     pub messages: u32,
 }
 
+/// An application's refusal of an upgrade: the HTTP status (4xx/5xx; anything else becomes 403)
+/// and a message for the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Refusal {
+            status: 403,
+            message: message.into(),
+        }
+    }
+}
+
 /// Application callbacks; every method has a default that does nothing.
 pub trait Handler: Send + Sync + 'static {
+    /// Decides an upgrade whose token (if auth is on) is already verified: `claims` is `None`
+    /// only for anonymous servers. Runs on the accepting reactor, before the per-user limit.
+    /// Default: accept.
+    fn on_upgrade(&self, _claims: Option<&crate::auth::Claims>) -> Result<(), Refusal> {
+        Ok(())
+    }
     /// The WebSocket is open and authenticated (101 sent, limits applied).
     fn on_open(&self, _ctx: &mut Ctx<'_>) {}
     /// A complete text message (valid UTF-8, reassembled).

@@ -34,7 +34,7 @@ pub mod timer;
 pub mod ws;
 
 pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
-pub use handler::{Closed, Ctx, Handler};
+pub use handler::{Closed, Ctx, Handler, Refusal};
 pub use metrics::Snapshot;
 pub use reactor::{Census, ConnectionInfo, Target};
 pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, ServerHandle};

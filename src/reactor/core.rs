@@ -74,6 +74,9 @@ pub(crate) struct Core {
     ticks: Ticks,
     queued: usize,
     pub closed: Vec<ClosedRecord>,
+    /// Handlers' typed per-connection data, only for connections that have some (flag
+    /// `HAS_DATA`), so connections that need none pay nothing.
+    pub conn_data: std::collections::HashMap<usize, Box<dyn std::any::Any + Send>>,
 }
 
 impl Core {
@@ -105,6 +108,7 @@ impl Core {
             ticks,
             queued: 0,
             closed: Vec::new(),
+            conn_data: std::collections::HashMap::new(),
         }
     }
 
@@ -316,6 +320,9 @@ impl Core {
         }
         self.unlink_user(idx);
         let c = self.conns.remove(idx);
+        if c.has(flags::HAS_DATA) {
+            self.conn_data.remove(&idx);
+        }
         if c.has(flags::COUNTED) {
             self.rt.admission.release();
         }

@@ -179,6 +179,23 @@ impl Ctx<'_> {
         if u == NONE { Vec::new() } else { self.core.user_rooms(u) }
     }
 
+    /// This connection's data of type `T`, created with `T::default()` on first use. Stored
+    /// beside the connection only once used; a different `T` replaces it.
+    pub fn data<T: std::any::Any + Send + Default>(&mut self) -> &mut T {
+        let c = &mut self.core.conns[self.idx];
+        c.flags |= flags::HAS_DATA;
+        let slot = self
+            .core
+            .conn_data
+            .entry(self.idx)
+            .or_insert_with(|| Box::new(T::default()));
+        if !slot.is::<T>() {
+            *slot = Box::new(T::default());
+        }
+        // Just checked (or replaced) to hold a T.
+        slot.downcast_mut::<T>().expect("slot holds T")
+    }
+
     /// Counts an `upload.cancel` handed to the application (for metrics).
     pub fn count_upload_cancel(&mut self) {
         self.core.metrics.upload_cancels.inc();

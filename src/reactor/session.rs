@@ -155,6 +155,20 @@ impl<H: Handler> Reactor<H> {
                 }
             },
         };
+        if let Err(refusal) = self.handler.on_upgrade(claims.as_ref()) {
+            self.core.conns[idx].flags &= !flags::COUNTED;
+            rt.admission.release();
+            let status = if (400..600).contains(&refusal.status) {
+                refusal.status
+            } else {
+                403
+            };
+            self.core.metrics.refused_with(status);
+            let mut resp = Vec::new();
+            write_error(&mut resp, status, &[], &refusal.message);
+            self.core.respond_http(idx, &resp);
+            return;
+        }
         if let Some(claims) = claims {
             let home = rt.home_of(&claims.user_id);
             if home != self.core.id {

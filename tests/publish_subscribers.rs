@@ -94,3 +94,33 @@ fn connection_info_and_census_through_the_handle() {
     );
     assert_eq!(census.histogram, vec![0, 1, 1]);
 }
+
+#[test]
+fn send_to_one_connection_by_id() {
+    let server = start(wsedge::Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let t = token("same-user");
+    let (mut a, hello) = connect(addr, &t);
+    let (mut b, _) = connect(addr, &t);
+    let id = uuid::Uuid::parse_str(hello["data"]["connection_id"].as_str().unwrap()).unwrap();
+    let d = server
+        .handle()
+        .send_envelope(wsedge::Target::Connection(id), "direct", json!({"only": "a"}));
+    assert_eq!(d.recipients, 1);
+    let m = recv_json(&mut a);
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("direct"), Some(d.message_id.to_string().as_str()))
+    );
+    send_json(&mut b, json!({"type": "ping"}));
+    assert_eq!(
+        recv_json(&mut b)["type"],
+        "pong",
+        "the other connection of the same user got nothing"
+    );
+    let unknown = wsedge::Target::Connection(uuid::Uuid::new_v4());
+    assert_eq!(
+        server.handle().send_envelope(unknown, "direct", json!({})).recipients,
+        0
+    );
+}

@@ -1,10 +1,13 @@
 //! `wsedge-bench`: the load generator. Runs in its own process (a process here may hold at most
 //! 20,000 files) and reads the server's memory and CPU from `/proc/PID`.
 //!
-//! Scenarios: `density` (idle connections and RSS per connection).
+//! Scenarios: `density` (idle connections and RSS per connection), `handshake`, `echo`,
+//! `fanout`, `churn` (mio-driven, one thread: the generator never blocks on one client).
 
 mod density;
+mod engine;
 mod proc_stats;
+mod scenarios;
 mod wire;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +23,24 @@ struct Cli {
 enum Scenario {
     /// Open N idle connections and report the server's RSS growth per connection.
     Density(density::Args),
+    /// Connect, upgrade, first message, close: handshakes per second and latency.
+    Handshake(scenarios::HandshakeArgs),
+    /// Request/response on C connections: messages per second and latency percentiles.
+    Echo(scenarios::EchoArgs),
+    /// N subscribers, M published messages: deliveries per second, latency, loss.
+    Fanout(scenarios::FanoutArgs),
+    /// Connections opened and closed continuously; RSS and open files must come back.
+    Churn(scenarios::ChurnArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.scenario {
         Scenario::Density(a) => density::run(a),
+        Scenario::Handshake(a) => scenarios::handshake(a),
+        Scenario::Echo(a) => scenarios::echo(a),
+        Scenario::Fanout(a) => scenarios::fanout(a),
+        Scenario::Churn(a) => scenarios::churn(a),
     };
     if let Err(e) = result {
         eprintln!("wsedge-bench: {e}");

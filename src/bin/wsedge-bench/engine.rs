@@ -1,0 +1,314 @@
+//! A mio client engine: many non-blocking WebSocket clients on one thread, driven by a
+//! scenario. Client-side buffers are plain Vecs: the benchmark's own memory does not matter,
+//! its CPU does, so it never copies more than once and never blocks.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::wire::source;
+
+/// What the clients connect to.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub path: String,
+    /// Tokens per user (protocol server), `None` for the echo server.
+    pub tokens: Option<Vec<String>>,
+    pub per_user: usize,
+    pub sources: usize,
+}
+
+impl Target {
+    /// The protocol server sends `connection.established` right after the upgrade.
+    pub fn protocol(&self) -> bool {
+        self.tokens.is_some()
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum State {
+    Connecting,
+    Upgrading,
+    AwaitHello,
+    Open,
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    pub state: State,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    pub started: Instant,
+    /// Scenario's own per-client number (e.g. index of the subscriber).
+    pub tag: usize,
+}
+
+/// Callbacks of a scenario.
+pub trait Driver {
+    fn on_open(&mut self, e: &mut Engine, id: usize);
+    fn on_message(&mut self, e: &mut Engine, id: usize, opcode: u8, payload: &[u8]);
+    fn on_closed(&mut self, _e: &mut Engine, _id: usize, _tag: usize) {}
+    /// Called every loop turn; return false to stop.
+    fn tick(&mut self, e: &mut Engine) -> bool;
+}
+
+pub struct Engine {
+    poll: Poll,
+    pub clients: Slab<Client>,
+    pub target: Target,
+    opened: usize,
+    pub errors: usize,
+    mask_seed: u32,
+}
+
+impl Engine {
+    pub fn new(target: Target) -> io::Result<Self> {
+        Ok(Engine {
+            poll: Poll::new()?,
+            clients: Slab::new(),
+            target,
+            opened: 0,
+            errors: 0,
+            mask_seed: 0x1234_5678,
+        })
+    }
+
+    /// Starts a connection (from the next source address); returns its id.
+    pub fn open(&mut self, tag: usize) -> io::Result<usize> {
+        let n = self.opened;
+        self.opened += 1;
+        let std = {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            s.set_nonblocking(true)?;
+            s.bind(&SocketAddr::new(source(n, self.target.sources), 0).into())?;
+            match s.connect(&self.target.addr.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            std::net::TcpStream::from(s)
+        };
+        let mut sock = TcpStream::from_std(std);
+        let _ = sock.set_nodelay(true);
+        let entry = self.clients.vacant_entry();
+        let id = entry.key();
+        self.poll
+            .registry()
+            .register(&mut sock, Token(id), Interest::READABLE | Interest::WRITABLE)?;
+        let path = match &self.target.tokens {
+            Some(tokens) => {
+                let sep = if self.target.path.contains('?') { '&' } else { '?' };
+                format!(
+                    "{}{sep}token={}",
+                    self.target.path,
+                    tokens[n / self.target.per_user.max(1) % tokens.len()]
+                )
+            }
+            None => self.target.path.clone(),
+        };
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.target.addr
+        );
+        entry.insert(Client {
+            sock,
+            state: State::Connecting,
+            rbuf: Vec::new(),
+            wbuf: req.into_bytes(),
+            started: Instant::now(),
+            tag,
+        });
+        Ok(id)
+    }
+
+    /// Queues a masked text frame and tries to write it now.
+    pub fn send_text(&mut self, id: usize, text: &[u8]) {
+        self.mask_seed = self.mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let mask = self.mask_seed.to_le_bytes();
+        let Some(c) = self.clients.get_mut(id) else { return };
+        let w = &mut c.wbuf;
+        w.push(0x81);
+        match text.len() {
+            n if n < 126 => w.push(0x80 | n as u8),
+            n if n < 65536 => {
+                w.push(0x80 | 126);
+                w.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                w.push(0x80 | 127);
+                w.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        w.extend_from_slice(&mask);
+        w.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        if c.state == State::Open {
+            Self::flush(c);
+        }
+    }
+
+    /// Sends a close frame and drops the connection.
+    pub fn close(&mut self, id: usize) {
+        if let Some(mut c) = self.clients.try_remove(id) {
+            let _ = c.sock.write(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]);
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+    }
+
+    fn flush(c: &mut Client) -> bool {
+        while !c.wbuf.is_empty() {
+            match c.sock.write(&c.wbuf) {
+                Ok(n) => {
+                    c.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Runs until the driver's `tick` says stop (or `limit` passes).
+    pub fn run(&mut self, d: &mut impl Driver, limit: Duration) {
+        let start = Instant::now();
+        let mut events = Events::with_capacity(4096);
+        let mut buf = vec![0u8; 256 * 1024];
+        while d.tick(self) && start.elapsed() < limit {
+            if self.poll.poll(&mut events, Some(Duration::from_millis(5))).is_err() {
+                continue;
+            }
+            for ev in events.iter() {
+                let id = ev.token().0;
+                let Some(c) = self.clients.get_mut(id) else { continue };
+                if c.state == State::Connecting && (ev.is_writable() || ev.is_error()) {
+                    match c.sock.peer_addr() {
+                        Ok(_) => c.state = State::Upgrading,
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected && !ev.is_error() => continue,
+                        Err(_) => {
+                            self.fail(d, id);
+                            continue;
+                        }
+                    }
+                }
+                if ev.is_writable() && !Self::flush(c) {
+                    self.fail(d, id);
+                    continue;
+                }
+                if ev.is_readable() || ev.is_read_closed() {
+                    self.read(d, id, &mut buf);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, d: &mut impl Driver, id: usize) {
+        if let Some(c) = self.clients.try_remove(id) {
+            self.errors += 1;
+            d.on_closed(self, id, c.tag);
+        }
+    }
+
+    fn read(&mut self, d: &mut impl Driver, id: usize, buf: &mut [u8]) {
+        loop {
+            let Some(c) = self.clients.get_mut(id) else { return };
+            match c.sock.read(buf) {
+                Ok(0) => {
+                    let tag = c.tag;
+                    if let Some(mut c) = self.clients.try_remove(id) {
+                        let _ = self.poll.registry().deregister(&mut c.sock);
+                    }
+                    d.on_closed(self, id, tag);
+                    return;
+                }
+                Ok(n) => {
+                    c.rbuf.extend_from_slice(&buf[..n]);
+                    self.process(d, id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(d, id),
+            }
+        }
+    }
+
+    fn process(&mut self, d: &mut impl Driver, id: usize) {
+        let Some(c) = self.clients.get_mut(id) else { return };
+        let mut rbuf = std::mem::take(&mut c.rbuf);
+        let mut pos = 0;
+        if c.state == State::Upgrading || c.state == State::Connecting {
+            let Some(end) = rbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                c.rbuf = rbuf;
+                return;
+            };
+            if !rbuf.starts_with(b"HTTP/1.1 101") {
+                return self.fail(d, id);
+            }
+            pos = end + 4;
+            if self.target.protocol() {
+                c.state = State::AwaitHello;
+            } else {
+                c.state = State::Open;
+                Self::flush(c);
+                d.on_open(self, id);
+            }
+        }
+        // Frames (server frames are unmasked).
+        while let Some((opcode, start, end)) = parse(&rbuf[pos..]) {
+            let (ps, pe) = (pos + start, pos + end);
+            pos += end;
+            let Some(c) = self.clients.get_mut(id) else { return };
+            match opcode {
+                0x9 => {
+                    let payload = rbuf[ps..pe].to_vec();
+                    c.wbuf
+                        .extend_from_slice(&[0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+                    c.wbuf.extend_from_slice(&payload);
+                    Self::flush(c);
+                }
+                0xA => {}
+                0x8 => {
+                    let tag = c.tag;
+                    if let Some(mut c) = self.clients.try_remove(id) {
+                        let _ = self.poll.registry().deregister(&mut c.sock);
+                    }
+                    d.on_closed(self, id, tag);
+                    return;
+                }
+                _ if c.state == State::AwaitHello => {
+                    c.state = State::Open;
+                    Self::flush(c);
+                    d.on_open(self, id);
+                }
+                _ => d.on_message(self, id, opcode, &rbuf[ps..pe]),
+            }
+        }
+        if let Some(c) = self.clients.get_mut(id) {
+            rbuf.drain(..pos);
+            c.rbuf = rbuf;
+        }
+    }
+}
+
+/// A complete unmasked frame at the start of `b`: (opcode, payload start, payload end).
+fn parse(b: &[u8]) -> Option<(u8, usize, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (len, hl) = match b[1] & 0x7F {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (b.len() >= hl + len).then_some((b[0] & 0x0F, hl, hl + len))
+}

@@ -1,0 +1,685 @@
+//! The mio-driven scenarios: handshake, echo, fanout, churn. Each prints a table or, with
+//! `--json`, one JSON object, including the server's CPU cost per unit of work (from
+//! /proc/PID/stat) and the load generator's own CPU use.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::engine::{Driver, Engine, Target};
+use crate::proc_stats::{cpu_us, memory, open_files};
+use crate::wire::parse_url;
+
+/// Options every mio scenario shares.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// ws://IP:PORT/path of the server.
+    #[arg(long)]
+    pub url: String,
+    /// Server PID, for its CPU time, RSS and open files.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// HS256 secret: mint tokens (the protocol server). Without it: the echo protocol.
+    #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Source addresses to spread over (127.0.0.2, ...).
+    #[arg(long, default_value_t = 4)]
+    pub sources: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Common {
+    fn target(&self, users: usize, per_user: usize) -> Result<Target, String> {
+        let (addr, path) = parse_url(&self.url)?;
+        let tokens = match &self.secret {
+            Some(s) => Some(
+                (0..users.max(1))
+                    .map(|u| {
+                        wsedge::auth::mint_hs256(s.as_bytes(), &format!("bench-{u}"), None, 3600)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        Ok(Target {
+            addr,
+            path,
+            tokens,
+            per_user,
+            sources: self.sources,
+        })
+    }
+}
+
+/// Server and client CPU over a measured interval.
+struct Cpu {
+    pid: Option<u32>,
+    server0: u64,
+    client0: u64,
+}
+
+impl Cpu {
+    fn start(pid: Option<u32>) -> Self {
+        Cpu {
+            pid,
+            server0: pid.map_or(0, |p| cpu_us(Some(p))),
+            client0: cpu_us(None),
+        }
+    }
+
+    /// (server CPU µs, client CPU µs) since start.
+    fn stop(&self) -> (Option<u64>, u64) {
+        (
+            self.pid.map(|p| cpu_us(Some(p)) - self.server0),
+            cpu_us(None) - self.client0,
+        )
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() { 0 } else { h.value_at_quantile(q) }
+}
+
+fn print(report: Value, json_out: bool) {
+    if json_out {
+        println!("{report}");
+        return;
+    }
+    println!("{}", report["scenario"].as_str().unwrap_or("scenario"));
+    for (k, v) in report.as_object().into_iter().flatten() {
+        if k != "scenario" {
+            println!("  {k:<36} {v}");
+        }
+    }
+}
+
+fn per_unit(cpu: Option<u64>, units: u64) -> Value {
+    match cpu {
+        Some(c) if units > 0 => json!((c as f64 / units as f64 * 100.0).round() / 100.0),
+        _ => Value::Null,
+    }
+}
+
+// ---------------------------------------------------------------- handshake
+
+#[derive(clap::Args)]
+pub struct HandshakeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Handshakes in total.
+    #[arg(long, default_value_t = 20_000)]
+    total: usize,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+}
+
+struct Handshakes {
+    total: usize,
+    concurrency: usize,
+    started: usize,
+    done: usize,
+    failed: usize,
+    hist: Histogram<u64>,
+}
+
+impl Driver for Handshakes {
+    fn on_open(&mut self, e: &mut Engine, id: usize) {
+        let took = e.clients[id].started.elapsed().as_micros() as u64;
+        let _ = self.hist.record(took.max(1));
+        self.done += 1;
+        e.close(id);
+    }
+    fn on_message(&mut self, _: &mut Engine, _: usize, _: u8, _: &[u8]) {}
+    fn on_closed(&mut self, _: &mut Engine, _: usize, _: usize) {
+        self.failed += 1;
+    }
+    fn tick(&mut self, e: &mut Engine) -> bool {
+        while self.started < self.total && e.clients.len() < self.concurrency {
+            match e.open(self.started) {
+                Ok(_) => self.started += 1,
+                Err(_) => {
+                    self.failed += 1;
+                    self.started += 1;
+                }
+            }
+        }
+        self.done + self.failed < self.total
+    }
+}
+
+pub fn handshake(a: HandshakeArgs) -> Result<(), String> {
+    let target = a.common.target(a.total.div_ceil(3), 1)?;
+    let mut e = Engine::new(target).map_err(|err| err.to_string())?;
+    let mut d = Handshakes {
+        total: a.total,
+        concurrency: a.concurrency.max(1),
+        started: 0,
+        done: 0,
+        failed: 0,
+        hist: hist(),
+    };
+    let cpu = Cpu::start(a.common.pid);
+    let t0 = Instant::now();
+    e.run(&mut d, Duration::from_secs(300));
+    let secs = t0.elapsed().as_secs_f64();
+    let (server_cpu, client_cpu) = cpu.stop();
+    print(
+        json!({
+            "scenario": "handshake",
+            "handshakes": d.done,
+            "failed": d.failed,
+            "handshakes_per_second": (d.done as f64 / secs).round(),
+            "latency_p50_us": us(&d.hist, 0.5),
+            "latency_p99_us": us(&d.hist, 0.99),
+            "server_cpu_us_per_handshake": per_unit(server_cpu, d.done as u64),
+            "client_cpu_percent": (client_cpu as f64 / 1e4 / secs).round(),
+            "seconds": secs,
+        }),
+        a.common.json,
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- echo
+
+#[derive(clap::Args)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 100)]
+    conns: usize,
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+}
+
+struct Echo {
+    conns: usize,
+    pipeline: usize,
+    message: Vec<u8>,
+    inflight: Vec<VecDeque<Instant>>,
+    open: usize,
+    started: Option<Instant>,
+    secs: f64,
+    replies: u64,
+    hist: Histogram<u64>,
+    stopping: bool,
+}
+
+impl Echo {
+    fn send(&mut self, e: &mut Engine, id: usize) {
+        let tag = e.clients[id].tag;
+        self.inflight[tag].push_back(Instant::now());
+        e.send_text(id, &self.message);
+    }
+}
+
+impl Driver for Echo {
+    fn on_open(&mut self, e: &mut Engine, id: usize) {
+        self.open += 1;
+        for _ in 0..self.pipeline {
+            self.send(e, id);
+        }
+    }
+    fn on_message(&mut self, e: &mut Engine, id: usize, _: u8, _: &[u8]) {
+        let tag = e.clients[id].tag;
+        let Some(sent) = self.inflight[tag].pop_front() else {
+            return;
+        };
+        if self.started.is_some() && !self.stopping {
+            self.replies += 1;
+            let _ = self.hist.record((sent.elapsed().as_micros() as u64).max(1));
+        }
+        if !self.stopping {
+            self.send(e, id);
+        }
+    }
+    fn tick(&mut self, e: &mut Engine) -> bool {
+        while e.clients.len() < self.conns && self.inflight.len() < self.conns {
+            let tag = self.inflight.len();
+            self.inflight.push(VecDeque::new());
+            if e.open(tag).is_err() {
+                return false;
+            }
+        }
+        if self.started.is_none() && self.open == self.conns {
+            self.started = Some(Instant::now());
+        }
+        match self.started {
+            Some(t) if t.elapsed().as_secs_f64() >= self.secs => {
+                self.stopping = true;
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+pub fn echo(a: EchoArgs) -> Result<(), String> {
+    let target = a.common.target(a.conns, 1)?;
+    let protocol = target.protocol();
+    let message = if protocol {
+        let pad = a.size.saturating_sub(40);
+        format!(r#"{{"type":"ping","data":{{"pingId":"{}"}}}}"#, "p".repeat(pad)).into_bytes()
+    } else {
+        vec![b'e'; a.size.max(1)]
+    };
+    let mut e = Engine::new(target).map_err(|err| err.to_string())?;
+    let mut d = Echo {
+        conns: a.conns,
+        pipeline: a.pipeline.max(1),
+        message,
+        inflight: Vec::new(),
+        open: 0,
+        started: None,
+        secs: a.secs,
+        replies: 0,
+        hist: hist(),
+        stopping: false,
+    };
+    // Open everything first (not measured), then measure.
+    let mut cpu = Cpu::start(a.common.pid);
+    let limit = Duration::from_secs_f64(a.secs + 60.0);
+    let mut measured_from = None;
+    // Run in two phases so CPU is sampled when the measurement starts.
+    struct Phase<'a>(&'a mut Echo, &'a mut Option<Instant>, &'a mut Cpu, Option<u32>);
+    impl Driver for Phase<'_> {
+        fn on_open(&mut self, e: &mut Engine, id: usize) {
+            self.0.on_open(e, id)
+        }
+        fn on_message(&mut self, e: &mut Engine, id: usize, op: u8, p: &[u8]) {
+            self.0.on_message(e, id, op, p)
+        }
+        fn tick(&mut self, e: &mut Engine) -> bool {
+            let before = self.0.started.is_some();
+            let go = self.0.tick(e);
+            if !before && self.0.started.is_some() {
+                *self.1 = self.0.started;
+                *self.2 = Cpu::start(self.3);
+            }
+            go
+        }
+    }
+    e.run(&mut Phase(&mut d, &mut measured_from, &mut cpu, a.common.pid), limit);
+    let secs = measured_from.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
+    let (server_cpu, client_cpu) = cpu.stop();
+    print(
+        json!({
+            "scenario": "echo",
+            "connections": a.conns,
+            "size": a.size,
+            "pipeline": a.pipeline,
+            "messages": d.replies,
+            "messages_per_second": (d.replies as f64 / secs).round(),
+            "latency_p50_us": us(&d.hist, 0.5),
+            "latency_p99_us": us(&d.hist, 0.99),
+            "latency_p999_us": us(&d.hist, 0.999),
+            "server_cpu_us_per_message": per_unit(server_cpu, d.replies),
+            "client_cpu_percent": (client_cpu as f64 / 1e4 / secs).round(),
+            "errors": e.errors,
+        }),
+        a.common.json,
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- fanout
+
+#[derive(clap::Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 100)]
+    msgs: usize,
+    /// Messages per second (0: as fast as deliveries complete, one at a time).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Event type to subscribe to and publish (protocol server).
+    #[arg(long, default_value = "system.notification")]
+    event: String,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+struct Fanout {
+    subscribers: usize,
+    msgs: usize,
+    protocol: bool,
+    event: String,
+    ready: usize,
+    publisher: Option<usize>,
+    opened: usize,
+    /// Received[sub][msg] bits.
+    received: Vec<Vec<u64>>,
+    deliveries: u64,
+    duplicates: u64,
+    per_message_last: Vec<u64>,
+    per_message_count: Vec<usize>,
+    sent_at: Vec<u64>,
+    hist: Histogram<u64>,
+    published: usize,
+    rate: f64,
+    publish_started: Option<Instant>,
+    admin: Option<(std::net::SocketAddr, String)>,
+    done_at: Option<Instant>,
+}
+
+impl Fanout {
+    fn publish(&mut self, e: &mut Engine) {
+        let seq = self.published;
+        let t = now_ns();
+        self.sent_at[seq] = t;
+        self.published += 1;
+        match (&self.admin, self.publisher) {
+            (Some((addr, token)), _) => {
+                let body = json!({"data": {"seq": seq, "t": t}}).to_string();
+                let req = format!(
+                    "POST /ws/events/{} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+                    self.event,
+                    body.len()
+                );
+                // One short-lived admin connection per publish; the reply is read by a thread so
+                // the event loop keeps receiving.
+                let addr = *addr;
+                std::thread::spawn(move || {
+                    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                        let _ = s.write_all(req.as_bytes());
+                        let mut sink = Vec::new();
+                        let _ = s.read_to_end(&mut sink);
+                    }
+                });
+            }
+            (None, Some(p)) => e.send_text(p, format!("broadcast {seq} {t}").as_bytes()),
+            _ => {}
+        }
+    }
+
+    fn parse(&self, payload: &[u8]) -> Option<(usize, u64)> {
+        let text = std::str::from_utf8(payload).ok()?;
+        if self.protocol {
+            let v: Value = serde_json::from_str(text).ok()?;
+            Some((v["data"]["seq"].as_u64()? as usize, v["data"]["t"].as_u64()?))
+        } else {
+            let mut it = text.split(' ').skip(1);
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        }
+    }
+}
+
+impl Driver for Fanout {
+    fn on_open(&mut self, e: &mut Engine, id: usize) {
+        if e.clients[id].tag == usize::MAX {
+            self.publisher = Some(id);
+            return;
+        }
+        if self.protocol {
+            let sub = format!(r#"{{"type":"subscribe","data":{{"events":["{}"]}}}}"#, self.event);
+            e.send_text(id, sub.as_bytes());
+        } else {
+            self.ready += 1;
+        }
+    }
+    fn on_message(&mut self, e: &mut Engine, id: usize, _: u8, payload: &[u8]) {
+        let tag = e.clients[id].tag;
+        if tag == usize::MAX {
+            return;
+        }
+        if self.protocol && payload.windows(25).any(|w| w == b"subscription.acknowledged") {
+            self.ready += 1;
+            return;
+        }
+        let Some((seq, t)) = self.parse(payload) else { return };
+        if seq >= self.msgs {
+            return;
+        }
+        let (word, bit) = (seq / 64, 1u64 << (seq % 64));
+        if self.received[tag][word] & bit != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.received[tag][word] |= bit;
+        self.deliveries += 1;
+        let now = now_ns();
+        let _ = self.hist.record((now.saturating_sub(t) / 1000).max(1));
+        self.per_message_last[seq] = self.per_message_last[seq].max(now);
+        self.per_message_count[seq] += 1;
+    }
+    fn tick(&mut self, e: &mut Engine) -> bool {
+        let publisher_needed = self.admin.is_none();
+        while self.opened < self.subscribers {
+            if e.open(self.opened).is_err() {
+                return false;
+            }
+            self.opened += 1;
+        }
+        if publisher_needed && self.opened == self.subscribers {
+            let _ = e.open(usize::MAX);
+            self.opened += 1;
+        }
+        let all_ready = self.ready == self.subscribers && (!publisher_needed || self.publisher.is_some());
+        if !all_ready {
+            return true;
+        }
+        let started = *self.publish_started.get_or_insert_with(Instant::now);
+        while self.published < self.msgs {
+            let due = if self.rate > 0.0 {
+                (started.elapsed().as_secs_f64() * self.rate) as usize + 1
+            } else {
+                // One at a time: the next once the previous reached everyone.
+                let prev_done = self.published == 0 || self.per_message_count[self.published - 1] >= self.subscribers;
+                self.published + usize::from(prev_done)
+            };
+            if self.published >= due {
+                break;
+            }
+            self.publish(e);
+        }
+        if self.published == self.msgs && self.deliveries as usize == self.subscribers * self.msgs {
+            return false;
+        }
+        // After the last publish, give stragglers 5 s.
+        if self.published == self.msgs {
+            let done = *self.done_at.get_or_insert_with(Instant::now);
+            return done.elapsed() < Duration::from_secs(5);
+        }
+        true
+    }
+}
+
+pub fn fanout(a: FanoutArgs) -> Result<(), String> {
+    let target = a.common.target(a.conns, 1)?;
+    let protocol = target.protocol();
+    let admin = match &a.common.secret {
+        Some(s) => Some((
+            target.addr,
+            wsedge::auth::mint_hs256(s.as_bytes(), "bench-admin", Some("admin"), 3600).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let mut e = Engine::new(target).map_err(|err| err.to_string())?;
+    let words = a.msgs.div_ceil(64);
+    let mut d = Fanout {
+        subscribers: a.conns,
+        msgs: a.msgs,
+        protocol,
+        event: a.event.clone(),
+        ready: 0,
+        publisher: None,
+        opened: 0,
+        received: vec![vec![0; words]; a.conns],
+        deliveries: 0,
+        duplicates: 0,
+        per_message_last: vec![0; a.msgs],
+        per_message_count: vec![0; a.msgs],
+        sent_at: vec![0; a.msgs],
+        hist: hist(),
+        published: 0,
+        rate: a.rate,
+        publish_started: None,
+        admin,
+        done_at: None,
+    };
+    let cpu_cell = std::cell::RefCell::new(None::<Cpu>);
+    struct Phase<'a>(&'a mut Fanout, &'a std::cell::RefCell<Option<Cpu>>, Option<u32>);
+    impl Driver for Phase<'_> {
+        fn on_open(&mut self, e: &mut Engine, id: usize) {
+            self.0.on_open(e, id)
+        }
+        fn on_message(&mut self, e: &mut Engine, id: usize, op: u8, p: &[u8]) {
+            self.0.on_message(e, id, op, p)
+        }
+        fn tick(&mut self, e: &mut Engine) -> bool {
+            if self.0.publish_started.is_none() && self.0.ready == self.0.subscribers {
+                *self.1.borrow_mut() = Some(Cpu::start(self.2));
+            }
+            self.0.tick(e)
+        }
+    }
+    e.run(&mut Phase(&mut d, &cpu_cell, a.common.pid), Duration::from_secs(600));
+    let secs = d.publish_started.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
+    let (server_cpu, client_cpu) = cpu_cell.borrow().as_ref().map_or((None, 0), Cpu::stop);
+    let mut last = hist();
+    for (i, &l) in d.per_message_last.iter().enumerate() {
+        if l > 0 {
+            let _ = last.record((l.saturating_sub(d.sent_at[i]) / 1000).max(1));
+        }
+    }
+    let expected = (a.conns * a.msgs) as u64;
+    print(
+        json!({
+            "scenario": "fanout",
+            "subscribers": a.conns,
+            "messages": a.msgs,
+            "deliveries": d.deliveries,
+            "lost": expected - d.deliveries,
+            "duplicated": d.duplicates,
+            "deliveries_per_second": (d.deliveries as f64 / secs).round(),
+            "delivery_latency_p50_us": us(&d.hist, 0.5),
+            "delivery_latency_p99_us": us(&d.hist, 0.99),
+            "last_subscriber_latency_p50_us": us(&last, 0.5),
+            "last_subscriber_latency_p99_us": us(&last, 0.99),
+            "server_cpu_us_per_delivery": per_unit(server_cpu, d.deliveries),
+            "client_cpu_percent": (client_cpu as f64 / 1e4 / secs).round(),
+            "errors": e.errors,
+        }),
+        a.common.json,
+    );
+    if d.deliveries != expected || d.duplicates > 0 {
+        return Err(format!(
+            "fanout lost {} and duplicated {} deliveries",
+            expected - d.deliveries,
+            d.duplicates
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- churn
+
+#[derive(clap::Args)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections open at any time.
+    #[arg(long, default_value_t = 200)]
+    conns: usize,
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+}
+
+struct Churn {
+    conns: usize,
+    cycles: u64,
+    started: Instant,
+    secs: f64,
+    next_tag: usize,
+}
+
+impl Driver for Churn {
+    fn on_open(&mut self, e: &mut Engine, id: usize) {
+        self.cycles += 1;
+        e.close(id);
+    }
+    fn on_message(&mut self, _: &mut Engine, _: usize, _: u8, _: &[u8]) {}
+    fn tick(&mut self, e: &mut Engine) -> bool {
+        let running = self.started.elapsed().as_secs_f64() < self.secs;
+        while running && e.clients.len() < self.conns {
+            self.next_tag += 1;
+            if e.open(self.next_tag).is_err() {
+                break;
+            }
+        }
+        running || !e.clients.is_empty()
+    }
+}
+
+pub fn churn(a: ChurnArgs) -> Result<(), String> {
+    let pid = a.common.pid.ok_or("churn needs --pid to compare RSS and open files")?;
+    let target = a.common.target(a.conns * 4, 1)?;
+    let (rss0, _) = memory(pid)?;
+    let fds0 = open_files(pid);
+    let cpu = Cpu::start(Some(pid));
+    let mut e = Engine::new(target).map_err(|err| err.to_string())?;
+    let mut d = Churn {
+        conns: a.conns,
+        cycles: 0,
+        started: Instant::now(),
+        secs: a.secs,
+        next_tag: 0,
+    };
+    e.run(&mut d, Duration::from_secs_f64(a.secs + 30.0));
+    let (server_cpu, _) = cpu.stop();
+    let errors = e.errors;
+    drop(e);
+    // Let the server see the last closes.
+    let settle = Instant::now();
+    while open_files(pid) > fds0 && settle.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (rss1, hwm) = memory(pid)?;
+    let fds1 = open_files(pid);
+    print(
+        json!({
+            "scenario": "churn",
+            "cycles": d.cycles,
+            "cycles_per_second": (d.cycles as f64 / a.secs).round(),
+            "rss_before_bytes": rss0,
+            "rss_after_bytes": rss1,
+            "rss_growth_bytes": rss1 as i64 - rss0 as i64,
+            "vm_hwm_bytes": hwm,
+            "open_files_before": fds0,
+            "open_files_after": fds1,
+            "server_cpu_us_per_cycle": per_unit(server_cpu, d.cycles),
+            "errors": errors,
+        }),
+        a.common.json,
+    );
+    if fds1 > fds0 {
+        return Err(format!("server holds {} more files than before", fds1 - fds0));
+    }
+    Ok(())
+}

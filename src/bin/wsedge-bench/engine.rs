@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::wire::source;
+use crate::wire::{encode_masked_text, source};
 
 /// What the clients connect to.
 #[derive(Clone)]
@@ -136,21 +136,7 @@ impl Engine {
         self.mask_seed = self.mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         let mask = self.mask_seed.to_le_bytes();
         let Some(c) = self.clients.get_mut(id) else { return };
-        let w = &mut c.wbuf;
-        w.push(0x81);
-        match text.len() {
-            n if n < 126 => w.push(0x80 | n as u8),
-            n if n < 65536 => {
-                w.push(0x80 | 126);
-                w.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                w.push(0x80 | 127);
-                w.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        w.extend_from_slice(&mask);
-        w.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        encode_masked_text(&mut c.wbuf, text, mask);
         if c.state == State::Open {
             Self::flush(c);
         }

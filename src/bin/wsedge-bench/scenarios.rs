@@ -82,6 +82,34 @@ impl Cpu {
     }
 }
 
+/// Wraps a driver; CPU accounting starts on the first turn where `ready` holds (after the
+/// connections are set up, which is not what is being measured).
+struct Measured<'a, D> {
+    inner: &'a mut D,
+    ready: fn(&D) -> bool,
+    pid: Option<u32>,
+    cpu: Option<Cpu>,
+}
+
+impl<D: Driver> Driver for Measured<'_, D> {
+    fn on_open(&mut self, e: &mut Engine, id: usize) {
+        self.inner.on_open(e, id)
+    }
+    fn on_message(&mut self, e: &mut Engine, id: usize, op: u8, p: &[u8]) {
+        self.inner.on_message(e, id, op, p)
+    }
+    fn on_closed(&mut self, e: &mut Engine, id: usize, tag: usize) {
+        self.inner.on_closed(e, id, tag)
+    }
+    fn tick(&mut self, e: &mut Engine) -> bool {
+        let go = self.inner.tick(e);
+        if self.cpu.is_none() && (self.ready)(self.inner) {
+            self.cpu = Some(Cpu::start(self.pid));
+        }
+        go
+    }
+}
+
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
@@ -294,31 +322,18 @@ pub fn echo(a: EchoArgs) -> Result<(), String> {
         stopping: false,
     };
     // Open everything first (not measured), then measure.
-    let mut cpu = Cpu::start(a.common.pid);
     let limit = Duration::from_secs_f64(a.secs + 60.0);
-    let mut measured_from = None;
-    // Run in two phases so CPU is sampled when the measurement starts.
-    struct Phase<'a>(&'a mut Echo, &'a mut Option<Instant>, &'a mut Cpu, Option<u32>);
-    impl Driver for Phase<'_> {
-        fn on_open(&mut self, e: &mut Engine, id: usize) {
-            self.0.on_open(e, id)
-        }
-        fn on_message(&mut self, e: &mut Engine, id: usize, op: u8, p: &[u8]) {
-            self.0.on_message(e, id, op, p)
-        }
-        fn tick(&mut self, e: &mut Engine) -> bool {
-            let before = self.0.started.is_some();
-            let go = self.0.tick(e);
-            if !before && self.0.started.is_some() {
-                *self.1 = self.0.started;
-                *self.2 = Cpu::start(self.3);
-            }
-            go
-        }
-    }
-    e.run(&mut Phase(&mut d, &mut measured_from, &mut cpu, a.common.pid), limit);
+    let mut m = Measured {
+        inner: &mut d,
+        ready: |d: &Echo| d.started.is_some(),
+        pid: a.common.pid,
+        cpu: None,
+    };
+    e.run(&mut m, limit);
+    let cpu = m.cpu;
+    let measured_from = d.started;
     let secs = measured_from.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
-    let (server_cpu, client_cpu) = cpu.stop();
+    let (server_cpu, client_cpu) = cpu.as_ref().map_or((None, 0), Cpu::stop);
     print(
         json!({
             "scenario": "echo",
@@ -543,25 +558,17 @@ pub fn fanout(a: FanoutArgs) -> Result<(), String> {
         admin,
         done_at: None,
     };
-    let cpu_cell = std::cell::RefCell::new(None::<Cpu>);
-    struct Phase<'a>(&'a mut Fanout, &'a std::cell::RefCell<Option<Cpu>>, Option<u32>);
-    impl Driver for Phase<'_> {
-        fn on_open(&mut self, e: &mut Engine, id: usize) {
-            self.0.on_open(e, id)
-        }
-        fn on_message(&mut self, e: &mut Engine, id: usize, op: u8, p: &[u8]) {
-            self.0.on_message(e, id, op, p)
-        }
-        fn tick(&mut self, e: &mut Engine) -> bool {
-            if self.0.publish_started.is_none() && self.0.ready == self.0.subscribers {
-                *self.1.borrow_mut() = Some(Cpu::start(self.2));
-            }
-            self.0.tick(e)
-        }
-    }
-    e.run(&mut Phase(&mut d, &cpu_cell, a.common.pid), Duration::from_secs(600));
+    let ready = |d: &Fanout| d.ready == d.subscribers;
+    let mut m = Measured {
+        inner: &mut d,
+        ready,
+        pid: a.common.pid,
+        cpu: None,
+    };
+    e.run(&mut m, Duration::from_secs(600));
+    let cpu = m.cpu;
     let secs = d.publish_started.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
-    let (server_cpu, client_cpu) = cpu_cell.borrow().as_ref().map_or((None, 0), Cpu::stop);
+    let (server_cpu, client_cpu) = cpu.as_ref().map_or((None, 0), Cpu::stop);
     let mut last = hist();
     for (i, &l) in d.per_message_last.iter().enumerate() {
         if l > 0 {

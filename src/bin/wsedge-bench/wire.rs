@@ -55,25 +55,28 @@ pub fn upgrade(s: &mut TcpStream, addr: SocketAddr, target: &str) -> Result<(), 
     Ok(())
 }
 
-/// Writes a masked text frame.
-pub fn send_text(s: &mut TcpStream, text: &str) -> std::io::Result<()> {
-    let p = text.as_bytes();
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut f = Vec::with_capacity(p.len() + 14);
-    f.push(0x81);
-    match p.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
+/// Appends a masked client text frame.
+pub fn encode_masked_text(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x81);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
         n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    f.extend_from_slice(&mask);
-    f.extend(p.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
+/// Writes a masked text frame.
+pub fn send_text(s: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    let mut f = Vec::with_capacity(text.len() + 14);
+    encode_masked_text(&mut f, text.as_bytes(), [0x12, 0x34, 0x56, 0x78]);
     s.write_all(&f)
 }
 

@@ -49,6 +49,13 @@ impl SlidingWindow {
         })
     }
 
+    /// True once nothing counted so far can limit a message at `now_ms` (both the current and
+    /// the previous fixed window are over), so the state may be forgotten.
+    pub fn is_cold(&self, now_ms: u64, window_ms: u64) -> bool {
+        let index = (now_ms / window_ms.max(1)) as u32;
+        (self.previous == 0 && self.current == 0) || index > self.window_index.wrapping_add(1)
+    }
+
     /// Time until `previous * (window - e) / window + current < limit` holds again.
     fn wait_ms(&self, limit: u32, window_ms: u64, elapsed: u64) -> u64 {
         let (limit, w) = (limit as u128, window_ms as u128);
@@ -150,6 +157,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn cold_after_two_windows() {
+        let mut w = SlidingWindow::default();
+        assert!(w.is_cold(0, 1000));
+        w.try_acquire(500, 10, 1000).unwrap();
+        assert!(!w.is_cold(1500, 1000), "still weighs on the next window");
+        assert!(w.is_cold(2000, 1000));
     }
 
     #[test]

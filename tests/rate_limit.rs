@@ -84,3 +84,26 @@ fn expect_close_or_end(ws: &mut Ws) -> Option<()> {
         }
     }
 }
+
+#[test]
+fn a_departed_users_entry_is_dropped_once_its_window_cools() {
+    let server = start(wsedge::Config {
+        rate_limit_window: Duration::from_millis(300),
+        ..limited_config()
+    });
+    let addr = server.local_addr();
+    let (mut ws, _) = connect(addr, &token("leaver"));
+    send_json(&mut ws, json!({"type": "ping"}));
+    recv_json(&mut ws);
+    ws.close(None).unwrap();
+    let _ = expect_close_or_end(&mut ws);
+    wait_until("connection gone", || server.handle().census().connections == 0);
+    assert_eq!(
+        server.handle().census().user_entries,
+        1,
+        "kept while the window can still limit"
+    );
+    wait_until("entry dropped after two windows", || {
+        server.handle().census().user_entries == 0
+    });
+}

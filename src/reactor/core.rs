@@ -403,8 +403,12 @@ impl Core {
     pub fn on_timer(&mut self, key: u64) {
         if key & USER_KEY != 0 {
             let u = (key & !USER_KEY) as u32;
-            if self.users.get(u).is_some_and(|u| u.count == 0) {
-                self.users.remove(u);
+            let window = self.rt.config.rate_limit_window.as_millis() as u64;
+            match self.users.get(u) {
+                Some(user) if user.count == 0 && user.rate.is_cold(self.now_ms, window) => self.users.remove(u),
+                // Fired early (window longer than the wheel's span): look again later.
+                Some(user) if user.count == 0 => self.wheel.schedule(key, (self.now + self.ticks.rate_window) as u64),
+                _ => {}
             }
             return;
         }
@@ -748,6 +752,7 @@ impl Core {
             ..Default::default()
         };
         census.connections = self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).count();
+        census.user_entries = self.users.iter().count();
         for (_, u) in self.users.iter().filter(|(_, u)| u.count > 0) {
             let n = u.count as usize;
             census.unique_users += 1;

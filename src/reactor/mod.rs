@@ -136,6 +136,9 @@ pub struct Census {
     pub histogram: Vec<usize>,
     /// Rooms with members (a room with members on two reactors counts twice).
     pub rooms: usize,
+    /// User entries held, including users without connections whose rate window is still
+    /// cooling down.
+    pub user_entries: usize,
 }
 
 impl Census {
@@ -143,6 +146,7 @@ impl Census {
         self.connections += other.connections;
         self.unique_users += other.unique_users;
         self.rooms += other.rooms;
+        self.user_entries += other.user_entries;
         self.max_connections_per_user = self.max_connections_per_user.max(other.max_connections_per_user);
         if self.histogram.len() < other.histogram.len() {
             self.histogram.resize(other.histogram.len(), 0);

@@ -97,3 +97,29 @@ fn a_violation_does_not_disturb_other_connections() {
     );
     assert_eq!(recv_json(&mut good)["data"]["pingId"], "still");
 }
+
+#[test]
+fn the_close_frame_arrives_even_while_the_oversized_payload_keeps_coming() {
+    // The whole oversized frame is sent in one go: the bytes after its header must not be
+    // parsed as frames (which used to drop the socket before the close frame was written).
+    let server = start(config());
+    let mut s = raw_ws(server.local_addr(), &token("big3"));
+    read_frame(&mut s);
+    let big = frame(0x81, &vec![b'x'; 200_000]);
+    let mut writer = s.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        let _ = writer.write_all(&big);
+    });
+    let (_, err) = read_frame(&mut s);
+    assert!(String::from_utf8_lossy(&err).contains("MESSAGE_TOO_LARGE"));
+    assert_eq!(read_close(&mut s).0, 1009);
+    t.join().unwrap();
+    let mut s = raw_ws(server.local_addr(), &token("garbage"));
+    read_frame(&mut s);
+    // An unmasked frame followed by more garbage: still exactly one close, 1002.
+    let mut bytes = vec![0x81, 0x05, b'h', b'e', b'l', b'l', b'o'];
+    bytes.extend_from_slice(&[0xFF; 64]);
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_close(&mut s).0, 1002);
+    expect_eof(&mut s);
+}

@@ -195,5 +195,9 @@ impl<H: Handler> Reactor<H> {
         );
         self.core.conns[idx].input = None;
         self.core.close_with(idx, v.close_code(), v.reason());
+        // The stream is no longer framed (the rest of an oversized or broken frame follows):
+        // discard input from here on, so none of it is mistaken for frames, while the close
+        // frame is written and the socket half-closed; drop at EOF or the close timeout.
+        self.core.conns[idx].phase = Phase::Discarding;
     }
 }

@@ -108,6 +108,10 @@ impl<H: Handler> Reactor<H> {
             if let Ok(Some(head)) = parse_head(pending, max) {
                 pending.reserve_exact(head.frame_len().saturating_sub(pending.len()));
             }
+            if let Err(v) = decoder.check_incomplete(pending, max) {
+                self.fail(idx, v);
+                return;
+            }
             !(pending.is_empty() && decoder.is_idle())
         };
         let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else {

@@ -128,6 +128,10 @@ pub struct Decoder {
     kind: Option<Data>,
     /// Prefix of `message` known to be valid UTF-8 (text only).
     utf8_checked: usize,
+    /// Payload bytes of the incomplete frame at the head of the input already validated, and
+    /// the incomplete code point they end with (fail-fast UTF-8 for frames arriving in parts).
+    partial_checked: usize,
+    partial_carry: ([u8; 4], u8),
 }
 
 impl Decoder {
@@ -154,6 +158,8 @@ impl Decoder {
         if buf.len() < total {
             return Ok(None);
         }
+        self.partial_checked = 0;
+        self.partial_carry = ([0; 4], 0);
         let payload = &mut buf[head.header_len..total];
         unmask(payload, head.mask);
         let event = match head.opcode {
@@ -203,6 +209,50 @@ impl Decoder {
             }
         };
         Ok(Some((event, total)))
+    }
+
+    /// For a text frame at the head of `buf` whose payload has only partly arrived, validates
+    /// the UTF-8 received so far (each byte once across calls), so invalid text fails before the
+    /// rest of the frame comes. Complete frames are left to [`decode`](Self::decode).
+    pub fn check_incomplete(&mut self, buf: &[u8], max_message: usize) -> Result<(), Violation> {
+        let Ok(Some(head)) = parse_head(buf, max_message) else {
+            return Ok(());
+        };
+        let is_text = match head.opcode {
+            OpCode::Data(Data::Text) => self.kind.is_none(),
+            OpCode::Data(Data::Continue) => self.kind == Some(Data::Text),
+            _ => false,
+        };
+        if !is_text || buf.len() >= head.frame_len() {
+            return Ok(());
+        }
+        if self.partial_checked == 0 && head.opcode == OpCode::Data(Data::Continue) {
+            // Continue from the message's own incomplete code point.
+            let tail = &self.message[self.utf8_checked..];
+            self.partial_carry.0[..tail.len()].copy_from_slice(tail);
+            self.partial_carry.1 = tail.len() as u8;
+        }
+        let payload = &buf[head.header_len..];
+        let mut chunk = [0u8; 4 + 4096];
+        while self.partial_checked < payload.len() {
+            let (carry, carry_len) = (self.partial_carry.0, self.partial_carry.1 as usize);
+            chunk[..carry_len].copy_from_slice(&carry[..carry_len]);
+            let n = (payload.len() - self.partial_checked).min(4096);
+            for i in 0..n {
+                let at = self.partial_checked + i;
+                chunk[carry_len + i] = payload[at] ^ head.mask[at & 3];
+            }
+            let filled = &chunk[..carry_len + n];
+            let rest = match std::str::from_utf8(filled) {
+                Ok(_) => &[][..],
+                Err(e) if e.error_len().is_none() => &filled[e.valid_up_to()..],
+                Err(_) => return Err(Violation::InvalidUtf8),
+            };
+            self.partial_carry.0[..rest.len()].copy_from_slice(rest);
+            self.partial_carry.1 = rest.len() as u8;
+            self.partial_checked += n;
+        }
+        Ok(())
     }
 
     fn reset(&mut self) {
@@ -406,6 +456,53 @@ mod tests {
         let mut b = frame(0x01, b"a");
         b.extend(frame(0x80, &[0xE2, 0x82]));
         assert_eq!(decode_all(&mut b, 100).unwrap_err(), Violation::InvalidUtf8);
+    }
+
+    #[test]
+    fn invalid_text_fails_before_the_frame_is_complete() {
+        // One text frame: valid text, then a UTF-16 surrogate (never valid), then more to come.
+        let mut payload = "hello κόσμε".as_bytes().to_vec();
+        let bad = payload.len();
+        payload.extend_from_slice(&[0xED, 0xA0, 0x80]);
+        payload.extend_from_slice(&[b'z'; 100]);
+        let f = frame(0x81, &payload);
+        let header = f.len() - payload.len();
+        let mut d = Decoder::default();
+        for cut in header..f.len() {
+            let r = d.check_incomplete(&f[..cut], 1000);
+            if cut <= header + bad + 1 {
+                assert_eq!(r, Ok(()), "cut {cut}: not yet decidable");
+            } else {
+                assert_eq!(r, Err(Violation::InvalidUtf8), "cut {cut}");
+                return;
+            }
+        }
+        panic!("invalid UTF-8 never detected early");
+    }
+
+    #[test]
+    fn valid_text_in_parts_passes_and_continuations_carry_state() {
+        let text = "ωмega €uro ".repeat(50);
+        let f = frame(0x01, text.as_bytes());
+        let mut d = Decoder::default();
+        for cut in (1..f.len()).step_by(7) {
+            assert_eq!(d.check_incomplete(&f[..cut], 10_000), Ok(()), "cut {cut}");
+        }
+        let mut whole = f.clone();
+        assert_eq!(d.decode(&mut whole, 10_000).unwrap().unwrap().0, Event::Fragment);
+        // A message whose first fragment ends inside '€' (E2 82 AC), continued in parts.
+        let mut d = Decoder::default();
+        let mut first = frame(0x01, &[b'a', 0xE2]);
+        d.decode(&mut first, 100).unwrap();
+        let c = frame(0x80, &[0x82, 0xAC, b'b', b'c', b'd']);
+        for cut in 1..c.len() {
+            assert_eq!(d.check_incomplete(&c[..cut], 100), Ok(()), "cut {cut}");
+        }
+        let c = frame(0x80, &[0x28, b'b', b'c', b'd']); // 0xE2 0x28: impossible
+        let mut d2 = Decoder::default();
+        let mut first = frame(0x01, &[b'a', 0xE2]);
+        d2.decode(&mut first, 100).unwrap();
+        assert_eq!(d2.check_incomplete(&c[..c.len() - 1], 100), Err(Violation::InvalidUtf8));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ impl Server {
             links.push(Link::new(Waker::new(poll.registry(), WAKER)?));
             polls.push(poll);
         }
-        let (admin_tx, admin_rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::sync_channel(ADMIN_QUEUE);
         let admin_listener = match config.admin_listen {
             Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?),
             None => None,
@@ -85,7 +85,7 @@ impl Server {
             admission: Admission::default(),
             links,
             local_addr,
-            admin: Mutex::new(admin_tx.clone()),
+            admin: admin_tx.clone(),
             draining: AtomicBool::new(false),
         });
         let handle = ServerHandle { rt: rt.clone() };
@@ -173,6 +173,9 @@ impl Drop for RunningServer {
 pub struct ServerHandle {
     rt: Arc<Runtime>,
 }
+
+/// Admin requests waiting for the admin pool before reactors answer 503.
+const ADMIN_QUEUE: usize = 256;
 
 /// How long a handle call waits for reactors to report delivery counts.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -94,7 +94,7 @@ pub(crate) fn spawn_pool(handle: ServerHandle, rx: mpsc::Receiver<AdminJob>) -> 
 /// Serves `--admin-listen`: accepts and queues connections for the pool until the server stops.
 pub(crate) fn spawn_listener(
     listener: TcpListener,
-    tx: mpsc::Sender<AdminJob>,
+    tx: mpsc::SyncSender<AdminJob>,
     handle: ServerHandle,
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;

@@ -206,7 +206,8 @@ pub(crate) struct Runtime {
     pub links: Vec<Link>,
     pub local_addr: SocketAddr,
     /// Where reactors hand non-upgrade HTTP requests.
-    pub admin: Mutex<mpsc::Sender<crate::admin::AdminJob>>,
+    /// Bounded: when the admin pool is this far behind, reactors answer 503 themselves.
+    pub admin: mpsc::SyncSender<crate::admin::AdminJob>,
     /// Set when draining starts (`/ready` answers 503).
     pub draining: AtomicBool,
 }

@@ -111,9 +111,16 @@ impl<H: Handler> Reactor<H> {
         let mut conn = self.core.conns.remove(idx);
         let _ = self.poll.registry().deregister(&mut conn.sock);
         let stream: std::net::TcpStream = conn.sock.into();
-        let admin = self.core.rt.admin.lock().unwrap_or_else(|e| e.into_inner());
-        if admin.send(crate::admin::AdminJob { stream, bytes }).is_err() {
-            log::warn!("admin pool gone; dropping HTTP request");
+        match self.core.rt.admin.try_send(crate::admin::AdminJob { stream, bytes }) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(mut job)) => {
+                // The admin pool is saturated: say so rather than queue without bound.
+                self.core.metrics.refused_with(503);
+                let mut resp = Vec::new();
+                write_error(&mut resp, 503, &[("Retry-After", "1")], "admin API busy");
+                let _ = std::io::Write::write_all(&mut job.stream, &resp);
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => log::warn!("admin pool gone; dropping HTTP request"),
         }
     }
 

@@ -276,6 +276,10 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         println!("  secret:      {secret}");
         println!("  admin token: {admin}");
         println!("  connect:     ws://{}{}?token={user}", server.local_addr(), a.ws_path);
+        println!(
+            "  admin:       curl -H 'Authorization: Bearer {admin}' http://{}/ws/stats",
+            server.local_addr()
+        );
     }
     run_until_signal(server, signals)
 }

@@ -3,19 +3,12 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
+use wsedge::ws::frame::encode_client_frame;
 use wsedge::ws::{Decoder, encode_frame};
 
 fn masked(payload: &[u8]) -> Vec<u8> {
-    let mask = [1, 2, 3, 4];
-    let mut out = vec![0x81];
-    if payload.len() < 126 {
-        out.push(0x80 | payload.len() as u8);
-    } else {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = Vec::new();
+    encode_client_frame(&mut out, 0x81, payload, [1, 2, 3, 4]);
     out
 }
 

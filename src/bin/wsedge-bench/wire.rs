@@ -57,20 +57,7 @@ pub fn upgrade(s: &mut TcpStream, addr: SocketAddr, target: &str) -> Result<(), 
 
 /// Appends a masked client text frame.
 pub fn encode_masked_text(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
-    out.push(0x81);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    wsedge::ws::frame::encode_client_frame(out, 0x81, payload, mask);
 }
 
 /// Writes a masked text frame.

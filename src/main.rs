@@ -202,9 +202,18 @@ fn workers(n: usize) -> usize {
     }
 }
 
+/// Prints a line to stdout, ignoring errors: a server must not die because whoever started it
+/// closed its stdout (println! would panic on a broken pipe).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn token(t: TokenArgs) -> Result<(), String> {
     let tok = mint_hs256(t.jwt_secret.as_bytes(), &t.sub, t.role.as_deref(), t.ttl).map_err(|e| e.to_string())?;
-    println!("{tok}");
+    say!("{tok}");
     Ok(())
 }
 
@@ -272,11 +281,11 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     if let Some(secret) = dev_secret {
         let admin = mint_hs256(secret.as_bytes(), "admin", Some("admin"), 24 * 3600).map_err(|e| e.to_string())?;
         let user = mint_hs256(secret.as_bytes(), "user-1", None, 24 * 3600).map_err(|e| e.to_string())?;
-        println!("wsedge DEV MODE: no --jwt-secret or --jwt-public-key given; using a random secret for this run.");
-        println!("  secret:      {secret}");
-        println!("  admin token: {admin}");
-        println!("  connect:     ws://{}{}?token={user}", server.local_addr(), a.ws_path);
-        println!(
+        say!("wsedge DEV MODE: no --jwt-secret or --jwt-public-key given; using a random secret for this run.");
+        say!("  secret:      {secret}");
+        say!("  admin token: {admin}");
+        say!("  connect:     ws://{}{}?token={user}", server.local_addr(), a.ws_path);
+        say!(
             "  admin:       curl -H 'Authorization: Bearer {admin}' http://{}/ws/stats",
             server.local_addr()
         );
@@ -300,7 +309,7 @@ fn echo(a: EchoArgs) -> Result<(), String> {
     };
     let signals = termination_signals()?;
     let server = Server::start(config, EchoApp).map_err(|e| e.to_string())?;
-    println!("wsedge echo listening on ws://{}/", server.local_addr());
+    say!("wsedge echo listening on ws://{}/", server.local_addr());
     run_until_signal(server, signals)
 }
 

@@ -67,11 +67,13 @@ fn token_subcommand_mints_a_token_the_server_accepts() {
     assert_eq!(hello["data"]["user_id"], "cli-user");
 }
 
-struct Killer(Child);
+/// The child and its stdout (kept open, as a supervisor would).
+struct Killer(Child, Option<BufReader<std::process::ChildStdout>>);
 impl Drop for Killer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        drop(self.1.take());
     }
 }
 
@@ -102,7 +104,7 @@ fn spawn(args: &[&str], envs: &[(&str, &str)], until: &str) -> (Killer, Vec<Stri
         }
         assert!(Instant::now() < deadline);
     }
-    (Killer(child), lines)
+    (Killer(child, Some(reader)), lines)
 }
 
 #[test]
@@ -161,4 +163,40 @@ fn echo_subcommand_echoes() {
     let mut ws = try_connect(addr.parse().unwrap(), "/whatever", &[]).unwrap();
     ws.send(tungstenite::Message::text("ping me")).unwrap();
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("ping me"));
+}
+
+#[test]
+fn a_closed_stdout_does_not_kill_the_server() {
+    // Whoever started the server closed its stdout before the dev-mode banner was printed.
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+        .env_remove("WS_JWT_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "exited before listening");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<std::net::SocketAddr>()
+                .unwrap();
+        }
+    };
+    let mut child = Killer(child, None);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "server died writing to a closed stdout"
+    );
+    let mut s = raw(addr);
+    std::io::Write::write_all(&mut s, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_http(&mut s).0, 200);
 }

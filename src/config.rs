@@ -125,6 +125,8 @@ pub struct Config {
     /// Largest outbound backlog per connection; a consumer slower than that is closed
     /// (1008 "slow consumer"). Default 1 MiB.
     pub max_outbound_bytes: usize,
+    /// Rooms a user may join by itself (server/admin additions are not limited). Default 100.
+    pub max_rooms_per_user: usize,
     /// Event types clients may subscribe to. Default: the seed's 12.
     pub subscribable_events: Vec<String>,
     /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
@@ -157,6 +159,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             max_request_bytes: 8 * 1024,
             max_outbound_bytes: 1024 * 1024,
+            max_rooms_per_user: 100,
             subscribable_events: DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect(),
             ws_path: Some("/ws".to_string()),
             admin_listen: None,

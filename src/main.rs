@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Largest outbound backlog per connection, bytes (bigger: close 1008 "slow consumer").
     #[arg(long, env = "WS_MAX_OUTBOUND_BYTES", default_value_t = 1 << 20)]
     max_outbound_bytes: usize,
+    /// Rooms a user may join by itself.
+    #[arg(long, env = "WS_MAX_ROOMS_PER_USER", default_value_t = 100)]
+    max_rooms_per_user: usize,
     /// Subscribable event types, comma-separated (default: the seed's 12).
     #[arg(long, env = "WS_EVENTS", value_delimiter = ',')]
     events: Vec<String>,
@@ -263,6 +266,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         max_message_size: a.max_message_size,
         max_request_bytes: a.max_request_bytes,
         max_outbound_bytes: a.max_outbound_bytes,
+        max_rooms_per_user: a.max_rooms_per_user,
         subscribable_events: events,
         ws_path: Some(a.ws_path.clone()),
         admin_listen: a.admin_listen,

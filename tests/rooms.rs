@@ -137,3 +137,26 @@ fn eviction_keeps_membership_for_the_users_remaining_connections() {
     assert_eq!(server.handle().send_to_room("r", "x", json!({})), 1);
     assert_eq!(recv_json(&mut second)["type"], "x");
 }
+
+#[test]
+fn a_user_can_join_only_so_many_rooms() {
+    let server = start(wsedge::Config {
+        max_rooms_per_user: 3,
+        ..config()
+    });
+    let (mut ws, _) = connect(server.local_addr(), &room_token("hoarder", json!(["*"])));
+    send_json(
+        &mut ws,
+        json!({"type": "join", "data": {"rooms": ["a", "b", "c", "d", "a"]}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(
+        ack["data"]["rooms"],
+        json!(["a", "b", "c", "a"]),
+        "re-joining a room is not a new room"
+    );
+    assert_eq!(ack["data"]["refused"][0]["room"], "d");
+    assert_eq!(ack["data"]["refused"][0]["reason"], "room limit reached");
+    // The server may still add more.
+    assert_eq!(server.handle().add_to_room("e", "hoarder"), Some(1));
+}

@@ -24,6 +24,8 @@ pub enum RoomRefusal {
     InvalidName,
     #[error("anonymous connections cannot join rooms")]
     Anonymous,
+    #[error("room limit reached")]
+    TooManyRooms,
 }
 
 /// The connection a callback is about, and its reactor.
@@ -163,6 +165,15 @@ impl Ctx<'_> {
         }
         if !self.core.may_join(self.idx, room) {
             return Err(RoomRefusal::NotAllowed);
+        }
+        let rooms = self
+            .core
+            .users
+            .get(u)
+            .and_then(|x| x.extras.as_deref())
+            .map_or(0, |e| e.rooms.len());
+        if rooms >= self.core.rt.config.max_rooms_per_user && !self.rooms().iter().any(|r| r == room) {
+            return Err(RoomRefusal::TooManyRooms);
         }
         Ok(self.core.set_user_room(u, room, true))
     }

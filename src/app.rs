@@ -12,13 +12,8 @@ use crate::protocol::{ErrorCode, Timestamp, data_as, parse_client_message};
 use crate::ws::Violation;
 
 /// Features announced in `connection.established`.
-pub const FEATURES: [&str; 5] = [
-    "heartbeat",
-    "subscriptions",
-    "rate_limiting",
-    "message_validation",
-    "binary",
-];
+/// Exactly the seed's list (clients may compare it).
+pub const FEATURES: [&str; 4] = ["heartbeat", "subscriptions", "rate_limiting", "message_validation"];
 
 /// Application hooks of the protocol server, for message types the protocol hands over.
 pub trait ProtocolHooks: Send + Sync + 'static {

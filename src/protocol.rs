@@ -186,7 +186,7 @@ pub struct ClientMessage<'a> {
 pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, &'static str> {
     if !text.trim_start().starts_with('{') {
         return Err(if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-            "Message must be a JSON object"
+            "Message must be an object"
         } else {
             "Invalid JSON"
         });
@@ -247,10 +247,7 @@ mod tests {
     #[test]
     fn client_message_validation() {
         assert_eq!(parse_client_message("nope").unwrap_err(), "Invalid JSON");
-        assert_eq!(
-            parse_client_message("[1,2]").unwrap_err(),
-            "Message must be a JSON object"
-        );
+        assert_eq!(parse_client_message("[1,2]").unwrap_err(), "Message must be an object");
         assert_eq!(
             parse_client_message("{\"a\":1}").unwrap_err(),
             "Message must have 'type' field"

@@ -1,5 +1,5 @@
 //! A silent connection gets a server ping after the heartbeat interval and is closed
-//! (1000 "connection timeout") after the connection timeout; activity keeps it alive.
+//! (1000 "Connection timeout", as the seed) after the connection timeout; activity keeps it alive.
 mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ fn silent_connection_is_pinged_then_closed() {
         "{pinged:?}"
     );
     let (code, reason) = read_close(&mut s);
-    assert_eq!((code, reason.as_str()), (1000, "connection timeout"));
+    assert_eq!((code, reason.as_str()), (1000, "Connection timeout"));
     let closed = start.elapsed();
     assert!(
         closed >= Duration::from_millis(1150) && closed < Duration::from_millis(2500),

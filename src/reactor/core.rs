@@ -436,7 +436,7 @@ impl Core {
             Phase::Open => {
                 if idle >= self.ticks.timeout {
                     self.metrics.timeouts.inc();
-                    self.close_with(idx, 1000, "connection timeout");
+                    self.close_with(idx, 1000, "Connection timeout");
                 } else if idle >= self.ticks.heartbeat {
                     if c.mark <= c.last_seen {
                         // No ping since the last activity: send one.

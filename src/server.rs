@@ -87,11 +87,16 @@ impl Server {
             local_addr,
             admin: admin_tx.clone(),
             draining: AtomicBool::new(false),
+            admin_addr: std::sync::OnceLock::new(),
         });
         let handle = ServerHandle { rt: rt.clone() };
         crate::admin::spawn_pool(handle.clone(), admin_rx)?;
         let admin_addr = match admin_listener {
-            Some(l) => Some(crate::admin::spawn_listener(l, admin_tx, handle.clone())?),
+            Some(l) => {
+                let addr = crate::admin::spawn_listener(l, admin_tx, handle.clone())?;
+                let _ = rt.admin_addr.set(addr);
+                Some(addr)
+            }
             None => None,
         };
         let handler = Arc::new(handler);

@@ -78,7 +78,7 @@ pub(crate) fn spawn_pool(handle: ServerHandle, rx: mpsc::Receiver<AdminJob>) -> 
                 loop {
                     let job = {
                         let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                        rx.recv_timeout(Duration::from_millis(200))
+                        rx.recv_timeout(Duration::from_secs(1))
                     };
                     match job {
                         Ok(job) => serve(&handle, job),
@@ -98,13 +98,17 @@ pub(crate) fn spawn_listener(
     handle: ServerHandle,
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
+    // Blocking accept: an idle admin listener costs no wakeups. The last reactor to stop
+    // connects once to wake it (see `Runtime::admin_addr`).
     std::thread::Builder::new()
         .name("wsedge-admin-listen".into())
         .spawn(move || {
-            while !handle.is_stopped() {
-                match listener.accept() {
-                    Ok((stream, _)) => {
+            for stream in listener.incoming() {
+                if handle.is_stopped() {
+                    return;
+                }
+                match stream {
+                    Ok(stream) => {
                         if tx
                             .send(AdminJob {
                                 stream,
@@ -114,9 +118,6 @@ pub(crate) fn spawn_listener(
                         {
                             return;
                         }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20))
                     }
                     Err(e) => {
                         log::warn!("admin accept failed: {e}");

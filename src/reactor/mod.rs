@@ -210,6 +210,8 @@ pub(crate) struct Runtime {
     pub admin: mpsc::SyncSender<crate::admin::AdminJob>,
     /// Set when draining starts (`/ready` answers 503).
     pub draining: AtomicBool,
+    /// The `--admin-listen` address, so the last reactor to stop can wake its accept thread.
+    pub admin_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Runtime {
@@ -330,6 +332,12 @@ impl<H: Handler> Reactor<H> {
         }
         let link = &self.core.rt.links[self.core.id];
         link.stopped.store(true, Ordering::Release);
+        if self.core.rt.links.iter().all(|l| l.stopped.load(Ordering::Acquire))
+            && let Some(addr) = self.core.rt.admin_addr.get()
+        {
+            // Wake the admin accept thread so it sees that the server has stopped.
+            let _ = std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200));
+        }
         // Answer anything still queued so no caller waits for a reply that never comes.
         link.take_all(&mut self.inbox);
         for cmd in self.inbox.drain(..) {

@@ -53,7 +53,9 @@ fn drain_spreads_closes_over_the_window() {
     );
     assert!(last < Duration::from_millis(3000), "{last:?}");
     server.wait();
-    wait_until("admin listener released after stop", || std::net::TcpStream::connect(admin).is_err());
+    wait_until("admin listener released after stop", || {
+        std::net::TcpStream::connect(admin).is_err()
+    });
 }
 
 struct Goodbye(Arc<AtomicUsize>);

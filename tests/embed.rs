@@ -114,3 +114,47 @@ fn typed_per_connection_data_and_upgrade_decision() {
         "the refused upgrade holds no slot"
     );
 }
+
+/// (user, close code, messages) of each close.
+type CloseLog = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, u16, u32)>>>;
+
+/// Records every close it is told about.
+#[derive(Default)]
+struct Closes(CloseLog);
+impl Handler for Closes {
+    fn on_text(&self, ctx: &mut Ctx<'_>, _: &str) {
+        ctx.close(4000, "app says bye");
+    }
+    fn on_close(&self, closed: &wsedge::Closed<'_>) {
+        let user = closed.user_id.map(str::to_string);
+        self.0.lock().unwrap().push((user, closed.code, closed.messages));
+    }
+}
+
+#[test]
+fn on_close_reports_user_code_and_messages() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = Server::start(config(), Closes(seen.clone())).unwrap();
+    let addr = server.local_addr();
+    let mut a = try_connect(addr, &format!("/ws?token={}", token("closer")), &[]).unwrap();
+    a.send(tungstenite::Message::text("bye please")).unwrap();
+    assert_eq!(expect_close(&mut a), (4000, "app says bye".to_string()));
+    drop(a);
+    let mut b = try_connect(addr, &format!("/ws?token={}", token("peer-closer")), &[]).unwrap();
+    b.close(Some(tungstenite::protocol::CloseFrame {
+        code: 1000u16.into(),
+        reason: "".into(),
+    }))
+    .unwrap();
+    while b.read().is_ok() {}
+    wait_until("two closes reported", || seen.lock().unwrap().len() == 2);
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (Some("closer".to_string()), 4000, 1),
+            (Some("peer-closer".to_string()), 1000, 0)
+        ]
+    );
+}

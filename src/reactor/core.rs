@@ -77,6 +77,8 @@ pub(crate) struct Core {
     /// Handlers' typed per-connection data, only for connections that have some (flag
     /// `HAS_DATA`), so connections that need none pay nothing.
     pub conn_data: std::collections::HashMap<usize, Box<dyn std::any::Any + Send>>,
+    /// User ids of open connections already unlinked from their user (closing), for `on_close`.
+    departed_users: std::collections::HashMap<usize, Box<str>>,
 }
 
 impl Core {
@@ -109,6 +111,7 @@ impl Core {
             queued: 0,
             closed: Vec::new(),
             conn_data: std::collections::HashMap::new(),
+            departed_users: std::collections::HashMap::new(),
         }
     }
 
@@ -319,6 +322,7 @@ impl Core {
             return;
         }
         self.unlink_user(idx);
+        let user = self.departed_users.remove(&idx);
         let c = self.conns.remove(idx);
         if c.has(flags::HAS_DATA) {
             self.conn_data.remove(&idx);
@@ -332,7 +336,7 @@ impl Core {
             let code = if c.close_code != 0 { c.close_code } else { code };
             self.closed.push(ClosedRecord {
                 id: c.id,
-                user: None,
+                user,
                 code,
                 messages: c.messages,
             });
@@ -701,6 +705,10 @@ impl Core {
         }
         user.count -= 1;
         let empty = user.count == 0;
+        if self.conns[idx].opened_at != 0 {
+            // Remembered for `on_close`: the user entry may be gone by the time the socket is.
+            self.departed_users.insert(idx, user.id.as_str().into());
+        }
         let c = &mut self.conns[idx];
         c.user = NONE;
         c.next_of_user = NONE;

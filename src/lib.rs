@@ -16,7 +16,8 @@
 //! Module map: `config` (settings), `server` (threads, handle), `handler` (the embedding
 //! contract), `reactor` (poll loop and connection state machine), `conn` (per-connection state,
 //! outbound queue), `http` (upgrade parser), `ws` (frames), `protocol` (seed JSON), `auth` (JWT),
-//! `limits` (rate limit, admission), `timer` (wheel), `metrics` (counters), `app` (built-in apps).
+//! `limits` (rate limit, admission), `timer` (wheel), `metrics` (counters), `app` (built-in apps),
+//! `admin` (the embedded admin HTTP API, on its own threads; private).
 
 mod admin;
 pub mod app;

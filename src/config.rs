@@ -131,6 +131,9 @@ pub struct Config {
     pub subscribable_events: Vec<String>,
     /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
     pub ws_path: Option<String>,
+    /// Browser origins allowed to open WebSockets (exact `scheme://host[:port]`); empty allows
+    /// all. Requests without `Origin` (non-browser clients) are not affected. Default: empty.
+    pub allowed_origins: Vec<String>,
     /// A separate address for the admin HTTP API (it is always served on `listen` too).
     pub admin_listen: Option<SocketAddr>,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
@@ -162,6 +165,7 @@ impl Default for Config {
             max_rooms_per_user: 100,
             subscribable_events: DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect(),
             ws_path: Some("/ws".to_string()),
+            allowed_origins: Vec::new(),
             admin_listen: None,
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),

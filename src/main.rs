@@ -109,6 +109,9 @@ struct ServeArgs {
     /// Subscribable event types, comma-separated (default: the seed's 12).
     #[arg(long, env = "WS_EVENTS", value_delimiter = ',')]
     events: Vec<String>,
+    /// Browser origins allowed to connect, comma-separated (empty: any; no Origin: allowed).
+    #[arg(long, env = "WS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     /// Also serve the admin HTTP API on this address (it is always on --listen too).
     #[arg(long, env = "WS_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
@@ -269,6 +272,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         max_rooms_per_user: a.max_rooms_per_user,
         subscribable_events: events,
         ws_path: Some(a.ws_path.clone()),
+        allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         admin_max_body: a.admin_max_body,
         drain_window: a.drain_window,

@@ -37,7 +37,7 @@ impl Counter {
 }
 
 /// HTTP statuses a handshake can be refused with, for per-status counts.
-pub const REFUSAL_STATUSES: [u16; 8] = [400, 404, 405, 408, 426, 431, 500, 503];
+pub const REFUSAL_STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 426, 431, 500, 503];
 
 /// One reactor's counters.
 #[derive(Debug, Default)]

@@ -78,3 +78,22 @@ fn health_answers_200() {
     };
     assert_eq!(status, 200);
 }
+
+#[test]
+fn origins_outside_the_allow_list_get_403() {
+    let server = start(wsedge::Config {
+        allowed_origins: vec!["https://app.example".into()],
+        ..config()
+    });
+    let addr = server.local_addr();
+    let path = format!("/ws?token={}", token("o"));
+    let with_origin =
+        |origin: &str| upgrade_request(&path).replace("\r\n\r\n", &format!("\r\nOrigin: {origin}\r\n\r\n"));
+    assert_eq!(status_for(addr, &with_origin("https://evil.example")).0, 403);
+    let mut s = raw(addr);
+    s.write_all(with_origin("https://app.example").as_bytes()).unwrap();
+    assert_eq!(read_http(&mut s).0, 101);
+    // Non-browser clients send no Origin and are not affected.
+    connect(addr, &token("cli"));
+    assert_eq!(server.handle().stats().refused_with(403), 1);
+}

@@ -15,6 +15,8 @@ pub struct UpgradeRequest {
     pub token: Option<String>,
     /// The client offered the `bearer` subprotocol; the response must select it.
     pub offers_bearer: bool,
+    /// The `Origin` header (browsers always send one).
+    pub origin: Option<String>,
 }
 
 /// A request that is not an upgrade, for the plain HTTP handler.
@@ -151,6 +153,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             accept,
             token,
             offers_bearer,
+            origin: h.one("origin").map(|o| o.trim().to_string()),
         },
         head_len,
     )

@@ -127,6 +127,17 @@ impl<H: Handler> Reactor<H> {
     /// A valid upgrade request: global limit, then authentication, then the home reactor.
     fn begin_session(&mut self, idx: usize, u: UpgradeRequest, leftover: Vec<u8>) {
         let rt = self.core.rt.clone();
+        let allowed = &rt.config.allowed_origins;
+        if let Some(origin) = &u.origin
+            && !allowed.is_empty()
+            && !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        {
+            self.core.metrics.refused_with(403);
+            let mut resp = Vec::new();
+            write_error(&mut resp, 403, &[], "origin not allowed");
+            self.core.respond_http(idx, &resp);
+            return;
+        }
         if !rt.admission.try_admit(rt.config.max_connections) {
             self.core.metrics.refused_with(503);
             let mut resp = Vec::new();

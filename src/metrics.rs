@@ -116,6 +116,8 @@ pub struct Snapshot {
     pub queued_bytes: u64,
     pub upload_cancels: u64,
     pub loop_busy_us: Vec<u64>,
+    /// Fire-and-forget cross-reactor deliveries dropped because a reactor's inbox was full.
+    pub inbox_drops: u64,
 }
 
 impl Snapshot {
@@ -151,6 +153,7 @@ impl Snapshot {
             queued_bytes: sum(&|r| r.queued_bytes.get()),
             upload_cancels: sum(&|r| r.upload_cancels.get()),
             loop_busy_us: reactors.iter().map(|r| r.loop_busy_us.get()).collect(),
+            inbox_drops: 0,
         }
     }
 

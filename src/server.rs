@@ -201,7 +201,14 @@ impl ServerHandle {
     /// Counters summed over reactors.
     pub fn stats(&self) -> Snapshot {
         let metrics: Vec<_> = self.rt.links.iter().map(|l| l.metrics.clone()).collect();
-        Snapshot::collect(&metrics)
+        let mut snapshot = Snapshot::collect(&metrics);
+        snapshot.inbox_drops = self
+            .rt
+            .links
+            .iter()
+            .map(|l| l.inbox_drops.load(Ordering::Relaxed))
+            .sum();
+        snapshot
     }
 
     /// Open WebSockets server-wide.

@@ -152,6 +152,12 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         &one(s.upload_cancels),
     );
     metric(
+        "inbox_drops_total",
+        "counter",
+        "Cross-reactor broadcasts dropped because a reactor's inbox was full.",
+        &one(s.inbox_drops),
+    );
+    metric(
         "draining",
         "gauge",
         "1 while the server drains.",

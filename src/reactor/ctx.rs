@@ -142,7 +142,7 @@ impl Ctx<'_> {
         let frame = Bytes::from(v);
         for (i, link) in self.core.rt.links.iter().enumerate() {
             if i != self.core.id {
-                link.send(Command::Deliver {
+                link.send_lossy(Command::Deliver {
                     target: Target::All,
                     frame: frame.clone(),
                     reply: None,

@@ -163,7 +163,12 @@ pub(crate) struct Link {
     waker: Waker,
     pub metrics: Arc<ReactorMetrics>,
     pub stopped: AtomicBool,
+    /// Fire-and-forget commands dropped because the inbox was full.
+    pub inbox_drops: std::sync::atomic::AtomicU64,
 }
+
+/// Fire-and-forget commands a reactor may have waiting before more are dropped.
+const INBOX_LIMIT: usize = 65_536;
 
 impl Link {
     pub fn new(waker: Waker) -> Self {
@@ -172,17 +177,35 @@ impl Link {
             waker,
             metrics: Arc::default(),
             stopped: AtomicBool::new(false),
+            inbox_drops: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Posts a command; wakes the reactor only if its inbox was empty. Returns false if the
     /// reactor has stopped.
     pub fn send(&self, cmd: Command) -> bool {
+        self.post(cmd, usize::MAX)
+    }
+
+    /// Posts a fire-and-forget command unless `INBOX_LIMIT` commands are already waiting (the
+    /// reactor is far behind); a dropped command is counted. Returns false if not posted.
+    pub fn send_lossy(&self, cmd: Command) -> bool {
+        let posted = self.post(cmd, INBOX_LIMIT);
+        if !posted {
+            self.inbox_drops.fetch_add(1, Ordering::Relaxed);
+        }
+        posted
+    }
+
+    fn post(&self, cmd: Command, limit: usize) -> bool {
         if self.stopped.load(Ordering::Acquire) {
             return false;
         }
         let was_empty = {
             let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= limit {
+                return false;
+            }
             q.push(cmd);
             q.len() == 1
         };
@@ -486,5 +509,25 @@ impl<H: Handler> Reactor<H> {
             };
             self.handler.on_close(&closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_posts_stop_at_the_inbox_limit_and_are_counted() {
+        let poll = Poll::new().unwrap();
+        let link = Link::new(Waker::new(poll.registry(), WAKER).unwrap());
+        for _ in 0..INBOX_LIMIT {
+            assert!(link.send_lossy(Command::Shutdown));
+        }
+        assert!(!link.send_lossy(Command::Shutdown));
+        assert_eq!(link.inbox_drops.load(Ordering::Relaxed), 1);
+        assert!(
+            link.send(Command::Shutdown),
+            "commands callers wait on are never dropped"
+        );
     }
 }

@@ -112,6 +112,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A connection silent this long is closed (1000 "connection timeout"). Default 60 s (seed).
     pub connection_timeout: Duration,
+    /// TCP connections still in their HTTP upgrade, server-wide; past it the oldest is dropped.
+    /// Default 10,000.
+    pub max_pending_handshakes: usize,
     /// A client must finish its HTTP upgrade within this (slowloris guard). Default 10 s.
     pub handshake_timeout: Duration,
     /// After sending a close frame, how long to wait for the peer's before dropping. Default 5 s.
@@ -156,6 +159,7 @@ impl Default for Config {
             rate_limit_window: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
             connection_timeout: Duration::from_secs(60),
+            max_pending_handshakes: 10_000,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),

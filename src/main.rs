@@ -85,6 +85,9 @@ struct ServeArgs {
     /// Silence before the server closes the connection, seconds.
     #[arg(long, env = "WS_CONNECTION_TIMEOUT", default_value = "60", value_parser = secs)]
     connection_timeout: Duration,
+    /// Connections still in their HTTP upgrade; past it the oldest is dropped (flood guard).
+    #[arg(long, env = "WS_MAX_PENDING_HANDSHAKES", default_value_t = 10_000)]
+    max_pending_handshakes: usize,
     /// Time allowed to complete the HTTP upgrade, seconds (slowloris guard).
     #[arg(long, env = "WS_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = secs)]
     handshake_timeout: Duration,
@@ -263,6 +266,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         rate_limit_window: a.rate_limit_window,
         heartbeat_interval: a.heartbeat_interval,
         connection_timeout: a.connection_timeout,
+        max_pending_handshakes: a.max_pending_handshakes,
         handshake_timeout: a.handshake_timeout,
         close_timeout: a.close_timeout,
         shutdown_timeout: a.shutdown_timeout,

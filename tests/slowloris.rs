@@ -55,3 +55,31 @@ fn silent_client_is_dropped() {
     expect_eof(&mut s);
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn idle_sockets_cannot_crowd_out_real_clients() {
+    // Four idle sockets fill the pending-handshake budget of four. A real client still gets in:
+    // the oldest idle socket is dropped to make room, long before the 10 s handshake timeout.
+    let server = start(wsedge::Config {
+        max_pending_handshakes: 4,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let mut idle: Vec<std::net::TcpStream> = (0..4).map(|_| raw(addr)).collect();
+    wait_until("idle sockets accepted", || server.handle().stats().accepted == 4);
+    let start = Instant::now();
+    for i in 0..3 {
+        connect(addr, &token(&format!("real-{i}")));
+    }
+    expect_eof(&mut idle[0]);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "dropped by the limit, not the timeout"
+    );
+    assert_eq!(server.handle().stats().refused_with(408), 1, "only as many as needed");
+    // Two more idle sockets: five pending now, so the oldest remaining one goes.
+    let _more: Vec<std::net::TcpStream> = (0..2).map(|_| raw(addr)).collect();
+    expect_eof(&mut idle[1]);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.handle().stats().refused_with(408), 2);
+}

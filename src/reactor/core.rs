@@ -77,6 +77,9 @@ pub(crate) struct Core {
     /// Handlers' typed per-connection data, only for connections that have some (flag
     /// `HAS_DATA`), so connections that need none pay nothing.
     pub conn_data: std::collections::HashMap<usize, Box<dyn std::any::Any + Send>>,
+    /// Accepted connections in accept order, for the pending-handshake limit (entries whose
+    /// handshake ended are dropped lazily).
+    pending: std::collections::VecDeque<Token>,
     /// User ids of open connections already unlinked from their user (closing), for `on_close`.
     departed_users: std::collections::HashMap<usize, Box<str>>,
 }
@@ -112,6 +115,7 @@ impl Core {
             closed: Vec::new(),
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -156,6 +160,34 @@ impl Core {
             self.now + self.ticks.handshake.min(self.ticks.heartbeat),
         );
         idx
+    }
+
+    /// Remembers a freshly accepted connection; past this reactor's share of
+    /// `max_pending_handshakes`, the oldest connections still in their handshake are dropped
+    /// (legitimate clients finish in milliseconds; idle ones would hold descriptors until the
+    /// handshake timeout).
+    pub fn track_pending(&mut self, idx: usize) {
+        self.pending.push_back(self.token_of(idx));
+        let limit = (self.rt.config.max_pending_handshakes / self.rt.links.len()).max(1);
+        if self.pending.len() <= limit {
+            return;
+        }
+        // Forget the connections that finished (or gave up) their handshake, then evict.
+        let conns = &self.conns;
+        self.pending.retain(|&t| {
+            let (i, g) = split_token(t);
+            conns
+                .get(i)
+                .is_some_and(|c| c.generation == g && c.phase == Phase::Handshake)
+        });
+        while self.pending.len() > limit {
+            let Some(t) = self.pending.pop_front() else { break };
+            if let Some(i) = self.live(t) {
+                self.metrics.refused_with(408);
+                log::debug!("dropping the oldest pending handshake (over {limit} on this reactor)");
+                self.drop_conn(i, 1006);
+            }
+        }
     }
 
     /// A public id that encodes where the connection lives, shaped as a v4 UUID.

@@ -26,7 +26,9 @@ impl<H: Handler> Reactor<H> {
                 Ok((sock, _peer)) => {
                     let _ = sock.set_nodelay(true);
                     let idx = self.core.insert_conn(sock);
-                    self.register(idx);
+                    if self.register(idx) {
+                        self.core.track_pending(idx);
+                    }
                     self.core.metrics.accepted.inc();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

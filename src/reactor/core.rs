@@ -30,6 +30,8 @@ const USER_KEY: u64 = 1 << 63;
 /// Generations stay below 2^31 so a connection key never sets `USER_KEY`.
 const GENERATION_MASK: u32 = 0x7FFF_FFFF;
 const WHEEL_SLOTS: usize = 1024;
+/// The pending-handshake list is compacted when it reaches this length (or the limit).
+const PENDING_COMPACT_AT: usize = 1024;
 
 /// A closed connection, reported to `Handler::on_close` by the loop.
 pub(crate) struct ClosedRecord {
@@ -169,7 +171,9 @@ impl Core {
     pub fn track_pending(&mut self, idx: usize) {
         self.pending.push_back(self.token_of(idx));
         let limit = (self.rt.config.max_pending_handshakes / self.rt.links.len()).max(1);
-        if self.pending.len() <= limit {
+        // Compact well before the limit too, so the list tracks the few connections actually
+        // pending instead of growing with every accept until it reaches the limit.
+        if self.pending.len() <= limit.min(PENDING_COMPACT_AT) {
             return;
         }
         // Forget the connections that finished (or gave up) their handshake, then evict.
@@ -180,6 +184,9 @@ impl Core {
                 .get(i)
                 .is_some_and(|c| c.generation == g && c.phase == Phase::Handshake)
         });
+        if self.pending.capacity() > 4 * PENDING_COMPACT_AT.max(self.pending.len()) {
+            self.pending.shrink_to(2 * self.pending.len());
+        }
         while self.pending.len() > limit {
             let Some(t) = self.pending.pop_front() else { break };
             if let Some(i) = self.live(t) {

@@ -1,12 +1,14 @@
 //! `density`: open N connections, complete the handshake (with a JWT for the protocol server),
 //! send one message on each and read its reply, idle, and report the server's RSS growth per
-//! connection from /proc/PID/status.
+//! connection from /proc/PID/status. Driven by the mio engine like the other scenarios.
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use crate::engine::{Driver, Engine, Target};
 use crate::proc_stats::{cpu_us, memory, open_files};
-use crate::wire::{connect_from, parse_url, read_data, send_text, source, upgrade};
+use crate::wire::parse_url;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,9 +30,9 @@ pub struct Args {
     /// Source addresses to spread over (127.0.0.2, 127.0.0.3, ...).
     #[arg(long, default_value_t = 4)]
     sources: usize,
-    /// Client threads opening connections.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    /// Handshakes in flight during the ramp.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
     /// Seconds to stay idle before the final reading.
     #[arg(long, default_value_t = 2.0)]
     idle_secs: f64,
@@ -39,77 +41,132 @@ pub struct Args {
     json: bool,
 }
 
+#[derive(PartialEq)]
+enum Stage {
+    Ramp,
+    Messages,
+    Done,
+}
+
+struct Density {
+    conns: usize,
+    concurrency: usize,
+    protocol: bool,
+    started: usize,
+    open: usize,
+    failed: usize,
+    replies: usize,
+    stage: Stage,
+    ramp_done: Option<Instant>,
+}
+
+impl Driver for Density {
+    fn on_open(&mut self, _: &mut Engine, _: usize) {
+        self.open += 1;
+    }
+    fn on_message(&mut self, _: &mut Engine, _: usize, _: u8, _: &[u8]) {
+        if self.stage == Stage::Messages {
+            self.replies += 1;
+        }
+    }
+    fn on_closed(&mut self, _: &mut Engine, _: usize, _: usize) {
+        self.failed += 1;
+    }
+    fn tick(&mut self, e: &mut Engine) -> bool {
+        match self.stage {
+            Stage::Ramp => {
+                while self.started < self.conns && self.started - self.open - self.failed < self.concurrency {
+                    if e.open(self.started).is_err() {
+                        self.failed += 1;
+                    }
+                    self.started += 1;
+                }
+                if self.open + self.failed >= self.conns {
+                    self.ramp_done = Some(Instant::now());
+                    self.stage = Stage::Messages;
+                    return false; // measure RSS, then send the messages
+                }
+            }
+            Stage::Messages => {
+                if self.replies >= self.open {
+                    self.stage = Stage::Done;
+                    return false;
+                }
+            }
+            Stage::Done => return false,
+        }
+        self.failed < self.conns
+    }
+}
+
+impl Density {
+    fn send_all(&self, e: &mut Engine) {
+        let ids: Vec<usize> = e.clients.iter().map(|(id, _)| id).collect();
+        for (i, id) in ids.into_iter().enumerate() {
+            let text = if self.protocol {
+                format!(r#"{{"type":"ping","data":{{"pingId":{i}}}}}"#)
+            } else {
+                format!("hello {i}")
+            };
+            e.send_text(id, text.as_bytes());
+        }
+    }
+}
+
 pub fn run(a: Args) -> Result<(), String> {
-    let (addr, target) = parse_url(&a.url)?;
-    let protocol = a.secret.is_some();
-    let tokens: Vec<String> = match &a.secret {
-        Some(secret) => (0..a.conns.div_ceil(a.per_user.max(1)))
-            .map(|u| {
-                wsedge::auth::mint_hs256(secret.as_bytes(), &format!("bench-{u}"), None, 3600)
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<_, _>>()?,
-        None => Vec::new(),
+    let (addr, path) = parse_url(&a.url)?;
+    let tokens = match &a.secret {
+        Some(secret) => Some(
+            (0..a.conns.div_ceil(a.per_user.max(1)))
+                .map(|u| {
+                    wsedge::auth::mint_hs256(secret.as_bytes(), &format!("bench-{u}"), None, 3600)
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
     };
+    let protocol = tokens.is_some();
+    let target = Target {
+        addr,
+        path,
+        tokens,
+        per_user: a.per_user.max(1),
+        sources: a.sources,
+    };
+    let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let (rss_before, _) = memory(a.pid)?;
     let cpu_before = cpu_us(Some(a.pid));
     let fds_before = open_files(a.pid);
 
-    // Ramp: open and upgrade every connection.
+    let mut d = Density {
+        conns: a.conns,
+        concurrency: a.concurrency.max(1),
+        protocol,
+        started: 0,
+        open: 0,
+        failed: 0,
+        replies: 0,
+        stage: Stage::Ramp,
+        ramp_done: None,
+    };
     let ramp_start = Instant::now();
-    let threads = a.threads.clamp(1, 64);
-    let mut conns: Vec<TcpStream> = Vec::with_capacity(a.conns);
-    let results: Vec<Result<Vec<TcpStream>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (tokens, target) = (&tokens, &target);
-                let (sources, per_user) = (a.sources, a.per_user.max(1));
-                scope.spawn(move || -> Result<Vec<TcpStream>, String> {
-                    let mut mine = Vec::new();
-                    for i in (t..a.conns).step_by(threads) {
-                        let mut s = connect_from(source(i, sources), addr).map_err(|e| format!("connect #{i}: {e}"))?;
-                        s.set_read_timeout(Some(Duration::from_secs(10)))
-                            .map_err(|e| e.to_string())?;
-                        let path = if protocol {
-                            let sep = if target.contains('?') { '&' } else { '?' };
-                            format!("{target}{sep}token={}", tokens[i / per_user])
-                        } else {
-                            target.clone()
-                        };
-                        upgrade(&mut s, addr, &path).map_err(|e| format!("connection #{i}: {e}"))?;
-                        if protocol {
-                            read_data(&mut s)
-                                .map_err(|e| format!("connection #{i}: no connection.established: {e}"))?;
-                        }
-                        mine.push(s);
-                    }
-                    Ok(mine)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
-            .collect()
-    });
-    for r in results {
-        conns.extend(r?);
+    e.run(&mut d, Duration::from_secs(300));
+    let ramp = d.ramp_done.map_or(ramp_start.elapsed(), |t| t - ramp_start);
+    if d.failed > 0 {
+        return Err(format!("{} of {} connections failed", d.failed, a.conns));
     }
-    let ramp = ramp_start.elapsed();
+    // Let the server finish writing the handshakes' replies before reading its memory.
+    std::thread::sleep(Duration::from_millis(200));
     let (rss_handshaken, _) = memory(a.pid)?;
 
-    // One message and its reply on each.
     let msg_start = Instant::now();
-    for (i, s) in conns.iter_mut().enumerate() {
-        let text = if protocol {
-            format!(r#"{{"type":"ping","data":{{"pingId":{i}}}}}"#)
-        } else {
-            format!("hello {i}")
-        };
-        send_text(s, &text).map_err(|e| format!("send #{i}: {e}"))?;
-        read_data(s).map_err(|e| format!("reply #{i}: {e}"))?;
-    }
+    d.send_all(&mut e);
+    e.run(&mut d, Duration::from_secs(120));
     let msgs = msg_start.elapsed();
+    if d.replies < d.open {
+        return Err(format!("only {} of {} messages were answered", d.replies, d.open));
+    }
     let (rss_messaged, _) = memory(a.pid)?;
     let idle_cpu_before = cpu_us(Some(a.pid));
     let idle_start = Instant::now();
@@ -120,12 +177,12 @@ pub fn run(a: Args) -> Result<(), String> {
     let server_cpu_us = cpu_us(Some(a.pid)) - cpu_before;
     let fds = open_files(a.pid);
 
-    let n = conns.len() as f64;
+    let n = d.open as f64;
     let per_conn = |rss: u64| (rss as f64 - rss_before as f64) / n;
-    let report = serde_json::json!({
+    let report = json!({
         "scenario": "density",
-        "connections": conns.len(),
-        "server_fds": fds - fds_before,
+        "connections": d.open,
+        "server_fds": fds.saturating_sub(fds_before),
         "rss_before_bytes": rss_before,
         "rss_after_handshakes_bytes": rss_handshaken,
         "rss_after_messages_bytes": rss_messaged,
@@ -145,9 +202,7 @@ pub fn run(a: Args) -> Result<(), String> {
     } else {
         println!(
             "density: {} connections to {} ({} source addresses)",
-            conns.len(),
-            a.url,
-            a.sources
+            d.open, a.url, a.sources
         );
         for (k, v) in report.as_object().into_iter().flatten() {
             println!("  {k:<40} {v}");

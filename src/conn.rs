@@ -68,8 +68,6 @@ pub struct Conn {
     pub messages: u32,
     /// Bit set over `Config::subscribable_events`.
     pub subscriptions: u64,
-    /// Public connection id (UUID bytes; encodes reactor and slot for O(1) lookup).
-    pub id: [u8; 16],
     pub input: Option<Box<Input>>,
     pub output: Option<Box<OutQueue>>,
 }
@@ -89,7 +87,6 @@ impl Conn {
             opened_at: 0,
             messages: 0,
             subscriptions: 0,
-            id: [0; 16],
             input: None,
             output: None,
         }
@@ -414,6 +411,8 @@ mod size_tests {
     fn conn_record_stays_small() {
         let size = std::mem::size_of::<slab::Slab<super::Conn>>();
         let entry = std::mem::size_of::<super::Conn>();
-        assert!(entry <= 96, "Conn grew to {entry} bytes (slab {size})");
+        // mio's IoSource carries an 8-byte selector id only with debug assertions.
+        let budget = if cfg!(debug_assertions) { 72 } else { 64 };
+        assert!(entry <= budget, "Conn grew to {entry} bytes (slab {size})");
     }
 }

@@ -5,6 +5,7 @@
 //! not touch: the poll loop or the application's callbacks (closes are recorded in `closed` and
 //! reported by the loop).
 
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub(crate) struct Core {
     pub scratch: Vec<u8>,
     pub pool: Pool,
     pub ids: IdGen,
+    /// Key of the connection-id hash.
+    id_key: std::hash::RandomState,
     next_generation: u32,
     start: Instant,
     /// Current tick (TICK units since `start`).
@@ -108,6 +111,7 @@ impl Core {
             scratch: Vec::new(),
             pool: Pool::default(),
             ids: IdGen::from_os(),
+            id_key: std::hash::RandomState::new(),
             next_generation: 1,
             start: Instant::now(),
             now: 0,
@@ -197,10 +201,14 @@ impl Core {
         }
     }
 
-    /// A public id that encodes where the connection lives, shaped as a v4 UUID.
-    pub fn make_conn_id(&mut self, idx: usize) -> [u8; 16] {
-        let r = self.ids.next_u64().to_le_bytes();
-        let g = self.conns[idx].generation.to_be_bytes();
+    /// The connection's public id, shaped as a v4 UUID: its slot and reactor in the clear (so a
+    /// lookup is O(1)), the rest a keyed hash of slot and generation (unique per connection,
+    /// unguessable without this reactor's key). Derived, not stored: 16 bytes less per
+    /// connection.
+    pub fn conn_id(&self, idx: usize) -> [u8; 16] {
+        let g = self.conns.get(idx).map_or(0, |c| c.generation);
+        let a = self.id_key.hash_one((idx as u32, g, 1u8)).to_le_bytes();
+        let b = self.id_key.hash_one((idx as u32, g, 2u8)).to_le_bytes();
         let i = (idx as u32).to_be_bytes();
         [
             i[0],
@@ -208,17 +216,17 @@ impl Core {
             i[2],
             i[3],
             self.id as u8,
-            r[0],
-            0x40 | (r[1] & 0x0F),
-            r[2],
-            0x80 | (r[3] & 0x3F),
-            r[4],
-            g[0],
-            g[1],
-            g[2],
-            g[3],
-            r[5],
-            r[6],
+            a[0],
+            0x40 | (a[1] & 0x0F),
+            a[2],
+            0x80 | (a[3] & 0x3F),
+            a[4],
+            a[5],
+            a[6],
+            a[7],
+            b[0],
+            b[1],
+            b[2],
         ]
     }
 
@@ -231,7 +239,8 @@ impl Core {
         let idx = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         self.conns
             .get(idx)
-            .filter(|c| &c.id == b && c.phase == Phase::Open)
+            .filter(|c| c.phase == Phase::Open)
+            .filter(|_| &self.conn_id(idx) == b)
             .map(|_| idx)
     }
 
@@ -362,6 +371,7 @@ impl Core {
         }
         self.unlink_user(idx);
         let user = self.departed_users.remove(&idx);
+        let id = self.conn_id(idx);
         let c = self.conns.remove(idx);
         if c.has(flags::HAS_DATA) {
             self.conn_data.remove(&idx);
@@ -374,7 +384,7 @@ impl Core {
             self.metrics.connections.set(n.saturating_sub(1));
             let code = if c.close_code != 0 { c.close_code } else { code };
             self.closed.push(ClosedRecord {
-                id: c.id,
+                id,
                 user,
                 code,
                 messages: c.messages,
@@ -768,7 +778,7 @@ impl Core {
         let profile = user.and_then(|u| u.extras.as_deref());
         let events = &self.rt.config.subscribable_events;
         super::ConnectionInfo {
-            connection_id: uuid::Uuid::from_bytes(c.id).to_string(),
+            connection_id: uuid::Uuid::from_bytes(self.conn_id(idx)).to_string(),
             user_id: user.map(|u| u.id.to_string()),
             email: profile.and_then(|p| p.email.as_deref()).map(str::to_string),
             name: profile.and_then(|p| p.name.as_deref()).map(str::to_string),

@@ -37,7 +37,7 @@ pub struct Ctx<'r> {
 impl Ctx<'_> {
     /// The public connection id (a UUID).
     pub fn connection_id(&self) -> uuid::Uuid {
-        uuid::Uuid::from_bytes(self.core.conns[self.idx].id)
+        uuid::Uuid::from_bytes(self.core.conn_id(self.idx))
     }
 
     /// The authenticated user (`sub`), or `None` for anonymous connections.

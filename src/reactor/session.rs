@@ -234,12 +234,10 @@ impl<H: Handler> Reactor<H> {
     fn open_session(&mut self, idx: usize, claims: Option<Claims>, accept: &str, mut leftover: Vec<u8>) {
         self.core.write_101(idx, accept);
         let now = self.core.now;
-        let id = self.core.make_conn_id(idx);
         let c = &mut self.core.conns[idx];
         c.phase = Phase::Open;
         c.last_seen = now;
         c.mark = now;
-        c.id = id;
         if let Some(claims) = claims {
             if claims.admin {
                 c.flags |= flags::ADMIN;

@@ -31,6 +31,8 @@ const USER_KEY: u64 = 1 << 63;
 /// Generations stay below 2^31 so a connection key never sets `USER_KEY`.
 const GENERATION_MASK: u32 = 0x7FFF_FFFF;
 const WHEEL_SLOTS: usize = 1024;
+/// Ticks a pending handshake must have waited before the pending limit may evict it (1 s).
+const PENDING_MIN_AGE: u32 = 10;
 /// The pending-handshake list is compacted when it reaches this length (or the limit).
 const PENDING_COMPACT_AT: usize = 1024;
 
@@ -169,9 +171,9 @@ impl Core {
     }
 
     /// Remembers a freshly accepted connection; past this reactor's share of
-    /// `max_pending_handshakes`, the oldest connections still in their handshake are dropped
-    /// (legitimate clients finish in milliseconds; idle ones would hold descriptors until the
-    /// handshake timeout).
+    /// `max_pending_handshakes`, the oldest connections still in their handshake after a second
+    /// are dropped (legitimate clients finish in milliseconds; idle ones would hold descriptors
+    /// until the handshake timeout).
     pub fn track_pending(&mut self, idx: usize) {
         self.pending.push_back(self.token_of(idx));
         let limit = (self.rt.config.max_pending_handshakes / self.rt.links.len()).max(1);
@@ -192,7 +194,16 @@ impl Core {
             self.pending.shrink_to(2 * self.pending.len());
         }
         while self.pending.len() > limit {
-            let Some(t) = self.pending.pop_front() else { break };
+            // Only connections pending for a while are evicted: a burst of young ones (a
+            // reconnect storm after a restart) is let through; idle sockets age past this.
+            let Some(&t) = self.pending.front() else { break };
+            if self
+                .live(t)
+                .is_some_and(|i| self.now.wrapping_sub(self.conns[i].mark) < PENDING_MIN_AGE)
+            {
+                break;
+            }
+            self.pending.pop_front();
             if let Some(i) = self.live(t) {
                 self.metrics.refused_with(408);
                 log::debug!("dropping the oldest pending handshake (over {limit} on this reactor)");

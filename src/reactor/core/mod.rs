@@ -1,5 +1,5 @@
 //! The reactor's state and every operation that needs no handler: queueing, closing, dropping,
-//! flushing, fan-out delivery, timers and the user index.
+//! flushing, fan-out delivery and timers (user and room bookkeeping: `membership`).
 //!
 //! Owns: the slab, the wheel, the user table, the pool and the dirty list of one reactor. Does
 //! not touch: the poll loop or the application's callbacks (closes are recorded in `closed` and
@@ -16,8 +16,10 @@ use slab::Slab;
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
-use super::rooms::{Rooms, glob_match, valid_room_name};
-use super::users::{Extras, Users};
+mod membership;
+
+use super::rooms::Rooms;
+use super::users::Users;
 use super::{Runtime, TICK, Target, conn_token, split_token};
 use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
@@ -577,109 +579,6 @@ impl Core {
         n
     }
 
-    /// Open connections of every member of `room` on this reactor.
-    fn room_connections(&self, room: &str) -> Vec<usize> {
-        let mut out = Vec::new();
-        let Some(r) = self.rooms.find(room).and_then(|r| self.rooms.get(r)) else {
-            return out;
-        };
-        for &u in &r.members {
-            self.user_connections(u, &mut out);
-        }
-        out
-    }
-
-    /// Appends the open connections of user `u`.
-    fn user_connections(&self, u: u32, out: &mut Vec<usize>) {
-        let mut cur = self.users.get(u).map_or(NONE, |u| u.head);
-        while cur != NONE {
-            out.push(cur as usize);
-            cur = self.conns[cur as usize].next_of_user;
-        }
-    }
-
-    /// May connection `idx`'s user join `room`? Admins may join any; others need a matching
-    /// `rooms` claim.
-    pub fn may_join(&self, idx: usize, room: &str) -> bool {
-        let c = &self.conns[idx];
-        if c.has(flags::ADMIN) {
-            return true;
-        }
-        let allowed = self
-            .users
-            .get(c.user)
-            .and_then(|u| u.extras.as_deref())
-            .and_then(|e| e.allowed_rooms.as_ref());
-        allowed.is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, room)))
-    }
-
-    /// Adds or removes user `u` to/from `room`; returns whether anything changed.
-    pub fn set_user_room(&mut self, u: u32, room: &str, add: bool) -> bool {
-        if !valid_room_name(room) {
-            return false;
-        }
-        let Some(user) = self.users.get_mut(u) else {
-            return false;
-        };
-        let extras = user.extras.get_or_insert_with(Box::default);
-        if add {
-            let (r, new) = self.rooms.add(room, u);
-            if new {
-                extras.rooms.push(r);
-            }
-            new
-        } else {
-            let Some(r) = self.rooms.find(room) else { return false };
-            extras.rooms.retain(|&x| x != r);
-            self.rooms.remove(r, u)
-        }
-    }
-
-    /// Rooms user `u` is in.
-    pub fn user_rooms(&self, u: u32) -> Vec<String> {
-        let rooms = self
-            .users
-            .get(u)
-            .and_then(|u| u.extras.as_deref())
-            .map_or(&[][..], |e| &e.rooms[..]);
-        rooms
-            .iter()
-            .filter_map(|&r| self.rooms.get(r))
-            .map(|r| r.name.to_string())
-            .collect()
-    }
-
-    fn leave_all_rooms(&mut self, u: u32) {
-        let Some(extras) = self.users.get_mut(u).and_then(|u| u.extras.as_mut()) else {
-            return;
-        };
-        for r in std::mem::take(&mut extras.rooms) {
-            self.rooms.remove(r, u);
-        }
-    }
-
-    /// Admin/server membership change for a connected user; `None` if not connected here.
-    pub fn set_membership(&mut self, room: &str, user: &str, add: bool) -> Option<usize> {
-        let u = self
-            .users
-            .find(user)
-            .filter(|&u| self.users.get(u).is_some_and(|x| x.count > 0))?;
-        self.set_user_room(u, room, add);
-        self.users.get(u).map(|x| x.count as usize)
-    }
-
-    /// Records a verified token's profile and room claims on its user.
-    pub fn record_claims(&mut self, u: u32, claims: &crate::auth::Claims) {
-        let Some(user) = self.users.get_mut(u) else { return };
-        if claims.email.is_none() && claims.name.is_none() && claims.rooms.is_none() && user.extras.is_none() {
-            return;
-        }
-        let e = user.extras.get_or_insert_with(|| Box::new(Extras::default()));
-        e.email = claims.email.clone().or(e.email.take());
-        e.name = claims.name.clone().or(e.name.take());
-        e.allowed_rooms = claims.rooms.clone();
-    }
-
     /// Closes every open connection matching `target`; returns how many.
     pub fn disconnect(&mut self, target: &Target, code: u16, reason: &str) -> usize {
         let matching: Vec<usize> = match target {
@@ -715,122 +614,6 @@ impl Core {
             self.close_with(idx, code, reason);
         }
         matching.len()
-    }
-
-    /// Appends connection `idx` as the newest of user `u`.
-    pub fn link_user(&mut self, idx: usize, u: u32) {
-        let Some(user) = self.users.get_mut(u) else { return };
-        let prev_tail = user.tail;
-        user.tail = idx as u32;
-        if user.head == NONE {
-            user.head = idx as u32;
-        }
-        user.count += 1;
-        if prev_tail != NONE {
-            self.conns[prev_tail as usize].next_of_user = idx as u32;
-        }
-        let c = &mut self.conns[idx];
-        c.user = u;
-        c.next_of_user = NONE;
-    }
-
-    /// Removes connection `idx` from its user's list; a user left with no connections is
-    /// forgotten once its rate window has cooled down.
-    pub fn unlink_user(&mut self, idx: usize) {
-        let u = self.conns[idx].user;
-        if u == NONE {
-            return;
-        }
-        let next = self.conns[idx].next_of_user;
-        let Some(user) = self.users.get(u) else { return };
-        // Find the predecessor (lists are as long as the per-user limit: short).
-        let mut prev = NONE;
-        let mut cur = user.head;
-        while cur != NONE && cur as usize != idx {
-            prev = cur;
-            cur = self.conns[cur as usize].next_of_user;
-        }
-        if cur == NONE {
-            return;
-        }
-        if prev != NONE {
-            self.conns[prev as usize].next_of_user = next;
-        }
-        let Some(user) = self.users.get_mut(u) else { return };
-        if user.head == idx as u32 {
-            user.head = next;
-        }
-        if user.tail == idx as u32 {
-            user.tail = prev;
-        }
-        user.count -= 1;
-        let empty = user.count == 0;
-        if self.conns[idx].opened_at != 0 {
-            // Remembered for `on_close`: the user entry may be gone by the time the socket is.
-            self.departed_users.insert(idx, user.id.as_str().into());
-        }
-        let c = &mut self.conns[idx];
-        c.user = NONE;
-        c.next_of_user = NONE;
-        if empty {
-            self.leave_all_rooms(u);
-            if self.rt.config.rate_limit_messages == 0 {
-                self.users.remove(u);
-            } else {
-                self.wheel
-                    .schedule(USER_KEY | u as u64, (self.now + self.ticks.rate_window) as u64);
-            }
-        }
-    }
-
-    pub fn connection_info(&self, idx: usize) -> super::ConnectionInfo {
-        let c = &self.conns[idx];
-        let user = (c.user != NONE).then(|| self.users.get(c.user)).flatten();
-        let profile = user.and_then(|u| u.extras.as_deref());
-        let events = &self.rt.config.subscribable_events;
-        super::ConnectionInfo {
-            connection_id: uuid::Uuid::from_bytes(self.conn_id(idx)).to_string(),
-            user_id: user.map(|u| u.id.to_string()),
-            email: profile.and_then(|p| p.email.as_deref()).map(str::to_string),
-            name: profile.and_then(|p| p.name.as_deref()).map(str::to_string),
-            is_admin: c.has(flags::ADMIN),
-            connected_at: c.opened_at as u64,
-            message_count: c.messages as u64,
-            subscriptions: events
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| c.subscriptions & (1 << i) != 0)
-                .map(|(_, e)| e.clone())
-                .collect(),
-            rooms: if c.user == NONE {
-                Vec::new()
-            } else {
-                self.user_rooms(c.user)
-            },
-            queued_bytes: c.queued_bytes(),
-            peer_address: c.sock.peer_addr().ok().map(|a| a.to_string()),
-            reactor: self.id,
-        }
-    }
-
-    pub fn census(&self) -> super::Census {
-        let mut census = super::Census {
-            histogram: vec![0],
-            rooms: self.rooms.len(),
-            ..Default::default()
-        };
-        census.connections = self.conns.iter().filter(|(_, c)| c.phase == Phase::Open).count();
-        census.user_entries = self.users.iter().count();
-        for (_, u) in self.users.iter().filter(|(_, u)| u.count > 0) {
-            let n = u.count as usize;
-            census.unique_users += 1;
-            census.max_connections_per_user = census.max_connections_per_user.max(n);
-            if census.histogram.len() <= n {
-                census.histogram.resize(n + 1, 0);
-            }
-            census.histogram[n] += 1;
-        }
-        census
     }
 
     /// Unix seconds, for `opened_at`.

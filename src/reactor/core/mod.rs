@@ -265,37 +265,36 @@ impl Core {
         }
     }
 
-    fn out(&mut self, idx: usize) -> &mut OutQueue {
+    /// Pushes onto the connection's outbound queue (taken from the pool if it has none),
+    /// counts the bytes `push` reports, and marks the connection for the end-of-turn flush.
+    fn enqueue(&mut self, idx: usize, push: impl FnOnce(&mut OutQueue, &mut Pool) -> usize) {
         let pool = &mut self.pool;
-        self.conns[idx].output.get_or_insert_with(|| pool.queue())
+        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
+        self.queued += push(out, pool);
+        self.mark_dirty(idx);
     }
 
     /// Queues raw bytes (an HTTP response).
     pub fn queue_raw(&mut self, idx: usize, bytes: &[u8]) {
-        let pool = &mut self.pool;
-        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
-        out.push_owned(bytes, pool);
-        self.queued += bytes.len();
-        self.mark_dirty(idx);
+        self.enqueue(idx, |out, pool| {
+            out.push_owned(bytes, pool);
+            bytes.len()
+        });
     }
 
     /// Frames `payload` and queues it behind earlier output (encoded straight into the queue).
     pub fn queue_frame(&mut self, idx: usize, opcode: OpCode, payload: &[u8]) {
-        let pool = &mut self.pool;
-        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
-        self.queued += out.push_frame(opcode, payload, pool);
+        self.enqueue(idx, |out, pool| out.push_frame(opcode, payload, pool));
         self.metrics.messages_out.inc();
-        self.mark_dirty(idx);
         self.enforce_cap(idx);
     }
 
     /// Queues a control frame (pong, ping) at the next frame boundary, ahead of any backlog.
     pub fn queue_urgent(&mut self, idx: usize, frame: &[u8]) {
-        let pool = &mut self.pool;
-        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
-        out.push_urgent(frame, pool);
-        self.queued += frame.len();
-        self.mark_dirty(idx);
+        self.enqueue(idx, |out, pool| {
+            out.push_urgent(frame, pool);
+            frame.len()
+        });
     }
 
     /// Queues a shared frame to an open connection; false if it was not open.
@@ -303,9 +302,10 @@ impl Core {
         if self.conns[idx].phase != Phase::Open {
             return false;
         }
-        self.out(idx).push_shared(frame.clone());
-        self.queued += frame.len();
-        self.mark_dirty(idx);
+        self.enqueue(idx, |out, _| {
+            out.push_shared(frame.clone());
+            frame.len()
+        });
         self.metrics.fanout_deliveries.inc();
         self.metrics.messages_out.inc();
         self.enforce_cap(idx);

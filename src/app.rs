@@ -99,6 +99,25 @@ struct SubscriptionAck<'a> {
     subscriptions: Vec<&'a str>,
 }
 
+/// The most of a `pingId` echoed back: a scalar of bounded size, never a structure the client
+/// chose (a 30,000-deep array would otherwise be reflected).
+fn echoable_ping_id(id: &RawValue) -> bool {
+    let raw = id.get();
+    raw.len() <= 128 && !raw.starts_with(['[', '{'])
+}
+
+#[derive(Deserialize)]
+struct TokenData {
+    #[serde(default)]
+    token: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct TokenRefreshed {
+    /// Unix seconds; null for a token without `exp`.
+    expires_at: Option<u64>,
+}
+
 #[derive(Deserialize)]
 struct UploadCancelData {
     #[serde(default)]
@@ -139,6 +158,10 @@ impl Handler for ProtocolApp {
         };
         match &*msg.kind {
             "ping" => match data_as::<PingData>(msg.data) {
+                Ok(PingData { ping_id: Some(id) }) if !echoable_ping_id(id) => ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    "pingId must be a string, number, boolean or null of at most 128 bytes",
+                ),
                 Ok(d) => ctx.send_message(
                     "pong",
                     PongData {
@@ -151,6 +174,18 @@ impl Handler for ProtocolApp {
             // Any message refreshes liveness; heartbeat exists for exactly that.
             "heartbeat" => {}
             "subscribe" | "unsubscribe" => self.subscription(ctx, &msg.kind, msg.data),
+            "token.refresh" => match data_as::<TokenData>(msg.data) {
+                Ok(TokenData {
+                    token: Some(serde_json::Value::String(token)),
+                }) => match ctx.refresh_token(&token) {
+                    Ok(expires_at) => ctx.send_message("token.refreshed", TokenRefreshed { expires_at }),
+                    Err(e) => ctx.send_error(ErrorCode::InvalidToken, &e.to_string()),
+                },
+                _ => ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    "token.refresh needs data.token (a string)",
+                ),
+            },
             "join" | "leave" => self.rooms(ctx, &msg.kind, msg.data),
             "upload.cancel" => match data_as::<UploadCancelData>(msg.data) {
                 Ok(UploadCancelData {

@@ -31,11 +31,13 @@ pub enum AuthError {
     WrongAudience,
     #[error("missing sub claim")]
     MissingSubject,
+    #[error("missing exp claim")]
+    MissingExpiry,
 }
 
 impl AuthError {
     /// Every reason, in a fixed order (metrics index by `as usize`).
-    pub const ALL: [AuthError; 9] = [
+    pub const ALL: [AuthError; 10] = [
         AuthError::Missing,
         AuthError::Malformed,
         AuthError::BadSignature,
@@ -45,6 +47,7 @@ impl AuthError {
         AuthError::WrongIssuer,
         AuthError::WrongAudience,
         AuthError::MissingSubject,
+        AuthError::MissingExpiry,
     ];
 
     /// Stable label for metrics.
@@ -59,6 +62,7 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::MissingSubject => "missing_subject",
+            AuthError::MissingExpiry => "missing_exp",
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Claims {
     pub name: Option<Box<str>>,
     /// `rooms`: room names or `*` patterns this user may join.
     pub rooms: Option<Vec<String>>,
+    /// `exp` in Unix seconds (leeway included), if the token has one.
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -88,12 +94,15 @@ struct RawClaims {
     name: Option<String>,
     #[serde(default)]
     rooms: Option<Vec<String>>,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
 }
 
 /// Verifies tokens against one key and one algorithm.
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    leeway: u64,
 }
 
 impl Verifier {
@@ -126,6 +135,9 @@ impl Verifier {
         .map_err(|e| ConfigError::Key(e.to_string()))?;
         let mut validation = Validation::new(cfg.algorithm);
         validation.required_spec_claims = ["sub".to_string()].into();
+        if cfg.require_exp {
+            validation.required_spec_claims.insert("exp".into());
+        }
         validation.leeway = cfg.leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -138,7 +150,11 @@ impl Verifier {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".into());
         }
-        Ok(Verifier { key, validation })
+        Ok(Verifier {
+            key,
+            validation,
+            leeway: cfg.leeway_secs,
+        })
     }
 
     /// Verifies `token`; `None` means the client sent none.
@@ -157,6 +173,7 @@ impl Verifier {
                 ErrorKind::MissingRequiredClaim(c) if c == "sub" => AuthError::MissingSubject,
                 ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
                 ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingExpiry,
                 _ => AuthError::Malformed,
             })?;
         let c = data.claims;
@@ -170,6 +187,10 @@ impl Verifier {
             email: c.email.map(Into::into),
             name: c.name.map(Into::into),
             rooms: c.rooms,
+            expires_at: c
+                .exp
+                .and_then(|v| v.as_f64())
+                .map(|e| (e.max(0.0) as u64).saturating_add(self.leeway)),
         })
     }
 }
@@ -235,7 +256,7 @@ mod tests {
         assert!(c.admin);
         assert_eq!(c.email.as_deref(), Some("a@b"));
         // `sub` is a StringOrURI (RFC 7519): a number is refused like a missing one.
-        let t = sign(b"s3cret", json!({"sub": 7}));
+        let t = sign(b"s3cret", json!({"sub": 7, "exp": now + 60}));
         assert_eq!(verifier().verify(Some(&t)), Err(AuthError::MissingSubject));
     }
 
@@ -249,12 +270,28 @@ mod tests {
         assert_eq!(v.verify(Some(&t)), Err(AuthError::BadSignature));
         let t = sign(b"s3cret", json!({"sub": "1", "exp": now - 10}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::Expired));
-        let t = sign(b"s3cret", json!({"sub": "1", "nbf": now + 100}));
+        let t = sign(b"s3cret", json!({"sub": "1", "nbf": now + 100, "exp": now + 200}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::NotYetValid));
-        let t = sign(b"s3cret", json!({"name": "x"}));
+        let t = sign(b"s3cret", json!({"name": "x", "exp": now + 60}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::MissingSubject));
-        let t = sign(b"s3cret", json!({"sub": ""}));
+        let t = sign(b"s3cret", json!({"sub": "", "exp": now + 60}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::MissingSubject));
+        let t = sign(b"s3cret", json!({"sub": "1"}));
+        assert_eq!(v.verify(Some(&t)), Err(AuthError::MissingExpiry));
+    }
+
+    #[test]
+    fn exp_is_required_unless_configured_otherwise_and_reported() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let forever = sign(b"s3cret", json!({"sub": "1", "role": "admin"}));
+        assert_eq!(verifier().verify(Some(&forever)), Err(AuthError::MissingExpiry));
+        let mut cfg = JwtConfig::hs256("s3cret");
+        cfg.require_exp = false;
+        cfg.leeway_secs = 5;
+        let v = Verifier::new(&cfg).unwrap();
+        assert_eq!(v.verify(Some(&forever)).unwrap().expires_at, None);
+        let t = sign(b"s3cret", json!({"sub": "1", "exp": now + 60}));
+        assert_eq!(v.verify(Some(&t)).unwrap().expires_at, Some(now + 65));
     }
 
     #[test]
@@ -267,7 +304,7 @@ mod tests {
         ));
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
-            &json!({"sub": "1"}),
+            &json!({"sub": "1", "exp": jsonwebtoken::get_current_timestamp() + 60}),
             &EncodingKey::from_secret(b"s3cret"),
         )
         .unwrap();
@@ -276,17 +313,18 @@ mod tests {
 
     #[test]
     fn issuer_and_audience_checked_when_configured() {
+        let exp = jsonwebtoken::get_current_timestamp() + 60;
         let mut cfg = JwtConfig::hs256("s3cret");
         cfg.issuer = Some("me".into());
         cfg.audience = Some("edge".into());
         let v = Verifier::new(&cfg).unwrap();
-        let ok = sign(b"s3cret", json!({"sub": "1", "iss": "me", "aud": "edge"}));
+        let ok = sign(b"s3cret", json!({"sub": "1", "iss": "me", "aud": "edge", "exp": exp}));
         assert!(v.verify(Some(&ok)).is_ok());
-        let t = sign(b"s3cret", json!({"sub": "1", "iss": "you", "aud": "edge"}));
+        let t = sign(b"s3cret", json!({"sub": "1", "iss": "you", "aud": "edge", "exp": exp}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::WrongIssuer));
-        let t = sign(b"s3cret", json!({"sub": "1", "iss": "me", "aud": "other"}));
+        let t = sign(b"s3cret", json!({"sub": "1", "iss": "me", "aud": "other", "exp": exp}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::WrongAudience));
-        let t = sign(b"s3cret", json!({"sub": "1", "iss": "me"}));
+        let t = sign(b"s3cret", json!({"sub": "1", "iss": "me", "exp": exp}));
         assert_eq!(v.verify(Some(&t)), Err(AuthError::WrongAudience));
     }
 }

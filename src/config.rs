@@ -67,6 +67,9 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds. Default 0: an expired token is expired.
     pub leeway_secs: u64,
+    /// Refuse tokens without `exp` (default true): a token that never expires cannot be taken
+    /// back. Connections are closed when their user's token expires either way.
+    pub require_exp: bool,
 }
 
 impl JwtConfig {
@@ -78,6 +81,7 @@ impl JwtConfig {
             issuer: None,
             audience: None,
             leeway_secs: 0,
+            require_exp: true,
         }
     }
 }
@@ -102,6 +106,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Open WebSockets per user (`sub`). Default 3 (seed).
     pub max_connections_per_user: usize,
+    /// TCP connections per client address (IPv6: per /64), counted from accept to close in
+    /// every phase; over it the new socket gets HTTP 429 and is closed. 0 disables. Default 256.
+    pub max_connections_per_ip: u32,
+    /// Ping and pong frames a connection may send per second; over it the connection is closed
+    /// with 1008. 0 disables; at most 255. Default 50.
+    pub max_control_frames_per_second: u32,
     /// Default evict-oldest (seed).
     pub per_user_limit_policy: LimitPolicy,
     /// Messages per user per window; 0 disables. Default 100 (seed).
@@ -154,6 +164,8 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 1000,
             max_connections_per_user: 3,
+            max_connections_per_ip: 256,
+            max_control_frames_per_second: 50,
             per_user_limit_policy: LimitPolicy::EvictOldest,
             rate_limit_messages: 100,
             rate_limit_window: Duration::from_secs(60),
@@ -200,12 +212,39 @@ pub enum ConfigError {
     TooManyEvents(usize),
     #[error("subscribable event types must be non-empty and unique: {0:?}")]
     BadEvent(String),
-    #[error("max_request_bytes must be at least 256, got {0}")]
-    RequestLimit(usize),
     #[error("ws_path must start with '/', got {0:?}")]
     WsPath(String),
     #[error("JWT key: {0}")]
     Key(String),
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        name: &'static str,
+        min: u64,
+        max: u64,
+        value: u64,
+    },
+    #[error("{name} must be at most {max_secs} seconds, got {value:?}")]
+    TooLong {
+        name: &'static str,
+        max_secs: u64,
+        value: Duration,
+    },
+}
+
+/// Upper bounds that keep every derived quantity (ticks, deadlines, buffer sizes, counters)
+/// far from overflow. Generous for any real deployment.
+pub mod bounds {
+    pub const MAX_CONNECTIONS: usize = 1 << 24;
+    pub const MAX_CONNECTIONS_PER_USER: usize = 65_536;
+    pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+    pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+    pub const MAX_OUTBOUND_BYTES: usize = 1 << 32;
+    pub const MAX_ADMIN_BODY: usize = 64 << 20;
+    pub const MAX_ROOMS_PER_USER: usize = 100_000;
+    pub const MAX_PENDING_HANDSHAKES: usize = 1 << 24;
+    pub const MAX_CONTROL_FRAMES_PER_SECOND: u32 = 255;
+    /// Every duration (timeouts, windows, intervals, leeway): one day.
+    pub const MAX_DURATION_SECS: u64 = 86_400;
 }
 
 impl Config {
@@ -224,6 +263,42 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        use bounds::*;
+        for (name, value, min, max) in [
+            ("max_connections", self.max_connections, 1, MAX_CONNECTIONS),
+            (
+                "max_connections_per_user",
+                self.max_connections_per_user,
+                1,
+                MAX_CONNECTIONS_PER_USER,
+            ),
+            ("max_message_size", self.max_message_size, 1, MAX_MESSAGE_SIZE),
+            ("max_request_bytes", self.max_request_bytes, 256, MAX_REQUEST_BYTES),
+            ("max_outbound_bytes", self.max_outbound_bytes, 1, MAX_OUTBOUND_BYTES),
+            ("admin_max_body", self.admin_max_body, 0, MAX_ADMIN_BODY),
+            ("max_rooms_per_user", self.max_rooms_per_user, 0, MAX_ROOMS_PER_USER),
+            (
+                "max_pending_handshakes",
+                self.max_pending_handshakes,
+                1,
+                MAX_PENDING_HANDSHAKES,
+            ),
+            (
+                "max_control_frames_per_second",
+                self.max_control_frames_per_second as usize,
+                0,
+                MAX_CONTROL_FRAMES_PER_SECOND as usize,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    name,
+                    min: min as u64,
+                    max: max as u64,
+                    value: value as u64,
+                });
+            }
+        }
         for (name, value) in [
             ("rate_limit_window", self.rate_limit_window),
             ("heartbeat_interval", self.heartbeat_interval),
@@ -235,14 +310,33 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        let leeway = match &self.auth {
+            AuthMode::Jwt(j) => Duration::from_secs(j.leeway_secs.min(u64::MAX / 2)),
+            AuthMode::Anonymous => Duration::ZERO,
+        };
+        for (name, value) in [
+            ("rate_limit_window", self.rate_limit_window),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connection_timeout", self.connection_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("close_timeout", self.close_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("drain_window", self.drain_window),
+            ("jwt leeway", leeway),
+        ] {
+            if value > Duration::from_secs(MAX_DURATION_SECS) {
+                return Err(ConfigError::TooLong {
+                    name,
+                    max_secs: MAX_DURATION_SECS,
+                    value,
+                });
+            }
+        }
         if self.connection_timeout <= self.heartbeat_interval {
             return Err(ConfigError::TimeoutNotAfterHeartbeat {
                 heartbeat: self.heartbeat_interval,
                 timeout: self.connection_timeout,
             });
-        }
-        if self.max_request_bytes < 256 {
-            return Err(ConfigError::RequestLimit(self.max_request_bytes));
         }
         if self.subscribable_events.len() > MAX_EVENT_TYPES {
             return Err(ConfigError::TooManyEvents(self.subscribable_events.len()));
@@ -314,5 +408,105 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::Key(_))));
+    }
+
+    /// Values that once passed validation and then broke at runtime (truncation to zero,
+    /// overflow panics, aborts on allocation, deadlines past the end of time).
+    #[test]
+    fn every_field_is_bounded() {
+        let huge = Duration::from_secs_f64(1e19);
+        let cases: Vec<Config> = vec![
+            Config {
+                max_connections_per_user: 4_294_967_296,
+                ..Config::default()
+            },
+            Config {
+                max_connections_per_user: 4_294_967_295,
+                ..Config::default()
+            },
+            Config {
+                max_connections_per_user: usize::MAX,
+                ..Config::default()
+            },
+            Config {
+                max_message_size: usize::MAX,
+                ..Config::default()
+            },
+            Config {
+                max_message_size: 1 << 40,
+                ..Config::default()
+            },
+            Config {
+                max_outbound_bytes: usize::MAX,
+                ..Config::default()
+            },
+            Config {
+                max_connections: usize::MAX,
+                ..Config::default()
+            },
+            Config {
+                max_request_bytes: usize::MAX,
+                ..Config::default()
+            },
+            Config {
+                admin_max_body: usize::MAX,
+                ..Config::default()
+            },
+            Config {
+                max_pending_handshakes: 0,
+                ..Config::default()
+            },
+            Config {
+                max_control_frames_per_second: 256,
+                ..Config::default()
+            },
+            Config {
+                drain_window: huge,
+                ..Config::default()
+            },
+            Config {
+                shutdown_timeout: huge,
+                ..Config::default()
+            },
+            Config {
+                heartbeat_interval: huge,
+                connection_timeout: huge + Duration::from_secs(1),
+                ..Config::default()
+            },
+            Config {
+                rate_limit_window: huge,
+                ..Config::default()
+            },
+            Config {
+                handshake_timeout: huge,
+                ..Config::default()
+            },
+            Config {
+                close_timeout: huge,
+                ..Config::default()
+            },
+            Config {
+                auth: AuthMode::Jwt(JwtConfig {
+                    leeway_secs: u64::MAX,
+                    ..JwtConfig::hs256("x")
+                }),
+                ..Config::default()
+            },
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let e = c.validate().expect_err(&format!("case {i} must be refused"));
+            assert!(
+                matches!(e, ConfigError::OutOfRange { .. } | ConfigError::TooLong { .. }),
+                "case {i}: {e}"
+            );
+        }
+        let at_the_bounds = Config {
+            max_connections_per_user: bounds::MAX_CONNECTIONS_PER_USER,
+            max_message_size: bounds::MAX_MESSAGE_SIZE,
+            drain_window: Duration::from_secs(bounds::MAX_DURATION_SECS),
+            max_control_frames_per_second: 255,
+            ..Config::default()
+        };
+        assert_eq!(at_the_bounds.validate(), Ok(()));
     }
 }

@@ -44,6 +44,9 @@ pub mod flags {
     pub const FIN_SENT: u8 = 1 << 5;
     /// The handler stored typed data for this connection (in the reactor's side table).
     pub const HAS_DATA: u8 = 1 << 6;
+    /// The peer half-closed (read returned 0): no more input will come, but our answer still
+    /// goes out before the socket closes.
+    pub const PEER_EOF: u8 = 1 << 7;
 }
 
 /// One connection. Kept small: this record is most of what an idle connection costs.
@@ -66,6 +69,12 @@ pub struct Conn {
     pub opened_at: u32,
     /// Data messages received.
     pub messages: u32,
+    /// Bucket of the peer address in the per-IP admission table.
+    pub ip_bucket: u16,
+    /// Control frames received in the current one-second window, and that window (seconds
+    /// since the reactor started, low 8 bits).
+    pub control_count: u8,
+    pub control_second: u8,
     /// Bit set over `Config::subscribable_events`.
     pub subscriptions: u64,
     pub input: Option<Box<Input>>,
@@ -73,7 +82,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, generation: u32, now: u32) -> Self {
+    pub fn new(sock: TcpStream, generation: u32, now: u32, ip_bucket: u16) -> Self {
         Conn {
             sock,
             generation,
@@ -86,6 +95,9 @@ impl Conn {
             mark: now,
             opened_at: 0,
             messages: 0,
+            ip_bucket,
+            control_count: 0,
+            control_second: 0,
             subscriptions: 0,
             input: None,
             output: None,
@@ -112,7 +124,8 @@ pub struct Input {
 pub enum Segment {
     Owned(Vec<u8>),
     Shared(Bytes),
-    /// Control frames (pong, ping) that jumped the backlog, in arrival order.
+    /// Bytes that go before any backlog, in the order queued: the HTTP 101 response, then
+    /// control frames (pong, ping) that jumped the backlog. Never discarded with the backlog.
     Urgent(Vec<u8>),
 }
 
@@ -249,10 +262,14 @@ impl OutQueue {
         self.segs.insert(at, Segment::Urgent(v));
     }
 
-    /// Drops everything not yet started, keeping a partially written front segment so the
-    /// stream stays at a frame boundary. Returns the bytes dropped.
+    /// Drops the data backlog not yet started, keeping a partially written front segment (so
+    /// the stream stays at a frame boundary) and the urgent run behind it (the 101 response
+    /// and control frames). Returns the bytes dropped.
     pub fn discard_backlog(&mut self, pool: &mut Pool) -> usize {
-        let keep = usize::from(self.front_written > 0).min(self.segs.len());
+        let mut keep = usize::from(self.front_written > 0).min(self.segs.len());
+        while matches!(self.segs.get(keep), Some(Segment::Urgent(_))) {
+            keep += 1;
+        }
         let mut dropped = 0;
         for seg in self.segs.drain(keep..) {
             dropped += seg.bytes().len();
@@ -402,6 +419,25 @@ mod tests {
         q.write_to(&mut w, &mut pool).unwrap();
         assert_eq!(w.out, b"1111C");
     }
+
+    #[test]
+    fn urgent_bytes_survive_a_discard_and_keep_their_order() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_urgent(b"101 ", &mut pool);
+        q.push_owned(b"hello ", &mut pool);
+        q.push_urgent(b"pong ", &mut pool);
+        q.push_shared(Bytes::from_static(b"backlog"));
+        assert_eq!(q.discard_backlog(&mut pool), 13);
+        q.push_owned(b"close", &mut pool);
+        let mut w = Trickle {
+            out: vec![],
+            limit: 100,
+            budget: 100,
+        };
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.out, b"101 pong close");
+    }
 }
 
 #[cfg(test)]
@@ -411,8 +447,9 @@ mod size_tests {
     fn conn_record_stays_small() {
         let size = std::mem::size_of::<slab::Slab<super::Conn>>();
         let entry = std::mem::size_of::<super::Conn>();
-        // mio's IoSource carries an 8-byte selector id only with debug assertions.
-        let budget = if cfg!(debug_assertions) { 72 } else { 64 };
+        // mio's IoSource carries an 8-byte selector id only with debug assertions (which also
+        // moves the socket to 8-byte alignment).
+        let budget = if cfg!(debug_assertions) { 80 } else { 64 };
         assert!(entry <= budget, "Conn grew to {entry} bytes (slab {size})");
     }
 }

@@ -10,7 +10,7 @@
 //! let config = Config { auth: AuthMode::Jwt(JwtConfig::hs256("secret")), ..Config::default() };
 //! let server = Server::start(config, ProtocolApp::default()).expect("start");
 //! println!("listening on {}", server.local_addr());
-//! server.wait();
+//! server.wait().expect("no reactor died");
 //! ```
 //!
 //! Module map: `config` (settings), `server` (threads, handle), `handler` (the embedding

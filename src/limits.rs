@@ -1,9 +1,12 @@
 //! Rate limiting and global connection admission.
 //!
-//! Owns: the sliding-window counter (O(1) memory per user) and the server-wide connection count.
-//! Does not touch: clocks (callers pass milliseconds), users or connections themselves.
+//! Owns: the sliding-window counter (O(1) memory per user), the server-wide connection count and
+//! the per-address socket count. Does not touch: clocks (callers pass milliseconds), users or
+//! connections themselves.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// Sliding-window counter: the previous fixed window's count weighted by how much of it still
 /// overlaps the sliding window, plus the current window's count. Twelve bytes per user instead of
@@ -96,6 +99,60 @@ impl Admission {
     }
 }
 
+/// Sockets held per peer address, server-wide: every TCP connection counts from accept to close
+/// (upgrading, open, closing), so one address cannot hold the descriptors, handshake slots or
+/// close waits everyone else needs. Addresses hash into a fixed table of counters (256 KiB, no
+/// allocation per address); a collision can only make two addresses share one budget.
+/// IPv6 addresses count per /64, the block one subscriber usually gets.
+pub struct PerIpAdmission {
+    buckets: Box<[AtomicU32]>,
+    key: std::hash::RandomState,
+}
+
+const IP_BUCKETS: usize = 1 << 16;
+
+impl Default for PerIpAdmission {
+    fn default() -> Self {
+        PerIpAdmission {
+            buckets: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            key: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl PerIpAdmission {
+    /// The counter for `ip`.
+    pub fn bucket(&self, ip: IpAddr) -> u16 {
+        let h = match ip {
+            IpAddr::V4(v4) => self.key.hash_one(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => self.key.hash_one(v4.octets()),
+                None => self.key.hash_one(&v6.octets()[..8]),
+            },
+        };
+        (h as usize % IP_BUCKETS) as u16
+    }
+
+    /// Counts one more socket in `bucket` if it holds fewer than `max` (0: no limit).
+    pub fn try_admit(&self, bucket: u16, max: u32) -> bool {
+        let b = &self.buckets[bucket as usize];
+        if max == 0 {
+            b.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    pub fn release(&self, bucket: u16) {
+        let _ = self.buckets[bucket as usize].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    pub fn count(&self, bucket: u16) -> u32 {
+        self.buckets[bucket as usize].load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +234,21 @@ mod tests {
         a.release();
         assert!(a.try_admit(2));
         assert_eq!(a.open(), 2);
+    }
+
+    #[test]
+    fn per_ip_caps_each_address_and_v6_by_prefix() {
+        let t = PerIpAdmission::default();
+        let a = t.bucket("10.0.0.1".parse().unwrap());
+        assert!(t.try_admit(a, 2) && t.try_admit(a, 2));
+        assert!(!t.try_admit(a, 2));
+        t.release(a);
+        assert!(t.try_admit(a, 2));
+        let v6a = t.bucket("2001:db8::1".parse().unwrap());
+        let v6b = t.bucket("2001:db8::ffff:2".parse().unwrap());
+        assert_eq!(v6a, v6b, "one /64 shares a budget");
+        let mapped = t.bucket("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(mapped, a, "a v4-mapped address is the v4 address");
+        assert!(t.try_admit(a, 0), "0 means no limit");
     }
 }

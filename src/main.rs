@@ -70,6 +70,14 @@ struct ServeArgs {
     /// Open WebSockets per user (JWT `sub`).
     #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 3)]
     max_connections_per_user: usize,
+    /// TCP connections per client address (IPv6: per /64) in any phase; over it: HTTP 429
+    /// (0 disables).
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    max_connections_per_ip: u32,
+    /// Ping/pong frames a connection may send per second; over it: close 1008 (0 disables,
+    /// at most 255).
+    #[arg(long, env = "WS_MAX_CONTROL_FRAMES", default_value_t = 50)]
+    max_control_frames: u32,
     /// What happens to the connection over the per-user limit.
     #[arg(long, env = "WS_PER_USER_LIMIT_POLICY", value_enum, default_value = "evict-oldest")]
     per_user_limit_policy: Policy,
@@ -145,6 +153,10 @@ struct ServeArgs {
     /// Clock skew tolerated on exp/nbf, seconds.
     #[arg(long, env = "WS_JWT_LEEWAY", default_value_t = 0)]
     jwt_leeway: u64,
+    /// Refuse tokens without an `exp` claim (`--jwt-require-exp false` accepts them; such a
+    /// token is valid until the key changes).
+    #[arg(long, env = "WS_JWT_REQUIRE_EXP", default_value_t = true, action = clap::ArgAction::Set)]
+    jwt_require_exp: bool,
 }
 
 #[derive(Args)]
@@ -173,7 +185,7 @@ struct EchoArgs {
     #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
     max_message_size: usize,
     /// Open WebSockets in total.
-    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 1 << 24)]
     max_connections: usize,
 }
 
@@ -258,6 +270,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         workers: workers(a.common.workers),
         max_connections: a.max_connections,
         max_connections_per_user: a.max_connections_per_user,
+        max_connections_per_ip: a.max_connections_per_ip,
+        max_control_frames_per_second: a.max_control_frames,
         per_user_limit_policy: match a.per_user_limit_policy {
             Policy::EvictOldest => LimitPolicy::EvictOldest,
             Policy::Reject => LimitPolicy::Reject,
@@ -286,6 +300,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             issuer: a.jwt_issuer.clone(),
             audience: a.jwt_audience.clone(),
             leeway_secs: a.jwt_leeway,
+            require_exp: a.jwt_require_exp,
         }),
     };
     let signals = termination_signals()?;
@@ -314,7 +329,8 @@ fn echo(a: EchoArgs) -> Result<(), String> {
         max_message_size: a.max_message_size,
         // A 16 MiB echo must fit in the outbound queue.
         max_outbound_bytes: a.max_message_size.saturating_mul(4).max(1 << 20),
-        max_connections_per_user: usize::MAX,
+        max_connections_per_ip: 0,
+        max_control_frames_per_second: 0,
         ws_path: None,
         auth: AuthMode::Anonymous,
         ..Config::default()
@@ -345,6 +361,5 @@ fn run_until_signal(server: wsedge::RunningServer, mut signals: signal_hook::ite
             handle.shutdown();
         }
     });
-    server.wait();
-    Ok(())
+    server.wait().map_err(|e| e.to_string())
 }

@@ -37,7 +37,7 @@ impl Counter {
 }
 
 /// HTTP statuses a handshake can be refused with, for per-status counts.
-pub const REFUSAL_STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 426, 431, 500, 503];
+pub const REFUSAL_STATUSES: [u16; 10] = [400, 403, 404, 405, 408, 426, 429, 431, 500, 503];
 
 /// One reactor's counters.
 #[derive(Debug, Default)]
@@ -76,6 +76,12 @@ pub struct ReactorMetrics {
     pub loop_busy_us: Counter,
     /// `upload.cancel` requests handed to the application.
     pub upload_cancels: Counter,
+    /// Connections closed because their user's token expired.
+    pub token_expirations: Counter,
+    /// Connections closed for sending too many control frames.
+    pub control_frame_closes: Counter,
+    /// Handler callbacks that panicked (their connection was closed with 1011).
+    pub handler_panics: Counter,
 }
 
 impl ReactorMetrics {
@@ -115,6 +121,11 @@ pub struct Snapshot {
     pub fanout_deliveries: u64,
     pub queued_bytes: u64,
     pub upload_cancels: u64,
+    pub token_expirations: u64,
+    pub control_frame_closes: u64,
+    pub handler_panics: u64,
+    /// Reactors that stopped because of a panic (the server is not ready while any is).
+    pub dead_reactors: u64,
     pub loop_busy_us: Vec<u64>,
     /// Fire-and-forget cross-reactor deliveries dropped because a reactor's inbox was full.
     pub inbox_drops: u64,
@@ -152,6 +163,10 @@ impl Snapshot {
             fanout_deliveries: sum(&|r| r.fanout_deliveries.get()),
             queued_bytes: sum(&|r| r.queued_bytes.get()),
             upload_cancels: sum(&|r| r.upload_cancels.get()),
+            token_expirations: sum(&|r| r.token_expirations.get()),
+            control_frame_closes: sum(&|r| r.control_frame_closes.get()),
+            handler_panics: sum(&|r| r.handler_panics.get()),
+            dead_reactors: 0,
             loop_busy_us: reactors.iter().map(|r| r.loop_busy_us.get()).collect(),
             inbox_drops: 0,
         }

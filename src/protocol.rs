@@ -20,6 +20,9 @@ pub enum ErrorCode {
     MessageTooLarge,
     ConnectionLimitExceeded,
     InternalError,
+    /// A `token.refresh` whose token was refused (the connection stays open until its current
+    /// token expires).
+    InvalidToken,
 }
 
 /// An RFC 3339 UTC timestamp with microseconds, e.g. `2025-01-08T10:30:00.123456Z`.

@@ -34,6 +34,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start reactor: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0} reactor(s) stopped after a panic")]
+    ReactorDied(usize),
 }
 
 /// Errors of [`ServerHandle`] calls.
@@ -83,6 +85,7 @@ impl Server {
             config,
             verifier,
             admission: Admission::default(),
+            per_ip: crate::limits::PerIpAdmission::default(),
             links,
             local_addr,
             admin: admin_tx.clone(),
@@ -103,9 +106,14 @@ impl Server {
         let mut threads = Vec::new();
         for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
             let reactor = Reactor::new(i, rt.clone(), handler.clone(), poll, listener)?;
+            let rt = rt.clone();
             let t = std::thread::Builder::new()
                 .name(format!("wsedge-reactor-{i}"))
-                .spawn(move || reactor.run())?;
+                .spawn(move || {
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run())).is_err() {
+                        reactor_died(&rt, i);
+                    }
+                })?;
             threads.push(t);
         }
         log::info!("listening on {local_addr} with {} reactor(s)", threads.len());
@@ -118,6 +126,20 @@ impl Server {
             admin_addr,
         })
     }
+}
+
+/// A reactor thread panicked outside any handler callback: its connections are gone and its
+/// users cannot connect. Mark it dead (`/ready` 503, `wsedge_dead_reactors`), answer whatever
+/// waits in its inbox, and drain the rest of the server so clients reconnect to a healthy
+/// process; [`RunningServer::wait`] then reports the failure.
+fn reactor_died(rt: &Arc<Runtime>, i: usize) {
+    log::error!("reactor {i} panicked and stopped; draining the server");
+    let link = &rt.links[i];
+    link.dead.store(true, Ordering::Release);
+    link.stopped.store(true, Ordering::Release);
+    // Dropping queued commands drops their reply senders: nobody waits for a dead reactor.
+    link.discard_inbox();
+    ServerHandle { rt: rt.clone() }.shutdown();
 }
 
 fn bind_reuseport(addr: SocketAddr) -> Result<mio::net::TcpListener, ServerError> {
@@ -154,10 +176,15 @@ impl RunningServer {
         self.handle.clone()
     }
 
-    /// Blocks until every reactor has stopped (after [`ServerHandle::shutdown`]).
-    pub fn wait(mut self) {
+    /// Blocks until every reactor has stopped (after [`ServerHandle::shutdown`]). An error
+    /// says a reactor died of a panic (the process should exit with a failure status).
+    pub fn wait(mut self) -> Result<(), ServerError> {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        match self.handle.dead_reactors() {
+            0 => Ok(()),
+            n => Err(ServerError::ReactorDied(n)),
         }
     }
 }
@@ -185,6 +212,17 @@ const ADMIN_QUEUE: usize = 256;
 /// How long a handle call waits for reactors to report delivery counts.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a call may wait for reactors' replies: not at all on a reactor thread (a handler
+/// callback), since a reactor waiting for itself, or for a reactor waiting for it, would stall
+/// every connection it holds. The command is still carried out.
+fn reply_wait() -> Duration {
+    if crate::reactor::on_reactor_thread() {
+        Duration::ZERO
+    } else {
+        REPLY_TIMEOUT
+    }
+}
+
 impl ServerHandle {
     pub(crate) fn from_runtime(rt: Arc<Runtime>) -> Self {
         ServerHandle { rt }
@@ -202,6 +240,7 @@ impl ServerHandle {
     pub fn stats(&self) -> Snapshot {
         let metrics: Vec<_> = self.rt.links.iter().map(|l| l.metrics.clone()).collect();
         let mut snapshot = Snapshot::collect(&metrics);
+        snapshot.dead_reactors = self.dead_reactors() as u64;
         snapshot.inbox_drops = self
             .rt
             .links
@@ -223,7 +262,7 @@ impl ServerHandle {
         if !link.send(Command::Inspect { id, reply: tx }) {
             return None;
         }
-        rx.recv_timeout(REPLY_TIMEOUT).ok().flatten()
+        rx.recv_timeout(reply_wait()).ok().flatten()
     }
 
     /// Users and connections per user, over every reactor.
@@ -237,7 +276,7 @@ impl ServerHandle {
             .count();
         drop(tx);
         let mut total = Census::default();
-        for c in (0..asked).map_while(|_| rx.recv_timeout(REPLY_TIMEOUT).ok()) {
+        for c in (0..asked).map_while(|_| rx.recv_timeout(reply_wait()).ok()) {
             total.merge(c);
         }
         total
@@ -415,7 +454,7 @@ impl ServerHandle {
         if !link.send(cmd) {
             return None;
         }
-        rx.recv_timeout(REPLY_TIMEOUT).ok().flatten()
+        rx.recv_timeout(reply_wait()).ok().flatten()
     }
 
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
@@ -454,12 +493,17 @@ impl ServerHandle {
             }
         }
         drop(tx);
-        (0..asked).map_while(|_| rx.recv_timeout(REPLY_TIMEOUT).ok()).sum()
+        (0..asked).map_while(|_| rx.recv_timeout(reply_wait()).ok()).sum()
     }
 
     /// Drains: `/ready` turns 503, reactors stop accepting and close connections with 1001 in
     /// batches over `drain_window`, then exit once their connections are gone (or
     /// `shutdown_timeout` after the window). Same as [`shutdown`](Self::shutdown).
+    ///
+    /// Returns once every reactor has closed its listener, so from then on the port refuses
+    /// new connections (or a successor bound with `SO_REUSEPORT` gets them all); the open
+    /// connections are still being closed. Called from inside a handler callback it returns at
+    /// once, and the listeners close as soon as the callback returns.
     pub fn drain(&self) {
         self.shutdown();
     }
@@ -467,9 +511,25 @@ impl ServerHandle {
     /// See [`drain`](Self::drain).
     pub fn shutdown(&self) {
         self.rt.draining.store(true, Ordering::Release);
-        for link in &self.rt.links {
-            link.send(Command::Shutdown);
-        }
+        let (tx, rx) = mpsc::channel();
+        let asked = self
+            .rt
+            .links
+            .iter()
+            .filter(|l| {
+                l.send(Command::Shutdown {
+                    listener_closed: Some(tx.clone()),
+                })
+            })
+            .count();
+        drop(tx);
+        let wait = reply_wait();
+        for _ in (0..asked).map_while(|_| rx.recv_timeout(wait).ok()) {}
+    }
+
+    /// Reactors that stopped because of a panic. While any has, `/ready` answers 503.
+    pub fn dead_reactors(&self) -> usize {
+        self.rt.links.iter().filter(|l| l.dead.load(Ordering::Acquire)).count()
     }
 }
 

@@ -34,12 +34,19 @@ fn every_bad_token_gets_1008_with_its_reason_and_is_counted() {
             AuthError::Expired,
         ),
         (
-            format!("/ws?token={}", sign(json!({"sub": "x", "nbf": now() + 600}))),
+            format!(
+                "/ws?token={}",
+                sign(json!({"sub": "x", "nbf": now() + 600, "exp": now() + 900}))
+            ),
             AuthError::NotYetValid,
+        ),
+        (
+            format!("/ws?token={}", sign(json!({"sub": "x", "role": "admin"}))),
+            AuthError::MissingExpiry,
         ),
         (format!("/ws?token={hs512}"), AuthError::WrongAlgorithm),
         (
-            format!("/ws?token={}", sign(json!({"name": "no subject"}))),
+            format!("/ws?token={}", sign(json!({"name": "no subject", "exp": now() + 60}))),
             AuthError::MissingSubject,
         ),
     ];
@@ -75,12 +82,12 @@ fn issuer_and_audience_are_enforced_when_configured() {
     let addr = server.local_addr();
     let good = sign(json!({"sub": "u", "iss": "auth.example", "aud": "edge", "exp": now() + 60}));
     connect(addr, &good);
-    let bad_iss = sign(json!({"sub": "u", "iss": "evil", "aud": "edge"}));
+    let bad_iss = sign(json!({"sub": "u", "iss": "evil", "aud": "edge", "exp": now() + 60}));
     assert_eq!(
         close_reason_for(addr, &format!("/ws?token={bad_iss}")).1,
         "authentication failed: invalid issuer"
     );
-    let bad_aud = sign(json!({"sub": "u", "iss": "auth.example", "aud": "other"}));
+    let bad_aud = sign(json!({"sub": "u", "iss": "auth.example", "aud": "other", "exp": now() + 60}));
     assert_eq!(
         close_reason_for(addr, &format!("/ws?token={bad_aud}")).1,
         "authentication failed: invalid audience"

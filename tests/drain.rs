@@ -3,7 +3,7 @@
 mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::http::json;
 use common::*;
@@ -22,7 +22,6 @@ fn drain_spreads_closes_over_the_window() {
     assert_eq!(json(admin, "GET", "/ready", None, None).0, 200);
     let clients: Vec<Ws> = (0..20).map(|i| connect(addr, &token(&format!("d{i}"))).0).collect();
     let handle = server.handle();
-    let start = Instant::now();
     handle.drain();
     // The main listener is closed (a successor sharing the port gets new connections); the
     // admin listener keeps answering, and says not ready.
@@ -32,27 +31,31 @@ fn drain_spreads_closes_over_the_window() {
         "not ready while draining"
     );
     assert!(std::net::TcpStream::connect(addr).is_err(), "no longer accepting");
-    let times: Vec<Duration> = std::thread::scope(|s| {
+    // Closes come in batches: when the first client sees its 1001, most others are still open
+    // (not closing yet). Checked by order of events, not by the clock.
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
         let joins: Vec<_> = clients
             .into_iter()
             .map(|mut ws| {
+                let first_tx = first_tx.clone();
                 s.spawn(move || {
                     assert_eq!(expect_close(&mut ws).0, 1001);
-                    start.elapsed()
+                    let _ = first_tx.send(());
                 })
             })
             .collect();
-        joins.into_iter().map(|j| j.join().unwrap()).collect()
+        first_rx.recv().unwrap();
+        let still_open = handle.open_connections();
+        assert!(
+            still_open >= 5,
+            "a drain closes in batches, not all at once: {still_open} of 20 left after the first close"
+        );
+        for j in joins {
+            j.join().unwrap();
+        }
     });
-    let first = *times.iter().min().unwrap();
-    let last = *times.iter().max().unwrap();
-    assert!(first < Duration::from_millis(600), "first batch at once: {first:?}");
-    assert!(
-        last >= Duration::from_millis(1000),
-        "closes spread over the window: last at {last:?}"
-    );
-    assert!(last < Duration::from_millis(3000), "{last:?}");
-    server.wait();
+    server.wait().expect("no reactor died");
     wait_until("admin listener released after stop", || {
         std::net::TcpStream::connect(admin).is_err()
     });
@@ -82,6 +85,6 @@ fn on_drain_runs_before_the_close() {
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("goodbye"));
     assert_eq!(expect_close(&mut ws).0, 1001);
     drop(ws);
-    server.wait();
+    server.wait().expect("no reactor died");
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }

@@ -19,7 +19,7 @@ fn shutdown_closes_everyone_with_1001_and_stops() {
     }
     drop(clients);
     let start = Instant::now();
-    server.wait();
+    server.wait().expect("no reactor died");
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "reactors should stop once connections are gone"

@@ -152,6 +152,30 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         &one(s.upload_cancels),
     );
     metric(
+        "token_expirations_total",
+        "counter",
+        "Connections closed because their user's token expired.",
+        &one(s.token_expirations),
+    );
+    metric(
+        "control_frame_closes_total",
+        "counter",
+        "Connections closed for exceeding the control-frame rate.",
+        &one(s.control_frame_closes),
+    );
+    metric(
+        "handler_panics_total",
+        "counter",
+        "Handler callbacks that panicked; their connection was closed with 1011.",
+        &one(s.handler_panics),
+    );
+    metric(
+        "dead_reactors",
+        "gauge",
+        "Reactor threads stopped by a panic (readiness fails while any is).",
+        &one(s.dead_reactors),
+    );
+    metric(
         "inbox_drops_total",
         "counter",
         "Cross-reactor broadcasts dropped because a reactor's inbox was full.",

@@ -16,7 +16,9 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Respon
     match segs.as_slice() {
         ["health"] => only(m, &["GET", "HEAD"], || Response::json(200, &json!({"status": "ok"}))),
         ["ready"] => only(m, &["GET", "HEAD"], || {
-            if h.is_draining() {
+            if h.dead_reactors() > 0 {
+                Response::json(503, &json!({"status": "failed", "dead_reactors": h.dead_reactors()}))
+            } else if h.is_draining() {
                 Response::json(503, &json!({"status": "draining"}))
             } else {
                 Response::json(200, &json!({"status": "ready"}))
@@ -32,6 +34,10 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Respon
             Err(r) => r,
             Ok(()) => admin(h, m, rest, body),
         },
+        // The WebSocket endpoint only takes GET (with an upgrade): other methods are 405.
+        ["ws"] | ["ws", _] if m != "GET" && m != "HEAD" => {
+            Response::error(405, "method not allowed").with_header("Allow", "GET")
+        }
         ["ws"] | ["ws", _] => Response::error(426, "WebSocket upgrade required")
             .with_header("Upgrade", "websocket")
             .with_header("Sec-WebSocket-Version", "13"),

@@ -147,13 +147,23 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
         .or_else(|| h.bearer())
         .or(subprotocol_token)
         .filter(|t| !t.is_empty());
+    // Exactly one readable Origin or none: a repeated or non-UTF-8 Origin must not read as
+    // "no Origin" (which `--allowed-origins` lets through for non-browser clients).
+    let origin = match h.count("origin") {
+        0 => None,
+        1 => match h.one("origin") {
+            Some(o) => Some(o.trim().to_string()),
+            None => return Parsed::Reject(reject(400, "invalid Origin header")),
+        },
+        _ => return Parsed::Reject(reject(400, "repeated Origin header")),
+    };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Parsed::Upgrade(
         UpgradeRequest {
             accept,
             token,
             offers_bearer,
-            origin: h.one("origin").map(|o| o.trim().to_string()),
+            origin,
         },
         head_len,
     )
@@ -170,6 +180,14 @@ impl<'b> HeaderView<'_, 'b> {
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .filter_map(|h| std::str::from_utf8(h.value).ok())
+    }
+
+    /// How many times header `name` appears, whatever its value.
+    fn count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
     }
 
     /// The value of a header that must appear exactly once.
@@ -316,6 +334,26 @@ mod tests {
             .unwrap()
             .replace("HTTP/1.1", "HTTP/1.0");
         assert_eq!(status(parse(http10.as_bytes(), 8192, Some("/ws"))), 400);
+    }
+
+    #[test]
+    fn origin_must_be_single_and_readable() {
+        let origin = |extra: &[&str]| match parse(&good("/ws", extra), 8192, Some("/ws")) {
+            Parsed::Upgrade(u, _) => Ok(u.origin),
+            Parsed::Reject(r) => Err(r.status),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(origin(&[]), Ok(None));
+        assert_eq!(origin(&["Origin: https://a"]), Ok(Some("https://a".into())));
+        assert_eq!(origin(&["Origin: https://a", "Origin: https://b"]), Err(400));
+        assert_eq!(origin(&["Origin: https://a", "origin: https://a"]), Err(400));
+        let mut raw = good("/ws", &[]);
+        raw.truncate(raw.len() - 2);
+        raw.extend_from_slice(b"Origin: https://\xff\r\n\r\n");
+        assert!(matches!(
+            parse(&raw, 8192, Some("/ws")),
+            Parsed::Reject(Reject { status: 400, .. })
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::conn::{NONE, Phase, flags};
 use crate::limits::RateLimited;
 use crate::protocol::{ErrorCode, write_envelope, write_error, write_rate_limited};
+use crate::reactor::users::NO_EXPIRY;
 use crate::server::ServerHandle;
 use crate::ws::encode_frame;
 
@@ -26,6 +27,17 @@ pub enum RoomRefusal {
     Anonymous,
     #[error("room limit reached")]
     TooManyRooms,
+}
+
+/// Why a `token.refresh` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    #[error("authentication failed: {0}")]
+    Invalid(crate::auth::AuthError),
+    #[error("token is for another user")]
+    OtherUser,
+    #[error("anonymous connections have no token")]
+    Anonymous,
 }
 
 /// The connection a callback is about, and its reactor.
@@ -205,6 +217,30 @@ impl Ctx<'_> {
         }
         // Just checked (or replaced) to hold a T.
         slot.downcast_mut::<T>().expect("slot holds T")
+    }
+
+    /// Replaces this connection's token with a fresh one for the same user (`sub`): the user's
+    /// expiry moves to the new `exp` if that is later, its room claims and this connection's
+    /// admin role follow the new token. Returns the user's expiry (Unix seconds; `None`: the
+    /// token has no `exp`).
+    pub fn refresh_token(&mut self, token: &str) -> Result<Option<u64>, RefreshError> {
+        let u = self.core.conns[self.idx].user;
+        let Some(verifier) = self.core.rt.verifier.as_ref().filter(|_| u != NONE) else {
+            return Err(RefreshError::Anonymous);
+        };
+        let claims = verifier.verify(Some(token)).map_err(RefreshError::Invalid)?;
+        if self.core.users.get(u).is_none_or(|user| *user.id != *claims.user_id) {
+            return Err(RefreshError::OtherUser);
+        }
+        self.core.record_claims(u, &claims);
+        let c = &mut self.core.conns[self.idx];
+        if claims.admin {
+            c.flags |= flags::ADMIN;
+        } else {
+            c.flags &= !flags::ADMIN;
+        }
+        let expiry = self.core.users.get(u).map_or(NO_EXPIRY, |user| user.expires_at);
+        Ok((expiry != NO_EXPIRY).then_some(u64::from(expiry)))
     }
 
     /// Counts an `upload.cancel` handed to the application (for metrics).

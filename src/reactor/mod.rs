@@ -13,6 +13,7 @@ mod session;
 pub(crate) mod users;
 
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -35,6 +36,16 @@ pub(crate) use self::core::Core;
 /// `generation << 32 | slab index` and never reach them.
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+
+thread_local! {
+    /// Set on reactor threads: calls that would wait for reactors must not wait there.
+    static ON_REACTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a reactor thread (inside a handler callback).
+pub(crate) fn on_reactor_thread() -> bool {
+    ON_REACTOR.with(|c| c.get())
+}
 
 /// Timer resolution.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -62,6 +73,8 @@ pub enum Target {
 /// A socket that authenticated on one reactor and belongs to its user's home reactor.
 pub(crate) struct Handover {
     pub sock: TcpStream,
+    /// The peer's per-IP bucket, already counted (the socket keeps its place).
+    pub ip_bucket: u16,
     pub claims: Claims,
     pub accept: String,
     pub bearer: bool,
@@ -101,8 +114,10 @@ pub(crate) enum Command {
     Census {
         reply: mpsc::Sender<Census>,
     },
-    /// Stop accepting and close everything.
-    Shutdown,
+    /// Stop accepting and close everything; say when the listener is closed.
+    Shutdown {
+        listener_closed: Option<mpsc::Sender<()>>,
+    },
 }
 
 /// What the server knows about one open connection (the seed's connection info).
@@ -163,6 +178,8 @@ pub(crate) struct Link {
     waker: Waker,
     pub metrics: Arc<ReactorMetrics>,
     pub stopped: AtomicBool,
+    /// The reactor thread panicked (outside any handler callback).
+    pub dead: AtomicBool,
     /// Fire-and-forget commands dropped because the inbox was full.
     pub inbox_drops: std::sync::atomic::AtomicU64,
 }
@@ -177,6 +194,7 @@ impl Link {
             waker,
             metrics: Arc::default(),
             stopped: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             inbox_drops: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -215,6 +233,12 @@ impl Link {
         true
     }
 
+    /// Drops every waiting command (and so every reply sender in them).
+    pub fn discard_inbox(&self) {
+        let old = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(old);
+    }
+
     fn take_all(&self, into: &mut Vec<Command>) {
         let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *q, into);
@@ -226,6 +250,7 @@ pub(crate) struct Runtime {
     pub config: Config,
     pub verifier: Option<Verifier>,
     pub admission: Admission,
+    pub per_ip: crate::limits::PerIpAdmission,
     pub links: Vec<Link>,
     pub local_addr: SocketAddr,
     /// Where reactors hand non-upgrade HTTP requests.
@@ -305,6 +330,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Runs until shutdown completes.
     pub fn run(mut self) {
+        ON_REACTOR.with(|c| c.set(true));
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -427,7 +453,12 @@ impl<H: Handler> Reactor<H> {
                 Command::Census { reply } => {
                     let _ = reply.send(self.core.census());
                 }
-                Command::Shutdown => self.begin_shutdown(),
+                Command::Shutdown { listener_closed } => {
+                    self.begin_shutdown();
+                    if let Some(ack) = listener_closed {
+                        let _ = ack.send(());
+                    }
+                }
             }
         }
         self.inbox = cmds;
@@ -482,10 +513,7 @@ impl<H: Handler> Reactor<H> {
             if self.core.conns[idx].phase != Phase::Open {
                 continue;
             }
-            self.handler.on_drain(&mut Ctx {
-                core: &mut self.core,
-                idx,
-            });
+            self.with_ctx(idx, |h, ctx| h.on_drain(ctx));
             self.core.close_or_drop(idx, 1001, "server shutting down");
         }
     }
@@ -507,7 +535,29 @@ impl<H: Handler> Reactor<H> {
                 code: c.code,
                 messages: c.messages,
             };
-            self.handler.on_close(&closed);
+            let handler = &*self.handler;
+            if catch_unwind(AssertUnwindSafe(|| handler.on_close(&closed))).is_err() {
+                self.handler_panicked(None);
+            }
+        }
+    }
+
+    /// Runs a handler callback about connection `idx`. A panic in it is contained: counted,
+    /// logged, and that connection is closed with 1011; the reactor and every other connection
+    /// carry on.
+    pub(super) fn with_ctx(&mut self, idx: usize, f: impl FnOnce(&H, &mut Ctx<'_>)) {
+        let handler = &*self.handler;
+        let core = &mut self.core;
+        if catch_unwind(AssertUnwindSafe(|| f(handler, &mut Ctx { core, idx }))).is_err() {
+            self.handler_panicked(Some(idx));
+        }
+    }
+
+    pub(super) fn handler_panicked(&mut self, idx: Option<usize>) {
+        self.core.metrics.handler_panics.inc();
+        log::error!("reactor {}: a handler callback panicked", self.core.id);
+        if let Some(idx) = idx.filter(|&i| self.core.conns.contains(i)) {
+            self.core.close_or_drop(idx, 1011, "internal error");
         }
     }
 }
@@ -521,12 +571,12 @@ mod tests {
         let poll = Poll::new().unwrap();
         let link = Link::new(Waker::new(poll.registry(), WAKER).unwrap());
         for _ in 0..INBOX_LIMIT {
-            assert!(link.send_lossy(Command::Shutdown));
+            assert!(link.send_lossy(Command::Shutdown { listener_closed: None }));
         }
-        assert!(!link.send_lossy(Command::Shutdown));
+        assert!(!link.send_lossy(Command::Shutdown { listener_closed: None }));
         assert_eq!(link.inbox_drops.load(Ordering::Relaxed), 1);
         assert!(
-            link.send(Command::Shutdown),
+            link.send(Command::Shutdown { listener_closed: None }),
             "commands callers wait on are never dropped"
         );
     }

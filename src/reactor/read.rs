@@ -10,8 +10,6 @@ use mio::Token;
 use super::{READ_BUDGET, Reactor};
 use crate::conn::{Input, Phase, flags};
 use crate::handler::Handler;
-use crate::reactor::ctx::Ctx;
-use crate::ws::frame::parse_head;
 use crate::ws::{Event, Violation};
 
 impl<H: Handler> Reactor<H> {
@@ -25,7 +23,7 @@ impl<H: Handler> Reactor<H> {
         while let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) {
             match c.sock.read(&mut buf) {
                 Ok(0) => {
-                    self.core.drop_conn(idx, 1006);
+                    self.core.peer_eof(idx);
                     break;
                 }
                 Ok(n) => {
@@ -102,11 +100,14 @@ impl<H: Handler> Reactor<H> {
             if from_pending {
                 pending.drain(..pos);
             } else if pos < data.len() {
+                // Grows with the bytes that actually arrived, never with a length the peer
+                // declared; a failed allocation closes this connection instead of aborting.
+                if pending.try_reserve(data.len() - pos).is_err() {
+                    log::warn!("out of memory buffering a frame; closing the connection");
+                    self.fail(idx, Violation::TooBig);
+                    return;
+                }
                 pending.extend_from_slice(&data[pos..]);
-            }
-            // Reserve the whole frame at once rather than growing by doubling.
-            if let Ok(Some(head)) = parse_head(pending, max) {
-                pending.reserve_exact(head.frame_len().saturating_sub(pending.len()));
             }
             if let Err(v) = decoder.check_incomplete(pending, max) {
                 self.fail(idx, v);
@@ -128,7 +129,15 @@ impl<H: Handler> Reactor<H> {
     fn on_event(&mut self, idx: usize, generation: u32, event: Event<'_>) -> bool {
         let phase = self.core.conns[idx].phase;
         match event {
-            Event::Fragment | Event::Pong => true,
+            Event::Fragment => true,
+            Event::Pong | Event::Ping(_) if phase == Phase::Open && !self.core.control_frame_allowed(idx) => {
+                self.core.metrics.control_frame_closes.inc();
+                self.core.conns[idx].input = None;
+                self.core.close_with(idx, 1008, "control frame rate limit exceeded");
+                self.core.conns[idx].phase = Phase::Discarding;
+                false
+            }
+            Event::Pong => true,
             Event::Ping(payload) => {
                 if phase == Phase::Open {
                     let mut pong = [0u8; 2 + 125];
@@ -155,13 +164,7 @@ impl<H: Handler> Reactor<H> {
                 }
                 self.core.conns[idx].messages += 1;
                 self.core.metrics.messages_in.inc();
-                self.handler.on_text(
-                    &mut Ctx {
-                        core: &mut self.core,
-                        idx,
-                    },
-                    text,
-                );
+                self.with_ctx(idx, |h, ctx| h.on_text(ctx, text));
                 self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
             }
             Event::Binary(data) => {
@@ -170,13 +173,7 @@ impl<H: Handler> Reactor<H> {
                 }
                 self.core.conns[idx].messages += 1;
                 self.core.metrics.messages_in.inc();
-                self.handler.on_binary(
-                    &mut Ctx {
-                        core: &mut self.core,
-                        idx,
-                    },
-                    data,
-                );
+                self.with_ctx(idx, |h, ctx| h.on_binary(ctx, data));
                 self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
             }
         }
@@ -190,13 +187,12 @@ impl<H: Handler> Reactor<H> {
             self.core.drop_conn(idx, v.close_code());
             return;
         }
-        self.handler.on_violation(
-            &mut Ctx {
-                core: &mut self.core,
-                idx,
-            },
-            v,
-        );
+        self.with_ctx(idx, |h, ctx| h.on_violation(ctx, v));
+        if self.core.conns[idx].phase != Phase::Open {
+            // The handler closed it (or panicked): just stop reading frames.
+            self.core.conns[idx].input = None;
+            return;
+        }
         self.core.conns[idx].input = None;
         self.core.close_with(idx, v.close_code(), v.reason());
         // The stream is no longer framed (the rest of an oversized or broken frame follows):

@@ -18,14 +18,27 @@ use crate::protocol::ErrorCode;
 use crate::reactor::core::Core;
 use crate::reactor::ctx::Ctx;
 
+/// Answer to a socket over `max_connections_per_ip`, written once without waiting.
+const TOO_MANY_FROM_ADDRESS: &[u8] =
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+
 impl<H: Handler> Reactor<H> {
     pub(super) fn accept_all(&mut self) {
         loop {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
-                Ok((sock, _peer)) => {
+                Ok((mut sock, peer)) => {
+                    let rt = &self.core.rt;
+                    let bucket = rt.per_ip.bucket(peer.ip());
+                    if !rt.per_ip.try_admit(bucket, rt.config.max_connections_per_ip) {
+                        // One address holds its whole share: refuse before reading anything.
+                        self.core.metrics.refused_with(429);
+                        self.core.metrics.accepted.inc();
+                        let _ = io::Write::write(&mut sock, TOO_MANY_FROM_ADDRESS);
+                        continue;
+                    }
                     let _ = sock.set_nodelay(true);
-                    let idx = self.core.insert_conn(sock);
+                    let idx = self.core.insert_conn(sock, bucket);
                     if self.register(idx) {
                         self.core.track_pending(idx);
                     }
@@ -112,6 +125,7 @@ impl<H: Handler> Reactor<H> {
         }
         let mut conn = self.core.conns.remove(idx);
         let _ = self.poll.registry().deregister(&mut conn.sock);
+        self.core.rt.per_ip.release(conn.ip_bucket);
         let stream: std::net::TcpStream = conn.sock.into();
         match self.core.rt.admin.try_send(crate::admin::AdminJob { stream, bytes }) {
             Ok(()) => {}
@@ -175,7 +189,17 @@ impl<H: Handler> Reactor<H> {
                 }
             },
         };
-        if let Err(refusal) = self.handler.on_upgrade(claims.as_ref()) {
+        let handler = &*self.handler;
+        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_upgrade(claims.as_ref())))
+            .unwrap_or_else(|_| {
+                self.core.metrics.handler_panics.inc();
+                log::error!("reactor {}: on_upgrade panicked; refusing with 500", self.core.id);
+                Err(crate::handler::Refusal {
+                    status: 500,
+                    message: "internal error".into(),
+                })
+            });
+        if let Err(refusal) = decision {
             self.core.conns[idx].flags &= !flags::COUNTED;
             rt.admission.release();
             let status = if (400..600).contains(&refusal.status) {
@@ -191,11 +215,22 @@ impl<H: Handler> Reactor<H> {
         }
         if let Some(claims) = claims {
             let home = rt.home_of(&claims.user_id);
+            if rt.links[home].stopped.load(std::sync::atomic::Ordering::Acquire) {
+                // The user's home reactor is gone (it panicked, or the server is stopping).
+                self.core.conns[idx].flags &= !flags::COUNTED;
+                rt.admission.release();
+                self.core.metrics.refused_with(503);
+                let mut resp = Vec::new();
+                write_error(&mut resp, 503, &[("Retry-After", "1")], "server unavailable");
+                self.core.respond_http(idx, &resp);
+                return;
+            }
             if home != self.core.id {
                 let mut conn = self.core.conns.remove(idx);
                 let _ = self.poll.registry().deregister(&mut conn.sock);
                 self.core.metrics.handovers.inc();
                 let h = Handover {
+                    ip_bucket: conn.ip_bucket,
                     sock: conn.sock,
                     claims,
                     accept: u.accept,
@@ -204,6 +239,7 @@ impl<H: Handler> Reactor<H> {
                 };
                 if !rt.links[home].send(Command::Adopt(Box::new(h))) {
                     rt.admission.release();
+                    rt.per_ip.release(conn.ip_bucket);
                 }
                 return;
             }
@@ -219,10 +255,12 @@ impl<H: Handler> Reactor<H> {
             // Arrived after the drain began: refuse rather than open a connection we would
             // close at once.
             self.core.rt.admission.release();
+            self.core.rt.per_ip.release(h.ip_bucket);
             return;
         }
-        let idx = self.core.insert_conn(h.sock);
+        let idx = self.core.insert_conn(h.sock, h.ip_bucket);
         if !self.register(idx) {
+            // drop_conn released the address; the global slot was not yet the connection's.
             self.core.rt.admission.release();
             return;
         }
@@ -247,14 +285,12 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.core.conns[idx].opened_at = Core::unix_now();
+        self.core.arm_expiry(idx);
         let m = &self.core.metrics;
         m.handshakes.inc();
         m.connections.set(m.connections.get() + 1);
         let generation = self.core.conns[idx].generation;
-        self.handler.on_open(&mut Ctx {
-            core: &mut self.core,
-            idx,
-        });
+        self.with_ctx(idx, |h, ctx| h.on_open(ctx));
         if !leftover.is_empty() && self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
             self.on_frame_bytes(idx, generation, &mut leftover);
         }
@@ -295,10 +331,11 @@ impl<H: Handler> Reactor<H> {
 }
 
 impl Core {
-    /// Queues the 101 response.
+    /// Queues the 101 response as urgent bytes: nothing (a pong for a ping sent along with the
+    /// request) may overtake it, and a slow-consumer discard never drops it.
     pub(crate) fn write_101(&mut self, idx: usize, accept: &str) {
         let mut resp = Vec::with_capacity(160);
         write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER));
-        self.queue_raw(idx, &resp);
+        self.queue_urgent(idx, &resp);
     }
 }

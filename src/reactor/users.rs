@@ -63,9 +63,15 @@ pub struct User {
     /// Newest connection, or NONE.
     pub tail: u32,
     pub count: u32,
+    /// Latest `exp` (Unix seconds) among the tokens this user presented here; `NO_EXPIRY` for
+    /// a token without one. Only ever moves later, so lazily re-armed timers stay correct.
+    pub expires_at: u32,
     pub rate: SlidingWindow,
     pub extras: Option<Box<Extras>>,
 }
+
+/// `User::expires_at` of a user holding a token without `exp`.
+pub const NO_EXPIRY: u32 = u32::MAX;
 
 #[derive(Default)]
 pub struct Users {
@@ -90,6 +96,7 @@ impl Users {
             head: NONE,
             tail: NONE,
             count: 0,
+            expires_at: 0,
             rate: SlidingWindow::default(),
             extras: None,
         }) as u32;
@@ -140,7 +147,7 @@ mod tests {
         }
         assert!(matches!(UserId::new("exactly-twenty-two-b22"), UserId::Inline(..)));
         assert_eq!(std::mem::size_of::<UserId>(), 24);
-        assert!(std::mem::size_of::<User>() <= 56, "{}", std::mem::size_of::<User>());
+        assert!(std::mem::size_of::<User>() <= 64, "{}", std::mem::size_of::<User>());
     }
 
     #[test]

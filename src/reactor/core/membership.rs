@@ -6,7 +6,7 @@
 
 use super::{Core, NONE, Phase, USER_KEY, flags};
 use crate::reactor::rooms::{glob_match, valid_room_name};
-use crate::reactor::users::Extras;
+use crate::reactor::users::{Extras, NO_EXPIRY};
 
 impl Core {
     /// Open connections of every member of `room` on this reactor.
@@ -103,6 +103,10 @@ impl Core {
     /// Records a verified token's profile and room claims on its user.
     pub fn record_claims(&mut self, u: u32, claims: &crate::auth::Claims) {
         let Some(user) = self.users.get_mut(u) else { return };
+        let exp = claims
+            .expires_at
+            .map_or(NO_EXPIRY, |e| e.min(u32::MAX as u64 - 1) as u32);
+        user.expires_at = user.expires_at.max(exp);
         if claims.email.is_none() && claims.name.is_none() && claims.rooms.is_none() && user.extras.is_none() {
             return;
         }

@@ -24,8 +24,16 @@ use super::{Runtime, TICK, Target, conn_token, split_token};
 use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
 use crate::protocol::IdGen;
+use crate::reactor::users::NO_EXPIRY;
 use crate::timer::TimerWheel;
 use crate::ws::encode_close;
+
+/// Close reason (with code 1008) when the user's token expires.
+pub(crate) const TOKEN_EXPIRED: &str = "token expired";
+
+fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Timer keys with this bit name a user entry (cleanup of a cooled-down rate window), not a
 /// connection.
@@ -80,6 +88,8 @@ pub(crate) struct Core {
     pub now: u32,
     /// Milliseconds since `start`, for rate windows.
     pub now_ms: u64,
+    /// Unix seconds at the start of this turn, for token expiry.
+    pub unix_now: u64,
     ticks: Ticks,
     queued: usize,
     pub closed: Vec<ClosedRecord>,
@@ -120,6 +130,7 @@ impl Core {
             start: Instant::now(),
             now: 0,
             now_ms: 0,
+            unix_now: unix_secs(),
             ticks,
             queued: 0,
             closed: Vec::new(),
@@ -133,6 +144,7 @@ impl Core {
         let elapsed = now.saturating_duration_since(self.start);
         self.now_ms = elapsed.as_millis() as u64;
         self.now = (self.now_ms / TICK.as_millis() as u64) as u32;
+        self.unix_now = unix_secs();
     }
 
     /// Time until the next timer could be due (`None`: no timers at all).
@@ -158,11 +170,12 @@ impl Core {
         conn_token(idx, self.conns[idx].generation)
     }
 
-    /// Adds a fresh socket in the handshake phase with its handshake deadline.
-    pub fn insert_conn(&mut self, sock: mio::net::TcpStream) -> usize {
+    /// Adds a fresh socket in the handshake phase with its handshake deadline. `ip_bucket` has
+    /// already been counted in the per-IP table; the connection releases it when dropped.
+    pub fn insert_conn(&mut self, sock: mio::net::TcpStream, ip_bucket: u16) -> usize {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
-        let idx = self.conns.insert(Conn::new(sock, generation, self.now));
+        let idx = self.conns.insert(Conn::new(sock, generation, self.now, ip_bucket));
         // The connection's one wheel entry: due at whichever check comes first after accept.
         self.schedule(
             idx,
@@ -290,11 +303,41 @@ impl Core {
     }
 
     /// Queues a control frame (pong, ping) at the next frame boundary, ahead of any backlog.
+    /// Its bytes count against the outbound cap like any other (a client that sends pings and
+    /// never reads is a slow consumer).
     pub fn queue_urgent(&mut self, idx: usize, frame: &[u8]) {
         self.enqueue(idx, |out, pool| {
             out.push_urgent(frame, pool);
             frame.len()
         });
+        self.enforce_cap(idx);
+    }
+
+    /// Counts a control frame from the peer; false once it sent more than
+    /// `max_control_frames_per_second` in the current second (the caller closes it).
+    pub fn control_frame_allowed(&mut self, idx: usize) -> bool {
+        let limit = self.rt.config.max_control_frames_per_second;
+        if limit == 0 {
+            return true;
+        }
+        let second = (self.now / 10) as u8;
+        let c = &mut self.conns[idx];
+        if c.control_second != second {
+            c.control_second = second;
+            c.control_count = 0;
+        }
+        c.control_count = c.control_count.saturating_add(1);
+        u32::from(c.control_count) <= limit
+    }
+
+    /// Gives back the connection's place in the global count (at the start of a close, so
+    /// connections waiting for a close handshake never keep anyone else out).
+    fn release_slot(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if c.has(flags::COUNTED) {
+            c.flags &= !flags::COUNTED;
+            self.rt.admission.release();
+        }
     }
 
     /// Queues a shared frame to an open connection; false if it was not open.
@@ -348,6 +391,7 @@ impl Core {
         }
         c.phase = Phase::Closing;
         c.mark = self.now;
+        self.release_slot(idx);
         self.unlink_user(idx);
         let mut frame = Vec::with_capacity(4 + reason.len().min(123));
         encode_close(&mut frame, code, reason);
@@ -392,6 +436,7 @@ impl Core {
         if c.has(flags::COUNTED) {
             self.rt.admission.release();
         }
+        self.rt.per_ip.release(c.ip_bucket);
         if c.opened_at != 0 {
             let n = self.metrics.connections.get();
             self.metrics.connections.set(n.saturating_sub(1));
@@ -406,6 +451,32 @@ impl Core {
         if let Some(out) = c.output {
             self.queued -= out.bytes;
             self.pool.recycle(out);
+        }
+    }
+
+    /// The peer half-closed its side (a read returned 0). No more input will come, but whatever
+    /// we owe it (an HTTP response, the 101 and first messages, a close frame) is still
+    /// written before the socket closes: a half-close is not a reset.
+    pub fn peer_eof(&mut self, idx: usize) {
+        let now = self.now;
+        let c = &mut self.conns[idx];
+        c.flags |= flags::PEER_EOF | flags::CLOSE_RECEIVED;
+        match c.phase {
+            // Nothing complete to answer.
+            Phase::Handshake => self.drop_conn(idx, 1006),
+            Phase::Open => {
+                // Gone without a close frame: deliver what is queued, then close (1006).
+                c.phase = Phase::Closing;
+                c.mark = now;
+                c.close_code = 1006;
+                c.input = None;
+                let generation = c.generation;
+                self.release_slot(idx);
+                self.unlink_user(idx);
+                self.schedule(idx, generation, now + self.ticks.close);
+                self.mark_dirty(idx);
+            }
+            Phase::Closing | Phase::Discarding => self.mark_dirty(idx),
         }
     }
 
@@ -500,21 +571,29 @@ impl Core {
                 }
             }
             Phase::Open => {
-                if idle >= self.ticks.timeout {
+                let (user, mark, last_seen) = (c.user, c.mark, c.last_seen);
+                let expiry = self.users.get(user).map_or(NO_EXPIRY, |u| u.expires_at);
+                if expiry != NO_EXPIRY && u64::from(expiry) <= self.unix_now {
+                    self.metrics.token_expirations.inc();
+                    self.close_with(idx, 1008, TOKEN_EXPIRED);
+                    return;
+                }
+                let next = if idle >= self.ticks.timeout {
                     self.metrics.timeouts.inc();
                     self.close_with(idx, 1000, "Connection timeout");
+                    return;
                 } else if idle >= self.ticks.heartbeat {
-                    if c.mark <= c.last_seen {
+                    if mark <= last_seen {
                         // No ping since the last activity: send one.
-                        c.mark = now;
+                        self.conns[idx].mark = now;
                         self.queue_urgent(idx, &crate::ws::PING_FRAME);
                     }
-                    let at = self.conns[idx].last_seen + self.ticks.timeout;
-                    self.schedule(idx, generation, at);
+                    last_seen + self.ticks.timeout
                 } else {
-                    let at = c.last_seen + self.ticks.heartbeat;
-                    self.schedule(idx, generation, at);
-                }
+                    last_seen + self.ticks.heartbeat
+                };
+                let at = next.min(self.expiry_tick(expiry));
+                self.schedule(idx, generation, at);
             }
             Phase::Closing | Phase::Discarding => {
                 if now.wrapping_sub(c.mark) >= self.ticks.close {
@@ -539,7 +618,7 @@ impl Core {
                 }
             }
             Target::Subscribers(bit) => {
-                let mask = 1u64 << bit;
+                let Some(mask) = 1u64.checked_shl(*bit) else { return 0 };
                 for idx in 0..self.conns.capacity() {
                     if self.conns.get(idx).is_some_and(|c| c.subscriptions & mask != 0) && self.push_shared(idx, frame)
                     {
@@ -591,7 +670,7 @@ impl Core {
             Target::Subscribers(bit) => self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.phase == Phase::Open && c.subscriptions & (1 << bit) != 0)
+                .filter(|(_, c)| c.phase == Phase::Open && c.subscriptions & 1u64.checked_shl(*bit).unwrap_or(0) != 0)
                 .map(|(i, _)| i)
                 .collect(),
             Target::User(user) => {
@@ -614,6 +693,30 @@ impl Core {
             self.close_with(idx, code, reason);
         }
         matching.len()
+    }
+
+    /// The tick at which a user's token expiry passes (`u32::MAX` for none).
+    fn expiry_tick(&self, expiry: u32) -> u32 {
+        if expiry == NO_EXPIRY {
+            return u32::MAX;
+        }
+        let secs = u64::from(expiry).saturating_sub(self.unix_now);
+        let ticks = secs.saturating_mul(1000 / TICK.as_millis() as u64) + 1;
+        self.now.saturating_add(ticks.min(u32::MAX as u64 / 4) as u32)
+    }
+
+    /// Makes sure an open connection's timer fires when its user's token expires, if that comes
+    /// before the connection's next regular check.
+    pub fn arm_expiry(&mut self, idx: usize) {
+        let expiry = self.users.get(self.conns[idx].user).map_or(NO_EXPIRY, |u| u.expires_at);
+        if expiry == NO_EXPIRY {
+            return;
+        }
+        let at = self.expiry_tick(expiry);
+        if at < self.now.saturating_add(self.ticks.heartbeat.min(self.ticks.handshake)) {
+            let generation = self.conns[idx].generation;
+            self.schedule(idx, generation, at);
+        }
     }
 
     /// Unix seconds, for `opened_at`.

@@ -527,6 +527,15 @@ impl ServerHandle {
         for _ in (0..asked).map_while(|_| rx.recv_timeout(wait).ok()) {}
     }
 
+    /// Makes reactor `i` panic outside any handler callback (for tests of reactor death).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn inject_reactor_panic(&self, i: usize) {
+        if let Some(l) = self.rt.links.get(i) {
+            l.send(Command::InjectPanic);
+        }
+    }
+
     /// Reactors that stopped because of a panic. While any has, `/ready` answers 503.
     pub fn dead_reactors(&self) -> usize {
         self.rt.links.iter().filter(|l| l.dead.load(Ordering::Acquire)).count()

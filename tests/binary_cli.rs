@@ -37,10 +37,35 @@ fn help_lists_flags_env_vars_and_defaults() {
         "--jwt-issuer",
         "--jwt-audience",
         "--log-level",
+        "--max-connections-per-ip",
+        "--max-control-frames",
+        "--jwt-require-exp",
         "token",
         "echo",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn out_of_range_settings_are_refused_at_startup_with_a_clear_error() {
+    for args in [
+        &["--max-connections-per-user", "4294967296"][..],
+        &["--max-connections-per-user", "4294967295"],
+        &["--max-message-size", "18446744073709551615"],
+        &["--max-message-size", "1099511627776"],
+        &["--drain-window", "1e19"],
+        &["--shutdown-timeout", "1e19"],
+        &["--max-control-frames", "1000"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", "s"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid configuration"), "{args:?}: {err}");
     }
 }
 

@@ -114,6 +114,9 @@ pub(crate) enum Command {
     Census {
         reply: mpsc::Sender<Census>,
     },
+    /// Panic on the reactor thread outside any handler (tests of reactor death).
+    #[cfg(feature = "testing")]
+    InjectPanic,
     /// Stop accepting and close everything; say when the listener is closed.
     Shutdown {
         listener_closed: Option<mpsc::Sender<()>>,
@@ -453,6 +456,8 @@ impl<H: Handler> Reactor<H> {
                 Command::Census { reply } => {
                     let _ = reply.send(self.core.census());
                 }
+                #[cfg(feature = "testing")]
+                Command::InjectPanic => panic!("injected reactor panic"),
                 Command::Shutdown { listener_closed } => {
                     self.begin_shutdown();
                     if let Some(ack) = listener_closed {

@@ -15,6 +15,10 @@ use crate::ws::Violation;
 /// Exactly the seed's list (clients may compare it).
 pub const FEATURES: [&str; 4] = ["heartbeat", "subscriptions", "rate_limiting", "message_validation"];
 
+/// Most rooms or events one `join`/`leave`/`subscribe`/`unsubscribe` may name: each costs an
+/// authorization check and a line in the reply, so a single message's cost stays bounded.
+pub const MAX_ITEMS_PER_REQUEST: usize = 64;
+
 /// Application hooks of the protocol server, for message types the protocol hands over.
 pub trait ProtocolHooks: Send + Sync + 'static {
     /// A validated `upload.cancel`.
@@ -247,6 +251,12 @@ impl ProtocolApp {
     /// refused rooms.
     fn rooms(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
         let rooms = match data_as::<RoomsData>(data) {
+            Ok(RoomsData { rooms: Some(r) }) if r.len() > MAX_ITEMS_PER_REQUEST => {
+                return ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    &format!("at most {MAX_ITEMS_PER_REQUEST} rooms per request"),
+                );
+            }
             Ok(RoomsData { rooms: Some(r) }) => r,
             _ => {
                 return ctx.send_error(
@@ -296,6 +306,12 @@ impl ProtocolApp {
 
     fn subscription(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
         let events = match data_as::<EventsData>(data) {
+            Ok(EventsData { events: Some(e) }) if e.len() > MAX_ITEMS_PER_REQUEST => {
+                return ctx.send_error(
+                    ErrorCode::InvalidMessageFormat,
+                    &format!("at most {MAX_ITEMS_PER_REQUEST} events per request"),
+                );
+            }
             Ok(EventsData { events: Some(e) }) => e,
             _ => {
                 return ctx.send_error(

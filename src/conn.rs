@@ -163,6 +163,11 @@ pub struct Pool {
     // Connections own `Box<OutQueue>`; recycling moves the box itself, never the queue.
     #[allow(clippy::vec_box)]
     queues: Vec<Box<OutQueue>>,
+    /// Queues handed out and not yet returned, and the most at once since the last trim: the
+    /// pool keeps as many queues as a recent burst needed (a broadcast to every connection
+    /// allocates nothing once the pool has grown), then gives the excess back.
+    outstanding: usize,
+    peak: usize,
     vecs: Vec<Vec<u8>>,
     /// Capacity held by `vecs`, capped at `POOL_BYTES`.
     vec_bytes: usize,
@@ -174,7 +179,20 @@ const POOL_VEC_MAX_CAPACITY: usize = 64 * 1024;
 
 impl Pool {
     pub fn queue(&mut self) -> Box<OutQueue> {
+        self.outstanding += 1;
+        self.peak = self.peak.max(self.outstanding);
         self.queues.pop().unwrap_or_default()
+    }
+
+    /// Frees pooled queues beyond `POOL_QUEUES` and the peak use since the last trim (called
+    /// about once a second), so memory taken by one burst returns soon after it.
+    pub fn trim(&mut self) {
+        let keep = POOL_QUEUES.max(self.peak);
+        if self.queues.len() > keep {
+            self.queues.truncate(keep);
+            self.queues.shrink_to(keep);
+        }
+        self.peak = self.outstanding;
     }
 
     pub fn vec(&mut self) -> Vec<u8> {
@@ -201,7 +219,8 @@ impl Pool {
         }
         q.front_written = 0;
         q.bytes = 0;
-        if self.queues.len() < POOL_QUEUES && q.segs.capacity() <= 64 {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if self.queues.len() < POOL_QUEUES.max(self.peak) && q.segs.capacity() <= 64 {
             self.queues.push(q);
         }
     }
@@ -418,6 +437,25 @@ mod tests {
         w.budget = 100;
         q.write_to(&mut w, &mut pool).unwrap();
         assert_eq!(w.out, b"1111C");
+    }
+
+    #[test]
+    fn the_pool_keeps_what_a_burst_needed_then_trims() {
+        let mut pool = Pool::default();
+        let n = POOL_QUEUES + 1000;
+        let taken: Vec<_> = (0..n).map(|_| pool.queue()).collect();
+        for q in taken {
+            pool.recycle(q);
+        }
+        assert_eq!(
+            pool.queues.len(),
+            n,
+            "a second burst of the same size allocates nothing"
+        );
+        pool.trim();
+        assert_eq!(pool.queues.len(), n, "still within the last period's peak");
+        pool.trim();
+        assert_eq!(pool.queues.len(), POOL_QUEUES, "an idle period gives the excess back");
     }
 
     #[test]

@@ -316,3 +316,49 @@ fn post_to_the_websocket_path_is_405() {
     assert_eq!(status, 405);
     assert!(head.to_ascii_lowercase().contains("allow: get"), "{head}");
 }
+
+#[test]
+fn one_message_names_at_most_64_rooms_or_events() {
+    let server = start(config());
+    let (mut ws, _) = connect(server.local_addr(), &admin_token("many"));
+    let rooms: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    send_json(&mut ws, json!({"type": "join", "data": {"rooms": rooms}}));
+    let e = recv_json(&mut ws);
+    assert_eq!(e["data"]["code"], "INVALID_MESSAGE_FORMAT", "{e}");
+    assert_eq!(e["data"]["message"], "at most 64 rooms per request");
+    let events = vec!["upload.progress"; 65];
+    send_json(&mut ws, json!({"type": "subscribe", "data": {"events": events}}));
+    assert_eq!(recv_json(&mut ws)["data"]["message"], "at most 64 events per request");
+    send_json(&mut ws, json!({"type": "join", "data": {"rooms": &rooms[..64]}}));
+    assert_eq!(recv_json(&mut ws)["data"]["rooms"].as_array().unwrap().len(), 64);
+}
+
+/// Many members leaving a room in an arbitrary order: every remaining member, and only they,
+/// still receive the room's messages (members' stored positions stay right as others leave).
+#[test]
+fn room_membership_stays_exact_through_many_leaves() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let mut members: Vec<(usize, Ws)> = (0..24)
+        .map(|i| {
+            let (mut ws, _) = connect(addr, &admin_token(&format!("m{i}")));
+            send_json(&mut ws, json!({"type": "join", "data": {"rooms": ["hall"]}}));
+            assert_eq!(recv_json(&mut ws)["type"], "room.joined");
+            (i, ws)
+        })
+        .collect();
+    // Leave in a scrambled order: first, last, middle, ...
+    let mut left = Vec::new();
+    for k in [0usize, 22, 5, 11, 0, 3, 9, 1] {
+        let (i, mut ws) = members.remove(k.min(members.len() - 1));
+        send_json(&mut ws, json!({"type": "leave", "data": {"rooms": ["hall"]}}));
+        assert_eq!(recv_json(&mut ws)["data"]["rooms"], json!(["hall"]), "member {i}");
+        left.push(ws);
+    }
+    let handle = server.handle();
+    let n = handle.send_to_room("hall", "room.message", json!({"n": 1}));
+    assert_eq!(n, members.len());
+    for (i, ws) in &mut members {
+        assert_eq!(recv_json(ws)["type"], "room.message", "member {i}");
+    }
+}

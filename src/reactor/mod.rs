@@ -5,6 +5,8 @@
 //! not touch: other reactors' state (it only posts commands to their inboxes) or the
 //! application's meaning of messages (that is the `Handler`).
 
+#[macro_use]
+mod noisy;
 pub(crate) mod core;
 pub mod ctx;
 mod read;

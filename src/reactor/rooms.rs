@@ -38,8 +38,10 @@ impl Rooms {
         self.entries.get(r as usize)
     }
 
-    /// Adds `user` to `name` (creating the room); false if it was already a member.
-    pub fn add(&mut self, name: &str, user: u32) -> (u32, bool) {
+    /// Appends `user` to `name` (creating the room); returns the room and the user's position
+    /// in its member list. The caller knows (from the user's own list) that it is not already
+    /// a member, so this is O(1) whatever the room's size.
+    pub fn add(&mut self, name: &str, user: u32) -> (u32, u32) {
         let r = match self.find(name) {
             Some(r) => r,
             None => {
@@ -55,30 +57,27 @@ impl Rooms {
             }
         };
         let members = &mut self.entries[r as usize].members;
-        if members.contains(&user) {
-            return (r, false);
-        }
         members.push(user);
-        (r, true)
+        (r, members.len() as u32 - 1)
     }
 
-    /// Removes `user` from room `r`; the room goes when its last member does.
-    pub fn remove(&mut self, r: u32, user: u32) -> bool {
-        let Some(room) = self.entries.get_mut(r as usize) else {
-            return false;
-        };
-        let Some(pos) = room.members.iter().position(|&m| m == user) else {
-            return false;
-        };
-        room.members.swap_remove(pos);
+    /// Removes the member at `pos` of room `r` (the room goes with its last member). Returns
+    /// the user moved into `pos` to fill the gap, whose stored position the caller updates.
+    pub fn remove_at(&mut self, r: u32, pos: u32) -> Option<u32> {
+        let room = self.entries.get_mut(r as usize)?;
+        if pos as usize >= room.members.len() {
+            return None;
+        }
+        room.members.swap_remove(pos as usize);
         if room.members.is_empty() {
             let h = self.hasher.hash_one(&*room.name);
             if let Ok(e) = self.index.find_entry(h, |&j| j == r) {
                 e.remove();
             }
             self.entries.remove(r as usize);
+            return None;
         }
-        true
+        room.members.get(pos as usize).copied()
     }
 }
 
@@ -129,15 +128,17 @@ mod tests {
     }
 
     #[test]
-    fn rooms_vanish_with_their_last_member() {
+    fn rooms_vanish_with_their_last_member_and_report_moves() {
         let mut r = Rooms::default();
-        let (a, new) = r.add("lobby", 1);
-        assert!(new);
-        assert!(!r.add("lobby", 1).1);
-        r.add("lobby", 2);
-        assert!(r.remove(a, 1));
+        let (a, p1) = r.add("lobby", 1);
+        let (_, p2) = r.add("lobby", 2);
+        let (_, p3) = r.add("lobby", 3);
+        assert_eq!((p1, p2, p3), (0, 1, 2));
+        assert_eq!(r.remove_at(a, p1), Some(3), "the last member fills the gap");
+        assert_eq!(r.get(a).unwrap().members, vec![3, 2]);
+        assert_eq!(r.remove_at(a, 1), None, "removing the last slot moves nobody");
         assert_eq!(r.find("lobby"), Some(a));
-        assert!(r.remove(a, 2));
+        assert_eq!(r.remove_at(a, 0), None);
         assert_eq!(r.find("lobby"), None);
         assert_eq!(r.len(), 0);
     }

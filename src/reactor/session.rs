@@ -177,8 +177,8 @@ impl<H: Handler> Reactor<H> {
                 Ok(claims) => Some(claims),
                 Err(reason) => {
                     self.core.metrics.auth_failed(reason);
-                    log::info!("authentication failed: {reason}");
                     c.flags &= !flags::COUNTED;
+                    noisy!(&mut self.core, Info, "authentication failed: {reason}");
                     rt.admission.release();
                     // Upgrade, then close with 1008 so browsers can tell auth from network.
                     self.core.write_101(idx, &u.accept);
@@ -323,7 +323,12 @@ impl<H: Handler> Reactor<H> {
                 break;
             };
             self.core.metrics.evictions.inc();
-            log::info!("user {}: evicting oldest connection (limit {max})", claims.user_id);
+            noisy!(
+                &mut self.core,
+                Info,
+                "user {}: evicting oldest connection (limit {max})",
+                claims.user_id
+            );
             self.core.close_with(oldest, 1008, "connection limit exceeded");
         }
         true

@@ -19,8 +19,9 @@ pub struct Extras {
     pub name: Option<Box<str>>,
     /// `rooms` claim of the user's most recent token: names or `*` patterns it may join.
     pub allowed_rooms: Option<Vec<String>>,
-    /// Rooms (indices in the reactor's room index) this user is in.
-    pub rooms: Vec<u32>,
+    /// Rooms this user is in: (index in the reactor's room index, this user's position in
+    /// that room's member list), so joins and leaves never scan a room's members.
+    pub rooms: Vec<(u32, u32)>,
 }
 
 /// A user id: up to 22 bytes inline (no allocation, and most ids fit), longer ones boxed.

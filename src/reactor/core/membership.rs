@@ -54,16 +54,33 @@ impl Core {
             return false;
         };
         let extras = user.extras.get_or_insert_with(Box::default);
-        if add {
-            let (r, new) = self.rooms.add(room, u);
-            if new {
-                extras.rooms.push(r);
+        let existing = self.rooms.find(room);
+        let member_at = existing.and_then(|r| extras.rooms.iter().position(|&(x, _)| x == r));
+        match (add, member_at) {
+            (true, Some(_)) | (false, None) => false,
+            (true, None) => {
+                let (r, pos) = self.rooms.add(room, u);
+                extras.rooms.push((r, pos));
+                true
             }
-            new
-        } else {
-            let Some(r) = self.rooms.find(room) else { return false };
-            extras.rooms.retain(|&x| x != r);
-            self.rooms.remove(r, u)
+            (false, Some(i)) => {
+                let (r, pos) = extras.rooms.swap_remove(i);
+                self.room_member_removed(r, pos);
+                true
+            }
+        }
+    }
+
+    /// Removes the member at `pos` of room `r` and updates the position stored by the member
+    /// moved into its place.
+    fn room_member_removed(&mut self, r: u32, pos: u32) {
+        let Some(moved) = self.rooms.remove_at(r, pos) else {
+            return;
+        };
+        if let Some(e) = self.users.get_mut(moved).and_then(|m| m.extras.as_mut())
+            && let Some(entry) = e.rooms.iter_mut().find(|(x, _)| *x == r)
+        {
+            entry.1 = pos;
         }
     }
 
@@ -76,7 +93,7 @@ impl Core {
             .map_or(&[][..], |e| &e.rooms[..]);
         rooms
             .iter()
-            .filter_map(|&r| self.rooms.get(r))
+            .filter_map(|&(r, _)| self.rooms.get(r))
             .map(|r| r.name.to_string())
             .collect()
     }
@@ -85,8 +102,8 @@ impl Core {
         let Some(extras) = self.users.get_mut(u).and_then(|u| u.extras.as_mut()) else {
             return;
         };
-        for r in std::mem::take(&mut extras.rooms) {
-            self.rooms.remove(r, u);
+        for (r, pos) in std::mem::take(&mut extras.rooms) {
+            self.room_member_removed(r, pos);
         }
     }
 

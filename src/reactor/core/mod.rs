@@ -93,6 +93,8 @@ pub(crate) struct Core {
     ticks: Ticks,
     queued: usize,
     pub closed: Vec<ClosedRecord>,
+    /// Budget for log lines about client-triggered events.
+    pub noisy: super::noisy::NoisyLog,
     /// Handlers' typed per-connection data, only for connections that have some (flag
     /// `HAS_DATA`), so connections that need none pay nothing.
     pub conn_data: std::collections::HashMap<usize, Box<dyn std::any::Any + Send>>,
@@ -134,6 +136,7 @@ impl Core {
             ticks,
             queued: 0,
             closed: Vec::new(),
+            noisy: Default::default(),
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             pending: std::collections::VecDeque::new(),
@@ -143,7 +146,11 @@ impl Core {
     pub fn update_clock(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.start);
         self.now_ms = elapsed.as_millis() as u64;
-        self.now = (self.now_ms / TICK.as_millis() as u64) as u32;
+        let now = (self.now_ms / TICK.as_millis() as u64) as u32;
+        if now / 10 != self.now / 10 {
+            self.pool.trim();
+        }
+        self.now = now;
         self.unix_now = unix_secs();
     }
 
@@ -365,7 +372,9 @@ impl Core {
             self.queued -= out.discard_backlog(&mut self.pool);
         }
         self.metrics.slow_consumer_closes.inc();
-        log::info!(
+        noisy!(
+            self,
+            Info,
             "closing slow consumer (outbound queue over {} bytes)",
             self.rt.config.max_outbound_bytes
         );

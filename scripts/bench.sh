@@ -16,7 +16,8 @@ mkdir -p "$OUT"
 cargo build --release --quiet --bin wsedge --bin wsedge-bench
 B="taskset -c 1 ./target/release/wsedge-bench"
 taskset -c 0 ./target/release/wsedge serve --listen "127.0.0.1:$PORT" --workers 1 --jwt-secret "$SECRET" \
-  --max-connections 30000 --rate-limit-messages 0 --max-connections-per-user 10 --log-level warn &
+  --max-connections 30000 --max-connections-per-ip 0 --rate-limit-messages 0 --max-connections-per-user 10 \
+  --log-level warn &
 SERVER=$!
 trap 'stop $SERVER' EXIT
 wait_port "$PORT"

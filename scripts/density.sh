@@ -11,7 +11,7 @@ SECRET=density-bench-secret
 PORT=${PORT:-18080}
 cargo build --release --quiet --bin wsedge --bin wsedge-bench
 ./target/release/wsedge serve --listen "127.0.0.1:$PORT" --workers "$WORKERS" --jwt-secret "$SECRET" \
-  --max-connections $((CONNS + 100)) --log-level warn &
+  --max-connections $((CONNS + 100)) --max-connections-per-ip 0 --log-level warn &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do

@@ -124,3 +124,37 @@ fn send_to_one_connection_by_id() {
         0
     );
 }
+
+/// The subscriber index follows subscribe, unsubscribe and disconnect exactly.
+#[test]
+fn publish_counts_follow_unsubscribe_and_disconnect() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let mut clients: Vec<Ws> = (0..6)
+        .map(|i| {
+            let (mut ws, _) = connect(addr, &token(&format!("s{i}")));
+            send_json(
+                &mut ws,
+                json!({"type": "subscribe", "data": {"events": ["file.ready", "review.created"]}}),
+            );
+            assert_eq!(recv_json(&mut ws)["type"], "subscription.acknowledged");
+            ws
+        })
+        .collect();
+    assert_eq!(handle.publish("file.ready", json!({})).unwrap(), 6);
+    send_json(
+        &mut clients[0],
+        json!({"type": "unsubscribe", "data": {"events": ["file.ready"]}}),
+    );
+    assert_eq!(recv_json(&mut clients[0])["type"], "file.ready");
+    assert_eq!(recv_json(&mut clients[0])["type"], "subscription.acknowledged");
+    assert_eq!(handle.publish("file.ready", json!({})).unwrap(), 5);
+    assert_eq!(handle.publish("review.created", json!({})).unwrap(), 6);
+    let mut gone = clients.pop().unwrap();
+    gone.close(None).unwrap();
+    wait_until("the closed subscriber is dropped", || {
+        handle.publish("review.created", json!({})).unwrap() == 5
+    });
+    assert_eq!(handle.publish("file.ready", json!({})).unwrap(), 4);
+}

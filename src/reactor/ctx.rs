@@ -138,7 +138,7 @@ impl Ctx<'_> {
     }
 
     pub fn set_subscriptions(&mut self, bits: u64) {
-        self.core.conns[self.idx].subscriptions = bits;
+        self.core.set_subscriptions(self.idx, bits);
     }
 
     /// Starts the close handshake with `code` and `reason` (after queued output).

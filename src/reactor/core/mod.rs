@@ -31,6 +31,17 @@ use crate::ws::encode_close;
 /// Close reason (with code 1008) when the user's token expires.
 pub(crate) const TOKEN_EXPIRED: &str = "token expired";
 
+/// Calls `f` with the position of every set bit, in increasing order.
+fn for_each_set_bit(words: &[u64], mut f: impl FnMut(usize)) {
+    for (w, &word) in words.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            f(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+}
+
 fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -93,6 +104,10 @@ pub(crate) struct Core {
     ticks: Ticks,
     queued: usize,
     pub closed: Vec<ClosedRecord>,
+    /// Per event type (index: the event's bit), a bitmap over slab indices of its subscribers:
+    /// a publish walks 64 slots per word in slab order (cache-friendly when most connections
+    /// subscribe, and skipping empty words when few do) instead of every connection.
+    subscribers: Vec<Vec<u64>>,
     /// Budget for log lines about client-triggered events.
     pub noisy: super::noisy::NoisyLog,
     /// Handlers' typed per-connection data, only for connections that have some (flag
@@ -137,6 +152,7 @@ impl Core {
             queued: 0,
             closed: Vec::new(),
             noisy: Default::default(),
+            subscribers: Vec::new(),
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             pending: std::collections::VecDeque::new(),
@@ -171,6 +187,16 @@ impl Core {
     pub fn live(&self, token: Token) -> Option<usize> {
         let (idx, generation) = split_token(token);
         self.conns.get(idx).filter(|c| c.generation == generation).map(|_| idx)
+    }
+
+    /// Forgets the dirty list without writing (the fuzz harness never writes).
+    #[cfg(feature = "testing")]
+    pub fn forget_dirty(&mut self) {
+        for idx in std::mem::take(&mut self.dirty) {
+            if let Some(c) = self.conns.get_mut(idx as usize) {
+                c.flags &= !flags::DIRTY;
+            }
+        }
     }
 
     pub fn token_of(&self, idx: usize) -> Token {
@@ -439,6 +465,7 @@ impl Core {
         let user = self.departed_users.remove(&idx);
         let id = self.conn_id(idx);
         let c = self.conns.remove(idx);
+        self.index_subscriptions(idx, c.subscriptions, 0);
         if c.has(flags::HAS_DATA) {
             self.conn_data.remove(&idx);
         }
@@ -461,6 +488,50 @@ impl Core {
             self.queued -= out.bytes;
             self.pool.recycle(out);
         }
+    }
+
+    /// Replaces a connection's event subscriptions (a bit set over `subscribable_events`).
+    pub fn set_subscriptions(&mut self, idx: usize, bits: u64) {
+        let old = std::mem::replace(&mut self.conns[idx].subscriptions, bits);
+        self.index_subscriptions(idx, old, bits);
+    }
+
+    /// Moves `idx` in the subscriber index from the events in `old` to those in `new`.
+    fn index_subscriptions(&mut self, idx: usize, old: u64, new: u64) {
+        let mut changed = old ^ new;
+        while changed != 0 {
+            let bit = changed.trailing_zeros() as usize;
+            changed &= changed - 1;
+            if self.subscribers.len() <= bit {
+                self.subscribers.resize_with(bit + 1, Default::default);
+            }
+            let words = &mut self.subscribers[bit];
+            let (w, mask) = (idx / 64, 1u64 << (idx % 64));
+            if new & (1 << bit) != 0 {
+                if words.len() <= w {
+                    words.resize(w + 1, 0);
+                }
+                words[w] |= mask;
+            } else if let Some(word) = words.get_mut(w) {
+                *word &= !mask;
+                // Shrink from the end so a burst of subscribers does not pin its bitmap.
+                while words.last() == Some(&0) {
+                    words.pop();
+                }
+                if words.capacity() > 2 * words.len() + 16 {
+                    words.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
+    fn subscribers_of(&self, bit: u32) -> Vec<usize> {
+        let mut out = Vec::new();
+        for_each_set_bit(self.subscribers.get(bit as usize).map_or(&[][..], |w| w), |i| {
+            out.push(i)
+        });
+        out
     }
 
     /// The peer half-closed its side (a read returned 0). No more input will come, but whatever
@@ -627,13 +698,18 @@ impl Core {
                 }
             }
             Target::Subscribers(bit) => {
-                let Some(mask) = 1u64.checked_shl(*bit) else { return 0 };
-                for idx in 0..self.conns.capacity() {
-                    if self.conns.get(idx).is_some_and(|c| c.subscriptions & mask != 0) && self.push_shared(idx, frame)
-                    {
+                let Some(slot) = self.subscribers.get_mut(*bit as usize) else {
+                    return 0;
+                };
+                // Taken out while pushing: a push never drops a connection (a slow consumer
+                // is only closed), so the index does not change meanwhile.
+                let words = std::mem::take(slot);
+                for_each_set_bit(&words, |idx| {
+                    if self.push_shared(idx, frame) {
                         n += 1;
                     }
-                }
+                });
+                self.subscribers[*bit as usize] = words;
             }
             Target::User(user) => {
                 let mut cur = self
@@ -677,10 +753,9 @@ impl Core {
                 .map(|(i, _)| i)
                 .collect(),
             Target::Subscribers(bit) => self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.phase == Phase::Open && c.subscriptions & 1u64.checked_shl(*bit).unwrap_or(0) != 0)
-                .map(|(i, _)| i)
+                .subscribers_of(*bit)
+                .into_iter()
+                .filter(|&i| self.conns[i].phase == Phase::Open)
                 .collect(),
             Target::User(user) => {
                 let mut v = vec![];

@@ -40,6 +40,16 @@ pub use metrics::Snapshot;
 pub use reactor::{Census, ConnectionInfo, Target};
 pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, ServerHandle};
 
+/// Internals exposed to wsedge's own fuzz targets and tests (feature `testing`; not a stable
+/// API): the hand-driven reactor, the admin router, room-name globs.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::admin::respond_for_testing as admin_response;
+    pub use crate::reactor::harness::Harness;
+    pub use crate::reactor::rooms::{glob_match, valid_room_name};
+}
+
 /// The README's examples, compiled as doctests so they stay true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -129,37 +129,60 @@ pub(crate) fn spawn_listener(
     Ok(addr)
 }
 
+/// What the bytes of a request read so far call for.
+pub(crate) enum Decision {
+    NeedMore,
+    Respond(Response),
+}
+
+/// Parses the request in `bytes` and, once it is complete, routes it.
+pub(crate) fn decide(handle: &ServerHandle, bytes: &[u8]) -> Decision {
+    let cfg = handle.config();
+    match upgrade::parse(bytes, cfg.max_request_bytes, cfg.ws_path.as_deref()) {
+        Parsed::Partial => Decision::NeedMore,
+        Parsed::Reject(r) => Decision::Respond(Response::error(r.status, r.message)),
+        Parsed::Upgrade(..) => Decision::Respond(Response::error(
+            400,
+            "WebSocket upgrades are served on the main listener",
+        )),
+        Parsed::Plain(req) => {
+            if req.content_length > cfg.admin_max_body {
+                return Decision::Respond(Response::error(413, "request body too large"));
+            }
+            let want = req.head_len + req.content_length;
+            if bytes.len() < want {
+                return Decision::NeedMore;
+            }
+            Decision::Respond(routes::route(handle, &req, &bytes[req.head_len..want]))
+        }
+    }
+}
+
+/// For fuzz targets: the status and body the admin API gives a complete request, or `None` if
+/// the bytes are not a complete request yet.
+#[cfg(feature = "testing")]
+pub fn respond_for_testing(handle: &ServerHandle, bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
+    match decide(handle, bytes) {
+        Decision::NeedMore => None,
+        Decision::Respond(r) => Some((r.status, r.body)),
+    }
+}
+
 /// Reads the rest of the request, routes it, writes the response, closes.
 fn serve(handle: &ServerHandle, job: AdminJob) {
     let AdminJob { mut stream, mut bytes } = job;
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let cfg = handle.config();
     let response = loop {
-        match upgrade::parse(&bytes, cfg.max_request_bytes, cfg.ws_path.as_deref()) {
-            Parsed::Partial => {
-                let mut chunk = [0u8; 4096];
+        match decide(handle, &bytes) {
+            Decision::Respond(r) => break r,
+            Decision::NeedMore => {
+                let mut chunk = [0u8; 8192];
                 match stream.read(&mut chunk) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => bytes.extend_from_slice(&chunk[..n]),
                 }
-            }
-            Parsed::Reject(r) => break Response::error(r.status, r.message),
-            Parsed::Upgrade(..) => break Response::error(400, "WebSocket upgrades are served on the main listener"),
-            Parsed::Plain(req) => {
-                if req.content_length > cfg.admin_max_body {
-                    break Response::error(413, "request body too large");
-                }
-                let want = req.head_len + req.content_length;
-                while bytes.len() < want {
-                    let mut chunk = [0u8; 8192];
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                break routes::route(handle, &req, &bytes[req.head_len..want]);
             }
         }
     };

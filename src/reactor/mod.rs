@@ -9,6 +9,8 @@
 mod noisy;
 pub(crate) mod core;
 pub mod ctx;
+#[cfg(feature = "testing")]
+pub mod harness;
 mod read;
 pub(crate) mod rooms;
 mod session;
@@ -525,7 +527,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    fn fire_timers(&mut self) {
+    pub(super) fn fire_timers(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);
         self.core.advance_wheel(&mut fired);
         for key in fired.drain(..) {
@@ -534,7 +536,7 @@ impl<H: Handler> Reactor<H> {
         self.fired = fired;
     }
 
-    fn report_closed(&mut self) {
+    pub(super) fn report_closed(&mut self) {
         while let Some(c) = self.core.closed.pop() {
             let closed = crate::handler::Closed {
                 connection_id: uuid::Uuid::from_bytes(c.id),

@@ -51,7 +51,7 @@ impl<H: Handler> Reactor<H> {
         self.read_buf = buf;
     }
 
-    fn on_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
+    pub(super) fn on_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
         match self.core.conns[idx].phase {
             Phase::Handshake => self.on_handshake_bytes(idx, data),
             Phase::Open | Phase::Closing => self.on_frame_bytes(idx, generation, data),

@@ -24,8 +24,10 @@ trap 'rm -rf "$LOGS"' EXIT
 run() {
   local t=$1
   mkdir -p "tests/fuzz/corpus/$t"
-  if "${FUZZ[@]}" run "${OPTS[@]}" "$t" -- -max_total_time="$SECS" "${RUNS[@]}" -rss_limit_mb=4096 \
-      >"$LOGS/$t.log" 2>&1; then
+  local dict=()
+  if [ -e "tests/fuzz/dicts/$t.dict" ]; then dict=(-dict="tests/fuzz/dicts/$t.dict"); fi
+  if "${FUZZ[@]}" run "${OPTS[@]}" "$t" -- -max_total_time="$SECS" "${RUNS[@]}" "${dict[@]}" \
+      -rss_limit_mb=4096 >"$LOGS/$t.log" 2>&1; then
     echo "ok"
   else
     echo "FAILED"

@@ -14,6 +14,7 @@ pub mod harness;
 mod read;
 pub(crate) mod rooms;
 mod session;
+mod slots;
 pub(crate) mod users;
 
 use std::net::SocketAddr;

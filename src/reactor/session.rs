@@ -285,6 +285,7 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.core.conns[idx].opened_at = Core::unix_now();
+        self.core.index_open(idx);
         self.core.arm_expiry(idx);
         let m = &self.core.metrics;
         m.handshakes.inc();

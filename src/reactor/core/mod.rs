@@ -1,5 +1,5 @@
 //! The reactor's state and every operation that needs no handler: queueing, closing, dropping,
-//! flushing, fan-out delivery and timers (user and room bookkeeping: `membership`).
+//! flushing and timers (fan-out by target: `fanout`; user and room bookkeeping: `membership`).
 //!
 //! Owns: the slab, the wheel, the user table, the pool and the dirty list of one reactor. Does
 //! not touch: the poll loop or the application's callbacks (closes are recorded in `closed` and
@@ -16,9 +16,11 @@ use slab::Slab;
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
+mod fanout;
 mod membership;
 
 use super::rooms::Rooms;
+use super::slots::SlotSet;
 use super::users::Users;
 use super::{Runtime, TICK, Target, conn_token, split_token};
 use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
@@ -30,17 +32,6 @@ use crate::ws::encode_close;
 
 /// Close reason (with code 1008) when the user's token expires.
 pub(crate) const TOKEN_EXPIRED: &str = "token expired";
-
-/// Calls `f` with the position of every set bit, in increasing order.
-fn for_each_set_bit(words: &[u64], mut f: impl FnMut(usize)) {
-    for (w, &word) in words.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            f(w * 64 + bits.trailing_zeros() as usize);
-            bits &= bits - 1;
-        }
-    }
-}
 
 fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -107,7 +98,10 @@ pub(crate) struct Core {
     /// Per event type (index: the event's bit), a bitmap over slab indices of its subscribers:
     /// a publish walks 64 slots per word in slab order (cache-friendly when most connections
     /// subscribe, and skipping empty words when few do) instead of every connection.
-    subscribers: Vec<Vec<u64>>,
+    subscribers: Vec<SlotSet>,
+    /// Slots of connections that opened (cleared when dropped): a publish to everyone visits
+    /// these, not the whole slab.
+    open_slots: SlotSet,
     /// Budget for log lines about client-triggered events.
     pub noisy: super::noisy::NoisyLog,
     /// Handlers' typed per-connection data, only for connections that have some (flag
@@ -153,6 +147,7 @@ impl Core {
             closed: Vec::new(),
             noisy: Default::default(),
             subscribers: Vec::new(),
+            open_slots: SlotSet::default(),
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             pending: std::collections::VecDeque::new(),
@@ -466,6 +461,7 @@ impl Core {
         let id = self.conn_id(idx);
         let c = self.conns.remove(idx);
         self.index_subscriptions(idx, c.subscriptions, 0);
+        self.open_slots.remove(idx);
         if c.has(flags::HAS_DATA) {
             self.conn_data.remove(&idx);
         }
@@ -488,50 +484,6 @@ impl Core {
             self.queued -= out.bytes;
             self.pool.recycle(out);
         }
-    }
-
-    /// Replaces a connection's event subscriptions (a bit set over `subscribable_events`).
-    pub fn set_subscriptions(&mut self, idx: usize, bits: u64) {
-        let old = std::mem::replace(&mut self.conns[idx].subscriptions, bits);
-        self.index_subscriptions(idx, old, bits);
-    }
-
-    /// Moves `idx` in the subscriber index from the events in `old` to those in `new`.
-    fn index_subscriptions(&mut self, idx: usize, old: u64, new: u64) {
-        let mut changed = old ^ new;
-        while changed != 0 {
-            let bit = changed.trailing_zeros() as usize;
-            changed &= changed - 1;
-            if self.subscribers.len() <= bit {
-                self.subscribers.resize_with(bit + 1, Default::default);
-            }
-            let words = &mut self.subscribers[bit];
-            let (w, mask) = (idx / 64, 1u64 << (idx % 64));
-            if new & (1 << bit) != 0 {
-                if words.len() <= w {
-                    words.resize(w + 1, 0);
-                }
-                words[w] |= mask;
-            } else if let Some(word) = words.get_mut(w) {
-                *word &= !mask;
-                // Shrink from the end so a burst of subscribers does not pin its bitmap.
-                while words.last() == Some(&0) {
-                    words.pop();
-                }
-                if words.capacity() > 2 * words.len() + 16 {
-                    words.shrink_to_fit();
-                }
-            }
-        }
-    }
-
-    /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
-    fn subscribers_of(&self, bit: u32) -> Vec<usize> {
-        let mut out = Vec::new();
-        for_each_set_bit(self.subscribers.get(bit as usize).map_or(&[][..], |w| w), |i| {
-            out.push(i)
-        });
-        out
     }
 
     /// The peer half-closed its side (a read returned 0). No more input will come, but whatever
@@ -684,99 +636,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// Queues `frame` to every open connection matching `target`; returns how many.
-    pub fn deliver(&mut self, target: &Target, frame: &Bytes) -> usize {
-        let mut n = 0;
-        match target {
-            Target::All => {
-                for idx in 0..self.conns.capacity() {
-                    if self.conns.contains(idx) && self.push_shared(idx, frame) {
-                        n += 1;
-                    }
-                }
-            }
-            Target::Subscribers(bit) => {
-                let Some(slot) = self.subscribers.get_mut(*bit as usize) else {
-                    return 0;
-                };
-                // Taken out while pushing: a push never drops a connection (a slow consumer
-                // is only closed), so the index does not change meanwhile.
-                let words = std::mem::take(slot);
-                for_each_set_bit(&words, |idx| {
-                    if self.push_shared(idx, frame) {
-                        n += 1;
-                    }
-                });
-                self.subscribers[*bit as usize] = words;
-            }
-            Target::User(user) => {
-                let mut cur = self
-                    .users
-                    .find(user)
-                    .and_then(|u| self.users.get(u))
-                    .map_or(NONE, |u| u.head);
-                while cur != NONE {
-                    let next = self.conns[cur as usize].next_of_user;
-                    if self.push_shared(cur as usize, frame) {
-                        n += 1;
-                    }
-                    cur = next;
-                }
-            }
-            Target::Connection(id) => {
-                if let Some(idx) = self.find_by_id(id)
-                    && self.push_shared(idx, frame)
-                {
-                    n += 1;
-                }
-            }
-            Target::Room(room) => {
-                for idx in self.room_connections(room) {
-                    if self.push_shared(idx, frame) {
-                        n += 1;
-                    }
-                }
-            }
-        }
-        n
-    }
-
-    /// Closes every open connection matching `target`; returns how many.
-    pub fn disconnect(&mut self, target: &Target, code: u16, reason: &str) -> usize {
-        let matching: Vec<usize> = match target {
-            Target::All => self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.phase == Phase::Open)
-                .map(|(i, _)| i)
-                .collect(),
-            Target::Subscribers(bit) => self
-                .subscribers_of(*bit)
-                .into_iter()
-                .filter(|&i| self.conns[i].phase == Phase::Open)
-                .collect(),
-            Target::User(user) => {
-                let mut v = vec![];
-                let mut cur = self
-                    .users
-                    .find(user)
-                    .and_then(|u| self.users.get(u))
-                    .map_or(NONE, |u| u.head);
-                while cur != NONE {
-                    v.push(cur as usize);
-                    cur = self.conns[cur as usize].next_of_user;
-                }
-                v
-            }
-            Target::Connection(id) => self.find_by_id(id).into_iter().collect(),
-            Target::Room(room) => self.room_connections(room),
-        };
-        for &idx in &matching {
-            self.close_with(idx, code, reason);
-        }
-        matching.len()
     }
 
     /// The tick at which a user's token expiry passes (`u32::MAX` for none).

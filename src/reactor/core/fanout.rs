@@ -1,0 +1,142 @@
+//! Fan-out: which connections a target names, and queuing one shared frame to each of them.
+//!
+//! Owns: the subscriber and open-connection indexes (bitmaps over slab slots) and delivery by
+//! target. Does not touch: encoding (frames arrive encoded once) or writing (the loop flushes).
+
+use tungstenite::Bytes;
+
+use super::{Core, NONE, Phase, Target};
+use crate::reactor::slots::SlotSet;
+
+impl Core {
+    /// Records that the connection at `idx` is open (a publish to everyone reaches it).
+    pub fn index_open(&mut self, idx: usize) {
+        self.open_slots.insert(idx);
+    }
+
+    /// Replaces a connection's event subscriptions (a bit set over `subscribable_events`).
+    pub fn set_subscriptions(&mut self, idx: usize, bits: u64) {
+        let old = std::mem::replace(&mut self.conns[idx].subscriptions, bits);
+        self.index_subscriptions(idx, old, bits);
+    }
+
+    /// Moves `idx` in the subscriber index from the events in `old` to those in `new`.
+    pub(super) fn index_subscriptions(&mut self, idx: usize, old: u64, new: u64) {
+        let mut changed = old ^ new;
+        while changed != 0 {
+            let bit = changed.trailing_zeros() as usize;
+            changed &= changed - 1;
+            if self.subscribers.len() <= bit {
+                self.subscribers.resize_with(bit + 1, Default::default);
+            }
+            if new & (1 << bit) != 0 {
+                self.subscribers[bit].insert(idx);
+            } else {
+                self.subscribers[bit].remove(idx);
+            }
+        }
+    }
+
+    /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
+    fn subscribers_of(&self, bit: u32) -> Vec<usize> {
+        self.subscribers
+            .get(bit as usize)
+            .map_or_else(Vec::new, SlotSet::to_vec)
+    }
+
+    /// Queues `frame` to every open connection matching `target`; returns how many.
+    pub fn deliver(&mut self, target: &Target, frame: &Bytes) -> usize {
+        let mut n = 0;
+        match target {
+            Target::All => {
+                // Taken out while pushing: a push never drops a connection.
+                let open = std::mem::take(&mut self.open_slots);
+                open.for_each(|idx| {
+                    if self.push_shared(idx, frame) {
+                        n += 1;
+                    }
+                });
+                self.open_slots = open;
+            }
+            Target::Subscribers(bit) => {
+                let Some(slot) = self.subscribers.get_mut(*bit as usize) else {
+                    return 0;
+                };
+                // Taken out while pushing: a push never drops a connection (a slow consumer
+                // is only closed), so the index does not change meanwhile.
+                let set = std::mem::take(slot);
+                set.for_each(|idx| {
+                    if self.push_shared(idx, frame) {
+                        n += 1;
+                    }
+                });
+                self.subscribers[*bit as usize] = set;
+            }
+            Target::User(user) => {
+                let mut cur = self
+                    .users
+                    .find(user)
+                    .and_then(|u| self.users.get(u))
+                    .map_or(NONE, |u| u.head);
+                while cur != NONE {
+                    let next = self.conns[cur as usize].next_of_user;
+                    if self.push_shared(cur as usize, frame) {
+                        n += 1;
+                    }
+                    cur = next;
+                }
+            }
+            Target::Connection(id) => {
+                if let Some(idx) = self.find_by_id(id)
+                    && self.push_shared(idx, frame)
+                {
+                    n += 1;
+                }
+            }
+            Target::Room(room) => {
+                for idx in self.room_connections(room) {
+                    if self.push_shared(idx, frame) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Closes every open connection matching `target`; returns how many.
+    pub fn disconnect(&mut self, target: &Target, code: u16, reason: &str) -> usize {
+        let matching: Vec<usize> = match target {
+            Target::All => self
+                .open_slots
+                .to_vec()
+                .into_iter()
+                .filter(|&i| self.conns[i].phase == Phase::Open)
+                .collect(),
+            Target::Subscribers(bit) => self
+                .subscribers_of(*bit)
+                .into_iter()
+                .filter(|&i| self.conns[i].phase == Phase::Open)
+                .collect(),
+            Target::User(user) => {
+                let mut v = vec![];
+                let mut cur = self
+                    .users
+                    .find(user)
+                    .and_then(|u| self.users.get(u))
+                    .map_or(NONE, |u| u.head);
+                while cur != NONE {
+                    v.push(cur as usize);
+                    cur = self.conns[cur as usize].next_of_user;
+                }
+                v
+            }
+            Target::Connection(id) => self.find_by_id(id).into_iter().collect(),
+            Target::Room(room) => self.room_connections(room),
+        };
+        for &idx in &matching {
+            self.close_with(idx, code, reason);
+        }
+        matching.len()
+    }
+}

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null
+command -v chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
 cargo build --release --quiet --bin wsedge
 WS_PORT=${WS_PORT:-19711}
 HTTP_PORT=${HTTP_PORT:-19712}

@@ -36,6 +36,12 @@ impl Refusal {
 }
 
 /// Application callbacks; every method has a default that does nothing.
+///
+/// Every callback runs on the reactor thread that owns the connection, between that reactor's
+/// reads and writes: it must not block (no waiting on locks held elsewhere, no blocking I/O, no
+/// sleeping), or every connection of that reactor waits with it. A panic in a callback closes
+/// only its connection (with 1011). `ServerHandle` calls made from a callback are carried out
+/// but do not wait for replies.
 pub trait Handler: Send + Sync + 'static {
     /// Decides an upgrade whose token (if auth is on) is already verified: `claims` is `None`
     /// only for anonymous servers. Runs on the accepting reactor, before the per-user limit.

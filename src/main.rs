@@ -177,6 +177,7 @@ struct TokenArgs {
 
 #[derive(Args)]
 struct EchoArgs {
+    /// Address to listen on (every reactor binds it with SO_REUSEPORT).
     #[arg(long, env = "WS_LISTEN", default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
     #[command(flatten)]

@@ -137,7 +137,7 @@ struct ErrorData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reset_time: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after: Option<f64>,
+    retry_after: Option<u64>,
 }
 
 /// Appends the seed's error envelope.
@@ -155,15 +155,15 @@ pub fn write_error(out: &mut Vec<u8>, ids: &mut IdGen, code: ErrorCode, message:
     );
 }
 
-/// Appends `RATE_LIMIT_EXCEEDED` with `reset_time` (Unix seconds) and `retry_after` (seconds).
+/// Appends `RATE_LIMIT_EXCEEDED` with `reset_time` (Unix seconds, fractional) and
+/// `retry_after` (whole seconds, rounded up, so waiting that long always suffices).
 pub fn write_rate_limited(out: &mut Vec<u8>, ids: &mut IdGen, retry_after_ms: u64) {
-    let retry = retry_after_ms as f64 / 1000.0;
-    let reset = Timestamp::now().unix_secs_f64() + retry;
+    let reset = Timestamp::now().unix_secs_f64() + retry_after_ms as f64 / 1000.0;
     let data = ErrorData {
         code: ErrorCode::RateLimitExceeded,
         message: "Too many messages",
         reset_time: Some((reset * 1000.0).round() / 1000.0),
-        retry_after: Some(retry),
+        retry_after: Some(retry_after_ms.div_ceil(1000).max(1)),
     };
     write_envelope(out, ids, "error", data);
 }

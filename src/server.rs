@@ -316,16 +316,36 @@ impl ServerHandle {
     /// Sends `{"type": kind, "data": data, "timestamp", "id"}` to `target`, serialized and framed
     /// once for every recipient on every reactor.
     pub fn send_envelope<D: Serialize>(&self, target: Target, kind: &str, data: D) -> Delivery {
+        self.send_envelope_excluding(target, kind, data, None)
+    }
+
+    /// [`send_envelope`](Self::send_envelope), skipping every connection of `exclude_user`.
+    pub fn send_envelope_excluding<D: Serialize>(
+        &self,
+        target: Target,
+        kind: &str,
+        data: D,
+        exclude_user: Option<&str>,
+    ) -> Delivery {
         let (frame, message_id) = envelope_frame(kind, data);
         Delivery {
-            recipients: self.deliver(target, frame),
+            recipients: self.deliver_excluding(target, frame, exclude_user),
             message_id,
         }
     }
 
     /// The seed's admin broadcast: the given object plus `timestamp`, `id` and
     /// `source: "admin_broadcast"`, to everyone.
-    pub fn admin_broadcast(&self, mut message: serde_json::Map<String, serde_json::Value>) -> Delivery {
+    pub fn admin_broadcast(&self, message: serde_json::Map<String, serde_json::Value>) -> Delivery {
+        self.admin_broadcast_excluding(message, None)
+    }
+
+    /// [`admin_broadcast`](Self::admin_broadcast), skipping every connection of `exclude_user`.
+    pub fn admin_broadcast_excluding(
+        &self,
+        mut message: serde_json::Map<String, serde_json::Value>,
+        exclude_user: Option<&str>,
+    ) -> Delivery {
         let message_id = IdGen::from_os().uuid();
         message.insert("timestamp".into(), now_text().into());
         message.insert("id".into(), message_id.to_string().into());
@@ -334,7 +354,7 @@ impl ServerHandle {
         let mut frame = Vec::with_capacity(json.len() + 10);
         encode_frame(&mut frame, OpCode::Data(Data::Text), json.as_bytes());
         Delivery {
-            recipients: self.deliver(Target::All, Bytes::from(frame)),
+            recipients: self.deliver_excluding(Target::All, Bytes::from(frame), exclude_user),
             message_id,
         }
     }
@@ -459,9 +479,16 @@ impl ServerHandle {
 
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
     pub fn deliver(&self, target: Target, frame: Bytes) -> usize {
+        self.deliver_excluding(target, frame, None)
+    }
+
+    /// [`deliver`](Self::deliver), skipping every connection of `exclude_user` (for example
+    /// the sender of a chat message).
+    pub fn deliver_excluding(&self, target: Target, frame: Bytes, exclude_user: Option<&str>) -> usize {
         self.ask(&target, |reply| Command::Deliver {
             target: target.clone(),
             frame: frame.clone(),
+            exclude_user: exclude_user.map(Into::into),
             reply: Some(reply),
         })
     }

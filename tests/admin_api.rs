@@ -82,6 +82,9 @@ fn connection_info_and_disconnects() {
     assert_eq!(body["data"]["user_id"], "info");
     assert_eq!(body["data"]["email"], "i@x");
     assert!(body["data"]["peer_address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // RFC 3339 UTC, like every other time: 2026-11-29T20:00:00.000000Z.
+    let at = body["data"]["connected_at"].as_str().expect("a string");
+    assert!(at.len() == 27 && at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
     assert!(body["data"]["rooms"].is_array() && body["data"]["queued_bytes"].is_number());
     assert_eq!(
         json(addr, "GET", "/ws/connections/not-a-uuid", Some(&admin()), None).0,
@@ -351,4 +354,57 @@ fn a_saturated_admin_pool_answers_503_instead_of_queueing_without_bound() {
     // The WebSocket side is unaffected.
     connect(addr, &token("still-serving"));
     drop(stalled);
+}
+
+/// `exclude_user` on a broadcast or a room message skips that user's connections (a chat does
+/// not echo to its sender), is not part of the message, and must be a string.
+#[test]
+fn broadcasts_and_room_messages_can_exclude_a_user() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let admin = admin_token("ops");
+    let (mut sender, _) = connect(addr, &admin_token("sender"));
+    let (mut sender2, _) = connect(addr, &admin_token("sender"));
+    let (mut other, _) = connect(addr, &admin_token("other"));
+    for ws in [&mut sender, &mut sender2, &mut other] {
+        send_json(ws, serde_json::json!({"type": "join", "data": {"rooms": ["chat"]}}));
+        assert_eq!(recv_json(ws)["type"], "room.joined");
+    }
+    let (status, body) = json(
+        addr,
+        "POST",
+        "/ws/rooms/chat/messages",
+        Some(&admin),
+        Some(serde_json::json!({"type": "chat", "data": {"text": "hi"}, "exclude_user": "sender"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["connections_reached"], 1, "{body}");
+    assert_eq!(recv_json(&mut other)["data"]["text"], "hi");
+    let (status, body) = json(
+        addr,
+        "POST",
+        "/ws/broadcast",
+        Some(&admin),
+        Some(serde_json::json!({"type": "note", "n": 2, "exclude_user": "sender"})),
+    );
+    assert_eq!(
+        (status, &body["data"]["connections_reached"]),
+        (200, &serde_json::json!(1))
+    );
+    let got = recv_json(&mut other);
+    assert_eq!(got["n"], 2);
+    assert!(got.get("exclude_user").is_none(), "{got}");
+    // The excluded user's connections got neither: the next thing they see is this ping's pong.
+    for ws in [&mut sender, &mut sender2] {
+        send_json(ws, serde_json::json!({"type": "ping", "data": {"pingId": 9}}));
+        assert_eq!(recv_json(ws)["type"], "pong");
+    }
+    let (status, _) = json(
+        addr,
+        "POST",
+        "/ws/broadcast",
+        Some(&admin),
+        Some(serde_json::json!({"type": "note", "exclude_user": 5})),
+    );
+    assert_eq!(status, 400);
 }

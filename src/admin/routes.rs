@@ -125,16 +125,26 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], body: &[u8]) -> Response {
             let (kind, data) = kind_and_data(b, None)?;
             Ok(delivered(h.send_envelope(Target::User((*user).into()), &kind, data)))
         }),
-        ["broadcast"] => post(m, body, |b| Ok(delivered(h.admin_broadcast(b)))),
+        ["broadcast"] => post(m, body, |mut b| {
+            let exclude = take_exclude_user(&mut b)?;
+            Ok(delivered(h.admin_broadcast_excluding(b, exclude.as_deref())))
+        }),
         ["events", event] => post(m, body, |b| {
             let data = b.get("data").cloned().unwrap_or(json!({}));
             h.publish_delivery(event, data)
                 .map(delivered)
                 .map_err(|e| Response::error(404, &e.to_string()))
         }),
-        ["rooms", room, "messages"] => post(m, body, |b| {
+        ["rooms", room, "messages"] => post(m, body, |mut b| {
+            let exclude = take_exclude_user(&mut b)?;
             let (kind, data) = kind_and_data(b, Some("room.message"))?;
-            Ok(delivered(h.send_envelope(Target::Room((*room).into()), &kind, data)))
+            let target = Target::Room((*room).into());
+            Ok(delivered(h.send_envelope_excluding(
+                target,
+                &kind,
+                data,
+                exclude.as_deref(),
+            )))
         }),
         ["rooms", room, "members", user] => Ok(only(m, &["PUT", "DELETE"], || {
             let add = m == "PUT";
@@ -162,6 +172,15 @@ fn post(
         return Ok(Response::error(405, "method not allowed").with_header("Allow", "POST"));
     }
     f(object_body(body)?)
+}
+
+/// Removes `exclude_user` (a user id whose connections the message skips) from a body.
+fn take_exclude_user(b: &mut serde_json::Map<String, Value>) -> Result<Option<String>, Response> {
+    match b.remove("exclude_user") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(u)) if !u.is_empty() => Ok(Some(u)),
+        Some(_) => Err(Response::error(400, "'exclude_user' must be a non-empty string")),
+    }
 }
 
 /// `{"type": ..., "data": ...}` from a body; `type` is required unless a default is given.

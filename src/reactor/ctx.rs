@@ -157,6 +157,7 @@ impl Ctx<'_> {
                 link.send_lossy(Command::Deliver {
                     target: Target::All,
                     frame: frame.clone(),
+                    exclude_user: None,
                     reply: None,
                 });
             }

@@ -89,10 +89,12 @@ pub(crate) struct Handover {
 
 pub(crate) enum Command {
     Adopt(Box<Handover>),
-    /// Queue a pre-encoded frame; reply with the number of recipients.
+    /// Queue a pre-encoded frame (skipping `exclude_user`'s connections); reply with the number
+    /// of recipients.
     Deliver {
         target: Target,
         frame: Bytes,
+        exclude_user: Option<Box<str>>,
         reply: Option<mpsc::Sender<usize>>,
     },
     /// Close matching connections; reply with how many.
@@ -136,8 +138,8 @@ pub struct ConnectionInfo {
     pub email: Option<String>,
     pub name: Option<String>,
     pub is_admin: bool,
-    /// Unix seconds.
-    pub connected_at: u64,
+    /// RFC 3339 UTC, like every other time the server reports.
+    pub connected_at: String,
     pub message_count: u64,
     pub subscriptions: Vec<String>,
     pub rooms: Vec<String>,
@@ -435,8 +437,13 @@ impl<H: Handler> Reactor<H> {
         for cmd in cmds.drain(..) {
             match cmd {
                 Command::Adopt(h) => self.adopt(*h),
-                Command::Deliver { target, frame, reply } => {
-                    let n = self.core.deliver(&target, &frame);
+                Command::Deliver {
+                    target,
+                    frame,
+                    exclude_user,
+                    reply,
+                } => {
+                    let n = self.core.deliver_excluding(&target, &frame, exclude_user.as_deref());
                     if let Some(r) = reply {
                         let _ = r.send(n);
                     }

@@ -46,6 +46,20 @@ impl Core {
 
     /// Queues `frame` to every open connection matching `target`; returns how many.
     pub fn deliver(&mut self, target: &Target, frame: &Bytes) -> usize {
+        self.deliver_excluding(target, frame, None)
+    }
+
+    /// [`deliver`](Self::deliver), skipping every connection of `exclude_user` (a chat
+    /// message is not echoed to its sender's own connections).
+    pub fn deliver_excluding(&mut self, target: &Target, frame: &Bytes, exclude_user: Option<&str>) -> usize {
+        // Resolved once: per recipient it is one integer comparison.
+        self.excluded = exclude_user.and_then(|u| self.users.find(u)).unwrap_or(NONE);
+        let n = self.deliver_to(target, frame);
+        self.excluded = NONE;
+        n
+    }
+
+    fn deliver_to(&mut self, target: &Target, frame: &Bytes) -> usize {
         let mut n = 0;
         match target {
             Target::All => {

@@ -210,7 +210,10 @@ impl Core {
             email: profile.and_then(|p| p.email.as_deref()).map(str::to_string),
             name: profile.and_then(|p| p.name.as_deref()).map(str::to_string),
             is_admin: c.has(flags::ADMIN),
-            connected_at: c.opened_at as u64,
+            connected_at: crate::protocol::Timestamp(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(c.opened_at)),
+            )
+            .to_string(),
             message_count: c.messages as u64,
             subscriptions: events
                 .iter()

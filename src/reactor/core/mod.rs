@@ -102,6 +102,8 @@ pub(crate) struct Core {
     /// Slots of connections that opened (cleared when dropped): a publish to everyone visits
     /// these, not the whole slab.
     open_slots: SlotSet,
+    /// The user whose connections the delivery in progress skips (`NONE`: nobody).
+    excluded: u32,
     /// Budget for log lines about client-triggered events.
     pub noisy: super::noisy::NoisyLog,
     /// Handlers' typed per-connection data, only for connections that have some (flag
@@ -146,6 +148,7 @@ impl Core {
             queued: 0,
             closed: Vec::new(),
             noisy: Default::default(),
+            excluded: NONE,
             subscribers: Vec::new(),
             open_slots: SlotSet::default(),
             conn_data: std::collections::HashMap::new(),
@@ -368,9 +371,11 @@ impl Core {
         }
     }
 
-    /// Queues a shared frame to an open connection; false if it was not open.
+    /// Queues a shared frame to an open connection; false if it was not open (or belongs to
+    /// the user a delivery excludes).
     fn push_shared(&mut self, idx: usize, frame: &Bytes) -> bool {
-        if self.conns[idx].phase != Phase::Open {
+        let c = &self.conns[idx];
+        if c.phase != Phase::Open || (self.excluded != NONE && c.user == self.excluded) {
             return false;
         }
         self.enqueue(idx, |out, _| {

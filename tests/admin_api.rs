@@ -195,6 +195,7 @@ fn broadcast_user_event_and_room_messages() {
 
     let (status, _) = json(addr, "PUT", "/ws/rooms/ops/members/alice", Some(&admin()), None);
     assert_eq!(status, 200);
+    assert_eq!(recv_json(&mut a)["type"], "room.joined", "alice is told");
     assert_eq!(
         json(addr, "PUT", "/ws/rooms/ops/members/ghost", Some(&admin()), None).0,
         404

@@ -101,10 +101,23 @@ fn server_adds_and_removes_users_and_indexes_are_cleaned() {
         2,
         "both of carol's connections"
     );
-    recv_json(&mut a);
-    recv_json(&mut b);
+    // Each connection is told about the server's change first, then gets the room's message.
+    for ws in [&mut a, &mut b] {
+        let joined = recv_json(ws);
+        assert_eq!(joined["type"], "room.joined", "{joined}");
+        assert_eq!(joined["data"]["rooms"], json!(["vip"]));
+        assert_eq!(joined["data"]["memberships"], json!(["vip"]));
+        assert_eq!(joined["data"]["by"], "server");
+        assert_eq!(recv_json(ws)["type"], "vip.news");
+    }
     assert_eq!(handle.census().rooms, 1);
+    assert_eq!(handle.add_to_room("vip", "carol"), Some(2), "already a member: no news");
     assert_eq!(handle.remove_from_room("vip", "carol"), Some(2));
+    for ws in [&mut a, &mut b] {
+        let left = recv_json(ws);
+        assert_eq!(left["type"], "room.left", "{left}");
+        assert_eq!(left["data"]["memberships"], json!([]));
+    }
     assert_eq!(handle.census().rooms, 0, "the room goes with its last member");
     assert_eq!(handle.send_to_room("vip", "vip.news", json!({})), 0);
 

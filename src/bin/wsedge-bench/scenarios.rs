@@ -388,7 +388,7 @@ struct Fanout {
     ready: usize,
     publisher: Option<usize>,
     opened: usize,
-    /// Received[sub][msg] bits.
+    /// Received `[sub][msg]` bits.
     received: Vec<Vec<u64>>,
     deliveries: u64,
     duplicates: u64,

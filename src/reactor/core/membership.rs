@@ -113,8 +113,39 @@ impl Core {
             .users
             .find(user)
             .filter(|&u| self.users.get(u).is_some_and(|x| x.count > 0))?;
-        self.set_user_room(u, room, add);
+        if self.set_user_room(u, room, add) {
+            self.notify_membership(u, user, room, add);
+        }
         self.users.get(u).map(|x| x.count as usize)
+    }
+
+    /// Tells every connection of user `u` that the server added it to (or removed it from)
+    /// `room`: the same `room.joined` / `room.left` a client's own request gets, with
+    /// `"by": "server"`. Encoded once for all of the user's connections.
+    fn notify_membership(&mut self, u: u32, user: &str, room: &str, add: bool) {
+        #[derive(serde::Serialize)]
+        struct Changed<'a> {
+            rooms: [&'a str; 1],
+            refused: [(); 0],
+            memberships: Vec<String>,
+            by: &'static str,
+        }
+        let data = Changed {
+            rooms: [room],
+            refused: [],
+            memberships: self.user_rooms(u),
+            by: "server",
+        };
+        let kind = if add { "room.joined" } else { "room.left" };
+        let mut json = Vec::new();
+        crate::protocol::write_envelope(&mut json, &mut self.ids, kind, data);
+        let mut frame = Vec::with_capacity(json.len() + 10);
+        crate::ws::encode_frame(
+            &mut frame,
+            tungstenite::protocol::frame::coding::OpCode::Data(tungstenite::protocol::frame::coding::Data::Text),
+            &json,
+        );
+        self.deliver(&crate::reactor::Target::User(user.into()), &frame.into());
     }
 
     /// Records a verified token's profile and room claims on its user.

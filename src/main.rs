@@ -52,9 +52,44 @@ struct Common {
     /// Reactor threads (0 = one per available core).
     #[arg(long, env = "WS_WORKERS", default_value_t = 0)]
     workers: usize,
-    /// Log level: error, warn, info, debug, trace (default: RUST_LOG, else info).
+    /// Log level: error, warn, info, debug, trace (default: RUST_LOG, else info). Debug adds
+    /// a line per connection opened and closed.
     #[arg(long, env = "WS_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Log line format on stderr: text, or json (one object per line: ts, level, target, msg).
+    #[arg(long, env = "WS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// JSON lines on stderr, for log pipelines.
+struct JsonLogger(log::LevelFilter);
+
+impl log::Log for JsonLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.0
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = serde_json::json!({
+            "ts": wsedge::protocol::Timestamp::now().to_string(),
+            "level": record.level().as_str(),
+            "target": record.target(),
+            "msg": record.args().to_string(),
+        });
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+
+    fn flush(&self) {}
 }
 
 #[derive(Args, Clone)]
@@ -204,16 +239,23 @@ fn main() {
     }
 }
 
-fn init_logging(level: &Option<String>) -> Result<(), String> {
-    let spec = level
+fn init_logging(common: &Common) -> Result<(), String> {
+    let spec = common
+        .log_level
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
     let level: log::LevelFilter = spec.parse().map_err(|_| format!("unknown log level {spec:?}"))?;
-    simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .init()
-        .map_err(|e| e.to_string())
+    match common.log_format {
+        LogFormat::Text => simple_logger::SimpleLogger::new()
+            .with_level(level)
+            .init()
+            .map_err(|e| e.to_string()),
+        LogFormat::Json => {
+            log::set_max_level(level);
+            log::set_boxed_logger(Box::new(JsonLogger(level))).map_err(|e| e.to_string())
+        }
+    }
 }
 
 fn workers(n: usize) -> usize {
@@ -240,7 +282,7 @@ fn token(t: TokenArgs) -> Result<(), String> {
 }
 
 fn serve(a: ServeArgs) -> Result<(), String> {
-    init_logging(&a.common.log_level)?;
+    init_logging(&a.common)?;
     let algorithm = match &a.jwt_algorithm {
         Some(name) => name
             .parse::<jsonwebtoken::Algorithm>()
@@ -322,7 +364,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
 }
 
 fn echo(a: EchoArgs) -> Result<(), String> {
-    init_logging(&a.common.log_level)?;
+    init_logging(&a.common)?;
     let config = Config {
         listen: a.listen,
         workers: workers(a.common.workers),

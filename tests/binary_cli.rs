@@ -225,3 +225,78 @@ fn a_closed_stdout_does_not_kill_the_server() {
     std::io::Write::write_all(&mut s, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_http(&mut s).0, 200);
 }
+
+/// `--log-format json --log-level debug`: one JSON object per line, a line per connection
+/// opened and closed (id, user, peer, code, duration), and an access line per admin request
+/// that never shows the query (tokens travel there).
+#[test]
+fn json_logs_record_connections_and_admin_requests() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--jwt-secret",
+            SECRET,
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut next_json = || -> serde_json::Value {
+        let line = lines.next().expect("a log line").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let addr: std::net::SocketAddr = loop {
+        let v = next_json();
+        assert!(
+            v["ts"].is_string() && v["level"].is_string() && v["target"].is_string(),
+            "{v}"
+        );
+        if let Some(rest) = v["msg"].as_str().and_then(|m| m.strip_prefix("listening on ")) {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    let (mut ws, hello) = connect(addr, &token("logged"));
+    let id = hello["data"]["connection_id"].as_str().unwrap().to_string();
+    ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    while ws.read().is_ok() {}
+    let admin = admin_token("ops");
+    let (status, _) = common::http::json(addr, "GET", &format!("/ws/stats?token={admin}"), None, None);
+    assert_eq!(status, 200);
+    let (mut opened, mut closed, mut access) = (None, None, None);
+    while opened.is_none() || closed.is_none() || access.is_none() {
+        let v = next_json();
+        let msg = v["msg"].as_str().unwrap_or_default().to_string();
+        if msg.starts_with("connection opened") && msg.contains(&id) {
+            opened = Some(msg);
+        } else if msg.starts_with("connection closed") && msg.contains(&id) {
+            closed = Some(msg);
+        } else if v["target"] == "wsedge::access" {
+            access = Some(msg);
+        }
+    }
+    let (opened, closed, access) = (opened.unwrap(), closed.unwrap(), access.unwrap());
+    assert!(
+        opened.contains("user=logged") && opened.contains("peer=127.0.0.1:"),
+        "{opened}"
+    );
+    assert!(
+        closed.contains("user=logged") && closed.contains("code=1000") && closed.contains("duration="),
+        "{closed}"
+    );
+    assert!(access.starts_with("admin GET /ws/stats -> 200"), "{access}");
+    assert!(!access.contains("token"), "the query is not logged: {access}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

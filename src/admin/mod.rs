@@ -168,9 +168,31 @@ pub fn respond_for_testing(handle: &ServerHandle, bytes: &[u8]) -> Option<(u16, 
     }
 }
 
+/// One line per admin request at info level (target `wsedge::access`): peer, method, path
+/// without its query (which may hold a token), status, body bytes, milliseconds.
+fn access_log(stream: &TcpStream, request: &[u8], response: &Response, started: std::time::Instant) {
+    if !log::log_enabled!(target: "wsedge::access", log::Level::Info) {
+        return;
+    }
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(&line[..line.len().min(256)]);
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or("-");
+    let path = parts.next().unwrap_or("-").split('?').next().unwrap_or("-");
+    log::info!(
+        target: "wsedge::access",
+        "admin {method} {path} -> {} {}B {}ms peer={}",
+        response.status,
+        response.body.len(),
+        started.elapsed().as_millis(),
+        stream.peer_addr().map_or_else(|_| "-".to_string(), |a| a.to_string())
+    );
+}
+
 /// Reads the rest of the request, routes it, writes the response, closes.
 fn serve(handle: &ServerHandle, job: AdminJob) {
     let AdminJob { mut stream, mut bytes } = job;
+    let started = std::time::Instant::now();
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
@@ -186,6 +208,7 @@ fn serve(handle: &ServerHandle, job: AdminJob) {
             }
         }
     };
+    access_log(&stream, &bytes, &response, started);
     let mut out = Vec::with_capacity(response.body.len() + 256);
     let headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     write_response(

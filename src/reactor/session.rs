@@ -291,6 +291,17 @@ impl<H: Handler> Reactor<H> {
         m.handshakes.inc();
         m.connections.set(m.connections.get() + 1);
         let generation = self.core.conns[idx].generation;
+        if log::log_enabled!(log::Level::Debug) {
+            let c = &self.core.conns[idx];
+            let user = self.core.users.get(c.user).map(|u| u.id.to_string());
+            log::debug!(
+                "connection opened: id={} user={} peer={} reactor={}",
+                uuid::Uuid::from_bytes(self.core.conn_id(idx)),
+                user.as_deref().unwrap_or("-"),
+                c.sock.peer_addr().map_or_else(|_| "-".to_string(), |a| a.to_string()),
+                self.core.id
+            );
+        }
         self.with_ctx(idx, |h, ctx| h.on_open(ctx));
         if !leftover.is_empty() && self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
             self.on_frame_bytes(idx, generation, &mut leftover);

@@ -478,6 +478,13 @@ impl Core {
             let n = self.metrics.connections.get();
             self.metrics.connections.set(n.saturating_sub(1));
             let code = if c.close_code != 0 { c.close_code } else { code };
+            log::debug!(
+                "connection closed: id={} user={} code={code} duration={}s messages={}",
+                uuid::Uuid::from_bytes(id),
+                user.as_deref().unwrap_or("-"),
+                Self::unix_now().saturating_sub(c.opened_at),
+                c.messages
+            );
             self.closed.push(ClosedRecord {
                 id,
                 user,

@@ -265,6 +265,46 @@ impl ServerHandle {
         rx.recv_timeout(reply_wait()).ok().flatten()
     }
 
+    /// One page of open connections, in a stable order (reactor, then slot), optionally only
+    /// `user`'s: at most `limit` entries after the connection `after` (a previous page's
+    /// last id). Returns the page and the id to continue after, `None` at the end.
+    pub fn list_connections(
+        &self,
+        user: Option<&str>,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> (Vec<ConnectionInfo>, Option<uuid::Uuid>) {
+        let limit = limit.clamp(1, 1000);
+        // A connection id carries its slot (bytes 0-3) and reactor (byte 4) in the clear.
+        let (mut reactor, mut start) = after.map_or((0, 0), |id| {
+            let b = id.as_bytes();
+            (b[4] as usize, u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 1)
+        });
+        let only = user.filter(|_| self.rt.verifier.is_some()).map(|u| self.rt.home_of(u));
+        let mut page = Vec::new();
+        while reactor < self.rt.links.len() && page.len() < limit {
+            if only.is_none_or(|h| h == reactor) {
+                let (tx, rx) = mpsc::channel();
+                let asked = self.rt.links[reactor].send(Command::List {
+                    start,
+                    limit: limit - page.len(),
+                    user: user.map(Into::into),
+                    reply: tx,
+                });
+                if asked && let Ok(mut part) = rx.recv_timeout(reply_wait()) {
+                    page.append(&mut part);
+                }
+            }
+            reactor += 1;
+            start = 0;
+        }
+        let more = page.len() == limit;
+        let next = more
+            .then(|| page.last().and_then(|c| c.connection_id.parse().ok()))
+            .flatten();
+        (page, next)
+    }
+
     /// Users and connections per user, over every reactor.
     pub fn census(&self) -> Census {
         let (tx, rx) = mpsc::channel();

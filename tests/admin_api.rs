@@ -409,3 +409,48 @@ fn broadcasts_and_room_messages_can_exclude_a_user() {
     );
     assert_eq!(status, 400);
 }
+
+/// `GET /ws/connections` pages through every open connection exactly once (across reactors),
+/// filters by user, and refuses bad paging parameters.
+#[test]
+fn connections_are_listed_in_pages_and_by_user() {
+    let server = start(wsedge::Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let admin = admin_token("ops");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut clients = Vec::new();
+    for i in 0..7 {
+        let (ws, hello) = connect(addr, &token(&format!("u{i}")));
+        ids.insert(hello["data"]["connection_id"].as_str().unwrap().to_string());
+        clients.push(ws);
+    }
+    let (ws, hello) = connect(addr, &token("u0"));
+    ids.insert(hello["data"]["connection_id"].as_str().unwrap().to_string());
+    clients.push(ws);
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = format!("/ws/connections?limit=3{after}");
+        let (status, body) = json(addr, "GET", &path, Some(&admin), None);
+        assert_eq!(status, 200, "{body}");
+        for c in body["data"]["connections"].as_array().unwrap() {
+            seen.push(c["connection_id"].as_str().unwrap().to_string());
+        }
+        match body["data"]["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), unique.len(), "no connection twice: {seen:?}");
+    assert_eq!(unique, ids);
+    let (_, body) = json(addr, "GET", "/ws/connections?user_id=u0", Some(&admin), None);
+    let mine = body["data"]["connections"].as_array().unwrap();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|c| c["user_id"] == "u0"));
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
+        let (status, _) = json(addr, "GET", &format!("/ws/connections?{bad}"), Some(&admin), None);
+        assert_eq!(status, 400, "{bad}");
+    }
+    assert_eq!(json(addr, "GET", "/ws/connections", None, None).0, 401);
+}

@@ -32,7 +32,7 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Respon
         }),
         ["ws", rest @ ..] if is_admin_route(rest) => match authorize(h, req) {
             Err(r) => r,
-            Ok(()) => admin(h, m, rest, body),
+            Ok(()) => admin(h, m, rest, req.query.as_deref(), body),
         },
         // The WebSocket endpoint only takes GET (with an upgrade): other methods are 405.
         ["ws"] | ["ws", _] if m != "GET" && m != "HEAD" => {
@@ -49,6 +49,7 @@ fn is_admin_route(rest: &[&str]) -> bool {
     matches!(
         rest,
         ["stats"]
+            | ["connections"]
             | ["connections", _]
             | ["users", _]
             | ["users", _, "messages"]
@@ -109,9 +110,10 @@ fn delivered(d: Delivery) -> Response {
     }))
 }
 
-fn admin(h: &ServerHandle, m: &str, rest: &[&str], body: &[u8]) -> Response {
+fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[u8]) -> Response {
     let result = match rest {
         ["stats"] => Ok(only(m, &["GET"], || stats(h))),
+        ["connections"] => Ok(only(m, &["GET"], || list_connections(h, query))),
         ["connections", id] => Ok(only(m, &["GET", "DELETE"], || connection(h, m, id))),
         ["users", user] => Ok(only(m, &["DELETE"], || {
             let n = h.disconnect(Target::User((*user).into()), 1000, "disconnected by admin");
@@ -191,6 +193,35 @@ fn kind_and_data(b: serde_json::Map<String, Value>, default: Option<&str>) -> Re
         _ => return Err(Response::error(400, "body needs a non-empty string 'type'")),
     };
     Ok((kind, b.get("data").cloned().unwrap_or(json!({}))))
+}
+
+/// `GET /ws/connections?user_id=&limit=&after=`: a page of connection info (default 100, at
+/// most 1000) and `next` (the id to pass as `after` for the next page, null at the end).
+fn list_connections(h: &ServerHandle, query: Option<&str>) -> Response {
+    let param = |name: &str| {
+        query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(percent_decode)
+        })
+    };
+    let limit = match param("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return Response::error(400, "limit must be between 1 and 1000"),
+    };
+    let after = match param("after").map(|a| a.parse::<uuid::Uuid>()) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Response::error(400, "after must be a connection id"),
+    };
+    let user = param("user_id").filter(|u| !u.is_empty());
+    let (page, next) = h.list_connections(user.as_deref(), after, limit);
+    Response::success(json!({
+        "connections": page,
+        "count": page.len(),
+        "next": next.map(|n| n.to_string()),
+    }))
 }
 
 fn stats(h: &ServerHandle) -> Response {

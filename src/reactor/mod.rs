@@ -117,6 +117,13 @@ pub(crate) enum Command {
         id: uuid::Uuid,
         reply: mpsc::Sender<Option<ConnectionInfo>>,
     },
+    /// List open connections from slot `start` on (or one user's), at most `limit`.
+    List {
+        start: usize,
+        limit: usize,
+        user: Option<Box<str>>,
+        reply: mpsc::Sender<Vec<ConnectionInfo>>,
+    },
     /// Count users and connections per user.
     Census {
         reply: mpsc::Sender<Census>,
@@ -458,6 +465,14 @@ impl<H: Handler> Reactor<H> {
                     if let Some(r) = reply {
                         let _ = r.send(n);
                     }
+                }
+                Command::List {
+                    start,
+                    limit,
+                    user,
+                    reply,
+                } => {
+                    let _ = reply.send(self.core.list_connections(start, limit, user.as_deref()));
                 }
                 Command::Inspect { id, reply } => {
                     let _ = reply.send(self.core.find_by_id(&id).map(|idx| self.core.connection_info(idx)));

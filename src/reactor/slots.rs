@@ -43,6 +43,26 @@ impl SlotSet {
         }
     }
 
+    /// Up to `limit` slots of the set at or after `start`, in order.
+    pub fn from(&self, start: usize, limit: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (w, &word) in self.words.iter().enumerate().skip(start / 64) {
+            let mut bits = if w == start / 64 {
+                word & (!0u64 << (start % 64))
+            } else {
+                word
+            };
+            while bits != 0 && out.len() < limit {
+                out.push(w * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out
+    }
+
     pub fn to_vec(&self) -> Vec<usize> {
         let mut out = Vec::new();
         self.for_each(|s| out.push(s));
@@ -66,5 +86,8 @@ mod tests {
         s.remove(5);
         s.remove(10_000);
         assert_eq!(s.to_vec(), vec![0, 3, 63, 64]);
+        assert_eq!(s.from(3, 2), vec![3, 63]);
+        assert_eq!(s.from(4, 10), vec![63, 64]);
+        assert_eq!(s.from(65, 10), Vec::<usize>::new());
     }
 }

@@ -37,6 +37,40 @@ impl Core {
         }
     }
 
+    /// Up to `limit` open connections from slot `start` on (or, with `user`, that user's
+    /// connections here), for a paged listing.
+    pub fn list_connections(
+        &self,
+        start: usize,
+        limit: usize,
+        user: Option<&str>,
+    ) -> Vec<crate::reactor::ConnectionInfo> {
+        let slots: Vec<usize> = match user {
+            Some(u) => {
+                let mut v = Vec::new();
+                let mut cur = self
+                    .users
+                    .find(u)
+                    .and_then(|u| self.users.get(u))
+                    .map_or(NONE, |u| u.head);
+                while cur != NONE {
+                    v.push(cur as usize);
+                    cur = self.conns[cur as usize].next_of_user;
+                }
+                v.sort_unstable();
+                v.retain(|&i| i >= start);
+                v.truncate(limit);
+                v
+            }
+            None => self.open_slots.from(start, limit),
+        };
+        slots
+            .into_iter()
+            .filter(|&i| self.conns.get(i).is_some_and(|c| c.phase == Phase::Open))
+            .map(|i| self.connection_info(i))
+            .collect()
+    }
+
     /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
     fn subscribers_of(&self, bit: u32) -> Vec<usize> {
         self.subscribers

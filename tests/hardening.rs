@@ -362,3 +362,52 @@ fn room_membership_stays_exact_through_many_leaves() {
         assert_eq!(recv_json(ws)["type"], "room.message", "member {i}");
     }
 }
+
+/// Slow admin clients cannot hang health checks or hold the admin pool: `/ready`, `/metrics`
+/// and `/health` are answered by the reactor; an admin route without a token is refused before
+/// its body is read; and a request gets one deadline however slowly its bytes trickle in.
+#[test]
+fn trickling_admin_requests_do_not_hang_health_checks() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let head = |token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        format!(
+            "POST /ws/broadcast HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 65536\r\n\r\n"
+        )
+    };
+    // Without a token: 401 at once, not after 64 KiB.
+    let mut anon = raw(addr);
+    anon.write_all(head(None).as_bytes()).unwrap();
+    assert_eq!(read_http(&mut anon).0, 401);
+    // With a token, two slow bodies occupy both admin threads...
+    let admin = admin_token("ops");
+    let slow: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = raw(addr);
+            s.write_all(head(Some(&admin)).as_bytes()).unwrap();
+            s.write_all(b"{").unwrap();
+            s
+        })
+        .collect();
+    // ...and health checks still answer at once.
+    for path in ["/ready", "/metrics", "/health"] {
+        let (status, _, _) = common::http::request(addr, "GET", path, None, None);
+        assert_eq!(status, 200, "{path}");
+    }
+    // Trickling does not extend a request's deadline: a byte every 200 ms still ends in 408.
+    let mut s = slow.into_iter().next().unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if writer.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    assert_eq!(read_http(&mut s).0, 408);
+    drop(s);
+    trickle.join().unwrap();
+}

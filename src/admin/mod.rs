@@ -151,11 +151,29 @@ pub(crate) fn decide(handle: &ServerHandle, bytes: &[u8]) -> Decision {
             }
             let want = req.head_len + req.content_length;
             if bytes.len() < want {
-                return Decision::NeedMore;
+                // Authorization first: nobody without an admin token makes us wait for a body.
+                return match routes::refuse_early(handle, &req) {
+                    Some(r) => Decision::Respond(r),
+                    None => Decision::NeedMore,
+                };
             }
             Decision::Respond(routes::route(handle, &req, &bytes[req.head_len..want]))
         }
     }
+}
+
+/// The full HTTP response to `/health`, `/ready` or `/metrics`, which need no reactor to
+/// answer, so the reactor that read the request writes it (health checks never queue behind
+/// slow admin clients); `None` for every other request.
+pub(crate) fn immediate_response(handle: &ServerHandle, req: &upgrade::PlainRequest) -> Option<Vec<u8>> {
+    if !routes::is_immediate(req) {
+        return None;
+    }
+    let r = routes::route(handle, req, &[]);
+    let mut out = Vec::with_capacity(r.body.len() + 256);
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    write_response(&mut out, r.status, &headers, r.content_type, &r.body);
+    Some(out)
 }
 
 /// For fuzz targets: the status and body the admin API gives a complete request, or `None` if
@@ -194,16 +212,24 @@ fn serve(handle: &ServerHandle, job: AdminJob) {
     let AdminJob { mut stream, mut bytes } = job;
     let started = std::time::Instant::now();
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    // One deadline for the whole request: trickling bytes does not extend it.
+    let deadline = started + IO_TIMEOUT;
     let response = loop {
         match decide(handle, &bytes) {
             Decision::Respond(r) => break r,
             Decision::NeedMore => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                    break Response::error(408, "request not received in time");
+                }
                 let mut chunk = [0u8; 8192];
                 match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                    Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        break Response::error(408, "request not received in time");
+                    }
+                    _ => return,
                 }
             }
         }
@@ -221,9 +247,18 @@ fn serve(handle: &ServerHandle, job: AdminJob) {
     if stream.write_all(&out).is_ok() {
         // FIN, then wait briefly for the client's, so unread request bytes cannot turn our
         // close into a reset that destroys the response.
+        // Bounded in time and bytes, so a client that keeps sending cannot hold the thread.
         let _ = stream.shutdown(std::net::Shutdown::Write);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut sink = [0u8; 1024];
-        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        let until = std::time::Instant::now() + Duration::from_millis(200);
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
     }
 }

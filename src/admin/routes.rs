@@ -45,6 +45,29 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Respon
     }
 }
 
+/// A refusal that does not need the body: an admin route without a valid admin token gets its
+/// 401/403 before a byte of the body is read.
+pub(crate) fn refuse_early(h: &ServerHandle, req: &PlainRequest) -> Option<Response> {
+    let segs: Vec<String> = req
+        .path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match segs.as_slice() {
+        ["ws", rest @ ..] if is_admin_route(rest) => authorize(h, req).err(),
+        _ => None,
+    }
+}
+
+/// Routes answered from counters alone (no reactor is asked), which a reactor may answer
+/// itself: `/health`, `/ready`, `/metrics`.
+pub(crate) fn is_immediate(req: &PlainRequest) -> bool {
+    matches!(req.method.as_str(), "GET" | "HEAD") && matches!(req.path.as_str(), "/health" | "/ready" | "/metrics")
+}
+
 fn is_admin_route(rest: &[&str]) -> bool {
     matches!(
         rest,

@@ -13,7 +13,7 @@ use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
 use crate::handler::Handler;
 use crate::http::upgrade::{self, Parsed, PlainRequest, UpgradeRequest};
-use crate::http::{write_error, write_response, write_switching_protocols};
+use crate::http::{write_error, write_switching_protocols};
 use crate::protocol::ErrorCode;
 use crate::reactor::core::Core;
 use crate::reactor::ctx::Ctx;
@@ -117,9 +117,8 @@ impl<H: Handler> Reactor<H> {
     /// A request that is not an upgrade: `/health` is answered here; everything else goes to
     /// the admin pool with the bytes read so far (it may wait on other reactors; we must not).
     fn answer_plain(&mut self, idx: usize, req: PlainRequest, bytes: Vec<u8>) {
-        if matches!(req.method.as_str(), "GET" | "HEAD") && req.path == "/health" {
-            let mut resp = Vec::new();
-            write_response(&mut resp, 200, &[], "application/json", br#"{"status":"ok"}"#);
+        let handle = crate::server::ServerHandle::from_runtime(self.core.rt.clone());
+        if let Some(resp) = crate::admin::immediate_response(&handle, &req) {
             self.core.respond_http(idx, &resp);
             return;
         }

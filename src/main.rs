@@ -170,7 +170,9 @@ struct ServeArgs {
     /// WebSocket path (`PATH` and `PATH/{token}`).
     #[arg(long, env = "WS_PATH", default_value = "/ws")]
     ws_path: String,
-    /// HS256 secret. Without it (and without --jwt-public-key) the server runs in dev mode.
+    /// HS256 secret. Without it (and without --jwt-public-key) the server runs in dev mode: a
+    /// random secret for this run, and an admin token and a ready-to-use connect URL printed on
+    /// stdout.
     #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// PEM public key file for RS*/PS*/ES*/EdDSA tokens.

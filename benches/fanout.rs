@@ -4,7 +4,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use tungstenite::Bytes;
-use wsedge::conn::{OutQueue, Pool};
+use wsedge::testing::{OutQueue, Pool};
 
 fn bench(c: &mut Criterion) {
     let frame = Bytes::from(vec![0x81u8; 200]);

@@ -3,8 +3,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
-use wsedge::ws::frame::encode_client_frame;
-use wsedge::ws::{Decoder, encode_frame};
+use wsedge::encode_client_frame;
+use wsedge::testing::{Decoder, encode_frame};
 
 fn masked(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 //! (what heartbeat checks cost). Why: the wheel is touched for every connection every interval.
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use wsedge::timer::TimerWheel;
+use wsedge::testing::TimerWheel;
 
 const N: u64 = 100_000;
 

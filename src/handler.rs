@@ -5,7 +5,7 @@
 //! from other threads. The built-in protocol server ([`crate::app::ProtocolApp`]) and the echo
 //! server ([`crate::app::EchoApp`]) are themselves `Handler`s.
 
-pub use crate::reactor::ctx::{Ctx, RoomRefusal};
+pub use crate::reactor::ctx::{Ctx, RefreshError, RoomRefusal};
 
 /// How a connection ended, for [`Handler::on_close`].
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, _ctx: &mut Ctx<'_>, _data: &[u8]) {}
     /// The peer broke RFC 6455 (or sent an oversized message); the connection is closed with
     /// `violation.close_code()` right after this returns.
-    fn on_violation(&self, _ctx: &mut Ctx<'_>, _violation: crate::ws::Violation) {}
+    fn on_violation(&self, _ctx: &mut Ctx<'_>, _violation: crate::Violation) {}
     /// The server is draining and about to close this connection with 1001 (say goodbye, hand
     /// the client a reconnect hint, ...).
     fn on_drain(&self, _ctx: &mut Ctx<'_>) {}

@@ -13,32 +13,37 @@
 //! server.wait().expect("no reactor died");
 //! ```
 //!
-//! Module map: `config` (settings), `server` (threads, handle), `handler` (the embedding
-//! contract), `reactor` (poll loop and connection state machine), `conn` (per-connection state,
-//! outbound queue), `http` (upgrade parser), `ws` (frames), `protocol` (seed JSON), `auth` (JWT),
-//! `limits` (rate limit, admission), `timer` (wheel), `metrics` (counters), `app` (built-in apps),
-//! `admin` (the embedded admin HTTP API, on its own threads; private).
+//! Public modules: `config` (settings), `server` (threads, handle), `handler` (the embedding
+//! contract), `protocol` (the JSON envelopes), `auth` (JWT), `limits` (rate limit, admission),
+//! `metrics` (counters), `app` (built-in apps). Internal ones, not part of the API: `reactor`
+//! (poll loop and connection state machine), `conn` (per-connection state, outbound queue),
+//! `http` (upgrade parser), `ws` (frames), `timer` (wheel), `admin` (the admin HTTP API). The
+//! types the API needs from them (`Target`, `Census`, `ConnectionInfo`, `Violation`,
+//! `RoomRefusal`, `RefreshError`) are re-exported here.
 
 mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod handler;
-pub mod http;
+pub(crate) mod http;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
-pub mod reactor;
+pub(crate) mod reactor;
 pub mod server;
-pub mod timer;
-pub mod ws;
+pub(crate) mod timer;
+pub(crate) mod ws;
 
 pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
-pub use handler::{Closed, Ctx, Handler, Refusal};
+pub use handler::{Closed, Ctx, Handler, RefreshError, Refusal, RoomRefusal};
 pub use metrics::Snapshot;
 pub use reactor::{Census, ConnectionInfo, Target};
 pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, ServerHandle};
+pub use ws::Violation;
+/// A masked client frame (for clients and load generators; servers never mask).
+pub use ws::frame::encode_client_frame;
 
 /// Internals exposed to wsedge's own fuzz targets and tests (feature `testing`; not a stable
 /// API): the hand-driven reactor, the admin router, room-name globs.
@@ -46,8 +51,12 @@ pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, Serv
 #[doc(hidden)]
 pub mod testing {
     pub use crate::admin::respond_for_testing as admin_response;
+    pub use crate::conn::{OutQueue, Pool};
+    pub use crate::http::upgrade::{Parsed, parse as parse_upgrade};
     pub use crate::reactor::harness::Harness;
     pub use crate::reactor::rooms::{glob_match, valid_room_name};
+    pub use crate::timer::TimerWheel;
+    pub use crate::ws::{Decoder, encode_frame};
 }
 
 /// The README's examples, compiled as doctests so they stay true.

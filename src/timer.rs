@@ -31,6 +31,7 @@ impl TimerWheel {
     }
 
     /// Number of scheduled keys.
+    #[cfg(any(test, feature = "testing"))]
     pub fn len(&self) -> usize {
         self.len
     }

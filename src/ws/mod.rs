@@ -5,4 +5,4 @@
 
 pub mod frame;
 
-pub use frame::{Decoder, Event, PING_FRAME, Violation, encode_close, encode_frame, parse_close};
+pub use frame::{Decoder, Event, PING_FRAME, Violation, encode_close, encode_frame};

@@ -18,5 +18,5 @@ pub fn source(i: usize, n: usize) -> IpAddr {
 
 /// Appends a masked client text frame.
 pub fn encode_masked_text(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
-    wsedge::ws::frame::encode_client_frame(out, 0x81, payload, mask);
+    wsedge::encode_client_frame(out, 0x81, payload, mask);
 }

@@ -3,7 +3,7 @@
 //! present in that order.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wsedge::http::upgrade::{Parsed, parse};
+use wsedge::testing::{Parsed, parse_upgrade as parse};
 
 fn clean(t: &[u8]) -> bool {
     t.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))

@@ -1,7 +1,7 @@
 //! The upgrade parser on arbitrary bytes: never panics; what it reports fits the input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wsedge::http::upgrade::{Parsed, parse};
+use wsedge::testing::{Parsed, parse_upgrade as parse};
 
 fuzz_target!(|data: &[u8]| {
     for path in [Some("/ws"), None] {

@@ -299,31 +299,24 @@ impl Config {
                 });
             }
         }
-        for (name, value) in [
-            ("rate_limit_window", self.rate_limit_window),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("connection_timeout", self.connection_timeout),
-            ("handshake_timeout", self.handshake_timeout),
-            ("close_timeout", self.close_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::Zero(name));
-            }
-        }
         let leeway = match &self.auth {
             AuthMode::Jwt(j) => Duration::from_secs(j.leeway_secs.min(u64::MAX / 2)),
             AuthMode::Anonymous => Duration::ZERO,
         };
-        for (name, value) in [
-            ("rate_limit_window", self.rate_limit_window),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("connection_timeout", self.connection_timeout),
-            ("handshake_timeout", self.handshake_timeout),
-            ("close_timeout", self.close_timeout),
-            ("shutdown_timeout", self.shutdown_timeout),
-            ("drain_window", self.drain_window),
-            ("jwt leeway", leeway),
+        // (name, value, may it be zero)
+        for (name, value, zero_ok) in [
+            ("rate_limit_window", self.rate_limit_window, false),
+            ("heartbeat_interval", self.heartbeat_interval, false),
+            ("connection_timeout", self.connection_timeout, false),
+            ("handshake_timeout", self.handshake_timeout, false),
+            ("close_timeout", self.close_timeout, false),
+            ("shutdown_timeout", self.shutdown_timeout, true),
+            ("drain_window", self.drain_window, true),
+            ("jwt leeway", leeway, true),
         ] {
+            if value.is_zero() && !zero_ok {
+                return Err(ConfigError::Zero(name));
+            }
             if value > Duration::from_secs(MAX_DURATION_SECS) {
                 return Err(ConfigError::TooLong {
                     name,
@@ -414,85 +407,44 @@ mod tests {
     /// overflow panics, aborts on allocation, deadlines past the end of time).
     #[test]
     fn every_field_is_bounded() {
-        let huge = Duration::from_secs_f64(1e19);
-        let cases: Vec<Config> = vec![
-            Config {
-                max_connections_per_user: 4_294_967_296,
-                ..Config::default()
+        // 1e19 seconds: past any deadline arithmetic.
+        const HUGE: Duration = Duration::from_secs(10_000_000_000_000_000_000);
+        let cases: Vec<fn(&mut Config)> = vec![
+            |c| c.max_connections_per_user = 4_294_967_296,
+            |c| c.max_connections_per_user = 4_294_967_295,
+            |c| c.max_connections_per_user = usize::MAX,
+            |c| c.max_message_size = usize::MAX,
+            |c| c.max_message_size = 1 << 40,
+            |c| c.max_outbound_bytes = usize::MAX,
+            |c| c.max_connections = usize::MAX,
+            |c| c.max_request_bytes = usize::MAX,
+            |c| c.admin_max_body = usize::MAX,
+            |c| c.max_pending_handshakes = 0,
+            |c| c.max_control_frames_per_second = 256,
+            |c| c.drain_window = HUGE,
+            |c| c.shutdown_timeout = HUGE,
+            |c| {
+                c.heartbeat_interval = HUGE;
+                c.connection_timeout = HUGE + Duration::from_secs(1);
             },
-            Config {
-                max_connections_per_user: 4_294_967_295,
-                ..Config::default()
-            },
-            Config {
-                max_connections_per_user: usize::MAX,
-                ..Config::default()
-            },
-            Config {
-                max_message_size: usize::MAX,
-                ..Config::default()
-            },
-            Config {
-                max_message_size: 1 << 40,
-                ..Config::default()
-            },
-            Config {
-                max_outbound_bytes: usize::MAX,
-                ..Config::default()
-            },
-            Config {
-                max_connections: usize::MAX,
-                ..Config::default()
-            },
-            Config {
-                max_request_bytes: usize::MAX,
-                ..Config::default()
-            },
-            Config {
-                admin_max_body: usize::MAX,
-                ..Config::default()
-            },
-            Config {
-                max_pending_handshakes: 0,
-                ..Config::default()
-            },
-            Config {
-                max_control_frames_per_second: 256,
-                ..Config::default()
-            },
-            Config {
-                drain_window: huge,
-                ..Config::default()
-            },
-            Config {
-                shutdown_timeout: huge,
-                ..Config::default()
-            },
-            Config {
-                heartbeat_interval: huge,
-                connection_timeout: huge + Duration::from_secs(1),
-                ..Config::default()
-            },
-            Config {
-                rate_limit_window: huge,
-                ..Config::default()
-            },
-            Config {
-                handshake_timeout: huge,
-                ..Config::default()
-            },
-            Config {
-                close_timeout: huge,
-                ..Config::default()
-            },
-            Config {
-                auth: AuthMode::Jwt(JwtConfig {
+            |c| c.rate_limit_window = HUGE,
+            |c| c.handshake_timeout = HUGE,
+            |c| c.close_timeout = HUGE,
+            |c| {
+                c.auth = AuthMode::Jwt(JwtConfig {
                     leeway_secs: u64::MAX,
                     ..JwtConfig::hs256("x")
-                }),
-                ..Config::default()
+                })
             },
         ];
+        let cases: Vec<Config> = cases
+            .into_iter()
+            .map(|set| {
+                let mut c = Config::default();
+                set(&mut c);
+                c
+            })
+            .collect();
         for (i, c) in cases.iter().enumerate() {
             let e = c.validate().expect_err(&format!("case {i} must be refused"));
             assert!(

@@ -44,9 +44,6 @@ pub mod flags {
     pub const FIN_SENT: u8 = 1 << 5;
     /// The handler stored typed data for this connection (in the reactor's side table).
     pub const HAS_DATA: u8 = 1 << 6;
-    /// The peer half-closed (read returned 0): no more input will come, but our answer still
-    /// goes out before the socket closes.
-    pub const PEER_EOF: u8 = 1 << 7;
 }
 
 /// One connection. Kept small: this record is most of what an idle connection costs.

@@ -8,9 +8,17 @@ use crate::http::upgrade::{PlainRequest, percent_decode};
 use crate::reactor::Target;
 use crate::server::{Delivery, ServerHandle};
 
+/// The path's segments, percent-decoded (`/ws/rooms/a%20b/` -> `["ws", "rooms", "a b"]`).
+fn segments(path: &str) -> Vec<String> {
+    path.trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(percent_decode)
+        .collect()
+}
+
 pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Response {
-    let trimmed = req.path.trim_end_matches('/');
-    let segs: Vec<String> = trimmed.split('/').skip(1).map(percent_decode).collect();
+    let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     match segs.as_slice() {
@@ -48,13 +56,7 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Respon
 /// A refusal that does not need the body: an admin route without a valid admin token gets its
 /// 401/403 before a byte of the body is read.
 pub(crate) fn refuse_early(h: &ServerHandle, req: &PlainRequest) -> Option<Response> {
-    let segs: Vec<String> = req
-        .path
-        .trim_end_matches('/')
-        .split('/')
-        .skip(1)
-        .map(percent_decode)
-        .collect();
+    let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["ws", rest @ ..] if is_admin_route(rest) => authorize(h, req).err(),

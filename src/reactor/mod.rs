@@ -252,8 +252,9 @@ impl Link {
 
     /// Drops every waiting command (and so every reply sender in them).
     pub fn discard_inbox(&self) {
-        let old = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(old);
+        drop(std::mem::take(
+            &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
 
     fn take_all(&self, into: &mut Vec<Command>) {

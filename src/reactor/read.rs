@@ -132,9 +132,7 @@ impl<H: Handler> Reactor<H> {
             Event::Fragment => true,
             Event::Pong | Event::Ping(_) if phase == Phase::Open && !self.core.control_frame_allowed(idx) => {
                 self.core.metrics.control_frame_closes.inc();
-                self.core.conns[idx].input = None;
-                self.core.close_with(idx, 1008, "control frame rate limit exceeded");
-                self.core.conns[idx].phase = Phase::Discarding;
+                self.close_discarding(idx, 1008, "control frame rate limit exceeded");
                 false
             }
             Event::Pong => true,
@@ -188,16 +186,16 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         self.with_ctx(idx, |h, ctx| h.on_violation(ctx, v));
-        if self.core.conns[idx].phase != Phase::Open {
-            // The handler closed it (or panicked): just stop reading frames.
-            self.core.conns[idx].input = None;
-            return;
-        }
+        self.close_discarding(idx, v.close_code(), v.reason());
+    }
+
+    /// Closes with `code` (unless the handler already closed it) and stops reading frames: the
+    /// stream is no longer trusted to be framed (the rest of an oversized or broken frame
+    /// follows), so input is discarded while the close frame is written and the socket
+    /// half-closed; the connection is dropped at EOF or the close timeout.
+    fn close_discarding(&mut self, idx: usize, code: u16, reason: &str) {
         self.core.conns[idx].input = None;
-        self.core.close_with(idx, v.close_code(), v.reason());
-        // The stream is no longer framed (the rest of an oversized or broken frame follows):
-        // discard input from here on, so none of it is mistaken for frames, while the close
-        // frame is written and the socket half-closed; drop at EOF or the close timeout.
+        self.core.close_with(idx, code, reason);
         self.core.conns[idx].phase = Phase::Discarding;
     }
 }

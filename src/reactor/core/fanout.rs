@@ -48,14 +48,8 @@ impl Core {
         let slots: Vec<usize> = match user {
             Some(u) => {
                 let mut v = Vec::new();
-                let mut cur = self
-                    .users
-                    .find(u)
-                    .and_then(|u| self.users.get(u))
-                    .map_or(NONE, |u| u.head);
-                while cur != NONE {
-                    v.push(cur as usize);
-                    cur = self.conns[cur as usize].next_of_user;
+                if let Some(u) = self.users.find(u) {
+                    self.user_connections(u, &mut v);
                 }
                 v.sort_unstable();
                 v.retain(|&i| i >= start);
@@ -87,20 +81,18 @@ impl Core {
     /// message is not echoed to its sender's own connections).
     pub fn deliver_excluding(&mut self, target: &Target, frame: &Bytes, exclude_user: Option<&str>) -> usize {
         // Resolved once: per recipient it is one integer comparison.
-        self.excluded = exclude_user.and_then(|u| self.users.find(u)).unwrap_or(NONE);
-        let n = self.deliver_to(target, frame);
-        self.excluded = NONE;
-        n
+        let ex = exclude_user.and_then(|u| self.users.find(u)).unwrap_or(NONE);
+        self.deliver_to(target, frame, ex)
     }
 
-    fn deliver_to(&mut self, target: &Target, frame: &Bytes) -> usize {
+    fn deliver_to(&mut self, target: &Target, frame: &Bytes, ex: u32) -> usize {
         let mut n = 0;
         match target {
             Target::All => {
                 // Taken out while pushing: a push never drops a connection.
                 let open = std::mem::take(&mut self.open_slots);
                 open.for_each(|idx| {
-                    if self.push_shared(idx, frame) {
+                    if self.push_shared(idx, frame, ex) {
                         n += 1;
                     }
                 });
@@ -114,7 +106,7 @@ impl Core {
                 // is only closed), so the index does not change meanwhile.
                 let set = std::mem::take(slot);
                 set.for_each(|idx| {
-                    if self.push_shared(idx, frame) {
+                    if self.push_shared(idx, frame, ex) {
                         n += 1;
                     }
                 });
@@ -128,7 +120,7 @@ impl Core {
                     .map_or(NONE, |u| u.head);
                 while cur != NONE {
                     let next = self.conns[cur as usize].next_of_user;
-                    if self.push_shared(cur as usize, frame) {
+                    if self.push_shared(cur as usize, frame, ex) {
                         n += 1;
                     }
                     cur = next;
@@ -136,14 +128,14 @@ impl Core {
             }
             Target::Connection(id) => {
                 if let Some(idx) = self.find_by_id(id)
-                    && self.push_shared(idx, frame)
+                    && self.push_shared(idx, frame, ex)
                 {
                     n += 1;
                 }
             }
             Target::Room(room) => {
                 for idx in self.room_connections(room) {
-                    if self.push_shared(idx, frame) {
+                    if self.push_shared(idx, frame, ex) {
                         n += 1;
                     }
                 }
@@ -168,14 +160,8 @@ impl Core {
                 .collect(),
             Target::User(user) => {
                 let mut v = vec![];
-                let mut cur = self
-                    .users
-                    .find(user)
-                    .and_then(|u| self.users.get(u))
-                    .map_or(NONE, |u| u.head);
-                while cur != NONE {
-                    v.push(cur as usize);
-                    cur = self.conns[cur as usize].next_of_user;
+                if let Some(u) = self.users.find(user) {
+                    self.user_connections(u, &mut v);
                 }
                 v
             }

@@ -102,8 +102,6 @@ pub(crate) struct Core {
     /// Slots of connections that opened (cleared when dropped): a publish to everyone visits
     /// these, not the whole slab.
     open_slots: SlotSet,
-    /// The user whose connections the delivery in progress skips (`NONE`: nobody).
-    excluded: u32,
     /// Budget for log lines about client-triggered events.
     pub noisy: super::noisy::NoisyLog,
     /// Handlers' typed per-connection data, only for connections that have some (flag
@@ -148,7 +146,6 @@ impl Core {
             queued: 0,
             closed: Vec::new(),
             noisy: Default::default(),
-            excluded: NONE,
             subscribers: Vec::new(),
             open_slots: SlotSet::default(),
             conn_data: std::collections::HashMap::new(),
@@ -371,11 +368,11 @@ impl Core {
         }
     }
 
-    /// Queues a shared frame to an open connection; false if it was not open (or belongs to
-    /// the user a delivery excludes).
-    fn push_shared(&mut self, idx: usize, frame: &Bytes) -> bool {
+    /// Queues a shared frame to an open connection; false if it was not open or belongs to
+    /// user `excluded` (a user index, `NONE` for nobody).
+    fn push_shared(&mut self, idx: usize, frame: &Bytes, excluded: u32) -> bool {
         let c = &self.conns[idx];
-        if c.phase != Phase::Open || (self.excluded != NONE && c.user == self.excluded) {
+        if c.phase != Phase::Open || (excluded != NONE && c.user == excluded) {
             return false;
         }
         self.enqueue(idx, |out, _| {
@@ -424,16 +421,23 @@ impl Core {
         if c.phase != Phase::Open {
             return;
         }
-        c.phase = Phase::Closing;
-        c.mark = self.now;
-        self.release_slot(idx);
-        self.unlink_user(idx);
+        self.enter_closing(idx);
         let mut frame = Vec::with_capacity(4 + reason.len().min(123));
         encode_close(&mut frame, code, reason);
         self.queue_raw(idx, &frame);
-        let generation = self.conns[idx].generation;
-        self.schedule(idx, generation, self.now + self.ticks.close);
         self.conns[idx].close_code = code.unwrap_or(1005);
+    }
+
+    /// Open -> Closing: the connection stops counting as open (global slot, user, rooms) and
+    /// gets the close timeout; what it still has queued goes out.
+    fn enter_closing(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        c.phase = Phase::Closing;
+        c.mark = self.now;
+        let generation = c.generation;
+        self.release_slot(idx);
+        self.unlink_user(idx);
+        self.schedule(idx, generation, self.now + self.ticks.close);
     }
 
     /// Closes an open WebSocket with a close frame; drops anything else at once.
@@ -502,22 +506,16 @@ impl Core {
     /// we owe it (an HTTP response, the 101 and first messages, a close frame) is still
     /// written before the socket closes: a half-close is not a reset.
     pub fn peer_eof(&mut self, idx: usize) {
-        let now = self.now;
         let c = &mut self.conns[idx];
-        c.flags |= flags::PEER_EOF | flags::CLOSE_RECEIVED;
+        c.flags |= flags::CLOSE_RECEIVED;
         match c.phase {
             // Nothing complete to answer.
             Phase::Handshake => self.drop_conn(idx, 1006),
             Phase::Open => {
                 // Gone without a close frame: deliver what is queued, then close (1006).
-                c.phase = Phase::Closing;
-                c.mark = now;
                 c.close_code = 1006;
                 c.input = None;
-                let generation = c.generation;
-                self.release_slot(idx);
-                self.unlink_user(idx);
-                self.schedule(idx, generation, now + self.ticks.close);
+                self.enter_closing(idx);
                 self.mark_dirty(idx);
             }
             Phase::Closing | Phase::Discarding => self.mark_dirty(idx),

@@ -59,21 +59,9 @@ pub fn split(data: &[u8], seed: u32) -> Vec<&[u8]> {
     out
 }
 
-/// A masked client frame.
+/// A masked client frame (the crate's own encoder).
 pub fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    wsedge::encode_client_frame(&mut out, first, payload, mask);
     out
 }

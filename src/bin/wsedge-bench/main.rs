@@ -7,6 +7,7 @@
 mod density;
 mod engine;
 mod proc_stats;
+mod publisher;
 mod scenarios;
 mod wire;
 

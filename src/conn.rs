@@ -28,6 +28,9 @@ pub enum Phase {
     Closing,
     /// HTTP response queued; the socket closes once it is written (input is discarded).
     Discarding,
+    /// Plain HTTP (admin API, health, metrics), kept alive between requests; its state is
+    /// beside the slab (`reactor::core::http`).
+    Http,
 }
 
 pub mod flags {
@@ -44,6 +47,8 @@ pub mod flags {
     pub const FIN_SENT: u8 = 1 << 5;
     /// The handler stored typed data for this connection (in the reactor's side table).
     pub const HAS_DATA: u8 = 1 << 6;
+    /// Accepted on the admin listener: plain HTTP only, never an upgrade.
+    pub const ADMIN_PORT: u8 = 1 << 7;
 }
 
 /// One connection. Kept small: this record is most of what an idle connection costs.

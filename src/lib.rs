@@ -23,6 +23,7 @@
 
 mod admin;
 pub mod app;
+pub(crate) mod ask;
 pub mod auth;
 pub mod config;
 pub(crate) mod conn;
@@ -30,16 +31,17 @@ pub mod handler;
 pub(crate) mod http;
 pub mod limits;
 pub mod metrics;
+pub(crate) mod outgoing;
 pub mod protocol;
 pub(crate) mod reactor;
 pub mod server;
 pub(crate) mod timer;
 pub(crate) mod ws;
 
+pub use ask::{Census, ConnectionInfo, Target};
 pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
 pub use handler::{Closed, Ctx, Handler, RefreshError, Refusal, RoomRefusal};
 pub use metrics::Snapshot;
-pub use reactor::{Census, ConnectionInfo, Target};
 pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, ServerHandle};
 pub use ws::Violation;
 /// A masked client frame (for clients and load generators; servers never mask).

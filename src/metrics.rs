@@ -36,6 +36,57 @@ impl Counter {
     }
 }
 
+/// Upper bounds (seconds) of the publish-to-write latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram with a single writer (see [`Counter`]): counts per bucket (not
+/// cumulative; readers add them up), the sum in microseconds, and the count.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; LATENCY_BUCKETS.len()],
+    sum_us: Counter,
+    count: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].inc();
+        }
+        self.sum_us.add(d.as_micros() as u64);
+        self.count.inc();
+    }
+}
+
+/// A histogram summed over reactors: cumulative counts per bucket of [`LATENCY_BUCKETS`], the
+/// sum in seconds and the count (observations above the last bucket only count in `+Inf`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HistogramSnapshot {
+    pub cumulative: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl HistogramSnapshot {
+    fn collect<'a>(hs: impl Iterator<Item = &'a Histogram> + Clone) -> Self {
+        let mut running = 0;
+        let cumulative = (0..LATENCY_BUCKETS.len())
+            .map(|i| {
+                running += hs.clone().map(|h| h.buckets[i].get()).sum::<u64>();
+                running
+            })
+            .collect();
+        HistogramSnapshot {
+            cumulative,
+            sum_seconds: hs.clone().map(|h| h.sum_us.get()).sum::<u64>() as f64 / 1e6,
+            count: hs.map(|h| h.count.get()).sum(),
+        }
+    }
+}
+
 /// HTTP statuses a handshake can be refused with, for per-status counts.
 pub const REFUSAL_STATUSES: [u16; 10] = [400, 403, 404, 405, 408, 426, 429, 431, 500, 503];
 
@@ -82,6 +133,9 @@ pub struct ReactorMetrics {
     pub control_frame_closes: Counter,
     /// Handler callbacks that panicked (their connection was closed with 1011).
     pub handler_panics: Counter,
+    /// Time from a publish to the socket write that gave its last recipient on this reactor
+    /// the message.
+    pub publish_latency: Histogram,
 }
 
 impl ReactorMetrics {
@@ -99,7 +153,7 @@ impl ReactorMetrics {
 }
 
 /// A point-in-time sum over reactors.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Snapshot {
     pub connections: u64,
     pub connections_per_reactor: Vec<u64>,
@@ -129,6 +183,8 @@ pub struct Snapshot {
     pub loop_busy_us: Vec<u64>,
     /// Fire-and-forget cross-reactor deliveries dropped because a reactor's inbox was full.
     pub inbox_drops: u64,
+    /// Publish to last socket write, per reactor, summed over reactors.
+    pub publish_latency: HistogramSnapshot,
 }
 
 impl Snapshot {
@@ -169,6 +225,7 @@ impl Snapshot {
             dead_reactors: 0,
             loop_busy_us: reactors.iter().map(|r| r.loop_busy_us.get()).collect(),
             inbox_drops: 0,
+            publish_latency: HistogramSnapshot::collect(reactors.iter().map(|r| &r.publish_latency)),
         }
     }
 

@@ -15,16 +15,15 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tungstenite::Bytes;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use crate::ask::{Answer, Ask, Census, ConnectionInfo, ReplyTo, Target, merge_pages};
 use crate::auth::Verifier;
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::handler::Handler;
 use crate::limits::Admission;
 use crate::metrics::Snapshot;
-use crate::protocol::{IdGen, write_envelope};
-use crate::reactor::{Census, Command, ConnectionInfo, Link, Reactor, Runtime, Target, WAKER};
-use crate::ws::encode_frame;
+use crate::outgoing::Outgoing;
+use crate::reactor::{Command, Link, Reactor, Runtime, WAKER};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -76,11 +75,20 @@ impl Server {
             links.push(Link::new(Waker::new(poll.registry(), WAKER)?));
             polls.push(poll);
         }
-        let (admin_tx, admin_rx) = mpsc::sync_channel(ADMIN_QUEUE);
-        let admin_listener = match config.admin_listen {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?),
-            None => None,
-        };
+        // `--admin-listen`: one listener per reactor on the same port, like the main one, so
+        // admin requests are served by every reactor's loop.
+        let mut admin_listeners = Vec::new();
+        let mut admin_addr = None;
+        if let Some(addr) = config.admin_listen {
+            let first = bind_reuseport(addr)?;
+            let bound = first.local_addr()?;
+            admin_listeners.push(Some(first));
+            for _ in 1..config.workers {
+                admin_listeners.push(Some(bind_reuseport(bound)?));
+            }
+            admin_addr = Some(bound);
+        }
+        admin_listeners.resize_with(config.workers, || None);
         let rt = Arc::new(Runtime {
             config,
             verifier,
@@ -88,24 +96,14 @@ impl Server {
             per_ip: crate::limits::PerIpAdmission::default(),
             links,
             local_addr,
-            admin: admin_tx.clone(),
             draining: AtomicBool::new(false),
-            admin_addr: std::sync::OnceLock::new(),
         });
         let handle = ServerHandle { rt: rt.clone() };
-        crate::admin::spawn_pool(handle.clone(), admin_rx)?;
-        let admin_addr = match admin_listener {
-            Some(l) => {
-                let addr = crate::admin::spawn_listener(l, admin_tx, handle.clone())?;
-                let _ = rt.admin_addr.set(addr);
-                Some(addr)
-            }
-            None => None,
-        };
         let handler = Arc::new(handler);
         let mut threads = Vec::new();
-        for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
-            let reactor = Reactor::new(i, rt.clone(), handler.clone(), poll, listener)?;
+        let sockets = listeners.into_iter().zip(admin_listeners);
+        for (i, (poll, (listener, admin))) in polls.into_iter().zip(sockets).enumerate() {
+            let reactor = Reactor::new(i, rt.clone(), handler.clone(), poll, listener, admin)?;
             let rt = rt.clone();
             let t = std::thread::Builder::new()
                 .name(format!("wsedge-reactor-{i}"))
@@ -138,7 +136,7 @@ fn reactor_died(rt: &Arc<Runtime>, i: usize) {
     link.dead.store(true, Ordering::Release);
     link.stopped.store(true, Ordering::Release);
     // Dropping queued commands drops their reply senders: nobody waits for a dead reactor.
-    link.discard_inbox();
+    link.abandon_inbox(i, &rt.links);
     ServerHandle { rt: rt.clone() }.shutdown();
 }
 
@@ -206,9 +204,6 @@ pub struct ServerHandle {
     rt: Arc<Runtime>,
 }
 
-/// Admin requests waiting for the admin pool before reactors answer 503.
-const ADMIN_QUEUE: usize = 256;
-
 /// How long a handle call waits for reactors to report delivery counts.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -257,12 +252,17 @@ impl ServerHandle {
 
     /// Describes an open connection by its public id (`None` if unknown or closed).
     pub fn connection_info(&self, id: uuid::Uuid) -> Option<ConnectionInfo> {
-        let link = self.rt.links.get(id.as_bytes()[4] as usize)?;
-        let (tx, rx) = mpsc::channel();
-        if !link.send(Command::Inspect { id, reply: tx }) {
-            return None;
+        let reactor = self.reactor_of(id)?;
+        match self.ask_wait(&Ask::Inspect { id }, &[reactor]).pop() {
+            Some((_, Answer::Info(info))) => info,
+            _ => None,
         }
-        rx.recv_timeout(reply_wait()).ok().flatten()
+    }
+
+    /// The reactor a connection id names, if there is one.
+    pub(crate) fn reactor_of(&self, id: uuid::Uuid) -> Option<usize> {
+        let r = id.as_bytes()[4] as usize;
+        (r < self.rt.links.len()).then_some(r)
     }
 
     /// One page of open connections, in a stable order (reactor, then slot), optionally only
@@ -274,52 +274,60 @@ impl ServerHandle {
         after: Option<uuid::Uuid>,
         limit: usize,
     ) -> (Vec<ConnectionInfo>, Option<uuid::Uuid>) {
+        let asks = self.page_asks(user, after, limit);
+        let pages = asks
+            .into_iter()
+            .flat_map(|(ask, reactors)| self.ask_wait(&ask, &reactors))
+            .filter_map(|(r, a)| match a {
+                Answer::Page(p) => Some((r, p)),
+                _ => None,
+            })
+            .collect();
+        merge_pages(pages, limit.clamp(1, 1000))
+    }
+
+    /// The asks that make up one page of connections: every reactor from the one `after`
+    /// names on is asked for a full page at once (the first from just past `after`), and the
+    /// answers are merged in order.
+    pub(crate) fn page_asks(
+        &self,
+        user: Option<&str>,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Vec<(Ask, Vec<usize>)> {
         let limit = limit.clamp(1, 1000);
         // A connection id carries its slot (bytes 0-3) and reactor (byte 4) in the clear.
-        let (mut reactor, mut start) = after.map_or((0, 0), |id| {
+        let (first, start) = after.map_or((0, 0), |id| {
             let b = id.as_bytes();
             (b[4] as usize, u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 1)
         });
         let only = user.filter(|_| self.rt.verifier.is_some()).map(|u| self.rt.home_of(u));
-        let mut page = Vec::new();
-        while reactor < self.rt.links.len() && page.len() < limit {
-            if only.is_none_or(|h| h == reactor) {
-                let (tx, rx) = mpsc::channel();
-                let asked = self.rt.links[reactor].send(Command::List {
-                    start,
-                    limit: limit - page.len(),
+        (first..self.rt.links.len())
+            .filter(|r| only.is_none_or(|h| h == *r))
+            .map(|r| {
+                let ask = Ask::List {
+                    start: if r == first { start } else { 0 },
+                    limit,
                     user: user.map(Into::into),
-                    reply: tx,
-                });
-                if asked && let Ok(mut part) = rx.recv_timeout(reply_wait()) {
-                    page.append(&mut part);
-                }
-            }
-            reactor += 1;
-            start = 0;
-        }
-        let more = page.len() == limit;
-        let next = more
-            .then(|| page.last().and_then(|c| c.connection_id.parse().ok()))
-            .flatten();
-        (page, next)
+                };
+                (ask, vec![r])
+            })
+            .collect()
     }
 
     /// Users and connections per user, over every reactor.
     pub fn census(&self) -> Census {
-        let (tx, rx) = mpsc::channel();
-        let asked = self
-            .rt
-            .links
-            .iter()
-            .filter(|l| l.send(Command::Census { reply: tx.clone() }))
-            .count();
-        drop(tx);
         let mut total = Census::default();
-        for c in (0..asked).map_while(|_| rx.recv_timeout(reply_wait()).ok()) {
-            total.merge(c);
+        for (_, a) in self.ask_wait(&Ask::Census, &self.all_reactors()) {
+            if let Answer::Census(c) = a {
+                total.merge(c);
+            }
         }
         total
+    }
+
+    pub(crate) fn all_reactors(&self) -> Vec<usize> {
+        (0..self.rt.links.len()).collect()
     }
 
     /// Sends `{"type": event_type, "data": data, ...}` to every connection subscribed to
@@ -356,7 +364,7 @@ impl ServerHandle {
     /// Sends `{"type": kind, "data": data, "timestamp", "id"}` to `target`, serialized and framed
     /// once for every recipient on every reactor.
     pub fn send_envelope<D: Serialize>(&self, target: Target, kind: &str, data: D) -> Delivery {
-        self.send_envelope_excluding(target, kind, data, None)
+        self.send(Outgoing::envelope(target, kind, data))
     }
 
     /// [`send_envelope`](Self::send_envelope), skipping every connection of `exclude_user`.
@@ -367,11 +375,7 @@ impl ServerHandle {
         data: D,
         exclude_user: Option<&str>,
     ) -> Delivery {
-        let (frame, message_id) = envelope_frame(kind, data);
-        Delivery {
-            recipients: self.deliver_excluding(target, frame, exclude_user),
-            message_id,
-        }
+        self.send(Outgoing::envelope(target, kind, data).excluding(exclude_user))
     }
 
     /// The seed's admin broadcast: the given object plus `timestamp`, `id` and
@@ -383,46 +387,32 @@ impl ServerHandle {
     /// [`admin_broadcast`](Self::admin_broadcast), skipping every connection of `exclude_user`.
     pub fn admin_broadcast_excluding(
         &self,
-        mut message: serde_json::Map<String, serde_json::Value>,
+        message: serde_json::Map<String, serde_json::Value>,
         exclude_user: Option<&str>,
     ) -> Delivery {
-        let message_id = IdGen::from_os().uuid();
-        message.insert("timestamp".into(), now_text().into());
-        message.insert("id".into(), message_id.to_string().into());
-        message.insert("source".into(), "admin_broadcast".into());
-        let json = serde_json::Value::Object(message).to_string();
-        let mut frame = Vec::with_capacity(json.len() + 10);
-        encode_frame(&mut frame, OpCode::Data(Data::Text), json.as_bytes());
-        Delivery {
-            recipients: self.deliver_excluding(Target::All, Bytes::from(frame), exclude_user),
-            message_id,
-        }
+        self.send(Outgoing::admin_broadcast(message).excluding(exclude_user))
     }
 
     // ---- the seed's event helpers ----
 
     /// `upload.progress` `{upload_id, progress, timestamp}` to the user.
     pub fn upload_progress(&self, user_id: &str, upload_id: &str, progress: u64) -> Delivery {
-        let data = serde_json::json!({"upload_id": upload_id, "progress": progress, "timestamp": now_text()});
-        self.send_envelope(Target::User(user_id.into()), "upload.progress", data)
+        self.send(Outgoing::upload_progress(user_id, upload_id, progress))
     }
 
     /// `upload.completed` `{upload_id, result, timestamp}` to the user.
     pub fn upload_completed(&self, user_id: &str, upload_id: &str, result: serde_json::Value) -> Delivery {
-        let data = serde_json::json!({"upload_id": upload_id, "result": result, "timestamp": now_text()});
-        self.send_envelope(Target::User(user_id.into()), "upload.completed", data)
+        self.send(Outgoing::upload_completed(user_id, upload_id, result))
     }
 
     /// `upload.error` `{upload_id, error, timestamp}` to the user.
     pub fn upload_error(&self, user_id: &str, upload_id: &str, error: &str) -> Delivery {
-        let data = serde_json::json!({"upload_id": upload_id, "error": error, "timestamp": now_text()});
-        self.send_envelope(Target::User(user_id.into()), "upload.error", data)
+        self.send(Outgoing::upload_error(user_id, upload_id, error))
     }
 
     /// `system.notification` `{message, level, timestamp}` to the given users, or to everyone.
     pub fn system_notification(&self, message: &str, level: &str, target_users: Option<&[String]>) -> Delivery {
-        let data = serde_json::json!({"message": message, "level": level, "timestamp": now_text()});
-        self.to_users_or(target_users, Target::All, "system.notification", data)
+        self.send(Outgoing::system_notification(message, level, target_users))
     }
 
     /// `review.updated` `{review_id, changes, timestamp}` to the given users, or to the
@@ -433,48 +423,51 @@ impl ServerHandle {
         changes: serde_json::Value,
         target_users: Option<&[String]>,
     ) -> Delivery {
-        let data = serde_json::json!({"review_id": review_id, "changes": changes, "timestamp": now_text()});
-        let Some(bit) = self.rt.config.event_bit("review.updated") else {
-            return Delivery {
-                recipients: 0,
-                message_id: uuid::Uuid::nil(),
-            };
-        };
-        self.to_users_or(target_users, Target::Subscribers(bit), "review.updated", data)
+        let bit = self.rt.config.event_bit("review.updated");
+        self.send(Outgoing::review_updated(review_id, changes, target_users, bit))
     }
 
     /// `file.processing` (status "processing") or `file.ready` (any other status)
     /// `{file_id, status, progress?, timestamp}` to the user.
     pub fn file_status(&self, user_id: &str, file_id: &str, status: &str, progress: Option<u64>) -> Delivery {
-        let mut data = serde_json::json!({"file_id": file_id, "status": status, "timestamp": now_text()});
-        if let Some(p) = progress {
-            data["progress"] = p.into();
-        }
-        let kind = if status == "processing" {
-            "file.processing"
-        } else {
-            "file.ready"
-        };
-        self.send_envelope(Target::User(user_id.into()), kind, data)
+        self.send(Outgoing::file_status(user_id, file_id, status, progress))
     }
 
-    /// One message (one id) to each listed user, or to `otherwise` when no list is given.
-    fn to_users_or(
-        &self,
-        users: Option<&[String]>,
-        otherwise: Target,
-        kind: &str,
-        data: serde_json::Value,
-    ) -> Delivery {
-        let Some(users) = users else {
-            return self.send_envelope(otherwise, kind, data);
-        };
-        let (frame, message_id) = envelope_frame(kind, data);
-        let recipients = users
+    /// Delivers a message to its targets and waits for the recipient count.
+    fn send(&self, o: Outgoing) -> Delivery {
+        let message_id = o.message_id;
+        let recipients = self
+            .carry_out_waiting(self.deliver_asks(&o))
             .iter()
-            .map(|u| self.deliver(Target::User(u.as_str().into()), frame.clone()))
+            .flatten()
+            .map(|(_, a)| a.count())
             .sum();
         Delivery { recipients, message_id }
+    }
+
+    /// The asks that deliver `o`: one per target, to each reactor that may hold it.
+    pub(crate) fn deliver_asks(&self, o: &Outgoing) -> Vec<(Ask, Vec<usize>)> {
+        let now = std::time::Instant::now();
+        o.targets
+            .iter()
+            .map(|t| {
+                let ask = Ask::Deliver {
+                    target: t.clone(),
+                    frame: o.frame.clone(),
+                    exclude_user: o.exclude_user.clone(),
+                    published_at: now,
+                };
+                (ask, self.reactors_for(t))
+            })
+            .collect()
+    }
+
+    /// Carries out a plan's asks by waiting for each reactor's answers (threads only; on a
+    /// reactor thread nothing is waited for).
+    pub(crate) fn carry_out_waiting(&self, asks: Vec<(Ask, Vec<usize>)>) -> Vec<Vec<(usize, Answer)>> {
+        asks.iter()
+            .map(|(ask, reactors)| self.ask_wait(ask, reactors))
+            .collect()
     }
 
     /// True once every reactor has stopped.
@@ -503,18 +496,20 @@ impl ServerHandle {
     }
 
     fn membership(&self, room: &str, user_id: &str, add: bool) -> Option<usize> {
-        let link = self.rt.links.get(self.rt.home_of(user_id))?;
-        let (tx, rx) = mpsc::channel();
-        let cmd = Command::Membership {
+        let ask = Ask::Membership {
             room: room.into(),
             user: user_id.into(),
             add,
-            reply: tx,
         };
-        if !link.send(cmd) {
-            return None;
+        match self.ask_wait(&ask, &[self.rt.home_of(user_id)]).pop() {
+            Some((_, Answer::Member(n))) => n,
+            _ => None,
         }
-        rx.recv_timeout(reply_wait()).ok().flatten()
+    }
+
+    /// The reactor holding `user_id`'s connections.
+    pub(crate) fn home_of(&self, user_id: &str) -> usize {
+        self.rt.home_of(user_id)
     }
 
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
@@ -525,42 +520,64 @@ impl ServerHandle {
     /// [`deliver`](Self::deliver), skipping every connection of `exclude_user` (for example
     /// the sender of a chat message).
     pub fn deliver_excluding(&self, target: Target, frame: Bytes, exclude_user: Option<&str>) -> usize {
-        self.ask(&target, |reply| Command::Deliver {
-            target: target.clone(),
-            frame: frame.clone(),
+        let reactors = self.reactors_for(&target);
+        let ask = Ask::Deliver {
+            target,
+            frame,
             exclude_user: exclude_user.map(Into::into),
-            reply: Some(reply),
-        })
+            published_at: std::time::Instant::now(),
+        };
+        self.ask_wait(&ask, &reactors).iter().map(|(_, a)| a.count()).sum()
     }
 
     /// Starts the close handshake on every connection matching `target`; returns how many.
     pub fn disconnect(&self, target: Target, code: u16, reason: &str) -> usize {
-        self.ask(&target, |reply| Command::Disconnect {
-            target: target.clone(),
+        let reactors = self.reactors_for(&target);
+        let ask = Ask::Disconnect {
+            target,
             code,
-            reason: reason.to_string(),
-            reply: Some(reply),
-        })
+            reason: reason.into(),
+        };
+        self.ask_wait(&ask, &reactors).iter().map(|(_, a)| a.count()).sum()
     }
 
-    /// Sends a command to every reactor that may hold `target` and sums their replies.
-    fn ask(&self, target: &Target, make: impl Fn(mpsc::Sender<usize>) -> Command) -> usize {
-        let (tx, rx) = mpsc::channel();
-        let reactors: Vec<usize> = match target {
+    /// The reactors that may hold connections matching `target`.
+    pub(crate) fn reactors_for(&self, target: &Target) -> Vec<usize> {
+        match target {
             Target::User(u) if self.rt.verifier.is_some() => vec![self.rt.home_of(u)],
-            Target::Connection(id) => vec![id.as_bytes()[4] as usize],
-            _ => (0..self.rt.links.len()).collect(),
-        };
-        let mut asked = 0;
-        for r in reactors {
-            if let Some(link) = self.rt.links.get(r)
-                && link.send(make(tx.clone()))
-            {
-                asked += 1;
+            Target::Connection(id) => self.reactor_of(*id).into_iter().collect(),
+            _ => self.all_reactors(),
+        }
+    }
+
+    /// Posts `ask` to each of `reactors` and collects their answers (a reactor that stopped
+    /// is left out). On a reactor thread it does not wait at all (see `reply_wait`).
+    fn ask_wait(&self, ask: &Ask, reactors: &[usize]) -> Vec<(usize, Answer)> {
+        let (tx, rx) = mpsc::channel();
+        let asked: Vec<usize> = reactors
+            .iter()
+            .copied()
+            .filter(|&r| {
+                self.rt.links.get(r).is_some_and(|l| {
+                    l.send(Command::Ask {
+                        ask: ask.clone(),
+                        reply: Some(ReplyTo::Thread(tx.clone())),
+                    })
+                })
+            })
+            .collect();
+        drop(tx);
+        let wait = reply_wait();
+        let deadline = std::time::Instant::now() + wait;
+        let mut answers = Vec::with_capacity(asked.len());
+        while answers.len() < asked.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(a) => answers.push(a),
+                Err(_) => break,
             }
         }
-        drop(tx);
-        (0..asked).map_while(|_| rx.recv_timeout(reply_wait()).ok()).sum()
+        answers
     }
 
     /// Drains: `/ready` turns 503, reactors stop accepting and close connections with 1001 in
@@ -607,17 +624,4 @@ impl ServerHandle {
     pub fn dead_reactors(&self) -> usize {
         self.rt.links.iter().filter(|l| l.dead.load(Ordering::Acquire)).count()
     }
-}
-
-/// Serializes an envelope once and frames it once.
-fn envelope_frame<D: Serialize>(kind: &str, data: D) -> (Bytes, uuid::Uuid) {
-    let mut json = Vec::new();
-    let id = write_envelope(&mut json, &mut IdGen::from_os(), kind, data);
-    let mut frame = Vec::with_capacity(json.len() + 10);
-    encode_frame(&mut frame, OpCode::Data(Data::Text), &json);
-    (Bytes::from(frame), id)
-}
-
-fn now_text() -> String {
-    crate::protocol::Timestamp::now().to_string()
 }

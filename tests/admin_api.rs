@@ -333,30 +333,6 @@ fn event_helper_endpoints() {
     assert_eq!(post("/ws/helpers/unknown-helper", json!({})).0, 404);
 }
 
-#[test]
-fn a_saturated_admin_pool_answers_503_instead_of_queueing_without_bound() {
-    use std::io::Write;
-    let server = start(config());
-    let addr = server.local_addr();
-    // Requests whose bodies never come hold the two admin threads (up to their 5 s timeout)
-    // and then fill the bounded queue of 256.
-    let mut stalled = Vec::new();
-    for _ in 0..2 + 256 {
-        let mut s = raw(addr);
-        s.write_all(b"POST /ws/broadcast HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-            .unwrap();
-        stalled.push(s);
-    }
-    wait_until("queue full", || {
-        let mut s = raw(addr);
-        s.write_all(b"GET /ws/stats HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        read_http(&mut s).0 == 503
-    });
-    // The WebSocket side is unaffected.
-    connect(addr, &token("still-serving"));
-    drop(stalled);
-}
-
 /// `exclude_user` on a broadcast or a room message skips that user's connections (a chat does
 /// not echo to its sender), is not part of the message, and must be a string.
 #[test]

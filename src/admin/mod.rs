@@ -1,34 +1,22 @@
-//! The embedded admin HTTP handler: health, readiness, Prometheus metrics and the `/ws/*` admin
-//! API (stats, connection info, disconnects, messages to users/events/rooms/everyone, room
-//! membership, the seed's event helpers).
+//! The embedded admin HTTP API: health, readiness, Prometheus metrics and the `/ws/*` admin
+//! routes (stats, connection info, disconnects, messages to users/events/rooms/everyone, batches
+//! of them, room membership, the event helpers).
 //!
 //! Owns: routing, admin authorization (JWT with `role: "admin"`), request bodies and JSON
-//! responses. Does not touch: reactors directly. It runs on its own small thread pool and uses
-//! `ServerHandle`, so a slow admin client or a query that waits for every reactor never blocks a
-//! reactor; reactors hand it sockets whose request is not a WebSocket upgrade.
+//! responses. Does not touch: sockets or waiting. It is sans-io: a request becomes a [`Plan`],
+//! either a response now or asks for reactors and a function that turns their answers into the
+//! response. The reactor that read the request carries the plan out as state in its event
+//! loop (`reactor::http`), so no thread is ever held by an admin client.
 
+mod batch;
 mod prometheus;
 mod routes;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::Instant;
 
-use crate::http::upgrade::{self, Parsed};
-use crate::http::write_response;
+use crate::ask::{Answer, Ask};
+use crate::http::upgrade::PlainRequest;
 use crate::server::ServerHandle;
-
-/// A connection for the admin pool: the socket and the bytes already read from it.
-pub(crate) struct AdminJob {
-    pub stream: TcpStream,
-    pub bytes: Vec<u8>,
-}
-
-/// Threads serving admin requests.
-const ADMIN_THREADS: usize = 2;
-/// Per-request socket timeouts on admin connections.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A response about to be written.
 pub(crate) struct Response {
@@ -65,200 +53,103 @@ impl Response {
         self.headers.push((name, value.into()));
         self
     }
-}
 
-/// Starts the admin worker threads; they stop when the server has stopped.
-pub(crate) fn spawn_pool(handle: ServerHandle, rx: mpsc::Receiver<AdminJob>) -> std::io::Result<()> {
-    let rx = Arc::new(Mutex::new(rx));
-    for i in 0..ADMIN_THREADS {
-        let (rx, handle) = (rx.clone(), handle.clone());
-        std::thread::Builder::new()
-            .name(format!("wsedge-admin-{i}"))
-            .spawn(move || {
-                loop {
-                    let job = {
-                        let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                        rx.recv_timeout(Duration::from_secs(1))
-                    };
-                    match job {
-                        Ok(job) => serve(&handle, job),
-                        Err(mpsc::RecvTimeoutError::Timeout) if !handle.is_stopped() => {}
-                        Err(_) => return,
-                    }
-                }
-            })?;
+    /// Appends the response as HTTP/1.1 bytes: without its body for a `HEAD` request (the
+    /// length still says what a `GET` would get), and with `Connection: close` unless the
+    /// connection stays open for another request.
+    pub fn write(&self, out: &mut Vec<u8>, head_only: bool, keep_alive: bool) {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::http::write_response_to(
+            out,
+            self.status,
+            &headers,
+            self.content_type,
+            &self.body,
+            crate::http::Framing { head_only, keep_alive },
+        );
     }
-    Ok(())
 }
 
-/// Serves `--admin-listen`: accepts and queues connections for the pool until the server stops.
-pub(crate) fn spawn_listener(
-    listener: TcpListener,
-    tx: mpsc::SyncSender<AdminJob>,
-    handle: ServerHandle,
-) -> std::io::Result<SocketAddr> {
-    let addr = listener.local_addr()?;
-    // Blocking accept: an idle admin listener costs no wakeups. The last reactor to stop
-    // connects once to wake it (see `Runtime::admin_addr`).
-    std::thread::Builder::new()
-        .name("wsedge-admin-listen".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                if handle.is_stopped() {
-                    return;
-                }
-                match stream {
-                    Ok(stream) => {
-                        if tx
-                            .send(AdminJob {
-                                stream,
-                                bytes: Vec::new(),
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("admin accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })?;
-    Ok(addr)
+/// Answers to a plan's asks: for each ask, the `(reactor, answer)` pairs that came back.
+pub(crate) type Answers = Vec<Vec<(usize, Answer)>>;
+
+/// Turns the answers into the response.
+pub(crate) type Finish = Box<dyn FnOnce(Answers) -> Response + Send>;
+
+/// What a complete request calls for.
+pub(crate) enum Plan {
+    Now(Response),
+    /// Ask each listed reactor; once every answer is in (or lost), `finish` makes the response.
+    Later {
+        asks: Vec<(Ask, Vec<usize>)>,
+        finish: Finish,
+    },
 }
 
-/// What the bytes of a request read so far call for.
-pub(crate) enum Decision {
-    NeedMore,
-    Respond(Response),
-}
-
-/// Parses the request in `bytes` and, once it is complete, routes it.
-pub(crate) fn decide(handle: &ServerHandle, bytes: &[u8]) -> Decision {
-    let cfg = handle.config();
-    match upgrade::parse(bytes, cfg.max_request_bytes, cfg.ws_path.as_deref()) {
-        Parsed::Partial => Decision::NeedMore,
-        Parsed::Reject(r) => Decision::Respond(Response::error(r.status, r.message)),
-        Parsed::Upgrade(..) => Decision::Respond(Response::error(
-            400,
-            "WebSocket upgrades are served on the main listener",
-        )),
-        Parsed::Plain(req) => {
-            if req.content_length > cfg.admin_max_body {
-                return Decision::Respond(Response::error(413, "request body too large"));
-            }
-            let want = req.head_len + req.content_length;
-            if bytes.len() < want {
-                // Authorization first: nobody without an admin token makes us wait for a body.
-                return match routes::refuse_early(handle, &req) {
-                    Some(r) => Decision::Respond(r),
-                    None => Decision::NeedMore,
-                };
-            }
-            Decision::Respond(routes::route(handle, &req, &bytes[req.head_len..want]))
+impl Plan {
+    pub fn later(asks: Vec<(Ask, Vec<usize>)>, finish: impl FnOnce(Answers) -> Response + Send + 'static) -> Self {
+        Plan::Later {
+            asks,
+            finish: Box::new(finish),
         }
     }
 }
 
-/// The full HTTP response to `/health`, `/ready` or `/metrics`, which need no reactor to
-/// answer, so the reactor that read the request writes it (health checks never queue behind
-/// slow admin clients); `None` for every other request.
-pub(crate) fn immediate_response(handle: &ServerHandle, req: &upgrade::PlainRequest) -> Option<Vec<u8>> {
-    if !routes::is_immediate(req) {
-        return None;
+/// A refusal the head alone decides, before any of the body is read: a body over
+/// `admin_max_body` (413), or an admin route without a valid admin token (401/403).
+pub(crate) fn check_head(h: &ServerHandle, req: &PlainRequest) -> Option<Response> {
+    if req.content_length > h.config().admin_max_body {
+        return Some(Response::error(413, "request body too large"));
     }
-    let r = routes::route(handle, req, &[]);
-    let mut out = Vec::with_capacity(r.body.len() + 256);
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    write_response(&mut out, r.status, &headers, r.content_type, &r.body);
-    Some(out)
+    routes::refuse_early(h, req)
 }
 
-/// For fuzz targets: the status and body the admin API gives a complete request, or `None` if
-/// the bytes are not a complete request yet.
+/// The plan for a complete request (head and body).
+pub(crate) fn plan(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
+    routes::route(h, req, body)
+}
+
+/// For fuzz targets: the status and body the admin API gives a complete request (carrying a
+/// plan out by waiting for the reactors), or `None` if the bytes are not a complete request.
 #[cfg(feature = "testing")]
 pub fn respond_for_testing(handle: &ServerHandle, bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
-    match decide(handle, bytes) {
-        Decision::NeedMore => None,
-        Decision::Respond(r) => Some((r.status, r.body)),
-    }
+    use crate::http::upgrade::{self, Parsed};
+    let cfg = handle.config();
+    let r = match upgrade::parse(bytes, cfg.max_request_bytes, cfg.ws_path.as_deref()) {
+        Parsed::Partial => return None,
+        Parsed::Reject(r) => Response::error(r.status, r.message),
+        Parsed::Upgrade(..) => Response::error(400, "WebSocket upgrades are served on the main listener"),
+        Parsed::Plain(req) => match check_head(handle, &req) {
+            Some(r) => r,
+            None if bytes.len() < req.head_len + req.content_length => return None,
+            None => match plan(handle, &req, &bytes[req.head_len..req.head_len + req.content_length]) {
+                Plan::Now(r) => r,
+                Plan::Later { asks, finish } => finish(handle.carry_out_waiting(asks)),
+            },
+        },
+    };
+    Some((r.status, r.body))
 }
 
 /// One line per admin request at info level (target `wsedge::access`): peer, method, path
-/// without its query (which may hold a token), status, body bytes, milliseconds.
-fn access_log(stream: &TcpStream, request: &[u8], response: &Response, started: std::time::Instant) {
+/// without its query (which may hold a token), status, body bytes, milliseconds from the
+/// request's first byte to its response being queued.
+pub(crate) fn access_log(
+    peer: Option<std::net::SocketAddr>,
+    method: &str,
+    path: &str,
+    response: &Response,
+    started: Instant,
+) {
     if !log::log_enabled!(target: "wsedge::access", log::Level::Info) {
         return;
     }
-    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(&line[..line.len().min(256)]);
-    let mut parts = line.split(' ');
-    let method = parts.next().unwrap_or("-");
-    let path = parts.next().unwrap_or("-").split('?').next().unwrap_or("-");
     log::info!(
         target: "wsedge::access",
         "admin {method} {path} -> {} {}B {}ms peer={}",
         response.status,
         response.body.len(),
         started.elapsed().as_millis(),
-        stream.peer_addr().map_or_else(|_| "-".to_string(), |a| a.to_string())
+        peer.map_or_else(|| "-".to_string(), |a| a.to_string())
     );
-}
-
-/// Reads the rest of the request, routes it, writes the response, closes.
-fn serve(handle: &ServerHandle, job: AdminJob) {
-    let AdminJob { mut stream, mut bytes } = job;
-    let started = std::time::Instant::now();
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    // One deadline for the whole request: trickling bytes does not extend it.
-    let deadline = started + IO_TIMEOUT;
-    let response = loop {
-        match decide(handle, &bytes) {
-            Decision::Respond(r) => break r,
-            Decision::NeedMore => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-                    break Response::error(408, "request not received in time");
-                }
-                let mut chunk = [0u8; 8192];
-                match stream.read(&mut chunk) {
-                    Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                        break Response::error(408, "request not received in time");
-                    }
-                    _ => return,
-                }
-            }
-        }
-    };
-    access_log(&stream, &bytes, &response, started);
-    let mut out = Vec::with_capacity(response.body.len() + 256);
-    let headers: Vec<(&str, &str)> = response.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    write_response(
-        &mut out,
-        response.status,
-        &headers,
-        response.content_type,
-        &response.body,
-    );
-    if stream.write_all(&out).is_ok() {
-        // FIN, then wait briefly for the client's, so unread request bytes cannot turn our
-        // close into a reset that destroys the response.
-        // Bounded in time and bytes, so a client that keeps sending cannot hold the thread.
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let until = std::time::Instant::now() + Duration::from_millis(200);
-        let mut sink = [0u8; 4096];
-        for _ in 0..16 {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
-                break;
-            }
-        }
-    }
 }

@@ -187,5 +187,17 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         "1 while the server drains.",
         &one(u64::from(h.is_draining())),
     );
+    let l = &s.publish_latency;
+    let name = "wsedge_message_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a publish to the socket write that gave its last recipient on a reactor the message.\n# TYPE {name} histogram"
+    );
+    for (bound, n) in crate::metrics::LATENCY_BUCKETS.iter().zip(&l.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", l.count);
+    let _ = writeln!(out, "{name}_sum {}", l.sum_seconds);
+    let _ = writeln!(out, "{name}_count {}", l.count);
     out
 }

@@ -1,12 +1,15 @@
 //! Admin routes. Every `/ws/*` route needs a JWT with `role: "admin"` (401 without a valid
-//! token, 403 without the role); `/health`, `/ready` and `/metrics` are open.
+//! token, 403 without the role); `/health`, `/ready` and `/metrics` are open. Each route turns
+//! its request into a [`Plan`]: what to ask which reactors, and the response made from their
+//! answers.
 
 use serde_json::{Value, json};
 
-use super::Response;
+use super::{Answers, Plan, Response};
+use crate::ask::{Answer, Ask, Census, Target, merge_pages};
 use crate::http::upgrade::{PlainRequest, percent_decode};
-use crate::reactor::Target;
-use crate::server::{Delivery, ServerHandle};
+use crate::outgoing::Outgoing;
+use crate::server::ServerHandle;
 
 /// The path's segments, percent-decoded (`/ws/rooms/a%20b/` -> `["ws", "rooms", "a b"]`).
 fn segments(path: &str) -> Vec<String> {
@@ -17,13 +20,16 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Response {
+pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
+    let now = |r: Response| Plan::Now(r);
     match segs.as_slice() {
-        ["health"] => only(m, &["GET", "HEAD"], || Response::json(200, &json!({"status": "ok"}))),
-        ["ready"] => only(m, &["GET", "HEAD"], || {
+        ["health"] => now(only(m, &["GET", "HEAD"], || {
+            Response::json(200, &json!({"status": "ok"}))
+        })),
+        ["ready"] => now(only(m, &["GET", "HEAD"], || {
             if h.dead_reactors() > 0 {
                 Response::json(503, &json!({"status": "failed", "dead_reactors": h.dead_reactors()}))
             } else if h.is_draining() {
@@ -31,25 +37,25 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Respon
             } else {
                 Response::json(200, &json!({"status": "ready"}))
             }
-        }),
-        ["metrics"] => only(m, &["GET"], || Response {
+        })),
+        ["metrics"] => now(only(m, &["GET", "HEAD"], || Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             headers: Vec::new(),
             body: super::prometheus::render(h).into_bytes(),
-        }),
+        })),
         ["ws", rest @ ..] if is_admin_route(rest) => match authorize(h, req) {
-            Err(r) => r,
+            Err(r) => Plan::Now(r),
             Ok(()) => admin(h, m, rest, req.query.as_deref(), body),
         },
         // The WebSocket endpoint only takes GET (with an upgrade): other methods are 405.
         ["ws"] | ["ws", _] if m != "GET" && m != "HEAD" => {
-            Response::error(405, "method not allowed").with_header("Allow", "GET")
+            now(Response::error(405, "method not allowed").with_header("Allow", "GET"))
         }
-        ["ws"] | ["ws", _] => Response::error(426, "WebSocket upgrade required")
+        ["ws"] | ["ws", _] => now(Response::error(426, "WebSocket upgrade required")
             .with_header("Upgrade", "websocket")
-            .with_header("Sec-WebSocket-Version", "13"),
-        _ => Response::error(404, "not found"),
+            .with_header("Sec-WebSocket-Version", "13")),
+        _ => now(Response::error(404, "not found")),
     }
 }
 
@@ -64,12 +70,6 @@ pub(crate) fn refuse_early(h: &ServerHandle, req: &PlainRequest) -> Option<Respo
     }
 }
 
-/// Routes answered from counters alone (no reactor is asked), which a reactor may answer
-/// itself: `/health`, `/ready`, `/metrics`.
-pub(crate) fn is_immediate(req: &PlainRequest) -> bool {
-    matches!(req.method.as_str(), "GET" | "HEAD") && matches!(req.path.as_str(), "/health" | "/ready" | "/metrics")
-}
-
 fn is_admin_route(rest: &[&str]) -> bool {
     matches!(
         rest,
@@ -79,6 +79,7 @@ fn is_admin_route(rest: &[&str]) -> bool {
             | ["users", _]
             | ["users", _, "messages"]
             | ["broadcast"]
+            | ["batch"]
             | ["events", _]
             | ["rooms", _, "messages"]
             | ["rooms", _, "members", _]
@@ -91,7 +92,7 @@ fn only(method: &str, allowed: &[&str], f: impl FnOnce() -> Response) -> Respons
     if allowed.contains(&method) {
         f()
     } else {
-        Response::error(405, "method not allowed").with_header("Allow", allowed.join(", "))
+        not_allowed(allowed)
     }
 }
 
@@ -127,82 +128,132 @@ fn object_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> 
     }
 }
 
-fn delivered(d: Delivery) -> Response {
+/// The success answer to a message: recipients summed over every reactor's answer.
+pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
+    let reached: usize = answers.iter().flatten().map(|(_, a)| a.count()).sum();
     Response::success(json!({
         "message_sent": true,
-        "connections_reached": d.recipients,
-        "message_id": d.message_id.to_string(),
+        "connections_reached": reached,
+        "message_id": message_id.to_string(),
     }))
 }
 
-fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[u8]) -> Response {
+/// Delivers `o` to its targets; answers with the recipients reached.
+pub(super) fn send(h: &ServerHandle, o: Outgoing) -> Plan {
+    let id = o.message_id;
+    Plan::later(h.deliver_asks(&o), move |answers| delivered(&answers, id))
+}
+
+/// Asks `reactors` once and makes the response from their answers.
+fn ask(ask: Ask, reactors: Vec<usize>, finish: impl FnOnce(Vec<(usize, Answer)>) -> Response + Send + 'static) -> Plan {
+    Plan::later(vec![(ask, reactors)], move |mut answers| {
+        finish(answers.pop().unwrap_or_default())
+    })
+}
+
+/// The sum of `Count` answers.
+fn total(answers: &[(usize, Answer)]) -> usize {
+    answers.iter().map(|(_, a)| a.count()).sum()
+}
+
+fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[u8]) -> Plan {
+    let now = |r: Response| Ok(Plan::Now(r));
     let result = match rest {
-        ["stats"] => Ok(only(m, &["GET"], || stats(h))),
-        ["connections"] => Ok(only(m, &["GET"], || list_connections(h, query))),
-        ["connections", id] => Ok(only(m, &["GET", "DELETE"], || connection(h, m, id))),
-        ["users", user] => Ok(only(m, &["DELETE"], || {
-            let n = h.disconnect(Target::User((*user).into()), 1000, "disconnected by admin");
-            if n == 0 {
-                Response::error(404, "user has no connections")
-            } else {
-                Response::success(json!({"user_id": user, "disconnected": n}))
+        ["stats"] => match m {
+            "GET" => Ok(stats(h)),
+            _ => now(not_allowed(&["GET"])),
+        },
+        ["connections"] => match m {
+            "GET" => Ok(list_connections(h, query)),
+            _ => now(not_allowed(&["GET"])),
+        },
+        ["connections", id] => match m {
+            "GET" | "DELETE" => Ok(connection(h, m, id)),
+            _ => now(not_allowed(&["GET", "DELETE"])),
+        },
+        ["users", user] => match m {
+            "DELETE" => {
+                let user = user.to_string();
+                let target = Target::User(user.as_str().into());
+                let reactors = h.reactors_for(&target);
+                let why = Ask::Disconnect {
+                    target,
+                    code: 1000,
+                    reason: "disconnected by admin".into(),
+                };
+                Ok(ask(why, reactors, move |a| match total(&a) {
+                    0 => Response::error(404, "user has no connections"),
+                    n => Response::success(json!({"user_id": user, "disconnected": n})),
+                }))
             }
-        })),
+            _ => now(not_allowed(&["DELETE"])),
+        },
         ["users", user, "messages"] => post(m, body, |b| {
             let (kind, data) = kind_and_data(b, None)?;
-            Ok(delivered(h.send_envelope(Target::User((*user).into()), &kind, data)))
+            Ok(send(h, Outgoing::envelope(Target::User((*user).into()), &kind, data)))
         }),
         ["broadcast"] => post(m, body, |mut b| {
             let exclude = take_exclude_user(&mut b)?;
-            Ok(delivered(h.admin_broadcast_excluding(b, exclude.as_deref())))
+            Ok(send(h, Outgoing::admin_broadcast(b).excluding(exclude.as_deref())))
         }),
+        ["batch"] => post(m, body, |b| super::batch::plan(h, b)),
         ["events", event] => post(m, body, |b| {
             let data = b.get("data").cloned().unwrap_or(json!({}));
-            h.publish_delivery(event, data)
-                .map(delivered)
-                .map_err(|e| Response::error(404, &e.to_string()))
+            match h.config().event_bit(event) {
+                Some(bit) => Ok(send(h, Outgoing::envelope(Target::Subscribers(bit), event, data))),
+                None => Err(Response::error(404, &format!("unknown event type {event:?}"))),
+            }
         }),
         ["rooms", room, "messages"] => post(m, body, |mut b| {
             let exclude = take_exclude_user(&mut b)?;
             let (kind, data) = kind_and_data(b, Some("room.message"))?;
             let target = Target::Room((*room).into());
-            Ok(delivered(h.send_envelope_excluding(
-                target,
-                &kind,
-                data,
-                exclude.as_deref(),
-            )))
+            Ok(send(
+                h,
+                Outgoing::envelope(target, &kind, data).excluding(exclude.as_deref()),
+            ))
         }),
-        ["rooms", room, "members", user] => Ok(only(m, &["PUT", "DELETE"], || {
-            let add = m == "PUT";
-            match if add {
-                h.add_to_room(room, user)
-            } else {
-                h.remove_from_room(room, user)
-            } {
-                None => Response::error(404, "user has no connections"),
-                Some(n) => Response::success(json!({"room": room, "user_id": user, "member": add, "connections": n})),
+        ["rooms", room, "members", user] => match m {
+            "PUT" | "DELETE" => {
+                let add = m == "PUT";
+                let (room, user) = (room.to_string(), user.to_string());
+                let change = Ask::Membership {
+                    room: room.as_str().into(),
+                    user: user.as_str().into(),
+                    add,
+                };
+                Ok(ask(change, vec![h.home_of(&user)], move |a| match a.first() {
+                    Some((_, Answer::Member(Some(n)))) => {
+                        Response::success(json!({"room": room, "user_id": user, "member": add, "connections": n}))
+                    }
+                    _ => Response::error(404, "user has no connections"),
+                }))
             }
-        })),
+            _ => now(not_allowed(&["PUT", "DELETE"])),
+        },
         ["helpers", name] => post(m, body, |b| helper(h, name, b)),
-        _ => Ok(Response::error(404, "not found")),
+        _ => now(Response::error(404, "not found")),
     };
-    result.unwrap_or_else(|r| r)
+    result.unwrap_or_else(Plan::Now)
+}
+
+fn not_allowed(allowed: &[&str]) -> Response {
+    Response::error(405, "method not allowed").with_header("Allow", allowed.join(", "))
 }
 
 fn post(
     m: &str,
     body: &[u8],
-    f: impl FnOnce(serde_json::Map<String, Value>) -> Result<Response, Response>,
-) -> Result<Response, Response> {
+    f: impl FnOnce(serde_json::Map<String, Value>) -> Result<Plan, Response>,
+) -> Result<Plan, Response> {
     if m != "POST" {
-        return Ok(Response::error(405, "method not allowed").with_header("Allow", "POST"));
+        return Ok(Plan::Now(not_allowed(&["POST"])));
     }
     f(object_body(body)?)
 }
 
 /// Removes `exclude_user` (a user id whose connections the message skips) from a body.
-fn take_exclude_user(b: &mut serde_json::Map<String, Value>) -> Result<Option<String>, Response> {
+pub(super) fn take_exclude_user(b: &mut serde_json::Map<String, Value>) -> Result<Option<String>, Response> {
     match b.remove("exclude_user") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(u)) if !u.is_empty() => Ok(Some(u)),
@@ -211,7 +262,10 @@ fn take_exclude_user(b: &mut serde_json::Map<String, Value>) -> Result<Option<St
 }
 
 /// `{"type": ..., "data": ...}` from a body; `type` is required unless a default is given.
-fn kind_and_data(b: serde_json::Map<String, Value>, default: Option<&str>) -> Result<(String, Value), Response> {
+pub(super) fn kind_and_data(
+    b: serde_json::Map<String, Value>,
+    default: Option<&str>,
+) -> Result<(String, Value), Response> {
     let kind = match (b.get("type"), default) {
         (Some(Value::String(t)), _) if !t.is_empty() => t.clone(),
         (None, Some(d)) => d.to_string(),
@@ -222,7 +276,7 @@ fn kind_and_data(b: serde_json::Map<String, Value>, default: Option<&str>) -> Re
 
 /// `GET /ws/connections?user_id=&limit=&after=`: a page of connection info (default 100, at
 /// most 1000) and `next` (the id to pass as `after` for the next page, null at the end).
-fn list_connections(h: &ServerHandle, query: Option<&str>) -> Response {
+fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
     let param = |name: &str| {
         query.and_then(|q| {
             q.split('&')
@@ -233,24 +287,46 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Response {
     let limit = match param("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return Response::error(400, "limit must be between 1 and 1000"),
+        Some(_) => return Plan::Now(Response::error(400, "limit must be between 1 and 1000")),
     };
     let after = match param("after").map(|a| a.parse::<uuid::Uuid>()) {
         None => None,
         Some(Ok(id)) => Some(id),
-        Some(Err(_)) => return Response::error(400, "after must be a connection id"),
+        Some(Err(_)) => return Plan::Now(Response::error(400, "after must be a connection id")),
     };
     let user = param("user_id").filter(|u| !u.is_empty());
-    let (page, next) = h.list_connections(user.as_deref(), after, limit);
-    Response::success(json!({
-        "connections": page,
-        "count": page.len(),
-        "next": next.map(|n| n.to_string()),
-    }))
+    Plan::later(h.page_asks(user.as_deref(), after, limit), move |answers| {
+        let pages = answers
+            .into_iter()
+            .flatten()
+            .filter_map(|(r, a)| match a {
+                Answer::Page(p) => Some((r, p)),
+                _ => None,
+            })
+            .collect();
+        let (page, next) = merge_pages(pages, limit);
+        Response::success(json!({
+            "connections": page,
+            "count": page.len(),
+            "next": next.map(|n| n.to_string()),
+        }))
+    })
 }
 
-fn stats(h: &ServerHandle) -> Response {
-    let census = h.census();
+fn stats(h: &ServerHandle) -> Plan {
+    let h = h.clone();
+    Plan::later(vec![(Ask::Census, h.all_reactors())], move |answers| {
+        let mut census = Census::default();
+        for (_, a) in answers.into_iter().flatten() {
+            if let Answer::Census(c) = a {
+                census.merge(c);
+            }
+        }
+        stats_response(&h, &census)
+    })
+}
+
+fn stats_response(h: &ServerHandle, census: &Census) -> Response {
     let cfg = h.config();
     let histogram: serde_json::Map<String, Value> = census
         .histogram
@@ -291,20 +367,26 @@ fn stats(h: &ServerHandle) -> Response {
     }))
 }
 
-fn connection(h: &ServerHandle, m: &str, id: &str) -> Response {
+fn connection(h: &ServerHandle, m: &str, id: &str) -> Plan {
     let Ok(id) = uuid::Uuid::parse_str(id) else {
-        return Response::error(400, "connection id must be a UUID");
+        return Plan::Now(Response::error(400, "connection id must be a UUID"));
     };
+    let reactors: Vec<usize> = h.reactor_of(id).into_iter().collect();
     if m == "DELETE" {
-        return match h.disconnect(Target::Connection(id), 1000, "disconnected by admin") {
+        let close = Ask::Disconnect {
+            target: Target::Connection(id),
+            code: 1000,
+            reason: "disconnected by admin".into(),
+        };
+        return ask(close, reactors, move |a| match total(&a) {
             0 => Response::error(404, "Connection not found"),
             n => Response::success(json!({"connection_id": id.to_string(), "disconnected": n})),
-        };
+        });
     }
-    match h.connection_info(id) {
-        Some(info) => Response::success(serde_json::to_value(info).unwrap_or_default()),
-        None => Response::error(404, "Connection not found"),
-    }
+    ask(Ask::Inspect { id }, reactors, |mut a| match a.pop() {
+        Some((_, Answer::Info(Some(info)))) => Response::success(serde_json::to_value(info).unwrap_or_default()),
+        _ => Response::error(404, "Connection not found"),
+    })
 }
 
 fn field<'a>(b: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, Response> {
@@ -331,30 +413,31 @@ fn users(b: &serde_json::Map<String, Value>) -> Result<Option<Vec<String>>, Resp
 }
 
 /// The seed's event helpers.
-fn helper(h: &ServerHandle, name: &str, b: serde_json::Map<String, Value>) -> Result<Response, Response> {
+fn helper(h: &ServerHandle, name: &str, b: serde_json::Map<String, Value>) -> Result<Plan, Response> {
     let progress = |b: &serde_json::Map<String, Value>| -> Result<u64, Response> {
         b.get("progress")
             .and_then(Value::as_u64)
             .filter(|p| *p <= 100)
             .ok_or_else(|| Response::error(400, "'progress' must be an integer 0..=100"))
     };
-    let d = match name {
-        "upload-progress" => h.upload_progress(field(&b, "user_id")?, field(&b, "upload_id")?, progress(&b)?),
-        "upload-completed" => h.upload_completed(
+    let o = match name {
+        "upload-progress" => Outgoing::upload_progress(field(&b, "user_id")?, field(&b, "upload_id")?, progress(&b)?),
+        "upload-completed" => Outgoing::upload_completed(
             field(&b, "user_id")?,
             field(&b, "upload_id")?,
             b.get("result").cloned().unwrap_or(json!({})),
         ),
-        "upload-error" => h.upload_error(field(&b, "user_id")?, field(&b, "upload_id")?, field(&b, "error")?),
-        "system-notification" => h.system_notification(
+        "upload-error" => Outgoing::upload_error(field(&b, "user_id")?, field(&b, "upload_id")?, field(&b, "error")?),
+        "system-notification" => Outgoing::system_notification(
             field(&b, "message")?,
             b.get("level").and_then(Value::as_str).unwrap_or("info"),
             users(&b)?.as_deref(),
         ),
-        "review-updated" => h.review_updated(
+        "review-updated" => Outgoing::review_updated(
             field(&b, "review_id")?,
             b.get("changes").cloned().unwrap_or(json!({})),
             users(&b)?.as_deref(),
+            h.config().event_bit("review.updated"),
         ),
         "file-status" => {
             let p = if b.contains_key("progress") {
@@ -362,9 +445,9 @@ fn helper(h: &ServerHandle, name: &str, b: serde_json::Map<String, Value>) -> Re
             } else {
                 None
             };
-            h.file_status(field(&b, "user_id")?, field(&b, "file_id")?, field(&b, "status")?, p)
+            Outgoing::file_status(field(&b, "user_id")?, field(&b, "file_id")?, field(&b, "status")?, p)
         }
-        _ => return Ok(Response::error(404, "unknown helper")),
+        _ => return Ok(Plan::Now(Response::error(404, "unknown helper"))),
     };
-    Ok(delivered(d))
+    Ok(send(h, o))
 }

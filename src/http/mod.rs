@@ -18,6 +18,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
@@ -29,17 +30,41 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Appends a complete response that closes the connection; `body` is sent as-is.
 pub fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], content_type: &str, body: &[u8]) {
+    write_response_to(out, status, headers, content_type, body, Framing::default());
+}
+
+/// How a response is framed on its connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Framing {
+    /// The answer to `HEAD`: the headers (with the body's length) and no body.
+    pub head_only: bool,
+    /// The connection stays open for the next request (no `Connection: close`).
+    pub keep_alive: bool,
+}
+
+/// [`write_response`] with explicit framing.
+pub fn write_response_to(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    framing: Framing,
+) {
     // Writing into a Vec cannot fail.
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
     for (k, v) in headers {
         let _ = write!(out, "{k}: {v}\r\n");
     }
+    let connection = if framing.keep_alive { "keep-alive" } else { "close" };
     let _ = write!(
         out,
-        "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
         body.len()
     );
-    out.extend_from_slice(body);
+    if !framing.head_only {
+        out.extend_from_slice(body);
+    }
 }
 
 /// Appends a JSON error response `{"error": message}`.

@@ -31,6 +31,9 @@ pub struct PlainRequest {
     pub content_length: usize,
     /// Bytes of the request head.
     pub head_len: usize,
+    /// The client lets the connection stay open after the response (HTTP/1.1 without
+    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`).
+    pub keep_alive: bool,
 }
 
 /// Refusal: the HTTP status to answer with, a short message, and an extra header if needed.
@@ -80,13 +83,31 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
 
     let upgrade_requested = h.all("upgrade").any(|v| has_token(v, "websocket"));
     if !upgrade_requested {
+        // The body's end must be certain: on a kept-alive connection a misread length would
+        // make the rest of a body read as the next request.
+        if h.count("transfer-encoding") > 0 {
+            return Parsed::Reject(reject(411, "request bodies need Content-Length (no Transfer-Encoding)"));
+        }
+        let content_length = match h.count("content-length") {
+            0 => 0,
+            _ => match h.one("content-length").and_then(|v| v.trim().parse().ok()) {
+                Some(n) => n,
+                None => return Parsed::Reject(reject(400, "invalid or repeated Content-Length")),
+            },
+        };
+        let connection = |token| h.all("connection").any(|v| has_token(v, token));
+        let keep_alive = match req.version {
+            Some(1) => !connection("close"),
+            _ => connection("keep-alive"),
+        };
         return Parsed::Plain(PlainRequest {
             method: method.to_string(),
             path: path.to_string(),
             query: query.map(str::to_string),
             bearer: h.bearer(),
-            content_length: h.one("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0),
+            content_length,
             head_len,
+            keep_alive,
         });
     }
     let path_token = match ws_path {

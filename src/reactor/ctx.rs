@@ -8,6 +8,7 @@ use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::{Command, Core, Target};
+use crate::ask::Ask;
 use crate::config::Config;
 use crate::conn::{NONE, Phase, flags};
 use crate::limits::RateLimited;
@@ -152,17 +153,19 @@ impl Ctx<'_> {
         let mut v = Vec::with_capacity(text.len() + 10);
         encode_frame(&mut v, OpCode::Data(Data::Text), text.as_bytes());
         let frame = Bytes::from(v);
+        let now = std::time::Instant::now();
         for (i, link) in self.core.rt.links.iter().enumerate() {
             if i != self.core.id {
-                link.send_lossy(Command::Deliver {
+                let ask = Ask::Deliver {
                     target: Target::All,
                     frame: frame.clone(),
                     exclude_user: None,
-                    reply: None,
-                });
+                    published_at: now,
+                };
+                link.send_lossy(Command::Ask { ask, reply: None });
             }
         }
-        self.core.deliver(&Target::All, &frame)
+        self.core.deliver(&Target::All, &frame, None, now)
     }
 
     /// Joins `room` if this connection's token allows it (a `rooms` claim with the name or a

@@ -6,8 +6,8 @@
 //! queued output is dropped with the connection, so nothing is ever sent on the socket).
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use mio::{Poll, Waker};
@@ -38,8 +38,6 @@ impl<H: Handler> Harness<H> {
         };
         let poll = Poll::new()?;
         let link = Link::new(Waker::new(poll.registry(), WAKER)?);
-        // Plain requests handed to the admin pool find it gone and are dropped.
-        let (admin, _) = mpsc::sync_channel(1);
         let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().map_err(io::Error::other)?)?;
         let local_addr = listener.local_addr()?;
         let client = std::net::TcpStream::connect(local_addr)?;
@@ -57,12 +55,10 @@ impl<H: Handler> Harness<H> {
             per_ip: PerIpAdmission::default(),
             links: vec![link],
             local_addr,
-            admin,
             draining: AtomicBool::new(false),
-            admin_addr: std::sync::OnceLock::new(),
         });
         Ok(Harness {
-            reactor: Reactor::new(0, rt, Arc::new(handler), poll, listener)?,
+            reactor: Reactor::new(0, rt, Arc::new(handler), poll, listener, None)?,
             socket,
             _client: client,
         })

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use tungstenite::Bytes;
 
 use crate::auth::{Claims, Verifier};
 use crate::config::Config;
@@ -41,6 +40,7 @@ pub(crate) use self::core::Core;
 /// `generation << 32 | slab index` and never reach them.
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+pub(crate) const ADMIN_LISTENER: Token = Token(usize::MAX - 2);
 
 thread_local! {
     /// Set on reactor threads: calls that would wait for reactors must not wait there.
@@ -63,17 +63,8 @@ pub(crate) fn split_token(t: Token) -> (usize, u32) {
     (t.0 & 0xFFFF_FFFF, (t.0 >> 32) as u32)
 }
 
-/// Who a delivered frame goes to.
-#[derive(Debug, Clone)]
-pub enum Target {
-    All,
-    /// Connections subscribed to the event type with this bit.
-    Subscribers(u32),
-    User(Box<str>),
-    Connection(uuid::Uuid),
-    /// Members of a room.
-    Room(Box<str>),
-}
+use crate::ask::{Answer, Ask, ReplyTo};
+pub use crate::ask::{Census, ConnectionInfo, Target};
 
 /// A socket that authenticated on one reactor and belongs to its user's home reactor.
 pub(crate) struct Handover {
@@ -89,44 +80,17 @@ pub(crate) struct Handover {
 
 pub(crate) enum Command {
     Adopt(Box<Handover>),
-    /// Queue a pre-encoded frame (skipping `exclude_user`'s connections); reply with the number
-    /// of recipients.
-    Deliver {
-        target: Target,
-        frame: Bytes,
-        exclude_user: Option<Box<str>>,
-        reply: Option<mpsc::Sender<usize>>,
+    /// Carry out `ask` and send the answer to `reply` (none: fire and forget).
+    Ask {
+        ask: Ask,
+        reply: Option<ReplyTo>,
     },
-    /// Close matching connections; reply with how many.
-    Disconnect {
-        target: Target,
-        code: u16,
-        reason: String,
-        reply: Option<mpsc::Sender<usize>>,
-    },
-    /// Add (or remove) a connected user to (from) a room; reply with the user's open
-    /// connections, or `None` if the user has none here.
-    Membership {
-        room: Box<str>,
-        user: Box<str>,
-        add: bool,
-        reply: mpsc::Sender<Option<usize>>,
-    },
-    /// Describe one connection.
-    Inspect {
-        id: uuid::Uuid,
-        reply: mpsc::Sender<Option<ConnectionInfo>>,
-    },
-    /// List open connections from slot `start` on (or one user's), at most `limit`.
-    List {
-        start: usize,
-        limit: usize,
-        user: Option<Box<str>>,
-        reply: mpsc::Sender<Vec<ConnectionInfo>>,
-    },
-    /// Count users and connections per user.
-    Census {
-        reply: mpsc::Sender<Census>,
+    /// The answer of reactor `from` to an ask this reactor made (`ticket` names its request in
+    /// flight).
+    Answer {
+        ticket: u64,
+        from: usize,
+        answer: Answer,
     },
     /// Panic on the reactor thread outside any handler (tests of reactor death).
     #[cfg(feature = "testing")]
@@ -135,58 +99,6 @@ pub(crate) enum Command {
     Shutdown {
         listener_closed: Option<mpsc::Sender<()>>,
     },
-}
-
-/// What the server knows about one open connection (the seed's connection info).
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    pub connection_id: String,
-    pub user_id: Option<String>,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub is_admin: bool,
-    /// RFC 3339 UTC, like every other time the server reports.
-    pub connected_at: String,
-    pub message_count: u64,
-    pub subscriptions: Vec<String>,
-    pub rooms: Vec<String>,
-    pub queued_bytes: usize,
-    pub peer_address: Option<String>,
-    pub reactor: usize,
-}
-
-/// Users and their connection counts, summed over reactors.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
-pub struct Census {
-    /// Open WebSockets.
-    pub connections: usize,
-    /// Users with at least one open connection.
-    pub unique_users: usize,
-    /// Most connections any one user has.
-    pub max_connections_per_user: usize,
-    /// `histogram[n]` = users with exactly `n` connections (index 0 unused).
-    pub histogram: Vec<usize>,
-    /// Rooms with members (a room with members on two reactors counts twice).
-    pub rooms: usize,
-    /// User entries held, including users without connections whose rate window is still
-    /// cooling down.
-    pub user_entries: usize,
-}
-
-impl Census {
-    pub fn merge(&mut self, other: Census) {
-        self.connections += other.connections;
-        self.unique_users += other.unique_users;
-        self.rooms += other.rooms;
-        self.user_entries += other.user_entries;
-        self.max_connections_per_user = self.max_connections_per_user.max(other.max_connections_per_user);
-        if self.histogram.len() < other.histogram.len() {
-            self.histogram.resize(other.histogram.len(), 0);
-        }
-        for (i, n) in other.histogram.into_iter().enumerate() {
-            self.histogram[i] += n;
-        }
-    }
 }
 
 /// How other threads reach a reactor.
@@ -250,16 +162,41 @@ impl Link {
         true
     }
 
-    /// Drops every waiting command (and so every reply sender in them).
-    pub fn discard_inbox(&self) {
-        drop(std::mem::take(
-            &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()),
-        ));
+    /// Answers every waiting ask with `Lost` (the reactor will never carry them out), so no
+    /// caller, thread or reactor, waits for it.
+    pub fn abandon_inbox(&self, me: usize, links: &[Link]) {
+        let cmds = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        abandon(cmds, me, links);
     }
 
     fn take_all(&self, into: &mut Vec<Command>) {
         let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *q, into);
+    }
+}
+
+/// Sends reactor `from`'s `answer` where `to` says: to a waiting thread, or into the asking
+/// reactor's inbox.
+pub(crate) fn reply(links: &[Link], from: usize, to: ReplyTo, answer: Answer) {
+    match to {
+        ReplyTo::Thread(tx) => {
+            let _ = tx.send((from, answer));
+        }
+        ReplyTo::Reactor { reactor, ticket } => {
+            if let Some(link) = links.get(reactor) {
+                link.send(Command::Answer { ticket, from, answer });
+            }
+        }
+    }
+}
+
+/// Answers the asks among reactor `from`'s `cmds` as lost (it stopped before carrying them
+/// out).
+fn abandon(cmds: Vec<Command>, from: usize, links: &[Link]) {
+    for cmd in cmds {
+        if let Command::Ask { ask, reply: Some(to) } = cmd {
+            reply(links, from, to, Answer::lost_for(&ask));
+        }
     }
 }
 
@@ -271,13 +208,8 @@ pub(crate) struct Runtime {
     pub per_ip: crate::limits::PerIpAdmission,
     pub links: Vec<Link>,
     pub local_addr: SocketAddr,
-    /// Where reactors hand non-upgrade HTTP requests.
-    /// Bounded: when the admin pool is this far behind, reactors answer 503 themselves.
-    pub admin: mpsc::SyncSender<crate::admin::AdminJob>,
     /// Set when draining starts (`/ready` answers 503).
     pub draining: AtomicBool,
-    /// The `--admin-listen` address, so the last reactor to stop can wake its accept thread.
-    pub admin_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Runtime {
@@ -296,6 +228,8 @@ pub(crate) struct Reactor<H: Handler> {
     handler: Arc<H>,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// `--admin-listen`: plain HTTP connections only.
+    admin_listener: Option<TcpListener>,
     accept_paused: bool,
     /// One read buffer for every connection of this reactor.
     read_buf: Vec<u8>,
@@ -325,13 +259,18 @@ impl<H: Handler> Reactor<H> {
         handler: Arc<H>,
         poll: Poll,
         mut listener: TcpListener,
+        mut admin_listener: Option<TcpListener>,
     ) -> std::io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(l) = admin_listener.as_mut() {
+            poll.registry().register(l, ADMIN_LISTENER, Interest::READABLE)?;
+        }
         Ok(Reactor {
             core: Core::new(id, rt),
             handler,
             poll,
             listener: Some(listener),
+            admin_listener,
             accept_paused: false,
             read_buf: vec![0; READ_BUF],
             read_again: Vec::new(),
@@ -363,7 +302,8 @@ impl<H: Handler> Reactor<H> {
             self.core.update_clock(turn_start);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_all(false),
+                    ADMIN_LISTENER => self.accept_all(true),
                     WAKER => self.drain_inbox(),
                     token => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -375,17 +315,23 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
             }
+            if self.core.has_http_resumes() {
+                let again = self.core.resume_http();
+                self.read_again.extend(again);
+            }
             for token in std::mem::take(&mut self.read_again) {
                 self.on_readable(token, true);
             }
             if self.accept_paused {
                 self.accept_paused = false;
-                self.accept_all();
+                self.accept_all(false);
+                self.accept_all(true);
             }
             self.fire_timers();
             self.drain_batch();
             self.report_closed();
             self.core.flush_dirty();
+            self.core.observe_written();
             self.report_closed();
             self.core
                 .metrics
@@ -399,22 +345,9 @@ impl<H: Handler> Reactor<H> {
         }
         let link = &self.core.rt.links[self.core.id];
         link.stopped.store(true, Ordering::Release);
-        if self.core.rt.links.iter().all(|l| l.stopped.load(Ordering::Acquire))
-            && let Some(addr) = self.core.rt.admin_addr.get()
-        {
-            // Wake the admin accept thread so it sees that the server has stopped.
-            let _ = std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200));
-        }
         // Answer anything still queued so no caller waits for a reply that never comes.
         link.take_all(&mut self.inbox);
-        for cmd in self.inbox.drain(..) {
-            match cmd {
-                Command::Deliver { reply: Some(r), .. } | Command::Disconnect { reply: Some(r), .. } => {
-                    let _ = r.send(0);
-                }
-                _ => {}
-            }
-        }
+        abandon(std::mem::take(&mut self.inbox), self.core.id, &self.core.rt.links);
         let open: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
         for idx in open {
             self.core.drop_conn(idx, 1006);
@@ -424,6 +357,9 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        if self.core.has_http_resumes() {
+            return Some(Duration::ZERO);
+        }
         if !self.read_again.is_empty() || self.accept_paused || !self.drain.queue.is_empty() {
             return Some(if self.read_again.is_empty() {
                 TICK
@@ -445,45 +381,13 @@ impl<H: Handler> Reactor<H> {
         for cmd in cmds.drain(..) {
             match cmd {
                 Command::Adopt(h) => self.adopt(*h),
-                Command::Deliver {
-                    target,
-                    frame,
-                    exclude_user,
-                    reply,
-                } => {
-                    let n = self.core.deliver_excluding(&target, &frame, exclude_user.as_deref());
-                    if let Some(r) = reply {
-                        let _ = r.send(n);
+                Command::Ask { ask, reply } => {
+                    let answer = self.core.carry_out(ask);
+                    if let Some(to) = reply {
+                        self::reply(&self.core.rt.links, self.core.id, to, answer);
                     }
                 }
-                Command::Disconnect {
-                    target,
-                    code,
-                    reason,
-                    reply,
-                } => {
-                    let n = self.core.disconnect(&target, code, &reason);
-                    if let Some(r) = reply {
-                        let _ = r.send(n);
-                    }
-                }
-                Command::List {
-                    start,
-                    limit,
-                    user,
-                    reply,
-                } => {
-                    let _ = reply.send(self.core.list_connections(start, limit, user.as_deref()));
-                }
-                Command::Inspect { id, reply } => {
-                    let _ = reply.send(self.core.find_by_id(&id).map(|idx| self.core.connection_info(idx)));
-                }
-                Command::Membership { room, user, add, reply } => {
-                    let _ = reply.send(self.core.set_membership(&room, &user, add));
-                }
-                Command::Census { reply } => {
-                    let _ = reply.send(self.core.census());
-                }
+                Command::Answer { ticket, from, answer } => self.core.on_answer(ticket, from, answer),
                 #[cfg(feature = "testing")]
                 Command::InjectPanic => panic!("injected reactor panic"),
                 Command::Shutdown { listener_closed } => {
@@ -508,6 +412,8 @@ impl<H: Handler> Reactor<H> {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        // The admin listener stays open until the reactor exits: probes keep hearing "draining"
+        // and metrics keep being scraped.
         let now = Instant::now();
         self.draining_until = Some(now + cfg.drain_window + cfg.shutdown_timeout);
         let mut open = Vec::new();
@@ -558,6 +464,7 @@ impl<H: Handler> Reactor<H> {
             self.core.on_timer(key);
         }
         self.fired = fired;
+        self.core.expire_asks();
     }
 
     pub(super) fn report_closed(&mut self) {

@@ -17,6 +17,10 @@ impl<H: Handler> Reactor<H> {
     /// raises no further edge).
     pub(super) fn on_readable(&mut self, token: Token, drain: bool) {
         let Some(idx) = self.core.live(token) else { return };
+        if self.core.http_paused(idx) {
+            // Its requests wait in the socket until the responses it is owed go out.
+            return;
+        }
         let generation = self.core.conns[idx].generation;
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut reads = 0;
@@ -55,6 +59,7 @@ impl<H: Handler> Reactor<H> {
         match self.core.conns[idx].phase {
             Phase::Handshake => self.on_handshake_bytes(idx, data),
             Phase::Open | Phase::Closing => self.on_frame_bytes(idx, generation, data),
+            Phase::Http => self.core.on_http_bytes(idx, data),
             Phase::Discarding => {}
         }
     }

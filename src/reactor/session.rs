@@ -12,7 +12,7 @@ use crate::auth::Claims;
 use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
 use crate::handler::Handler;
-use crate::http::upgrade::{self, Parsed, PlainRequest, UpgradeRequest};
+use crate::http::upgrade::{self, Parsed, UpgradeRequest};
 use crate::http::{write_error, write_switching_protocols};
 use crate::protocol::ErrorCode;
 use crate::reactor::core::Core;
@@ -23,9 +23,16 @@ const TOO_MANY_FROM_ADDRESS: &[u8] =
     b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 
 impl<H: Handler> Reactor<H> {
-    pub(super) fn accept_all(&mut self) {
+    /// Accepts every waiting connection on the main listener (or, with `admin`, on the admin
+    /// listener, whose connections are plain HTTP from the start).
+    pub(super) fn accept_all(&mut self, admin: bool) {
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let listener = if admin {
+                self.admin_listener.as_ref()
+            } else {
+                self.listener.as_ref()
+            };
+            let Some(listener) = listener else { return };
             match listener.accept() {
                 Ok((mut sock, peer)) => {
                     let rt = &self.core.rt;
@@ -40,7 +47,12 @@ impl<H: Handler> Reactor<H> {
                     let _ = sock.set_nodelay(true);
                     let idx = self.core.insert_conn(sock, bucket);
                     if self.register(idx) {
-                        self.core.track_pending(idx);
+                        if admin {
+                            self.core.conns[idx].flags |= flags::ADMIN_PORT;
+                            self.core.start_http(idx, Vec::new());
+                        } else {
+                            self.core.track_pending(idx);
+                        }
                     }
                     self.core.metrics.accepted.inc();
                 }
@@ -103,9 +115,9 @@ impl<H: Handler> Reactor<H> {
                 write_error(&mut resp, r.status, &extra, r.message);
                 self.core.respond_http(idx, &resp);
             }
-            Parsed::Plain(req) => {
+            Parsed::Plain(_) => {
                 let bytes = buf.to_vec();
-                self.answer_plain(idx, req, bytes)
+                self.answer_plain(idx, bytes)
             }
             Parsed::Upgrade(u, n) => {
                 let leftover = buf[n..].to_vec();
@@ -114,29 +126,10 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// A request that is not an upgrade: `/health` is answered here; everything else goes to
-    /// the admin pool with the bytes read so far (it may wait on other reactors; we must not).
-    fn answer_plain(&mut self, idx: usize, req: PlainRequest, bytes: Vec<u8>) {
-        let handle = crate::server::ServerHandle::from_runtime(self.core.rt.clone());
-        if let Some(resp) = crate::admin::immediate_response(&handle, &req) {
-            self.core.respond_http(idx, &resp);
-            return;
-        }
-        let mut conn = self.core.conns.remove(idx);
-        let _ = self.poll.registry().deregister(&mut conn.sock);
-        self.core.rt.per_ip.release(conn.ip_bucket);
-        let stream: std::net::TcpStream = conn.sock.into();
-        match self.core.rt.admin.try_send(crate::admin::AdminJob { stream, bytes }) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(mut job)) => {
-                // The admin pool is saturated: say so rather than queue without bound.
-                self.core.metrics.refused_with(503);
-                let mut resp = Vec::new();
-                write_error(&mut resp, 503, &[("Retry-After", "1")], "admin API busy");
-                let _ = std::io::Write::write_all(&mut job.stream, &resp);
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => log::warn!("admin pool gone; dropping HTTP request"),
-        }
+    /// A request that is not an upgrade: from here on the connection is plain HTTP (admin API,
+    /// health, metrics), served on this reactor (see `core::http`).
+    fn answer_plain(&mut self, idx: usize, bytes: Vec<u8>) {
+        self.core.start_http(idx, bytes);
     }
 
     /// A valid upgrade request: global limit, then authentication, then the home reactor.

@@ -3,9 +3,12 @@
 //! Owns: the subscriber and open-connection indexes (bitmaps over slab slots) and delivery by
 //! target. Does not touch: encoding (frames arrive encoded once) or writing (the loop flushes).
 
+use std::time::Instant;
+
 use tungstenite::Bytes;
 
 use super::{Core, NONE, Phase, Target};
+use crate::ask::{Answer, Ask};
 use crate::reactor::slots::SlotSet;
 
 impl Core {
@@ -72,17 +75,61 @@ impl Core {
             .map_or_else(Vec::new, SlotSet::to_vec)
     }
 
-    /// Queues `frame` to every open connection matching `target`; returns how many.
-    pub fn deliver(&mut self, target: &Target, frame: &Bytes) -> usize {
-        self.deliver_excluding(target, frame, None)
+    /// Carries out a request from another thread or reactor.
+    pub fn carry_out(&mut self, ask: Ask) -> Answer {
+        match ask {
+            Ask::Deliver {
+                target,
+                frame,
+                exclude_user,
+                published_at,
+            } => Answer::Count(self.deliver(&target, &frame, exclude_user.as_deref(), published_at)),
+            Ask::Disconnect { target, code, reason } => Answer::Count(self.disconnect(&target, code, &reason)),
+            Ask::Membership { room, user, add } => Answer::Member(self.set_membership(&room, &user, add)),
+            Ask::Inspect { id } => Answer::Info(self.find_by_id(&id).map(|idx| self.connection_info(idx))),
+            Ask::List { start, limit, user } => Answer::Page(self.list_connections(start, limit, user.as_deref())),
+            Ask::Census => Answer::Census(self.census()),
+        }
     }
 
-    /// [`deliver`](Self::deliver), skipping every connection of `exclude_user` (a chat
-    /// message is not echoed to its sender's own connections).
-    pub fn deliver_excluding(&mut self, target: &Target, frame: &Bytes, exclude_user: Option<&str>) -> usize {
+    /// Queues `frame` to every open connection matching `target` except those of
+    /// `exclude_user` (a chat message is not echoed to its sender's own connections); returns
+    /// how many. `published_at` starts the clock of the publish-to-write latency histogram.
+    pub fn deliver(
+        &mut self,
+        target: &Target,
+        frame: &Bytes,
+        exclude_user: Option<&str>,
+        published_at: Instant,
+    ) -> usize {
         // Resolved once: per recipient it is one integer comparison.
         let ex = exclude_user.and_then(|u| self.users.find(u)).unwrap_or(NONE);
-        self.deliver_to(target, frame, ex)
+        // This reactor's own copy of the frame (one per message, not per recipient): once
+        // only the latency watch holds it, every recipient here has had it written.
+        let local = Bytes::copy_from_slice(frame);
+        let n = self.deliver_to(target, &local, ex);
+        if n > 0 {
+            self.in_flight.push((published_at, local));
+        }
+        n
+    }
+
+    /// Records the latency of every message whose last recipient here has had it written
+    /// (called after the end-of-turn flush).
+    pub fn observe_written(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let metrics = &self.metrics;
+        self.in_flight.retain(|(at, frame)| {
+            if frame.is_unique() {
+                metrics.publish_latency.observe(now.saturating_duration_since(*at));
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn deliver_to(&mut self, target: &Target, frame: &Bytes, ex: u32) -> usize {

@@ -145,7 +145,12 @@ impl Core {
             tungstenite::protocol::frame::coding::OpCode::Data(tungstenite::protocol::frame::coding::Data::Text),
             &json,
         );
-        self.deliver(&crate::reactor::Target::User(user.into()), &frame.into());
+        self.deliver(
+            &crate::reactor::Target::User(user.into()),
+            &frame.into(),
+            None,
+            std::time::Instant::now(),
+        );
     }
 
     /// Records a verified token's profile and room claims on its user.

@@ -17,6 +17,7 @@ use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
 mod fanout;
+mod http;
 mod membership;
 
 use super::rooms::Rooms;
@@ -112,6 +113,17 @@ pub(crate) struct Core {
     pending: std::collections::VecDeque<Token>,
     /// User ids of open connections already unlinked from their user (closing), for `on_close`.
     departed_users: std::collections::HashMap<usize, Box<str>>,
+    /// Messages queued here and not yet written to every recipient: when they were published
+    /// and this reactor's copy of the frame (see `deliver`).
+    in_flight: Vec<(Instant, Bytes)>,
+    /// HTTP connections' state, by slab index (see `http`).
+    http: std::collections::HashMap<usize, http::HttpConn>,
+    /// Admin plans waiting for other reactors' answers, and the serial that keeps a late
+    /// answer from reaching a reused entry.
+    in_flight_asks: Slab<http::InFlight>,
+    ask_serial: u32,
+    /// Paused HTTP connections to serve and read again.
+    http_resume: Vec<Token>,
 }
 
 impl Core {
@@ -151,6 +163,11 @@ impl Core {
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             pending: std::collections::VecDeque::new(),
+            in_flight: Vec::new(),
+            http: std::collections::HashMap::new(),
+            in_flight_asks: Slab::new(),
+            ask_serial: 0,
+            http_resume: Vec::new(),
         }
     }
 
@@ -445,6 +462,7 @@ impl Core {
         match self.conns[idx].phase {
             Phase::Open => self.close_with(idx, code, reason),
             Phase::Closing => {}
+            Phase::Http => self.http_close(idx),
             Phase::Handshake | Phase::Discarding => self.drop_conn(idx, 1006),
         }
     }
@@ -469,6 +487,9 @@ impl Core {
         let user = self.departed_users.remove(&idx);
         let id = self.conn_id(idx);
         let c = self.conns.remove(idx);
+        if c.phase == Phase::Http {
+            self.http.remove(&idx);
+        }
         self.index_subscriptions(idx, c.subscriptions, 0);
         self.open_slots.remove(idx);
         if c.has(flags::HAS_DATA) {
@@ -519,6 +540,7 @@ impl Core {
                 self.mark_dirty(idx);
             }
             Phase::Closing | Phase::Discarding => self.mark_dirty(idx),
+            Phase::Http => self.http_peer_eof(idx),
         }
     }
 
@@ -559,13 +581,19 @@ impl Core {
                     return;
                 }
             }
-            if !out.is_empty() {
+            let drained = out.is_empty();
+            if c.phase == Phase::Http {
+                self.wake_http(idx);
+            }
+            let c = &mut self.conns[idx];
+            if !drained {
                 return;
             }
             if let Some(q) = c.output.take() {
                 self.pool.recycle(q);
             }
         }
+        let c = &mut self.conns[idx];
         if matches!(c.phase, Phase::Closing | Phase::Discarding) {
             if !c.has(flags::FIN_SENT) {
                 // FIN after the close frame (or response): the peer reads everything, then EOF.
@@ -637,6 +665,7 @@ impl Core {
                 let at = next.min(self.expiry_tick(expiry));
                 self.schedule(idx, generation, at);
             }
+            Phase::Http => self.http_timer(idx),
             Phase::Closing | Phase::Discarding => {
                 if now.wrapping_sub(c.mark) >= self.ticks.close {
                     self.drop_conn(idx, 1006);

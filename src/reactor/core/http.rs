@@ -1,0 +1,500 @@
+//! Plain HTTP connections on a reactor (the admin API, health checks, metrics): keep-alive,
+//! pipelining, deadlines, and admin plans carried out as state in the event loop.
+//!
+//! Owns: per-connection HTTP state (responses owed, in request order), the asks this reactor
+//! has in flight on other reactors and their tickets, and the HTTP deadlines. Does not touch:
+//! routing or response bodies (the `admin` module plans them) or WebSocket connections.
+//!
+//! A request is read in full (head, then body) within `REQUEST_DEADLINE` of its first byte; the
+//! head alone decides limits and authorization, so an unauthorized client never makes us wait
+//! for its body. Its plan either answers at once or asks reactors: this one carries its share
+//! out on the spot, the others answer through this reactor's inbox. Nothing waits.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use super::{Core, Phase, ticks};
+use crate::admin::{self, Answers, Finish, Plan, Response};
+use crate::ask::{Answer, Ask, ReplyTo};
+use crate::conn::{Input, flags};
+use crate::http::upgrade::{self, Parsed};
+use crate::reactor::Command;
+use crate::server::ServerHandle;
+
+/// A request must be complete this long after its first byte (trickling buys no time).
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// A kept-alive connection with nothing in progress is closed after this long.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Answers from other reactors are waited for this long; then the response is made from
+/// what came (a reactor that stopped never answers).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+/// Responses a connection may be owed before its further requests wait unread.
+const PIPELINE_DEPTH: usize = 64;
+/// Response bytes queued unwritten before further requests wait unread.
+const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// One HTTP connection's state (kept beside the slab, only for HTTP connections).
+pub(crate) struct HttpConn {
+    /// Tick of the first byte of the request being received (`None`: between requests).
+    request_started: Option<u32>,
+    /// When that request started, for the access log.
+    request_clock: Instant,
+    /// Responses owed, oldest first.
+    owed: VecDeque<Owed>,
+    next_seq: u64,
+    /// No further requests are read: close once what is owed is written.
+    closing: bool,
+    /// Reading is paused (too much owed or unwritten); resumed by `resume_http`.
+    paused: bool,
+    /// Requests answered, so the first request may be timed from accept.
+    served: u32,
+}
+
+struct Owed {
+    seq: u64,
+    head_only: bool,
+    keep_alive: bool,
+    /// Serialized once known.
+    bytes: Option<Vec<u8>>,
+    method: Box<str>,
+    path: Box<str>,
+    started: Instant,
+}
+
+/// A plan waiting for other reactors' answers.
+pub(crate) struct InFlight {
+    conn: Token,
+    seq: u64,
+    serial: u32,
+    waiting: usize,
+    answers: Answers,
+    finish: Option<Finish>,
+    since: u32,
+}
+
+/// Ticket layout: slab key (bits 0-23), ask index (24-39), serial (40-63).
+fn ticket(key: usize, ask: usize, serial: u32) -> u64 {
+    (key as u64 & 0xFF_FFFF) | ((ask as u64 & 0xFFFF) << 24) | (u64::from(serial & 0xFF_FFFF) << 40)
+}
+
+fn split_ticket(t: u64) -> (usize, usize, u32) {
+    (
+        (t & 0xFF_FFFF) as usize,
+        ((t >> 24) & 0xFFFF) as usize,
+        (t >> 40) as u32,
+    )
+}
+
+impl Core {
+    /// Turns a connection whose first request is plain HTTP (or one accepted on the admin
+    /// listener, with `bytes` empty) into an HTTP connection and serves what it sent.
+    pub fn start_http(&mut self, idx: usize, bytes: Vec<u8>) {
+        let c = &mut self.conns[idx];
+        c.phase = Phase::Http;
+        c.mark = self.now;
+        let generation = c.generation;
+        c.input = (!bytes.is_empty()).then(|| {
+            Box::new(Input {
+                pending: bytes,
+                ..Input::default()
+            })
+        });
+        let started = c.input.is_some().then_some(c.last_seen);
+        self.http.insert(
+            idx,
+            HttpConn {
+                request_started: started,
+                request_clock: Instant::now(),
+                owed: VecDeque::new(),
+                next_seq: 0,
+                closing: false,
+                paused: false,
+                served: 0,
+            },
+        );
+        self.schedule(
+            idx,
+            generation,
+            self.now + ticks(REQUEST_DEADLINE).min(self.ticks.handshake),
+        );
+        self.serve_http(idx);
+    }
+
+    /// Bytes read from an HTTP connection.
+    pub fn on_http_bytes(&mut self, idx: usize, data: &[u8]) {
+        let now = self.now;
+        let c = &mut self.conns[idx];
+        let input = c.input.get_or_insert_with(Box::default);
+        if input.pending.try_reserve(data.len()).is_err() {
+            self.drop_conn(idx, 1006);
+            return;
+        }
+        input.pending.extend_from_slice(data);
+        if let Some(h) = self.http.get_mut(&idx)
+            && h.request_started.is_none()
+        {
+            h.request_started = Some(now);
+            h.request_clock = Instant::now();
+        }
+        self.serve_http(idx);
+    }
+
+    /// Reading is paused for this connection (its requests wait in the socket).
+    pub fn http_paused(&self, idx: usize) -> bool {
+        self.conns[idx].phase == Phase::Http && self.http.get(&idx).is_some_and(|h| h.paused)
+    }
+
+    /// Parses and plans every complete request in the connection's input, in order.
+    fn serve_http(&mut self, idx: usize) {
+        let handle = ServerHandle::from_runtime(self.rt.clone());
+        let (max_head, ws_path) = (self.rt.config.max_request_bytes, self.rt.config.ws_path.clone());
+        loop {
+            let Some(h) = self.http.get(&idx) else { return };
+            if h.closing {
+                break;
+            }
+            let unwritten = self.conns[idx].queued_bytes();
+            if h.owed.len() >= PIPELINE_DEPTH || unwritten >= OUTPUT_HIGH_WATER {
+                if let Some(h) = self.http.get_mut(&idx) {
+                    h.paused = true;
+                }
+                break;
+            }
+            let Some(input) = self.conns[idx].input.as_ref().filter(|i| !i.pending.is_empty()) else {
+                break;
+            };
+            let buf = &input.pending;
+            let admin_port = self.conns[idx].has(flags::ADMIN_PORT);
+            let (req, plan) = match upgrade::parse(buf, max_head, ws_path.as_deref()) {
+                Parsed::Partial => break,
+                Parsed::Reject(r) => {
+                    self.metrics.refused_with(r.status);
+                    let mut resp = Response::error(r.status, r.message);
+                    if let Some((k, v)) = r.header {
+                        resp = resp.with_header(k, v);
+                    }
+                    self.owe_final(idx, resp);
+                    break;
+                }
+                Parsed::Upgrade(..) => {
+                    let why = if admin_port {
+                        "WebSocket upgrades are served on the main listener"
+                    } else {
+                        "a WebSocket upgrade must be the connection's first request"
+                    };
+                    self.owe_final(idx, Response::error(400, why));
+                    break;
+                }
+                Parsed::Plain(req) => {
+                    if let Some(refusal) = admin::check_head(&handle, &req) {
+                        // The body (if any) is never read: the connection closes after this.
+                        self.owe_final(idx, refusal);
+                        break;
+                    }
+                    let end = req.head_len + req.content_length;
+                    if buf.len() < end {
+                        break;
+                    }
+                    let body = &buf[req.head_len..end];
+                    let plan = catch_unwind(AssertUnwindSafe(|| admin::plan(&handle, &req, body)))
+                        .unwrap_or_else(|_| Plan::Now(internal_error()));
+                    (req, plan)
+                }
+            };
+            let end = req.head_len + req.content_length;
+            let now = self.now;
+            let c = &mut self.conns[idx];
+            let more = match c.input.as_mut() {
+                Some(i) => {
+                    i.pending.drain(..end);
+                    !i.pending.is_empty()
+                }
+                None => false,
+            };
+            if !more {
+                c.input = None;
+            }
+            c.mark = now;
+            let Some(h) = self.http.get_mut(&idx) else { return };
+            let keep_alive = req.keep_alive && !self.rt.draining.load(std::sync::atomic::Ordering::Acquire);
+            let seq = h.next_seq;
+            h.next_seq += 1;
+            h.served += 1;
+            h.owed.push_back(Owed {
+                seq,
+                head_only: req.method == "HEAD",
+                keep_alive,
+                bytes: None,
+                method: req.method.as_str().into(),
+                path: req.path.as_str().into(),
+                started: h.request_clock,
+            });
+            h.request_started = more.then_some(now);
+            h.request_clock = Instant::now();
+            if !keep_alive {
+                h.closing = true;
+            }
+            match plan {
+                Plan::Now(resp) => self.fulfil(idx, seq, resp),
+                Plan::Later { asks, finish } => self.launch(idx, seq, asks, finish),
+            }
+        }
+        self.pump_http(idx);
+    }
+
+    /// Owes `resp` as the connection's last response (it closes once that is written).
+    fn owe_final(&mut self, idx: usize, resp: Response) {
+        let Some(h) = self.http.get_mut(&idx) else { return };
+        let seq = h.next_seq;
+        h.next_seq += 1;
+        h.closing = true;
+        h.owed.push_back(Owed {
+            seq,
+            head_only: false,
+            keep_alive: false,
+            bytes: None,
+            method: "-".into(),
+            path: "-".into(),
+            started: h.request_clock,
+        });
+        if let Some(i) = self.conns[idx].input.as_mut() {
+            i.pending = Vec::new();
+        }
+        self.fulfil(idx, seq, resp);
+    }
+
+    /// Serializes the response owed as `seq`.
+    fn fulfil(&mut self, idx: usize, seq: u64, resp: Response) {
+        let peer = self.conns[idx].sock.peer_addr().ok();
+        let Some(h) = self.http.get_mut(&idx) else { return };
+        let Some(o) = h.owed.iter_mut().find(|o| o.seq == seq) else {
+            return;
+        };
+        admin::access_log(peer, &o.method, &o.path, &resp, o.started);
+        let mut bytes = Vec::with_capacity(resp.body.len() + 160);
+        resp.write(&mut bytes, o.head_only, o.keep_alive);
+        o.bytes = Some(bytes);
+    }
+
+    /// Queues every response that is ready and not behind one still waiting; closes once the
+    /// last owed response is queued on a closing connection.
+    fn pump_http(&mut self, idx: usize) {
+        loop {
+            let Some(h) = self.http.get_mut(&idx) else { return };
+            match h.owed.front_mut() {
+                Some(o) if o.bytes.is_some() => {
+                    let bytes = o.bytes.take().unwrap_or_default();
+                    h.owed.pop_front();
+                    self.queue_raw(idx, &bytes);
+                }
+                Some(_) => return,
+                None if h.closing => {
+                    self.http.remove(&idx);
+                    let c = &mut self.conns[idx];
+                    c.phase = Phase::Discarding;
+                    c.mark = self.now;
+                    c.input = None;
+                    let generation = c.generation;
+                    self.schedule(idx, generation, self.now + self.ticks.close);
+                    self.mark_dirty(idx);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Sends a plan's asks: this reactor's share is carried out now, others are posted with a
+    /// ticket and answer through the inbox.
+    fn launch(&mut self, idx: usize, seq: u64, asks: Vec<(Ask, Vec<usize>)>, finish: Finish) {
+        self.ask_serial = self.ask_serial.wrapping_add(1) & 0xFF_FFFF;
+        let serial = self.ask_serial;
+        let key = self.in_flight_asks.insert(InFlight {
+            conn: self.token_of(idx),
+            seq,
+            serial,
+            waiting: 0,
+            answers: asks.iter().map(|_| Vec::new()).collect(),
+            finish: Some(finish),
+            since: self.now,
+        });
+        if key > 0xFF_FFFF || asks.len() > 0xFFFF {
+            // Far beyond any real load (the pipeline depth bounds both): refuse, never alias.
+            self.in_flight_asks.remove(key);
+            self.fulfil(idx, seq, Response::error(503, "too many admin requests in flight"));
+            return;
+        }
+        for (i, (ask, reactors)) in asks.into_iter().enumerate() {
+            for r in reactors {
+                if r == self.id {
+                    let answer = self.carry_out(ask.clone());
+                    self.in_flight_asks[key].answers[i].push((r, answer));
+                    continue;
+                }
+                let reply = Some(ReplyTo::Reactor {
+                    reactor: self.id,
+                    ticket: ticket(key, i, serial),
+                });
+                let lost = Answer::lost_for(&ask);
+                let posted = self.rt.links.get(r).is_some_and(|l| {
+                    l.send(Command::Ask {
+                        ask: ask.clone(),
+                        reply,
+                    })
+                });
+                let f = &mut self.in_flight_asks[key];
+                if posted {
+                    f.waiting += 1;
+                } else {
+                    f.answers[i].push((r, lost));
+                }
+            }
+        }
+        if self.in_flight_asks[key].waiting == 0 {
+            self.complete(key);
+        } else {
+            self.pump_http(idx);
+        }
+    }
+
+    /// Reactor `from` answered an ask of ours.
+    pub fn on_answer(&mut self, ticket: u64, from: usize, answer: Answer) {
+        let (key, i, serial) = split_ticket(ticket);
+        let Some(f) = self.in_flight_asks.get_mut(key).filter(|f| f.serial == serial) else {
+            return;
+        };
+        if let Some(slot) = f.answers.get_mut(i) {
+            slot.push((from, answer));
+        }
+        f.waiting = f.waiting.saturating_sub(1);
+        if f.waiting == 0 {
+            self.complete(key);
+        }
+    }
+
+    /// Makes the response of a plan whose answers are in and hands it to its connection.
+    fn complete(&mut self, key: usize) {
+        let mut f = self.in_flight_asks.remove(key);
+        let answers = std::mem::take(&mut f.answers);
+        let resp = match f.finish.take() {
+            Some(finish) => catch_unwind(AssertUnwindSafe(|| finish(answers))).unwrap_or_else(|_| internal_error()),
+            None => internal_error(),
+        };
+        if let Some(idx) = self.live(f.conn).filter(|&i| self.conns[i].phase == Phase::Http) {
+            self.fulfil(idx, f.seq, resp);
+            self.pump_http(idx);
+            self.wake_http(idx);
+        }
+    }
+
+    /// Completes plans whose answers are overdue with what came (called every tick).
+    pub fn expire_asks(&mut self) {
+        if self.in_flight_asks.is_empty() {
+            return;
+        }
+        let limit = ticks(ANSWER_DEADLINE);
+        let now = self.now;
+        let overdue: Vec<usize> = self
+            .in_flight_asks
+            .iter()
+            .filter(|(_, f)| now.wrapping_sub(f.since) >= limit)
+            .map(|(k, _)| k)
+            .collect();
+        for key in overdue {
+            log::warn!("admin request: a reactor did not answer in {ANSWER_DEADLINE:?}; answering with what came");
+            self.complete(key);
+        }
+    }
+
+    /// After output was written or a response completed: a paused connection whose backlog
+    /// has come down is queued to read and serve again.
+    pub fn wake_http(&mut self, idx: usize) {
+        let unwritten = self.conns[idx].queued_bytes();
+        let Some(h) = self.http.get_mut(&idx) else { return };
+        if h.paused && h.owed.len() < PIPELINE_DEPTH && unwritten < OUTPUT_HIGH_WATER {
+            h.paused = false;
+            self.http_resume.push(self.token_of(idx));
+        }
+    }
+
+    /// Serves the requests already buffered by connections that were paused; returns the
+    /// tokens whose sockets should be read again.
+    pub fn resume_http(&mut self) -> Vec<Token> {
+        let tokens = std::mem::take(&mut self.http_resume);
+        let mut read = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            if let Some(idx) = self.live(t).filter(|&i| self.conns[i].phase == Phase::Http) {
+                self.serve_http(idx);
+                if !self.http_paused(idx) {
+                    read.push(t);
+                }
+            }
+        }
+        read
+    }
+
+    pub fn has_http_resumes(&self) -> bool {
+        !self.http_resume.is_empty()
+    }
+
+    /// The peer half-closed: answer what it asked, then close.
+    pub fn http_peer_eof(&mut self, idx: usize) {
+        self.conns[idx].flags |= flags::CLOSE_RECEIVED;
+        if let Some(h) = self.http.get_mut(&idx) {
+            h.closing = true;
+        }
+        self.pump_http(idx);
+        self.mark_dirty(idx);
+    }
+
+    /// Draining or closing the server: no further requests; close once what is owed is out.
+    pub fn http_close(&mut self, idx: usize) {
+        if let Some(h) = self.http.get_mut(&idx) {
+            h.closing = true;
+        }
+        self.pump_http(idx);
+    }
+
+    /// The connection's timer: the whole-request deadline (408), or the keep-alive idle limit.
+    pub fn http_timer(&mut self, idx: usize) {
+        let now = self.now;
+        let generation = self.conns[idx].generation;
+        let mark = self.conns[idx].mark;
+        let Some(h) = self.http.get(&idx) else { return };
+        let request = ticks(REQUEST_DEADLINE);
+        let at = match h.request_started {
+            Some(t) if now.wrapping_sub(t) >= request => {
+                self.metrics.refused_with(408);
+                log::debug!("admin request not received within {REQUEST_DEADLINE:?}; answering 408");
+                self.owe_final(idx, Response::error(408, "request not received in time"));
+                self.pump_http(idx);
+                return;
+            }
+            Some(t) => t + request,
+            None if !h.owed.is_empty() || h.closing => now + request,
+            None => {
+                // Idle: before the first request as long as a handshake may take, then the
+                // keep-alive limit.
+                let idle = if h.served == 0 {
+                    self.ticks.handshake
+                } else {
+                    ticks(KEEP_ALIVE_IDLE)
+                };
+                if now.wrapping_sub(mark) >= idle {
+                    self.drop_conn(idx, 1006);
+                    return;
+                }
+                mark + idle
+            }
+        };
+        self.schedule(idx, generation, at.max(now + 1));
+    }
+}
+
+fn internal_error() -> Response {
+    log::error!("admin request handling panicked; answering 500");
+    Response::error(500, "internal error")
+}

@@ -217,8 +217,22 @@ impl Engine {
                     return;
                 }
                 Ok(n) => {
-                    c.rbuf.extend_from_slice(&buf[..n]);
-                    self.process(d, id);
+                    // Frames are handled straight from the read buffer; only an incomplete tail
+                    // is kept per client (a copy of every byte into per-client buffers cost
+                    // the generator page faults and memory in large fan-outs).
+                    if c.rbuf.is_empty() {
+                        let used = self.process(d, id, &buf[..n]);
+                        if let Some(c) = self.clients.get_mut(id) {
+                            c.rbuf.extend_from_slice(&buf[used..n]);
+                        }
+                    } else {
+                        c.rbuf.extend_from_slice(&buf[..n]);
+                        let pending = std::mem::take(&mut c.rbuf);
+                        let used = self.process(d, id, &pending);
+                        if let Some(c) = self.clients.get_mut(id) {
+                            c.rbuf = pending[used..].to_vec();
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -227,17 +241,20 @@ impl Engine {
         }
     }
 
-    fn process(&mut self, d: &mut impl Driver, id: usize) {
-        let Some(c) = self.clients.get_mut(id) else { return };
-        let mut rbuf = std::mem::take(&mut c.rbuf);
+    /// Handles the complete response head and frames at the start of `rbuf`; returns how many
+    /// bytes it used (all of them if the client is gone).
+    fn process(&mut self, d: &mut impl Driver, id: usize, rbuf: &[u8]) -> usize {
+        let Some(c) = self.clients.get_mut(id) else {
+            return rbuf.len();
+        };
         let mut pos = 0;
         if c.state == State::Upgrading || c.state == State::Connecting {
             let Some(end) = rbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                c.rbuf = rbuf;
-                return;
+                return 0;
             };
             if !rbuf.starts_with(b"HTTP/1.1 101") {
-                return self.fail(d, id);
+                self.fail(d, id);
+                return rbuf.len();
             }
             pos = end + 4;
             if self.target.protocol() {
@@ -252,7 +269,9 @@ impl Engine {
         while let Some((opcode, start, end)) = parse(&rbuf[pos..]) {
             let (ps, pe) = (pos + start, pos + end);
             pos += end;
-            let Some(c) = self.clients.get_mut(id) else { return };
+            let Some(c) = self.clients.get_mut(id) else {
+                return rbuf.len();
+            };
             match opcode {
                 0x9 => {
                     let payload = rbuf[ps..pe].to_vec();
@@ -268,7 +287,7 @@ impl Engine {
                         let _ = self.poll.registry().deregister(&mut c.sock);
                     }
                     d.on_closed(self, id, tag);
-                    return;
+                    return rbuf.len();
                 }
                 _ if c.state == State::AwaitHello => {
                     c.state = State::Open;
@@ -278,10 +297,7 @@ impl Engine {
                 _ => d.on_message(self, id, opcode, &rbuf[ps..pe]),
             }
         }
-        if let Some(c) = self.clients.get_mut(id) {
-            rbuf.drain(..pos);
-            c.rbuf = rbuf;
-        }
+        pos
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tungstenite::Bytes;
 
 /// Who a delivered frame goes to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     All,
     /// Connections subscribed to the event type with this bit.

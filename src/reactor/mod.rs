@@ -379,14 +379,13 @@ impl<H: Handler> Reactor<H> {
         let mut cmds = std::mem::take(&mut self.inbox);
         self.core.rt.links[self.core.id].take_all(&mut cmds);
         for cmd in cmds.drain(..) {
+            if !matches!(cmd, Command::Ask { .. } | Command::Answer { .. }) {
+                // Deliveries queued so far go out before anything else changes connections.
+                self.core.fan_out_groups();
+            }
             match cmd {
                 Command::Adopt(h) => self.adopt(*h),
-                Command::Ask { ask, reply } => {
-                    let answer = self.core.carry_out(ask);
-                    if let Some(to) = reply {
-                        self::reply(&self.core.rt.links, self.core.id, to, answer);
-                    }
-                }
+                Command::Ask { ask, reply } => self.core.carry_out(ask, reply.map(core::Waiter::Reply)),
                 Command::Answer { ticket, from, answer } => self.core.on_answer(ticket, from, answer),
                 #[cfg(feature = "testing")]
                 Command::InjectPanic => panic!("injected reactor panic"),
@@ -398,6 +397,7 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
+        self.core.fan_out_groups();
         self.inbox = cmds;
     }
 

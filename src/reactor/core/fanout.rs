@@ -1,14 +1,44 @@
 //! Fan-out: which connections a target names, and queuing one shared frame to each of them.
 //!
-//! Owns: the subscriber and open-connection indexes (bitmaps over slab slots) and delivery by
-//! target. Does not touch: encoding (frames arrive encoded once) or writing (the loop flushes).
+//! Owns: the subscriber and open-connection indexes (bitmaps over slab slots), delivery by
+//! target, and the grouping of deliveries that arrive together. Does not touch: encoding
+//! (frames arrive encoded once) or writing (the loop flushes).
+//!
+//! Deliveries asked for in one run (an inbox drain, the requests of one admin read) are queued
+//! first: consecutive ones to the same target become one buffer, fanned out once when the run
+//! ends. A burst of 200 publishes to 10,000 subscribers is then 10,000 queue pushes of one
+//! 32 KB buffer, not 2,000,000 pushes of 160-byte frames in an order that misses the cache
+//! on every one.
 
 use std::time::Instant;
 
 use tungstenite::Bytes;
 
 use super::{Core, NONE, Phase, Target};
-use crate::ask::{Answer, Ask};
+use crate::ask::{Answer, Ask, ReplyTo};
+
+/// Most bytes of frames one group collects before a new group starts.
+const GROUP_BYTES: usize = 256 * 1024;
+
+/// Who waits for a delivery's recipient count.
+pub(crate) enum Waiter {
+    Reply(ReplyTo),
+    /// Ask `ask` of this reactor's admin plan `key`.
+    Local {
+        key: usize,
+        ask: usize,
+    },
+}
+
+/// Consecutive deliveries to one target, their frames back to back.
+pub(crate) struct Group {
+    target: Target,
+    exclude_user: Option<Box<str>>,
+    frames: Vec<u8>,
+    messages: u64,
+    published_at: Instant,
+    waiters: Vec<Waiter>,
+}
 use crate::reactor::slots::SlotSet;
 
 impl Core {
@@ -75,20 +105,87 @@ impl Core {
             .map_or_else(Vec::new, SlotSet::to_vec)
     }
 
-    /// Carries out a request from another thread or reactor.
-    pub fn carry_out(&mut self, ask: Ask) -> Answer {
-        match ask {
+    /// Carries out a request from another thread or reactor; a delivery is queued into the
+    /// current group and answered (through `waiter`) when the group is fanned out.
+    pub fn carry_out(&mut self, ask: Ask, waiter: Option<Waiter>) {
+        let answer = match ask {
             Ask::Deliver {
                 target,
                 frame,
                 exclude_user,
                 published_at,
-            } => Answer::Count(self.deliver(&target, &frame, exclude_user.as_deref(), published_at)),
-            Ask::Disconnect { target, code, reason } => Answer::Count(self.disconnect(&target, code, &reason)),
-            Ask::Membership { room, user, add } => Answer::Member(self.set_membership(&room, &user, add)),
+            } => return self.group_delivery(target, &frame, exclude_user, published_at, waiter),
+            Ask::Disconnect { target, code, reason } => {
+                self.fan_out_groups();
+                Answer::Count(self.disconnect(&target, code, &reason))
+            }
+            Ask::Membership { room, user, add } => {
+                self.fan_out_groups();
+                Answer::Member(self.set_membership(&room, &user, add))
+            }
             Ask::Inspect { id } => Answer::Info(self.find_by_id(&id).map(|idx| self.connection_info(idx))),
             Ask::List { start, limit, user } => Answer::Page(self.list_connections(start, limit, user.as_deref())),
             Ask::Census => Answer::Census(self.census()),
+        };
+        if let Some(w) = waiter {
+            self.answer(w, answer);
+        }
+    }
+
+    fn answer(&mut self, waiter: Waiter, answer: Answer) {
+        match waiter {
+            Waiter::Reply(to) => crate::reactor::reply(&self.rt.links, self.id, to, answer),
+            Waiter::Local { key, ask } => self.answer_local(key, ask, answer),
+        }
+    }
+
+    /// Adds a delivery to the last group if it goes to the same connections, else starts one.
+    fn group_delivery(
+        &mut self,
+        target: Target,
+        frame: &[u8],
+        exclude_user: Option<Box<str>>,
+        published_at: Instant,
+        waiter: Option<Waiter>,
+    ) {
+        let joins = self.groups.last().is_some_and(|g| {
+            g.target == target && g.exclude_user == exclude_user && g.frames.len() + frame.len() <= GROUP_BYTES
+        });
+        if !joins {
+            self.groups.push(Group {
+                target,
+                exclude_user,
+                frames: Vec::with_capacity(frame.len()),
+                messages: 0,
+                published_at,
+                waiters: Vec::new(),
+            });
+        }
+        if let Some(g) = self.groups.last_mut() {
+            g.frames.extend_from_slice(frame);
+            g.messages += 1;
+            g.waiters.extend(waiter);
+        }
+    }
+
+    /// Fans out every queued group, in order, and answers its waiters (each delivery of a
+    /// group reached the same connections).
+    pub fn fan_out_groups(&mut self) {
+        for g in std::mem::take(&mut self.groups) {
+            let ex = g
+                .exclude_user
+                .as_deref()
+                .and_then(|u| self.users.find(u))
+                .unwrap_or(NONE);
+            // A shared (reference-counted) `Bytes`: see `deliver`.
+            let local = Bytes::from(g.frames).clone();
+            let n = self.deliver_to(&g.target, &local, ex, g.messages);
+            if n > 0 {
+                self.in_flight.push((g.published_at, local));
+            }
+            for w in g.waiters {
+                self.answer(w, Answer::Count(n));
+            }
         }
     }
 
@@ -106,8 +203,10 @@ impl Core {
         let ex = exclude_user.and_then(|u| self.users.find(u)).unwrap_or(NONE);
         // This reactor's own copy of the frame (one per message, not per recipient): once
         // only the latency watch holds it, every recipient here has had it written.
-        let local = Bytes::copy_from_slice(frame);
-        let n = self.deliver_to(target, &local, ex);
+        // Cloned once so that `local` is a shared (reference-counted) `Bytes`: per-recipient
+        // clones of a freshly copied one take the slower promotable path.
+        let local = Bytes::copy_from_slice(frame).clone();
+        let n = self.deliver_to(target, &local, ex, 1);
         if n > 0 {
             self.in_flight.push((published_at, local));
         }
@@ -132,14 +231,16 @@ impl Core {
         });
     }
 
-    fn deliver_to(&mut self, target: &Target, frame: &Bytes, ex: u32) -> usize {
+    /// Queues `frame` (holding `messages` messages) to every open connection matching `target`
+    /// except user `ex`'s; returns how many.
+    fn deliver_to(&mut self, target: &Target, frame: &Bytes, ex: u32, messages: u64) -> usize {
         let mut n = 0;
         match target {
             Target::All => {
                 // Taken out while pushing: a push never drops a connection.
                 let open = std::mem::take(&mut self.open_slots);
                 open.for_each(|idx| {
-                    if self.push_shared(idx, frame, ex) {
+                    if self.push_shared(idx, frame, ex, messages) {
                         n += 1;
                     }
                 });
@@ -153,7 +254,7 @@ impl Core {
                 // is only closed), so the index does not change meanwhile.
                 let set = std::mem::take(slot);
                 set.for_each(|idx| {
-                    if self.push_shared(idx, frame, ex) {
+                    if self.push_shared(idx, frame, ex, messages) {
                         n += 1;
                     }
                 });
@@ -167,7 +268,7 @@ impl Core {
                     .map_or(NONE, |u| u.head);
                 while cur != NONE {
                     let next = self.conns[cur as usize].next_of_user;
-                    if self.push_shared(cur as usize, frame, ex) {
+                    if self.push_shared(cur as usize, frame, ex, messages) {
                         n += 1;
                     }
                     cur = next;
@@ -175,14 +276,14 @@ impl Core {
             }
             Target::Connection(id) => {
                 if let Some(idx) = self.find_by_id(id)
-                    && self.push_shared(idx, frame, ex)
+                    && self.push_shared(idx, frame, ex, messages)
                 {
                     n += 1;
                 }
             }
             Target::Room(room) => {
                 for idx in self.room_connections(room) {
-                    if self.push_shared(idx, frame, ex) {
+                    if self.push_shared(idx, frame, ex, messages) {
                         n += 1;
                     }
                 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use super::{Core, Phase, ticks};
+use super::{Core, Phase, Waiter, ticks};
 use crate::admin::{self, Answers, Finish, Plan, Response};
 use crate::ask::{Answer, Ask, ReplyTo};
 use crate::conn::{Input, flags};
@@ -242,6 +242,8 @@ impl Core {
                 Plan::Later { asks, finish } => self.launch(idx, seq, asks, finish),
             }
         }
+        // The deliveries of every request read so far go out together (and answer their plans).
+        self.fan_out_groups();
         self.pump_http(idx);
     }
 
@@ -316,7 +318,8 @@ impl Core {
             conn: self.token_of(idx),
             seq,
             serial,
-            waiting: 0,
+            // One for `launch` itself, so no answer completes the plan while it is being sent.
+            waiting: 1,
             answers: asks.iter().map(|_| Vec::new()).collect(),
             finish: Some(finish),
             since: self.now,
@@ -330,8 +333,8 @@ impl Core {
         for (i, (ask, reactors)) in asks.into_iter().enumerate() {
             for r in reactors {
                 if r == self.id {
-                    let answer = self.carry_out(ask.clone());
-                    self.in_flight_asks[key].answers[i].push((r, answer));
+                    self.in_flight_asks[key].waiting += 1;
+                    self.carry_out(ask.clone(), Some(Waiter::Local { key, ask: i }));
                     continue;
                 }
                 let reply = Some(ReplyTo::Reactor {
@@ -353,10 +356,21 @@ impl Core {
                 }
             }
         }
-        if self.in_flight_asks[key].waiting == 0 {
+        self.answer_local(key, usize::MAX, Answer::Lost);
+    }
+
+    /// An answer from this reactor to ask `ask` of plan `key` (`usize::MAX`: none, only the
+    /// end of `launch`).
+    pub(super) fn answer_local(&mut self, key: usize, ask: usize, answer: Answer) {
+        let Some(f) = self.in_flight_asks.get_mut(key) else {
+            return;
+        };
+        if let Some(slot) = f.answers.get_mut(ask) {
+            slot.push((self.id, answer));
+        }
+        f.waiting = f.waiting.saturating_sub(1);
+        if f.waiting == 0 {
             self.complete(key);
-        } else {
-            self.pump_http(idx);
         }
     }
 

@@ -18,6 +18,8 @@ use tungstenite::protocol::frame::coding::OpCode;
 
 mod fanout;
 mod http;
+
+pub(crate) use fanout::Waiter;
 mod membership;
 
 use super::rooms::Rooms;
@@ -111,6 +113,8 @@ pub(crate) struct Core {
     /// Accepted connections in accept order, for the pending-handshake limit (entries whose
     /// handshake ended are dropped lazily).
     pending: std::collections::VecDeque<Token>,
+    /// Length of `pending` at which it is compacted next.
+    pending_compact_at: usize,
     /// User ids of open connections already unlinked from their user (closing), for `on_close`.
     departed_users: std::collections::HashMap<usize, Box<str>>,
     /// Messages queued here and not yet written to every recipient: when they were published
@@ -124,6 +128,8 @@ pub(crate) struct Core {
     ask_serial: u32,
     /// Paused HTTP connections to serve and read again.
     http_resume: Vec<Token>,
+    /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
+    groups: Vec<fanout::Group>,
 }
 
 impl Core {
@@ -163,11 +169,13 @@ impl Core {
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             pending: std::collections::VecDeque::new(),
+            pending_compact_at: PENDING_COMPACT_AT,
             in_flight: Vec::new(),
             http: std::collections::HashMap::new(),
             in_flight_asks: Slab::new(),
             ask_serial: 0,
             http_resume: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -239,7 +247,7 @@ impl Core {
         let limit = (self.rt.config.max_pending_handshakes / self.rt.links.len()).max(1);
         // Compact well before the limit too, so the list tracks the few connections actually
         // pending instead of growing with every accept until it reaches the limit.
-        if self.pending.len() <= limit.min(PENDING_COMPACT_AT) {
+        if self.pending.len() <= limit.min(self.pending_compact_at) {
             return;
         }
         // Forget the connections that finished (or gave up) their handshake, then evict.
@@ -253,6 +261,9 @@ impl Core {
         if self.pending.capacity() > 4 * PENDING_COMPACT_AT.max(self.pending.len()) {
             self.pending.shrink_to(2 * self.pending.len());
         }
+        // Next compaction once the list has doubled: during a connect storm with thousands
+        // legitimately pending, compacting on every accept was quadratic.
+        self.pending_compact_at = PENDING_COMPACT_AT.max(2 * self.pending.len());
         while self.pending.len() > limit {
             // Only connections pending for a while are evicted: a burst of young ones (a
             // reconnect storm after a restart) is let through; idle sockets age past this.
@@ -387,7 +398,8 @@ impl Core {
 
     /// Queues a shared frame to an open connection; false if it was not open or belongs to
     /// user `excluded` (a user index, `NONE` for nobody).
-    fn push_shared(&mut self, idx: usize, frame: &Bytes, excluded: u32) -> bool {
+    /// `frame` may hold several messages (`messages`, for the counters).
+    fn push_shared(&mut self, idx: usize, frame: &Bytes, excluded: u32, messages: u64) -> bool {
         let c = &self.conns[idx];
         if c.phase != Phase::Open || (excluded != NONE && c.user == excluded) {
             return false;
@@ -396,8 +408,8 @@ impl Core {
             out.push_shared(frame.clone());
             frame.len()
         });
-        self.metrics.fanout_deliveries.inc();
-        self.metrics.messages_out.inc();
+        self.metrics.fanout_deliveries.add(messages);
+        self.metrics.messages_out.add(messages);
         self.enforce_cap(idx);
         true
     }

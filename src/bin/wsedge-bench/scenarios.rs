@@ -610,6 +610,8 @@ pub fn fanout(a: FanoutArgs) -> Result<(), String> {
             "client_cpu_percent": (client_cpu as f64 / 1e4 / secs).round(),
             "errors": e.errors,
             "admin_mode": d.admin.as_ref().map(|_| format!("{:?}", a.admin_mode).to_lowercase()),
+            // Published all at once rather than one after another.
+            "burst": a.rate >= a.msgs as f64 * 100.0,
             "admin_failures": d.admin.as_ref().map_or(0, |p| p.failures.load(std::sync::atomic::Ordering::Relaxed)),
         }),
         a.common.json,

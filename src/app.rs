@@ -1,6 +1,6 @@
-//! The built-in applications: the seed protocol server and the echo server.
+//! The built-in applications: the wsedge protocol server and the echo server.
 //!
-//! Owns: what client messages mean (seed 000: ping, heartbeat, subscribe, unsubscribe,
+//! Owns: what client messages mean (ping, heartbeat, subscribe, unsubscribe, join, leave,
 //! upload.cancel) and the echo/broadcast behaviour for conformance suites and peer benchmarks.
 //! Does not touch: frames, sockets or limits enforcement beyond asking `Ctx`.
 
@@ -12,7 +12,7 @@ use crate::protocol::{ErrorCode, Timestamp, data_as, parse_client_message};
 use crate::ws::Violation;
 
 /// Features announced in `connection.established`.
-/// Exactly the seed's list (clients may compare it).
+/// A fixed list (clients may compare it).
 pub const FEATURES: [&str; 4] = ["heartbeat", "subscriptions", "rate_limiting", "message_validation"];
 
 /// Most rooms or events one `join`/`leave`/`subscribe`/`unsubscribe` may name: each costs an
@@ -40,7 +40,7 @@ pub trait ProtocolHooks: Send + Sync + 'static {
 pub struct LogHooks;
 impl ProtocolHooks for LogHooks {}
 
-/// The seed protocol server.
+/// The wsedge protocol server (the `wsedge` binary's application).
 pub struct ProtocolApp {
     hooks: Box<dyn ProtocolHooks>,
 }

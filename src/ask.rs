@@ -91,7 +91,7 @@ pub(crate) enum ReplyTo {
     Reactor { reactor: usize, ticket: u64 },
 }
 
-/// What the server knows about one open connection (the seed's connection info).
+/// What the server knows about one open connection (as `GET /ws/connections/{id}` reports it).
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct ConnectionInfo {
     pub connection_id: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// The seed's subscribable event types (seed 000, `VALID_SUBSCRIPTION_EVENTS`).
+/// The built-in subscribable event types.
 pub const DEFAULT_EVENTS: [&str; 12] = [
     "upload.progress",
     "upload.completed",
@@ -30,7 +30,7 @@ pub const MAX_EVENT_TYPES: usize = 64;
 /// What happens when a user opens one connection more than `max_connections_per_user`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitPolicy {
-    /// The user's oldest connection is closed with 1008 "connection limit exceeded" (seed 000).
+    /// The user's oldest connection is closed with 1008 "connection limit exceeded".
     EvictOldest,
     /// The new connection gets `CONNECTION_LIMIT_EXCEEDED` and is closed with 1008.
     Reject,
@@ -95,16 +95,16 @@ pub enum AuthMode {
     Anonymous,
 }
 
-/// Everything the server needs to run. `Default` is the seed's limits on `127.0.0.1:8080`.
+/// Everything the server needs to run. `Default` is the documented default limits on `127.0.0.1:8080`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address every reactor binds (with `SO_REUSEPORT`). Port 0 picks one port for all.
     pub listen: SocketAddr,
     /// Reactor threads. Default: available cores.
     pub workers: usize,
-    /// Open WebSockets in total; over it the upgrade gets HTTP 503. Default 1000 (seed).
+    /// Open WebSockets in total; over it the upgrade gets HTTP 503. Default 1000.
     pub max_connections: usize,
-    /// Open WebSockets per user (`sub`). Default 3 (seed).
+    /// Open WebSockets per user (`sub`). Default 3.
     pub max_connections_per_user: usize,
     /// TCP connections per client address (IPv6: per /64), counted from accept to close in
     /// every phase; over it the new socket gets HTTP 429 and is closed. 0 disables. Default 256.
@@ -112,15 +112,15 @@ pub struct Config {
     /// Ping and pong frames a connection may send per second; over it the connection is closed
     /// with 1008. 0 disables; at most 255. Default 50.
     pub max_control_frames_per_second: u32,
-    /// Default evict-oldest (seed).
+    /// Default evict-oldest.
     pub per_user_limit_policy: LimitPolicy,
-    /// Messages per user per window; 0 disables. Default 100 (seed).
+    /// Messages per user per window; 0 disables. Default 100.
     pub rate_limit_messages: u32,
-    /// Sliding window length. Default 60 s (seed).
+    /// Sliding window length. Default 60 s.
     pub rate_limit_window: Duration,
-    /// A connection silent this long gets a WebSocket ping. Default 30 s (seed).
+    /// A connection silent this long gets a WebSocket ping. Default 30 s.
     pub heartbeat_interval: Duration,
-    /// A connection silent this long is closed (1000 "connection timeout"). Default 60 s (seed).
+    /// A connection silent this long is closed (1000 "connection timeout"). Default 60 s.
     pub connection_timeout: Duration,
     /// TCP connections still in their HTTP upgrade, server-wide; past it the oldest is dropped.
     /// Default 10,000.
@@ -131,7 +131,7 @@ pub struct Config {
     pub close_timeout: Duration,
     /// On shutdown, how long to wait for close handshakes before exiting. Default 10 s.
     pub shutdown_timeout: Duration,
-    /// Largest message (after reassembly); bigger gets close 1009. Default 64 KiB (seed).
+    /// Largest message (after reassembly); bigger gets close 1009. Default 64 KiB.
     pub max_message_size: usize,
     /// Largest HTTP request head; bigger gets 431. Default 8 KiB.
     pub max_request_bytes: usize,
@@ -140,7 +140,7 @@ pub struct Config {
     pub max_outbound_bytes: usize,
     /// Rooms a user may join by itself (server/admin additions are not limited). Default 100.
     pub max_rooms_per_user: usize,
-    /// Event types clients may subscribe to. Default: the seed's 12.
+    /// Event types clients may subscribe to. Default: the 12 built-in types.
     pub subscribable_events: Vec<String>,
     /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
     pub ws_path: Option<String>,

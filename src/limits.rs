@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// Sliding-window counter: the previous fixed window's count weighted by how much of it still
 /// overlaps the sliding window, plus the current window's count. Twelve bytes per user instead of
-/// the seed's deque of timestamps, and never more permissive than `limit` per any window.
+/// a deque of timestamps, and never more permissive than `limit` per any window.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SlidingWindow {
     /// Windows since the clock's origin (u32: 136 years of one-second windows).

@@ -1,6 +1,6 @@
 //! The `wsedge` binary: flags and `WS_*` environment variables to `Config`, then run.
 //!
-//! `wsedge` / `wsedge serve`: the seed protocol server. `wsedge token`: mint a JWT.
+//! `wsedge` / `wsedge serve`: the protocol server. `wsedge token`: mint a JWT.
 //! `wsedge echo`: anonymous echo/broadcast server for conformance suites and benchmarks.
 
 use std::net::SocketAddr;
@@ -152,7 +152,7 @@ struct ServeArgs {
     /// Rooms a user may join by itself.
     #[arg(long, env = "WS_MAX_ROOMS_PER_USER", default_value_t = 100)]
     max_rooms_per_user: usize,
-    /// Subscribable event types, comma-separated (default: the seed's 12).
+    /// Subscribable event types, comma-separated (default: the 12 built-in types).
     #[arg(long, env = "WS_EVENTS", value_delimiter = ',')]
     events: Vec<String>,
     /// Browser origins allowed to connect, comma-separated (empty: any; no Origin: allowed).

@@ -1,5 +1,5 @@
 //! Server-originated messages, serialized and framed once, with where they go: envelopes, the
-//! admin broadcast, and the seed's event helpers (`upload.progress`, `system.notification`, ...).
+//! admin broadcast, and the event helpers (`upload.progress`, `system.notification`, ...).
 //!
 //! Owns: the shape of each message. Does not touch: delivery (callers turn an [`Outgoing`] into
 //! asks for reactors, waiting for them on a thread or as loop state on a reactor).
@@ -46,7 +46,7 @@ impl Outgoing {
         o
     }
 
-    /// The seed's admin broadcast: the given object plus `timestamp`, `id` and
+    /// The admin broadcast: the given object plus `timestamp`, `id` and
     /// `source: "admin_broadcast"`, to everyone.
     pub fn admin_broadcast(mut message: Map<String, Value>) -> Self {
         let message_id = IdGen::from_os().uuid();

@@ -1,6 +1,6 @@
-//! The seed protocol's JSON: envelopes, message types, error codes, timestamps and ids.
+//! The wsedge protocol's JSON: envelopes, message types, error codes, timestamps and ids.
 //!
-//! Owns: the wire format of application messages (seed 000). Does not touch: frames, sockets,
+//! Owns: the wire format of application messages. Does not touch: frames, sockets,
 //! connection state; writers append to a caller's buffer so the hot path reuses one scratch Vec.
 
 use std::borrow::Cow;
@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Error codes of the seed protocol.
+/// Error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -34,7 +34,7 @@ impl Timestamp {
         Timestamp(SystemTime::now())
     }
 
-    /// Seconds since the Unix epoch, as the seed's `reset_time` float.
+    /// Seconds since the Unix epoch, as the float in `reset_time`.
     pub fn unix_secs_f64(&self) -> f64 {
         self.0.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
@@ -140,7 +140,7 @@ struct ErrorData<'a> {
     retry_after: Option<u64>,
 }
 
-/// Appends the seed's error envelope.
+/// Appends an error envelope (`type: "error"`).
 pub fn write_error(out: &mut Vec<u8>, ids: &mut IdGen, code: ErrorCode, message: &str) {
     write_envelope(
         out,

@@ -378,7 +378,7 @@ impl ServerHandle {
         self.send(Outgoing::envelope(target, kind, data).excluding(exclude_user))
     }
 
-    /// The seed's admin broadcast: the given object plus `timestamp`, `id` and
+    /// The admin broadcast: the given object plus `timestamp`, `id` and
     /// `source: "admin_broadcast"`, to everyone.
     pub fn admin_broadcast(&self, message: serde_json::Map<String, serde_json::Value>) -> Delivery {
         self.admin_broadcast_excluding(message, None)
@@ -393,7 +393,7 @@ impl ServerHandle {
         self.send(Outgoing::admin_broadcast(message).excluding(exclude_user))
     }
 
-    // ---- the seed's event helpers ----
+    // ---- event helpers ----
 
     /// `upload.progress` `{upload_id, progress, timestamp}` to the user.
     pub fn upload_progress(&self, user_id: &str, upload_id: &str, progress: u64) -> Delivery {

@@ -36,7 +36,7 @@ impl Response {
         }
     }
 
-    /// `{"status": "success", "data": data}` (the seed's admin response shape).
+    /// `{"status": "success", "data": data}` (the admin API's response shape).
     pub fn success(data: serde_json::Value) -> Self {
         Self::json(200, &serde_json::json!({ "status": "success", "data": data }))
     }

@@ -412,7 +412,7 @@ fn users(b: &serde_json::Map<String, Value>) -> Result<Option<Vec<String>>, Resp
     }
 }
 
-/// The seed's event helpers.
+/// The event helpers.
 fn helper(h: &ServerHandle, name: &str, b: serde_json::Map<String, Value>) -> Result<Plan, Response> {
     let progress = |b: &serde_json::Map<String, Value>| -> Result<u64, Response> {
         b.get("progress")

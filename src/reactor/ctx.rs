@@ -95,7 +95,7 @@ impl Ctx<'_> {
         self.core.scratch = buf;
     }
 
-    /// Sends the seed's error envelope.
+    /// Sends an error envelope (`type: "error"`).
     pub fn send_error(&mut self, code: ErrorCode, message: &str) {
         let mut buf = std::mem::take(&mut self.core.scratch);
         buf.clear();

@@ -297,6 +297,13 @@ fn bodies_need_one_unambiguous_length() {
     s.write_all(upgrade_request("/ws").as_bytes()).unwrap();
     assert_eq!(read_http(&mut s).0, 400);
     expect_eof(&mut s);
+    // After a request that closes the connection, whatever else comes is dropped unread.
+    let mut s = raw(addr);
+    s.write_all(get("/health", "Connection: close\r\n").as_bytes()).unwrap();
+    let _ = s.write_all(&vec![b'x'; 256 * 1024]);
+    let (status, head, _) = read_http(&mut s);
+    assert_eq!(status, 200);
+    assert!(head.contains("Connection: close"), "{head}");
     // HTTP/1.0 closes unless asked to keep alive.
     let mut s = raw(addr);
     s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();

@@ -35,6 +35,10 @@ impl<H: Handler> Reactor<H> {
                     self.core.metrics.bytes_in.add(n as u64);
                     self.on_bytes(idx, generation, &mut buf[..n]);
                     reads += 1;
+                    if self.core.conns.get(idx).is_some() && self.core.http_paused(idx) {
+                        // Its answers are backed up: the rest waits in the socket.
+                        break;
+                    }
                     // A short read drained the socket; new bytes raise a new edge.
                     if n < buf.len() && !drain {
                         break;

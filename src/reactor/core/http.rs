@@ -125,6 +125,10 @@ impl Core {
 
     /// Bytes read from an HTTP connection.
     pub fn on_http_bytes(&mut self, idx: usize, data: &[u8]) {
+        if self.http.get(&idx).is_none_or(|h| h.closing) {
+            // No further request will be read: what follows is dropped, never buffered.
+            return;
+        }
         let now = self.now;
         let c = &mut self.conns[idx];
         let input = c.input.get_or_insert_with(Box::default);

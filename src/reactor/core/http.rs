@@ -51,6 +51,9 @@ pub(crate) struct HttpConn {
     paused: bool,
     /// Requests answered, so the first request may be timed from accept.
     served: u32,
+    /// The current request's head was accepted; its body completes at this many input bytes
+    /// (no re-parsing or re-checking the token while a body arrives).
+    body_until: Option<usize>,
 }
 
 struct Owed {
@@ -113,6 +116,7 @@ impl Core {
                 closing: false,
                 paused: false,
                 served: 0,
+                body_until: None,
             },
         );
         self.schedule(
@@ -171,6 +175,9 @@ impl Core {
                 break;
             };
             let buf = &input.pending;
+            if h.body_until.is_some_and(|n| buf.len() < n) {
+                break;
+            }
             let admin_port = self.conns[idx].has(flags::ADMIN_PORT);
             let (req, plan) = match upgrade::parse(buf, max_head, ws_path.as_deref()) {
                 Parsed::Partial => break,
@@ -200,6 +207,9 @@ impl Core {
                     }
                     let end = req.head_len + req.content_length;
                     if buf.len() < end {
+                        if let Some(h) = self.http.get_mut(&idx) {
+                            h.body_until = Some(end);
+                        }
                         break;
                     }
                     let body = &buf[req.head_len..end];
@@ -238,6 +248,7 @@ impl Core {
             });
             h.request_started = more.then_some(now);
             h.request_clock = Instant::now();
+            h.body_until = None;
             if !keep_alive {
                 h.closing = true;
             }

@@ -310,13 +310,7 @@ impl Core {
                 Some(_) => return,
                 None if h.closing => {
                     self.http.remove(&idx);
-                    let c = &mut self.conns[idx];
-                    c.phase = Phase::Discarding;
-                    c.mark = self.now;
-                    c.input = None;
-                    let generation = c.generation;
-                    self.schedule(idx, generation, self.now + self.ticks.close);
-                    self.mark_dirty(idx);
+                    self.enter_discarding(idx);
                     return;
                 }
                 None => return,

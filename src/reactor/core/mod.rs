@@ -482,12 +482,19 @@ impl Core {
     /// Answers an HTTP request and closes after the response is written.
     pub fn respond_http(&mut self, idx: usize, response: &[u8]) {
         self.queue_raw(idx, response);
+        self.enter_discarding(idx);
+    }
+
+    /// The connection's last response is queued: input is discarded from now on, and the
+    /// socket closes once the output is written (or the close timeout passes).
+    pub(super) fn enter_discarding(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         c.phase = Phase::Discarding;
         c.mark = self.now;
         c.input = None;
         let generation = c.generation;
         self.schedule(idx, generation, self.now + self.ticks.close);
+        self.mark_dirty(idx);
     }
 
     /// Removes the connection now: its socket closes, every index forgets it.

@@ -158,22 +158,31 @@ impl Handler for ProtocolApp {
         }
         let msg = match parse_client_message(text) {
             Ok(m) => m,
-            Err(why) => return ctx.send_error(ErrorCode::InvalidMessageFormat, why),
+            Err(why) => {
+                ctx.send_error(ErrorCode::InvalidMessageFormat, why);
+                return;
+            }
         };
         match &*msg.kind {
             "ping" => match data_as::<PingData>(msg.data) {
-                Ok(PingData { ping_id: Some(id) }) if !echoable_ping_id(id) => ctx.send_error(
-                    ErrorCode::InvalidMessageFormat,
-                    "pingId must be a string, number, boolean or null of at most 128 bytes",
-                ),
-                Ok(d) => ctx.send_message(
-                    "pong",
-                    PongData {
-                        timestamp: Timestamp::now(),
-                        ping_id: d.ping_id,
-                    },
-                ),
-                Err(_) => ctx.send_error(ErrorCode::InvalidMessageFormat, "ping data must be an object"),
+                Ok(PingData { ping_id: Some(id) }) if !echoable_ping_id(id) => {
+                    ctx.send_error(
+                        ErrorCode::InvalidMessageFormat,
+                        "pingId must be a string, number, boolean or null of at most 128 bytes",
+                    );
+                }
+                Ok(d) => {
+                    ctx.send_message(
+                        "pong",
+                        PongData {
+                            timestamp: Timestamp::now(),
+                            ping_id: d.ping_id,
+                        },
+                    );
+                }
+                Err(_) => {
+                    ctx.send_error(ErrorCode::InvalidMessageFormat, "ping data must be an object");
+                }
             },
             // Any message refreshes liveness; heartbeat exists for exactly that.
             "heartbeat" => {}
@@ -182,13 +191,19 @@ impl Handler for ProtocolApp {
                 Ok(TokenData {
                     token: Some(serde_json::Value::String(token)),
                 }) => match ctx.refresh_token(&token) {
-                    Ok(expires_at) => ctx.send_message("token.refreshed", TokenRefreshed { expires_at }),
-                    Err(e) => ctx.send_error(ErrorCode::InvalidToken, &e.to_string()),
+                    Ok(expires_at) => {
+                        ctx.send_message("token.refreshed", TokenRefreshed { expires_at });
+                    }
+                    Err(e) => {
+                        ctx.send_error(ErrorCode::InvalidToken, &e.to_string());
+                    }
                 },
-                _ => ctx.send_error(
-                    ErrorCode::InvalidMessageFormat,
-                    "token.refresh needs data.token (a string)",
-                ),
+                _ => {
+                    ctx.send_error(
+                        ErrorCode::InvalidMessageFormat,
+                        "token.refresh needs data.token (a string)",
+                    );
+                }
             },
             "join" | "leave" => self.rooms(ctx, &msg.kind, msg.data),
             "upload.cancel" => match data_as::<UploadCancelData>(msg.data) {
@@ -198,10 +213,12 @@ impl Handler for ProtocolApp {
                     ctx.count_upload_cancel();
                     self.hooks.on_upload_cancel(ctx, &id);
                 }
-                _ => ctx.send_error(
-                    ErrorCode::InvalidMessageFormat,
-                    "upload.cancel needs data.upload_id (a non-empty string)",
-                ),
+                _ => {
+                    ctx.send_error(
+                        ErrorCode::InvalidMessageFormat,
+                        "upload.cancel needs data.upload_id (a non-empty string)",
+                    );
+                }
             },
             other if self.hooks.on_message(ctx, other, msg.data) => {}
             other => {
@@ -252,17 +269,19 @@ impl ProtocolApp {
     fn rooms(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
         let rooms = match data_as::<RoomsData>(data) {
             Ok(RoomsData { rooms: Some(r) }) if r.len() > MAX_ITEMS_PER_REQUEST => {
-                return ctx.send_error(
+                ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
                     &format!("at most {MAX_ITEMS_PER_REQUEST} rooms per request"),
                 );
+                return;
             }
             Ok(RoomsData { rooms: Some(r) }) => r,
             _ => {
-                return ctx.send_error(
+                ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
                     "data.rooms must be a list of room names",
                 );
+                return;
             }
         };
         let mut accepted = Vec::new();
@@ -307,17 +326,19 @@ impl ProtocolApp {
     fn subscription(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
         let events = match data_as::<EventsData>(data) {
             Ok(EventsData { events: Some(e) }) if e.len() > MAX_ITEMS_PER_REQUEST => {
-                return ctx.send_error(
+                ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
                     &format!("at most {MAX_ITEMS_PER_REQUEST} events per request"),
                 );
+                return;
             }
             Ok(EventsData { events: Some(e) }) => e,
             _ => {
-                return ctx.send_error(
+                ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
                     "data.events must be a list of event types",
                 );
+                return;
             }
         };
         let mut bits = ctx.subscriptions();

@@ -1,9 +1,11 @@
-//! The embedding contract: the `Handler` trait an application implements.
+//! The simple embedding contract: one `Handler` value shared by every reactor.
 //!
-//! Owns: the callbacks and what they are told. Does not touch: I/O. Callbacks run on the
-//! reactor thread that owns the connection, so they must not block; use [`crate::ServerHandle`]
-//! from other threads. The built-in protocol server ([`crate::app::ProtocolApp`]) and the echo
-//! server ([`crate::app::EchoApp`]) are themselves `Handler`s.
+//! Owns: the shared callbacks and what they are told. Does not touch: I/O. Callbacks run on
+//! the reactor thread that owns the connection, so they must not block; use
+//! [`crate::ServerHandle`] from other threads. For state per reactor without locks, your own
+//! sources and timers, and asks that answer later, implement [`crate::ReactorHandler`] instead
+//! (see [`crate::embed`]). The built-in protocol server ([`crate::app::ProtocolApp`]) and the
+//! echo server ([`crate::app::EchoApp`]) are `Handler`s.
 
 pub use crate::reactor::ctx::{Ctx, RefreshError, RoomRefusal};
 
@@ -58,9 +60,18 @@ pub trait Handler: Send + Sync + 'static {
     /// The peer broke RFC 6455 (or sent an oversized message); the connection is closed with
     /// `violation.close_code()` right after this returns.
     fn on_violation(&self, _ctx: &mut Ctx<'_>, _violation: crate::Violation) {}
-    /// The server is draining and about to close this connection with 1001 (say goodbye, hand
-    /// the client a reconnect hint, ...).
+    /// The *server* is draining and about to close this connection with 1001 (say goodbye,
+    /// hand the client a reconnect hint, ...). Default: calls the old name, `on_drain`.
+    fn on_server_draining(&self, ctx: &mut Ctx<'_>) {
+        #[allow(deprecated)]
+        self.on_drain(ctx)
+    }
+    /// Old name of [`on_server_draining`](Self::on_server_draining).
+    #[deprecated(note = "renamed `on_server_draining`; `on_writable` is about a connection's backlog")]
     fn on_drain(&self, _ctx: &mut Ctx<'_>) {}
+    /// A connection whose send reported [`crate::SendStatus::Backpressure`] has written its
+    /// backlog: produce again.
+    fn on_writable(&self, _ctx: &mut Ctx<'_>) {}
     /// The connection is gone (after `on_open`).
     fn on_close(&self, _closed: &Closed<'_>) {}
 }

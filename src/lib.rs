@@ -27,6 +27,7 @@ pub(crate) mod ask;
 pub mod auth;
 pub mod config;
 pub(crate) mod conn;
+pub mod embed;
 pub mod handler;
 pub(crate) mod http;
 pub mod limits;
@@ -40,9 +41,12 @@ pub(crate) mod ws;
 
 pub use ask::{Census, ConnectionInfo, Target};
 pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
+pub use embed::{
+    HandlerFactory, ReactorCtx, ReactorHandler, Reply, SendStatus, SourceId, Ticket, TimerId, per_reactor,
+};
 pub use handler::{Closed, Ctx, Handler, RefreshError, Refusal, RoomRefusal};
 pub use metrics::Snapshot;
-pub use server::{Delivery, HandleError, RunningServer, Server, ServerError, ServerHandle};
+pub use server::{Delivery, HandleError, Prepared, ReactorRunner, RunningServer, Server, ServerError, ServerHandle};
 pub use ws::Violation;
 /// A masked client frame (for clients and load generators; servers never mask).
 pub use ws::frame::encode_client_frame;

@@ -19,7 +19,7 @@ use tungstenite::Bytes;
 use crate::ask::{Answer, Ask, Census, ConnectionInfo, ReplyTo, Target, merge_pages};
 use crate::auth::Verifier;
 use crate::config::{AuthMode, Config, ConfigError};
-use crate::handler::Handler;
+use crate::embed::HandlerFactory;
 use crate::limits::Admission;
 use crate::metrics::Snapshot;
 use crate::outgoing::Outgoing;
@@ -51,12 +51,41 @@ pub struct Delivery {
     pub message_id: uuid::Uuid,
 }
 
-/// Entry point: `Server::start(config, handler)`.
+/// Entry point: [`Server::start`] (reactor threads owned by the server), or
+/// [`Server::prepare`] (reactors run on threads you create).
 pub struct Server;
 
 impl Server {
     /// Validates `config`, binds the listeners and starts one reactor thread per worker.
-    pub fn start<H: Handler>(config: Config, handler: H) -> Result<RunningServer, ServerError> {
+    /// `factory` is a shared [`Handler`] or any [`HandlerFactory`] (one handler per reactor).
+    pub fn start<F: HandlerFactory>(config: Config, factory: F) -> Result<RunningServer, ServerError> {
+        let prepared = Self::prepare(config, factory)?;
+        let (handle, admin_addr) = (prepared.handle.clone(), prepared.admin_addr);
+        let mut threads = Vec::new();
+        for runner in prepared.reactors {
+            let t = std::thread::Builder::new()
+                .name(format!("wsedge-reactor-{}", runner.index))
+                .spawn(move || {
+                    let _ = runner.run();
+                })?;
+            threads.push(t);
+        }
+        log::info!("listening on {} with {} reactor(s)", handle.local_addr(), threads.len());
+        if let Some(a) = admin_addr {
+            log::info!("admin API also on http://{a}");
+        }
+        Ok(RunningServer {
+            handle,
+            threads,
+            admin_addr,
+        })
+    }
+
+    /// Validates `config` and binds the listeners, without starting anything: run each of the
+    /// returned reactors on a thread of yours (or one on the current thread) with
+    /// [`ReactorRunner::run`]. Connections are accepted (by the kernel) from now on and served
+    /// once their reactor runs.
+    pub fn prepare<F: HandlerFactory>(config: Config, factory: F) -> Result<Prepared<F>, ServerError> {
         config.validate()?;
         let verifier = match &config.auth {
             AuthMode::Jwt(j) => Some(Verifier::new(j)?),
@@ -98,31 +127,76 @@ impl Server {
             local_addr,
             draining: AtomicBool::new(false),
         });
-        let handle = ServerHandle { rt: rt.clone() };
-        let handler = Arc::new(handler);
-        let mut threads = Vec::new();
+        let factory = Arc::new(factory);
+        let mut reactors = Vec::new();
         let sockets = listeners.into_iter().zip(admin_listeners);
-        for (i, (poll, (listener, admin))) in polls.into_iter().zip(sockets).enumerate() {
-            let reactor = Reactor::new(i, rt.clone(), handler.clone(), poll, listener, admin)?;
-            let rt = rt.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("wsedge-reactor-{i}"))
-                .spawn(move || {
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run())).is_err() {
-                        reactor_died(&rt, i);
-                    }
-                })?;
-            threads.push(t);
+        for (index, (poll, (mut listener, mut admin))) in polls.into_iter().zip(sockets).enumerate() {
+            crate::reactor::register_listeners(&poll, &mut listener, admin.as_mut())?;
+            reactors.push(ReactorRunner {
+                index,
+                rt: rt.clone(),
+                factory: factory.clone(),
+                poll,
+                listener,
+                admin,
+            });
         }
-        log::info!("listening on {local_addr} with {} reactor(s)", threads.len());
-        if let Some(a) = admin_addr {
-            log::info!("admin API also on http://{a}");
-        }
-        Ok(RunningServer {
-            handle,
-            threads,
+        Ok(Prepared {
+            handle: ServerHandle { rt },
+            reactors,
             admin_addr,
         })
+    }
+}
+
+/// A server whose reactors you run yourself (see [`Server::prepare`]).
+pub struct Prepared<F> {
+    pub handle: ServerHandle,
+    /// One per worker; each must be run (on any thread) for its share of connections to be
+    /// served.
+    pub reactors: Vec<ReactorRunner<F>>,
+    /// The separate admin address, if `admin_listen` was set.
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// One reactor, ready to run on the thread that calls [`run`](Self::run).
+pub struct ReactorRunner<F> {
+    index: usize,
+    rt: Arc<Runtime>,
+    factory: Arc<F>,
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    admin: Option<mio::net::TcpListener>,
+}
+
+impl<F: HandlerFactory> ReactorRunner<F> {
+    /// This reactor's index (0-based; connection ids and `/metrics` name it).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Makes this reactor's handler (on this thread) and runs the loop until the server has
+    /// drained. An `Err` says the reactor died of a panic outside any handler callback; the
+    /// rest of the server is then drained (see [`RunningServer::wait`]).
+    pub fn run(self) -> Result<(), ServerError> {
+        let ReactorRunner {
+            index,
+            rt,
+            factory,
+            poll,
+            listener,
+            admin,
+        } = self;
+        let died = rt.clone();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let handler = factory.make(index);
+            Reactor::new(index, rt, handler, poll, listener, admin).run();
+        }));
+        if ran.is_err() {
+            reactor_died(&died, index);
+            return Err(ServerError::ReactorDied(1));
+        }
+        Ok(())
     }
 }
 

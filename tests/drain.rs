@@ -1,5 +1,5 @@
 //! Drain: `/ready` turns 503, connections are closed with 1001 in batches spread over the drain
-//! window (not all at once), the handler's `on_drain` runs first, then the server exits.
+//! window (not all at once), the handler's `on_server_draining` runs first, then the server exits.
 mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,14 +63,14 @@ fn drain_spreads_closes_over_the_window() {
 
 struct Goodbye(Arc<AtomicUsize>);
 impl Handler for Goodbye {
-    fn on_drain(&self, ctx: &mut Ctx<'_>) {
+    fn on_server_draining(&self, ctx: &mut Ctx<'_>) {
         self.0.fetch_add(1, Ordering::SeqCst);
         ctx.send_text("goodbye");
     }
 }
 
 #[test]
-fn on_drain_runs_before_the_close() {
+fn on_server_draining_runs_before_the_close() {
     let count = Arc::new(AtomicUsize::new(0));
     let server = Server::start(
         wsedge::Config {

@@ -25,7 +25,7 @@ impl ProtocolHooks for Chat {
                 wsedge::protocol::ErrorCode::InvalidMessageFormat,
                 "chat.send needs data.text",
             ),
-        }
+        };
         true
     }
 }

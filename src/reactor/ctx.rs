@@ -11,6 +11,7 @@ use super::{Command, Core, Target};
 use crate::ask::Ask;
 use crate::config::Config;
 use crate::conn::{NONE, Phase, flags};
+use crate::embed::SendStatus;
 use crate::limits::RateLimited;
 use crate::protocol::{ErrorCode, write_envelope, write_error, write_rate_limited};
 use crate::reactor::users::NO_EXPIRY;
@@ -77,31 +78,65 @@ impl Ctx<'_> {
         ServerHandle::from_runtime(self.core.rt.clone())
     }
 
-    pub fn send_text(&mut self, text: &str) {
-        self.core
-            .queue_frame(self.idx, OpCode::Data(Data::Text), text.as_bytes());
+    /// Queues a text message (written at the end of this loop turn). See [`SendStatus`].
+    pub fn send_text(&mut self, text: &str) -> SendStatus {
+        self.send_frame(OpCode::Data(Data::Text), text.as_bytes())
     }
 
-    pub fn send_binary(&mut self, data: &[u8]) {
-        self.core.queue_frame(self.idx, OpCode::Data(Data::Binary), data);
+    /// Queues a binary message. See [`SendStatus`].
+    pub fn send_binary(&mut self, data: &[u8]) -> SendStatus {
+        self.send_frame(OpCode::Data(Data::Binary), data)
     }
 
-    /// Sends `{"type": kind, "data": data, "timestamp", "id"}`.
-    pub fn send_message<D: Serialize>(&mut self, kind: &str, data: D) {
+    /// Sends `{"type": kind, "data": data, "timestamp", "id"}`. See [`SendStatus`].
+    pub fn send_message<D: Serialize>(&mut self, kind: &str, data: D) -> SendStatus {
         let mut buf = std::mem::take(&mut self.core.scratch);
         buf.clear();
         write_envelope(&mut buf, &mut self.core.ids, kind, data);
-        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), &buf);
+        let status = self.send_frame(OpCode::Data(Data::Text), &buf);
         self.core.scratch = buf;
+        status
+    }
+
+    fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
+        if !self.is_open() {
+            return SendStatus::Dropped;
+        }
+        self.core.queue_frame(self.idx, opcode, payload);
+        if !self.is_open() {
+            // This message took it over `max_outbound_bytes`: closed as a slow consumer.
+            return SendStatus::Dropped;
+        }
+        if self.buffered_amount() > self.core.rt.config.max_outbound_bytes / 4 {
+            self.core.writable_watch.insert(self.idx);
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Bytes queued for this connection and not yet written to its socket (what the kernel
+    /// did not take). Over a quarter of `max_outbound_bytes`, sends report
+    /// [`SendStatus::Backpressure`]; over `max_outbound_bytes` the connection is closed as a
+    /// slow consumer.
+    pub fn buffered_amount(&self) -> usize {
+        self.core.conns[self.idx].queued_bytes()
+    }
+
+    /// Calls on every reactor that answer later through `on_reply` (see
+    /// [`crate::reactor::reactor_ctx::Asks`]); this reactor never waits for itself.
+    pub fn asks(&mut self) -> crate::reactor::reactor_ctx::Asks<'_> {
+        crate::reactor::reactor_ctx::Asks { core: self.core }
     }
 
     /// Sends an error envelope (`type: "error"`).
-    pub fn send_error(&mut self, code: ErrorCode, message: &str) {
+    pub fn send_error(&mut self, code: ErrorCode, message: &str) -> SendStatus {
         let mut buf = std::mem::take(&mut self.core.scratch);
         buf.clear();
         write_error(&mut buf, &mut self.core.ids, code, message);
-        self.core.queue_frame(self.idx, OpCode::Data(Data::Text), &buf);
+        let status = self.send_frame(OpCode::Data(Data::Text), &buf);
         self.core.scratch = buf;
+        status
     }
 
     /// Counts one message against the user's rate limit. Anonymous connections and a limit of

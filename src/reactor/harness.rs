@@ -19,7 +19,7 @@ use crate::handler::Handler;
 use crate::limits::{Admission, PerIpAdmission};
 
 pub struct Harness<H: Handler> {
-    reactor: Reactor<H>,
+    reactor: Reactor<crate::embed::Shared<H>>,
     /// The server side of one loopback connection; every fed connection uses a duplicate.
     socket: std::net::TcpStream,
     _client: std::net::TcpStream,
@@ -57,8 +57,11 @@ impl<H: Handler> Harness<H> {
             local_addr,
             draining: AtomicBool::new(false),
         });
+        let mut listener = listener;
+        super::register_listeners(&poll, &mut listener, None)?;
+        let handler = crate::embed::HandlerFactory::make(Arc::new(handler), 0);
         Ok(Harness {
-            reactor: Reactor::new(0, rt, Arc::new(handler), poll, listener, None)?,
+            reactor: Reactor::new(0, rt, handler, poll, listener, None),
             socket,
             _client: client,
         })

@@ -11,6 +11,7 @@ pub(crate) mod core;
 pub mod ctx;
 #[cfg(feature = "testing")]
 pub mod harness;
+pub mod reactor_ctx;
 mod read;
 pub(crate) mod rooms;
 mod session;
@@ -29,7 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::auth::{Claims, Verifier};
 use crate::config::Config;
 use crate::conn::Phase;
-use crate::handler::Handler;
+use crate::embed::ReactorHandler;
 use crate::limits::Admission;
 use crate::metrics::ReactorMetrics;
 use crate::reactor::ctx::Ctx;
@@ -223,9 +224,9 @@ impl Runtime {
     }
 }
 
-pub(crate) struct Reactor<H: Handler> {
+pub(crate) struct Reactor<H: ReactorHandler> {
     core: Core,
-    handler: Arc<H>,
+    handler: H,
     poll: Poll,
     listener: Option<TcpListener>,
     /// `--admin-listen`: plain HTTP connections only.
@@ -252,20 +253,34 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn before yielding to others.
 const READ_BUDGET: usize = 16;
 
-impl<H: Handler> Reactor<H> {
+/// Registers a reactor's listeners on its poll (before the reactor is built on its thread).
+pub(crate) fn register_listeners(
+    poll: &Poll,
+    listener: &mut TcpListener,
+    admin: Option<&mut TcpListener>,
+) -> std::io::Result<()> {
+    poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+    if let Some(l) = admin {
+        poll.registry().register(l, ADMIN_LISTENER, Interest::READABLE)?;
+    }
+    Ok(())
+}
+
+/// Tokens of embedders' own sources: this bit plus the `SourceId` (never a connection token,
+/// whose top bit is clear, nor a reserved one, whose bits 32-62 are set).
+pub(crate) const SOURCE_BIT: usize = 1 << 63;
+
+impl<H: ReactorHandler> Reactor<H> {
+    /// A reactor whose listeners are already registered on `poll`.
     pub fn new(
         id: usize,
         rt: Arc<Runtime>,
-        handler: Arc<H>,
+        handler: H,
         poll: Poll,
-        mut listener: TcpListener,
-        mut admin_listener: Option<TcpListener>,
-    ) -> std::io::Result<Self> {
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        if let Some(l) = admin_listener.as_mut() {
-            poll.registry().register(l, ADMIN_LISTENER, Interest::READABLE)?;
-        }
-        Ok(Reactor {
+        listener: TcpListener,
+        admin_listener: Option<TcpListener>,
+    ) -> Self {
+        Reactor {
             core: Core::new(id, rt),
             handler,
             poll,
@@ -282,12 +297,15 @@ impl<H: Handler> Reactor<H> {
                 total: 0,
                 started: Instant::now(),
             },
-        })
+        }
     }
 
     /// Runs until shutdown completes.
     pub fn run(mut self) {
         ON_REACTOR.with(|c| c.set(true));
+        self.core.update_clock(Instant::now());
+        self.with_reactor_ctx(|h, r| h.on_start(r));
+        self.after_callbacks();
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -305,6 +323,10 @@ impl<H: Handler> Reactor<H> {
                     LISTENER => self.accept_all(false),
                     ADMIN_LISTENER => self.accept_all(true),
                     WAKER => self.drain_inbox(),
+                    token if token.0 & SOURCE_BIT != 0 => {
+                        let source = token.0 as u32;
+                        self.with_reactor_ctx(|h, r| h.on_source(r, source, event));
+                    }
                     token => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(token, event.is_read_closed() || event.is_error());
@@ -329,9 +351,10 @@ impl<H: Handler> Reactor<H> {
             }
             self.fire_timers();
             self.drain_batch();
-            self.report_closed();
+            self.after_callbacks();
             self.core.flush_dirty();
             self.core.observe_written();
+            self.report_writable();
             self.report_closed();
             self.core
                 .metrics
@@ -452,7 +475,7 @@ impl<H: Handler> Reactor<H> {
             if self.core.conns[idx].phase != Phase::Open {
                 continue;
             }
-            self.with_ctx(idx, |h, ctx| h.on_drain(ctx));
+            self.with_ctx(idx, |h, ctx| h.on_server_draining(ctx));
             self.core.close_or_drop(idx, 1001, "server shutting down");
         }
     }
@@ -465,6 +488,9 @@ impl<H: Handler> Reactor<H> {
         }
         self.fired = fired;
         self.core.expire_asks();
+        for timer in std::mem::take(&mut self.core.fired_timers) {
+            self.with_reactor_ctx(|h, r| h.on_timer(r, timer));
+        }
     }
 
     pub(super) fn report_closed(&mut self) {
@@ -475,7 +501,7 @@ impl<H: Handler> Reactor<H> {
                 code: c.code,
                 messages: c.messages,
             };
-            let handler = &*self.handler;
+            let handler = &mut self.handler;
             if catch_unwind(AssertUnwindSafe(|| handler.on_close(&closed))).is_err() {
                 self.handler_panicked(None);
             }
@@ -485,12 +511,59 @@ impl<H: Handler> Reactor<H> {
     /// Runs a handler callback about connection `idx`. A panic in it is contained: counted,
     /// logged, and that connection is closed with 1011; the reactor and every other connection
     /// carry on.
-    pub(super) fn with_ctx(&mut self, idx: usize, f: impl FnOnce(&H, &mut Ctx<'_>)) {
-        let handler = &*self.handler;
+    pub(super) fn with_ctx(&mut self, idx: usize, f: impl FnOnce(&mut H, &mut Ctx<'_>)) {
+        let handler = &mut self.handler;
         let core = &mut self.core;
         if catch_unwind(AssertUnwindSafe(|| f(handler, &mut Ctx { core, idx }))).is_err() {
             self.handler_panicked(Some(idx));
         }
+    }
+
+    /// Runs a handler callback about the reactor (sources, timers, replies); a panic is
+    /// contained and counted.
+    pub(super) fn with_reactor_ctx(&mut self, f: impl FnOnce(&mut H, &mut reactor_ctx::ReactorCtx<'_>)) {
+        let handler = &mut self.handler;
+        let core = &mut self.core;
+        let registry = self.poll.registry();
+        if catch_unwind(AssertUnwindSafe(|| {
+            f(handler, &mut reactor_ctx::ReactorCtx { core, registry })
+        }))
+        .is_err()
+        {
+            self.handler_panicked(None);
+        }
+    }
+
+    /// Hands the handler its answered asks, then reports closed connections.
+    fn after_callbacks(&mut self) {
+        // Replies may lead to more asks, answered locally at once: bounded rounds per turn.
+        for _ in 0..16 {
+            if self.core.handler_replies.is_empty() {
+                break;
+            }
+            for (ticket, reply) in std::mem::take(&mut self.core.handler_replies) {
+                self.with_reactor_ctx(|h, r| h.on_reply(r, ticket, reply));
+            }
+        }
+        self.report_closed();
+    }
+
+    /// `on_writable` for connections whose backlog drained after a `Backpressure` send; what
+    /// they send is written at once.
+    fn report_writable(&mut self) {
+        if self.core.writable_again.is_empty() {
+            return;
+        }
+        for token in std::mem::take(&mut self.core.writable_again) {
+            if let Some(idx) = self
+                .core
+                .live(token)
+                .filter(|&i| self.core.conns[i].phase == Phase::Open)
+            {
+                self.with_ctx(idx, |h, ctx| h.on_writable(ctx));
+            }
+        }
+        self.core.flush_dirty();
     }
 
     pub(super) fn handler_panicked(&mut self, idx: Option<usize>) {

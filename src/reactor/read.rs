@@ -9,10 +9,10 @@ use mio::Token;
 
 use super::{READ_BUDGET, Reactor};
 use crate::conn::{Input, Phase, flags};
-use crate::handler::Handler;
+use crate::embed::ReactorHandler;
 use crate::ws::{Event, Violation};
 
-impl<H: Handler> Reactor<H> {
+impl<H: ReactorHandler> Reactor<H> {
     /// `drain` forces reading until `WouldBlock` (needed when the peer half-closed: its FIN
     /// raises no further edge).
     pub(super) fn on_readable(&mut self, token: Token, drain: bool) {

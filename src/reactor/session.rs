@@ -11,7 +11,7 @@ use super::{Command, Handover, Reactor};
 use crate::auth::Claims;
 use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
-use crate::handler::Handler;
+use crate::embed::ReactorHandler;
 use crate::http::upgrade::{self, Parsed, UpgradeRequest};
 use crate::http::{write_error, write_switching_protocols};
 use crate::protocol::ErrorCode;
@@ -22,7 +22,7 @@ use crate::reactor::ctx::Ctx;
 const TOO_MANY_FROM_ADDRESS: &[u8] =
     b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 
-impl<H: Handler> Reactor<H> {
+impl<H: ReactorHandler> Reactor<H> {
     /// Accepts every waiting connection on the main listener (or, with `admin`, on the admin
     /// listener, whose connections are plain HTTP from the start).
     pub(super) fn accept_all(&mut self, admin: bool) {
@@ -181,7 +181,7 @@ impl<H: Handler> Reactor<H> {
                 }
             },
         };
-        let handler = &*self.handler;
+        let handler = &mut self.handler;
         let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_upgrade(claims.as_ref())))
             .unwrap_or_else(|_| {
                 self.core.metrics.handler_panics.inc();

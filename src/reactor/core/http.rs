@@ -16,21 +16,18 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use super::{Core, Phase, Waiter, ticks};
+use super::asks::Owner;
+use super::{Core, Phase, ticks};
 use crate::admin::{self, Answers, Finish, Plan, Response};
-use crate::ask::{Answer, Ask, ReplyTo};
+use crate::ask::Ask;
 use crate::conn::{Input, flags};
 use crate::http::upgrade::{self, Parsed};
-use crate::reactor::Command;
 use crate::server::ServerHandle;
 
 /// A request must be complete this long after its first byte (trickling buys no time).
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// A kept-alive connection with nothing in progress is closed after this long.
 const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
-/// Answers from other reactors are waited for this long; then the response is made from
-/// what came (a reactor that stopped never answers).
-const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 /// Responses a connection may be owed before its further requests wait unread.
 const PIPELINE_DEPTH: usize = 64;
 /// Response bytes queued unwritten before further requests wait unread.
@@ -65,30 +62,6 @@ struct Owed {
     method: Box<str>,
     path: Box<str>,
     started: Instant,
-}
-
-/// A plan waiting for other reactors' answers.
-pub(crate) struct InFlight {
-    conn: Token,
-    seq: u64,
-    serial: u32,
-    waiting: usize,
-    answers: Answers,
-    finish: Option<Finish>,
-    since: u32,
-}
-
-/// Ticket layout: slab key (bits 0-23), ask index (24-39), serial (40-63).
-fn ticket(key: usize, ask: usize, serial: u32) -> u64 {
-    (key as u64 & 0xFF_FFFF) | ((ask as u64 & 0xFFFF) << 24) | (u64::from(serial & 0xFF_FFFF) << 40)
-}
-
-fn split_ticket(t: u64) -> (usize, usize, u32) {
-    (
-        (t & 0xFF_FFFF) as usize,
-        ((t >> 24) & 0xFFFF) as usize,
-        (t >> 40) as u32,
-    )
 }
 
 impl Core {
@@ -318,117 +291,25 @@ impl Core {
         }
     }
 
-    /// Sends a plan's asks: this reactor's share is carried out now, others are posted with a
-    /// ticket and answer through the inbox.
+    /// Sends a plan's asks (see `asks`); a table too full to take it answers 503.
     fn launch(&mut self, idx: usize, seq: u64, asks: Vec<(Ask, Vec<usize>)>, finish: Finish) {
-        self.ask_serial = self.ask_serial.wrapping_add(1) & 0xFF_FFFF;
-        let serial = self.ask_serial;
-        let key = self.in_flight_asks.insert(InFlight {
+        let owner = Owner::Http {
             conn: self.token_of(idx),
             seq,
-            serial,
-            // One for `launch` itself, so no answer completes the plan while it is being sent.
-            waiting: 1,
-            answers: asks.iter().map(|_| Vec::new()).collect(),
-            finish: Some(finish),
-            since: self.now,
-        });
-        if key > 0xFF_FFFF || asks.len() > 0xFFFF {
-            // Far beyond any real load (the pipeline depth bounds both): refuse, never alias.
-            self.in_flight_asks.remove(key);
+            finish,
+        };
+        if self.send_asks(owner, asks).is_none() {
             self.fulfil(idx, seq, Response::error(503, "too many admin requests in flight"));
-            return;
-        }
-        for (i, (ask, reactors)) in asks.into_iter().enumerate() {
-            for r in reactors {
-                if r == self.id {
-                    self.in_flight_asks[key].waiting += 1;
-                    self.carry_out(ask.clone(), Some(Waiter::Local { key, ask: i }));
-                    continue;
-                }
-                let reply = Some(ReplyTo::Reactor {
-                    reactor: self.id,
-                    ticket: ticket(key, i, serial),
-                });
-                let lost = Answer::lost_for(&ask);
-                let posted = self.rt.links.get(r).is_some_and(|l| {
-                    l.send(Command::Ask {
-                        ask: ask.clone(),
-                        reply,
-                    })
-                });
-                let f = &mut self.in_flight_asks[key];
-                if posted {
-                    f.waiting += 1;
-                } else {
-                    f.answers[i].push((r, lost));
-                }
-            }
-        }
-        self.answer_local(key, usize::MAX, Answer::Lost);
-    }
-
-    /// An answer from this reactor to ask `ask` of plan `key` (`usize::MAX`: none, only the
-    /// end of `launch`).
-    pub(super) fn answer_local(&mut self, key: usize, ask: usize, answer: Answer) {
-        let Some(f) = self.in_flight_asks.get_mut(key) else {
-            return;
-        };
-        if let Some(slot) = f.answers.get_mut(ask) {
-            slot.push((self.id, answer));
-        }
-        f.waiting = f.waiting.saturating_sub(1);
-        if f.waiting == 0 {
-            self.complete(key);
         }
     }
 
-    /// Reactor `from` answered an ask of ours.
-    pub fn on_answer(&mut self, ticket: u64, from: usize, answer: Answer) {
-        let (key, i, serial) = split_ticket(ticket);
-        let Some(f) = self.in_flight_asks.get_mut(key).filter(|f| f.serial == serial) else {
-            return;
-        };
-        if let Some(slot) = f.answers.get_mut(i) {
-            slot.push((from, answer));
-        }
-        f.waiting = f.waiting.saturating_sub(1);
-        if f.waiting == 0 {
-            self.complete(key);
-        }
-    }
-
-    /// Makes the response of a plan whose answers are in and hands it to its connection.
-    fn complete(&mut self, key: usize) {
-        let mut f = self.in_flight_asks.remove(key);
-        let answers = std::mem::take(&mut f.answers);
-        let resp = match f.finish.take() {
-            Some(finish) => catch_unwind(AssertUnwindSafe(|| finish(answers))).unwrap_or_else(|_| internal_error()),
-            None => internal_error(),
-        };
-        if let Some(idx) = self.live(f.conn).filter(|&i| self.conns[i].phase == Phase::Http) {
-            self.fulfil(idx, f.seq, resp);
+    /// A plan's answers are in: its response goes to its connection (if still there).
+    pub(super) fn http_plan_done(&mut self, conn: Token, seq: u64, finish: Finish, answers: Answers) {
+        let resp = catch_unwind(AssertUnwindSafe(|| finish(answers))).unwrap_or_else(|_| internal_error());
+        if let Some(idx) = self.live(conn).filter(|&i| self.conns[i].phase == Phase::Http) {
+            self.fulfil(idx, seq, resp);
             self.pump_http(idx);
             self.wake_http(idx);
-        }
-    }
-
-    /// Completes plans whose answers are overdue with what came (called every tick).
-    pub fn expire_asks(&mut self) {
-        if self.in_flight_asks.is_empty() {
-            return;
-        }
-        let limit = ticks(ANSWER_DEADLINE);
-        let now = self.now;
-        let overdue: Vec<usize> = self
-            .in_flight_asks
-            .iter()
-            .filter(|(_, f)| now.wrapping_sub(f.since) >= limit)
-            .map(|(k, _)| k)
-            .collect();
-        for key in overdue {
-            log::warn!("admin request: a reactor did not answer in {ANSWER_DEADLINE:?}; answering with what came");
-            self.complete(key);
         }
     }
 

@@ -16,9 +16,11 @@ use slab::Slab;
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
+mod asks;
 mod fanout;
 mod http;
 
+pub(crate) use asks::ReplyKind;
 pub(crate) use fanout::Waiter;
 mod membership;
 
@@ -43,6 +45,9 @@ fn unix_secs() -> u64 {
 /// Timer keys with this bit name a user entry (cleanup of a cooled-down rate window), not a
 /// connection.
 const USER_KEY: u64 = 1 << 63;
+/// Timer keys with these bits name an embedder's timer (`ReactorCtx::set_timer`); user-entry
+/// keys never set bit 62.
+const APP_TIMER_KEY: u64 = USER_KEY | 1 << 62;
 /// Generations stay below 2^31 so a connection key never sets `USER_KEY`.
 const GENERATION_MASK: u32 = 0x7FFF_FFFF;
 const WHEEL_SLOTS: usize = 1024;
@@ -124,12 +129,20 @@ pub(crate) struct Core {
     http: std::collections::HashMap<usize, http::HttpConn>,
     /// Admin plans waiting for other reactors' answers, and the serial that keeps a late
     /// answer from reaching a reused entry.
-    in_flight_asks: Slab<http::InFlight>,
+    in_flight_asks: Slab<asks::InFlight>,
     ask_serial: u32,
     /// Paused HTTP connections to serve and read again.
     http_resume: Vec<Token>,
     /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
     groups: Vec<fanout::Group>,
+    /// Handler asks answered, for the loop to hand to `on_reply`.
+    pub handler_replies: Vec<(crate::embed::Ticket, crate::embed::Reply)>,
+    /// Embedder timers that fired this turn, for `on_timer`.
+    pub fired_timers: Vec<u32>,
+    /// Connections told `Backpressure`, waiting for their backlog to drain.
+    pub writable_watch: std::collections::HashSet<usize>,
+    /// Of those, the ones that drained this turn, for `on_writable`.
+    pub writable_again: Vec<Token>,
 }
 
 impl Core {
@@ -176,6 +189,10 @@ impl Core {
             ask_serial: 0,
             http_resume: Vec::new(),
             groups: Vec::new(),
+            handler_replies: Vec::new(),
+            fired_timers: Vec::new(),
+            writable_watch: std::collections::HashSet::new(),
+            writable_again: Vec::new(),
         }
     }
 
@@ -509,6 +526,9 @@ impl Core {
         if c.phase == Phase::Http {
             self.http.remove(&idx);
         }
+        if !self.writable_watch.is_empty() {
+            self.writable_watch.remove(&idx);
+        }
         self.index_subscriptions(idx, c.subscriptions, 0);
         self.open_slots.remove(idx);
         if c.has(flags::HAS_DATA) {
@@ -604,6 +624,10 @@ impl Core {
             if c.phase == Phase::Http {
                 self.wake_http(idx);
             }
+            if drained && !self.writable_watch.is_empty() && self.writable_watch.remove(&idx) {
+                let token = self.token_of(idx);
+                self.writable_again.push(token);
+            }
             let c = &mut self.conns[idx];
             if !drained {
                 return;
@@ -627,6 +651,10 @@ impl Core {
 
     /// A timer fired for `key`; acts if the connection's real deadline has come, else re-arms.
     pub fn on_timer(&mut self, key: u64) {
+        if key & APP_TIMER_KEY == APP_TIMER_KEY {
+            self.fired_timers.push(key as u32);
+            return;
+        }
         if key & USER_KEY != 0 {
             let u = (key & !USER_KEY) as u32;
             let window = self.rt.config.rate_limit_window.as_millis() as u64;
@@ -718,6 +746,12 @@ impl Core {
             let generation = self.conns[idx].generation;
             self.schedule(idx, generation, at);
         }
+    }
+
+    /// An embedder's timer `id`, due `after` from now (at least one tick).
+    pub fn set_app_timer(&mut self, id: u32, after: Duration) {
+        let at = self.now.saturating_add(ticks(after));
+        self.wheel.schedule(APP_TIMER_KEY | u64::from(id), u64::from(at));
     }
 
     /// Unix seconds, for `opened_at`.

@@ -1,0 +1,168 @@
+//! The embedding contract for applications that keep state per reactor: [`ReactorHandler`]
+//! (callbacks with `&mut self`, one handler per reactor thread), the [`HandlerFactory`] that
+//! makes them, and what callbacks are told ([`SendStatus`], [`Ticket`], [`Reply`]).
+//!
+//! Owns: these traits and types. Does not touch: I/O (the reactor calls in; handlers act
+//! through [`Ctx`] and [`ReactorCtx`]).
+//!
+//! **Threads.** Each reactor is one thread. The factory's [`HandlerFactory::make`] runs on that
+//! thread, once, before the loop starts; every callback of the handler it returns runs on that
+//! thread too, between the reactor's reads and writes. So a handler needs no lock for its own
+//! state, and must never block: while a callback runs, no connection of its reactor is served.
+//!
+//! **Costs.** Callbacks are plain method calls. Sends queue bytes that are written at the end of
+//! the loop turn (one write per connection per turn). Asks of other reactors ([`Ticket`]) cost
+//! one inbox post per reactor asked and come back as [`ReactorHandler::on_reply`].
+
+use std::sync::Arc;
+
+use crate::auth::Claims;
+use crate::handler::{Closed, Handler, Refusal};
+pub use crate::reactor::ctx::Ctx;
+pub use crate::reactor::reactor_ctx::{Asks, ReactorCtx};
+
+/// What became of a message a handler sent, as uWebSockets' `SendStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Queued, and the connection's backlog is at most a quarter of `max_outbound_bytes`: it
+    /// goes out with this turn's write (unless the client is not reading).
+    Sent,
+    /// Queued, but the backlog ([`Ctx::buffered_amount`]) is now over a quarter of
+    /// `max_outbound_bytes`: stop producing for this connection until
+    /// [`ReactorHandler::on_writable`], or it will be closed as a slow consumer.
+    Backpressure,
+    /// Not sent: the connection is closing or closed (or this message took it over
+    /// `max_outbound_bytes`, and it is being closed as a slow consumer).
+    Dropped,
+}
+
+/// Names an asynchronous ask a handler made; its answer arrives as
+/// [`ReactorHandler::on_reply`] with the same ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(pub(crate) u64);
+
+/// The answer to an ask made from a reactor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A message was queued to this many connections, over every reactor.
+    Delivered { recipients: usize },
+    /// A room change was made for a connected user (with this many open connections), or
+    /// `None`: the user is not connected.
+    Member(Option<usize>),
+    /// Users and connections, summed over reactors.
+    Census(crate::Census),
+}
+
+/// An embedder's own event source (socket, pipe, eventfd) registered on a reactor with
+/// [`ReactorCtx::register`]; its events arrive as [`ReactorHandler::on_source`].
+pub type SourceId = u32;
+
+/// An embedder's timer on a reactor ([`ReactorCtx::set_timer`]); it fires as
+/// [`ReactorHandler::on_timer`].
+pub type TimerId = u32;
+
+/// Application callbacks with per-reactor state; every method has a default that does nothing.
+///
+/// One handler per reactor, made on the reactor's thread by a [`HandlerFactory`]; every
+/// callback runs on that thread and must not block. A panic in a connection callback closes
+/// only that connection (1011); a panic elsewhere is logged and counted.
+pub trait ReactorHandler: 'static {
+    /// The reactor is about to run: register sources, start timers.
+    fn on_start(&mut self, _r: &mut ReactorCtx<'_>) {}
+    /// Decides an upgrade whose token (if auth is on) is verified. Runs on the accepting
+    /// reactor, before the per-user limit. Default: accept.
+    fn on_upgrade(&mut self, _claims: Option<&Claims>) -> Result<(), Refusal> {
+        Ok(())
+    }
+    /// The WebSocket is open and authenticated (runs on the user's home reactor).
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// A complete text message (valid UTF-8, reassembled).
+    fn on_text(&mut self, _ctx: &mut Ctx<'_>, _text: &str) {}
+    /// A complete binary message.
+    fn on_binary(&mut self, _ctx: &mut Ctx<'_>, _data: &[u8]) {}
+    /// The peer broke RFC 6455; the connection is closed right after this returns.
+    fn on_violation(&mut self, _ctx: &mut Ctx<'_>, _violation: crate::Violation) {}
+    /// A connection that reported [`SendStatus::Backpressure`] has written its backlog down to
+    /// nothing: produce again.
+    fn on_writable(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// The *server* is draining and about to close this connection with 1001 (say goodbye,
+    /// send a reconnect hint). Not about this connection's backlog (that is `on_writable`).
+    fn on_server_draining(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// The connection is gone (after `on_open`).
+    fn on_close(&mut self, _closed: &Closed<'_>) {}
+    /// An event on a source registered with [`ReactorCtx::register`].
+    fn on_source(&mut self, _r: &mut ReactorCtx<'_>, _source: SourceId, _event: &mio::event::Event) {}
+    /// A timer set with [`ReactorCtx::set_timer`] fired.
+    fn on_timer(&mut self, _r: &mut ReactorCtx<'_>, _timer: TimerId) {}
+    /// The answer to an ask made with `ticket`.
+    fn on_reply(&mut self, _r: &mut ReactorCtx<'_>, _ticket: Ticket, _reply: Reply) {}
+}
+
+/// Makes one [`ReactorHandler`] per reactor (ws-rs' `Factory`). Any shared [`Handler`] is a
+/// factory too (every reactor calls the same value), so `Server::start(config, handler)` keeps
+/// working; [`per_reactor`] turns a closure into a factory.
+pub trait HandlerFactory: Send + Sync + 'static {
+    type Handler: ReactorHandler;
+    /// Called once per reactor, on that reactor's thread, with its index.
+    fn make(self: Arc<Self>, reactor: usize) -> Self::Handler;
+}
+
+/// A factory from a closure: `per_reactor(|reactor| MyHandler::new(reactor))`.
+pub fn per_reactor<F, H>(make: F) -> PerReactor<F>
+where
+    F: Fn(usize) -> H + Send + Sync + 'static,
+    H: ReactorHandler,
+{
+    PerReactor(make)
+}
+
+/// See [`per_reactor`].
+pub struct PerReactor<F>(F);
+
+impl<F, H> HandlerFactory for PerReactor<F>
+where
+    F: Fn(usize) -> H + Send + Sync + 'static,
+    H: ReactorHandler,
+{
+    type Handler = H;
+    fn make(self: Arc<Self>, reactor: usize) -> H {
+        (self.0)(reactor)
+    }
+}
+
+impl<H: Handler> HandlerFactory for H {
+    type Handler = Shared<H>;
+    fn make(self: Arc<Self>, _reactor: usize) -> Shared<H> {
+        Shared(self)
+    }
+}
+
+/// A shared [`Handler`] seen as a per-reactor one: every reactor calls the same value.
+pub struct Shared<H>(Arc<H>);
+
+impl<H: Handler> ReactorHandler for Shared<H> {
+    fn on_upgrade(&mut self, claims: Option<&Claims>) -> Result<(), Refusal> {
+        self.0.on_upgrade(claims)
+    }
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        self.0.on_open(ctx)
+    }
+    fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) {
+        self.0.on_text(ctx, text)
+    }
+    fn on_binary(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) {
+        self.0.on_binary(ctx, data)
+    }
+    fn on_violation(&mut self, ctx: &mut Ctx<'_>, violation: crate::Violation) {
+        self.0.on_violation(ctx, violation)
+    }
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>) {
+        self.0.on_writable(ctx)
+    }
+    fn on_server_draining(&mut self, ctx: &mut Ctx<'_>) {
+        self.0.on_server_draining(ctx)
+    }
+    fn on_close(&mut self, closed: &Closed<'_>) {
+        self.0.on_close(closed)
+    }
+}

@@ -1,0 +1,209 @@
+//! Asks this reactor makes of every reactor (itself included) without waiting: an admin plan
+//! for an HTTP request, or a handler's call that answers later (`Ticket`).
+//!
+//! Owns: the table of asks in flight, their tickets, collecting answers, and what happens when
+//! the last one is in (the HTTP response, or a `Reply` for the handler). Does not touch: HTTP
+//! framing (`http`) or the handler itself (the loop hands it the replies).
+//!
+//! This reactor's own share is carried out on the spot (deliveries join the current group);
+//! the others are posted to their inboxes with a ticket and answer into ours. A reactor that
+//! never answers (it stopped) is given up on after `ANSWER_DEADLINE`.
+
+use std::time::Duration;
+
+use mio::Token;
+
+use super::{Core, Waiter, ticks};
+use crate::admin::{Answers, Finish};
+use crate::ask::{Answer, Ask, ReplyTo};
+use crate::embed::{Reply, Ticket};
+use crate::reactor::Command;
+
+/// Answers from other reactors are waited for this long; then the result is made from what
+/// came (a reactor that stopped never answers).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Who asked, and so what the answers become.
+pub(crate) enum Owner {
+    /// An admin request: `finish` makes the response owed as `seq` on connection `conn`.
+    Http { conn: Token, seq: u64, finish: Finish },
+    /// A handler call: the answers become a `Reply` of this kind.
+    Handler(ReplyKind),
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum ReplyKind {
+    Delivered,
+    Member,
+    Census,
+}
+
+/// Asks waiting for answers.
+pub(crate) struct InFlight {
+    owner: Option<Owner>,
+    serial: u32,
+    waiting: usize,
+    answers: Answers,
+    since: u32,
+}
+
+/// Ticket layout: slab key (bits 0-23), ask index (24-39), serial (40-63).
+fn ticket(key: usize, ask: usize, serial: u32) -> u64 {
+    (key as u64 & 0xFF_FFFF) | ((ask as u64 & 0xFFFF) << 24) | (u64::from(serial & 0xFF_FFFF) << 40)
+}
+
+fn split_ticket(t: u64) -> (usize, usize, u32) {
+    (
+        (t & 0xFF_FFFF) as usize,
+        ((t >> 24) & 0xFFFF) as usize,
+        (t >> 40) as u32,
+    )
+}
+
+impl Core {
+    /// Sends `asks` (each to its reactors) for `owner`; returns the ticket, or `None` if the
+    /// table is too full to name it (far beyond any real load).
+    pub(super) fn send_asks(&mut self, owner: Owner, asks: Vec<(Ask, Vec<usize>)>) -> Option<u64> {
+        self.ask_serial = self.ask_serial.wrapping_add(1) & 0xFF_FFFF;
+        let serial = self.ask_serial;
+        let key = self.in_flight_asks.insert(InFlight {
+            owner: Some(owner),
+            serial,
+            // One for this call itself, so no answer completes the asks while they are sent.
+            waiting: 1,
+            answers: asks.iter().map(|_| Vec::new()).collect(),
+            since: self.now,
+        });
+        if key > 0xFF_FFFF || asks.len() > 0xFFFF {
+            self.in_flight_asks.remove(key);
+            return None;
+        }
+        for (i, (ask, reactors)) in asks.into_iter().enumerate() {
+            for r in reactors {
+                if r == self.id {
+                    self.in_flight_asks[key].waiting += 1;
+                    self.carry_out(ask.clone(), Some(Waiter::Local { key, ask: i }));
+                    continue;
+                }
+                let reply = Some(ReplyTo::Reactor {
+                    reactor: self.id,
+                    ticket: ticket(key, i, serial),
+                });
+                let lost = Answer::lost_for(&ask);
+                let posted = self.rt.links.get(r).is_some_and(|l| {
+                    l.send(Command::Ask {
+                        ask: ask.clone(),
+                        reply,
+                    })
+                });
+                let f = &mut self.in_flight_asks[key];
+                if posted {
+                    f.waiting += 1;
+                } else {
+                    f.answers[i].push((r, lost));
+                }
+            }
+        }
+        self.answer_local(key, usize::MAX, Answer::Lost);
+        Some(ticket(key, 0, serial))
+    }
+
+    /// An answer from this reactor to ask `ask` of entry `key` (`usize::MAX`: none, only the
+    /// end of `send_asks`).
+    pub(super) fn answer_local(&mut self, key: usize, ask: usize, answer: Answer) {
+        let Some(f) = self.in_flight_asks.get_mut(key) else {
+            return;
+        };
+        if let Some(slot) = f.answers.get_mut(ask) {
+            slot.push((self.id, answer));
+        }
+        f.waiting = f.waiting.saturating_sub(1);
+        if f.waiting == 0 {
+            self.complete(key);
+        }
+    }
+
+    /// Reactor `from` answered an ask of ours.
+    pub fn on_answer(&mut self, ticket: u64, from: usize, answer: Answer) {
+        let (key, i, serial) = split_ticket(ticket);
+        let Some(f) = self.in_flight_asks.get_mut(key).filter(|f| f.serial == serial) else {
+            return;
+        };
+        if let Some(slot) = f.answers.get_mut(i) {
+            slot.push((from, answer));
+        }
+        f.waiting = f.waiting.saturating_sub(1);
+        if f.waiting == 0 {
+            self.complete(key);
+        }
+    }
+
+    fn complete(&mut self, key: usize) {
+        let mut f = self.in_flight_asks.remove(key);
+        let answers = std::mem::take(&mut f.answers);
+        match f.owner.take() {
+            Some(Owner::Http { conn, seq, finish }) => self.http_plan_done(conn, seq, finish, answers),
+            Some(Owner::Handler(kind)) => {
+                let reply = reply_of(kind, answers);
+                self.handler_replies.push((Ticket(ticket(key, 0, f.serial)), reply));
+            }
+            None => {}
+        }
+    }
+
+    /// Completes asks whose answers are overdue with what came (called every tick).
+    pub fn expire_asks(&mut self) {
+        if self.in_flight_asks.is_empty() {
+            return;
+        }
+        let limit = ticks(ANSWER_DEADLINE);
+        let now = self.now;
+        let overdue: Vec<usize> = self
+            .in_flight_asks
+            .iter()
+            .filter(|(_, f)| now.wrapping_sub(f.since) >= limit)
+            .map(|(k, _)| k)
+            .collect();
+        for key in overdue {
+            log::warn!("a reactor did not answer in {ANSWER_DEADLINE:?}; going on with what came");
+            self.complete(key);
+        }
+    }
+
+    /// A handler's asynchronous call: the asks go out now, the `Reply` comes back later
+    /// through `on_reply` with the returned ticket.
+    pub fn handler_ask(&mut self, kind: ReplyKind, asks: Vec<(Ask, Vec<usize>)>) -> Ticket {
+        match self.send_asks(Owner::Handler(kind), asks) {
+            Some(t) => Ticket(t),
+            None => {
+                // Never aliases a live ticket: serials only go up to 2^24 and this one is spent.
+                self.ask_serial = self.ask_serial.wrapping_add(1) & 0xFF_FFFF;
+                let t = Ticket(ticket(0xFF_FFFF, 0, self.ask_serial));
+                self.handler_replies.push((t, reply_of(kind, Vec::new())));
+                t
+            }
+        }
+    }
+}
+
+fn reply_of(kind: ReplyKind, answers: Answers) -> Reply {
+    let all = answers.into_iter().flatten().map(|(_, a)| a);
+    match kind {
+        ReplyKind::Delivered => Reply::Delivered {
+            recipients: all.map(|a| a.count()).sum(),
+        },
+        ReplyKind::Member => Reply::Member(all.into_iter().find_map(|a| match a {
+            Answer::Member(n) => n,
+            _ => None,
+        })),
+        ReplyKind::Census => {
+            let mut total = crate::Census::default();
+            for a in all {
+                if let Answer::Census(c) = a {
+                    total.merge(c);
+                }
+            }
+            Reply::Census(total)
+        }
+    }
+}

@@ -43,7 +43,8 @@ impl Refusal {
 /// reads and writes: it must not block (no waiting on locks held elsewhere, no blocking I/O, no
 /// sleeping), or every connection of that reactor waits with it. A panic in a callback closes
 /// only its connection (with 1011). `ServerHandle` calls made from a callback are carried out
-/// but do not wait for replies.
+/// but do not wait for replies; [`Ctx::asks`] gives the answers, as
+/// [`crate::ReactorHandler::on_reply`] (a handler with replies is a `ReactorHandler`).
 pub trait Handler: Send + Sync + 'static {
     /// Decides an upgrade whose token (if auth is on) is already verified: `claims` is `None`
     /// only for anonymous servers. Runs on the accepting reactor, before the per-user limit.

@@ -46,6 +46,8 @@ pub use embed::{
 };
 pub use handler::{Closed, Ctx, Handler, RefreshError, Refusal, RoomRefusal};
 pub use metrics::Snapshot;
+/// The `mio` this crate runs on: register your own sources with [`ReactorCtx::register`].
+pub use mio;
 pub use server::{Delivery, HandleError, Prepared, ReactorRunner, RunningServer, Server, ServerError, ServerHandle};
 pub use ws::Violation;
 /// A masked client frame (for clients and load generators; servers never mask).

@@ -57,7 +57,7 @@ pub struct Server;
 
 impl Server {
     /// Validates `config`, binds the listeners and starts one reactor thread per worker.
-    /// `factory` is a shared [`Handler`] or any [`HandlerFactory`] (one handler per reactor).
+    /// `factory` is a shared [`crate::Handler`] or any [`HandlerFactory`] (one handler per reactor).
     pub fn start<F: HandlerFactory>(config: Config, factory: F) -> Result<RunningServer, ServerError> {
         let prepared = Self::prepare(config, factory)?;
         let (handle, admin_addr) = (prepared.handle.clone(), prepared.admin_addr);

@@ -133,6 +133,12 @@ impl Asks<'_> {
         self.send(Outgoing::envelope(Target::Room(room.into()), kind, data).excluding(exclude_user))
     }
 
+    /// An envelope to one connection by its id (from [`crate::Ctx::connection_id`]);
+    /// replies `Delivered` (0 if it is gone).
+    pub fn send_to_connection<D: Serialize>(&mut self, id: uuid::Uuid, kind: &str, data: D) -> Ticket {
+        self.send(Outgoing::envelope(Target::Connection(id), kind, data))
+    }
+
     /// An envelope to every open connection; replies `Delivered`.
     pub fn broadcast<D: Serialize>(&mut self, kind: &str, data: D) -> Ticket {
         self.send(Outgoing::envelope(Target::All, kind, data))

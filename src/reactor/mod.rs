@@ -380,7 +380,7 @@ impl<H: ReactorHandler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.core.has_http_resumes() {
+        if self.core.has_http_resumes() || !self.core.handler_replies.is_empty() {
             return Some(Duration::ZERO);
         }
         if !self.read_again.is_empty() || self.accept_paused || !self.drain.queue.is_empty() {

@@ -149,6 +149,11 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// A separate address for the admin HTTP API (it is always served on `listen` too).
     pub admin_listen: Option<SocketAddr>,
+    /// Share `listen` (and `admin_listen`) with other processes bound with this option too
+    /// (the kernel splits new connections between them: several nodes on one port, or a
+    /// successor taking over during a drain). Without it, a port another process holds is
+    /// refused with "address in use". Default false.
+    pub reuse_port: bool,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -183,6 +188,7 @@ impl Default for Config {
             ws_path: Some("/ws".to_string()),
             allowed_origins: Vec::new(),
             admin_listen: None,
+            reuse_port: false,
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
             // Secure by default: a random secret nobody knows, so nothing authenticates until

@@ -161,6 +161,10 @@ struct ServeArgs {
     /// Also serve the admin HTTP API on this address (it is always on --listen too).
     #[arg(long, env = "WS_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Share the listening ports with other processes started with --reuse-port (several
+    /// nodes on one port, or a successor during a drain); without it a busy port is an error.
+    #[arg(long, env = "WS_REUSE_PORT")]
+    reuse_port: bool,
     /// Largest admin request body, bytes (bigger: 413).
     #[arg(long, env = "WS_ADMIN_MAX_BODY", default_value_t = 65536)]
     admin_max_body: usize,
@@ -337,6 +341,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         ws_path: Some(a.ws_path.clone()),
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
+        reuse_port: a.reuse_port,
         admin_max_body: a.admin_max_body,
         drain_window: a.drain_window,
         auth: AuthMode::Jwt(JwtConfig {

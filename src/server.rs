@@ -91,7 +91,8 @@ impl Server {
             AuthMode::Jwt(j) => Some(Verifier::new(j)?),
             AuthMode::Anonymous => None,
         };
-        let first = bind_reuseport(config.listen)?;
+        let exclusive = !config.reuse_port;
+        let first = bind_first(config.listen, exclusive)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..config.workers {
@@ -109,7 +110,7 @@ impl Server {
         let mut admin_listeners = Vec::new();
         let mut admin_addr = None;
         if let Some(addr) = config.admin_listen {
-            let first = bind_reuseport(addr)?;
+            let first = bind_first(addr, exclusive)?;
             let bound = first.local_addr()?;
             admin_listeners.push(Some(first));
             for _ in 1..config.workers {
@@ -212,6 +213,21 @@ fn reactor_died(rt: &Arc<Runtime>, i: usize) {
     // Dropping queued commands drops their reply senders: nobody waits for a dead reactor.
     link.abandon_inbox(i, &rt.links);
     ServerHandle { rt: rt.clone() }.shutdown();
+}
+
+/// The first listener on `addr`. Every reactor binds its own with `SO_REUSEPORT`; unless the
+/// port is to be shared with other processes (`exclusive`), a probe bound without the option
+/// first makes a port another process holds an error instead of a silent split of its traffic.
+fn bind_first(addr: SocketAddr, exclusive: bool) -> Result<mio::net::TcpListener, ServerError> {
+    if exclusive && addr.port() != 0 {
+        let probe = || -> std::io::Result<()> {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())
+        };
+        probe().map_err(|source| ServerError::Bind { addr, source })?;
+    }
+    bind_reuseport(addr)
 }
 
 fn bind_reuseport(addr: SocketAddr) -> Result<mio::net::TcpListener, ServerError> {

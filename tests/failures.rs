@@ -104,3 +104,37 @@ fn a_handler_calling_the_handle_does_not_wait_for_its_own_reactor() {
         "no waiting: the census comes back empty"
     );
 }
+
+/// A second server on a port another one holds fails clearly, unless both share it on purpose.
+#[test]
+fn a_busy_port_is_an_error_unless_shared_with_reuse_port() {
+    let first = start(config());
+    let addr = first.local_addr();
+    match wsedge::Server::start(
+        wsedge::Config {
+            listen: addr,
+            ..config()
+        },
+        wsedge::app::ProtocolApp::default(),
+    ) {
+        Err(e @ wsedge::ServerError::Bind { .. }) => {
+            assert!(e.to_string().contains("Address already in use"), "{e}")
+        }
+        Err(e) => panic!("expected a bind error, got {e}"),
+        Ok(_) => panic!("a second server started silently on a busy port"),
+    }
+    drop(first);
+    let shared = |addr| wsedge::Config {
+        listen: addr,
+        reuse_port: true,
+        ..config()
+    };
+    let a = start(shared("127.0.0.1:0".parse().unwrap()));
+    let b = start(shared(a.local_addr()));
+    assert_eq!(a.local_addr(), b.local_addr());
+    // Both serve: connections spread by the kernel reach one or the other.
+    for i in 0..8 {
+        connect(a.local_addr(), &token(&format!("shared-{i}")));
+    }
+    assert_eq!(a.handle().stats().accepted + b.handle().stats().accepted, 8);
+}

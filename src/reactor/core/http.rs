@@ -160,7 +160,7 @@ impl Core {
                     if let Some((k, v)) = r.header {
                         resp = resp.with_header(k, v);
                     }
-                    self.owe_final(idx, resp);
+                    self.owe_final(idx, resp, None);
                     break;
                 }
                 Parsed::Upgrade(..) => {
@@ -169,13 +169,13 @@ impl Core {
                     } else {
                         "a WebSocket upgrade must be the connection's first request"
                     };
-                    self.owe_final(idx, Response::error(400, why));
+                    self.owe_final(idx, Response::error(400, why), None);
                     break;
                 }
                 Parsed::Plain(req) => {
                     if let Some(refusal) = admin::check_head(&handle, &req) {
                         // The body (if any) is never read: the connection closes after this.
-                        self.owe_final(idx, refusal);
+                        self.owe_final(idx, refusal, Some((&req.method, &req.path)));
                         break;
                     }
                     let end = req.head_len + req.content_length;
@@ -236,7 +236,8 @@ impl Core {
     }
 
     /// Owes `resp` as the connection's last response (it closes once that is written).
-    fn owe_final(&mut self, idx: usize, resp: Response) {
+    /// (`request`: its method and path when the head was read, for the access log.)
+    fn owe_final(&mut self, idx: usize, resp: Response, request: Option<(&str, &str)>) {
         let Some(h) = self.http.get_mut(&idx) else { return };
         let seq = h.next_seq;
         h.next_seq += 1;
@@ -246,8 +247,8 @@ impl Core {
             head_only: false,
             keep_alive: false,
             bytes: None,
-            method: "-".into(),
-            path: "-".into(),
+            method: request.map_or("-", |r| r.0).into(),
+            path: request.map_or("-", |r| r.1).into(),
             started: h.request_clock,
         });
         if let Some(i) = self.conns[idx].input.as_mut() {
@@ -373,7 +374,7 @@ impl Core {
             Some(t) if now.wrapping_sub(t) >= request => {
                 self.metrics.refused_with(408);
                 log::debug!("admin request not received within {REQUEST_DEADLINE:?}; answering 408");
-                self.owe_final(idx, Response::error(408, "request not received in time"));
+                self.owe_final(idx, Response::error(408, "request not received in time"), None);
                 self.pump_http(idx);
                 return;
             }

@@ -51,6 +51,8 @@ pub(crate) enum Ask {
     },
     /// Users and connections per user; answers `Census`.
     Census,
+    /// The users (with connections here) in a room; answers `Users`.
+    RoomMembers { room: Box<str> },
 }
 
 /// A reactor's answer to one [`Ask`]. `Lost` stands for an answer that never came (the reactor
@@ -62,6 +64,7 @@ pub(crate) enum Answer {
     Info(Option<ConnectionInfo>),
     Page(Vec<ConnectionInfo>),
     Census(Census),
+    Users(Vec<String>),
     Lost,
 }
 

@@ -154,6 +154,9 @@ pub struct Config {
     /// successor taking over during a drain). Without it, a port another process holds is
     /// refused with "address in use". Default false.
     pub reuse_port: bool,
+    /// This node's name in presence answers and, in a cluster, on the wire: 1-64 characters
+    /// from `[A-Za-z0-9._-]`. Default: generated (12 hex digits) at each start.
+    pub node_id: String,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -189,6 +192,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             admin_listen: None,
             reuse_port: false,
+            node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
             // Secure by default: a random secret nobody knows, so nothing authenticates until
@@ -220,6 +224,8 @@ pub enum ConfigError {
     BadEvent(String),
     #[error("ws_path must start with '/', got {0:?}")]
     WsPath(String),
+    #[error("node_id must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
+    NodeId(String),
     #[error("JWT key: {0}")]
     Key(String),
     #[error("{name} must be between {min} and {max}, got {value}")]
@@ -258,6 +264,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.workers == 0 || self.workers > 255 {
             return Err(ConfigError::Workers(self.workers));
+        }
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.node_id.is_empty() || self.node_id.len() > 64 || !self.node_id.chars().all(id_ok) {
+            return Err(ConfigError::NodeId(self.node_id.clone()));
         }
         for (name, value) in [
             ("max_connections", self.max_connections),
@@ -386,6 +396,13 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::Workers(0)));
+        for bad in ["", "has space", "slash/", &"x".repeat(65)] {
+            let c = Config {
+                node_id: bad.to_string(),
+                ..Config::default()
+            };
+            assert_eq!(c.validate(), Err(ConfigError::NodeId(bad.to_string())));
+        }
         let c = Config {
             connection_timeout: Duration::from_secs(1),
             ..Config::default()

@@ -161,6 +161,9 @@ struct ServeArgs {
     /// Also serve the admin HTTP API on this address (it is always on --listen too).
     #[arg(long, env = "WS_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// This node's name (presence answers, stats): 1-64 of [A-Za-z0-9._-] (default: generated).
+    #[arg(long, env = "WS_NODE_ID")]
+    node_id: Option<String>,
     /// Share the listening ports with other processes started with --reuse-port (several
     /// nodes on one port, or a successor during a drain); without it a busy port is an error.
     #[arg(long, env = "WS_REUSE_PORT")]
@@ -342,6 +345,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         reuse_port: a.reuse_port,
+        node_id: a.node_id.clone().unwrap_or_else(|| Config::default().node_id),
         admin_max_body: a.admin_max_body,
         drain_window: a.drain_window,
         auth: AuthMode::Jwt(JwtConfig {

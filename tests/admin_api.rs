@@ -430,3 +430,63 @@ fn connections_are_listed_in_pages_and_by_user() {
     }
     assert_eq!(json(addr, "GET", "/ws/connections", None, None).0, 401);
 }
+
+/// Presence and room membership answer over every reactor.
+#[test]
+fn presence_and_room_members() {
+    let server = start(wsedge::Config {
+        workers: 2,
+        node_id: "edge-1".into(),
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (_a1, hello) = connect(addr, &admin_token("ann"));
+    let (_a2, _) = connect(addr, &admin_token("ann"));
+    let mut members = Vec::new();
+    for user in ["bob", "cy", "dee"] {
+        let (mut ws, _) = connect(addr, &admin_token(user));
+        send_json(&mut ws, json!({"type": "join", "data": {"rooms": ["ops"]}}));
+        assert_eq!(recv_json(&mut ws)["type"], "room.joined");
+        members.push(ws);
+    }
+    let (status, body) = json(addr, "GET", "/ws/users/ann/presence", Some(&admin()), None);
+    assert_eq!(status, 200);
+    let p = &body["data"];
+    assert_eq!(p["online"], true);
+    let conns = p["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2);
+    assert!(conns.iter().all(|c| c["node_id"] == "edge-1"));
+    assert!(
+        conns
+            .iter()
+            .any(|c| c["connection_id"] == hello["data"]["connection_id"]),
+        "{body}"
+    );
+    let (_, body) = json(addr, "GET", "/ws/users/nobody/presence", Some(&admin()), None);
+    assert_eq!(
+        body["data"],
+        json!({"user_id": "nobody", "online": false, "connections": []})
+    );
+
+    let (status, body) = json(addr, "GET", "/ws/rooms/ops/members", Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"],
+        json!({"room": "ops", "members": ["bob", "cy", "dee"], "count": 3})
+    );
+    drop(members.remove(1));
+    wait_until("cy left with its connection", || {
+        json(addr, "GET", "/ws/rooms/ops/members", Some(&admin()), None).1["data"]["members"] == json!(["bob", "dee"])
+    });
+    assert_eq!(
+        json(addr, "GET", "/ws/rooms/empty/members", Some(&admin()), None).1["data"]["count"],
+        0
+    );
+    assert_eq!(json(addr, "GET", "/ws/rooms/ops/members", None, None).0, 401);
+    assert_eq!(
+        json(addr, "POST", "/ws/users/ann/presence", Some(&admin()), None).0,
+        405
+    );
+    let (_, stats) = json(addr, "GET", "/ws/stats", Some(&admin()), None);
+    assert_eq!(stats["data"]["server_info"]["node_id"], "edge-1");
+}

@@ -78,6 +78,8 @@ fn is_admin_route(rest: &[&str]) -> bool {
             | ["connections", _]
             | ["users", _]
             | ["users", _, "messages"]
+            | ["users", _, "presence"]
+            | ["rooms", _, "members"]
             | ["broadcast"]
             | ["batch"]
             | ["events", _]
@@ -187,6 +189,14 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[
                 }))
             }
             _ => now(not_allowed(&["DELETE"])),
+        },
+        ["users", user, "presence"] => match m {
+            "GET" => Ok(presence(h, user)),
+            _ => now(not_allowed(&["GET"])),
+        },
+        ["rooms", room, "members"] => match m {
+            "GET" => Ok(room_members(h, room)),
+            _ => now(not_allowed(&["GET"])),
         },
         ["users", user, "messages"] => post(m, body, |b| {
             let (kind, data) = kind_and_data(b, None)?;
@@ -313,6 +323,48 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
     })
 }
 
+/// `GET /ws/users/{user_id}/presence`: whether the user is connected, and where.
+fn presence(h: &ServerHandle, user: &str) -> Plan {
+    let node = h.config().node_id.clone();
+    let user_id = user.to_string();
+    Plan::later(h.page_asks(Some(user), None, 1000), move |answers| {
+        let connections: Vec<Value> = answers
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, a)| match a {
+                Answer::Page(p) => Some(p),
+                _ => None,
+            })
+            .flatten()
+            .map(|c| json!({"connection_id": c.connection_id, "node_id": node, "connected_at": c.connected_at}))
+            .collect();
+        Response::success(json!({
+            "user_id": user_id,
+            "online": !connections.is_empty(),
+            "connections": connections,
+        }))
+    })
+}
+
+/// `GET /ws/rooms/{room}/members`: the users in the room (sorted), over every reactor.
+fn room_members(h: &ServerHandle, room: &str) -> Plan {
+    let name = room.to_string();
+    let ask = Ask::RoomMembers { room: room.into() };
+    self::ask(ask, h.all_reactors(), move |answers| {
+        let mut users: Vec<String> = answers
+            .into_iter()
+            .filter_map(|(_, a)| match a {
+                Answer::Users(u) => Some(u),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        Response::success(json!({"room": name, "members": users, "count": users.len()}))
+    })
+}
+
 fn stats(h: &ServerHandle) -> Plan {
     let h = h.clone();
     Plan::later(vec![(Ask::Census, h.all_reactors())], move |answers| {
@@ -363,6 +415,7 @@ fn stats_response(h: &ServerHandle, census: &Census) -> Response {
             "max_message_size": cfg.max_message_size,
             "max_outbound_bytes": cfg.max_outbound_bytes,
             "workers": cfg.workers,
+            "node_id": cfg.node_id,
         },
     }))
 }

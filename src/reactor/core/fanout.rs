@@ -126,6 +126,7 @@ impl Core {
             Ask::Inspect { id } => Answer::Info(self.find_by_id(&id).map(|idx| self.connection_info(idx))),
             Ask::List { start, limit, user } => Answer::Page(self.list_connections(start, limit, user.as_deref())),
             Ask::Census => Answer::Census(self.census()),
+            Ask::RoomMembers { room } => Answer::Users(self.room_members(&room)),
         };
         if let Some(w) = waiter {
             self.answer(w, answer);

@@ -21,6 +21,19 @@ impl Core {
         out
     }
 
+    /// The ids of the users in `room` that have connections here.
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        let Some(r) = self.rooms.find(room).and_then(|r| self.rooms.get(r)) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|&u| self.users.get(u))
+            .filter(|u| u.count > 0)
+            .map(|u| u.id.to_string())
+            .collect()
+    }
+
     /// Appends the open connections of user `u`.
     pub(super) fn user_connections(&self, u: u32, out: &mut Vec<usize>) {
         let mut cur = self.users.get(u).map_or(NONE, |u| u.head);

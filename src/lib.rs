@@ -13,13 +13,16 @@
 //! server.wait().expect("no reactor died");
 //! ```
 //!
-//! Public modules: `config` (settings), `server` (threads, handle), `handler` (the embedding
-//! contract), `protocol` (the JSON envelopes), `auth` (JWT), `limits` (rate limit, admission),
-//! `metrics` (counters), `app` (built-in apps). Internal ones, not part of the API: `reactor`
-//! (poll loop and connection state machine), `conn` (per-connection state, outbound queue),
-//! `http` (upgrade parser), `ws` (frames), `timer` (wheel), `admin` (the admin HTTP API). The
-//! types the API needs from them (`Target`, `Census`, `ConnectionInfo`, `Violation`,
-//! `RoomRefusal`, `RefreshError`) are re-exported here.
+//! Public modules: `config` (settings), `server` (threads, handle, reactors on your threads),
+//! `handler` (the shared embedding contract), `embed` (per-reactor handlers, backpressure, own
+//! sources and timers, asks that answer later), `protocol` (the JSON envelopes), `auth` (JWT),
+//! `limits` (rate limit, admission), `metrics` (counters), `app` (built-in apps). Internal
+//! ones, not part of the API: `reactor` (poll loop and connection state machine), `conn`
+//! (per-connection state, outbound queue), `http` (request parser, responses), `ws` (frames),
+//! `timer` (wheel), `admin` (the admin HTTP API as plans), `ask` (what reactors are asked),
+//! `outgoing` (server messages encoded once). The types the API needs from them (`Target`,
+//! `Census`, `ConnectionInfo`, `Violation`, `RoomRefusal`, `RefreshError`) are re-exported
+//! here.
 
 mod admin;
 pub mod app;

@@ -1,9 +1,11 @@
 //! The reactor: one thread, one `mio::Poll`, one slab of connections, one timer wheel.
 //!
-//! Owns: the poll loop, tokens, the command inbox, and the order of work in a loop turn
-//! (events, re-reads, timers, close callbacks, then one flush of every dirty connection). Does
-//! not touch: other reactors' state (it only posts commands to their inboxes) or the
-//! application's meaning of messages (that is the `Handler`).
+//! Owns: the poll loop, tokens (connections, listeners, the waker, embedders' sources), the
+//! command inbox, and the order of work in a loop turn (events, paused HTTP connections
+//! resumed, re-reads, timers, replies to handler asks and close callbacks, then one flush of
+//! every dirty connection, then `on_writable`). Does not touch: other reactors' state (it only
+//! posts commands to their inboxes) or the application's meaning of messages (that is the
+//! handler).
 
 #[macro_use]
 mod noisy;

@@ -340,3 +340,30 @@ fn publishes_feed_the_latency_histogram() {
     );
     assert!(text.contains("# TYPE wsedge_message_latency_seconds histogram"));
 }
+
+#[test]
+fn idle_keep_alive_connections_cannot_crowd_out_health_checks() {
+    let server = start(wsedge::Config {
+        max_connections_per_ip: 0,
+        ..config()
+    });
+    let addr = server.local_addr();
+    // 1,024 kept-alive connections, each idle after one answered request (the reactor's share).
+    let mut idle: Vec<_> = (0..1024)
+        .map(|_| {
+            let mut s = raw(addr);
+            s.write_all(get("/health", "").as_bytes()).unwrap();
+            assert_eq!(read_http(&mut s).0, 200);
+            s
+        })
+        .collect();
+    // One more is served; the longest-idle one makes room.
+    let mut s = raw(addr);
+    s.write_all(get("/ready", "").as_bytes()).unwrap();
+    assert_eq!(read_http(&mut s).0, 200);
+    expect_eof(&mut idle[0]);
+    // The others are still open: a second request on the newest of them is answered.
+    let last = idle.last_mut().unwrap();
+    last.write_all(get("/health", "").as_bytes()).unwrap();
+    assert_eq!(read_http(last).0, 200);
+}

@@ -32,6 +32,9 @@ const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 const PIPELINE_DEPTH: usize = 64;
 /// Response bytes queued unwritten before further requests wait unread.
 const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Plain HTTP connections a reactor keeps; past it, the longest-idle one between requests is
+/// closed to make room (idle keep-alive sockets cannot crowd out health checks).
+const HTTP_CONNECTIONS: usize = 1024;
 
 /// One HTTP connection's state (kept beside the slab, only for HTTP connections).
 pub(crate) struct HttpConn {
@@ -48,6 +51,9 @@ pub(crate) struct HttpConn {
     paused: bool,
     /// Requests answered, so the first request may be timed from accept.
     served: u32,
+    /// Order of this connection's last request among the reactor's (for closing the
+    /// longest-idle one).
+    last_request: u64,
     /// The current request's head was accepted; its body completes at this many input bytes
     /// (no re-parsing or re-checking the token while a body arrives).
     body_until: Option<usize>,
@@ -68,6 +74,9 @@ impl Core {
     /// Turns a connection whose first request is plain HTTP (or one accepted on the admin
     /// listener, with `bytes` empty) into an HTTP connection and serves what it sent.
     pub fn start_http(&mut self, idx: usize, bytes: Vec<u8>) {
+        if self.http.len() >= HTTP_CONNECTIONS {
+            self.close_longest_idle_http();
+        }
         let c = &mut self.conns[idx];
         c.phase = Phase::Http;
         c.mark = self.now;
@@ -79,6 +88,7 @@ impl Core {
             })
         });
         let started = c.input.is_some().then_some(c.last_seen);
+        self.http_requests += 1;
         self.http.insert(
             idx,
             HttpConn {
@@ -90,6 +100,7 @@ impl Core {
                 paused: false,
                 served: 0,
                 body_until: None,
+                last_request: self.http_requests,
             },
         );
         self.schedule(
@@ -98,6 +109,20 @@ impl Core {
             self.now + ticks(REQUEST_DEADLINE).min(self.ticks.handshake),
         );
         self.serve_http(idx);
+    }
+
+    /// Closes the HTTP connection idle (between requests, nothing owed) the longest.
+    fn close_longest_idle_http(&mut self) {
+        let oldest = self
+            .http
+            .iter()
+            .filter(|(_, h)| h.request_started.is_none() && h.owed.is_empty() && !h.closing)
+            .min_by_key(|(_, h)| h.last_request)
+            .map(|(i, _)| *i);
+        if let Some(i) = oldest {
+            log::debug!("closing the longest-idle HTTP connection (over {HTTP_CONNECTIONS} on this reactor)");
+            self.drop_conn(i, 1006);
+        }
     }
 
     /// Bytes read from an HTTP connection.
@@ -222,6 +247,8 @@ impl Core {
             h.request_started = more.then_some(now);
             h.request_clock = Instant::now();
             h.body_until = None;
+            h.last_request = self.http_requests;
+            self.http_requests += 1;
             if !keep_alive {
                 h.closing = true;
             }

@@ -133,6 +133,8 @@ pub(crate) struct Core {
     ask_serial: u32,
     /// Paused HTTP connections to serve and read again.
     http_resume: Vec<Token>,
+    /// HTTP requests (and connections) seen, as an order for `HttpConn::last_request`.
+    http_requests: u64,
     /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
     groups: Vec<fanout::Group>,
     /// Handler asks answered, for the loop to hand to `on_reply`.
@@ -188,6 +190,7 @@ impl Core {
             in_flight_asks: Slab::new(),
             ask_serial: 0,
             http_resume: Vec::new(),
+            http_requests: 0,
             groups: Vec::new(),
             handler_replies: Vec::new(),
             fired_timers: Vec::new(),

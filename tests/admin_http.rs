@@ -367,3 +367,29 @@ fn idle_keep_alive_connections_cannot_crowd_out_health_checks() {
     last.write_all(get("/health", "").as_bytes()).unwrap();
     assert_eq!(read_http(last).0, 200);
 }
+
+#[test]
+fn expect_100_continue_gets_a_go_ahead_before_the_body() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let admin = admin_token("ops");
+    let body = json!({"commands": [{"method": "broadcast", "params": {"type": "x"}}]}).to_string();
+    let mut s = raw(addr);
+    let head = format!(
+        "POST /ws/batch HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The interim response comes before we send a byte of the body.
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let (status, _, reply) = read_http(&mut s);
+    assert_eq!(status, 200, "{reply}");
+    // Refused from the head: the final status, no 100, and the body is never waited for.
+    let mut s = raw(addr);
+    s.write_all(b"POST /ws/batch HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_http(&mut s).0, 401);
+}

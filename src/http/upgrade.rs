@@ -34,6 +34,8 @@ pub struct PlainRequest {
     /// The client lets the connection stay open after the response (HTTP/1.1 without
     /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`).
     pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a `100 Continue` before sending its body.
+    pub expect_continue: bool,
 }
 
 /// Refusal: the HTTP status to answer with, a short message, and an extra header if needed.
@@ -100,6 +102,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             Some(1) => !connection("close"),
             _ => connection("keep-alive"),
         };
+        let expect_continue = h.all("expect").any(|v| v.trim().eq_ignore_ascii_case("100-continue"));
         return Parsed::Plain(PlainRequest {
             method: method.to_string(),
             path: path.to_string(),
@@ -108,6 +111,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             content_length,
             head_len,
             keep_alive,
+            expect_continue,
         });
     }
     let path_token = match ws_path {

@@ -205,8 +205,16 @@ impl Core {
                     }
                     let end = req.head_len + req.content_length;
                     if buf.len() < end {
+                        let mut go_ahead = false;
                         if let Some(h) = self.http.get_mut(&idx) {
                             h.body_until = Some(end);
+                            // Only when nothing is owed ahead of it: a `100` between pipelined
+                            // responses would break their framing (the client then sends the
+                            // body after its own wait, as RFC 9110 allows).
+                            go_ahead = req.expect_continue && h.owed.is_empty();
+                        }
+                        if go_ahead {
+                            self.queue_raw(idx, b"HTTP/1.1 100 Continue\r\n\r\n");
                         }
                         break;
                     }

@@ -157,6 +157,15 @@ pub struct Config {
     /// This node's name in presence answers and, in a cluster, on the wire: 1-64 characters
     /// from `[A-Za-z0-9._-]`. Default: generated (12 hex digits) at each start.
     pub node_id: String,
+    /// `--redis`: join the cluster of nodes sharing this Redis. `None` (default): the node runs
+    /// alone on the in-memory engine.
+    pub redis: Option<RedisUrl>,
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    /// Default `wsedge`.
+    pub redis_prefix: String,
+    /// A node that stops refreshing its liveness key (killed, or cut off from Redis) stops
+    /// counting toward cluster-wide per-user limits after this long. Default 10 s.
+    pub node_ttl: Duration,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -193,6 +202,9 @@ impl Default for Config {
             admin_listen: None,
             reuse_port: false,
             node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            redis: None,
+            redis_prefix: "wsedge".to_string(),
+            node_ttl: Duration::from_secs(10),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
             // Secure by default: a random secret nobody knows, so nothing authenticates until
@@ -226,6 +238,10 @@ pub enum ConfigError {
     WsPath(String),
     #[error("node_id must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
     NodeId(String),
+    #[error("redis URL: {0}")]
+    RedisUrl(String),
+    #[error("redis_prefix must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
+    RedisPrefix(String),
     #[error("JWT key: {0}")]
     Key(String),
     #[error("{name} must be between {min} and {max}, got {value}")]
@@ -241,6 +257,69 @@ pub enum ConfigError {
         max_secs: u64,
         value: Duration,
     },
+}
+
+/// Where the cluster's Redis is: `redis://[[user]:password@]host[:port][/db]` (port 6379 and db
+/// 0 by default).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+impl std::fmt::Debug for RedisUrl {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redis://{}:{}/{}", self.host, self.port, self.db)
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::RedisUrl(format!("{why} (expected redis://[:password@]host:port[/db])"));
+        let rest = s
+            .strip_prefix("redis://")
+            .ok_or_else(|| bad("must start with redis://"))?;
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
+        let (hostport, db) = match rest.split_once('/') {
+            Some((h, "")) => (h, 0),
+            Some((h, d)) => (h, d.parse().map_err(|_| bad("db must be a number"))?),
+            None => (rest, 0),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse().map_err(|_| bad("port must be a number 1-65535"))?)
+            }
+            _ => (hostport, 6379),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 {
+            return Err(bad("needs a host and a port"));
+        }
+        let (username, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some(("", p)) => (None, Some(p.to_string())),
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (None, Some(a.to_string())),
+            },
+        };
+        Ok(RedisUrl {
+            host: host.to_string(),
+            port,
+            username,
+            password,
+            db,
+        })
+    }
 }
 
 /// Upper bounds that keep every derived quantity (ticks, deadlines, buffer sizes, counters)
@@ -268,6 +347,17 @@ impl Config {
         let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.node_id.is_empty() || self.node_id.len() > 64 || !self.node_id.chars().all(id_ok) {
             return Err(ConfigError::NodeId(self.node_id.clone()));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 || !self.redis_prefix.chars().all(id_ok) {
+            return Err(ConfigError::RedisPrefix(self.redis_prefix.clone()));
+        }
+        if self.node_ttl < Duration::from_secs(1) || self.node_ttl.as_secs() > bounds::MAX_DURATION_SECS {
+            return Err(ConfigError::OutOfRange {
+                name: "node_ttl (seconds)",
+                min: 1,
+                max: bounds::MAX_DURATION_SECS,
+                value: self.node_ttl.as_secs(),
+            });
         }
         for (name, value) in [
             ("max_connections", self.max_connections),
@@ -483,5 +573,45 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(at_the_bounds.validate(), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod redis_url_tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_form() {
+        let u: RedisUrl = "redis://127.0.0.1:6380/2".parse().unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.db, u.password),
+            ("127.0.0.1", 6380, 2, None)
+        );
+        let u: RedisUrl = "redis://:s3cret@cache.local".parse().unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.password.as_deref()),
+            ("cache.local", 6379, Some("s3cret"))
+        );
+        let u: RedisUrl = "redis://app:pw@h:1/".parse().unwrap();
+        assert_eq!(
+            (u.username.as_deref(), u.password.as_deref(), u.db),
+            (Some("app"), Some("pw"), 0)
+        );
+        assert!(!format!("{u:?}").contains("pw"), "the password is never printed");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_redis_url() {
+        for bad in [
+            "",
+            "http://h:1",
+            "redis://",
+            "redis://h:x",
+            "redis://h:0",
+            "redis://h:1/x",
+            "redis://h:99999",
+        ] {
+            assert!(bad.parse::<RedisUrl>().is_err(), "{bad}");
+        }
     }
 }

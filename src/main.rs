@@ -164,6 +164,17 @@ struct ServeArgs {
     /// This node's name (presence answers, stats): 1-64 of [A-Za-z0-9._-] (default: generated).
     #[arg(long, env = "WS_NODE_ID")]
     node_id: Option<String>,
+    /// Join a cluster over this Redis: redis://[:password@]host:port[/db]. Without it the node
+    /// runs alone.
+    #[arg(long, env = "WS_REDIS_URL")]
+    redis: Option<wsedge::config::RedisUrl>,
+    /// Prefix of every Redis key and channel (several clusters can share one Redis).
+    #[arg(long, env = "WS_REDIS_PREFIX", default_value = "wsedge")]
+    redis_prefix: String,
+    /// Seconds after which a node that stopped refreshing its liveness in Redis (killed, cut
+    /// off) no longer counts toward cluster-wide per-user limits.
+    #[arg(long, env = "WS_NODE_TTL", default_value = "10", value_parser = secs)]
+    node_ttl: Duration,
     /// Share the listening ports with other processes started with --reuse-port (several
     /// nodes on one port, or a successor during a drain); without it a busy port is an error.
     #[arg(long, env = "WS_REUSE_PORT")]
@@ -345,6 +356,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         reuse_port: a.reuse_port,
+        redis: a.redis.clone(),
+        redis_prefix: a.redis_prefix.clone(),
+        node_ttl: a.node_ttl,
         node_id: a.node_id.clone().unwrap_or_else(|| Config::default().node_id),
         admin_max_body: a.admin_max_body,
         drain_window: a.drain_window,

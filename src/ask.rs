@@ -11,7 +11,7 @@ use std::time::Instant;
 use tungstenite::Bytes;
 
 /// Who a delivered frame goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     All,
     /// Connections subscribed to the event type with this bit.
@@ -56,8 +56,10 @@ pub(crate) enum Ask {
 }
 
 /// A reactor's answer to one [`Ask`]. `Lost` stands for an answer that never came (the reactor
-/// stopped or died first).
-#[derive(Debug)]
+/// stopped or died first). In a cluster, another node's answer (its reactors' answers merged)
+/// comes from [`REMOTE`], and the cluster's word on a publish (`Nodes`, `Unavailable`) from
+/// [`CLUSTER`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Answer {
     Count(usize),
     Member(Option<usize>),
@@ -66,6 +68,127 @@ pub(crate) enum Answer {
     Census(Census),
     Users(Vec<String>),
     Lost,
+    /// Another node's census, with what the stats say about the node.
+    Node(NodeCensus),
+    /// How many nodes Redis handed the message to.
+    Nodes(usize),
+    /// The message could not be handed to the cluster: it was delivered nowhere.
+    Unavailable,
+}
+
+/// The "reactor" of an answer from another node.
+pub(crate) const REMOTE: usize = usize::MAX;
+/// The "reactor" of the cluster's own word about a publish.
+pub(crate) const CLUSTER: usize = usize::MAX - 1;
+
+/// One node as `GET /ws/stats` lists it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct NodeCensus {
+    pub node_id: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub census: Census,
+}
+
+/// What a node asks every other node (an [`Ask`] that can travel).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum RemoteAsk {
+    Disconnect {
+        target: Target,
+        code: u16,
+        reason: Box<str>,
+    },
+    Membership {
+        room: Box<str>,
+        user: Box<str>,
+        add: bool,
+    },
+    Inspect {
+        id: uuid::Uuid,
+    },
+    UserConnections {
+        user: Box<str>,
+    },
+    Census,
+    RoomMembers {
+        room: Box<str>,
+    },
+}
+
+impl RemoteAsk {
+    /// The ask other nodes carry out for `ask`; `None`: it stays on this node (deliveries
+    /// travel as messages, not requests; a full listing is paged per node).
+    pub fn of(ask: &Ask) -> Option<RemoteAsk> {
+        Some(match ask {
+            Ask::Disconnect { target, code, reason } => RemoteAsk::Disconnect {
+                target: target.clone(),
+                code: *code,
+                reason: reason.clone(),
+            },
+            Ask::Membership { room, user, add } => RemoteAsk::Membership {
+                room: room.clone(),
+                user: user.clone(),
+                add: *add,
+            },
+            Ask::Inspect { id } => RemoteAsk::Inspect { id: *id },
+            Ask::List { user: Some(u), .. } => RemoteAsk::UserConnections { user: u.clone() },
+            Ask::Census => RemoteAsk::Census,
+            Ask::RoomMembers { room } => RemoteAsk::RoomMembers { room: room.clone() },
+            Ask::Deliver { .. } | Ask::List { user: None, .. } => return None,
+        })
+    }
+
+    pub fn into_ask(self) -> Ask {
+        match self {
+            RemoteAsk::Disconnect { target, code, reason } => Ask::Disconnect { target, code, reason },
+            RemoteAsk::Membership { room, user, add } => Ask::Membership { room, user, add },
+            RemoteAsk::Inspect { id } => Ask::Inspect { id },
+            RemoteAsk::UserConnections { user } => Ask::List {
+                start: 0,
+                limit: 1000,
+                user: Some(user),
+            },
+            RemoteAsk::Census => Ask::Census,
+            RemoteAsk::RoomMembers { room } => Ask::RoomMembers { room },
+        }
+    }
+}
+
+/// One answer made of a node's reactors' answers to the same ask (what another node hears).
+pub(crate) fn merge_answers(answers: Vec<(usize, Answer)>, node: NodeCensus) -> Answer {
+    let mut count = 0;
+    let mut member: Option<usize> = None;
+    let mut info = None;
+    let mut page = Vec::new();
+    let mut users = Vec::new();
+    let mut census: Option<Census> = None;
+    for (_, a) in answers {
+        match a {
+            Answer::Count(n) => count += n,
+            Answer::Member(Some(n)) => member = Some(member.unwrap_or(0) + n),
+            Answer::Info(Some(i)) => info = Some(i),
+            Answer::Page(p) => page.extend(p),
+            Answer::Users(u) => users.extend(u),
+            Answer::Census(c) => census.get_or_insert_with(Census::default).merge(c),
+            _ => {}
+        }
+    }
+    if let Some(c) = census {
+        return Answer::Node(NodeCensus { census: c, ..node });
+    }
+    if !page.is_empty() {
+        return Answer::Page(page);
+    }
+    if !users.is_empty() {
+        return Answer::Users(users);
+    }
+    if info.is_some() {
+        return Answer::Info(info);
+    }
+    if member.is_some() {
+        return Answer::Member(member);
+    }
+    Answer::Count(count)
 }
 
 impl Answer {
@@ -95,8 +218,10 @@ pub(crate) enum ReplyTo {
 }
 
 /// What the server knows about one open connection (as `GET /ws/connections/{id}` reports it).
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ConnectionInfo {
+    /// The node holding it (`--node-id`).
+    pub node_id: String,
     pub connection_id: String,
     pub user_id: Option<String>,
     pub email: Option<String>,
@@ -113,7 +238,7 @@ pub struct ConnectionInfo {
 }
 
 /// Users and their connection counts, summed over reactors.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Census {
     /// Open WebSockets.
     pub connections: usize,

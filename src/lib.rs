@@ -16,7 +16,8 @@
 //! Public modules: `config` (settings), `server` (threads, handle, reactors on your threads),
 //! `handler` (the shared embedding contract), `embed` (per-reactor handlers, backpressure, own
 //! sources and timers, asks that answer later), `protocol` (the JSON envelopes), `auth` (JWT),
-//! `limits` (rate limit, admission), `metrics` (counters), `app` (built-in apps). Internal
+//! `limits` (rate limit, admission), `metrics` (counters), `app` (built-in apps), `cluster`
+//! (the engine that joins nodes: the contract, channel names, the Redis engine). Internal
 //! ones, not part of the API: `reactor` (poll loop and connection state machine), `conn`
 //! (per-connection state, outbound queue), `http` (request parser, responses), `ws` (frames),
 //! `timer` (wheel), `admin` (the admin HTTP API as plans), `ask` (what reactors are asked),
@@ -28,6 +29,7 @@ mod admin;
 pub mod app;
 pub(crate) mod ask;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub(crate) mod conn;
 pub mod embed;

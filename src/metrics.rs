@@ -152,6 +152,48 @@ impl ReactorMetrics {
     }
 }
 
+/// A counter several threads add to.
+#[derive(Debug, Default)]
+pub struct SharedCounter(AtomicU64);
+
+impl SharedCounter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The cluster engine's counters (all zero on a node without one).
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// 1 while this node can publish to and receive from the cluster.
+    pub up: std::sync::atomic::AtomicBool,
+    /// Connections to Redis made again after one was lost.
+    pub reconnects: SharedCounter,
+    /// Publishes that could not be handed to Redis (failed, nothing delivered).
+    pub publish_failures: SharedCounter,
+    /// PUBLISH commands sent (messages, requests, answers).
+    pub publishes: SharedCounter,
+    /// Probes published (a node's message to itself, once a second).
+    pub probes: SharedCounter,
+    /// Messages received from subscriptions.
+    pub received: SharedCounter,
+    /// Subscription probes that did not come back in time (the subscription was reconnected).
+    pub probe_failures: SharedCounter,
+    /// Channels this node is subscribed to.
+    pub subscriptions: SharedCounter,
+    /// Received messages that were not ours or not understood.
+    pub malformed: SharedCounter,
+}
+
 /// A point-in-time sum over reactors.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Snapshot {

@@ -18,10 +18,11 @@ use tungstenite::Bytes;
 
 use crate::ask::{Answer, Ask, Census, ConnectionInfo, ReplyTo, Target, merge_pages};
 use crate::auth::Verifier;
+use crate::cluster::{Engine, RedisEngine};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::embed::HandlerFactory;
 use crate::limits::Admission;
-use crate::metrics::Snapshot;
+use crate::metrics::{ClusterMetrics, Snapshot};
 use crate::outgoing::Outgoing;
 use crate::reactor::{Command, Link, Reactor, Runtime, WAKER};
 
@@ -35,6 +36,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("{0} reactor(s) stopped after a panic")]
     ReactorDied(usize),
+    #[error("redis: {0}")]
+    Redis(std::io::Error),
 }
 
 /// Errors of [`ServerHandle`] calls.
@@ -42,13 +45,21 @@ pub enum ServerError {
 pub enum HandleError {
     #[error("unknown event type {0:?}")]
     UnknownEvent(String),
+    /// The message could not be handed to the cluster, so it was delivered nowhere.
+    #[error("cluster unavailable")]
+    ClusterUnavailable,
 }
 
 /// The outcome of a send: how many connections it reached and the message's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
+    /// Connections reached on this node.
     pub recipients: usize,
     pub message_id: uuid::Uuid,
+    /// Nodes that received the message: in a cluster, Redis' count of the nodes subscribed to
+    /// its channel when it was published (this node among them if it had a matching
+    /// connection, or for messages to everyone); alone, 1.
+    pub nodes_reached: usize,
 }
 
 /// Entry point: [`Server::start`] (reactor threads owned by the server), or
@@ -59,7 +70,17 @@ impl Server {
     /// Validates `config`, binds the listeners and starts one reactor thread per worker.
     /// `factory` is a shared [`crate::Handler`] or any [`HandlerFactory`] (one handler per reactor).
     pub fn start<F: HandlerFactory>(config: Config, factory: F) -> Result<RunningServer, ServerError> {
-        let prepared = Self::prepare(config, factory)?;
+        Self::start_with_engine(config, factory, None)
+    }
+
+    /// [`start`](Self::start) on a cluster engine of yours (`None`: the one `config` names,
+    /// Redis with `redis`, else none).
+    pub fn start_with_engine<F: HandlerFactory>(
+        config: Config,
+        factory: F,
+        engine: Option<Arc<dyn Engine>>,
+    ) -> Result<RunningServer, ServerError> {
+        let prepared = Self::prepare_with_engine(config, factory, engine)?;
         let (handle, admin_addr) = (prepared.handle.clone(), prepared.admin_addr);
         let mut threads = Vec::new();
         for runner in prepared.reactors {
@@ -86,7 +107,25 @@ impl Server {
     /// [`ReactorRunner::run`]. Connections are accepted (by the kernel) from now on and served
     /// once their reactor runs.
     pub fn prepare<F: HandlerFactory>(config: Config, factory: F) -> Result<Prepared<F>, ServerError> {
+        Self::prepare_with_engine(config, factory, None)
+    }
+
+    /// [`prepare`](Self::prepare) on a cluster engine of yours (see
+    /// [`start_with_engine`](Self::start_with_engine)).
+    pub fn prepare_with_engine<F: HandlerFactory>(
+        config: Config,
+        factory: F,
+        engine: Option<Arc<dyn Engine>>,
+    ) -> Result<Prepared<F>, ServerError> {
         config.validate()?;
+        let cluster_metrics = Arc::new(ClusterMetrics::default());
+        let engine = match (engine, &config.redis) {
+            (Some(e), _) => Some(e),
+            (None, Some(url)) => Some(Arc::new(
+                RedisEngine::new(&config, url, cluster_metrics.clone()).map_err(ServerError::Redis)?,
+            ) as Arc<dyn Engine>),
+            (None, None) => None,
+        };
         let verifier = match &config.auth {
             AuthMode::Jwt(j) => Some(Verifier::new(j)?),
             AuthMode::Anonymous => None,
@@ -127,6 +166,9 @@ impl Server {
             links,
             local_addr,
             draining: AtomicBool::new(false),
+            engine,
+            cluster_metrics,
+            started_at: crate::reactor::core::Core::unix_now().into(),
         });
         let factory = Arc::new(factory);
         let mut reactors = Vec::new();
@@ -297,6 +339,36 @@ pub struct ServerHandle {
 /// How long a handle call waits for reactors to report delivery counts.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A send's outcome from its answers: recipients on this node, nodes reached, or
+/// `ClusterUnavailable` if the cluster refused any part of it (that part reached no one).
+pub(crate) fn delivery_of(answers: &[Vec<(usize, Answer)>], message_id: uuid::Uuid) -> Result<Delivery, HandleError> {
+    let all = || answers.iter().flatten().map(|(_, a)| a);
+    if all().any(|a| matches!(a, Answer::Unavailable)) {
+        return Err(HandleError::ClusterUnavailable);
+    }
+    let nodes = all().filter_map(|a| match a {
+        Answer::Nodes(n) => Some(*n),
+        _ => None,
+    });
+    Ok(Delivery {
+        recipients: all().map(Answer::count).sum(),
+        message_id,
+        nodes_reached: nodes.max().unwrap_or(1),
+    })
+}
+
+/// A membership change's outcome: the user's connections over every answer (`None`: not
+/// connected anywhere).
+pub(crate) fn member_count(answers: &[(usize, Answer)]) -> Option<usize> {
+    answers
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Answer::Member(n) => *n,
+            _ => None,
+        })
+        .reduce(|a, b| a + b)
+}
+
 /// How long a call may wait for reactors' replies: not at all on a reactor thread (a handler
 /// callback), since a reactor waiting for itself, or for a reactor waiting for it, would stall
 /// every connection it holds. The command is still carried out.
@@ -408,9 +480,11 @@ impl ServerHandle {
     /// Users and connections per user, over every reactor.
     pub fn census(&self) -> Census {
         let mut total = Census::default();
-        for (_, a) in self.ask_wait(&Ask::Census, &self.all_reactors()) {
-            if let Answer::Census(c) = a {
-                total.merge(c);
+        for (_, a) in self.ask_all(Ask::Census, self.all_reactors()) {
+            match a {
+                Answer::Census(c) => total.merge(c),
+                Answer::Node(n) => total.merge(n.census),
+                _ => {}
             }
         }
         total
@@ -426,6 +500,21 @@ impl ServerHandle {
         self.publish_delivery(event_type, data).map(|d| d.recipients)
     }
 
+    /// The cluster engine's counters (`None`: this node runs alone).
+    pub fn cluster_metrics(&self) -> Option<&ClusterMetrics> {
+        self.rt.engine.as_ref().map(|_| &*self.rt.cluster_metrics)
+    }
+
+    /// When this node started (Unix seconds).
+    pub fn started_at(&self) -> u64 {
+        self.rt.started_at
+    }
+
+    /// True if this node is a cluster member (a `--redis` engine, or one of yours).
+    pub fn is_clustered(&self) -> bool {
+        self.rt.engine.is_some()
+    }
+
     /// [`publish`](Self::publish), also returning the message id.
     pub fn publish_delivery<D: Serialize>(&self, event_type: &str, data: D) -> Result<Delivery, HandleError> {
         let bit = self
@@ -433,27 +522,32 @@ impl ServerHandle {
             .config
             .event_bit(event_type)
             .ok_or_else(|| HandleError::UnknownEvent(event_type.into()))?;
-        Ok(self.send_envelope(Target::Subscribers(bit), event_type, data))
+        self.send_envelope(Target::Subscribers(bit), event_type, data)
     }
 
-    /// Sends an envelope to every open connection; returns the number of recipients.
-    pub fn broadcast<D: Serialize>(&self, kind: &str, data: D) -> usize {
-        self.send_envelope(Target::All, kind, data).recipients
+    /// Sends an envelope to every open connection; returns the number of recipients (on this
+    /// node).
+    pub fn broadcast<D: Serialize>(&self, kind: &str, data: D) -> Result<usize, HandleError> {
+        self.send_envelope(Target::All, kind, data).map(|d| d.recipients)
     }
 
-    /// Sends an envelope to every connection of `user_id`; returns the number of recipients.
-    pub fn send_to_user<D: Serialize>(&self, user_id: &str, kind: &str, data: D) -> usize {
-        self.send_envelope(Target::User(user_id.into()), kind, data).recipients
+    /// Sends an envelope to every connection of `user_id`; returns the number of recipients
+    /// (on this node).
+    pub fn send_to_user<D: Serialize>(&self, user_id: &str, kind: &str, data: D) -> Result<usize, HandleError> {
+        self.send_envelope(Target::User(user_id.into()), kind, data)
+            .map(|d| d.recipients)
     }
 
-    /// Sends an envelope to every member of `room`; returns the number of recipients.
-    pub fn send_to_room<D: Serialize>(&self, room: &str, kind: &str, data: D) -> usize {
-        self.send_envelope(Target::Room(room.into()), kind, data).recipients
+    /// Sends an envelope to every member of `room`; returns the number of recipients (on this
+    /// node).
+    pub fn send_to_room<D: Serialize>(&self, room: &str, kind: &str, data: D) -> Result<usize, HandleError> {
+        self.send_envelope(Target::Room(room.into()), kind, data)
+            .map(|d| d.recipients)
     }
 
     /// Sends `{"type": kind, "data": data, "timestamp", "id"}` to `target`, serialized and framed
     /// once for every recipient on every reactor.
-    pub fn send_envelope<D: Serialize>(&self, target: Target, kind: &str, data: D) -> Delivery {
+    pub fn send_envelope<D: Serialize>(&self, target: Target, kind: &str, data: D) -> Result<Delivery, HandleError> {
         self.send(Outgoing::envelope(target, kind, data))
     }
 
@@ -464,13 +558,16 @@ impl ServerHandle {
         kind: &str,
         data: D,
         exclude_user: Option<&str>,
-    ) -> Delivery {
+    ) -> Result<Delivery, HandleError> {
         self.send(Outgoing::envelope(target, kind, data).excluding(exclude_user))
     }
 
     /// The admin broadcast: the given object plus `timestamp`, `id` and
     /// `source: "admin_broadcast"`, to everyone.
-    pub fn admin_broadcast(&self, message: serde_json::Map<String, serde_json::Value>) -> Delivery {
+    pub fn admin_broadcast(
+        &self,
+        message: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Delivery, HandleError> {
         self.admin_broadcast_excluding(message, None)
     }
 
@@ -479,29 +576,39 @@ impl ServerHandle {
         &self,
         message: serde_json::Map<String, serde_json::Value>,
         exclude_user: Option<&str>,
-    ) -> Delivery {
+    ) -> Result<Delivery, HandleError> {
         self.send(Outgoing::admin_broadcast(message).excluding(exclude_user))
     }
 
     // ---- event helpers ----
 
     /// `upload.progress` `{upload_id, progress, timestamp}` to the user.
-    pub fn upload_progress(&self, user_id: &str, upload_id: &str, progress: u64) -> Delivery {
+    pub fn upload_progress(&self, user_id: &str, upload_id: &str, progress: u64) -> Result<Delivery, HandleError> {
         self.send(Outgoing::upload_progress(user_id, upload_id, progress))
     }
 
     /// `upload.completed` `{upload_id, result, timestamp}` to the user.
-    pub fn upload_completed(&self, user_id: &str, upload_id: &str, result: serde_json::Value) -> Delivery {
+    pub fn upload_completed(
+        &self,
+        user_id: &str,
+        upload_id: &str,
+        result: serde_json::Value,
+    ) -> Result<Delivery, HandleError> {
         self.send(Outgoing::upload_completed(user_id, upload_id, result))
     }
 
     /// `upload.error` `{upload_id, error, timestamp}` to the user.
-    pub fn upload_error(&self, user_id: &str, upload_id: &str, error: &str) -> Delivery {
+    pub fn upload_error(&self, user_id: &str, upload_id: &str, error: &str) -> Result<Delivery, HandleError> {
         self.send(Outgoing::upload_error(user_id, upload_id, error))
     }
 
     /// `system.notification` `{message, level, timestamp}` to the given users, or to everyone.
-    pub fn system_notification(&self, message: &str, level: &str, target_users: Option<&[String]>) -> Delivery {
+    pub fn system_notification(
+        &self,
+        message: &str,
+        level: &str,
+        target_users: Option<&[String]>,
+    ) -> Result<Delivery, HandleError> {
         self.send(Outgoing::system_notification(message, level, target_users))
     }
 
@@ -512,27 +619,28 @@ impl ServerHandle {
         review_id: &str,
         changes: serde_json::Value,
         target_users: Option<&[String]>,
-    ) -> Delivery {
+    ) -> Result<Delivery, HandleError> {
         let bit = self.rt.config.event_bit("review.updated");
         self.send(Outgoing::review_updated(review_id, changes, target_users, bit))
     }
 
     /// `file.processing` (status "processing") or `file.ready` (any other status)
     /// `{file_id, status, progress?, timestamp}` to the user.
-    pub fn file_status(&self, user_id: &str, file_id: &str, status: &str, progress: Option<u64>) -> Delivery {
+    pub fn file_status(
+        &self,
+        user_id: &str,
+        file_id: &str,
+        status: &str,
+        progress: Option<u64>,
+    ) -> Result<Delivery, HandleError> {
         self.send(Outgoing::file_status(user_id, file_id, status, progress))
     }
 
     /// Delivers a message to its targets and waits for the recipient count.
-    fn send(&self, o: Outgoing) -> Delivery {
+    fn send(&self, o: Outgoing) -> Result<Delivery, HandleError> {
         let message_id = o.message_id;
-        let recipients = self
-            .carry_out_waiting(self.deliver_asks(&o))
-            .iter()
-            .flatten()
-            .map(|(_, a)| a.count())
-            .sum();
-        Delivery { recipients, message_id }
+        let answers = self.carry_out_waiting(self.deliver_asks(&o));
+        delivery_of(&answers, message_id)
     }
 
     /// The asks that deliver `o`: one per target, to each reactor that may hold it.
@@ -553,11 +661,36 @@ impl ServerHandle {
     }
 
     /// Carries out a plan's asks by waiting for each reactor's answers (threads only; on a
-    /// reactor thread nothing is waited for).
+    /// reactor thread nothing is waited for). In a cluster a reactor carries the plan out (the
+    /// cluster's part runs on reactors) and sends every answer back.
     pub(crate) fn carry_out_waiting(&self, asks: Vec<(Ask, Vec<usize>)>) -> Vec<Vec<(usize, Answer)>> {
-        asks.iter()
-            .map(|(ask, reactors)| self.ask_wait(ask, reactors))
-            .collect()
+        if self.rt.engine.is_none() {
+            return asks
+                .iter()
+                .map(|(ask, reactors)| self.ask_wait(ask, reactors))
+                .collect();
+        }
+        let n = asks.len();
+        let (tx, rx) = mpsc::channel();
+        let posted = self
+            .rt
+            .links
+            .first()
+            .is_some_and(|l| l.send(Command::Plan { asks, reply: tx }));
+        let answers = if posted {
+            rx.recv_timeout(reply_wait()).ok()
+        } else {
+            None
+        };
+        answers.unwrap_or_else(|| (0..n).map(|_| Vec::new()).collect())
+    }
+
+    /// One ask, answered by this node's reactors (and in a cluster, by every node).
+    fn ask_all(&self, ask: Ask, reactors: Vec<usize>) -> Vec<(usize, Answer)> {
+        if self.rt.engine.is_none() {
+            return self.ask_wait(&ask, &reactors);
+        }
+        self.carry_out_waiting(vec![(ask, reactors)]).pop().unwrap_or_default()
     }
 
     /// True once every reactor has stopped.
@@ -591,10 +724,8 @@ impl ServerHandle {
             user: user_id.into(),
             add,
         };
-        match self.ask_wait(&ask, &[self.rt.home_of(user_id)]).pop() {
-            Some((_, Answer::Member(n))) => n,
-            _ => None,
-        }
+        let answers = self.ask_all(ask, vec![self.rt.home_of(user_id)]);
+        member_count(&answers)
     }
 
     /// The reactor holding `user_id`'s connections.
@@ -602,14 +733,20 @@ impl ServerHandle {
         self.rt.home_of(user_id)
     }
 
-    /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient).
-    pub fn deliver(&self, target: Target, frame: Bytes) -> usize {
+    /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient);
+    /// returns the recipients on this node.
+    pub fn deliver(&self, target: Target, frame: Bytes) -> Result<usize, HandleError> {
         self.deliver_excluding(target, frame, None)
     }
 
     /// [`deliver`](Self::deliver), skipping every connection of `exclude_user` (for example
     /// the sender of a chat message).
-    pub fn deliver_excluding(&self, target: Target, frame: Bytes, exclude_user: Option<&str>) -> usize {
+    pub fn deliver_excluding(
+        &self,
+        target: Target,
+        frame: Bytes,
+        exclude_user: Option<&str>,
+    ) -> Result<usize, HandleError> {
         let reactors = self.reactors_for(&target);
         let ask = Ask::Deliver {
             target,
@@ -617,7 +754,8 @@ impl ServerHandle {
             exclude_user: exclude_user.map(Into::into),
             published_at: std::time::Instant::now(),
         };
-        self.ask_wait(&ask, &reactors).iter().map(|(_, a)| a.count()).sum()
+        let answers = self.ask_all(ask, reactors);
+        delivery_of(&[answers], uuid::Uuid::nil()).map(|d| d.recipients)
     }
 
     /// Starts the close handshake on every connection matching `target`; returns how many.
@@ -628,7 +766,7 @@ impl ServerHandle {
             code,
             reason: reason.into(),
         };
-        self.ask_wait(&ask, &reactors).iter().map(|(_, a)| a.count()).sum()
+        self.ask_all(ask, reactors).iter().map(|(_, a)| a.count()).sum()
     }
 
     /// The reactors that may hold connections matching `target`.

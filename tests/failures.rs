@@ -75,7 +75,7 @@ impl Handler for Reentrant {
     fn on_text(&self, ctx: &mut Ctx<'_>, _text: &str) {
         let h = ctx.handle();
         let census = h.census();
-        h.broadcast("system.notification", serde_json::json!({"m": 1}));
+        let _ = h.broadcast("system.notification", serde_json::json!({"m": 1}));
         self.0.fetch_add(1 + census.connections, Ordering::SeqCst);
         ctx.send_text("done");
     }

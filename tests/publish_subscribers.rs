@@ -57,14 +57,14 @@ fn publish_reaches_exactly_the_subscribers() {
     );
     assert_eq!(
         handle.send_to_user("u3", "system.notification", json!({"message": "hi"})),
-        1
+        Ok(1)
     );
     let m = recv_json(&mut others[1]);
     assert_eq!(
         (m["type"].as_str(), m["data"]["message"].as_str()),
         (Some("system.notification"), Some("hi"))
     );
-    assert_eq!(handle.broadcast("system.maintenance", json!({"in": 5})), 10);
+    assert_eq!(handle.broadcast("system.maintenance", json!({"in": 5})), Ok(10));
     assert!(handle.stats().fanout_deliveries >= 16);
 }
 
@@ -105,7 +105,9 @@ fn send_to_one_connection_by_id() {
     let id = uuid::Uuid::parse_str(hello["data"]["connection_id"].as_str().unwrap()).unwrap();
     let d = server
         .handle()
-        .send_envelope(wsedge::Target::Connection(id), "direct", json!({"only": "a"}));
+        .send_envelope(wsedge::Target::Connection(id), "direct", json!({"only": "a"}))
+        .expect("a node alone always delivers");
+    assert_eq!(d.nodes_reached, 1);
     assert_eq!(d.recipients, 1);
     let m = recv_json(&mut a);
     assert_eq!(
@@ -120,7 +122,11 @@ fn send_to_one_connection_by_id() {
     );
     let unknown = wsedge::Target::Connection(uuid::Uuid::new_v4());
     assert_eq!(
-        server.handle().send_envelope(unknown, "direct", json!({})).recipients,
+        server
+            .handle()
+            .send_envelope(unknown, "direct", json!({}))
+            .unwrap()
+            .recipients,
         0
     );
 }

@@ -61,7 +61,7 @@ fn room_messages_reach_exactly_the_members_across_reactors() {
     }
     assert_eq!(
         handle.send_to_room("general", "chat.message", json!({"text": "hello room"})),
-        5
+        Ok(5)
     );
     for ws in &mut members {
         let m = recv_json(ws);
@@ -83,7 +83,7 @@ fn room_messages_reach_exactly_the_members_across_reactors() {
     assert_eq!(left["type"], "room.left");
     assert_eq!(left["data"]["rooms"], json!(["general"]));
     assert_eq!(left["data"]["refused"][0]["reason"], "not a member");
-    assert_eq!(handle.send_to_room("general", "chat.message", json!({})), 4);
+    assert_eq!(handle.send_to_room("general", "chat.message", json!({})), Ok(4));
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn server_adds_and_removes_users_and_indexes_are_cleaned() {
     assert_eq!(handle.add_to_room("vip", "nobody"), None);
     assert_eq!(
         handle.send_to_room("vip", "vip.news", json!({"n": 1})),
-        2,
+        Ok(2),
         "both of carol's connections"
     );
     // Each connection is told about the server's change first, then gets the room's message.
@@ -119,7 +119,7 @@ fn server_adds_and_removes_users_and_indexes_are_cleaned() {
         assert_eq!(left["data"]["memberships"], json!([]));
     }
     assert_eq!(handle.census().rooms, 0, "the room goes with its last member");
-    assert_eq!(handle.send_to_room("vip", "vip.news", json!({})), 0);
+    assert_eq!(handle.send_to_room("vip", "vip.news", json!({})), Ok(0));
 
     // Disconnect cleans rooms too.
     handle.add_to_room("temp", "carol");
@@ -147,7 +147,7 @@ fn eviction_keeps_membership_for_the_users_remaining_connections() {
     let (mut second, _) = connect(addr, &t);
     assert_eq!(expect_close(&mut first).0, 1008);
     // The user still has a connection, so the user stays in the room.
-    assert_eq!(server.handle().send_to_room("r", "x", json!({})), 1);
+    assert_eq!(server.handle().send_to_room("r", "x", json!({})), Ok(1));
     assert_eq!(recv_json(&mut second)["type"], "x");
 }
 

@@ -175,6 +175,60 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         "Reactor threads stopped by a panic (readiness fails while any is).",
         &one(s.dead_reactors),
     );
+    if let Some(c) = h.cluster_metrics() {
+        let up = u64::from(c.up.load(std::sync::atomic::Ordering::Acquire));
+        metric(
+            "cluster_up",
+            "gauge",
+            "1 while this node can publish to and receive from the cluster.",
+            &one(up),
+        );
+        for (name, help, v) in [
+            (
+                "cluster_reconnects_total",
+                "Connections to Redis made again after one was lost.",
+                &c.reconnects,
+            ),
+            (
+                "cluster_publish_failures_total",
+                "Publishes not handed to Redis (failed, delivered nowhere).",
+                &c.publish_failures,
+            ),
+            (
+                "cluster_publishes_total",
+                "PUBLISH commands sent to Redis.",
+                &c.publishes,
+            ),
+            (
+                "cluster_probes_total",
+                "Subscription probes published (once a second).",
+                &c.probes,
+            ),
+            (
+                "cluster_messages_received_total",
+                "Messages received from Redis subscriptions.",
+                &c.received,
+            ),
+            (
+                "cluster_probe_failures_total",
+                "Subscription probes that did not come back in time (subscription reconnected).",
+                &c.probe_failures,
+            ),
+            (
+                "cluster_malformed_total",
+                "Messages from Redis this node did not understand (dropped).",
+                &c.malformed,
+            ),
+        ] {
+            metric(name, "counter", help, &one(v.get()));
+        }
+        metric(
+            "cluster_subscriptions",
+            "gauge",
+            "Redis channels this node is subscribed to.",
+            &one(c.subscriptions.get()),
+        );
+    }
     metric(
         "inbox_drops_total",
         "counter",

@@ -130,14 +130,18 @@ fn object_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> 
     }
 }
 
-/// The success answer to a message: recipients summed over every reactor's answer.
+/// The answer to a message: this node's recipients (summed over its reactors) and the nodes
+/// that received it, or 503 if the cluster could not take it (then nobody got it).
 pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
-    let reached: usize = answers.iter().flatten().map(|(_, a)| a.count()).sum();
-    Response::success(json!({
-        "message_sent": true,
-        "connections_reached": reached,
-        "message_id": message_id.to_string(),
-    }))
+    match crate::server::delivery_of(answers, message_id) {
+        Ok(d) => Response::success(json!({
+            "message_sent": true,
+            "connections_reached": d.recipients,
+            "nodes_reached": d.nodes_reached,
+            "message_id": message_id.to_string(),
+        })),
+        Err(_) => Response::error(503, "cluster unavailable").with_header("Retry-After", "1"),
+    }
 }
 
 /// Delivers `o` to its targets; answers with the recipients reached.
@@ -232,12 +236,16 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[
                     user: user.as_str().into(),
                     add,
                 };
-                Ok(ask(change, vec![h.home_of(&user)], move |a| match a.first() {
-                    Some((_, Answer::Member(Some(n)))) => {
-                        Response::success(json!({"room": room, "user_id": user, "member": add, "connections": n}))
-                    }
-                    _ => Response::error(404, "user has no connections"),
-                }))
+                Ok(ask(
+                    change,
+                    vec![h.home_of(&user)],
+                    move |a| match crate::server::member_count(&a) {
+                        Some(n) => {
+                            Response::success(json!({"room": room, "user_id": user, "member": add, "connections": n}))
+                        }
+                        None => Response::error(404, "user has no connections"),
+                    },
+                ))
             }
             _ => now(not_allowed(&["PUT", "DELETE"])),
         },
@@ -325,7 +333,6 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
 
 /// `GET /ws/users/{user_id}/presence`: whether the user is connected, and where.
 fn presence(h: &ServerHandle, user: &str) -> Plan {
-    let node = h.config().node_id.clone();
     let user_id = user.to_string();
     Plan::later(h.page_asks(Some(user), None, 1000), move |answers| {
         let connections: Vec<Value> = answers
@@ -336,7 +343,7 @@ fn presence(h: &ServerHandle, user: &str) -> Plan {
                 _ => None,
             })
             .flatten()
-            .map(|c| json!({"connection_id": c.connection_id, "node_id": node, "connected_at": c.connected_at}))
+            .map(|c| json!({"connection_id": c.connection_id, "node_id": c.node_id, "connected_at": c.connected_at}))
             .collect();
         Response::success(json!({
             "user_id": user_id,
@@ -368,13 +375,43 @@ fn room_members(h: &ServerHandle, room: &str) -> Plan {
 fn stats(h: &ServerHandle) -> Plan {
     let h = h.clone();
     Plan::later(vec![(Ask::Census, h.all_reactors())], move |answers| {
-        let mut census = Census::default();
+        let mut mine = Census::default();
+        let mut others = Vec::new();
         for (_, a) in answers.into_iter().flatten() {
-            if let Answer::Census(c) = a {
-                census.merge(c);
+            match a {
+                Answer::Census(c) => mine.merge(c),
+                Answer::Node(n) => others.push(n),
+                _ => {}
             }
         }
-        stats_response(&h, &census)
+        let now = crate::protocol::Timestamp::now().to_string();
+        let node = |id: &str, started: u64, c: &Census| {
+            json!({
+                "node_id": id,
+                "connections": c.connections,
+                "users": c.unique_users,
+                "started_at": crate::protocol::Timestamp(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(started)
+                ).to_string(),
+                "last_seen": now,
+            })
+        };
+        let mut nodes = vec![node(&h.config().node_id, h.started_at(), &mine)];
+        others.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let mut census = mine;
+        for n in &others {
+            nodes.push(node(&n.node_id, n.started_at, &n.census));
+            census.merge(n.census.clone());
+        }
+        let mut r = stats_response(&h, &census);
+        if let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&r.body) {
+            if let Some(Value::Object(data)) = body.get_mut("data") {
+                data.insert("nodes".into(), Value::Array(nodes));
+                data.insert("clustered".into(), Value::Bool(h.is_clustered()));
+            }
+            r.body = Value::Object(body).to_string().into_bytes();
+        }
+        r
     })
 }
 
@@ -436,9 +473,15 @@ fn connection(h: &ServerHandle, m: &str, id: &str) -> Plan {
             n => Response::success(json!({"connection_id": id.to_string(), "disconnected": n})),
         });
     }
-    ask(Ask::Inspect { id }, reactors, |mut a| match a.pop() {
-        Some((_, Answer::Info(Some(info)))) => Response::success(serde_json::to_value(info).unwrap_or_default()),
-        _ => Response::error(404, "Connection not found"),
+    ask(Ask::Inspect { id }, reactors, |a| {
+        let found = a.into_iter().find_map(|(_, a)| match a {
+            Answer::Info(Some(info)) => Some(info),
+            _ => None,
+        });
+        match found {
+            Some(info) => Response::success(serde_json::to_value(info).unwrap_or_default()),
+            None => Response::error(404, "Connection not found"),
+        }
     })
 }
 

@@ -182,13 +182,26 @@ impl Ctx<'_> {
         self.core.close_with(self.idx, code, reason);
     }
 
-    /// Sends a text frame to every open connection on every reactor, encoding it once. Returns
-    /// the recipients on this reactor (others are reached asynchronously).
+    /// Sends a text frame to every open connection on every reactor (in a cluster, on every
+    /// node), encoding it once. Returns the recipients on this reactor (others are reached
+    /// asynchronously); in a cluster 0, since delivery waits for Redis to take the message (use
+    /// [`crate::ReactorCtx::asks`] for counts and failures).
     pub fn broadcast_text(&mut self, text: &str) -> usize {
         let mut v = Vec::with_capacity(text.len() + 10);
         encode_frame(&mut v, OpCode::Data(Data::Text), text.as_bytes());
         let frame = Bytes::from(v);
         let now = std::time::Instant::now();
+        if self.core.cluster.is_some() {
+            let ask = Ask::Deliver {
+                target: Target::All,
+                frame,
+                exclude_user: None,
+                published_at: now,
+            };
+            let all = (0..self.core.rt.links.len()).collect();
+            self.core.fire_and_forget(vec![(ask, all)]);
+            return 0;
+        }
         for (i, link) in self.core.rt.links.iter().enumerate() {
             if i != self.core.id {
                 let ask = Ask::Deliver {

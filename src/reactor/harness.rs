@@ -56,6 +56,9 @@ impl<H: Handler> Harness<H> {
             links: vec![link],
             local_addr,
             draining: AtomicBool::new(false),
+            engine: None,
+            cluster_metrics: Arc::default(),
+            started_at: 0,
         });
         let mut listener = listener;
         super::register_listeners(&poll, &mut listener, None)?;

@@ -95,6 +95,18 @@ pub(crate) enum Command {
         from: usize,
         answer: Answer,
     },
+    /// Another reactor's interest in a cluster channel rose or fell (to reactor 0, which holds
+    /// the node's subscriptions).
+    Interest {
+        channel: Box<[u8]>,
+        on: bool,
+    },
+    /// Carry out a plan's asks as this reactor's own (the cluster's part included) and send
+    /// every answer to a waiting thread.
+    Plan {
+        asks: Vec<(Ask, Vec<usize>)>,
+        reply: mpsc::Sender<crate::admin::Answers>,
+    },
     /// Panic on the reactor thread outside any handler (tests of reactor death).
     #[cfg(feature = "testing")]
     InjectPanic,
@@ -213,6 +225,11 @@ pub(crate) struct Runtime {
     pub local_addr: SocketAddr,
     /// Set when draining starts (`/ready` answers 503).
     pub draining: AtomicBool,
+    /// The cluster engine (`None`: this node runs alone).
+    pub engine: Option<Arc<dyn crate::cluster::Engine>>,
+    pub cluster_metrics: Arc<crate::metrics::ClusterMetrics>,
+    /// Unix seconds.
+    pub started_at: u64,
 }
 
 impl Runtime {
@@ -242,6 +259,12 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     inbox: Vec<Command>,
     draining_until: Option<Instant>,
     drain: Drain,
+    /// This reactor's half of the cluster engine.
+    engine: Option<Box<dyn crate::cluster::ReactorEngine>>,
+    /// Handshakes waiting for the cluster's per-user limit, by admission id.
+    admitting: std::collections::HashMap<u64, Box<session::Admitting>>,
+    /// Their slots (their bytes stay unread until the verdict).
+    admitting_slots: std::collections::HashSet<usize>,
 }
 
 /// Connections still to be closed by a drain.
@@ -271,6 +294,8 @@ pub(crate) fn register_listeners(
 /// Tokens of embedders' own sources: this bit plus the `SourceId` (never a connection token,
 /// whose top bit is clear, nor a reserved one, whose bits 32-62 are set).
 pub(crate) const SOURCE_BIT: usize = 1 << 63;
+/// With `SOURCE_BIT`: a source of the cluster engine, not the handler.
+pub(crate) const ENGINE_SOURCE_BIT: usize = 1 << 62;
 
 impl<H: ReactorHandler> Reactor<H> {
     /// A reactor whose listeners are already registered on `poll`.
@@ -282,7 +307,11 @@ impl<H: ReactorHandler> Reactor<H> {
         listener: TcpListener,
         admin_listener: Option<TcpListener>,
     ) -> Self {
+        let engine = rt.engine.as_ref().map(|e| e.reactor_half(id));
         Reactor {
+            engine,
+            admitting: std::collections::HashMap::new(),
+            admitting_slots: std::collections::HashSet::new(),
             core: Core::new(id, rt),
             handler,
             poll,
@@ -306,6 +335,7 @@ impl<H: ReactorHandler> Reactor<H> {
     pub fn run(mut self) {
         ON_REACTOR.with(|c| c.set(true));
         self.core.update_clock(Instant::now());
+        self.with_engine(|e, r| e.on_start(r));
         self.with_reactor_ctx(|h, r| h.on_start(r));
         self.after_callbacks();
         let mut events = Events::with_capacity(1024);
@@ -325,6 +355,13 @@ impl<H: ReactorHandler> Reactor<H> {
                     LISTENER => self.accept_all(false),
                     ADMIN_LISTENER => self.accept_all(true),
                     WAKER => self.drain_inbox(),
+                    token if token.0 & (SOURCE_BIT | ENGINE_SOURCE_BIT) == SOURCE_BIT | ENGINE_SOURCE_BIT => {
+                        let source = token.0 as u32;
+                        self.with_engine(|e, r| e.on_source(r, source, event));
+                        // Deliveries from other nodes in this read go out as groups.
+                        self.core.fan_out_groups();
+                        self.finish_admissions();
+                    }
                     token if token.0 & SOURCE_BIT != 0 => {
                         let source = token.0 as u32;
                         self.with_reactor_ctx(|h, r| h.on_source(r, source, event));
@@ -354,6 +391,7 @@ impl<H: ReactorHandler> Reactor<H> {
             self.fire_timers();
             self.drain_batch();
             self.after_callbacks();
+            self.pump_engine();
             self.core.flush_dirty();
             self.core.observe_written();
             self.report_writable();
@@ -382,7 +420,7 @@ impl<H: ReactorHandler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.core.has_http_resumes() || !self.core.handler_replies.is_empty() {
+        if self.core.has_http_resumes() || !self.core.handler_replies.is_empty() || self.core.has_engine_ops() {
             return Some(Duration::ZERO);
         }
         if !self.read_again.is_empty() || self.accept_paused || !self.drain.queue.is_empty() {
@@ -404,7 +442,10 @@ impl<H: ReactorHandler> Reactor<H> {
         let mut cmds = std::mem::take(&mut self.inbox);
         self.core.rt.links[self.core.id].take_all(&mut cmds);
         for cmd in cmds.drain(..) {
-            if !matches!(cmd, Command::Ask { .. } | Command::Answer { .. }) {
+            if !matches!(
+                cmd,
+                Command::Ask { .. } | Command::Answer { .. } | Command::Interest { .. } | Command::Plan { .. }
+            ) {
                 // Deliveries queued so far go out before anything else changes connections.
                 self.core.fan_out_groups();
             }
@@ -412,6 +453,8 @@ impl<H: ReactorHandler> Reactor<H> {
                 Command::Adopt(h) => self.adopt(*h),
                 Command::Ask { ask, reply } => self.core.carry_out(ask, reply.map(core::Waiter::Reply)),
                 Command::Answer { ticket, from, answer } => self.core.on_answer(ticket, from, answer),
+                Command::Interest { channel, on } => self.core.cluster_interest(channel, on),
+                Command::Plan { asks, reply } => self.core.thread_plan(asks, reply),
                 #[cfg(feature = "testing")]
                 Command::InjectPanic => panic!("injected reactor panic"),
                 Command::Shutdown { listener_closed } => {
@@ -493,6 +536,9 @@ impl<H: ReactorHandler> Reactor<H> {
         for timer in std::mem::take(&mut self.core.fired_timers) {
             self.with_reactor_ctx(|h, r| h.on_timer(r, timer));
         }
+        for timer in std::mem::take(&mut self.core.fired_engine_timers) {
+            self.with_engine(|e, r| e.on_timer(r, timer));
+        }
     }
 
     pub(super) fn report_closed(&mut self) {
@@ -528,12 +574,68 @@ impl<H: ReactorHandler> Reactor<H> {
         let core = &mut self.core;
         let registry = self.poll.registry();
         if catch_unwind(AssertUnwindSafe(|| {
-            f(handler, &mut reactor_ctx::ReactorCtx { core, registry })
+            f(
+                handler,
+                &mut reactor_ctx::ReactorCtx {
+                    core,
+                    registry,
+                    engine: false,
+                },
+            )
         }))
         .is_err()
         {
             self.handler_panicked(None);
         }
+    }
+
+    /// Runs a cluster engine callback; a panic is contained, counted and logged (the engine
+    /// half stays: its state is whatever the panic left).
+    fn with_engine(
+        &mut self,
+        f: impl FnOnce(&mut dyn crate::cluster::ReactorEngine, &mut reactor_ctx::ReactorCtx<'_>),
+    ) {
+        let Some(mut engine) = self.engine.take() else { return };
+        let core = &mut self.core;
+        let registry = self.poll.registry();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            f(
+                &mut *engine,
+                &mut reactor_ctx::ReactorCtx {
+                    core,
+                    registry,
+                    engine: true,
+                },
+            )
+        }));
+        self.engine = Some(engine);
+        if r.is_err() {
+            self.core.metrics.handler_panics.inc();
+            log::error!("reactor {}: the cluster engine panicked", self.core.id);
+        }
+    }
+
+    /// Hands the engine what this turn asked of it, then lets it write. What it answers at
+    /// once (a publish refused while the cluster is down) may ask for more: bounded rounds.
+    fn pump_engine(&mut self) {
+        if self.engine.is_none() {
+            return;
+        }
+        for _ in 0..8 {
+            let ops = self.core.take_engine_ops();
+            if ops.is_empty() {
+                break;
+            }
+            self.with_engine(|e, r| {
+                for op in ops {
+                    e.apply(r, op);
+                }
+            });
+            self.core.fan_out_groups();
+            self.finish_admissions();
+            self.after_callbacks();
+        }
+        self.with_engine(|e, r| e.flush(r));
     }
 
     /// Hands the handler its answered asks, then reports closed connections.

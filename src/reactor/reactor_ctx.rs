@@ -10,10 +10,13 @@ use std::time::Duration;
 use mio::{Interest, Token};
 use serde::Serialize;
 
-use super::SOURCE_BIT;
 use super::core::Core;
 use super::core::ReplyKind;
+use super::{ENGINE_SOURCE_BIT, SOURCE_BIT};
 use crate::ask::{Ask, Target};
+#[allow(unused_imports)] // named in docs
+use crate::cluster::EngineOp;
+use crate::cluster::{Admission, EngineError};
 use crate::config::Config;
 use crate::embed::{SourceId, Ticket, TimerId};
 use crate::outgoing::Outgoing;
@@ -24,6 +27,8 @@ use crate::server::{HandleError, ServerHandle};
 pub struct ReactorCtx<'r> {
     pub(crate) core: &'r mut Core,
     pub(crate) registry: &'r mio::Registry,
+    /// The cluster engine's context: its source and timer ids live apart from the handler's.
+    pub(crate) engine: bool,
 }
 
 impl ReactorCtx<'_> {
@@ -51,7 +56,7 @@ impl ReactorCtx<'_> {
         id: SourceId,
         interest: Interest,
     ) -> io::Result<()> {
-        self.registry.register(source, source_token(id), interest)
+        self.registry.register(source, source_token(id, self.engine), interest)
     }
 
     pub fn reregister<S: mio::event::Source + ?Sized>(
@@ -60,7 +65,8 @@ impl ReactorCtx<'_> {
         id: SourceId,
         interest: Interest,
     ) -> io::Result<()> {
-        self.registry.reregister(source, source_token(id), interest)
+        self.registry
+            .reregister(source, source_token(id, self.engine), interest)
     }
 
     pub fn deregister<S: mio::event::Source + ?Sized>(&mut self, source: &mut S) -> io::Result<()> {
@@ -70,7 +76,24 @@ impl ReactorCtx<'_> {
     /// Fires `on_timer(.., id)` once, `after` from now (rounded up to the reactor's 100 ms
     /// tick; at least one tick). Setting the same id again adds another firing.
     pub fn set_timer(&mut self, id: TimerId, after: Duration) {
-        self.core.set_app_timer(id, after);
+        self.core.set_app_timer(id, after, self.engine);
+    }
+
+    /// For engines: the publish `id` (an [`EngineOp::Publish`]) reached `Ok(nodes)`, or was
+    /// not handed to the cluster.
+    pub fn published(&mut self, id: u64, result: Result<usize, EngineError>) {
+        self.core.cluster_published(id, result);
+    }
+
+    /// For engines: a message another node published on `channel` (as the node that
+    /// published it made the payload).
+    pub fn received(&mut self, channel: &[u8], payload: bytes::Bytes) {
+        self.core.cluster_received(channel, payload);
+    }
+
+    /// For engines: the cluster's decision on admission `id` (an [`EngineOp::Admit`]).
+    pub fn admitted(&mut self, id: u64, verdict: Admission) {
+        self.core.cluster_admitted(id, verdict);
     }
 
     /// Calls on every reactor that answer later (see [`Asks`]).
@@ -79,8 +102,8 @@ impl ReactorCtx<'_> {
     }
 }
 
-fn source_token(id: SourceId) -> Token {
-    Token(SOURCE_BIT | id as usize)
+fn source_token(id: SourceId, engine: bool) -> Token {
+    Token(SOURCE_BIT | if engine { ENGINE_SOURCE_BIT } else { 0 } | id as usize)
 }
 
 /// Calls on the whole server made from a reactor thread. Each returns at once with a

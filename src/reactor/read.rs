@@ -21,6 +21,10 @@ impl<H: ReactorHandler> Reactor<H> {
             // Its requests wait in the socket until the responses it is owed go out.
             return;
         }
+        if self.core.conns[idx].phase == Phase::Handshake && self.is_admitting(idx) {
+            // Read once the cluster has decided (see `finish_admissions`).
+            return;
+        }
         let generation = self.core.conns[idx].generation;
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut reads = 0;

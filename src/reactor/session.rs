@@ -9,6 +9,7 @@ use mio::Interest;
 
 use super::{Command, Handover, Reactor};
 use crate::auth::Claims;
+use crate::cluster::Admission;
 use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
 use crate::embed::ReactorHandler;
@@ -260,8 +261,68 @@ impl<H: ReactorHandler> Reactor<H> {
         self.open_session(idx, Some(h.claims), &h.accept, h.leftover);
     }
 
+    /// In a cluster, asks it to count the connection first (the handshake waits, reading
+    /// nothing, until the verdict); then opens the session.
+    fn open_session(&mut self, idx: usize, claims: Option<Claims>, accept: &str, leftover: Vec<u8>) {
+        if let Some(c) = claims.as_ref()
+            && let Some(id) = self.core.cluster_admit(idx, &c.user_id)
+        {
+            let waiting = Admitting {
+                idx,
+                generation: self.core.conns[idx].generation,
+                connection: uuid::Uuid::from_bytes(self.core.conn_id(idx)),
+                claims: c.clone(),
+                accept: accept.to_string(),
+                leftover,
+            };
+            self.admitting.insert(id, Box::new(waiting));
+            self.admitting_slots.insert(idx);
+            return;
+        }
+        self.open_admitted(idx, claims, accept, leftover, Admission::Local);
+    }
+
+    /// True while connection `idx` waits for the cluster's verdict (its bytes stay unread).
+    pub(super) fn is_admitting(&self, idx: usize) -> bool {
+        !self.admitting_slots.is_empty() && self.admitting_slots.contains(&idx)
+    }
+
+    /// Opens the sessions the cluster decided on this turn.
+    pub(super) fn finish_admissions(&mut self) {
+        let Some(done) = self.core.cluster.as_mut().map(|c| std::mem::take(&mut c.admitted)) else {
+            return;
+        };
+        for (id, verdict) in done {
+            let Some(a) = self.admitting.remove(&id) else { continue };
+            self.admitting_slots.remove(&a.idx);
+            let alive = self
+                .core
+                .conns
+                .get(a.idx)
+                .is_some_and(|c| c.generation == a.generation && c.phase == Phase::Handshake);
+            if !alive {
+                // Gone while waiting (handshake timeout, reset): it must not keep counting.
+                if verdict == Admission::Admitted {
+                    self.core.cluster_release_id(&a.claims.user_id, a.connection);
+                }
+                continue;
+            }
+            let token = self.core.token_of(a.idx);
+            self.open_admitted(a.idx, Some(a.claims), &a.accept, a.leftover, verdict);
+            // Bytes that arrived while it waited.
+            self.read_again.push(token);
+        }
+    }
+
     /// Sends 101, applies the per-user limit, and tells the handler.
-    fn open_session(&mut self, idx: usize, claims: Option<Claims>, accept: &str, mut leftover: Vec<u8>) {
+    fn open_admitted(
+        &mut self,
+        idx: usize,
+        claims: Option<Claims>,
+        accept: &str,
+        mut leftover: Vec<u8>,
+        verdict: Admission,
+    ) {
         self.core.write_101(idx, accept);
         let now = self.core.now;
         let c = &mut self.core.conns[idx];
@@ -272,7 +333,7 @@ impl<H: ReactorHandler> Reactor<H> {
             if claims.admin {
                 c.flags |= flags::ADMIN;
             }
-            if !self.apply_user_limit(idx, &claims) {
+            if !self.apply_user_limit(idx, &claims, verdict) {
                 return;
             }
         }
@@ -300,13 +361,22 @@ impl<H: ReactorHandler> Reactor<H> {
         }
     }
 
-    /// Links the connection to its user; false if the reject policy refused it.
-    fn apply_user_limit(&mut self, idx: usize, claims: &Claims) -> bool {
+    /// Links the connection to its user; false if the reject policy refused it. The cluster's
+    /// verdict, when there is one, replaces this node's count (an eviction it made reaches the
+    /// node holding that connection).
+    fn apply_user_limit(&mut self, idx: usize, claims: &Claims, verdict: Admission) -> bool {
         let max = self.core.rt.config.max_connections_per_user as u32;
         let u = self.core.users.get_or_insert(&claims.user_id);
         self.core.record_claims(u, claims);
         let over = |core: &Core, limit: u32| core.users.get(u).is_some_and(|user| user.count >= limit);
-        if self.core.rt.config.per_user_limit_policy == LimitPolicy::Reject && over(&self.core, max) {
+        let refused = match verdict {
+            Admission::Refused => true,
+            Admission::Admitted => false,
+            Admission::Local => {
+                self.core.rt.config.per_user_limit_policy == LimitPolicy::Reject && over(&self.core, max)
+            }
+        };
+        if refused {
             self.core.metrics.user_limit_rejections.inc();
             let mut ctx = Ctx {
                 core: &mut self.core,
@@ -322,7 +392,7 @@ impl<H: ReactorHandler> Reactor<H> {
         // Link first, then evict: the user never drops to zero connections (and so keeps its
         // rooms and rate window) while one connection replaces another.
         self.core.link_user(idx, u);
-        while over(&self.core, max + 1) {
+        while verdict == Admission::Local && over(&self.core, max + 1) {
             let Some(oldest) = self.core.users.get(u).map(|user| user.head as usize) else {
                 break;
             };
@@ -337,6 +407,16 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         true
     }
+}
+
+/// A handshake waiting for the cluster's per-user limit.
+pub(super) struct Admitting {
+    idx: usize,
+    generation: u32,
+    connection: uuid::Uuid,
+    claims: Claims,
+    accept: String,
+    leftover: Vec<u8>,
 }
 
 impl Core {

@@ -10,6 +10,11 @@ pub(crate) struct SlotSet {
 }
 
 impl SlotSet {
+    pub fn is_empty(&self) -> bool {
+        // Trailing zero words are always popped, so any word left holds a slot.
+        self.words.is_empty()
+    }
+
     pub fn insert(&mut self, slot: usize) {
         let w = slot / 64;
         if self.words.len() <= w {

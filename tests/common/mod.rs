@@ -14,6 +14,7 @@ use wsedge::app::ProtocolApp;
 use wsedge::{AuthMode, Config, JwtConfig, RunningServer, Server};
 
 pub mod http;
+pub mod redis;
 
 pub const SECRET: &str = "integration-test-secret";
 pub const TIMEOUT: Duration = Duration::from_secs(5);

@@ -29,6 +29,17 @@ pub(crate) enum Owner {
     Http { conn: Token, seq: u64, finish: Finish },
     /// A handler call: the answers become a `Reply` of this kind.
     Handler(ReplyKind),
+    /// A thread waiting on a channel for the answers (a `ServerHandle` call in a cluster).
+    Thread(std::sync::mpsc::Sender<Answers>),
+    /// Nobody waits (a handler's fire-and-forget broadcast in a cluster).
+    Nobody,
+    /// Another node's request: the merged answer goes back to it (reactor `reactor`, ticket
+    /// `ticket` there).
+    Remote {
+        origin: Box<str>,
+        reactor: usize,
+        ticket: u64,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -41,14 +52,14 @@ pub(crate) enum ReplyKind {
 /// Asks waiting for answers.
 pub(crate) struct InFlight {
     owner: Option<Owner>,
-    serial: u32,
-    waiting: usize,
-    answers: Answers,
+    pub(super) serial: u32,
+    pub(super) waiting: usize,
+    pub(super) answers: Answers,
     since: u32,
 }
 
 /// Ticket layout: slab key (bits 0-23), ask index (24-39), serial (40-63).
-fn ticket(key: usize, ask: usize, serial: u32) -> u64 {
+pub(super) fn ticket(key: usize, ask: usize, serial: u32) -> u64 {
     (key as u64 & 0xFF_FFFF) | ((ask as u64 & 0xFFFF) << 24) | (u64::from(serial & 0xFF_FFFF) << 40)
 }
 
@@ -78,34 +89,51 @@ impl Core {
             self.in_flight_asks.remove(key);
             return None;
         }
+        // Another node's request is this node's share only; anything else is the cluster's too.
+        let clustered = self.cluster.is_some() && !matches!(self.in_flight_asks[key].owner, Some(Owner::Remote { .. }));
         for (i, (ask, reactors)) in asks.into_iter().enumerate() {
-            for r in reactors {
-                if r == self.id {
-                    self.in_flight_asks[key].waiting += 1;
-                    self.carry_out(ask.clone(), Some(Waiter::Local { key, ask: i }));
-                    continue;
-                }
-                let reply = Some(ReplyTo::Reactor {
-                    reactor: self.id,
-                    ticket: ticket(key, i, serial),
-                });
-                let lost = Answer::lost_for(&ask);
-                let posted = self.rt.links.get(r).is_some_and(|l| {
-                    l.send(Command::Ask {
-                        ask: ask.clone(),
-                        reply,
-                    })
-                });
-                let f = &mut self.in_flight_asks[key];
-                if posted {
-                    f.waiting += 1;
-                } else {
-                    f.answers[i].push((r, lost));
-                }
+            let now = if clustered {
+                self.cluster_step(key, serial, i, ask, reactors)
+            } else {
+                Some((ask, reactors))
+            };
+            if let Some((ask, reactors)) = now {
+                self.distribute(key, i, serial, ask, reactors);
             }
         }
         self.answer_local(key, usize::MAX, Answer::Lost);
         Some(ticket(key, 0, serial))
+    }
+
+    /// Sends ask `i` of entry `key` to each of `reactors` (this one carries it out at once).
+    pub(super) fn distribute(&mut self, key: usize, i: usize, serial: u32, ask: Ask, reactors: Vec<usize>) {
+        for r in reactors {
+            if !self.in_flight_asks.contains(key) {
+                return;
+            }
+            if r == self.id {
+                self.in_flight_asks[key].waiting += 1;
+                self.carry_out(ask.clone(), Some(Waiter::Local { key, ask: i }));
+                continue;
+            }
+            let reply = Some(ReplyTo::Reactor {
+                reactor: self.id,
+                ticket: ticket(key, i, serial),
+            });
+            let lost = Answer::lost_for(&ask);
+            let posted = self.rt.links.get(r).is_some_and(|l| {
+                l.send(Command::Ask {
+                    ask: ask.clone(),
+                    reply,
+                })
+            });
+            let f = &mut self.in_flight_asks[key];
+            if posted {
+                f.waiting += 1;
+            } else {
+                f.answers[i].push((r, lost));
+            }
+        }
     }
 
     /// An answer from this reactor to ask `ask` of entry `key` (`usize::MAX`: none, only the
@@ -147,7 +175,18 @@ impl Core {
                 let reply = reply_of(kind, answers);
                 self.handler_replies.push((Ticket(ticket(key, 0, f.serial)), reply));
             }
-            None => {}
+            Some(Owner::Thread(tx)) => {
+                let _ = tx.send(answers);
+            }
+            Some(Owner::Remote {
+                origin,
+                reactor,
+                ticket,
+            }) => {
+                let all = answers.into_iter().flatten().collect();
+                self.answer_remote(&origin, reactor, ticket, all);
+            }
+            Some(Owner::Nobody) | None => {}
         }
     }
 

@@ -62,10 +62,14 @@ impl Core {
             if self.subscribers.len() <= bit {
                 self.subscribers.resize_with(bit + 1, Default::default);
             }
+            let was_empty = self.subscribers[bit].is_empty();
             if new & (1 << bit) != 0 {
                 self.subscribers[bit].insert(idx);
             } else {
                 self.subscribers[bit].remove(idx);
+            }
+            if self.cluster.is_some() && was_empty != self.subscribers[bit].is_empty() {
+                self.event_interest(bit, was_empty);
             }
         }
     }

@@ -74,6 +74,9 @@ impl Core {
             (true, None) => {
                 let (r, pos) = self.rooms.add(room, u);
                 extras.rooms.push((r, pos));
+                if existing.is_none() {
+                    self.room_interest(room, true);
+                }
                 true
             }
             (false, Some(i)) => {
@@ -87,7 +90,19 @@ impl Core {
     /// Removes the member at `pos` of room `r` and updates the position stored by the member
     /// moved into its place.
     fn room_member_removed(&mut self, r: u32, pos: u32) {
-        let Some(moved) = self.rooms.remove_at(r, pos) else {
+        let name = self
+            .cluster
+            .as_ref()
+            .and_then(|_| self.rooms.get(r))
+            .map(|room| room.name.clone());
+        let moved = self.rooms.remove_at(r, pos);
+        if let Some(name) = name
+            && self.rooms.get(r).is_none_or(|room| room.name != name)
+        {
+            // Its last member here left.
+            self.room_interest(&name, false);
+        }
+        let Some(moved) = moved else {
             return;
         };
         if let Some(e) = self.users.get_mut(moved).and_then(|m| m.extras.as_mut())
@@ -191,6 +206,10 @@ impl Core {
             user.head = idx as u32;
         }
         user.count += 1;
+        if user.count == 1 && self.cluster.is_some() {
+            let id = user.id.as_str().to_string();
+            self.user_interest(&id, true);
+        }
         if prev_tail != NONE {
             self.conns[prev_tail as usize].next_of_user = idx as u32;
         }
@@ -234,6 +253,13 @@ impl Core {
             // Remembered for `on_close`: the user entry may be gone by the time the socket is.
             self.departed_users.insert(idx, user.id.as_str().into());
         }
+        if self.cluster.is_some() {
+            let id = user.id.as_str().to_string();
+            self.cluster_release(idx, &id);
+            if empty {
+                self.user_interest(&id, false);
+            }
+        }
         let c = &mut self.conns[idx];
         c.user = NONE;
         c.next_of_user = NONE;
@@ -254,6 +280,7 @@ impl Core {
         let profile = user.and_then(|u| u.extras.as_deref());
         let events = &self.rt.config.subscribable_events;
         crate::reactor::ConnectionInfo {
+            node_id: self.rt.config.node_id.clone(),
             connection_id: uuid::Uuid::from_bytes(self.conn_id(idx)).to_string(),
             user_id: user.map(|u| u.id.to_string()),
             email: profile.and_then(|p| p.email.as_deref()).map(str::to_string),

@@ -17,6 +17,7 @@ use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
 mod asks;
+pub(crate) mod cluster;
 mod fanout;
 mod http;
 
@@ -48,6 +49,8 @@ const USER_KEY: u64 = 1 << 63;
 /// Timer keys with these bits name an embedder's timer (`ReactorCtx::set_timer`); user-entry
 /// keys never set bit 62.
 const APP_TIMER_KEY: u64 = USER_KEY | 1 << 62;
+/// With `APP_TIMER_KEY`: a timer of the cluster engine, not the handler.
+const ENGINE_TIMER_BIT: u64 = 1 << 32;
 /// Generations stay below 2^31 so a connection key never sets `USER_KEY`.
 const GENERATION_MASK: u32 = 0x7FFF_FFFF;
 const WHEEL_SLOTS: usize = 1024;
@@ -141,6 +144,10 @@ pub(crate) struct Core {
     pub handler_replies: Vec<(crate::embed::Ticket, crate::embed::Reply)>,
     /// Embedder timers that fired this turn, for `on_timer`.
     pub fired_timers: Vec<u32>,
+    /// The cluster engine's timers that fired this turn.
+    pub fired_engine_timers: Vec<u32>,
+    /// The cluster side of this reactor (`None`: the node runs alone).
+    pub cluster: Option<Box<cluster::CoreCluster>>,
     /// Connections told `Backpressure`, waiting for their backlog to drain.
     pub writable_watch: std::collections::HashSet<usize>,
     /// Of those, the ones that drained this turn, for `on_writable`.
@@ -157,6 +164,10 @@ impl Core {
             close: ticks(c.close_timeout),
             rate_window: ticks(c.rate_limit_window),
         };
+        let cluster = rt
+            .engine
+            .as_ref()
+            .map(|_| Box::new(cluster::CoreCluster::new(&c.redis_prefix, &c.node_id)));
         Core {
             id,
             metrics: rt.links[id].metrics.clone(),
@@ -194,6 +205,8 @@ impl Core {
             groups: Vec::new(),
             handler_replies: Vec::new(),
             fired_timers: Vec::new(),
+            fired_engine_timers: Vec::new(),
+            cluster,
             writable_watch: std::collections::HashSet::new(),
             writable_again: Vec::new(),
         }
@@ -655,7 +668,11 @@ impl Core {
     /// A timer fired for `key`; acts if the connection's real deadline has come, else re-arms.
     pub fn on_timer(&mut self, key: u64) {
         if key & APP_TIMER_KEY == APP_TIMER_KEY {
-            self.fired_timers.push(key as u32);
+            if key & ENGINE_TIMER_BIT != 0 {
+                self.fired_engine_timers.push(key as u32);
+            } else {
+                self.fired_timers.push(key as u32);
+            }
             return;
         }
         if key & USER_KEY != 0 {
@@ -751,10 +768,12 @@ impl Core {
         }
     }
 
-    /// An embedder's timer `id`, due `after` from now (at least one tick).
-    pub fn set_app_timer(&mut self, id: u32, after: Duration) {
+    /// An embedder's (or, with `engine`, the cluster engine's) timer `id`, due `after` from
+    /// now (at least one tick).
+    pub fn set_app_timer(&mut self, id: u32, after: Duration, engine: bool) {
         let at = self.now.saturating_add(ticks(after));
-        self.wheel.schedule(APP_TIMER_KEY | u64::from(id), u64::from(at));
+        let ns = if engine { ENGINE_TIMER_BIT } else { 0 };
+        self.wheel.schedule(APP_TIMER_KEY | ns | u64::from(id), u64::from(at));
     }
 
     /// Unix seconds, for `opened_at`.

@@ -1,0 +1,197 @@
+//! The engine: what joins this node's reactors to the other nodes of a cluster.
+//!
+//! Owns: the [`Engine`] contract (one half per reactor, driven by that reactor's loop through
+//! the same sources and timers embedders use), the channel names every node agrees on, the
+//! bytes a message travels as (`wire`), and the Redis engine (`redis`). Does not touch:
+//! connections, or what a delivered message means (the reactor core turns what an engine
+//! receives into deliveries and answers).
+//!
+//! Without an engine (no `--redis`) a node runs alone: the in-memory engine is the reactors'
+//! own fan-out, with no extra step, exactly as fast and dense as a node that never heard of
+//! clusters.
+
+pub(crate) mod redis;
+mod resp;
+pub(crate) mod wire;
+
+use crate::embed::{SourceId, TimerId};
+use crate::reactor::reactor_ctx::ReactorCtx;
+
+pub use self::redis::RedisEngine;
+
+/// A cluster engine: makes one [`ReactorEngine`] per reactor, on that reactor's thread.
+pub trait Engine: Send + Sync + 'static {
+    fn reactor_half(&self, reactor: usize) -> Box<dyn ReactorEngine>;
+}
+
+/// One reactor's half of an engine. Every method runs on the reactor's thread and must not
+/// block: an engine waits as state (sources registered with [`ReactorCtx::register`], timers
+/// with [`ReactorCtx::set_timer`]; the ids live in a namespace of their own, apart from the
+/// handler's). It reports back through the `ReactorCtx` engine calls: `published`, `received`,
+/// `admitted`.
+pub trait ReactorEngine {
+    fn on_start(&mut self, r: &mut ReactorCtx<'_>);
+    fn on_source(&mut self, r: &mut ReactorCtx<'_>, source: SourceId, event: &mio::event::Event);
+    fn on_timer(&mut self, r: &mut ReactorCtx<'_>, timer: TimerId);
+    /// Carries out one request of the reactor (in the order they were made).
+    fn apply(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp);
+    /// End of a loop turn: write what the turn queued (one write for many publishes).
+    fn flush(&mut self, r: &mut ReactorCtx<'_>);
+}
+
+/// What a reactor asks of its engine half.
+#[derive(Debug)]
+pub enum EngineOp {
+    /// Hand `payload` to every node subscribed to `channel`; answer with
+    /// `r.published(id, result)` (the number of nodes that received it, or why not).
+    Publish {
+        id: u64,
+        channel: Box<[u8]>,
+        payload: Vec<u8>,
+    },
+    /// Hand `payload` over with no answer wanted (answers to other nodes' requests).
+    Send { channel: Box<[u8]>, payload: Vec<u8> },
+    /// This node's interest in `channel` rose (`on`) or fell. Only reactor 0 gets these: it
+    /// holds the node's subscriptions and counts interest over every reactor.
+    Interest { channel: Box<[u8]>, on: bool },
+    /// Count connection `connection` of `user` toward the cluster-wide limit (`limit`; over it,
+    /// `evict` the oldest or refuse); answer with `r.admitted(id, verdict)`.
+    Admit {
+        id: u64,
+        user: Box<str>,
+        connection: uuid::Uuid,
+        limit: usize,
+        evict: bool,
+    },
+    /// Connection `connection` of `user` is gone.
+    Release { user: Box<str>, connection: uuid::Uuid },
+}
+
+/// Why a publish was not handed to the cluster (nothing was delivered anywhere).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("cluster unavailable")]
+    Unavailable,
+}
+
+/// The cluster's decision on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted (any eviction it took is on its way to the node holding that connection).
+    Admitted,
+    /// The user already holds `limit` connections and the policy is reject.
+    Refused,
+    /// The cluster could not be asked: the node decides alone.
+    Local,
+}
+
+/// Channel names, `{prefix}:{kind}:{name}`. Every node of a cluster derives them the same way.
+#[derive(Debug, Clone)]
+pub(crate) struct Channels {
+    prefix: String,
+    node: String,
+}
+
+/// What an incoming channel names.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ChannelKind<'a> {
+    All,
+    Event(&'a str),
+    User(&'a str),
+    Room(&'a str),
+    /// Every node: requests, messages to one connection.
+    Nodes,
+    /// This node only: answers to its requests, probes, evictions.
+    ThisNode,
+}
+
+impl Channels {
+    pub fn new(prefix: &str, node: &str) -> Self {
+        Channels {
+            prefix: prefix.to_string(),
+            node: node.to_string(),
+        }
+    }
+
+    fn make(&self, kind: &str, name: &str) -> Box<[u8]> {
+        let mut v = Vec::with_capacity(self.prefix.len() + kind.len() + name.len() + 2);
+        v.extend_from_slice(self.prefix.as_bytes());
+        v.push(b':');
+        v.extend_from_slice(kind.as_bytes());
+        if !name.is_empty() {
+            v.push(b':');
+            v.extend_from_slice(name.as_bytes());
+        }
+        v.into_boxed_slice()
+    }
+
+    pub fn all(&self) -> Box<[u8]> {
+        self.make("all", "")
+    }
+    pub fn nodes(&self) -> Box<[u8]> {
+        self.make("nodes", "")
+    }
+    pub fn node(&self, node: &str) -> Box<[u8]> {
+        self.make("node", node)
+    }
+    pub fn this_node(&self) -> Box<[u8]> {
+        self.node(&self.node)
+    }
+    pub fn event(&self, name: &str) -> Box<[u8]> {
+        self.make("event", name)
+    }
+    pub fn user(&self, id: &str) -> Box<[u8]> {
+        self.make("user", id)
+    }
+    pub fn room(&self, name: &str) -> Box<[u8]> {
+        self.make("room", name)
+    }
+    /// The start of every node's channel (the limit script appends a node id).
+    pub fn node_prefix(&self) -> String {
+        format!("{}:node:", self.prefix)
+    }
+    /// Key of a node's liveness (refreshed every third of `--node-ttl`).
+    pub fn alive_prefix(&self) -> String {
+        format!("{}:alive:", self.prefix)
+    }
+    /// Key of a user's connections across the cluster (a sorted set).
+    pub fn user_connections(&self, id: &str) -> Vec<u8> {
+        format!("{}:conns:{id}", self.prefix).into_bytes()
+    }
+
+    /// What an incoming channel names (`None`: not one of ours).
+    pub fn parse<'a>(&self, channel: &'a [u8]) -> Option<ChannelKind<'a>> {
+        let rest = channel.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b":")?;
+        let rest = std::str::from_utf8(rest).ok()?;
+        let (kind, name) = rest.split_once(':').unwrap_or((rest, ""));
+        Some(match (kind, name) {
+            ("all", "") => ChannelKind::All,
+            ("nodes", "") => ChannelKind::Nodes,
+            ("node", n) if n == self.node => ChannelKind::ThisNode,
+            ("event", n) => ChannelKind::Event(n),
+            ("user", n) => ChannelKind::User(n),
+            ("room", n) => ChannelKind::Room(n),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip_and_stay_inside_their_prefix() {
+        let c = Channels::new("wsedge", "n1");
+        assert_eq!(&*c.user("a:b"), b"wsedge:user:a:b");
+        assert_eq!(c.parse(&c.user("a:b")), Some(ChannelKind::User("a:b")));
+        assert_eq!(c.parse(&c.room("r")), Some(ChannelKind::Room("r")));
+        assert_eq!(c.parse(&c.event("e.x")), Some(ChannelKind::Event("e.x")));
+        assert_eq!(c.parse(&c.all()), Some(ChannelKind::All));
+        assert_eq!(c.parse(&c.nodes()), Some(ChannelKind::Nodes));
+        assert_eq!(c.parse(&c.this_node()), Some(ChannelKind::ThisNode));
+        assert_eq!(c.parse(&c.node("n2")), None, "another node's channel");
+        assert_eq!(c.parse(b"other:all"), None);
+        assert_eq!(c.parse(b"wsedgeX:all"), None);
+    }
+}

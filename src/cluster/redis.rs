@@ -1,0 +1,628 @@
+//! The Redis engine: nodes joined by Redis pub/sub, driven from mio without blocking.
+//!
+//! Owns: per reactor, one command connection (PUBLISH, the per-user limit script, liveness);
+//! on reactor 0 also the node's one subscription connection, the count of interest per channel
+//! over every reactor, the subscription probe and the liveness heartbeat. Does not touch:
+//! connections or deliveries (what arrives is handed to the reactor with `r.received`).
+//!
+//! Every node subscribes to `{prefix}:all`, `{prefix}:nodes` and its own `{prefix}:node:{id}`,
+//! and to a user's, room's or event's channel only while it has a member of it. One message is
+//! one PUBLISH, whatever the number of recipients or nodes; its reply (the number of
+//! subscribers that received it) is the number of nodes reached, since each node has one
+//! subscription connection. Subscription changes made in one loop turn go out as one
+//! `SUBSCRIBE`/`UNSUBSCRIBE` of many channels.
+//!
+//! Failures: a lost connection fails what it had in flight (publishes answer
+//! `cluster unavailable`) and is made again with jittered exponential backoff (100 ms doubling
+//! to 5 s); the subscription connection then subscribes to every channel of interest again. A
+//! subscription that silently stops delivering is caught by a probe: reactor 0 publishes a
+//! message to its own node channel every second and reconnects the subscription if one has
+//! not come back within 3 s.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::resp::{Conn, bytes_of};
+use super::{Admission, Channels, Engine, EngineError, EngineOp, ReactorEngine, wire};
+use crate::config::{Config, RedisUrl};
+use crate::embed::{SourceId, TimerId};
+use crate::metrics::ClusterMetrics;
+use crate::reactor::reactor_ctx::ReactorCtx;
+
+const CMD: SourceId = 1;
+const SUB: SourceId = 2;
+const RECONNECT_CMD: TimerId = 1;
+const RECONNECT_SUB: TimerId = 2;
+/// Reactor 0's once-a-second work: liveness, probe.
+const TICK: TimerId = 3;
+const TICK_EVERY: Duration = Duration::from_secs(1);
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+/// Channels per SUBSCRIBE / UNSUBSCRIBE command.
+const SUBSCRIBE_BATCH: usize = 1000;
+/// A user's connection list lives this long after its last admission (a safety net: members
+/// of dead nodes are dropped by the script itself).
+const USER_KEY_TTL_MS: &str = "604800000";
+
+/// Counts a new connection against the user's limit across the cluster. KEYS[1]: the user's
+/// connections (members `node|connection`, scored by connect time). ARGV: member, score,
+/// limit, evict (1) or refuse (0), liveness-key prefix, node-channel prefix, eviction payload
+/// head, key ttl (ms). Members on nodes whose liveness key expired no longer count. Returns 1
+/// (admitted; evictions published to the nodes holding them) or 0 (refused).
+const ADMIT_SCRIPT: &str = r#"
+local live = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local node = string.match(m, '^(.*)|')
+  if node and redis.call('EXISTS', ARGV[5] .. node) == 1 then
+    live[#live + 1] = m
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+local over = #live - tonumber(ARGV[3]) + 1
+if over > 0 then
+  if ARGV[4] ~= '1' then return 0 end
+  for i = 1, over do
+    redis.call('ZREM', KEYS[1], live[i])
+    local node, conn = string.match(live[i], '^(.*)|(.*)$')
+    redis.call('PUBLISH', ARGV[6] .. node, ARGV[7] .. conn)
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+return 1
+"#;
+
+/// The Redis engine of `--redis`.
+pub struct RedisEngine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    url: RedisUrl,
+    addr: SocketAddr,
+    node: String,
+    channels: Channels,
+    node_ttl: Duration,
+    started_at: u64,
+    metrics: Arc<ClusterMetrics>,
+    /// Reactor 0's subscription connection is subscribed to the control channels.
+    sub_up: AtomicBool,
+}
+
+impl RedisEngine {
+    /// Resolves the Redis address once (startup may block on DNS; the reactors never do).
+    pub(crate) fn new(config: &Config, url: &RedisUrl, metrics: Arc<ClusterMetrics>) -> std::io::Result<Self> {
+        let addr = (url.host.as_str(), url.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("redis host {:?} has no address", url.host)))?;
+        Ok(RedisEngine {
+            shared: Arc::new(Shared {
+                url: url.clone(),
+                addr,
+                node: config.node_id.clone(),
+                channels: Channels::new(&config.redis_prefix, &config.node_id),
+                node_ttl: config.node_ttl,
+                started_at: crate::reactor::core::Core::unix_now().into(),
+                metrics,
+                sub_up: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+impl Engine for RedisEngine {
+    fn reactor_half(&self, reactor: usize) -> Box<dyn ReactorEngine> {
+        Box::new(Half {
+            reactor,
+            shared: self.shared.clone(),
+            cmd: Link::new(CMD),
+            expect: VecDeque::new(),
+            script_sha: None,
+            sub: (reactor == 0).then(|| Sub {
+                link: Link::new(SUB),
+                interest: HashMap::new(),
+                subscribed: HashSet::new(),
+                changed: Vec::new(),
+            }),
+            probe: None,
+            probe_nonce: 0,
+            last_heartbeat: None,
+            frames: Vec::new(),
+        })
+    }
+}
+
+/// A connection with its reconnect state.
+struct Link {
+    conn: Conn,
+    /// Failed attempts since the last success (sets the backoff).
+    attempts: u32,
+    /// A reconnect timer is set.
+    retrying: bool,
+    /// It has been up before (a new connection counts as a reconnect).
+    was_up: bool,
+}
+
+impl Link {
+    fn new(source: SourceId) -> Self {
+        Link {
+            conn: Conn::new(source),
+            attempts: 0,
+            retrying: false,
+            was_up: false,
+        }
+    }
+}
+
+/// What a reply on the command connection answers, in order.
+enum Expect {
+    Ignore,
+    Publish(u64),
+    Admit(u64),
+    ScriptLoad,
+}
+
+/// Reactor 0's subscriptions.
+struct Sub {
+    link: Link,
+    /// Reactors with interest, per channel.
+    interest: HashMap<Box<[u8]>, u32>,
+    /// Channels asked for on the current connection.
+    subscribed: HashSet<Box<[u8]>>,
+    /// Channels whose interest changed since the last flush.
+    changed: Vec<Box<[u8]>>,
+}
+
+struct Half {
+    reactor: usize,
+    shared: Arc<Shared>,
+    cmd: Link,
+    expect: VecDeque<Expect>,
+    script_sha: Option<bytes::Bytes>,
+    sub: Option<Sub>,
+    /// The probe in flight: its nonce and when it was sent.
+    probe: Option<(u64, Instant)>,
+    probe_nonce: u64,
+    last_heartbeat: Option<Instant>,
+    frames: Vec<BytesFrame>,
+}
+
+fn backoff(attempts: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << attempts.min(6)).min(5000);
+    // Full jitter over the upper half: nodes restarted together do not reconnect together.
+    let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (cap / 2 + 1);
+    Duration::from_millis(cap / 2 + jitter)
+}
+
+impl Half {
+    fn is_up(&self) -> bool {
+        self.cmd.conn.is_connected() && self.shared.sub_up.load(Ordering::Acquire)
+    }
+
+    fn connect(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
+        let addr = self.shared.addr;
+        let link = match which {
+            CMD => &mut self.cmd,
+            _ => match self.sub.as_mut() {
+                Some(s) => &mut s.link,
+                None => return,
+            },
+        };
+        link.retrying = false;
+        if let Err(e) = link.conn.connect(r, addr) {
+            log::warn!("reactor {}: connecting to redis at {addr}: {e}", self.reactor);
+            self.lost(r, which);
+            return;
+        }
+        // AUTH and SELECT go first; their replies are checked like any other.
+        let url = &self.shared.url;
+        let mut setup: Vec<Vec<&[u8]>> = Vec::new();
+        if let Some(p) = &url.password {
+            match &url.username {
+                Some(u) => setup.push(vec![b"AUTH", u.as_bytes(), p.as_bytes()]),
+                None => setup.push(vec![b"AUTH", p.as_bytes()]),
+            }
+        }
+        let db = url.db.to_string();
+        if url.db != 0 {
+            setup.push(vec![b"SELECT", db.as_bytes()]);
+        }
+        if which == CMD {
+            for c in &setup {
+                self.cmd.conn.command(c);
+                self.expect.push_back(Expect::Ignore);
+            }
+            self.cmd.conn.command(&[b"SCRIPT", b"LOAD", ADMIT_SCRIPT.as_bytes()]);
+            self.expect.push_back(Expect::ScriptLoad);
+            if self.reactor == 0 {
+                self.heartbeat();
+            }
+        } else if let Some(sub) = self.sub.as_mut() {
+            for c in &setup {
+                sub.link.conn.command(c);
+            }
+            let ch = &self.shared.channels;
+            sub.link
+                .conn
+                .command(&[b"SUBSCRIBE", &ch.nodes(), &ch.this_node(), &ch.all()]);
+            sub.subscribed.clear();
+            sub.changed = sub.interest.keys().cloned().collect();
+        }
+    }
+
+    /// A connection broke (or could not be made): fail what it had in flight, retry later.
+    fn lost(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
+        let m = &self.shared.metrics;
+        let link = if which == CMD {
+            for e in std::mem::take(&mut self.expect) {
+                match e {
+                    Expect::Publish(id) => {
+                        m.publish_failures.inc();
+                        r.published(id, Err(EngineError::Unavailable));
+                    }
+                    Expect::Admit(id) => r.admitted(id, Admission::Local),
+                    Expect::Ignore | Expect::ScriptLoad => {}
+                }
+            }
+            self.script_sha = None;
+            &mut self.cmd
+        } else {
+            let Some(sub) = self.sub.as_mut() else { return };
+            if self.shared.sub_up.swap(false, Ordering::AcqRel) {
+                log::warn!("cluster: subscription to redis lost; reconnecting");
+            }
+            self.probe = None;
+            m.subscriptions.set(0);
+            &mut sub.link
+        };
+        link.conn.close(r);
+        if !link.retrying {
+            link.retrying = true;
+            let delay = backoff(link.attempts);
+            link.attempts = link.attempts.saturating_add(1);
+            r.set_timer(if which == CMD { RECONNECT_CMD } else { RECONNECT_SUB }, delay);
+        }
+        self.update_up();
+    }
+
+    fn update_up(&self) {
+        if self.reactor == 0 {
+            let up = self.is_up();
+            if self.shared.metrics.up.swap(up, Ordering::AcqRel) != up {
+                log::info!("cluster: node {} {}", self.shared.node, if up { "up" } else { "down" });
+            }
+        }
+    }
+
+    fn connected(&mut self, which: SourceId) {
+        let link = if which == CMD {
+            &mut self.cmd
+        } else {
+            match self.sub.as_mut() {
+                Some(s) => &mut s.link,
+                None => return,
+            }
+        };
+        link.attempts = 0;
+        if link.was_up {
+            self.shared.metrics.reconnects.inc();
+        }
+        link.was_up = true;
+    }
+
+    fn heartbeat(&mut self) {
+        let key = format!("{}{}", self.shared.channels.alive_prefix(), self.shared.node);
+        let ttl = self.shared.node_ttl.as_millis().to_string();
+        let started = self.shared.started_at.to_string();
+        self.cmd
+            .conn
+            .command(&[b"SET", key.as_bytes(), started.as_bytes(), b"PX", ttl.as_bytes()]);
+        self.expect.push_back(Expect::Ignore);
+        self.last_heartbeat = Some(Instant::now());
+    }
+
+    fn on_cmd_replies(&mut self, r: &mut ReactorCtx<'_>) {
+        for f in std::mem::take(&mut self.frames) {
+            let Some(e) = self.expect.pop_front() else {
+                log::warn!("cluster: a redis reply nobody asked for: {f:?}");
+                continue;
+            };
+            match (e, f) {
+                (Expect::Publish(id), BytesFrame::Integer(n)) => r.published(id, Ok(n.max(0) as usize)),
+                (Expect::Publish(id), other) => {
+                    log::warn!("cluster: PUBLISH failed: {other:?}");
+                    self.shared.metrics.publish_failures.inc();
+                    r.published(id, Err(EngineError::Unavailable));
+                }
+                (Expect::Admit(id), BytesFrame::Integer(n)) => r.admitted(
+                    id,
+                    if n == 1 {
+                        Admission::Admitted
+                    } else {
+                        Admission::Refused
+                    },
+                ),
+                (Expect::Admit(id), other) => {
+                    log::warn!("cluster: per-user limit script failed: {other:?}");
+                    r.admitted(id, Admission::Local);
+                }
+                (Expect::ScriptLoad, f) => self.script_sha = bytes_of(&f).cloned(),
+                (Expect::Ignore, BytesFrame::Error(e)) => log::warn!("cluster: redis said: {e}"),
+                (Expect::Ignore, _) => {}
+            }
+        }
+    }
+
+    fn on_sub_frames(&mut self, r: &mut ReactorCtx<'_>) {
+        let frames = std::mem::take(&mut self.frames);
+        for f in frames {
+            let BytesFrame::Array(parts) = f else {
+                if let BytesFrame::Error(e) = f {
+                    log::warn!("cluster: redis said on the subscription: {e}");
+                }
+                continue;
+            };
+            let kind = parts.first().and_then(bytes_of).map(|b| b.as_ref());
+            match (kind, parts.get(1).and_then(bytes_of), parts.get(2)) {
+                (Some(b"message"), Some(channel), Some(BytesFrame::BulkString(payload))) => {
+                    self.shared.metrics.received.inc();
+                    if let Some(wire::Wire::Probe { origin, nonce }) = wire::parse(payload) {
+                        if origin == self.shared.node.as_bytes() && self.probe.is_some_and(|(n, _)| n == nonce) {
+                            self.probe = None;
+                        }
+                        continue;
+                    }
+                    r.received(channel, payload.clone());
+                }
+                (Some(b"subscribe"), Some(channel), Some(BytesFrame::Integer(n))) => {
+                    self.shared.metrics.subscriptions.set(*n as u64);
+                    if **channel == *self.shared.channels.all() {
+                        // The control channels were asked for together, before anything else.
+                        self.shared.sub_up.store(true, Ordering::Release);
+                        self.update_up();
+                    }
+                }
+                (Some(b"unsubscribe"), _, Some(BytesFrame::Integer(n))) => {
+                    self.shared.metrics.subscriptions.set(*n as u64);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn apply_interest(&mut self, channel: Box<[u8]>, on: bool) {
+        let Some(sub) = self.sub.as_mut() else { return };
+        let n = sub.interest.entry(channel.clone()).or_insert(0);
+        if on {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                sub.interest.remove(&channel);
+            }
+        }
+        sub.changed.push(channel);
+    }
+
+    /// Sends the subscription changes of this turn as few commands.
+    fn reconcile(&mut self) {
+        let Some(sub) = self.sub.as_mut() else { return };
+        if sub.changed.is_empty() || !sub.link.conn.is_open() {
+            return;
+        }
+        let mut add: Vec<Box<[u8]>> = Vec::new();
+        let mut drop: Vec<Box<[u8]>> = Vec::new();
+        for ch in std::mem::take(&mut sub.changed) {
+            let wanted = sub.interest.contains_key(&ch);
+            if wanted && sub.subscribed.insert(ch.clone()) {
+                add.push(ch);
+            } else if !wanted && sub.subscribed.remove(&ch) {
+                drop.push(ch);
+            }
+        }
+        for (verb, list) in [(&b"SUBSCRIBE"[..], add), (&b"UNSUBSCRIBE"[..], drop)] {
+            for batch in list.chunks(SUBSCRIBE_BATCH) {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
+                args.push(verb);
+                args.extend(batch.iter().map(|c| &c[..]));
+                sub.link.conn.command(&args);
+            }
+        }
+    }
+
+    fn tick(&mut self, r: &mut ReactorCtx<'_>) {
+        r.set_timer(TICK, TICK_EVERY);
+        if !self.cmd.conn.is_connected() {
+            return;
+        }
+        if self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= self.shared.node_ttl / 3)
+        {
+            self.heartbeat();
+        }
+        if !self.shared.sub_up.load(Ordering::Acquire) {
+            return;
+        }
+        match self.probe {
+            Some((_, sent)) if sent.elapsed() >= PROBE_DEADLINE => {
+                log::warn!("cluster: the subscription stopped delivering (probe lost); reconnecting it");
+                self.shared.metrics.probe_failures.inc();
+                self.lost(r, SUB);
+            }
+            Some(_) => {}
+            None => {
+                self.probe_nonce += 1;
+                let payload = wire::probe(&self.shared.node, self.probe_nonce);
+                let channel = self.shared.channels.this_node();
+                self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
+                self.expect.push_back(Expect::Ignore);
+                self.shared.metrics.probes.inc();
+                self.probe = Some((self.probe_nonce, Instant::now()));
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        r: &mut ReactorCtx<'_>,
+        id: u64,
+        user: &str,
+        connection: uuid::Uuid,
+        limit: usize,
+        evict: bool,
+    ) {
+        if !self.is_up() {
+            r.admitted(id, Admission::Local);
+            return;
+        }
+        let s = &self.shared;
+        let key = s.channels.user_connections(user);
+        let member = format!("{}|{}", s.node, connection);
+        let score = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            .to_string();
+        let limit = limit.to_string();
+        let alive = s.channels.alive_prefix();
+        let node_channels = s.channels.node_prefix();
+        let head = wire::evict_head(&s.node);
+        let evict: &[u8] = if evict { b"1" } else { b"0" };
+        let args: [&[u8]; 8] = [
+            member.as_bytes(),
+            score.as_bytes(),
+            limit.as_bytes(),
+            evict,
+            alive.as_bytes(),
+            node_channels.as_bytes(),
+            &head,
+            USER_KEY_TTL_MS.as_bytes(),
+        ];
+        let mut cmd: Vec<&[u8]> = Vec::with_capacity(11);
+        match &self.script_sha {
+            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
+            None => cmd.extend([&b"EVAL"[..], ADMIT_SCRIPT.as_bytes()]),
+        }
+        cmd.extend([&b"1"[..], &key]);
+        cmd.extend(args);
+        self.cmd.conn.command(&cmd);
+        self.expect.push_back(Expect::Admit(id));
+    }
+}
+
+impl ReactorEngine for Half {
+    fn on_start(&mut self, r: &mut ReactorCtx<'_>) {
+        self.connect(r, CMD);
+        if self.sub.is_some() {
+            self.connect(r, SUB);
+            r.set_timer(TICK, TICK_EVERY);
+        }
+    }
+
+    fn on_source(&mut self, r: &mut ReactorCtx<'_>, source: SourceId, event: &mio::event::Event) {
+        let mut frames = std::mem::take(&mut self.frames);
+        let result = match source {
+            CMD => self.cmd.conn.on_event(event, &mut frames),
+            SUB => match self.sub.as_mut() {
+                Some(s) => s.link.conn.on_event(event, &mut frames),
+                None => return,
+            },
+            _ => return,
+        };
+        self.frames = frames;
+        match result {
+            Ok(just_connected) => {
+                if just_connected {
+                    self.connected(source);
+                }
+                if source == CMD {
+                    self.on_cmd_replies(r);
+                } else {
+                    self.on_sub_frames(r);
+                }
+                self.update_up();
+            }
+            Err(e) => {
+                // Replies that arrived before the break are still good.
+                if source == CMD {
+                    self.on_cmd_replies(r);
+                } else {
+                    self.on_sub_frames(r);
+                }
+                log::warn!("reactor {}: redis connection lost: {e}", self.reactor);
+                self.lost(r, source);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, r: &mut ReactorCtx<'_>, timer: TimerId) {
+        match timer {
+            RECONNECT_CMD => self.connect(r, CMD),
+            RECONNECT_SUB => self.connect(r, SUB),
+            TICK => self.tick(r),
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
+        let m = &self.shared.metrics;
+        match op {
+            EngineOp::Publish { id, channel, payload } => {
+                if !self.is_up() {
+                    m.publish_failures.inc();
+                    r.published(id, Err(EngineError::Unavailable));
+                    return;
+                }
+                m.publishes.inc();
+                self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
+                self.expect.push_back(Expect::Publish(id));
+            }
+            EngineOp::Send { channel, payload } => {
+                if self.is_up() {
+                    m.publishes.inc();
+                    self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
+                    self.expect.push_back(Expect::Ignore);
+                }
+            }
+            EngineOp::Interest { channel, on } => self.apply_interest(channel, on),
+            EngineOp::Admit {
+                id,
+                user,
+                connection,
+                limit,
+                evict,
+            } => self.admit(r, id, &user, connection, limit, evict),
+            EngineOp::Release { user, connection } => {
+                if self.is_up() {
+                    let key = self.shared.channels.user_connections(&user);
+                    let member = format!("{}|{}", self.shared.node, connection);
+                    self.cmd.conn.command(&[b"ZREM", &key, member.as_bytes()]);
+                    self.expect.push_back(Expect::Ignore);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, r: &mut ReactorCtx<'_>) {
+        self.reconcile();
+        if self.cmd.conn.is_connected()
+            && let Err(e) = self.cmd.conn.flush()
+        {
+            log::warn!("reactor {}: redis connection lost: {e}", self.reactor);
+            self.lost(r, CMD);
+        }
+        if let Some(sub) = self.sub.as_mut()
+            && sub.link.conn.is_connected()
+            && let Err(e) = sub.link.conn.flush()
+        {
+            log::warn!("cluster: redis subscription lost: {e}");
+            self.lost(r, SUB);
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The reactor's side of a cluster: what goes to the engine, and what comes back from it.
+//!
+//! Owns: turning a plan's asks into engine work (a delivery is published first and carried
+//! out here only once the cluster has it; a request to every node runs beside this node's own
+//! share), publishes waiting for the engine, requests from other nodes carried out here and
+//! answered, messages from other nodes delivered here, and this reactor's interest in channels.
+//! Does not touch: Redis or sockets (the engine does, fed from `ops` by the loop).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tungstenite::Bytes;
+
+use super::Core;
+use super::asks::Owner;
+use crate::ask::{Answer, Ask, CLUSTER, NodeCensus, REMOTE, RemoteAsk, Target, merge_answers};
+use crate::cluster::wire::{self, Wire};
+use crate::cluster::{Admission, ChannelKind, Channels, EngineError, EngineOp};
+use crate::reactor::Command;
+
+/// This reactor's cluster state.
+pub(crate) struct CoreCluster {
+    pub channels: Channels,
+    /// Work for the engine, handed over by the loop (in order).
+    pub ops: Vec<EngineOp>,
+    next_id: u64,
+    pending: HashMap<u64, Pending>,
+    /// Cluster-wide admissions decided this turn, for the loop to finish the handshakes.
+    pub admitted: Vec<(u64, Admission)>,
+}
+
+/// A publish waiting for the engine.
+enum Pending {
+    /// Ask `ask` of in-flight entry `key`: carried out here once the cluster has the message.
+    Deliver {
+        key: usize,
+        serial: u32,
+        index: usize,
+        ask: Ask,
+        reactors: Vec<usize>,
+    },
+    /// Ask `index` of in-flight entry `key` went to every node: each other node will answer.
+    Request { key: usize, serial: u32, index: usize },
+}
+
+impl CoreCluster {
+    pub fn new(prefix: &str, node: &str) -> Self {
+        CoreCluster {
+            channels: Channels::new(prefix, node),
+            ops: Vec::new(),
+            next_id: 0,
+            pending: HashMap::new(),
+            admitted: Vec::new(),
+        }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The channel a delivery to `target` is published on (one connection: every node's).
+    fn channel_of(&self, target: &Target, events: &[String]) -> Option<Box<[u8]>> {
+        Some(match target {
+            Target::All => self.channels.all(),
+            Target::Subscribers(bit) => self.channels.event(events.get(*bit as usize)?),
+            Target::User(u) => self.channels.user(u),
+            Target::Room(r) => self.channels.room(r),
+            Target::Connection(_) => self.channels.nodes(),
+        })
+    }
+}
+
+impl Core {
+    fn node(&self) -> &str {
+        &self.rt.config.node_id
+    }
+
+    /// The reactors of this node that may hold what `ask` is about.
+    pub(super) fn reactors_for_ask(&self, ask: &Ask) -> Vec<usize> {
+        let all = || (0..self.rt.links.len()).collect();
+        let home = |u: &str| {
+            if self.rt.verifier.is_some() {
+                vec![self.rt.home_of(u)]
+            } else {
+                all()
+            }
+        };
+        match ask {
+            Ask::Deliver { target, .. } | Ask::Disconnect { target, .. } => match target {
+                Target::User(u) => home(u),
+                Target::Connection(id) => {
+                    let r = id.as_bytes()[4] as usize;
+                    if r < self.rt.links.len() { vec![r] } else { vec![] }
+                }
+                _ => all(),
+            },
+            Ask::Membership { user, .. } => vec![self.rt.home_of(user)],
+            Ask::List { user: Some(u), .. } => home(u),
+            Ask::Inspect { id } => {
+                let r = id.as_bytes()[4] as usize;
+                if r < self.rt.links.len() { vec![r] } else { vec![] }
+            }
+            _ => all(),
+        }
+    }
+
+    /// The cluster's part of ask `index` of in-flight entry `key`. Returns the ask if this
+    /// node's reactors are to carry it out now; a delivery waits for the cluster instead.
+    pub(super) fn cluster_step(
+        &mut self,
+        key: usize,
+        serial: u32,
+        index: usize,
+        ask: Ask,
+        reactors: Vec<usize>,
+    ) -> Option<(Ask, Vec<usize>)> {
+        let node = self.rt.config.node_id.clone();
+        let me = self.id;
+        let Some(c) = self.cluster.as_mut() else {
+            return Some((ask, reactors));
+        };
+        let (channel, payload, pending, now) = match &ask {
+            Ask::Deliver {
+                target,
+                frame,
+                exclude_user,
+                ..
+            } => {
+                let Some(channel) = c.channel_of(target, &self.rt.config.subscribable_events) else {
+                    return Some((ask, reactors));
+                };
+                let connection = match target {
+                    Target::Connection(id) => Some(*id),
+                    _ => None,
+                };
+                let payload = wire::deliver(&node, exclude_user.as_deref(), connection, frame);
+                (
+                    channel,
+                    payload,
+                    Pending::Deliver {
+                        key,
+                        serial,
+                        index,
+                        ask,
+                        reactors,
+                    },
+                    None,
+                )
+            }
+            other => {
+                let Some(remote) = RemoteAsk::of(other) else {
+                    return Some((ask, reactors));
+                };
+                let ticket = super::asks::ticket(key, index, serial);
+                let body = serde_json::to_vec(&remote).unwrap_or_default();
+                let payload = wire::request(&node, me, ticket, &body);
+                (
+                    c.channels.nodes(),
+                    payload,
+                    Pending::Request { key, serial, index },
+                    Some((ask, reactors)),
+                )
+            }
+        };
+        let id = c.next_id();
+        c.pending.insert(id, pending);
+        c.ops.push(EngineOp::Publish { id, channel, payload });
+        if let Some(f) = self.in_flight_asks.get_mut(key) {
+            f.waiting += 1;
+        }
+        now
+    }
+
+    /// The engine's word on publish `id`.
+    pub fn cluster_published(&mut self, id: u64, result: Result<usize, EngineError>) {
+        let Some(pending) = self.cluster.as_mut().and_then(|c| c.pending.remove(&id)) else {
+            return;
+        };
+        let (key, serial, index) = match &pending {
+            Pending::Deliver { key, serial, index, .. } | Pending::Request { key, serial, index } => {
+                (*key, *serial, *index)
+            }
+        };
+        if self.in_flight_asks.get(key).is_none_or(|f| f.serial != serial) {
+            return;
+        }
+        let word = match result {
+            Ok(n) => Answer::Nodes(n),
+            Err(EngineError::Unavailable) => Answer::Unavailable,
+        };
+        match (pending, result) {
+            (
+                Pending::Deliver {
+                    ask, reactors, index, ..
+                },
+                Ok(_),
+            ) => self.distribute(key, index, serial, ask, reactors),
+            (Pending::Request { .. }, Ok(nodes)) => {
+                // Every node is subscribed to the request channel, this one included (and it
+                // carried out its own share already): the others answer.
+                if let Some(f) = self.in_flight_asks.get_mut(key) {
+                    f.waiting += nodes.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+        if let Some(slot) = self.in_flight_asks.get_mut(key).and_then(|f| f.answers.get_mut(index)) {
+            slot.push((CLUSTER, word));
+        }
+        self.answer_local(key, usize::MAX, Answer::Lost);
+    }
+
+    /// A message another node published (or one of ours coming back).
+    pub fn cluster_received(&mut self, channel: &[u8], payload: Bytes) {
+        let Some(c) = self.cluster.as_ref() else { return };
+        let Some(kind) = c.channels.parse(channel) else {
+            return;
+        };
+        let target = match kind {
+            ChannelKind::All => Some(Target::All),
+            ChannelKind::Event(name) => self.rt.config.event_bit(name).map(Target::Subscribers),
+            ChannelKind::User(u) => Some(Target::User(u.into())),
+            ChannelKind::Room(r) => Some(Target::Room(r.into())),
+            ChannelKind::Nodes | ChannelKind::ThisNode => None,
+        };
+        let me = self.node().as_bytes();
+        match wire::parse(&payload) {
+            Some(Wire::Deliver { origin, .. }) | Some(Wire::Request { origin, .. }) if origin == me => {
+                // Ours: delivered (or carried out) here when it was published.
+            }
+            Some(Wire::Deliver {
+                exclude_user,
+                connection,
+                frame_at,
+                ..
+            }) => {
+                let Some(target) = connection.map(Target::Connection).or(target) else {
+                    return self.malformed("a delivery on a channel with no target");
+                };
+                let frame = payload.slice(frame_at..);
+                self.deliver_from_cluster(target, frame, exclude_user.map(Into::into));
+            }
+            Some(Wire::Request {
+                origin,
+                reactor,
+                ticket,
+                body,
+            }) => {
+                let Ok(remote) = serde_json::from_slice::<RemoteAsk>(body) else {
+                    return self.malformed("a request this node does not understand");
+                };
+                let origin: Box<str> = String::from_utf8_lossy(origin).into();
+                let ask = remote.into_ask();
+                let reactors = self.reactors_for_ask(&ask);
+                let owner = Owner::Remote {
+                    origin,
+                    reactor: reactor as usize,
+                    ticket,
+                };
+                if self.send_asks(owner, vec![(ask, reactors)]).is_none() {
+                    log::warn!("cluster: too many requests in flight; one from another node is dropped");
+                }
+                self.fan_out_groups();
+            }
+            Some(Wire::Answer {
+                reactor, ticket, body, ..
+            }) => {
+                let Ok(answer) = serde_json::from_slice::<Answer>(body) else {
+                    return self.malformed("an answer this node does not understand");
+                };
+                let reactor = reactor as usize;
+                if reactor == self.id {
+                    self.on_answer(ticket, REMOTE, answer);
+                } else if let Some(link) = self.rt.links.get(reactor) {
+                    link.send(Command::Answer {
+                        ticket,
+                        from: REMOTE,
+                        answer,
+                    });
+                }
+            }
+            Some(Wire::Evict { connection }) => {
+                // The per-user limit evicted this node's connection for a newer one elsewhere.
+                let ask = Ask::Disconnect {
+                    target: Target::Connection(connection),
+                    code: 1008,
+                    reason: "connection limit exceeded".into(),
+                };
+                for r in self.reactors_for_ask(&ask) {
+                    if r == self.id {
+                        self.metrics.evictions.inc();
+                        self.carry_out(ask.clone(), None);
+                    } else if let Some(link) = self.rt.links.get(r) {
+                        link.send(Command::Ask {
+                            ask: ask.clone(),
+                            reply: None,
+                        });
+                    }
+                }
+            }
+            Some(Wire::Probe { .. }) => {}
+            None => self.malformed("a message this node does not understand"),
+        }
+    }
+
+    fn malformed(&mut self, what: &str) {
+        self.rt.cluster_metrics.malformed.inc();
+        log::debug!("cluster: dropped {what}");
+    }
+
+    /// Queues a delivery from another node on this node's reactors (grouped with the others of
+    /// the same read: fanned out once by the loop).
+    fn deliver_from_cluster(&mut self, target: Target, frame: Bytes, exclude_user: Option<Box<str>>) {
+        let now = Instant::now();
+        let ask = Ask::Deliver {
+            target,
+            frame,
+            exclude_user,
+            published_at: now,
+        };
+        for r in self.reactors_for_ask(&ask) {
+            if r == self.id {
+                self.carry_out(ask.clone(), None);
+            } else if let Some(link) = self.rt.links.get(r) {
+                link.send_lossy(Command::Ask {
+                    ask: ask.clone(),
+                    reply: None,
+                });
+            }
+        }
+    }
+
+    /// A request from another node is done here: its answer goes back to the asking node.
+    pub(super) fn answer_remote(&mut self, origin: &str, reactor: usize, ticket: u64, answers: Vec<(usize, Answer)>) {
+        let node = NodeCensus {
+            node_id: self.rt.config.node_id.clone(),
+            started_at: self.rt.started_at,
+            census: Default::default(),
+        };
+        let answer = merge_answers(answers, node);
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        let payload = wire::answer(&self.rt.config.node_id, reactor, ticket, &body);
+        if let Some(c) = self.cluster.as_mut() {
+            let channel = c.channels.node(origin);
+            c.ops.push(EngineOp::Send { channel, payload });
+        }
+    }
+
+    /// This reactor's interest in `channel` rose or fell: the node's subscriptions live on
+    /// reactor 0, which counts interest over every reactor.
+    pub fn cluster_interest(&mut self, channel: Box<[u8]>, on: bool) {
+        if self.id == 0 {
+            if let Some(c) = self.cluster.as_mut() {
+                c.ops.push(EngineOp::Interest { channel, on });
+            }
+        } else if let Some(link) = self.rt.links.first() {
+            link.send(Command::Interest { channel, on });
+        }
+    }
+
+    /// A user got its first connection here (or lost its last).
+    pub(super) fn user_interest(&mut self, user: &str, on: bool) {
+        if let Some(ch) = self.cluster.as_ref().map(|c| c.channels.user(user)) {
+            self.cluster_interest(ch, on);
+        }
+    }
+
+    /// A room got its first member here (or lost its last).
+    pub(super) fn room_interest(&mut self, room: &str, on: bool) {
+        if let Some(ch) = self.cluster.as_ref().map(|c| c.channels.room(room)) {
+            self.cluster_interest(ch, on);
+        }
+    }
+
+    /// An event got its first subscriber here (or lost its last).
+    pub(super) fn event_interest(&mut self, bit: usize, on: bool) {
+        let Some(name) = self.rt.config.subscribable_events.get(bit) else {
+            return;
+        };
+        if let Some(ch) = self.cluster.as_ref().map(|c| c.channels.event(name)) {
+            self.cluster_interest(ch, on);
+        }
+    }
+
+    /// The engine decided admission `id`.
+    pub fn cluster_admitted(&mut self, id: u64, verdict: Admission) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.admitted.push((id, verdict));
+        }
+    }
+
+    /// Asks the cluster to count connection `idx` of `user`; the verdict comes back as
+    /// `admitted` with the returned id (`None`: no cluster).
+    pub fn cluster_admit(&mut self, idx: usize, user: &str) -> Option<u64> {
+        let connection = uuid::Uuid::from_bytes(self.conn_id(idx));
+        let limit = self.rt.config.max_connections_per_user;
+        let evict = self.rt.config.per_user_limit_policy == crate::config::LimitPolicy::EvictOldest;
+        let c = self.cluster.as_mut()?;
+        let id = c.next_id();
+        c.ops.push(EngineOp::Admit {
+            id,
+            user: user.into(),
+            connection,
+            limit,
+            evict,
+        });
+        Some(id)
+    }
+
+    /// Connection `idx` of `user` is gone: it no longer counts toward the cluster-wide limit.
+    pub(super) fn cluster_release(&mut self, idx: usize, user: &str) {
+        let connection = uuid::Uuid::from_bytes(self.conn_id(idx));
+        self.cluster_release_id(user, connection);
+    }
+
+    /// See `cluster_release`.
+    pub fn cluster_release_id(&mut self, user: &str, connection: uuid::Uuid) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.ops.push(EngineOp::Release {
+                user: user.into(),
+                connection,
+            });
+        }
+    }
+
+    /// A `ServerHandle` call from a thread, carried out as this reactor's own plan (so the
+    /// cluster's part runs here); every answer goes back to the waiting thread.
+    pub fn thread_plan(&mut self, asks: Vec<(Ask, Vec<usize>)>, reply: std::sync::mpsc::Sender<crate::admin::Answers>) {
+        // If the table is full the sender is dropped with the entry: the thread sees no answers.
+        let _ = self.send_asks(Owner::Thread(reply), asks);
+        self.fan_out_groups();
+    }
+
+    /// Asks nobody waits for (in a cluster: published first, like any other).
+    pub fn fire_and_forget(&mut self, asks: Vec<(Ask, Vec<usize>)>) {
+        let _ = self.send_asks(Owner::Nobody, asks);
+    }
+
+    /// Work queued for the engine.
+    pub fn take_engine_ops(&mut self) -> Vec<EngineOp> {
+        self.cluster
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.ops))
+            .unwrap_or_default()
+    }
+
+    pub fn has_engine_ops(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.ops.is_empty())
+    }
+}

@@ -1,0 +1,387 @@
+//! Nodes joined over a real `redis-server`: every publish route reaches every node, one PUBLISH
+//! per message, cluster-wide presence, rooms, stats, disconnects and per-user limits, and what
+//! happens when Redis goes away and comes back.
+mod common;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use common::http::json;
+use common::redis::Redis;
+use common::*;
+use serde_json::{Value, json};
+use wsedge::{Config, LimitPolicy, RunningServer};
+
+fn node(redis: &Redis, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {
+    let mut c = Config {
+        workers: 2,
+        redis: Some(redis.url()),
+        redis_prefix: prefix.to_string(),
+        node_id: id.to_string(),
+        max_connections_per_user: 10,
+        ..config()
+    };
+    tweak(&mut c);
+    let server = start(c);
+    let h = server.handle();
+    wait_until("the node joins the cluster", || {
+        h.cluster_metrics().is_some_and(|m| m.up.load(Ordering::Acquire))
+    });
+    server
+}
+
+fn admin() -> String {
+    admin_token("root")
+}
+
+fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    json(addr, "POST", path, Some(&admin()), Some(body))
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    json(addr, "GET", path, Some(&admin()), None)
+}
+
+/// Connects `user` to `addr` and waits until the cluster routes the user's messages to it.
+fn connect_user(redis: &Redis, prefix: &str, addr: SocketAddr, user: &str) -> (Ws, String) {
+    let (ws, hello) = connect(addr, &token(user));
+    let channel = format!("{prefix}:user:{user}");
+    wait_until("the user's channel is subscribed", || redis.numsub(&channel) >= 1);
+    (ws, hello["data"]["connection_id"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn every_route_reaches_every_node_with_one_publish_per_message() {
+    let redis = Redis::start();
+    let p = "routes";
+    let n1 = node(&redis, p, "n1", |_| {});
+    let n2 = node(&redis, p, "n2", |_| {});
+    let n3 = node(&redis, p, "n3", |_| {});
+    let a1 = n1.local_addr();
+    let (mut carol, _) = connect_user(&redis, p, a1, "carol");
+    let (mut alice, alice_id) = connect_user(&redis, p, n2.local_addr(), "alice");
+    let (mut bob, _) = connect_user(&redis, p, n3.local_addr(), "bob");
+
+    // A user on another node.
+    let (status, body) = post(a1, "/ws/users/alice/messages", json!({"type": "hi", "data": {"n": 1}}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["connections_reached"], 0, "none on this node");
+    assert_eq!(body["data"]["nodes_reached"], 1, "{body}");
+    let m = recv_json(&mut alice);
+    assert_eq!((m["type"].as_str(), m["data"]["n"].as_i64()), (Some("hi"), Some(1)));
+    assert_eq!(m["id"], body["data"]["message_id"]);
+
+    // Everyone: every node, including the publishing one.
+    let (_, body) = post(a1, "/ws/broadcast", json!({"type": "all", "text": "x"}));
+    assert_eq!(body["data"]["nodes_reached"], 3, "{body}");
+    assert_eq!(body["data"]["connections_reached"], 1, "carol is on this node");
+    for ws in [&mut carol, &mut alice, &mut bob] {
+        assert_eq!(recv_json(ws)["source"], "admin_broadcast");
+    }
+
+    // An event's subscribers on another node.
+    send_json(
+        &mut bob,
+        json!({"type": "subscribe", "data": {"events": ["review.updated"]}}),
+    );
+    assert_eq!(recv_json(&mut bob)["type"], "subscription.acknowledged");
+    wait_until("the event channel is subscribed", || {
+        redis.numsub(&format!("{p}:event:review.updated")) == 1
+    });
+    let (_, body) = post(a1, "/ws/events/review.updated", json!({"data": {"r": 7}}));
+    assert_eq!(body["data"]["nodes_reached"], 1, "{body}");
+    assert_eq!(recv_json(&mut bob)["data"]["r"], 7);
+
+    // A room whose member is on another node; membership changed from this one.
+    let (status, body) = json(a1, "PUT", "/ws/rooms/lobby/members/bob", Some(&admin()), None);
+    assert_eq!((status, body["data"]["connections"].as_i64()), (200, Some(1)), "{body}");
+    assert_eq!(recv_json(&mut bob)["type"], "room.joined");
+    wait_until("the room channel is subscribed", || {
+        redis.numsub(&format!("{p}:room:lobby")) == 1
+    });
+    assert_eq!(get(a1, "/ws/rooms/lobby/members").1["data"]["members"], json!(["bob"]));
+    let (_, body) = post(a1, "/ws/rooms/lobby/messages", json!({"data": {"t": "yo"}}));
+    assert_eq!(body["data"]["nodes_reached"], 1);
+    let m = recv_json(&mut bob);
+    assert_eq!(
+        (m["type"].as_str(), m["data"]["t"].as_str()),
+        (Some("room.message"), Some("yo"))
+    );
+    let (status, _) = json(a1, "DELETE", "/ws/rooms/lobby/members/nobody", Some(&admin()), None);
+    assert_eq!(status, 404, "a user connected nowhere");
+
+    // One connection by id, from the library on a third node.
+    let id: uuid::Uuid = alice_id.parse().unwrap();
+    let d = n3
+        .handle()
+        .send_envelope(wsedge::Target::Connection(id), "direct", json!({"only": "alice"}))
+        .expect("the cluster is up");
+    assert_eq!((d.recipients, d.nodes_reached), (0, 3));
+    assert_eq!(recv_json(&mut alice)["data"]["only"], "alice");
+
+    // Presence and stats answered over the cluster.
+    let (_, body) = get(a1, "/ws/users/alice/presence");
+    assert_eq!(body["data"]["online"], true);
+    assert_eq!(body["data"]["connections"][0]["node_id"], "n2");
+    assert_eq!(body["data"]["connections"][0]["connection_id"], alice_id.as_str());
+    assert_eq!(get(a1, "/ws/users/nobody/presence").1["data"]["online"], false);
+    let (_, body) = get(n3.local_addr(), "/ws/stats");
+    assert_eq!(body["data"]["total_connections"], 3, "{body}");
+    let nodes: Vec<&str> = body["data"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n3", "n1", "n2"], "this node first, then the others by id");
+    assert_eq!(body["data"]["nodes"][1]["connections"], 1);
+
+    // One PUBLISH per message: 100 messages to alice, in order, exactly once each.
+    let before = redis.calls("PUBLISH");
+    let ours = |s: &RunningServer| {
+        let m = s.handle();
+        let c = m.cluster_metrics().unwrap();
+        c.publishes.get() + c.probes.get()
+    };
+    let sent_before: u64 = [&n1, &n2, &n3].iter().map(|s| ours(s)).sum();
+    let h1 = n1.handle();
+    for i in 0..100 {
+        h1.send_to_user("alice", "seq", json!({"i": i})).unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(recv_json(&mut alice)["data"]["i"], i);
+    }
+    let sent: u64 = [&n1, &n2, &n3].iter().map(|s| ours(s)).sum::<u64>() - sent_before;
+    assert_eq!(
+        redis.calls("PUBLISH") - before,
+        sent,
+        "every PUBLISH Redis saw was one of ours"
+    );
+    let probes: u64 = [&n1, &n2, &n3]
+        .iter()
+        .map(|s| s.handle().cluster_metrics().unwrap().probes.get())
+        .sum();
+    assert!(
+        sent >= 100 && sent - 100 <= probes,
+        "100 messages took {sent} PUBLISHes"
+    );
+
+    // Disconnects from any node.
+    let (status, body) = json(a1, "DELETE", "/ws/users/bob", Some(&admin()), None);
+    assert_eq!(
+        (status, body["data"]["disconnected"].as_i64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    assert_eq!(expect_close(&mut bob).0, 1000);
+    let path = format!("/ws/connections/{alice_id}");
+    assert_eq!(get(n3.local_addr(), &path).1["data"]["node_id"], "n2");
+    let (status, _) = json(n3.local_addr(), "DELETE", &path, Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(expect_close(&mut alice).0, 1000);
+    assert_eq!(
+        json(a1, "DELETE", &path, Some(&admin()), None).0,
+        404,
+        "gone everywhere"
+    );
+    assert_eq!(json(a1, "DELETE", "/ws/users/bob", Some(&admin()), None).0, 404);
+}
+
+#[test]
+fn per_user_limit_holds_across_nodes() {
+    let redis = Redis::start();
+    let evict = |c: &mut Config| {
+        c.max_connections_per_user = 2;
+        c.per_user_limit_policy = LimitPolicy::EvictOldest;
+    };
+    let n1 = node(&redis, "evict", "e1", evict);
+    let n2 = node(&redis, "evict", "e2", evict);
+    let (mut first, _) = connect(n1.local_addr(), &token("dora"));
+    let (_second, _) = connect(n2.local_addr(), &token("dora"));
+    let (_third, _) = connect(n2.local_addr(), &token("dora"));
+    assert_eq!(
+        expect_close(&mut first),
+        (1008, "connection limit exceeded".to_string()),
+        "the oldest, on the other node"
+    );
+    let reject = |c: &mut Config| {
+        c.max_connections_per_user = 2;
+        c.per_user_limit_policy = LimitPolicy::Reject;
+    };
+    let r1 = node(&redis, "reject", "r1", reject);
+    let r2 = node(&redis, "reject", "r2", reject);
+    let (mut a, _) = connect(r1.local_addr(), &token("eve"));
+    let (_b, _) = connect(r2.local_addr(), &token("eve"));
+    let mut c = try_connect(r2.local_addr(), &format!("/ws?token={}", token("eve")), &[]).unwrap();
+    let m = recv_json(&mut c);
+    assert_eq!(m["data"]["code"], "CONNECTION_LIMIT_EXCEEDED", "{m}");
+    assert_eq!(expect_close(&mut c).0, 1008);
+    // The refused one never counted; the first one still works.
+    send_json(&mut a, json!({"type": "ping", "data": {}}));
+    assert_eq!(recv_json(&mut a)["type"], "pong");
+    // A closed connection stops counting at once.
+    drop(a);
+    let mut fresh = None;
+    wait_until("a slot frees up when a connection closes", || {
+        let mut ws = try_connect(r1.local_addr(), &format!("/ws?token={}", token("eve")), &[]).unwrap();
+        let ok = recv_json(&mut ws)["type"] == "connection.established";
+        fresh = Some(ws);
+        ok
+    });
+}
+
+#[test]
+fn a_killed_node_stops_counting_and_leaves_the_stats() {
+    let redis = Redis::start();
+    let mut killed = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--jwt-secret", SECRET, "--node-id", "doomed", "--node-ttl", "1"])
+        .args([
+            "--redis",
+            &format!("redis://127.0.0.1:{}", redis.port),
+            "--redis-prefix",
+            "kill",
+        ])
+        .args(["--max-connections-per-user", "1", "--per-user-limit-policy", "reject"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_addr(&mut killed);
+    wait_until("the process joins", || redis.numsub("kill:node:doomed") == 1);
+    let (_gone, _) = connect(addr, &token("finn"));
+    let survivor = node(&redis, "kill", "alive", |c| {
+        c.max_connections_per_user = 1;
+        c.per_user_limit_policy = LimitPolicy::Reject;
+    });
+    let a = survivor.local_addr();
+    let mut refused = try_connect(a, &format!("/ws?token={}", token("finn")), &[]).unwrap();
+    assert_eq!(recv_json(&mut refused)["data"]["code"], "CONNECTION_LIMIT_EXCEEDED");
+    assert_eq!(get(a, "/ws/stats").1["data"]["nodes"].as_array().unwrap().len(), 2);
+
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert_eq!(
+        get(a, "/ws/stats").1["data"]["nodes"].as_array().unwrap().len(),
+        1,
+        "a dead node does not answer"
+    );
+    let mut admitted = None;
+    wait_until("the dead node's connection stops counting (node ttl)", || {
+        let mut ws = try_connect(a, &format!("/ws?token={}", token("finn")), &[]).unwrap();
+        let ok = recv_json(&mut ws)["type"] == "connection.established";
+        admitted = Some(ws);
+        ok
+    });
+}
+
+/// The address a `wsedge serve` child listens on, from its log.
+fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::BufRead;
+    let err = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}
+
+#[test]
+fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {
+    let mut redis = Redis::start();
+    let p = "outage";
+    let n1 = node(&redis, p, "o1", |_| {});
+    let n2 = node(&redis, p, "o2", |_| {});
+    let (mut gus, _) = connect_user(&redis, p, n2.local_addr(), "gus");
+    let (mut local, _) = connect(n1.local_addr(), &token("hal"));
+    assert_eq!(
+        post(
+            n1.local_addr(),
+            "/ws/users/gus/messages",
+            json!({"type": "m", "data": {"i": 0}})
+        )
+        .0,
+        200
+    );
+    assert_eq!(recv_json(&mut gus)["data"]["i"], 0);
+
+    redis.kill();
+    let m1 = n1.handle();
+    wait_until("the node notices", || {
+        !m1.cluster_metrics().unwrap().up.load(Ordering::Acquire)
+    });
+    let (status, body) = post(
+        n1.local_addr(),
+        "/ws/users/gus/messages",
+        json!({"type": "m", "data": {"i": 1}}),
+    );
+    assert_eq!((status, body["detail"].as_str()), (503, Some("cluster unavailable")));
+    assert_eq!(
+        m1.broadcast("lost", json!({})),
+        Err(wsedge::HandleError::ClusterUnavailable),
+        "the library says so too"
+    );
+    // Nodes keep serving their own clients meanwhile.
+    send_json(&mut local, json!({"type": "ping", "data": {}}));
+    assert_eq!(recv_json(&mut local)["type"], "pong");
+    let (_, _, metrics) = common::http::request(n1.local_addr(), "GET", "/metrics", None, None);
+    assert!(metrics.contains("wsedge_cluster_up 0"), "{metrics}");
+
+    redis.restart();
+    for s in [&n1, &n2] {
+        let h = s.handle();
+        wait_until("the node is back", || {
+            h.cluster_metrics().unwrap().up.load(Ordering::Acquire)
+        });
+    }
+    wait_until("interest is subscribed again", || {
+        redis.numsub(&format!("{p}:user:gus")) == 1
+    });
+    assert!(m1.cluster_metrics().unwrap().reconnects.get() >= 1);
+    for i in 2..12 {
+        let (status, _) = post(
+            n1.local_addr(),
+            "/ws/users/gus/messages",
+            json!({"type": "m", "data": {"i": i}}),
+        );
+        assert_eq!(status, 200);
+    }
+    for i in 2..12 {
+        assert_eq!(
+            recv_json(&mut gus)["data"]["i"],
+            i,
+            "in order, once each, nothing from the outage"
+        );
+    }
+    let local_broadcast = m1.broadcast("after", json!({})).unwrap();
+    assert_eq!(local_broadcast, 1);
+    assert_eq!(recv_json(&mut local)["type"], "after");
+    assert_eq!(recv_json(&mut gus)["type"], "after");
+}
+
+#[test]
+fn nodes_sharing_one_port_serve_one_cluster() {
+    let redis = Redis::start();
+    let first = node(&redis, "shared", "s1", |c| c.reuse_port = true);
+    let addr = first.local_addr();
+    let second = node(&redis, "shared", "s2", |c| {
+        c.reuse_port = true;
+        c.listen = addr;
+    });
+    assert_eq!(second.local_addr(), addr);
+    let mut clients: Vec<Ws> = (0..40).map(|i| connect(addr, &token(&format!("u{i}"))).0).collect();
+    let per_node = |s: &RunningServer| s.handle().stats().connections;
+    wait_until("both nodes hold connections", || {
+        per_node(&first) + per_node(&second) == 40
+    });
+    assert!(per_node(&first) > 0 && per_node(&second) > 0, "the kernel spreads them");
+    let (_, body) = post(addr, "/ws/broadcast", json!({"type": "everyone"}));
+    assert_eq!(body["data"]["nodes_reached"], 2, "{body}");
+    for ws in &mut clients {
+        assert_eq!(recv_json(ws)["type"], "everyone");
+    }
+}

@@ -294,8 +294,12 @@ fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
 fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {
     let mut redis = Redis::start();
     let p = "outage";
-    let n1 = node(&redis, p, "o1", |_| {});
-    let n2 = node(&redis, p, "o2", |_| {});
+    let one_each = |c: &mut Config| {
+        c.max_connections_per_user = 1;
+        c.per_user_limit_policy = LimitPolicy::Reject;
+    };
+    let n1 = node(&redis, p, "o1", one_each);
+    let n2 = node(&redis, p, "o2", one_each);
     let (mut gus, _) = connect_user(&redis, p, n2.local_addr(), "gus");
     let (mut local, _) = connect(n1.local_addr(), &token("hal"));
     assert_eq!(
@@ -342,6 +346,12 @@ fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {
         redis.numsub(&format!("{p}:user:gus")) == 1
     });
     assert!(m1.cluster_metrics().unwrap().reconnects.get() >= 1);
+    // Redis came back empty, yet gus's connection counts again toward the limit of one.
+    wait_until("connections are registered again", || {
+        redis.cli(&["ZCARD", &format!("{p}:conns:gus")]).trim() == "1"
+    });
+    let mut second = try_connect(n1.local_addr(), &format!("/ws?token={}", token("gus")), &[]).unwrap();
+    assert_eq!(recv_json(&mut second)["data"]["code"], "CONNECTION_LIMIT_EXCEEDED");
     for i in 2..12 {
         let (status, _) = post(
             n1.local_addr(),

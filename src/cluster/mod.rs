@@ -65,6 +65,13 @@ pub enum EngineOp {
     },
     /// Connection `connection` of `user` is gone.
     Release { user: Box<str>, connection: uuid::Uuid },
+    /// Count an open connection again (after the engine lost what it knew, e.g. Redis
+    /// restarted empty); `since`: when it opened, Unix milliseconds.
+    Register {
+        user: Box<str>,
+        connection: uuid::Uuid,
+        since: u64,
+    },
 }
 
 /// Why a publish was not handed to the cluster (nothing was delivered anywhere).

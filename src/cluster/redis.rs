@@ -88,7 +88,8 @@ struct Shared {
     node: String,
     channels: Channels,
     node_ttl: Duration,
-    started_at: u64,
+    /// This process, as the value of its liveness key.
+    instance: String,
     metrics: Arc<ClusterMetrics>,
     /// Reactor 0's subscription connection is subscribed to the control channels.
     sub_up: AtomicBool,
@@ -108,7 +109,7 @@ impl RedisEngine {
                 node: config.node_id.clone(),
                 channels: Channels::new(&config.redis_prefix, &config.node_id),
                 node_ttl: config.node_ttl,
-                started_at: crate::reactor::core::Core::unix_now().into(),
+                instance: format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 metrics,
                 sub_up: AtomicBool::new(false),
             }),
@@ -163,6 +164,8 @@ impl Link {
 /// What a reply on the command connection answers, in order.
 enum Expect {
     Ignore,
+    /// The liveness SET ... GET: the value it replaced.
+    Heartbeat,
     Publish(u64),
     Admit(u64),
     ScriptLoad,
@@ -267,7 +270,7 @@ impl Half {
                         r.published(id, Err(EngineError::Unavailable));
                     }
                     Expect::Admit(id) => r.admitted(id, Admission::Local),
-                    Expect::Ignore | Expect::ScriptLoad => {}
+                    Expect::Ignore | Expect::ScriptLoad | Expect::Heartbeat => {}
                 }
             }
             self.script_sha = None;
@@ -316,14 +319,22 @@ impl Half {
         link.was_up = true;
     }
 
+    /// Refreshes this node's liveness key. Its value names this process, so a second live
+    /// node started with the same id is noticed (and logged) at the next refresh.
     fn heartbeat(&mut self) {
         let key = format!("{}{}", self.shared.channels.alive_prefix(), self.shared.node);
         let ttl = self.shared.node_ttl.as_millis().to_string();
-        let started = self.shared.started_at.to_string();
-        self.cmd
-            .conn
-            .command(&[b"SET", key.as_bytes(), started.as_bytes(), b"PX", ttl.as_bytes()]);
-        self.expect.push_back(Expect::Ignore);
+        let first = self.last_heartbeat.is_none();
+        self.cmd.conn.command(&[
+            b"SET",
+            key.as_bytes(),
+            self.shared.instance.as_bytes(),
+            b"PX",
+            ttl.as_bytes(),
+            b"GET",
+        ]);
+        self.expect
+            .push_back(if first { Expect::Ignore } else { Expect::Heartbeat });
         self.last_heartbeat = Some(Instant::now());
     }
 
@@ -353,6 +364,14 @@ impl Half {
                     r.admitted(id, Admission::Local);
                 }
                 (Expect::ScriptLoad, f) => self.script_sha = bytes_of(&f).cloned(),
+                (Expect::Heartbeat, BytesFrame::BulkString(old)) if old.as_ref() != self.shared.instance.as_bytes() => {
+                    log::error!(
+                        "cluster: another live node uses node id {:?}; node ids must be unique (messages between \
+                         the two are lost)",
+                        self.shared.node
+                    );
+                }
+                (Expect::Heartbeat, _) => {}
                 (Expect::Ignore, BytesFrame::Error(e)) => log::warn!("cluster: redis said: {e}"),
                 (Expect::Ignore, _) => {}
             }
@@ -540,6 +559,10 @@ impl ReactorEngine for Half {
             Ok(just_connected) => {
                 if just_connected {
                     self.connected(source);
+                    if source == CMD {
+                        // Redis may have restarted empty: count this reactor's connections again.
+                        r.register_connections();
+                    }
                 }
                 if source == CMD {
                     self.on_cmd_replies(r);
@@ -598,6 +621,23 @@ impl ReactorEngine for Half {
                 limit,
                 evict,
             } => self.admit(r, id, &user, connection, limit, evict),
+            EngineOp::Register {
+                user,
+                connection,
+                since,
+            } => {
+                if self.cmd.conn.is_connected() {
+                    let key = self.shared.channels.user_connections(&user);
+                    let member = format!("{}|{}", self.shared.node, connection);
+                    let since = since.to_string();
+                    self.cmd
+                        .conn
+                        .command(&[b"ZADD", &key, since.as_bytes(), member.as_bytes()]);
+                    self.cmd.conn.command(&[b"PEXPIRE", &key, USER_KEY_TTL_MS.as_bytes()]);
+                    self.expect.push_back(Expect::Ignore);
+                    self.expect.push_back(Expect::Ignore);
+                }
+            }
             EngineOp::Release { user, connection } => {
                 if self.is_up() {
                     let key = self.shared.channels.user_connections(&user);

@@ -91,6 +91,12 @@ impl ReactorCtx<'_> {
         self.core.cluster_received(channel, payload);
     }
 
+    /// For engines: queues an [`EngineOp::Register`] for every open connection of an
+    /// authenticated user on this reactor (when the engine's store lost them).
+    pub fn register_connections(&mut self) {
+        self.core.cluster_register_all();
+    }
+
     /// For engines: the cluster's decision on admission `id` (an [`EngineOp::Admit`]).
     pub fn admitted(&mut self, id: u64, verdict: Admission) {
         self.core.cluster_admitted(id, verdict);

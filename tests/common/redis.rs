@@ -21,9 +21,41 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Installs Debian's `redis-server` (which brings `redis-cli`) once if it is missing, so
+/// `cargo test` works on a fresh machine (as root; `.ci/run` installs it up front).
+fn ensure_installed() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = |cmd: &str| {
+            Command::new(cmd)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if present("redis-server") && present("redis-cli") {
+            return;
+        }
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(
+            apt(&["update"]) && apt(&["install", "-y", "redis-server"]),
+            "cluster tests need redis-server; install it with: apt-get install redis-server"
+        );
+    });
+}
+
 impl Redis {
     /// Starts a fresh server and waits until it answers PING.
     pub fn start() -> Redis {
+        ensure_installed();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("wsedge-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

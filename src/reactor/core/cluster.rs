@@ -437,6 +437,27 @@ impl Core {
         let _ = self.send_asks(Owner::Nobody, asks);
     }
 
+    /// Queues every open connection of an authenticated user here for registering again.
+    pub fn cluster_register_all(&mut self) {
+        let mut ops = Vec::new();
+        let mut slots = Vec::new();
+        self.index_open_slots(&mut slots);
+        for idx in slots {
+            let Some(c) = self.conns.get(idx).filter(|c| c.phase == crate::conn::Phase::Open) else {
+                continue;
+            };
+            let Some(user) = self.users.get(c.user) else { continue };
+            ops.push(EngineOp::Register {
+                user: user.id.as_str().into(),
+                connection: uuid::Uuid::from_bytes(self.conn_id(idx)),
+                since: u64::from(c.opened_at) * 1000,
+            });
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.ops.extend(ops);
+        }
+    }
+
     /// Work queued for the engine.
     pub fn take_engine_ops(&mut self) -> Vec<EngineOp> {
         self.cluster

@@ -102,6 +102,11 @@ impl Core {
             .collect()
     }
 
+    /// Every slot of an open connection (for the cluster's bookkeeping).
+    pub(super) fn index_open_slots(&self, into: &mut Vec<usize>) {
+        self.open_slots.for_each(|i| into.push(i));
+    }
+
     /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
     fn subscribers_of(&self, bit: u32) -> Vec<usize> {
         self.subscribers

@@ -395,3 +395,51 @@ fn nodes_sharing_one_port_serve_one_cluster() {
         assert_eq!(recv_json(ws)["type"], "everyone");
     }
 }
+
+#[test]
+fn a_subscription_that_goes_silent_is_caught_by_the_probe_and_reconnected() {
+    let redis = Redis::start();
+    let proxy = common::redis::Proxy::new(redis.port);
+    let p = "silent";
+    let publisher = node(&redis, p, "direct", |_| {});
+    let behind = node(&redis, p, "proxied", |c| c.redis = Some(proxy.url()));
+    let (mut ivy, _) = connect_user(&redis, p, behind.local_addr(), "ivy");
+    let send = |i: i64| {
+        post(
+            publisher.local_addr(),
+            "/ws/users/ivy/messages",
+            json!({"type": "m", "data": {"i": i}}),
+        )
+    };
+    assert_eq!(send(1).1["data"]["nodes_reached"], 1);
+    assert_eq!(recv_json(&mut ivy)["data"]["i"], 1);
+
+    proxy.freeze_subscriptions();
+    let m = behind.handle();
+    // The probe goes out every second and is given 3 s: allow a generous margin.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while m.cluster_metrics().unwrap().probe_failures.get() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent subscription was never noticed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(m.cluster_metrics().unwrap().up.load(Ordering::Acquire) && redis.numsub(&format!("{p}:user:ivy")) == 1) {
+        // The silenced connection was closed (so Redis dropped it) and a new one subscribed.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription was not made again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(send(2).0, 200);
+    assert_eq!(
+        recv_json(&mut ivy)["data"]["i"],
+        2,
+        "delivered over the new subscription, once"
+    );
+    send_json(&mut ivy, json!({"type": "ping", "data": {}}));
+    assert_eq!(recv_json(&mut ivy)["type"], "pong", "and not twice");
+}

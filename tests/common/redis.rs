@@ -150,3 +150,78 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP proxy in front of Redis that can make subscription connections go silent: bytes from
+/// Redis are read and dropped while the connection stays open (the failure mode a probe must
+/// catch). Connections made after `freeze_subscriptions` pass normally.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    next_id: std::sync::atomic::AtomicUsize,
+    /// Subscription connections with an id below this are silenced.
+    frozen_below: std::sync::atomic::AtomicUsize,
+}
+
+impl Proxy {
+    pub fn new(redis_port: u16) -> Proxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                let id = st.next_id.fetch_add(1, Ordering::SeqCst);
+                let subscriber = std::sync::Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+                let (mut u_in, mut u_out) = (upstream.try_clone().unwrap(), upstream);
+                let sub = subscriber.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                            sub.store(true, Ordering::SeqCst);
+                        }
+                        if u_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = u_out.shutdown(std::net::Shutdown::Both);
+                });
+                let st2 = st.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = u_in.read(&mut buf) {
+                        let silenced =
+                            subscriber.load(Ordering::SeqCst) && id < st2.frozen_below.load(Ordering::SeqCst);
+                        if !silenced && c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy { port, state }
+    }
+
+    pub fn url(&self) -> wsedge::config::RedisUrl {
+        format!("redis://127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// From now on, every subscription connection made so far receives nothing.
+    pub fn freeze_subscriptions(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.state.next_id.load(Ordering::SeqCst);
+        self.state.frozen_below.store(n, Ordering::SeqCst);
+    }
+}

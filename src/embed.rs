@@ -164,12 +164,14 @@ pub struct Ticket(pub(crate) u64);
 /// The answer to an ask made from a reactor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// A message was queued to this many connections, over every reactor.
+    /// A message was queued to this many connections, over this node's reactors.
     Delivered { recipients: usize },
+    /// In a cluster: the message could not be handed to Redis, so it reached no one.
+    ClusterUnavailable,
     /// A room change was made for a connected user (with this many open connections), or
     /// `None`: the user is not connected.
     Member(Option<usize>),
-    /// Users and connections, summed over reactors.
+    /// Users and connections, summed over reactors (in a cluster, over nodes).
     Census(crate::Census),
 }
 

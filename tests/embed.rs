@@ -200,6 +200,7 @@ impl ReactorHandler for ChatService {
             Reply::Delivered { recipients } => json!({"recipients": recipients, "relayed_here": self.relayed}),
             Reply::Census(c) => json!({"connections": c.connections}),
             Reply::Member(n) => json!({"member": n}),
+            Reply::ClusterUnavailable => json!({"error": "cluster unavailable"}),
         };
         r.asks().send_to_connection(sender, "receipt", data);
     }

@@ -228,18 +228,29 @@ impl Core {
 fn reply_of(kind: ReplyKind, answers: Answers) -> Reply {
     let all = answers.into_iter().flatten().map(|(_, a)| a);
     match kind {
-        ReplyKind::Delivered => Reply::Delivered {
-            recipients: all.map(|a| a.count()).sum(),
-        },
-        ReplyKind::Member => Reply::Member(all.into_iter().find_map(|a| match a {
-            Answer::Member(n) => n,
-            _ => None,
-        })),
+        ReplyKind::Delivered => {
+            let all: Vec<Answer> = all.collect();
+            if all.iter().any(|a| matches!(a, Answer::Unavailable)) {
+                return Reply::ClusterUnavailable;
+            }
+            Reply::Delivered {
+                recipients: all.iter().map(Answer::count).sum(),
+            }
+        }
+        ReplyKind::Member => Reply::Member(
+            all.filter_map(|a| match a {
+                Answer::Member(n) => n,
+                _ => None,
+            })
+            .reduce(|a, b| a + b),
+        ),
         ReplyKind::Census => {
             let mut total = crate::Census::default();
             for a in all {
-                if let Answer::Census(c) = a {
-                    total.merge(c);
+                match a {
+                    Answer::Census(c) => total.merge(c),
+                    Answer::Node(n) => total.merge(n.census),
+                    _ => {}
                 }
             }
             Reply::Census(total)

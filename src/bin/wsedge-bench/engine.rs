@@ -21,6 +21,8 @@ pub struct Target {
     pub tokens: Option<Vec<String>>,
     pub per_user: usize,
     pub sources: usize,
+    /// The first source address is 127.0.0.(2 + this).
+    pub source_base: usize,
 }
 
 impl Target {
@@ -89,7 +91,7 @@ impl Engine {
                 Some(socket2::Protocol::TCP),
             )?;
             s.set_nonblocking(true)?;
-            s.bind(&SocketAddr::new(source(n, self.target.sources), 0).into())?;
+            s.bind(&SocketAddr::new(source(n, self.target.sources, self.target.source_base), 0).into())?;
             match s.connect(&self.target.addr.into()) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => {}

@@ -2,10 +2,11 @@
 //! 20,000 files) and reads the server's memory and CPU from `/proc/PID`.
 //!
 //! Scenarios: `density` (idle connections and RSS per connection), `handshake`, `echo`,
-//! `fanout`, `churn` (mio-driven, one thread: the generator never blocks on one client).
+//! `fanout`, `churn`, `hold` (mio-driven, one thread: the generator never blocks on one client).
 
 mod density;
 mod engine;
+mod hold;
 mod proc_stats;
 mod publisher;
 mod scenarios;
@@ -32,6 +33,8 @@ enum Scenario {
     Fanout(scenarios::FanoutArgs),
     /// Connections opened and closed continuously; RSS and open files must come back.
     Churn(scenarios::ChurnArgs),
+    /// Hold N idle connections, then wait for one message on each (scripts/million.sh).
+    Hold(hold::Args),
 }
 
 fn main() {
@@ -42,6 +45,7 @@ fn main() {
         Scenario::Echo(a) => scenarios::echo(a),
         Scenario::Fanout(a) => scenarios::fanout(a),
         Scenario::Churn(a) => scenarios::churn(a),
+        Scenario::Hold(a) => hold::run(a),
     };
     if let Err(e) = result {
         eprintln!("wsedge-bench: {e}");

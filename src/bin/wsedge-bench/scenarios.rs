@@ -56,6 +56,7 @@ impl Common {
             tokens,
             per_user,
             sources: self.sources,
+            source_base: 0,
         })
     }
 }

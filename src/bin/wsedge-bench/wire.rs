@@ -11,8 +11,8 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
 }
 
 /// Source address number `i` of `n`: 127.0.0.2, 127.0.0.3, ...
-pub fn source(i: usize, n: usize) -> IpAddr {
-    let k = 2 + (i % n.max(1)) as u32;
+pub fn source(i: usize, n: usize, base: usize) -> IpAddr {
+    let k = 2 + base as u32 + (i % n.max(1)) as u32;
     IpAddr::V4(Ipv4Addr::from(0x7F00_0000 + k))
 }
 

@@ -443,3 +443,105 @@ fn a_subscription_that_goes_silent_is_caught_by_the_probe_and_reconnected() {
     send_json(&mut ivy, json!({"type": "ping", "data": {}}));
     assert_eq!(recv_json(&mut ivy)["type"], "pong", "and not twice");
 }
+
+#[test]
+fn a_handler_broadcast_reaches_every_node() {
+    let redis = Redis::start();
+    let echo = |id: &str| {
+        let c = Config {
+            workers: 2,
+            redis: Some(redis.url()),
+            redis_prefix: "echo".into(),
+            node_id: id.into(),
+            auth: wsedge::AuthMode::Anonymous,
+            ..config()
+        };
+        let s = wsedge::Server::start(c, wsedge::app::EchoApp).unwrap();
+        let h = s.handle();
+        wait_until("the node joins", || {
+            h.cluster_metrics().unwrap().up.load(Ordering::Acquire)
+        });
+        s
+    };
+    let (n1, n2) = (echo("e1"), echo("e2"));
+    let mut a = try_connect(n1.local_addr(), "/ws", &[]).unwrap();
+    let mut b = try_connect(n2.local_addr(), "/ws", &[]).unwrap();
+    a.send(tungstenite::Message::text("broadcast from a")).unwrap();
+    for ws in [&mut a, &mut b] {
+        assert_eq!(ws.read().unwrap().into_text().unwrap().as_str(), "broadcast from a");
+    }
+}
+
+/// An engine of the embedder's own: every publish "reaches 7 nodes" and is delivered here.
+struct Solo {
+    applied: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    timers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct SoloHalf {
+    applied: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    timers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl wsedge::cluster::Engine for Solo {
+    fn reactor_half(&self, _reactor: usize) -> Box<dyn wsedge::cluster::ReactorEngine> {
+        Box::new(SoloHalf {
+            applied: self.applied.clone(),
+            timers: self.timers.clone(),
+        })
+    }
+}
+
+impl wsedge::cluster::ReactorEngine for SoloHalf {
+    fn on_start(&mut self, r: &mut wsedge::ReactorCtx<'_>) {
+        r.set_timer(1, std::time::Duration::from_millis(100));
+    }
+    fn on_source(&mut self, _: &mut wsedge::ReactorCtx<'_>, _: wsedge::SourceId, _: &wsedge::mio::event::Event) {}
+    fn on_timer(&mut self, _: &mut wsedge::ReactorCtx<'_>, _: wsedge::TimerId) {
+        self.timers.fetch_add(1, Ordering::SeqCst);
+    }
+    fn apply(&mut self, r: &mut wsedge::ReactorCtx<'_>, op: wsedge::cluster::EngineOp) {
+        use wsedge::cluster::{Admission, EngineOp};
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        match op {
+            EngineOp::Publish { id, .. } => r.published(id, Ok(7)),
+            EngineOp::Admit { id, .. } => r.admitted(id, Admission::Admitted),
+            _ => {}
+        }
+    }
+    fn flush(&mut self, _: &mut wsedge::ReactorCtx<'_>) {}
+}
+
+#[test]
+fn an_embedders_own_engine_is_driven_by_the_reactors() {
+    let (applied, timers) = (std::sync::Arc::default(), std::sync::Arc::default());
+    let engine = Solo {
+        applied: std::sync::Arc::clone(&applied),
+        timers: std::sync::Arc::clone(&timers),
+    };
+    let server = wsedge::Server::start_with_engine(
+        Config { workers: 2, ..config() },
+        wsedge::app::ProtocolApp::default(),
+        Some(std::sync::Arc::new(engine)),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let (mut jo, _) = connect(addr, &token("jo"));
+    let (status, body) = post(addr, "/ws/users/jo/messages", json!({"type": "t", "data": {}}));
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            body["data"]["nodes_reached"].as_i64(),
+            body["data"]["connections_reached"].as_i64()
+        ),
+        (Some(7), Some(1))
+    );
+    assert_eq!(recv_json(&mut jo)["type"], "t");
+    assert!(
+        applied.load(Ordering::SeqCst) >= 3,
+        "interest, admission and the publish went to the engine"
+    );
+    wait_until("the engine's timer fires on each reactor", || {
+        timers.load(Ordering::SeqCst) >= 2
+    });
+}

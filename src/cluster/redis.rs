@@ -19,7 +19,7 @@
 //! message to its own node channel every second and reconnects the subscription if one has
 //! not come back within 3 s.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,8 +127,7 @@ impl Engine for RedisEngine {
             script_sha: None,
             sub: (reactor == 0).then(|| Sub {
                 link: Link::new(SUB),
-                interest: HashMap::new(),
-                subscribed: HashSet::new(),
+                channels: HashMap::new(),
                 changed: Vec::new(),
             }),
             probe: None,
@@ -174,12 +173,18 @@ enum Expect {
 /// Reactor 0's subscriptions.
 struct Sub {
     link: Link,
-    /// Reactors with interest, per channel.
-    interest: HashMap<Box<[u8]>, u32>,
-    /// Channels asked for on the current connection.
-    subscribed: HashSet<Box<[u8]>>,
+    /// Per channel: reactors with interest, and whether it is subscribed on the current
+    /// connection (one entry per channel: with a channel per user, this is the node's largest
+    /// cluster structure).
+    channels: HashMap<Box<[u8]>, Interest>,
     /// Channels whose interest changed since the last flush.
     changed: Vec<Box<[u8]>>,
+}
+
+#[derive(Default)]
+struct Interest {
+    reactors: u32,
+    subscribed: bool,
 }
 
 struct Half {
@@ -254,8 +259,11 @@ impl Half {
             sub.link
                 .conn
                 .command(&[b"SUBSCRIBE", &ch.nodes(), &ch.this_node(), &ch.all()]);
-            sub.subscribed.clear();
-            sub.changed = sub.interest.keys().cloned().collect();
+            sub.channels.retain(|_, i| i.reactors > 0);
+            for i in sub.channels.values_mut() {
+                i.subscribed = false;
+            }
+            sub.changed = sub.channels.keys().cloned().collect();
         }
     }
 
@@ -417,14 +425,11 @@ impl Half {
 
     fn apply_interest(&mut self, channel: Box<[u8]>, on: bool) {
         let Some(sub) = self.sub.as_mut() else { return };
-        let n = sub.interest.entry(channel.clone()).or_insert(0);
+        let i = sub.channels.entry(channel.clone()).or_default();
         if on {
-            *n += 1;
+            i.reactors += 1;
         } else {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                sub.interest.remove(&channel);
-            }
+            i.reactors = i.reactors.saturating_sub(1);
         }
         sub.changed.push(channel);
     }
@@ -438,11 +443,18 @@ impl Half {
         let mut add: Vec<Box<[u8]>> = Vec::new();
         let mut drop: Vec<Box<[u8]>> = Vec::new();
         for ch in std::mem::take(&mut sub.changed) {
-            let wanted = sub.interest.contains_key(&ch);
-            if wanted && sub.subscribed.insert(ch.clone()) {
-                add.push(ch);
-            } else if !wanted && sub.subscribed.remove(&ch) {
-                drop.push(ch);
+            let Some(i) = sub.channels.get_mut(&ch) else { continue };
+            let wanted = i.reactors > 0;
+            if wanted != i.subscribed {
+                i.subscribed = wanted;
+                if wanted {
+                    add.push(ch.clone());
+                } else {
+                    drop.push(ch.clone());
+                }
+            }
+            if !wanted {
+                sub.channels.remove(&ch);
             }
         }
         for (verb, list) in [(&b"SUBSCRIBE"[..], add), (&b"UNSUBSCRIBE"[..], drop)] {

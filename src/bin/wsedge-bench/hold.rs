@@ -168,7 +168,10 @@ pub fn run(a: Args) -> Result<(), String> {
         }
     }
     if d.received < d.open {
-        return Err(format!("only {} of {} connections received the message", d.received, d.open));
+        return Err(format!(
+            "only {} of {} connections received the message",
+            d.received, d.open
+        ));
     }
     Ok(())
 }

@@ -1,44 +1,25 @@
-//! Starting and stopping reactors, and the thread-safe `ServerHandle`.
+//! `ServerHandle`: the thread-safe API of a running server (publish, send, disconnect, rooms,
+//! stats, shutdown) and what its calls return.
 //!
-//! Owns: listener creation (`SO_REUSEPORT`, one per reactor, all on one port), thread spawning,
-//! and the cross-thread API (publish, send, disconnect, stats, shutdown). Does not touch:
-//! connection state (commands go through each reactor's inbox).
+//! Owns: turning calls into asks and waiting for their answers on the calling thread (in a
+//! cluster, a reactor carries the asks out, since the engine lives on reactors). Does not
+//! touch: reactors' state (asks go through each reactor's inbox) or sockets.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mio::{Poll, Waker};
 use serde::Serialize;
-use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tungstenite::Bytes;
 
 use crate::ask::{Answer, Ask, Census, ConnectionInfo, ReplyTo, Target, merge_pages};
 use crate::auth::Verifier;
-use crate::cluster::{Engine, RedisEngine};
-use crate::config::{AuthMode, Config, ConfigError};
-use crate::embed::HandlerFactory;
-use crate::limits::Admission;
+use crate::config::Config;
 use crate::metrics::{ClusterMetrics, Snapshot};
 use crate::outgoing::Outgoing;
-use crate::reactor::{Command, Link, Reactor, Runtime, WAKER};
-
-#[derive(Debug, Error)]
-pub enum ServerError {
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot start reactor: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0} reactor(s) stopped after a panic")]
-    ReactorDied(usize),
-    #[error("redis: {0}")]
-    Redis(std::io::Error),
-}
+use crate::reactor::{Command, Runtime};
 
 /// Errors of [`ServerHandle`] calls.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -60,274 +41,6 @@ pub struct Delivery {
     /// its channel when it was published (this node among them if it had a matching
     /// connection, or for messages to everyone); alone, 1.
     pub nodes_reached: usize,
-}
-
-/// Entry point: [`Server::start`] (reactor threads owned by the server), or
-/// [`Server::prepare`] (reactors run on threads you create).
-pub struct Server;
-
-impl Server {
-    /// Validates `config`, binds the listeners and starts one reactor thread per worker.
-    /// `factory` is a shared [`crate::Handler`] or any [`HandlerFactory`] (one handler per reactor).
-    pub fn start<F: HandlerFactory>(config: Config, factory: F) -> Result<RunningServer, ServerError> {
-        Self::start_with_engine(config, factory, None)
-    }
-
-    /// [`start`](Self::start) on a cluster engine of yours (`None`: the one `config` names,
-    /// Redis with `redis`, else none).
-    pub fn start_with_engine<F: HandlerFactory>(
-        config: Config,
-        factory: F,
-        engine: Option<Arc<dyn Engine>>,
-    ) -> Result<RunningServer, ServerError> {
-        let prepared = Self::prepare_with_engine(config, factory, engine)?;
-        let (handle, admin_addr) = (prepared.handle.clone(), prepared.admin_addr);
-        let mut threads = Vec::new();
-        for runner in prepared.reactors {
-            let t = std::thread::Builder::new()
-                .name(format!("wsedge-reactor-{}", runner.index))
-                .spawn(move || {
-                    let _ = runner.run();
-                })?;
-            threads.push(t);
-        }
-        log::info!("listening on {} with {} reactor(s)", handle.local_addr(), threads.len());
-        if let Some(a) = admin_addr {
-            log::info!("admin API also on http://{a}");
-        }
-        Ok(RunningServer {
-            handle,
-            threads,
-            admin_addr,
-        })
-    }
-
-    /// Validates `config` and binds the listeners, without starting anything: run each of the
-    /// returned reactors on a thread of yours (or one on the current thread) with
-    /// [`ReactorRunner::run`]. Connections are accepted (by the kernel) from now on and served
-    /// once their reactor runs.
-    pub fn prepare<F: HandlerFactory>(config: Config, factory: F) -> Result<Prepared<F>, ServerError> {
-        Self::prepare_with_engine(config, factory, None)
-    }
-
-    /// [`prepare`](Self::prepare) on a cluster engine of yours (see
-    /// [`start_with_engine`](Self::start_with_engine)).
-    pub fn prepare_with_engine<F: HandlerFactory>(
-        config: Config,
-        factory: F,
-        engine: Option<Arc<dyn Engine>>,
-    ) -> Result<Prepared<F>, ServerError> {
-        config.validate()?;
-        let cluster_metrics = Arc::new(ClusterMetrics::default());
-        let engine = match (engine, &config.redis) {
-            (Some(e), _) => Some(e),
-            (None, Some(url)) => Some(Arc::new(
-                RedisEngine::new(&config, url, cluster_metrics.clone()).map_err(ServerError::Redis)?,
-            ) as Arc<dyn Engine>),
-            (None, None) => None,
-        };
-        let verifier = match &config.auth {
-            AuthMode::Jwt(j) => Some(Verifier::new(j)?),
-            AuthMode::Anonymous => None,
-        };
-        let exclusive = !config.reuse_port;
-        let first = bind_first(config.listen, exclusive)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..config.workers {
-            listeners.push(bind_reuseport(local_addr)?);
-        }
-        let mut polls = Vec::new();
-        let mut links = Vec::new();
-        for _ in 0..config.workers {
-            let poll = Poll::new()?;
-            links.push(Link::new(Waker::new(poll.registry(), WAKER)?));
-            polls.push(poll);
-        }
-        // `--admin-listen`: one listener per reactor on the same port, like the main one, so
-        // admin requests are served by every reactor's loop.
-        let mut admin_listeners = Vec::new();
-        let mut admin_addr = None;
-        if let Some(addr) = config.admin_listen {
-            let first = bind_first(addr, exclusive)?;
-            let bound = first.local_addr()?;
-            admin_listeners.push(Some(first));
-            for _ in 1..config.workers {
-                admin_listeners.push(Some(bind_reuseport(bound)?));
-            }
-            admin_addr = Some(bound);
-        }
-        admin_listeners.resize_with(config.workers, || None);
-        let rt = Arc::new(Runtime {
-            config,
-            verifier,
-            admission: Admission::default(),
-            per_ip: crate::limits::PerIpAdmission::default(),
-            links,
-            local_addr,
-            draining: AtomicBool::new(false),
-            engine,
-            cluster_metrics,
-            started_at: crate::reactor::core::Core::unix_now().into(),
-        });
-        let factory = Arc::new(factory);
-        let mut reactors = Vec::new();
-        let sockets = listeners.into_iter().zip(admin_listeners);
-        for (index, (poll, (mut listener, mut admin))) in polls.into_iter().zip(sockets).enumerate() {
-            crate::reactor::register_listeners(&poll, &mut listener, admin.as_mut())?;
-            reactors.push(ReactorRunner {
-                index,
-                rt: rt.clone(),
-                factory: factory.clone(),
-                poll,
-                listener,
-                admin,
-            });
-        }
-        Ok(Prepared {
-            handle: ServerHandle { rt },
-            reactors,
-            admin_addr,
-        })
-    }
-}
-
-/// A server whose reactors you run yourself (see [`Server::prepare`]).
-pub struct Prepared<F> {
-    pub handle: ServerHandle,
-    /// One per worker; each must be run (on any thread) for its share of connections to be
-    /// served.
-    pub reactors: Vec<ReactorRunner<F>>,
-    /// The separate admin address, if `admin_listen` was set.
-    pub admin_addr: Option<SocketAddr>,
-}
-
-/// One reactor, ready to run on the thread that calls [`run`](Self::run).
-pub struct ReactorRunner<F> {
-    index: usize,
-    rt: Arc<Runtime>,
-    factory: Arc<F>,
-    poll: Poll,
-    listener: mio::net::TcpListener,
-    admin: Option<mio::net::TcpListener>,
-}
-
-impl<F: HandlerFactory> ReactorRunner<F> {
-    /// This reactor's index (0-based; connection ids and `/metrics` name it).
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    /// Makes this reactor's handler (on this thread) and runs the loop until the server has
-    /// drained. An `Err` says the reactor died of a panic outside any handler callback; the
-    /// rest of the server is then drained (see [`RunningServer::wait`]).
-    pub fn run(self) -> Result<(), ServerError> {
-        let ReactorRunner {
-            index,
-            rt,
-            factory,
-            poll,
-            listener,
-            admin,
-        } = self;
-        let died = rt.clone();
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            let handler = factory.make(index);
-            Reactor::new(index, rt, handler, poll, listener, admin).run();
-        }));
-        if ran.is_err() {
-            reactor_died(&died, index);
-            return Err(ServerError::ReactorDied(1));
-        }
-        Ok(())
-    }
-}
-
-/// A reactor thread panicked outside any handler callback: its connections are gone and its
-/// users cannot connect. Mark it dead (`/ready` 503, `wsedge_dead_reactors`), answer whatever
-/// waits in its inbox, and drain the rest of the server so clients reconnect to a healthy
-/// process; [`RunningServer::wait`] then reports the failure.
-fn reactor_died(rt: &Arc<Runtime>, i: usize) {
-    log::error!("reactor {i} panicked and stopped; draining the server");
-    let link = &rt.links[i];
-    link.dead.store(true, Ordering::Release);
-    link.stopped.store(true, Ordering::Release);
-    // Dropping queued commands drops their reply senders: nobody waits for a dead reactor.
-    link.abandon_inbox(i, &rt.links);
-    ServerHandle { rt: rt.clone() }.shutdown();
-}
-
-/// The first listener on `addr`. Every reactor binds its own with `SO_REUSEPORT`; unless the
-/// port is to be shared with other processes (`exclusive`), a probe bound without the option
-/// first makes a port another process holds an error instead of a silent split of its traffic.
-fn bind_first(addr: SocketAddr, exclusive: bool) -> Result<mio::net::TcpListener, ServerError> {
-    if exclusive && addr.port() != 0 {
-        let probe = || -> std::io::Result<()> {
-            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-            s.set_reuse_address(true)?;
-            s.bind(&addr.into())
-        };
-        probe().map_err(|source| ServerError::Bind { addr, source })?;
-    }
-    bind_reuseport(addr)
-}
-
-fn bind_reuseport(addr: SocketAddr) -> Result<mio::net::TcpListener, ServerError> {
-    let bind = || -> std::io::Result<mio::net::TcpListener> {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
-        s.listen(4096)?;
-        Ok(mio::net::TcpListener::from_std(s.into()))
-    };
-    bind().map_err(|source| ServerError::Bind { addr, source })
-}
-
-/// A started server. Dropping it shuts the server down and waits for its threads.
-pub struct RunningServer {
-    handle: ServerHandle,
-    threads: Vec<JoinHandle<()>>,
-    admin_addr: Option<SocketAddr>,
-}
-
-impl RunningServer {
-    /// The separate admin address, if `admin_listen` was set.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.handle.local_addr()
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-
-    /// Blocks until every reactor has stopped (after [`ServerHandle::shutdown`]). An error
-    /// says a reactor died of a panic (the process should exit with a failure status).
-    pub fn wait(mut self) -> Result<(), ServerError> {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        match self.handle.dead_reactors() {
-            0 => Ok(()),
-            n => Err(ServerError::ReactorDied(n)),
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.handle.shutdown();
-            for t in self.threads.drain(..) {
-                let _ = t.join();
-            }
-        }
-    }
 }
 
 /// Thread-safe access to a running server: `Clone + Send + Sync`.

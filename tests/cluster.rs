@@ -329,6 +329,11 @@ fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {
         Err(wsedge::HandleError::ClusterUnavailable),
         "the library says so too"
     );
+    // The per-user limit falls back to the node's own count: a second connection of hal here
+    // is refused, a new user is let in.
+    let mut again = try_connect(n1.local_addr(), &format!("/ws?token={}", token("hal")), &[]).unwrap();
+    assert_eq!(recv_json(&mut again)["data"]["code"], "CONNECTION_LIMIT_EXCEEDED");
+    let (mut ida, _) = connect(n1.local_addr(), &token("ida"));
     // Nodes keep serving their own clients meanwhile.
     send_json(&mut local, json!({"type": "ping", "data": {}}));
     assert_eq!(recv_json(&mut local)["type"], "pong");
@@ -368,8 +373,9 @@ fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {
         );
     }
     let local_broadcast = m1.broadcast("after", json!({})).unwrap();
-    assert_eq!(local_broadcast, 1);
+    assert_eq!(local_broadcast, 2, "hal and ida");
     assert_eq!(recv_json(&mut local)["type"], "after");
+    assert_eq!(recv_json(&mut ida)["type"], "after");
     assert_eq!(recv_json(&mut gus)["type"], "after");
 }
 

@@ -224,7 +224,7 @@ impl Half {
         };
         link.retrying = false;
         if let Err(e) = link.conn.connect(r, addr) {
-            log::warn!("reactor {}: connecting to redis at {addr}: {e}", self.reactor);
+            self.log_failure(which, &format!("connecting to redis at {addr}: {e}"));
             self.lost(r, which);
             return;
         }
@@ -264,6 +264,21 @@ impl Half {
                 i.subscribed = false;
             }
             sub.changed = sub.channels.keys().cloned().collect();
+        }
+    }
+
+    /// The first failure after a success is a warning; retries that fail again are debug
+    /// lines (a Redis that stays away must not flood the log).
+    fn log_failure(&self, which: SourceId, what: &str) {
+        let attempts = match which {
+            CMD => self.cmd.attempts,
+            _ => self.sub.as_ref().map_or(0, |s| s.link.attempts),
+        };
+        let conn = if which == CMD { "command" } else { "subscription" };
+        if attempts == 0 {
+            log::warn!("reactor {} ({conn}): {what}; retrying with backoff", self.reactor);
+        } else {
+            log::debug!("reactor {} ({conn}): {what}", self.reactor);
         }
     }
 
@@ -590,7 +605,7 @@ impl ReactorEngine for Half {
                 } else {
                     self.on_sub_frames(r);
                 }
-                log::warn!("reactor {}: redis connection lost: {e}", self.reactor);
+                self.log_failure(source, &format!("redis connection lost: {e}"));
                 self.lost(r, source);
             }
         }
@@ -666,14 +681,14 @@ impl ReactorEngine for Half {
         if self.cmd.conn.is_connected()
             && let Err(e) = self.cmd.conn.flush()
         {
-            log::warn!("reactor {}: redis connection lost: {e}", self.reactor);
+            self.log_failure(CMD, &format!("redis connection lost: {e}"));
             self.lost(r, CMD);
         }
         if let Some(sub) = self.sub.as_mut()
             && sub.link.conn.is_connected()
             && let Err(e) = sub.link.conn.flush()
         {
-            log::warn!("cluster: redis subscription lost: {e}");
+            self.log_failure(SUB, &format!("redis subscription lost: {e}"));
             self.lost(r, SUB);
         }
     }

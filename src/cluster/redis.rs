@@ -248,9 +248,9 @@ impl Half {
             }
             self.cmd.conn.command(&[b"SCRIPT", b"LOAD", ADMIT_SCRIPT.as_bytes()]);
             self.expect.push_back(Expect::ScriptLoad);
-            if self.reactor == 0 {
-                self.heartbeat();
-            }
+            // Every reactor marks the node alive as it (re)connects, before the connections it
+            // registers again could be judged dead; reactor 0 keeps it fresh.
+            self.heartbeat();
         } else if let Some(sub) = self.sub.as_mut() {
             for c in &setup {
                 sub.link.conn.command(c);

@@ -40,6 +40,9 @@ const RECONNECT_CMD: TimerId = 1;
 const RECONNECT_SUB: TimerId = 2;
 /// Reactor 0's once-a-second work: liveness, probe.
 const TICK: TimerId = 3;
+/// Admissions held while this reactor's own connection is being made again give up then.
+const ADMIT_WAIT: TimerId = 4;
+const ADMIT_WAIT_FOR: Duration = Duration::from_secs(1);
 const TICK_EVERY: Duration = Duration::from_secs(1);
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command.
@@ -132,6 +135,7 @@ impl Engine for RedisEngine {
             }),
             probe: None,
             probe_nonce: 0,
+            held_admissions: Vec::new(),
             last_heartbeat: None,
             frames: Vec::new(),
         })
@@ -199,6 +203,17 @@ struct Half {
     probe_nonce: u64,
     last_heartbeat: Option<Instant>,
     frames: Vec<BytesFrame>,
+    /// Admissions waiting for this reactor's command connection while the node still reaches
+    /// Redis (reconnects are per reactor, each with its own backoff).
+    held_admissions: Vec<HeldAdmission>,
+}
+
+struct HeldAdmission {
+    id: u64,
+    user: Box<str>,
+    connection: uuid::Uuid,
+    limit: usize,
+    evict: bool,
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -525,6 +540,23 @@ impl Half {
         evict: bool,
     ) {
         if !self.is_up() {
+            if self.shared.sub_up.load(Ordering::Acquire) {
+                // Redis is there; only this reactor's connection is being made again.
+                if self.held_admissions.is_empty() {
+                    r.set_timer(ADMIT_WAIT, ADMIT_WAIT_FOR);
+                }
+                self.held_admissions.push(HeldAdmission {
+                    id,
+                    user: user.into(),
+                    connection,
+                    limit,
+                    evict,
+                });
+                if !self.cmd.retrying && !self.cmd.conn.is_open() {
+                    self.connect(r, CMD);
+                }
+                return;
+            }
             r.admitted(id, Admission::Local);
             return;
         }
@@ -613,6 +645,11 @@ impl ReactorEngine for Half {
 
     fn on_timer(&mut self, r: &mut ReactorCtx<'_>, timer: TimerId) {
         match timer {
+            ADMIT_WAIT => {
+                for a in std::mem::take(&mut self.held_admissions) {
+                    r.admitted(a.id, Admission::Local);
+                }
+            }
             RECONNECT_CMD => self.connect(r, CMD),
             RECONNECT_SUB => self.connect(r, SUB),
             TICK => self.tick(r),
@@ -677,6 +714,12 @@ impl ReactorEngine for Half {
     }
 
     fn flush(&mut self, r: &mut ReactorCtx<'_>) {
+        if !self.held_admissions.is_empty() && self.is_up() {
+            // After this turn's registrations went out, so they count.
+            for a in std::mem::take(&mut self.held_admissions) {
+                self.admit(r, a.id, &a.user, a.connection, a.limit, a.evict);
+            }
+        }
         self.reconcile();
         if self.cmd.conn.is_connected()
             && let Err(e) = self.cmd.conn.flush()

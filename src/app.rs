@@ -74,6 +74,44 @@ struct Established<'a> {
     server_time: Timestamp,
     features: &'a [&'a str],
     limits: Limits,
+    /// Where the user's channel stands (with history on): the place to recover from later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<ChannelPosition>,
+    /// The outcome of the recovery the request asked for (`recover_offset`, `recover_epoch`);
+    /// when recovered, the missing messages follow this message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery: Option<Recovered>,
+}
+
+#[derive(Serialize)]
+struct ChannelPosition {
+    channel: String,
+    offset: u64,
+    epoch: String,
+}
+
+#[derive(Deserialize)]
+struct RecoverData {
+    channels: std::collections::BTreeMap<String, RecoverFrom>,
+}
+
+#[derive(Deserialize)]
+struct RecoverFrom {
+    offset: u64,
+    epoch: String,
+    /// The position in this connection's `connection.established`: later messages were sent
+    /// live on this connection and are not replayed.
+    #[serde(default)]
+    until: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Recovered {
+    recovered: bool,
+    offset: u64,
+    epoch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +177,17 @@ impl Handler for ProtocolApp {
         };
         let id = ctx.connection_id().hyphenated();
         let user = ctx.user_id().map(str::to_owned);
+        let recovery = ctx.opening_recovery().map(|(recovered, p)| Recovered {
+            recovered,
+            offset: p.offset,
+            epoch: p.epoch,
+            error: None,
+        });
+        let position = ctx.user_position().map(|(channel, p)| ChannelPosition {
+            channel,
+            offset: p.offset,
+            epoch: p.epoch,
+        });
         ctx.send_message(
             "connection.established",
             Established {
@@ -147,6 +196,8 @@ impl Handler for ProtocolApp {
                 server_time: Timestamp::now(),
                 features: &FEATURES,
                 limits,
+                position,
+                recovery,
             },
         );
     }
@@ -206,6 +257,7 @@ impl Handler for ProtocolApp {
                 }
             },
             "join" | "leave" => self.rooms(ctx, &msg.kind, msg.data),
+            "recover" => self.recover(ctx, msg.data),
             "upload.cancel" => match data_as::<UploadCancelData>(msg.data) {
                 Ok(UploadCancelData {
                     upload_id: Some(serde_json::Value::String(id)),
@@ -241,6 +293,66 @@ impl Handler for ProtocolApp {
             let max = ctx.config().max_message_size;
             ctx.send_error(ErrorCode::MessageTooLarge, &format!("Message exceeds {max} bytes"));
         }
+    }
+}
+
+impl ProtocolApp {
+    /// `recover`: `{"channels": {"user:<id>": {"offset", "epoch"}}}` answers `recovery.result`
+    /// with, per channel, `recovered` and the current position; the missing messages of a
+    /// recovered channel follow it. Only the connection's own user channel can be recovered
+    /// this way (events and rooms recover with `subscribe` and `join`).
+    fn recover(&self, ctx: &mut Ctx<'_>, data: Option<&RawValue>) {
+        let Ok(req) = data_as::<RecoverData>(data) else {
+            ctx.send_error(
+                ErrorCode::InvalidMessageFormat,
+                "recover needs data.channels: {channel: {offset, epoch}}",
+            );
+            return;
+        };
+        if req.channels.len() > MAX_ITEMS_PER_REQUEST {
+            ctx.send_error(ErrorCode::InvalidMessageFormat, "too many channels in one recover");
+            return;
+        }
+        let own = ctx.user_id().map(|u| format!("user:{u}"));
+        let mut results = serde_json::Map::new();
+        let mut replay = None;
+        for (channel, from) in req.channels {
+            let r = match ctx.user_position() {
+                Some((_, pos)) if Some(&channel) != own.as_ref() => Recovered {
+                    recovered: false,
+                    offset: 0,
+                    epoch: pos.epoch,
+                    error: Some("only the connection's own user channel can be recovered here"),
+                },
+                Some(_) => {
+                    replay = Some(from);
+                    continue;
+                }
+                None => Recovered {
+                    recovered: false,
+                    offset: 0,
+                    epoch: String::new(),
+                    error: Some("history is off"),
+                },
+            };
+            results.insert(channel, serde_json::to_value(r).unwrap_or_default());
+        }
+        // The acknowledgement goes first; the replayed messages are queued right behind it.
+        let Some(from) = replay else {
+            ctx.send_message("recovery.result", serde_json::json!({ "channels": results }));
+            return;
+        };
+        let channel = own.unwrap_or_default();
+        ctx.recover_user(from.offset, &from.epoch, from.until, move |ctx, recovered, pos| {
+            let r = Recovered {
+                recovered,
+                offset: pos.offset,
+                epoch: pos.epoch.clone(),
+                error: None,
+            };
+            results.insert(channel, serde_json::to_value(r).unwrap_or_default());
+            ctx.send_message("recovery.result", serde_json::json!({ "channels": results }));
+        });
     }
 }
 

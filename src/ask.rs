@@ -22,6 +22,19 @@ pub enum Target {
     Room(Box<str>),
 }
 
+impl Target {
+    /// The channel whose history a message to this target joins: `event:<type>`,
+    /// `room:<name>`, `user:<id>` (none for everyone or one connection).
+    pub fn channel(&self, events: &[String]) -> Option<String> {
+        match self {
+            Target::Subscribers(bit) => events.get(*bit as usize).map(|e| format!("event:{e}")),
+            Target::Room(r) => Some(format!("room:{r}")),
+            Target::User(u) => Some(format!("user:{u}")),
+            Target::All | Target::Connection(_) => None,
+        }
+    }
+}
+
 /// A request a reactor carries out over the connections it holds.
 #[derive(Debug, Clone)]
 pub(crate) enum Ask {
@@ -53,6 +66,24 @@ pub(crate) enum Ask {
     Census,
     /// The users (with connections here) in a room; answers `Users`.
     RoomMembers { room: Box<str> },
+    /// On the channel's home reactor: give the message the channel's next offset, keep it,
+    /// and deliver it to `target` on each of `reactors` (each answers `Count`).
+    Sequence {
+        channel: Box<str>,
+        target: Target,
+        frame: Bytes,
+        exclude_user: Option<Box<str>>,
+        published_at: Instant,
+        reactors: Vec<usize>,
+    },
+    /// On the channel's home reactor: kept messages after `since`; answers `History`.
+    ReadHistory {
+        channel: Box<str>,
+        since: u64,
+        limit: usize,
+    },
+    /// On the channel's home reactor: forget its history; answers `Cleared`.
+    ClearHistory { channel: Box<str> },
 }
 
 /// A reactor's answer to one [`Ask`]. `Lost` stands for an answer that never came (the reactor
@@ -74,6 +105,16 @@ pub(crate) enum Answer {
     Nodes(usize),
     /// The message could not be handed to the cluster: it was delivered nowhere.
     Unavailable,
+    /// A channel's kept messages (their JSON) and its position.
+    History {
+        messages: Vec<serde_json::Value>,
+        position: crate::history::Position,
+    },
+    /// A channel's history was deleted (`existed`: there was some); its new position.
+    Cleared {
+        existed: bool,
+        position: crate::history::Position,
+    },
 }
 
 /// The "reactor" of an answer from another node.
@@ -134,7 +175,11 @@ impl RemoteAsk {
             Ask::List { user: Some(u), .. } => RemoteAsk::UserConnections { user: u.clone() },
             Ask::Census => RemoteAsk::Census,
             Ask::RoomMembers { room } => RemoteAsk::RoomMembers { room: room.clone() },
-            Ask::Deliver { .. } | Ask::List { user: None, .. } => return None,
+            Ask::Deliver { .. }
+            | Ask::List { user: None, .. }
+            | Ask::Sequence { .. }
+            | Ask::ReadHistory { .. }
+            | Ask::ClearHistory { .. } => return None,
         })
     }
 
@@ -202,7 +247,7 @@ impl Answer {
     /// What a reactor that will never answer is taken to have said.
     pub fn lost_for(ask: &Ask) -> Answer {
         match ask {
-            Ask::Deliver { .. } | Ask::Disconnect { .. } => Answer::Count(0),
+            Ask::Deliver { .. } | Ask::Disconnect { .. } | Ask::Sequence { .. } => Answer::Count(0),
             _ => Answer::Lost,
         }
     }
@@ -211,7 +256,7 @@ impl Answer {
 /// Where an answer goes: a thread waiting on a channel (the answer comes with the number of
 /// the reactor that gave it), or a request in flight on a reactor (the answer is posted to
 /// that reactor's inbox with the ticket it gave).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum ReplyTo {
     Thread(mpsc::Sender<(usize, Answer)>),
     Reactor { reactor: usize, ticket: u64 },

@@ -166,6 +166,15 @@ pub struct Config {
     /// A node that stops refreshing its liveness key (killed, or cut off from Redis) stops
     /// counting toward cluster-wide per-user limits after this long. Default 10 s.
     pub node_ttl: Duration,
+    /// Messages kept per channel (`event:<type>`, `room:<name>`, `user:<id>`) for recovery and
+    /// offline users; 0 disables history. Default 100.
+    pub history_size: usize,
+    /// Age past which kept messages are dropped; zero disables history. Default 300 s.
+    pub history_ttl: Duration,
+    /// Bytes of kept messages per node, at most (split evenly over reactors). Default 64 MiB.
+    pub history_max_bytes: usize,
+    /// A recovery missing more messages than this answers `recovered: false`. Default 300.
+    pub recovery_max: usize,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -202,6 +211,10 @@ impl Default for Config {
             admin_listen: None,
             reuse_port: false,
             node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            history_max_bytes: 64 << 20,
+            recovery_max: 300,
             redis: None,
             redis_prefix: "wsedge".to_string(),
             node_ttl: Duration::from_secs(10),
@@ -351,6 +364,27 @@ impl Config {
         if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 || !self.redis_prefix.chars().all(id_ok) {
             return Err(ConfigError::RedisPrefix(self.redis_prefix.clone()));
         }
+        for (name, value, max) in [
+            ("history_size", self.history_size, 100_000),
+            ("history_max_bytes", self.history_max_bytes, 64 << 30),
+            ("recovery_max", self.recovery_max, 100_000),
+        ] {
+            if value > max {
+                return Err(ConfigError::OutOfRange {
+                    name,
+                    min: 0,
+                    max: max as u64,
+                    value: value as u64,
+                });
+            }
+        }
+        if self.history_ttl.as_secs() > bounds::MAX_DURATION_SECS {
+            return Err(ConfigError::TooLong {
+                name: "history_ttl",
+                max_secs: bounds::MAX_DURATION_SECS,
+                value: self.history_ttl,
+            });
+        }
         if self.node_ttl < Duration::from_secs(1) || self.node_ttl.as_secs() > bounds::MAX_DURATION_SECS {
             return Err(ConfigError::OutOfRange {
                 name: "node_ttl (seconds)",
@@ -454,6 +488,11 @@ impl Config {
             crate::auth::Verifier::new(jwt).map(drop)?;
         }
         Ok(())
+    }
+
+    /// True if channels keep history (both a size and a TTL).
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
     }
 
     /// Index of an event type in `subscribable_events` (its bit in a connection's set).

@@ -34,6 +34,7 @@ pub mod config;
 pub(crate) mod conn;
 pub mod embed;
 pub mod handler;
+pub mod history;
 pub(crate) mod http;
 pub mod limits;
 pub mod metrics;

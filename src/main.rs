@@ -179,6 +179,18 @@ struct ServeArgs {
     /// nodes on one port, or a successor during a drain); without it a busy port is an error.
     #[arg(long, env = "WS_REUSE_PORT")]
     reuse_port: bool,
+    /// Messages kept per channel for recovery and offline users (0 disables history).
+    #[arg(long, env = "WS_HISTORY_SIZE", default_value_t = 100)]
+    history_size: usize,
+    /// Seconds a kept message lives (0 disables history).
+    #[arg(long, env = "WS_HISTORY_TTL", default_value = "300", value_parser = secs)]
+    history_ttl: Duration,
+    /// Bytes of kept messages per node, at most.
+    #[arg(long, env = "WS_HISTORY_MAX_BYTES", default_value_t = 64 << 20)]
+    history_max_bytes: usize,
+    /// A recovery missing more messages than this answers recovered: false.
+    #[arg(long, env = "WS_RECOVERY_MAX", default_value_t = 300)]
+    recovery_max: usize,
     /// Largest admin request body, bytes (bigger: 413).
     #[arg(long, env = "WS_ADMIN_MAX_BODY", default_value_t = 65536)]
     admin_max_body: usize,
@@ -356,6 +368,10 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         reuse_port: a.reuse_port,
+        history_size: a.history_size,
+        history_ttl: a.history_ttl,
+        history_max_bytes: a.history_max_bytes,
+        recovery_max: a.recovery_max,
         redis: a.redis.clone(),
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,

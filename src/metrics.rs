@@ -93,6 +93,13 @@ pub const REFUSAL_STATUSES: [u16; 10] = [400, 403, 404, 405, 408, 426, 429, 431,
 /// One reactor's counters.
 #[derive(Debug, Default)]
 pub struct ReactorMetrics {
+    /// Recoveries answered `recovered: true` / `false`.
+    pub recoveries: Counter,
+    pub recoveries_lost: Counter,
+    /// Channels, messages and bytes of history kept (gauges).
+    pub history_channels: Counter,
+    pub history_messages: Counter,
+    pub history_bytes: Counter,
     /// Open WebSockets on this reactor (gauge).
     pub connections: Counter,
     /// TCP connections accepted.
@@ -227,6 +234,11 @@ pub struct Snapshot {
     pub inbox_drops: u64,
     /// Publish to last socket write, per reactor, summed over reactors.
     pub publish_latency: HistogramSnapshot,
+    pub history_channels: u64,
+    pub history_messages: u64,
+    pub history_bytes: u64,
+    pub recoveries: u64,
+    pub recoveries_lost: u64,
 }
 
 impl Snapshot {
@@ -268,6 +280,11 @@ impl Snapshot {
             loop_busy_us: reactors.iter().map(|r| r.loop_busy_us.get()).collect(),
             inbox_drops: 0,
             publish_latency: HistogramSnapshot::collect(reactors.iter().map(|r| &r.publish_latency)),
+            history_channels: sum(&|r| r.history_channels.get()),
+            history_messages: sum(&|r| r.history_messages.get()),
+            history_bytes: sum(&|r| r.history_bytes.get()),
+            recoveries: sum(&|r| r.recoveries.get()),
+            recoveries_lost: sum(&|r| r.recoveries_lost.get()),
         }
     }
 

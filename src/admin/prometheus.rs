@@ -175,6 +175,33 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         "Reactor threads stopped by a panic (readiness fails while any is).",
         &one(s.dead_reactors),
     );
+    metric(
+        "history_channels",
+        "gauge",
+        "Channels with history kept on this node.",
+        &one(s.history_channels),
+    );
+    metric(
+        "history_messages",
+        "gauge",
+        "Messages kept in channel history.",
+        &one(s.history_messages),
+    );
+    metric(
+        "history_bytes",
+        "gauge",
+        "Bytes of messages kept in channel history.",
+        &one(s.history_bytes),
+    );
+    metric(
+        "recoveries_total",
+        "counter",
+        "Recoveries, by outcome (recovered: the missing messages were replayed; lost: the client must reload).",
+        &[
+            ("{outcome=\"recovered\"}".to_string(), s.recoveries),
+            ("{outcome=\"lost\"}".to_string(), s.recoveries_lost),
+        ],
+    );
     if let Some(c) = h.cluster_metrics() {
         let up = u64::from(c.up.load(std::sync::atomic::Ordering::Acquire));
         metric(

@@ -86,6 +86,7 @@ fn is_admin_route(rest: &[&str]) -> bool {
             | ["rooms", _, "messages"]
             | ["rooms", _, "members", _]
             | ["helpers", _]
+            | ["history", _]
     )
 }
 
@@ -250,6 +251,10 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[
             _ => now(not_allowed(&["PUT", "DELETE"])),
         },
         ["helpers", name] => post(m, body, |b| helper(h, name, b)),
+        ["history", channel] => match m {
+            "GET" | "DELETE" => Ok(history(h, m, channel, query)),
+            _ => now(not_allowed(&["GET", "DELETE"])),
+        },
         _ => now(Response::error(404, "not found")),
     };
     result.unwrap_or_else(Plan::Now)
@@ -328,6 +333,66 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
             "count": page.len(),
             "next": next.map(|n| n.to_string()),
         }))
+    })
+}
+
+/// `GET /ws/history/{channel}?since=&limit=` and `DELETE /ws/history/{channel}`, answered by
+/// the channel's home reactor.
+fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Plan {
+    let cfg = h.config();
+    if !cfg.history_enabled() || h.is_clustered() {
+        return Plan::Now(Response::error(404, "history is off on this node"));
+    }
+    let known = match channel.split_once(':') {
+        Some(("event", e)) => cfg.event_bit(e).is_some(),
+        Some(("room", r)) => crate::reactor::rooms::valid_room_name(r),
+        Some(("user", u)) => !u.is_empty(),
+        _ => false,
+    };
+    if !known {
+        return Plan::Now(Response::error(
+            404,
+            "a channel is event:<known event type>, room:<room> or user:<user id>",
+        ));
+    }
+    let name = channel.to_string();
+    if m == "DELETE" {
+        let ask = Ask::ClearHistory {
+            channel: channel.into(),
+        };
+        return self::ask(ask, h.all_reactors(), move |a| match a.into_iter().next() {
+            Some((_, Answer::Cleared { existed, position })) => Response::success(json!({
+                "channel": name, "deleted": existed, "offset": position.offset, "epoch": position.epoch,
+            })),
+            _ => Response::error(503, "the channel's reactor did not answer"),
+        });
+    }
+    let param = |key: &str| {
+        query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        })
+    };
+    let since = match param("since").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Plan::Now(Response::error(400, "since must be an offset (a number)")),
+    };
+    let limit = match param("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return Plan::Now(Response::error(400, "limit must be between 1 and 1000")),
+    };
+    let ask = Ask::ReadHistory {
+        channel: channel.into(),
+        since,
+        limit,
+    };
+    self::ask(ask, h.all_reactors(), move |a| match a.into_iter().next() {
+        Some((_, Answer::History { messages, position })) => Response::success(json!({
+            "channel": name, "messages": messages, "offset": position.offset, "epoch": position.epoch,
+        })),
+        _ => Response::error(503, "the channel's reactor did not answer"),
     })
 }
 

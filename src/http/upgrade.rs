@@ -17,6 +17,9 @@ pub struct UpgradeRequest {
     pub offers_bearer: bool,
     /// The `Origin` header (browsers always send one).
     pub origin: Option<String>,
+    /// `recover_offset` and `recover_epoch` from the query: recover the user's channel from
+    /// there before any live message.
+    pub recover: Option<(u64, String)>,
 }
 
 /// A request that is not an upgrade, for the plain HTTP handler.
@@ -182,6 +185,26 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
         },
         _ => return Parsed::Reject(reject(400, "repeated Origin header")),
     };
+    let param = |name: &str| {
+        query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(percent_decode)
+        })
+    };
+    let recover = match (param("recover_offset"), param("recover_epoch")) {
+        (None, None) => None,
+        (Some(o), Some(e)) if e.len() <= 64 => match o.parse::<u64>() {
+            Ok(o) => Some((o, e)),
+            Err(_) => return Parsed::Reject(reject(400, "recover_offset must be a number")),
+        },
+        _ => {
+            return Parsed::Reject(reject(
+                400,
+                "recover_offset and recover_epoch go together (epoch at most 64 bytes)",
+            ));
+        }
+    };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Parsed::Upgrade(
         UpgradeRequest {
@@ -189,6 +212,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             token,
             offers_bearer,
             origin,
+            recover,
         },
         head_len,
     )

@@ -60,6 +60,50 @@ impl Ctx<'_> {
         (u != NONE).then(|| self.core.users.get(u).map(|u| &*u.id)).flatten()
     }
 
+    /// The position of this connection's user channel (`user:<id>`), where a later
+    /// [`recover_user`](Self::recover_user) can start from; `None` without a user or history.
+    pub fn user_position(&self) -> Option<(String, crate::history::Position)> {
+        let user = self.user_id()?;
+        if !self.core.rt.config.history_enabled() || self.core.cluster.is_some() {
+            return None;
+        }
+        Some((format!("user:{user}"), self.core.user_position(user)))
+    }
+
+    /// In `on_open`: the outcome of the recovery the upgrade request asked for
+    /// (`recover_offset`, `recover_epoch`): recovered or not, and the user channel's position.
+    /// When recovered, the missing messages are queued right after `on_open` returns.
+    pub fn opening_recovery(&self) -> Option<(bool, crate::history::Position)> {
+        self.core.opening_recovery.clone()
+    }
+
+    /// Recovers the messages of this connection's user channel after `offset` of `epoch`.
+    /// `ack(ctx, recovered, position)` runs first (send the acknowledgement there); then, if
+    /// recovered, exactly the missing messages are queued, before any later message and paced
+    /// under the outbound cap. Not recovered: another epoch, trimmed past `offset`, or more
+    /// than `recovery_max` missing; nothing is queued. `None` without a user or history.
+    /// With `until`, only the messages up to that offset are replayed (those after it were
+    /// already sent live on this connection).
+    pub fn recover_user(
+        &mut self,
+        offset: u64,
+        epoch: &str,
+        until: Option<u64>,
+        ack: impl FnOnce(&mut Self, bool, &crate::history::Position),
+    ) -> Option<bool> {
+        let user = self.user_id()?.to_string();
+        if !self.core.rt.config.history_enabled() || self.core.cluster.is_some() {
+            return None;
+        }
+        let (frames, pos) = self.core.user_channel_since(&user, offset, epoch, until);
+        let recovered = frames.is_some();
+        ack(self, recovered, &pos);
+        if let Some(frames) = frames {
+            self.core.replay(self.idx, frames);
+        }
+        Some(recovered)
+    }
+
     pub fn is_admin(&self) -> bool {
         self.core.conns[self.idx].has(flags::ADMIN)
     }

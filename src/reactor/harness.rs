@@ -59,6 +59,7 @@ impl<H: Handler> Harness<H> {
             engine: None,
             cluster_metrics: Arc::default(),
             started_at: 0,
+            history_epoch: "test".into(),
         });
         let mut listener = listener;
         super::register_listeners(&poll, &mut listener, None)?;

@@ -79,6 +79,8 @@ pub(crate) struct Handover {
     pub bearer: bool,
     /// Frames the client sent right after its request.
     pub leftover: Vec<u8>,
+    /// Where to recover the user's channel from (query `recover_offset`, `recover_epoch`).
+    pub recover: Option<(u64, String)>,
 }
 
 pub(crate) enum Command {
@@ -230,9 +232,20 @@ pub(crate) struct Runtime {
     pub cluster_metrics: Arc<crate::metrics::ClusterMetrics>,
     /// Unix seconds.
     pub started_at: u64,
+    /// The epoch of every channel's history since this process started.
+    pub history_epoch: String,
 }
 
 impl Runtime {
+    /// The reactor that keeps a channel's history and gives out its offsets: a user's channel
+    /// lives with the user's connections; other channels are spread by a hash of their name.
+    pub fn channel_home(&self, channel: &str) -> usize {
+        if let Some(user) = channel.strip_prefix("user:") {
+            return self.home_of(user);
+        }
+        self.home_of(channel)
+    }
+
     /// The reactor that owns every connection of `user_id` (a fixed hash, the same on all
     /// threads).
     pub fn home_of(&self, user_id: &str) -> usize {
@@ -393,6 +406,11 @@ impl<H: ReactorHandler> Reactor<H> {
             self.after_callbacks();
             self.pump_engine();
             self.core.flush_dirty();
+            if self.core.has_replays() {
+                // Recoveries continue as their connections' backlogs drain.
+                self.core.feed_replays();
+                self.core.flush_dirty();
+            }
             self.core.observe_written();
             self.report_writable();
             self.report_closed();
@@ -533,6 +551,7 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         self.fired = fired;
         self.core.expire_asks();
+        self.core.expire_history();
         for timer in std::mem::take(&mut self.core.fired_timers) {
             self.with_reactor_ctx(|h, r| h.on_timer(r, timer));
         }

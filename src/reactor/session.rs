@@ -227,6 +227,7 @@ impl<H: ReactorHandler> Reactor<H> {
                     sock: conn.sock,
                     claims,
                     accept: u.accept,
+                    recover: u.recover,
                     bearer: u.offers_bearer,
                     leftover,
                 };
@@ -235,6 +236,9 @@ impl<H: ReactorHandler> Reactor<H> {
                     rt.per_ip.release(conn.ip_bucket);
                 }
                 return;
+            }
+            if let Some(r) = u.recover {
+                self.core.connect_recoveries.insert(idx, r);
             }
             self.open_session(idx, Some(claims), &u.accept, leftover);
         } else {
@@ -258,6 +262,9 @@ impl<H: ReactorHandler> Reactor<H> {
             return;
         }
         self.core.conns[idx].flags |= flags::COUNTED | if h.bearer { flags::BEARER } else { 0 };
+        if let Some(r) = h.recover {
+            self.core.connect_recoveries.insert(idx, r);
+        }
         self.open_session(idx, Some(h.claims), &h.accept, h.leftover);
     }
 
@@ -355,7 +362,16 @@ impl<H: ReactorHandler> Reactor<H> {
                 self.core.id
             );
         }
+        // A recovery asked for in the request: looked up now, told to the handler (the
+        // application's greeting says how it went), replayed right after it.
+        let replay = self.core.begin_connect_recovery(idx);
         self.with_ctx(idx, |h, ctx| h.on_open(ctx));
+        self.core.opening_recovery = None;
+        if let Some(frames) = replay
+            && self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
+        {
+            self.core.replay(idx, frames);
+        }
         if !leftover.is_empty() && self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
             self.on_frame_bytes(idx, generation, &mut leftover);
         }

@@ -362,13 +362,16 @@ impl ServerHandle {
         o.targets
             .iter()
             .map(|t| {
-                let ask = Ask::Deliver {
-                    target: t.clone(),
-                    frame: o.frame.clone(),
-                    exclude_user: o.exclude_user.clone(),
-                    published_at: now,
-                };
-                (ask, self.reactors_for(t))
+                let reactors = self.reactors_for(t);
+                let ask = crate::reactor::core::deliver_ask(
+                    &self.rt,
+                    t.clone(),
+                    o.frame.clone(),
+                    o.exclude_user.clone(),
+                    now,
+                    &reactors,
+                );
+                (ask, reactors)
             })
             .collect()
     }
@@ -495,18 +498,25 @@ impl ServerHandle {
     /// is left out). On a reactor thread it does not wait at all (see `reply_wait`).
     fn ask_wait(&self, ask: &Ask, reactors: &[usize]) -> Vec<(usize, Answer)> {
         let (tx, rx) = mpsc::channel();
-        let asked: Vec<usize> = reactors
-            .iter()
-            .copied()
-            .filter(|&r| {
-                self.rt.links.get(r).is_some_and(|l| {
-                    l.send(Command::Ask {
-                        ask: ask.clone(),
-                        reply: Some(ReplyTo::Thread(tx.clone())),
-                    })
+        let post = |r: usize| {
+            self.rt.links.get(r).is_some_and(|l| {
+                l.send(Command::Ask {
+                    ask: ask.clone(),
+                    reply: Some(ReplyTo::Thread(tx.clone())),
                 })
             })
-            .collect();
+        };
+        // A channel's asks go to its home reactor; a sequenced message is answered from there
+        // by every reactor it fans out to.
+        let asked: Vec<usize> = match ask {
+            Ask::Sequence { channel, .. } if post(self.rt.channel_home(channel)) => reactors.to_vec(),
+            Ask::Sequence { .. } => Vec::new(),
+            Ask::ReadHistory { channel, .. } | Ask::ClearHistory { channel } => {
+                let home = self.rt.channel_home(channel);
+                if post(home) { vec![home] } else { Vec::new() }
+            }
+            _ => reactors.iter().copied().filter(|&r| post(r)).collect(),
+        };
         drop(tx);
         let wait = reply_wait();
         let deadline = std::time::Instant::now() + wait;

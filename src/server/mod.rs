@@ -147,6 +147,7 @@ impl Server {
             engine,
             cluster_metrics,
             started_at: crate::reactor::core::Core::unix_now().into(),
+            history_epoch: crate::history::History::process_epoch(),
         });
         let factory = Arc::new(factory);
         let mut reactors = Vec::new();

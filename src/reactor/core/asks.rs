@@ -107,7 +107,14 @@ impl Core {
 
     /// Sends ask `i` of entry `key` to each of `reactors` (this one carries it out at once).
     pub(super) fn distribute(&mut self, key: usize, i: usize, serial: u32, ask: Ask, reactors: Vec<usize>) {
-        for r in reactors {
+        if matches!(ask, Ask::Sequence { .. }) {
+            return self.send_sequence(key, i, serial, ask, reactors);
+        }
+        let home = match &ask {
+            Ask::ReadHistory { channel, .. } | Ask::ClearHistory { channel } => Some(self.rt.channel_home(channel)),
+            _ => None,
+        };
+        for r in home.map_or(reactors, |h| vec![h]) {
             if !self.in_flight_asks.contains(key) {
                 return;
             }
@@ -134,6 +141,11 @@ impl Core {
                 f.answers[i].push((r, lost));
             }
         }
+    }
+
+    /// The serial of in-flight entry `key` (0 if gone).
+    pub(super) fn serial_of(&self, key: usize) -> u32 {
+        self.in_flight_asks.get(key).map_or(0, |f| f.serial)
     }
 
     /// An answer from this reactor to ask `ask` of entry `key` (`usize::MAX`: none, only the

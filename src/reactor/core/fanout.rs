@@ -136,6 +136,9 @@ impl Core {
             Ask::List { start, limit, user } => Answer::Page(self.list_connections(start, limit, user.as_deref())),
             Ask::Census => Answer::Census(self.census()),
             Ask::RoomMembers { room } => Answer::Users(self.room_members(&room)),
+            ask @ Ask::Sequence { .. } => return self.sequence(ask, waiter),
+            Ask::ReadHistory { channel, since, limit } => self.read_history(&channel, since, limit),
+            Ask::ClearHistory { channel } => self.clear_history(&channel),
         };
         if let Some(w) = waiter {
             self.answer(w, answer);

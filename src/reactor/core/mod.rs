@@ -17,11 +17,13 @@ use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
 mod asks;
+mod channels;
 pub(crate) mod cluster;
 mod fanout;
 mod http;
 
 pub(crate) use asks::ReplyKind;
+pub(crate) use channels::deliver_ask;
 pub(crate) use fanout::Waiter;
 mod membership;
 
@@ -148,6 +150,15 @@ pub(crate) struct Core {
     pub fired_engine_timers: Vec<u32>,
     /// The cluster side of this reactor (`None`: the node runs alone).
     pub cluster: Option<Box<cluster::CoreCluster>>,
+    /// History of the channels homed here, recoveries being fed, and when history was last
+    /// swept (see `channels`).
+    pub history: crate::history::History,
+    replays: std::collections::HashMap<usize, channels::Replay>,
+    history_swept_ms: u64,
+    /// Recoveries asked for in upgrade requests, until the connection opens; and the outcome
+    /// of the one being opened, for the handler's greeting.
+    pub connect_recoveries: std::collections::HashMap<usize, (u64, String)>,
+    pub opening_recovery: Option<(bool, crate::history::Position)>,
     /// Connections told `Backpressure`, waiting for their backlog to drain.
     pub writable_watch: std::collections::HashSet<usize>,
     /// Of those, the ones that drained this turn, for `on_writable`.
@@ -164,6 +175,12 @@ impl Core {
             close: ticks(c.close_timeout),
             rate_window: ticks(c.rate_limit_window),
         };
+        let history = crate::history::History::new(
+            c.history_size,
+            c.history_ttl.as_millis() as u64,
+            c.history_max_bytes / c.workers.max(1),
+            &rt.history_epoch,
+        );
         let cluster = rt
             .engine
             .as_ref()
@@ -207,6 +224,11 @@ impl Core {
             fired_timers: Vec::new(),
             fired_engine_timers: Vec::new(),
             cluster,
+            history,
+            replays: std::collections::HashMap::new(),
+            history_swept_ms: 0,
+            connect_recoveries: std::collections::HashMap::new(),
+            opening_recovery: None,
             writable_watch: std::collections::HashSet::new(),
             writable_again: Vec::new(),
         }
@@ -437,6 +459,9 @@ impl Core {
         if c.phase != Phase::Open || (excluded != NONE && c.user == excluded) {
             return false;
         }
+        if !self.replays.is_empty() && self.divert_to_replay(idx, frame) {
+            return true;
+        }
         self.enqueue(idx, |out, _| {
             out.push_shared(frame.clone());
             frame.len()
@@ -541,6 +566,12 @@ impl Core {
         let c = self.conns.remove(idx);
         if c.phase == Phase::Http {
             self.http.remove(&idx);
+        }
+        if !self.replays.is_empty() {
+            self.replays.remove(&idx);
+        }
+        if !self.connect_recoveries.is_empty() {
+            self.connect_recoveries.remove(&idx);
         }
         if !self.writable_watch.is_empty() {
             self.writable_watch.remove(&idx);

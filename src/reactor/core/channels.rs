@@ -1,0 +1,362 @@
+//! Channels with history on the reactor: giving a message its channel's next offset (on the
+//! channel's home reactor, which then fans it out, so every reactor sees a channel's messages
+//! in offset order), recovery replays paced under the outbound cap, and reading or deleting a
+//! channel's history.
+//!
+//! Owns: `Ask::Sequence`, the replays in progress, and the envelope fields `channel`,
+//! `offset`, `epoch`. Does not touch: what is kept and for how long (`crate::history`) or the
+//! protocol messages around a recovery (the application).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::{Core, Waiter};
+use crate::ask::{Answer, Ask, ReplyTo, Target};
+use crate::conn::Phase;
+use crate::history::{Position, Recovery};
+use crate::reactor::Command;
+
+/// Messages a connection still has to receive from a recovery, and live ones of the same
+/// connection queued behind them, fed as its backlog drains.
+pub(crate) struct Replay {
+    generation: u32,
+    frames: VecDeque<Bytes>,
+}
+
+/// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
+/// that is not a text frame holding an object is kept as it is).
+pub(crate) fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
+    let Some(&len7) = frame.get(1) else {
+        return Bytes::copy_from_slice(frame);
+    };
+    let head = match len7 & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let payload = frame.get(head..).unwrap_or_default();
+    if frame[0] != 0x81 || payload.last() != Some(&b'}') {
+        return Bytes::copy_from_slice(frame);
+    }
+    let mut json = Vec::with_capacity(payload.len() + channel.len() + 64);
+    json.extend_from_slice(&payload[..payload.len() - 1]);
+    json.extend_from_slice(b",\"channel\":");
+    let _ = serde_json::to_writer(&mut json, channel);
+    json.extend_from_slice(format!(",\"offset\":{},\"epoch\":", pos.offset).as_bytes());
+    let _ = serde_json::to_writer(&mut json, &pos.epoch);
+    json.push(b'}');
+    let mut out = Vec::with_capacity(json.len() + 10);
+    crate::ws::encode_frame(&mut out, OpCode::Data(Data::Text), &json);
+    Bytes::from(out)
+}
+
+impl Core {
+    /// Where the answers of the reactors a sequenced message fans out to go: the same place
+    /// as the asker's own.
+    fn reply_to_of(&self, w: &Waiter) -> ReplyTo {
+        match w {
+            Waiter::Reply(r) => r.clone(),
+            Waiter::Local { key, ask } => ReplyTo::Reactor {
+                reactor: self.id,
+                ticket: super::asks::ticket(*key, *ask, self.serial_of(*key)),
+            },
+        }
+    }
+
+    /// Carries out `Ask::Sequence` here, the channel's home: next offset, kept, fanned out in
+    /// order to `reactors`; each answers `Count` to `waiter`.
+    pub(super) fn sequence(&mut self, ask: Ask, waiter: Option<Waiter>) {
+        let Ask::Sequence {
+            channel,
+            target,
+            frame,
+            exclude_user,
+            published_at,
+            reactors,
+        } = ask
+        else {
+            return;
+        };
+        let now_ms = self.now_ms;
+        let (frame, _) = self
+            .history
+            .append(&channel, now_ms, |pos| with_position(&frame, &channel, pos));
+        let reply = waiter.as_ref().map(|w| self.reply_to_of(w));
+        for r in reactors {
+            if r == self.id {
+                let w = match &waiter {
+                    Some(Waiter::Reply(to)) => Some(Waiter::Reply(to.clone())),
+                    Some(Waiter::Local { key, ask }) => Some(Waiter::Local { key: *key, ask: *ask }),
+                    None => None,
+                };
+                self.carry_out(
+                    Ask::Deliver {
+                        target: target.clone(),
+                        frame: frame.clone(),
+                        exclude_user: exclude_user.clone(),
+                        published_at,
+                    },
+                    w,
+                );
+                continue;
+            }
+            let deliver = Ask::Deliver {
+                target: target.clone(),
+                frame: frame.clone(),
+                exclude_user: exclude_user.clone(),
+                published_at,
+            };
+            let posted = self.rt.links.get(r).is_some_and(|l| {
+                l.send(Command::Ask {
+                    ask: deliver,
+                    reply: reply.clone(),
+                })
+            });
+            if !posted && let Some(to) = &reply {
+                crate::reactor::reply(&self.rt.links, r, to.clone(), Answer::Count(0));
+            }
+        }
+    }
+
+    /// This reactor's share of a sequenced message goes to the channel's home reactor, which
+    /// answers for every reactor in `reactors`; `waiting` grows by that many.
+    pub(super) fn send_sequence(&mut self, key: usize, i: usize, serial: u32, ask: Ask, reactors: Vec<usize>) {
+        let Ask::Sequence { channel, .. } = &ask else { return };
+        let home = self.rt.channel_home(channel);
+        let n = reactors.len();
+        if let Some(f) = self.in_flight_asks.get_mut(key) {
+            f.waiting += n;
+        }
+        if home == self.id {
+            self.sequence(ask, Some(Waiter::Local { key, ask: i }));
+            return;
+        }
+        let reply = Some(ReplyTo::Reactor {
+            reactor: self.id,
+            ticket: super::asks::ticket(key, i, serial),
+        });
+        let posted = self
+            .rt
+            .links
+            .get(home)
+            .is_some_and(|l| l.send(Command::Ask { ask, reply }));
+        if !posted {
+            for r in reactors {
+                self.on_answer(super::asks::ticket(key, i, serial), r, Answer::Count(0));
+            }
+        }
+    }
+
+    /// Where `user`'s channel stands (its home reactor is the user's, so this is exact on it).
+    pub fn user_position(&self, user: &str) -> Position {
+        self.history.position(&format!("user:{user}"))
+    }
+
+    /// The messages of `user`'s channel after `offset` of `epoch` (`None`: not recoverable),
+    /// with the channel's position; counted in the recovery metrics.
+    pub fn user_channel_since(
+        &mut self,
+        user: &str,
+        offset: u64,
+        epoch: &str,
+        until: Option<u64>,
+    ) -> (Option<Vec<Bytes>>, Position) {
+        let channel = format!("user:{user}");
+        let max = self.rt.config.recovery_max;
+        match self.history.since(&channel, offset, epoch, until, max, self.now_ms) {
+            Recovery::Replay(frames, pos) => {
+                self.metrics.recoveries.inc();
+                (Some(frames), pos)
+            }
+            Recovery::Lost(pos) => {
+                self.metrics.recoveries_lost.inc();
+                (None, pos)
+            }
+        }
+    }
+
+    /// The recovery connection `idx` asked for in its upgrade request, if any: its outcome is
+    /// kept in `opening_recovery` for the handler's greeting; returns the frames to replay.
+    pub fn begin_connect_recovery(&mut self, idx: usize) -> Option<Vec<Bytes>> {
+        if self.connect_recoveries.is_empty() {
+            return None;
+        }
+        let (offset, epoch) = self.connect_recoveries.remove(&idx)?;
+        let user = self.users.get(self.conns[idx].user)?.id.as_str().to_string();
+        if !self.rt.config.history_enabled() || self.cluster.is_some() {
+            return None;
+        }
+        let (frames, pos) = self.user_channel_since(&user, offset, &epoch, None);
+        self.opening_recovery = Some((frames.is_some(), pos));
+        frames
+    }
+
+    /// Queues `frames` for `idx` as its backlog allows; the rest waits in its replay.
+    pub fn replay(&mut self, idx: usize, frames: Vec<Bytes>) {
+        if frames.is_empty() {
+            return;
+        }
+        let generation = self.conns[idx].generation;
+        let r = self.replays.entry(idx).or_insert_with(|| Replay {
+            generation,
+            frames: VecDeque::new(),
+        });
+        r.frames.extend(frames);
+        self.feed_replay(idx);
+    }
+
+    /// A live message for a connection whose replay is still being fed waits behind it.
+    /// Returns true if it was taken.
+    pub(super) fn divert_to_replay(&mut self, idx: usize, frame: &Bytes) -> bool {
+        match self.replays.get_mut(&idx) {
+            Some(r) => {
+                r.frames.push_back(frame.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves replay frames into the connection's queue while it holds under half the cap.
+    fn feed_replay(&mut self, idx: usize) {
+        let cap = self.rt.config.max_outbound_bytes / 2;
+        let Some(mut r) = self.replays.remove(&idx) else { return };
+        let alive = self
+            .conns
+            .get(idx)
+            .is_some_and(|c| c.generation == r.generation && c.phase == Phase::Open);
+        if !alive {
+            return;
+        }
+        while self.conns[idx].queued_bytes() < cap {
+            let Some(frame) = r.frames.pop_front() else { break };
+            self.enqueue(idx, |out, _| {
+                out.push_shared(frame.clone());
+                frame.len()
+            });
+            self.metrics.messages_out.inc();
+        }
+        if !r.frames.is_empty() {
+            self.replays.insert(idx, r);
+        }
+    }
+
+    pub fn has_replays(&self) -> bool {
+        !self.replays.is_empty()
+    }
+
+    /// After a flush: feeds every replay whose connection has room again.
+    pub fn feed_replays(&mut self) {
+        if self.replays.is_empty() {
+            return;
+        }
+        let idxs: Vec<usize> = self.replays.keys().copied().collect();
+        for idx in idxs {
+            self.feed_replay(idx);
+        }
+    }
+
+    /// Reads a channel's history here (its home): messages after `since`, at most `limit`.
+    pub(super) fn read_history(&mut self, channel: &str, since: u64, limit: usize) -> Answer {
+        let (entries, pos) = self.history.read(channel, since, limit, self.now_ms);
+        let messages = entries
+            .into_iter()
+            .map(|e| {
+                let f = &e.frame[..];
+                let head = match f.get(1).map(|b| b & 0x7F) {
+                    Some(126) => 4,
+                    Some(127) => 10,
+                    _ => 2,
+                };
+                serde_json::from_slice(f.get(head..).unwrap_or_default()).unwrap_or(serde_json::Value::Null)
+            })
+            .collect();
+        Answer::History {
+            messages,
+            position: pos,
+        }
+    }
+
+    /// Deletes a channel's history here (its home); its next message starts a new epoch.
+    pub(super) fn clear_history(&mut self, channel: &str) -> Answer {
+        let existed = self.history.clear(channel);
+        Answer::Cleared {
+            existed,
+            position: self.history.position(channel),
+        }
+    }
+
+    /// Drops expired history (about once a second).
+    pub fn expire_history(&mut self) {
+        if self.now_ms.saturating_sub(self.history_swept_ms) >= 1000 {
+            self.history_swept_ms = self.now_ms;
+            self.history.expire(self.now_ms);
+            let (channels, messages, bytes) = self.history.usage();
+            self.metrics.history_channels.set(channels as u64);
+            self.metrics.history_messages.set(messages as u64);
+            self.metrics.history_bytes.set(bytes as u64);
+        }
+    }
+}
+
+/// The ask that delivers a message to `target`: sequenced through its channel when the
+/// channel keeps history, else a plain delivery.
+pub(crate) fn deliver_ask(
+    rt: &crate::reactor::Runtime,
+    target: Target,
+    frame: Bytes,
+    exclude_user: Option<Box<str>>,
+    published_at: Instant,
+    reactors: &[usize],
+) -> Ask {
+    let channel = (rt.config.history_enabled() && rt.engine.is_none())
+        .then(|| target.channel(&rt.config.subscribable_events))
+        .flatten();
+    match channel {
+        Some(channel) => Ask::Sequence {
+            channel: channel.into(),
+            target,
+            frame,
+            exclude_user,
+            published_at,
+            reactors: reactors.to_vec(),
+        },
+        None => Ask::Deliver {
+            target,
+            frame,
+            exclude_user,
+            published_at,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_fields_are_added_to_the_object() {
+        let mut f = Vec::new();
+        crate::ws::encode_frame(&mut f, OpCode::Data(Data::Text), br#"{"type":"t","data":{}}"#);
+        let pos = Position {
+            offset: 7,
+            epoch: "ab".into(),
+        };
+        let out = with_position(&f, "user:a\"b", &pos);
+        let v: serde_json::Value = serde_json::from_slice(&out[2..]).unwrap();
+        assert_eq!(v["channel"], "user:a\"b");
+        assert_eq!((v["offset"].as_u64(), v["epoch"].as_str()), (Some(7), Some("ab")));
+        assert_eq!(out[1] as usize, out.len() - 2, "the length is the new one");
+        let big = format!(r#"{{"data":"{}"}}"#, "x".repeat(200));
+        let mut f = Vec::new();
+        crate::ws::encode_frame(&mut f, OpCode::Data(Data::Text), big.as_bytes());
+        let out = with_position(&f, "event:e", &pos);
+        let v: serde_json::Value = serde_json::from_slice(&out[4..]).unwrap();
+        assert_eq!(v["offset"], 7);
+        let binary = [0x82, 1, b'}'];
+        assert_eq!(&with_position(&binary, "c", &pos)[..], &binary, "not text: unchanged");
+    }
+}

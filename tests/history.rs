@@ -1,0 +1,326 @@
+//! Channel history on one node: offsets and epochs on delivered messages, the position in
+//! `connection.established`, exact recovery of the user channel (also for a user who was
+//! offline, also while publishes race it, paced under the outbound cap), every reason for
+//! `recovered: false`, and the admin history routes.
+mod common;
+use common::http::json;
+use common::*;
+use serde_json::{Value, json};
+use wsedge::Config;
+
+fn admin() -> String {
+    admin_token("root")
+}
+
+fn send(addr: std::net::SocketAddr, user: &str, i: u64) -> Value {
+    let (status, body) = json(
+        addr,
+        "POST",
+        &format!("/ws/users/{user}/messages"),
+        Some(&admin()),
+        Some(json!({"type": "note", "data": {"i": i}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn position(hello: &Value) -> (u64, String) {
+    let p = &hello["data"]["position"];
+    (p["offset"].as_u64().unwrap(), p["epoch"].as_str().unwrap().to_string())
+}
+
+fn recover(ws: &mut Ws, user: &str, offset: u64, epoch: &str) -> Value {
+    let channel = format!("user:{user}");
+    send_json(
+        ws,
+        json!({"type": "recover", "data": {"channels": {channel.clone(): {"offset": offset, "epoch": epoch}}}}),
+    );
+    let ack = recv_json(ws);
+    assert_eq!(ack["type"], "recovery.result", "{ack}");
+    ack["data"]["channels"][channel].clone()
+}
+
+#[test]
+fn messages_carry_positions_and_a_returning_client_gets_exactly_what_it_missed() {
+    let server = start(Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("ann"));
+    let (offset, epoch) = position(&hello);
+    assert_eq!(hello["data"]["position"]["channel"], "user:ann");
+    assert_eq!(offset, 0, "nothing published yet");
+    send(addr, "ann", 1);
+    let m = recv_json(&mut ws);
+    assert_eq!(
+        (m["channel"].as_str(), m["offset"].as_u64(), m["epoch"].as_str()),
+        (Some("user:ann"), Some(1), Some(epoch.as_str())),
+        "{m}"
+    );
+    assert_eq!(m["data"]["i"], 1);
+    drop(ws);
+
+    // Offline: five messages are kept for her.
+    for i in 2..=6 {
+        send(addr, "ann", i);
+    }
+    let (mut ws, hello) = connect(addr, &token("ann"));
+    assert_eq!(position(&hello), (6, epoch.clone()), "the position says what there is");
+    let r = recover(&mut ws, "ann", 1, &epoch);
+    assert_eq!(r, json!({"recovered": true, "offset": 6, "epoch": epoch}));
+    for i in 2..=6 {
+        let m = recv_json(&mut ws);
+        assert_eq!((m["offset"].as_u64(), m["data"]["i"].as_u64()), (Some(i), Some(i)));
+    }
+    // Nothing else came: the next message is the next live one.
+    send(addr, "ann", 7);
+    assert_eq!(recv_json(&mut ws)["offset"], 7);
+    // Up to date: recovered, nothing replayed.
+    let r = recover(&mut ws, "ann", 7, &epoch);
+    assert_eq!(r["recovered"], true);
+    send_json(&mut ws, json!({"type": "ping", "data": {}}));
+    assert_eq!(recv_json(&mut ws)["type"], "pong");
+}
+
+#[test]
+fn recovered_false_for_another_epoch_trimmed_history_too_many_missing_or_a_future_offset() {
+    let server = start(Config {
+        history_size: 10,
+        recovery_max: 5,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("bo"));
+    let (_, epoch) = position(&hello);
+    for i in 1..=12 {
+        send(addr, "bo", i);
+        recv_json(&mut ws);
+    }
+    let lost = |r: Value| {
+        assert_eq!(r, json!({"recovered": false, "offset": 12, "epoch": epoch.clone()}));
+    };
+    lost(recover(&mut ws, "bo", 8, "another-epoch"));
+    lost(recover(&mut ws, "bo", 1, &epoch)); // 2 and 3 were trimmed (10 kept)
+    lost(recover(&mut ws, "bo", 6, &epoch)); // 6 missing > recovery_max 5
+    lost(recover(&mut ws, "bo", 13, &epoch));
+    // Nothing was replayed by any of them.
+    send_json(&mut ws, json!({"type": "ping", "data": {}}));
+    assert_eq!(recv_json(&mut ws)["type"], "pong");
+    let r = recover(&mut ws, "bo", 7, &epoch);
+    assert_eq!(r["recovered"], true, "exactly 5 missing is within the limit");
+    for i in 8..=12 {
+        assert_eq!(recv_json(&mut ws)["offset"], i);
+    }
+    // Someone else's channel is refused.
+    send_json(
+        &mut ws,
+        json!({"type": "recover", "data": {"channels": {"user:eve": {"offset": 0, "epoch": epoch}}}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(ack["data"]["channels"]["user:eve"]["recovered"], false, "{ack}");
+    send_json(&mut ws, json!({"type": "recover", "data": {"channels": "nope"}}));
+    assert_eq!(recv_json(&mut ws)["data"]["code"], "INVALID_MESSAGE_FORMAT");
+}
+
+#[test]
+fn publishes_racing_a_recovery_give_no_gap_and_no_duplicate() {
+    let server = start(Config {
+        workers: 2,
+        rate_limit_messages: 0,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (ws, hello) = connect(addr, &token("cy"));
+    let (_, epoch) = position(&hello);
+    drop(ws);
+    let h = server.handle();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 50 {
+                n += 1;
+                h.send_to_user("cy", "tick", json!({"n": n})).unwrap();
+            }
+            n
+        })
+    };
+    let mut last = 0;
+    for _round in 0..5 {
+        // Recovery asked for in the request: replayed before any live message.
+        let path = format!("/ws?token={}&recover_offset={last}&recover_epoch={epoch}", token("cy"));
+        let mut ws = try_connect(addr, &path, &[]).unwrap();
+        let hello = recv_json(&mut ws);
+        let r = &hello["data"]["recovery"];
+        assert_eq!(r["recovered"], true, "{hello}");
+        // Everything after `last` arrives in order, replayed then live, without a gap.
+        let until = r["offset"].as_u64().unwrap() + 20;
+        while last < until {
+            let m = recv_json(&mut ws);
+            assert_eq!(m["offset"].as_u64(), Some(last + 1), "{m}");
+            last += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total = publisher.join().unwrap();
+    assert!(total >= last);
+}
+
+#[test]
+fn recover_on_an_open_connection_stops_where_live_messages_began() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let (ws, hello) = connect(addr, &token("flo"));
+    let (_, epoch) = position(&hello);
+    drop(ws);
+    for i in 1..=3 {
+        send(addr, "flo", i);
+    }
+    let (mut ws, hello) = connect(addr, &token("flo"));
+    let (at_open, _) = position(&hello);
+    assert_eq!(at_open, 3);
+    send(addr, "flo", 4);
+    assert_eq!(recv_json(&mut ws)["offset"], 4, "live");
+    let channel = "user:flo";
+    send_json(
+        &mut ws,
+        json!({"type": "recover", "data": {"channels": {channel: {"offset": 1, "epoch": epoch, "until": at_open}}}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(
+        ack["data"]["channels"][channel],
+        json!({"recovered": true, "offset": 4, "epoch": epoch})
+    );
+    assert_eq!(recv_json(&mut ws)["offset"], 2);
+    assert_eq!(recv_json(&mut ws)["offset"], 3);
+    send(addr, "flo", 5);
+    assert_eq!(recv_json(&mut ws)["offset"], 5, "4 is not sent twice");
+    // A bad request is refused before the upgrade.
+    let bad = format!("/ws?token={}&recover_offset=x&recover_epoch={epoch}", token("flo"));
+    assert!(try_connect(addr, &bad, &[]).is_err());
+    let half = format!("/ws?token={}&recover_offset=1", token("flo"));
+    assert!(try_connect(addr, &half, &[]).is_err());
+    // A lost recovery at connect says so and replays nothing.
+    let path = format!("/ws?token={}&recover_offset=1&recover_epoch=old", token("flo"));
+    let mut ws = try_connect(addr, &path, &[]).unwrap();
+    let hello = recv_json(&mut ws);
+    assert_eq!(
+        hello["data"]["recovery"],
+        json!({"recovered": false, "offset": 5, "epoch": epoch})
+    );
+    send_json(&mut ws, json!({"type": "ping", "data": {}}));
+    assert_eq!(recv_json(&mut ws)["type"], "pong");
+}
+
+#[test]
+fn a_large_recovery_is_paced_under_the_outbound_cap() {
+    let server = start(Config {
+        max_outbound_bytes: 256 * 1024,
+        max_message_size: 64 * 1024,
+        admin_max_body: 128 * 1024,
+        rate_limit_messages: 0,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (ws, hello) = connect(addr, &token("di"));
+    let (_, epoch) = position(&hello);
+    drop(ws);
+    let blob = "x".repeat(40 * 1024);
+    for i in 1..=30u64 {
+        let (status, _) = json(
+            addr,
+            "POST",
+            "/ws/users/di/messages",
+            Some(&admin()),
+            Some(json!({"type": "big", "data": {"i": i, "blob": blob}})),
+        );
+        assert_eq!(status, 200);
+    }
+    // 30 x 40 KB = 1.2 MB to replay, 4.7 times the cap: paced, not closed as slow.
+    let (mut ws, _) = connect(addr, &token("di"));
+    assert_eq!(recover(&mut ws, "di", 0, &epoch)["recovered"], true);
+    for i in 1..=30 {
+        assert_eq!(recv_json(&mut ws)["data"]["i"], i);
+    }
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    assert!(metrics.contains("wsedge_slow_consumer_closes_total 0"), "{metrics}");
+}
+
+#[test]
+fn admin_history_routes_read_and_delete() {
+    let server = start(Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let (mut ws, _) = connect(addr, &token("eli"));
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"events": ["review.updated"]}}),
+    );
+    recv_json(&mut ws);
+    for i in 1..=3 {
+        let (status, _) = json(
+            addr,
+            "POST",
+            "/ws/events/review.updated",
+            Some(&admin()),
+            Some(json!({"data": {"i": i}})),
+        );
+        assert_eq!(status, 200);
+        let m = recv_json(&mut ws);
+        assert_eq!(
+            (m["channel"].as_str(), m["offset"].as_u64()),
+            (Some("event:review.updated"), Some(i))
+        );
+    }
+    let (status, body) = json(
+        addr,
+        "GET",
+        "/ws/history/event:review.updated?since=1&limit=1",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["offset"], 3);
+    assert_eq!(body["data"]["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(body["data"]["messages"][0]["offset"], 2);
+    let epoch = body["data"]["epoch"].as_str().unwrap().to_string();
+    let (status, body) = json(addr, "DELETE", "/ws/history/event:review.updated", Some(&admin()), None);
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["deleted"], true);
+    assert_eq!(body["data"]["offset"], 0);
+    assert_ne!(body["data"]["epoch"], epoch, "history lost: a new epoch");
+    json(
+        addr,
+        "POST",
+        "/ws/events/review.updated",
+        Some(&admin()),
+        Some(json!({"data": {}})),
+    );
+    let m = recv_json(&mut ws);
+    assert_eq!(m["offset"], 1);
+    assert_eq!(m["epoch"], body["data"]["epoch"]);
+    for bad in [
+        "/ws/history/nope",
+        "/ws/history/event:unknown",
+        "/ws/history/room:",
+        "/ws/history/user:",
+    ] {
+        assert_eq!(json(addr, "GET", bad, Some(&admin()), None).0, 404, "{bad}");
+    }
+    assert_eq!(
+        json(addr, "GET", "/ws/history/user:eli?limit=0", Some(&admin()), None).0,
+        400
+    );
+    assert_eq!(
+        json(addr, "GET", "/ws/history/user:eli", Some(&token("eli")), None).0,
+        403
+    );
+    let off = start(Config {
+        history_size: 0,
+        ..config()
+    });
+    let (_, hello) = connect(off.local_addr(), &token("eli"));
+    assert!(hello["data"].get("position").is_none(), "no history: no position");
+    assert_eq!(
+        json(off.local_addr(), "GET", "/ws/history/user:eli", Some(&admin()), None).0,
+        404
+    );
+}

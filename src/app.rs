@@ -131,6 +131,9 @@ struct PongData<'a> {
 struct EventsData {
     #[serde(default)]
     events: Option<Vec<serde_json::Value>>,
+    /// Per event: where the client's copy of the channel ends (subscribe only).
+    #[serde(default)]
+    recover: Option<std::collections::BTreeMap<String, RecoverFrom>>,
 }
 
 #[derive(Serialize)]
@@ -297,6 +300,71 @@ impl Handler for ProtocolApp {
 }
 
 impl ProtocolApp {
+    /// `subscribe` with history on: every event joins at its channel's exact position (told in
+    /// the acknowledgement's `positions`), and those named in `recover` get the messages after
+    /// the client's offset first (`recovered: true`) or nothing (`recovered: false`).
+    fn subscribe_at_positions(
+        &self,
+        ctx: &mut Ctx<'_>,
+        events: Vec<serde_json::Value>,
+        recover: std::collections::BTreeMap<String, RecoverFrom>,
+    ) {
+        let mut valid: Vec<String> = Vec::new();
+        let mut invalid = Vec::new();
+        let mut items = Vec::new();
+        for e in events {
+            match e
+                .as_str()
+                .and_then(|s| ctx.config().event_bit(s).map(|b| (s.to_string(), b)))
+            {
+                Some((name, _)) if valid.contains(&name) => {}
+                Some((name, bit)) => {
+                    items.push(crate::history::RecoverItem {
+                        channel: format!("event:{name}"),
+                        bit,
+                        from: recover.get(&name).map(|r| (r.offset, r.epoch.clone())),
+                    });
+                    valid.push(name);
+                }
+                None => invalid.push(e),
+            }
+        }
+        let finish = Box::new(
+            move |ctx: &mut Ctx<'_>, outcomes: Vec<crate::history::RecoveryOutcome>| {
+                let bits = ctx.subscriptions();
+                let current: Vec<&str> = ctx
+                    .config()
+                    .subscribable_events
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, e)| e.as_str())
+                    .collect();
+                let mut positions = serde_json::Map::new();
+                for (name, o) in valid.iter().zip(outcomes) {
+                    let mut p = serde_json::json!({"channel": o.channel});
+                    if let Some(pos) = o.position {
+                        p["offset"] = pos.offset.into();
+                        p["epoch"] = pos.epoch.into();
+                    }
+                    if let Some(r) = o.recovered {
+                        p["recovered"] = r.into();
+                    }
+                    positions.insert(name.clone(), p);
+                }
+                let ack = serde_json::json!({
+                    "action": "subscribe",
+                    "events": valid,
+                    "invalid_events": invalid,
+                    "subscriptions": current,
+                    "positions": positions,
+                });
+                ctx.send_message("subscription.acknowledged", ack);
+            },
+        );
+        ctx.subscribe_with_positions(items, finish);
+    }
+
     /// `recover`: `{"channels": {"user:<id>": {"offset", "epoch"}}}` answers `recovery.result`
     /// with, per channel, `recovered` and the current position; the missing messages of a
     /// recovered channel follow it. Only the connection's own user channel can be recovered
@@ -436,23 +504,30 @@ impl ProtocolApp {
     }
 
     fn subscription(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
-        let events = match data_as::<EventsData>(data) {
-            Ok(EventsData { events: Some(e) }) if e.len() > MAX_ITEMS_PER_REQUEST => {
+        let (events, recover) = match data_as::<EventsData>(data) {
+            Ok(EventsData { events: Some(e), .. }) if e.len() > MAX_ITEMS_PER_REQUEST => {
                 ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
                     &format!("at most {MAX_ITEMS_PER_REQUEST} events per request"),
                 );
                 return;
             }
-            Ok(EventsData { events: Some(e) }) => e,
+            Ok(EventsData {
+                events: Some(e),
+                recover,
+            }) => (e, recover.unwrap_or_default()),
             _ => {
                 ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
-                    "data.events must be a list of event types",
+                    "data.events must be a list of event types (and data.recover, if given, \
+                     {event: {offset, epoch}})",
                 );
                 return;
             }
         };
+        if action == "subscribe" && ctx.user_position().is_some() {
+            return self.subscribe_at_positions(ctx, events, recover);
+        }
         let mut bits = ctx.subscriptions();
         let mut valid = Vec::new();
         let mut invalid = Vec::new();

@@ -84,6 +84,13 @@ pub(crate) enum Ask {
     },
     /// On the channel's home reactor: forget its history; answers `Cleared`.
     ClearHistory { channel: Box<str> },
+    /// On the channel's home reactor: its position and, with `from` (offset, epoch), the
+    /// messages after it; answers `Recovered`. Every later message of the channel reaches the
+    /// asker after the answer.
+    Recover {
+        channel: Box<str>,
+        from: Option<(u64, Box<str>)>,
+    },
 }
 
 /// A reactor's answer to one [`Ask`]. `Lost` stands for an answer that never came (the reactor
@@ -113,6 +120,12 @@ pub(crate) enum Answer {
     /// A channel's history was deleted (`existed`: there was some); its new position.
     Cleared {
         existed: bool,
+        position: crate::history::Position,
+    },
+    /// A recovery: the missing frames (`None`: not recoverable) and the channel's position.
+    Recovered {
+        #[serde(skip)]
+        frames: Option<Vec<Bytes>>,
         position: crate::history::Position,
     },
 }
@@ -179,7 +192,8 @@ impl RemoteAsk {
             | Ask::List { user: None, .. }
             | Ask::Sequence { .. }
             | Ask::ReadHistory { .. }
-            | Ask::ClearHistory { .. } => return None,
+            | Ask::ClearHistory { .. }
+            | Ask::Recover { .. } => return None,
         })
     }
 

@@ -21,6 +21,27 @@ pub struct Position {
     pub epoch: String,
 }
 
+/// A channel to subscribe to, and where to recover it from (`None`: only its position).
+#[derive(Debug, Clone)]
+pub struct RecoverItem {
+    pub channel: String,
+    /// The event type's bit (see `Config::event_bit`).
+    pub bit: u32,
+    /// (offset, epoch) of the last message the client has.
+    pub from: Option<(u64, String)>,
+}
+
+/// One channel's outcome, for the acknowledgement.
+#[derive(Debug, Clone)]
+pub struct RecoveryOutcome {
+    pub channel: String,
+    /// Asked to recover: whether exactly the missing messages follow (`None`: not asked).
+    pub recovered: Option<bool>,
+    /// The channel's position when the connection joined it (`None`: its reactor did not
+    /// answer).
+    pub position: Option<Position>,
+}
+
 /// One kept message.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {

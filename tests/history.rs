@@ -324,3 +324,104 @@ fn admin_history_routes_read_and_delete() {
         404
     );
 }
+
+fn subscribe(ws: &mut Ws, recover: Value) -> Value {
+    send_json(
+        ws,
+        json!({"type": "subscribe", "data": {"events": ["review.updated"], "recover": recover}}),
+    );
+    let ack = recv_json(ws);
+    assert_eq!(ack["type"], "subscription.acknowledged", "{ack}");
+    ack["data"]["positions"]["review.updated"].clone()
+}
+
+fn publish(addr: std::net::SocketAddr, i: u64) {
+    let (status, _) = json(
+        addr,
+        "POST",
+        "/ws/events/review.updated",
+        Some(&admin()),
+        Some(json!({"data": {"i": i}})),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn subscribe_says_where_the_channel_stands_and_recovers_what_was_missed() {
+    let server = start(Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let (mut ws, _) = connect(addr, &token("gil"));
+    let p = subscribe(&mut ws, json!({}));
+    assert_eq!(p["channel"], "event:review.updated");
+    assert_eq!(p["offset"], 0);
+    assert!(p.get("recovered").is_none(), "nothing asked, nothing said: {p}");
+    let epoch = p["epoch"].as_str().unwrap().to_string();
+    for i in 1..=3 {
+        publish(addr, i);
+        assert_eq!(recv_json(&mut ws)["offset"], i);
+    }
+    drop(ws);
+    for i in 4..=5 {
+        publish(addr, i);
+    }
+    let (mut ws, _) = connect(addr, &token("gil"));
+    let p = subscribe(&mut ws, json!({"review.updated": {"offset": 3, "epoch": epoch}}));
+    assert_eq!(
+        p,
+        json!({"channel": "event:review.updated", "offset": 5, "epoch": epoch, "recovered": true})
+    );
+    for i in 4..=5 {
+        assert_eq!(recv_json(&mut ws)["data"]["i"], i);
+    }
+    publish(addr, 6);
+    assert_eq!(recv_json(&mut ws)["offset"], 6);
+    let (mut other, _) = connect(addr, &token("hugo"));
+    let p = subscribe(&mut other, json!({"review.updated": {"offset": 3, "epoch": "stale"}}));
+    assert_eq!(p["recovered"], false);
+    publish(addr, 7);
+    assert_eq!(
+        recv_json(&mut other)["offset"],
+        7,
+        "subscribed anyway, nothing replayed"
+    );
+}
+
+#[test]
+fn event_recovery_racing_publishes_has_no_gap_and_no_duplicate() {
+    let server = start(Config {
+        workers: 2,
+        rate_limit_messages: 0,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (mut ws, _) = connect(addr, &token("u0"));
+    let epoch = subscribe(&mut ws, json!({}))["epoch"].as_str().unwrap().to_string();
+    drop(ws);
+    let h = server.handle();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                h.publish("review.updated", json!({"n": n})).unwrap();
+            }
+        })
+    };
+    let mut last = 0;
+    // Users on either reactor: the channel's home is one of them.
+    for round in 0..8 {
+        let (mut ws, _) = connect(addr, &token(&format!("u{round}")));
+        let p = subscribe(&mut ws, json!({"review.updated": {"offset": last, "epoch": epoch}}));
+        assert_eq!(p["recovered"], true, "{p}");
+        let until = p["offset"].as_u64().unwrap() + 20;
+        while last < until {
+            let m = recv_json(&mut ws);
+            assert_eq!(m["offset"].as_u64(), Some(last + 1), "round {round}: {m}");
+            last += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+}

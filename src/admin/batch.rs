@@ -8,8 +8,10 @@
 //! | `send_to_room` | `room`, `type` (default `room.message`), `data`, `exclude_user` | `POST /ws/rooms/{room}/messages` |
 //! | `broadcast` | the message object, `exclude_user` | `POST /ws/broadcast` |
 //!
-//! Every message of a batch is encoded once and posted to the reactors together, in order, so
-//! they reach each connection in the order of the batch and are flushed in one write.
+//! Every message of a batch is encoded once and posted to the reactors together, in order:
+//! messages of one channel (and messages to everyone) reach each connection in the order of
+//! the batch; messages of different channels are given their offsets by different reactors
+//! (each channel's home), so their relative order is not kept.
 
 use serde_json::{Map, Value, json};
 

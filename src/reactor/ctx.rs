@@ -48,6 +48,9 @@ pub struct Ctx<'r> {
     pub(crate) idx: usize,
 }
 
+/// Makes a subscription's acknowledgement once every channel has answered.
+pub type RecoveryFinish = Box<dyn FnOnce(&mut Ctx<'_>, Vec<crate::history::RecoveryOutcome>) + Send>;
+
 impl Ctx<'_> {
     /// The public connection id (a UUID).
     pub fn connection_id(&self) -> uuid::Uuid {
@@ -68,6 +71,14 @@ impl Ctx<'_> {
             return None;
         }
         Some((format!("user:{user}"), self.core.user_position(user)))
+    }
+
+    /// Subscribes this connection to the event channels of `items`, each at its exact position
+    /// and, when asked, recovering the messages after the client's offset. `finish(ctx,
+    /// outcomes)` runs once every channel's reactor has answered (send the acknowledgement
+    /// there); then the replays follow, then the live messages that came meanwhile.
+    pub fn subscribe_with_positions(&mut self, items: Vec<crate::history::RecoverItem>, finish: RecoveryFinish) {
+        self.core.recover_events(self.idx, items, finish);
     }
 
     /// In `on_open`: the outcome of the recovery the upgrade request asked for

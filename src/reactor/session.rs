@@ -330,6 +330,9 @@ impl<H: ReactorHandler> Reactor<H> {
         mut leftover: Vec<u8>,
         verdict: Admission,
     ) {
+        // Deliveries still grouped were published before this connection existed: out to the
+        // others first (a recovery it asked for covers them, and must not see them twice).
+        self.core.fan_out_groups();
         self.core.write_101(idx, accept);
         let now = self.core.now;
         let c = &mut self.core.conns[idx];

@@ -33,6 +33,9 @@ pub(crate) enum Owner {
     Thread(std::sync::mpsc::Sender<Answers>),
     /// Nobody waits (a handler's fire-and-forget broadcast in a cluster).
     Nobody,
+    /// A connection's subscriptions with recovery (see `channels`): each answer subscribes it
+    /// as it comes; the last one lets `finish` acknowledge, then the replays go out.
+    Recovery(Box<super::channels::PendingRecovery>),
     /// Another node's request: the merged answer goes back to it (reactor `reactor`, ticket
     /// `ticket` there).
     Remote {
@@ -51,7 +54,7 @@ pub(crate) enum ReplyKind {
 
 /// Asks waiting for answers.
 pub(crate) struct InFlight {
-    owner: Option<Owner>,
+    pub(super) owner: Option<Owner>,
     pub(super) serial: u32,
     pub(super) waiting: usize,
     pub(super) answers: Answers,
@@ -111,7 +114,9 @@ impl Core {
             return self.send_sequence(key, i, serial, ask, reactors);
         }
         let home = match &ask {
-            Ask::ReadHistory { channel, .. } | Ask::ClearHistory { channel } => Some(self.rt.channel_home(channel)),
+            Ask::ReadHistory { channel, .. } | Ask::ClearHistory { channel } | Ask::Recover { channel, .. } => {
+                Some(self.rt.channel_home(channel))
+            }
             _ => None,
         };
         for r in home.map_or(reactors, |h| vec![h]) {
@@ -154,6 +159,14 @@ impl Core {
         let Some(f) = self.in_flight_asks.get_mut(key) else {
             return;
         };
+        let answer = if matches!(f.owner, Some(Owner::Recovery(_))) {
+            self.recovery_answer(key, ask, answer)
+        } else {
+            answer
+        };
+        let Some(f) = self.in_flight_asks.get_mut(key) else {
+            return;
+        };
         if let Some(slot) = f.answers.get_mut(ask) {
             slot.push((self.id, answer));
         }
@@ -167,6 +180,14 @@ impl Core {
     pub fn on_answer(&mut self, ticket: u64, from: usize, answer: Answer) {
         let (key, i, serial) = split_ticket(ticket);
         let Some(f) = self.in_flight_asks.get_mut(key).filter(|f| f.serial == serial) else {
+            return;
+        };
+        let answer = if matches!(f.owner, Some(Owner::Recovery(_))) {
+            self.recovery_answer(key, i, answer)
+        } else {
+            answer
+        };
+        let Some(f) = self.in_flight_asks.get_mut(key) else {
             return;
         };
         if let Some(slot) = f.answers.get_mut(i) {
@@ -198,6 +219,7 @@ impl Core {
                 let all = answers.into_iter().flatten().collect();
                 self.answer_remote(&origin, reactor, ticket, all);
             }
+            Some(Owner::Recovery(p)) => self.finish_recovery(*p, answers),
             Some(Owner::Nobody) | None => {}
         }
     }

@@ -24,7 +24,24 @@ use crate::reactor::Command;
 pub(crate) struct Replay {
     generation: u32,
     frames: VecDeque<Bytes>,
+    /// While a recovery's acknowledgement is not sent: nothing is fed, and live messages wait
+    /// in `live`, then follow the replayed ones.
+    held: bool,
+    live: VecDeque<Bytes>,
+    /// Replays answered so far for the held recovery, by request item.
+    answered: Vec<(usize, Vec<Bytes>)>,
 }
+
+/// A connection's subscriptions with recovery, waiting for the channels' home reactors.
+pub(crate) struct PendingRecovery {
+    pub conn: mio::Token,
+    /// Per request item: the channel, the event bit it subscribes, and whether it recovers.
+    pub items: Vec<(String, u32, bool)>,
+    pub finish: RecoveryFinish,
+}
+
+pub(crate) use crate::history::{RecoverItem, RecoveryOutcome};
+pub(crate) use crate::reactor::ctx::RecoveryFinish;
 
 /// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
 /// that is not a text frame holding an object is kept as it is).
@@ -51,6 +68,18 @@ pub(crate) fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Byte
     let mut out = Vec::with_capacity(json.len() + 10);
     crate::ws::encode_frame(&mut out, OpCode::Data(Data::Text), &json);
     Bytes::from(out)
+}
+
+impl Replay {
+    fn new(generation: u32) -> Self {
+        Replay {
+            generation,
+            frames: VecDeque::new(),
+            held: false,
+            live: VecDeque::new(),
+            answered: Vec::new(),
+        }
+    }
 }
 
 impl Core {
@@ -164,6 +193,9 @@ impl Core {
         epoch: &str,
         until: Option<u64>,
     ) -> (Option<Vec<Bytes>>, Position) {
+        // Deliveries still grouped hold messages the replay covers: out first, so the replay's
+        // connection (already linked to its user) does not get them twice.
+        self.fan_out_groups();
         let channel = format!("user:{user}");
         let max = self.rt.config.recovery_max;
         match self.history.since(&channel, offset, epoch, until, max, self.now_ms) {
@@ -200,10 +232,7 @@ impl Core {
             return;
         }
         let generation = self.conns[idx].generation;
-        let r = self.replays.entry(idx).or_insert_with(|| Replay {
-            generation,
-            frames: VecDeque::new(),
-        });
+        let r = self.replays.entry(idx).or_insert_with(|| Replay::new(generation));
         r.frames.extend(frames);
         self.feed_replay(idx);
     }
@@ -212,6 +241,10 @@ impl Core {
     /// Returns true if it was taken.
     pub(super) fn divert_to_replay(&mut self, idx: usize, frame: &Bytes) -> bool {
         match self.replays.get_mut(&idx) {
+            Some(r) if r.held => {
+                r.live.push_back(frame.clone());
+                true
+            }
             Some(r) => {
                 r.frames.push_back(frame.clone());
                 true
@@ -223,6 +256,9 @@ impl Core {
     /// Moves replay frames into the connection's queue while it holds under half the cap.
     fn feed_replay(&mut self, idx: usize) {
         let cap = self.rt.config.max_outbound_bytes / 2;
+        if self.replays.get(&idx).is_some_and(|r| r.held) {
+            return;
+        }
         let Some(mut r) = self.replays.remove(&idx) else { return };
         let alive = self
             .conns
@@ -256,6 +292,124 @@ impl Core {
         let idxs: Vec<usize> = self.replays.keys().copied().collect();
         for idx in idxs {
             self.feed_replay(idx);
+        }
+    }
+
+    /// Answers a recovery (or, without `from`, only the position) here, the channel's home.
+    pub(super) fn recover_here(&mut self, channel: &str, from: Option<(u64, Box<str>)>) -> Answer {
+        let Some((offset, epoch)) = from else {
+            return Answer::Recovered {
+                frames: None,
+                position: self.history.position(channel),
+            };
+        };
+        let max = self.rt.config.recovery_max;
+        match self.history.since(channel, offset, &epoch, None, max, self.now_ms) {
+            Recovery::Replay(frames, position) => Answer::Recovered {
+                frames: Some(frames),
+                position,
+            },
+            Recovery::Lost(position) => Answer::Recovered { frames: None, position },
+        }
+    }
+
+    /// Subscribes connection `idx` to the events of `items` (channel, bit), each recovered
+    /// from its (offset, epoch): the acknowledgement `finish` makes goes out once every
+    /// channel has answered, then exactly the missing messages of each recovered one, then
+    /// the live messages that came meanwhile. No gap, no duplicate: a channel's home reactor
+    /// sends its later messages after its answer, and the connection joins each channel on
+    /// that answer.
+    pub fn recover_events(&mut self, idx: usize, items: Vec<RecoverItem>, finish: RecoveryFinish) {
+        // Deliveries queued before now go to the subscribers they were meant for.
+        self.fan_out_groups();
+        let asks = items
+            .iter()
+            .map(|item| {
+                let home = self.rt.channel_home(&item.channel);
+                let ask = Ask::Recover {
+                    channel: item.channel.as_str().into(),
+                    from: item.from.as_ref().map(|(o, e)| (*o, e.as_str().into())),
+                };
+                (ask, vec![home])
+            })
+            .collect();
+        let pending = PendingRecovery {
+            conn: self.token_of(idx),
+            items: items
+                .into_iter()
+                .map(|i| (i.channel, i.bit, i.from.is_some()))
+                .collect(),
+            finish,
+        };
+        let _ = self.send_asks(super::asks::Owner::Recovery(Box::new(pending)), asks);
+    }
+
+    /// One channel of a pending recovery answered: the connection joins it now (later
+    /// messages are held behind the acknowledgement) and its replay waits for the others.
+    pub(super) fn recovery_answer(&mut self, key: usize, i: usize, answer: Answer) -> Answer {
+        let Answer::Recovered { frames, position } = answer else {
+            return answer;
+        };
+        let Some(super::asks::Owner::Recovery(p)) = self.in_flight_asks.get(key).and_then(|f| f.owner.as_ref()) else {
+            return Answer::Recovered { frames, position };
+        };
+        let (conn, bit) = (p.conn, p.items.get(i).map(|(_, b, _)| *b));
+        let (Some(idx), Some(bit)) = (self.live(conn), bit) else {
+            return Answer::Recovered { frames: None, position };
+        };
+        let recovered = frames.is_some();
+        // Deliveries queued before this answer (in this inbox drain) hold messages the answer
+        // covers: out to the current subscribers first, before this connection joins.
+        self.fan_out_groups();
+        let generation = self.conns[idx].generation;
+        let r = self.replays.entry(idx).or_insert_with(|| Replay::new(generation));
+        r.held = true;
+        r.answered.push((i, frames.unwrap_or_default()));
+        let bits = self.conns[idx].subscriptions | 1 << bit;
+        self.set_subscriptions(idx, bits);
+        // The answer kept for the acknowledgement says only whether it recovered.
+        Answer::Recovered {
+            frames: recovered.then(Vec::new),
+            position,
+        }
+    }
+
+    /// Every channel answered: the acknowledgement, then the replays in request order, then
+    /// what came live meanwhile.
+    pub(super) fn finish_recovery(&mut self, p: PendingRecovery, answers: crate::admin::Answers) {
+        let Some(idx) = self.live(p.conn) else { return };
+        let outcomes = p
+            .items
+            .iter()
+            .zip(answers)
+            .map(|((channel, _, recovering), a)| {
+                let (recovered, position) = match a.into_iter().next() {
+                    Some((_, Answer::Recovered { frames, position })) => (frames.is_some(), Some(position)),
+                    _ => (false, None),
+                };
+                RecoveryOutcome {
+                    channel: channel.clone(),
+                    recovered: recovering.then_some(recovered),
+                    position,
+                }
+            })
+            .collect();
+        (p.finish)(&mut crate::reactor::ctx::Ctx { core: self, idx }, outcomes);
+        if let Some(mut r) = self.replays.remove(&idx) {
+            r.answered.sort_by_key(|(i, _)| *i);
+            for (i, frames) in std::mem::take(&mut r.answered) {
+                if p.items.get(i).is_some_and(|(_, _, recovering)| *recovering) {
+                    self.metrics.recoveries.inc();
+                }
+                r.frames.extend(frames);
+            }
+            let live = std::mem::take(&mut r.live);
+            r.frames.extend(live);
+            r.held = false;
+            if !r.frames.is_empty() {
+                self.replays.insert(idx, r);
+                self.feed_replay(idx);
+            }
         }
     }
 

@@ -139,6 +139,7 @@ impl Core {
             ask @ Ask::Sequence { .. } => return self.sequence(ask, waiter),
             Ask::ReadHistory { channel, since, limit } => self.read_history(&channel, since, limit),
             Ask::ClearHistory { channel } => self.clear_history(&channel),
+            Ask::Recover { channel, from } => self.recover_here(&channel, from),
         };
         if let Some(w) = waiter {
             self.answer(w, answer);

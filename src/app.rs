@@ -5,6 +5,7 @@
 //! Does not touch: frames, sockets or limits enforcement beyond asking `Ctx`.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::handler::{Ctx, Handler};
@@ -300,6 +301,68 @@ impl Handler for ProtocolApp {
 }
 
 impl ProtocolApp {
+    /// `join` with `recover`: rooms named there join when their channel's reactor has
+    /// answered (the acknowledgement then carries `positions` and the replays follow it); the
+    /// others join at once.
+    fn join_recovering(
+        &self,
+        ctx: &mut Ctx<'_>,
+        rooms: Vec<serde_json::Value>,
+        recover: std::collections::BTreeMap<String, RecoverFrom>,
+    ) {
+        let mut accepted: Vec<String> = Vec::new();
+        let mut refused = Vec::new();
+        let mut items = Vec::new();
+        let mut named = Vec::new();
+        for room in rooms {
+            let Some(name) = room.as_str().map(str::to_string) else {
+                refused.push(json!({"room": room, "reason": "room names are strings"}));
+                continue;
+            };
+            if accepted.contains(&name) {
+                continue;
+            }
+            let check = match recover.get(&name) {
+                Some(from) => ctx.may_join_room(&name).map(|()| {
+                    items.push(crate::history::RecoverItem {
+                        channel: format!("room:{name}"),
+                        bit: 0,
+                        room: Some(name.clone()),
+                        from: Some((from.offset, from.epoch.clone())),
+                    });
+                    named.push(name.clone());
+                }),
+                None => ctx.join_room(&name).map(|_| ()),
+            };
+            match check {
+                Ok(()) => accepted.push(name),
+                Err(why) => refused.push(json!({"room": room, "reason": why.to_string()})),
+            }
+        }
+        let finish = Box::new(
+            move |ctx: &mut Ctx<'_>, outcomes: Vec<crate::history::RecoveryOutcome>| {
+                let mut positions = serde_json::Map::new();
+                for (name, o) in named.iter().zip(outcomes) {
+                    let mut p = json!({"channel": o.channel});
+                    if let Some(pos) = o.position {
+                        p["offset"] = pos.offset.into();
+                        p["epoch"] = pos.epoch.into();
+                    }
+                    if let Some(r) = o.recovered {
+                        p["recovered"] = r.into();
+                    }
+                    positions.insert(name.clone(), p);
+                }
+                let memberships = ctx.rooms();
+                ctx.send_message(
+                    "room.joined",
+                    json!({"rooms": accepted, "refused": refused, "memberships": memberships, "positions": positions}),
+                );
+            },
+        );
+        ctx.subscribe_with_positions(items, finish);
+    }
+
     /// `subscribe` with history on: every event joins at its channel's exact position (told in
     /// the acknowledgement's `positions`), and those named in `recover` get the messages after
     /// the client's offset first (`recovered: true`) or nothing (`recovered: false`).
@@ -322,6 +385,7 @@ impl ProtocolApp {
                     items.push(crate::history::RecoverItem {
                         channel: format!("event:{name}"),
                         bit,
+                        room: None,
                         from: recover.get(&name).map(|r| (r.offset, r.epoch.clone())),
                     });
                     valid.push(name);
@@ -428,6 +492,9 @@ impl ProtocolApp {
 struct RoomsData {
     #[serde(default)]
     rooms: Option<Vec<serde_json::Value>>,
+    /// Per room: where the client's copy of the room's channel ends (join only).
+    #[serde(default)]
+    recover: Option<std::collections::BTreeMap<String, RecoverFrom>>,
 }
 
 #[derive(Serialize)]
@@ -447,23 +514,30 @@ impl ProtocolApp {
     /// `join` / `leave` `{rooms: [...]}` → `room.joined` / `room.left` listing accepted and
     /// refused rooms.
     fn rooms(&self, ctx: &mut Ctx<'_>, action: &str, data: Option<&RawValue>) {
-        let rooms = match data_as::<RoomsData>(data) {
-            Ok(RoomsData { rooms: Some(r) }) if r.len() > MAX_ITEMS_PER_REQUEST => {
+        let (rooms, recover) = match data_as::<RoomsData>(data) {
+            Ok(RoomsData { rooms: Some(r), .. }) if r.len() > MAX_ITEMS_PER_REQUEST => {
                 ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
                     &format!("at most {MAX_ITEMS_PER_REQUEST} rooms per request"),
                 );
                 return;
             }
-            Ok(RoomsData { rooms: Some(r) }) => r,
+            Ok(RoomsData {
+                rooms: Some(r),
+                recover,
+            }) => (r, recover.unwrap_or_default()),
             _ => {
                 ctx.send_error(
                     ErrorCode::InvalidMessageFormat,
-                    "data.rooms must be a list of room names",
+                    "data.rooms must be a list of room names (and data.recover, if given, \
+                     {room: {offset, epoch}})",
                 );
                 return;
             }
         };
+        if action == "join" && !recover.is_empty() && ctx.user_position().is_some() {
+            return self.join_recovering(ctx, rooms, recover);
+        }
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
         for room in &rooms {

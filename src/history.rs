@@ -25,8 +25,10 @@ pub struct Position {
 #[derive(Debug, Clone)]
 pub struct RecoverItem {
     pub channel: String,
-    /// The event type's bit (see `Config::event_bit`).
+    /// The event type's bit (see `Config::event_bit`), for an event's channel.
     pub bit: u32,
+    /// For a room's channel: the room the user joins.
+    pub room: Option<String>,
     /// (offset, epoch) of the last message the client has.
     pub from: Option<(u64, String)>,
 }

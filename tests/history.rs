@@ -425,3 +425,60 @@ fn event_recovery_racing_publishes_has_no_gap_and_no_duplicate() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.join().unwrap();
 }
+
+#[test]
+fn join_with_recover_replays_the_room_messages_that_were_missed() {
+    let server = start(Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let t = sign(json!({"sub": "ivo", "exp": now() + 3600, "rooms": ["lobby", "den"]}));
+    let room_msg = |i: u64| {
+        let (status, _) = json(
+            addr,
+            "POST",
+            "/ws/rooms/lobby/messages",
+            Some(&admin()),
+            Some(json!({"data": {"i": i}})),
+        );
+        assert_eq!(status, 200);
+    };
+    let (mut ws, _) = connect(addr, &t);
+    send_json(&mut ws, json!({"type": "join", "data": {"rooms": ["lobby"]}}));
+    assert_eq!(recv_json(&mut ws)["type"], "room.joined");
+    room_msg(1);
+    let m = recv_json(&mut ws);
+    assert_eq!(
+        (m["channel"].as_str(), m["offset"].as_u64()),
+        (Some("room:lobby"), Some(1))
+    );
+    let epoch = m["epoch"].as_str().unwrap().to_string();
+    drop(ws);
+    // The user left with its last connection; the room's channel keeps what is sent meanwhile.
+    let (mut other, _) = connect(
+        addr,
+        &sign(json!({"sub": "joy", "exp": now() + 3600, "rooms": ["lobby"]})),
+    );
+    send_json(&mut other, json!({"type": "join", "data": {"rooms": ["lobby"]}}));
+    recv_json(&mut other);
+    for i in 2..=4 {
+        room_msg(i);
+    }
+    let (mut ws, _) = connect(addr, &t);
+    send_json(
+        &mut ws,
+        json!({"type": "join", "data": {"rooms": ["lobby", "den", "vault"], "recover": {"lobby": {"offset": 1, "epoch": epoch}}}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(ack["type"], "room.joined", "{ack}");
+    assert_eq!(ack["data"]["rooms"], json!(["lobby", "den"]));
+    assert_eq!(ack["data"]["refused"][0]["room"], "vault");
+    assert_eq!(ack["data"]["memberships"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        ack["data"]["positions"]["lobby"],
+        json!({"channel": "room:lobby", "offset": 4, "epoch": epoch, "recovered": true})
+    );
+    for i in 2..=4 {
+        assert_eq!(recv_json(&mut ws)["data"]["i"], i);
+    }
+    room_msg(5);
+    assert_eq!(recv_json(&mut ws)["offset"], 5);
+}

@@ -77,6 +77,8 @@ impl Ctx<'_> {
     /// and, when asked, recovering the messages after the client's offset. `finish(ctx,
     /// outcomes)` runs once every channel's reactor has answered (send the acknowledgement
     /// there); then the replays follow, then the live messages that came meanwhile.
+    /// Items with a `room` join that room (for the whole user) instead of subscribing an event;
+    /// check them with [`may_join_room`](Self::may_join_room) first.
     pub fn subscribe_with_positions(&mut self, items: Vec<crate::history::RecoverItem>, finish: RecoveryFinish) {
         self.core.recover_events(self.idx, items, finish);
     }
@@ -275,6 +277,13 @@ impl Ctx<'_> {
     /// matching `*` pattern; admins may join any). The whole user joins: every connection of
     /// the user receives the room's messages. `Ok(false)`: already a member.
     pub fn join_room(&mut self, room: &str) -> Result<bool, RoomRefusal> {
+        self.may_join_room(room)?;
+        let u = self.core.conns[self.idx].user;
+        Ok(self.core.set_user_room(u, room, true))
+    }
+
+    /// Whether [`join_room`](Self::join_room) would accept `room`, without joining.
+    pub fn may_join_room(&self, room: &str) -> Result<(), RoomRefusal> {
         let u = self.core.conns[self.idx].user;
         if u == NONE {
             return Err(RoomRefusal::Anonymous);
@@ -294,7 +303,7 @@ impl Ctx<'_> {
         if rooms >= self.core.rt.config.max_rooms_per_user && !self.rooms().iter().any(|r| r == room) {
             return Err(RoomRefusal::TooManyRooms);
         }
-        Ok(self.core.set_user_room(u, room, true))
+        Ok(())
     }
 
     /// Leaves `room`; false if the user was not in it.

@@ -32,11 +32,18 @@ pub(crate) struct Replay {
     answered: Vec<(usize, Vec<Bytes>)>,
 }
 
+/// What joining a channel means for the connection.
+pub(crate) enum Join {
+    Event(u32),
+    /// The whole user joins the room.
+    Room(String),
+}
+
 /// A connection's subscriptions with recovery, waiting for the channels' home reactors.
 pub(crate) struct PendingRecovery {
     pub conn: mio::Token,
-    /// Per request item: the channel, the event bit it subscribes, and whether it recovers.
-    pub items: Vec<(String, u32, bool)>,
+    /// Per request item: the channel, what joining it means, and whether it recovers.
+    pub items: Vec<(String, Join, bool)>,
     pub finish: RecoveryFinish,
 }
 
@@ -337,7 +344,10 @@ impl Core {
             conn: self.token_of(idx),
             items: items
                 .into_iter()
-                .map(|i| (i.channel, i.bit, i.from.is_some()))
+                .map(|i| {
+                    let join = i.room.map_or(Join::Event(i.bit), Join::Room);
+                    (i.channel, join, i.from.is_some())
+                })
                 .collect(),
             finish,
         };
@@ -353,8 +363,13 @@ impl Core {
         let Some(super::asks::Owner::Recovery(p)) = self.in_flight_asks.get(key).and_then(|f| f.owner.as_ref()) else {
             return Answer::Recovered { frames, position };
         };
-        let (conn, bit) = (p.conn, p.items.get(i).map(|(_, b, _)| *b));
-        let (Some(idx), Some(bit)) = (self.live(conn), bit) else {
+        let conn = p.conn;
+        let join = match p.items.get(i) {
+            Some((_, Join::Event(bit), _)) => Join::Event(*bit),
+            Some((_, Join::Room(room), _)) => Join::Room(room.clone()),
+            None => return Answer::Recovered { frames: None, position },
+        };
+        let Some(idx) = self.live(conn) else {
             return Answer::Recovered { frames: None, position };
         };
         let recovered = frames.is_some();
@@ -365,8 +380,16 @@ impl Core {
         let r = self.replays.entry(idx).or_insert_with(|| Replay::new(generation));
         r.held = true;
         r.answered.push((i, frames.unwrap_or_default()));
-        let bits = self.conns[idx].subscriptions | 1 << bit;
-        self.set_subscriptions(idx, bits);
+        match join {
+            Join::Event(bit) => {
+                let bits = self.conns[idx].subscriptions | 1 << bit;
+                self.set_subscriptions(idx, bits);
+            }
+            Join::Room(room) => {
+                let u = self.conns[idx].user;
+                self.set_user_room(u, &room, true);
+            }
+        }
         // The answer kept for the acknowledgement says only whether it recovered.
         Answer::Recovered {
             frames: recovered.then(Vec::new),

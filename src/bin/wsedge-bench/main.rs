@@ -2,7 +2,7 @@
 //! 20,000 files) and reads the server's memory and CPU from `/proc/PID`.
 //!
 //! Scenarios: `density` (idle connections and RSS per connection), `handshake`, `echo`,
-//! `fanout`, `churn`, `hold` (mio-driven, one thread: the generator never blocks on one client).
+//! `fanout`, `churn`, `hold`, `recover-storm` (mio-driven, one thread: the generator never blocks on one client).
 
 mod density;
 mod engine;
@@ -10,6 +10,7 @@ mod hold;
 mod proc_stats;
 mod publisher;
 mod scenarios;
+mod storm;
 mod wire;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Scenario {
     Churn(scenarios::ChurnArgs),
     /// Hold N idle connections, then wait for one message on each (scripts/million.sh).
     Hold(hold::Args),
+    /// N clients come back at once and each recovers M missed messages of one event.
+    RecoverStorm(storm::Args),
 }
 
 fn main() {
@@ -46,6 +49,7 @@ fn main() {
         Scenario::Fanout(a) => scenarios::fanout(a),
         Scenario::Churn(a) => scenarios::churn(a),
         Scenario::Hold(a) => hold::run(a),
+        Scenario::RecoverStorm(a) => storm::run(a),
     };
     if let Err(e) = result {
         eprintln!("wsedge-bench: {e}");

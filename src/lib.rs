@@ -65,8 +65,14 @@ pub use ws::frame::encode_client_frame;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::admin::respond_for_testing as admin_response;
+    pub use crate::cluster::wire::inspect_for_testing as inspect_cluster_payload;
+    /// Channel names of a cluster with this prefix and node.
+    pub fn cluster_channels(prefix: &str, node: &str) -> crate::cluster::Channels {
+        crate::cluster::Channels::new(prefix, node)
+    }
     pub use crate::conn::{OutQueue, Pool};
     pub use crate::http::upgrade::{Parsed, parse as parse_upgrade};
+    pub use crate::reactor::core::with_position;
     pub use crate::reactor::harness::Harness;
     pub use crate::reactor::rooms::{glob_match, valid_room_name};
     pub use crate::timer::TimerWheel;

@@ -94,7 +94,8 @@ pub enum Admission {
 
 /// Channel names, `{prefix}:{kind}:{name}`. Every node of a cluster derives them the same way.
 #[derive(Debug, Clone)]
-pub(crate) struct Channels {
+#[doc(hidden)]
+pub struct Channels {
     prefix: String,
     node: String,
 }
@@ -167,7 +168,7 @@ impl Channels {
     }
 
     /// What an incoming channel names (`None`: not one of ours).
-    pub fn parse<'a>(&self, channel: &'a [u8]) -> Option<ChannelKind<'a>> {
+    pub(crate) fn parse<'a>(&self, channel: &'a [u8]) -> Option<ChannelKind<'a>> {
         let rest = channel.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b":")?;
         let rest = std::str::from_utf8(rest).ok()?;
         let (kind, name) = rest.split_once(':').unwrap_or((rest, ""));

@@ -174,6 +174,29 @@ pub(crate) fn parse(p: &[u8]) -> Option<Wire<'_>> {
     }
 }
 
+/// For the fuzz target: everything a node does with a payload from Redis before it touches a
+/// connection (parse, the request or answer body, the frame slice); returns its kind.
+#[cfg(feature = "testing")]
+pub fn inspect_for_testing(channels: &super::Channels, channel: &[u8], payload: &[u8]) -> Option<&'static str> {
+    let _ = channels.parse(channel);
+    Some(match parse(payload)? {
+        Wire::Deliver { frame_at, .. } => {
+            assert!(frame_at <= payload.len(), "the frame starts inside the payload");
+            "deliver"
+        }
+        Wire::Request { body, .. } => {
+            let _ = serde_json::from_slice::<crate::ask::RemoteAsk>(body).map(|r| r.into_ask());
+            "request"
+        }
+        Wire::Answer { body, .. } => {
+            let _ = serde_json::from_slice::<crate::ask::Answer>(body);
+            "answer"
+        }
+        Wire::Probe { .. } => "probe",
+        Wire::Evict { .. } => "evict",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

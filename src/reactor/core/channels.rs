@@ -52,7 +52,7 @@ pub(crate) use crate::reactor::ctx::RecoveryFinish;
 
 /// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
 /// that is not a text frame holding an object is kept as it is).
-pub(crate) fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
+pub fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
     let Some(&len7) = frame.get(1) else {
         return Bytes::copy_from_slice(frame);
     };

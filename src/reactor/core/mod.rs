@@ -24,6 +24,8 @@ mod http;
 
 pub(crate) use asks::ReplyKind;
 pub(crate) use channels::deliver_ask;
+#[cfg(feature = "testing")]
+pub use channels::with_position;
 pub(crate) use fanout::Waiter;
 mod membership;
 

@@ -482,3 +482,44 @@ fn join_with_recover_replays_the_room_messages_that_were_missed() {
     room_msg(5);
     assert_eq!(recv_json(&mut ws)["offset"], 5);
 }
+
+#[test]
+fn a_client_asking_for_more_replays_than_it_reads_is_closed_as_a_slow_consumer() {
+    let server = start(Config {
+        history_size: 50,
+        recovery_max: 50,
+        max_outbound_bytes: 64 * 1024,
+        admin_max_body: 64 * 1024,
+        rate_limit_messages: 0,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("kim"));
+    let (_, epoch) = position(&hello);
+    let blob = "y".repeat(16 * 1024);
+    for i in 1..=50u64 {
+        let (status, _) = json(
+            addr,
+            "POST",
+            "/ws/users/kim/messages",
+            Some(&admin()),
+            Some(json!({"type": "big", "data": {"i": i, "blob": blob}})),
+        );
+        assert_eq!(status, 200);
+    }
+    // 60 recoveries of 50 x 16 KB, never reading: far more than the socket and queue take.
+    let ask = json!({"type": "recover", "data": {"channels": {"user:kim": {"offset": 0, "epoch": epoch}}}});
+    for _ in 0..60 {
+        ws.send(tungstenite::Message::text(ask.to_string())).unwrap();
+    }
+    let code = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(f))) => break u16::from(f.code),
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    assert!(metrics.contains("wsedge_slow_consumer_closes_total 1"), "{metrics}");
+}

@@ -241,23 +241,37 @@ impl Core {
         let generation = self.conns[idx].generation;
         let r = self.replays.entry(idx).or_insert_with(|| Replay::new(generation));
         r.frames.extend(frames);
+        if !self.replay_within_bounds(idx) {
+            return;
+        }
         self.feed_replay(idx);
+    }
+
+    /// A connection whose waiting messages (replays and the live ones behind them) grow past
+    /// four times `--recovery-max` (at least 1,024) is not reading: it asked for more than it
+    /// takes, so it is closed as a slow consumer. Returns false if it was.
+    fn replay_within_bounds(&mut self, idx: usize) -> bool {
+        let limit = self.rt.config.recovery_max.max(256) * 4;
+        let waiting = self.replays.get(&idx).map_or(0, |r| r.frames.len() + r.live.len());
+        if waiting <= limit {
+            return true;
+        }
+        self.replays.remove(&idx);
+        self.metrics.slow_consumer_closes.inc();
+        self.close_with(idx, 1008, "slow consumer: outbound queue limit exceeded");
+        false
     }
 
     /// A live message for a connection whose replay is still being fed waits behind it.
     /// Returns true if it was taken.
     pub(super) fn divert_to_replay(&mut self, idx: usize, frame: &Bytes) -> bool {
         match self.replays.get_mut(&idx) {
-            Some(r) if r.held => {
-                r.live.push_back(frame.clone());
-                true
-            }
-            Some(r) => {
-                r.frames.push_back(frame.clone());
-                true
-            }
-            None => false,
+            Some(r) if r.held => r.live.push_back(frame.clone()),
+            Some(r) => r.frames.push_back(frame.clone()),
+            None => return false,
         }
+        self.replay_within_bounds(idx);
+        true
     }
 
     /// Moves replay frames into the connection's queue while it holds under half the cap.

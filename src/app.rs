@@ -5,8 +5,8 @@
 //! Does not touch: frames, sockets or limits enforcement beyond asking `Ctx`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::handler::{Ctx, Handler};
 use crate::protocol::{ErrorCode, Timestamp, data_as, parse_client_message};
@@ -300,6 +300,24 @@ impl Handler for ProtocolApp {
     }
 }
 
+/// An acknowledgement's `positions`: per name (event or room), its channel, where it stands,
+/// and whether it was recovered (only if asked).
+fn positions_of(names: &[String], outcomes: Vec<crate::history::RecoveryOutcome>) -> serde_json::Map<String, Value> {
+    let mut positions = serde_json::Map::new();
+    for (name, o) in names.iter().zip(outcomes) {
+        let mut p = json!({"channel": o.channel});
+        if let Some(pos) = o.position {
+            p["offset"] = pos.offset.into();
+            p["epoch"] = pos.epoch.into();
+        }
+        if let Some(r) = o.recovered {
+            p["recovered"] = r.into();
+        }
+        positions.insert(name.clone(), p);
+    }
+    positions
+}
+
 impl ProtocolApp {
     /// `join` with `recover`: rooms named there join when their channel's reactor has
     /// answered (the acknowledgement then carries `positions` and the replays follow it); the
@@ -341,18 +359,7 @@ impl ProtocolApp {
         }
         let finish = Box::new(
             move |ctx: &mut Ctx<'_>, outcomes: Vec<crate::history::RecoveryOutcome>| {
-                let mut positions = serde_json::Map::new();
-                for (name, o) in named.iter().zip(outcomes) {
-                    let mut p = json!({"channel": o.channel});
-                    if let Some(pos) = o.position {
-                        p["offset"] = pos.offset.into();
-                        p["epoch"] = pos.epoch.into();
-                    }
-                    if let Some(r) = o.recovered {
-                        p["recovered"] = r.into();
-                    }
-                    positions.insert(name.clone(), p);
-                }
+                let positions = positions_of(&named, outcomes);
                 let memberships = ctx.rooms();
                 ctx.send_message(
                     "room.joined",
@@ -404,18 +411,7 @@ impl ProtocolApp {
                     .filter(|(i, _)| bits & (1 << i) != 0)
                     .map(|(_, e)| e.as_str())
                     .collect();
-                let mut positions = serde_json::Map::new();
-                for (name, o) in valid.iter().zip(outcomes) {
-                    let mut p = serde_json::json!({"channel": o.channel});
-                    if let Some(pos) = o.position {
-                        p["offset"] = pos.offset.into();
-                        p["epoch"] = pos.epoch.into();
-                    }
-                    if let Some(r) = o.recovered {
-                        p["recovered"] = r.into();
-                    }
-                    positions.insert(name.clone(), p);
-                }
+                let positions = positions_of(&valid, outcomes);
                 let ack = serde_json::json!({
                     "action": "subscribe",
                     "events": valid,

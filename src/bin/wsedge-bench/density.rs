@@ -75,12 +75,7 @@ impl Driver for Density {
     fn tick(&mut self, e: &mut Engine) -> bool {
         match self.stage {
             Stage::Ramp => {
-                while self.started < self.conns && self.started - self.open - self.failed < self.concurrency {
-                    if e.open(self.started).is_err() {
-                        self.failed += 1;
-                    }
-                    self.started += 1;
-                }
+                self.failed += e.ramp(&mut self.started, self.open + self.failed, self.conns, self.concurrency);
                 if self.open + self.failed >= self.conns {
                     self.ramp_done = Some(Instant::now());
                     self.stage = Stage::Messages;

@@ -133,6 +133,20 @@ impl Engine {
         Ok(id)
     }
 
+    /// Opens connections (tagged with their number) until `total` are started or
+    /// `concurrency` are still connecting (`settled`: open or failed so far). Returns how many
+    /// could not even start.
+    pub fn ramp(&mut self, started: &mut usize, settled: usize, total: usize, concurrency: usize) -> usize {
+        let mut failed = 0;
+        while *started < total && started.saturating_sub(settled + failed) < concurrency {
+            if self.open(*started).is_err() {
+                failed += 1;
+            }
+            *started += 1;
+        }
+        failed
+    }
+
     /// Queues a masked text frame and tries to write it now.
     pub fn send_text(&mut self, id: usize, text: &[u8]) {
         self.mask_seed = self.mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);

@@ -95,12 +95,7 @@ impl Driver for Hold {
     }
     fn tick(&mut self, e: &mut Engine) -> bool {
         if !self.ramped {
-            while self.started < self.conns && self.started.saturating_sub(self.open + self.failed) < self.concurrency {
-                if e.open(self.started).is_err() {
-                    self.failed += 1;
-                }
-                self.started += 1;
-            }
+            self.failed += e.ramp(&mut self.started, self.open + self.failed, self.conns, self.concurrency);
             if self.open + self.failed >= self.conns {
                 self.ramped = true;
                 return false;

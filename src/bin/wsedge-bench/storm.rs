@@ -93,12 +93,7 @@ impl Driver for Storm {
     }
     fn tick(&mut self, e: &mut Engine) -> bool {
         if !self.ramped {
-            while self.started < self.conns && self.started.saturating_sub(self.open + self.failed) < 200 {
-                if e.open(self.started).is_err() {
-                    self.failed += 1;
-                }
-                self.started += 1;
-            }
+            self.failed += e.ramp(&mut self.started, self.open + self.failed, self.conns, 200);
             if self.open + self.failed >= self.conns {
                 self.ramped = true;
                 return false;

@@ -6,7 +6,6 @@
 //! reported by the loop).
 
 use std::hash::BuildHasher;
-use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +20,7 @@ mod channels;
 pub(crate) mod cluster;
 mod fanout;
 mod http;
+mod timers;
 
 pub(crate) use asks::ReplyKind;
 pub(crate) use channels::deliver_ask;
@@ -36,7 +36,6 @@ use super::{Runtime, TICK, Target, conn_token, split_token};
 use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
 use crate::protocol::IdGen;
-use crate::reactor::users::NO_EXPIRY;
 use crate::timer::TimerWheel;
 use crate::ws::encode_close;
 
@@ -696,117 +695,6 @@ impl Core {
                 self.drop_conn(idx, 1000);
             }
         }
-    }
-
-    /// A timer fired for `key`; acts if the connection's real deadline has come, else re-arms.
-    pub fn on_timer(&mut self, key: u64) {
-        if key & APP_TIMER_KEY == APP_TIMER_KEY {
-            if key & ENGINE_TIMER_BIT != 0 {
-                self.fired_engine_timers.push(key as u32);
-            } else {
-                self.fired_timers.push(key as u32);
-            }
-            return;
-        }
-        if key & USER_KEY != 0 {
-            let u = (key & !USER_KEY) as u32;
-            let window = self.rt.config.rate_limit_window.as_millis() as u64;
-            match self.users.get(u) {
-                Some(user) if user.count == 0 && user.rate.is_cold(self.now_ms, window) => self.users.remove(u),
-                // Fired early (window longer than the wheel's span): look again later.
-                Some(user) if user.count == 0 => self.wheel.schedule(key, (self.now + self.ticks.rate_window) as u64),
-                _ => {}
-            }
-            return;
-        }
-        let Some(idx) = self.live(Token(key as usize)) else {
-            return;
-        };
-        let now = self.now;
-        let c = &mut self.conns[idx];
-        let generation = c.generation;
-        let idle = now.wrapping_sub(c.last_seen);
-        match c.phase {
-            Phase::Handshake => {
-                // From accept (`mark`), not last bytes: trickling bytes buys no time.
-                if now.wrapping_sub(c.mark) >= self.ticks.handshake {
-                    self.metrics.refused_with(408);
-                    let _ = c
-                        .sock
-                        .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    self.drop_conn(idx, 1006);
-                } else {
-                    let at = c.mark + self.ticks.handshake;
-                    self.schedule(idx, generation, at);
-                }
-            }
-            Phase::Open => {
-                let (user, mark, last_seen) = (c.user, c.mark, c.last_seen);
-                let expiry = self.users.get(user).map_or(NO_EXPIRY, |u| u.expires_at);
-                if expiry != NO_EXPIRY && u64::from(expiry) <= self.unix_now {
-                    self.metrics.token_expirations.inc();
-                    self.close_with(idx, 1008, TOKEN_EXPIRED);
-                    return;
-                }
-                let next = if idle >= self.ticks.timeout {
-                    self.metrics.timeouts.inc();
-                    self.close_with(idx, 1000, "Connection timeout");
-                    return;
-                } else if idle >= self.ticks.heartbeat {
-                    if mark <= last_seen {
-                        // No ping since the last activity: send one.
-                        self.conns[idx].mark = now;
-                        self.queue_urgent(idx, &crate::ws::PING_FRAME);
-                    }
-                    last_seen + self.ticks.timeout
-                } else {
-                    last_seen + self.ticks.heartbeat
-                };
-                let at = next.min(self.expiry_tick(expiry));
-                self.schedule(idx, generation, at);
-            }
-            Phase::Http => self.http_timer(idx),
-            Phase::Closing | Phase::Discarding => {
-                if now.wrapping_sub(c.mark) >= self.ticks.close {
-                    self.drop_conn(idx, 1006);
-                } else {
-                    let at = c.mark + self.ticks.close;
-                    self.schedule(idx, generation, at);
-                }
-            }
-        }
-    }
-
-    /// The tick at which a user's token expiry passes (`u32::MAX` for none).
-    fn expiry_tick(&self, expiry: u32) -> u32 {
-        if expiry == NO_EXPIRY {
-            return u32::MAX;
-        }
-        let secs = u64::from(expiry).saturating_sub(self.unix_now);
-        let ticks = secs.saturating_mul(1000 / TICK.as_millis() as u64) + 1;
-        self.now.saturating_add(ticks.min(u32::MAX as u64 / 4) as u32)
-    }
-
-    /// Makes sure an open connection's timer fires when its user's token expires, if that comes
-    /// before the connection's next regular check.
-    pub fn arm_expiry(&mut self, idx: usize) {
-        let expiry = self.users.get(self.conns[idx].user).map_or(NO_EXPIRY, |u| u.expires_at);
-        if expiry == NO_EXPIRY {
-            return;
-        }
-        let at = self.expiry_tick(expiry);
-        if at < self.now.saturating_add(self.ticks.heartbeat.min(self.ticks.handshake)) {
-            let generation = self.conns[idx].generation;
-            self.schedule(idx, generation, at);
-        }
-    }
-
-    /// An embedder's (or, with `engine`, the cluster engine's) timer `id`, due `after` from
-    /// now (at least one tick).
-    pub fn set_app_timer(&mut self, id: u32, after: Duration, engine: bool) {
-        let at = self.now.saturating_add(ticks(after));
-        let ns = if engine { ENGINE_TIMER_BIT } else { 0 };
-        self.wheel.schedule(APP_TIMER_KEY | ns | u64::from(id), u64::from(at));
     }
 
     /// Unix seconds, for `opened_at`.

@@ -523,3 +523,32 @@ fn a_client_asking_for_more_replays_than_it_reads_is_closed_as_a_slow_consumer()
     let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
     assert!(metrics.contains("wsedge_slow_consumer_closes_total 1"), "{metrics}");
 }
+
+#[test]
+fn deleted_or_expired_history_cannot_be_recovered() {
+    let server = start(Config {
+        history_ttl: std::time::Duration::from_secs(1),
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("lu"));
+    let (_, epoch) = position(&hello);
+    send(addr, "lu", 1);
+    recv_json(&mut ws);
+    // Deleted: a new epoch, so the old position is refused.
+    let (status, body) = json(addr, "DELETE", "/ws/history/user:lu", Some(&admin()), None);
+    assert_eq!((status, body["data"]["deleted"].as_bool()), (200, Some(true)));
+    let r = recover(&mut ws, "lu", 0, &epoch);
+    assert_eq!(r["recovered"], false);
+    assert_ne!(r["epoch"], epoch.as_str());
+    let epoch = r["epoch"].as_str().unwrap().to_string();
+    send(addr, "lu", 2);
+    assert_eq!(recv_json(&mut ws)["offset"], 1, "offsets start again in the new epoch");
+    // Expired: once the message is older than the TTL it is gone, and recovery says so.
+    wait_until("the kept message expires", || {
+        let (_, body) = json(addr, "GET", "/ws/history/user:lu", Some(&admin()), None);
+        body["data"]["messages"].as_array().is_some_and(|m| m.is_empty())
+    });
+    let r = recover(&mut ws, "lu", 0, &epoch);
+    assert_eq!(r["recovered"], false, "{r}");
+}

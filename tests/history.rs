@@ -279,6 +279,7 @@ fn admin_history_routes_read_and_delete() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["offset"], 3);
+    assert_eq!(body["data"]["position"]["offset"], 3);
     assert_eq!(body["data"]["messages"].as_array().unwrap().len(), 1);
     assert_eq!(body["data"]["messages"][0]["offset"], 2);
     let epoch = body["data"]["epoch"].as_str().unwrap().to_string();

@@ -363,6 +363,7 @@ fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Pla
         return self::ask(ask, h.all_reactors(), move |a| match a.into_iter().next() {
             Some((_, Answer::Cleared { existed, position })) => Response::success(json!({
                 "channel": name, "deleted": existed, "offset": position.offset, "epoch": position.epoch,
+                "position": position,
             })),
             _ => Response::error(503, "the channel's reactor did not answer"),
         });
@@ -391,6 +392,7 @@ fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Pla
     self::ask(ask, h.all_reactors(), move |a| match a.into_iter().next() {
         Some((_, Answer::History { messages, position })) => Response::success(json!({
             "channel": name, "messages": messages, "offset": position.offset, "epoch": position.epoch,
+            "position": position,
         })),
         _ => Response::error(503, "the channel's reactor did not answer"),
     })

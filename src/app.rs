@@ -319,9 +319,9 @@ fn positions_of(names: &[String], outcomes: Vec<crate::history::RecoveryOutcome>
 }
 
 impl ProtocolApp {
-    /// `join` with `recover`: rooms named there join when their channel's reactor has
-    /// answered (the acknowledgement then carries `positions` and the replays follow it); the
-    /// others join at once.
+    /// `join` with history on: every room joins when its channel's reactor has answered, so the
+    /// acknowledgement carries each room's exact position (`positions`); rooms named in
+    /// `recover` get their missing messages right after it.
     fn join_recovering(
         &self,
         ctx: &mut Ctx<'_>,
@@ -332,26 +332,36 @@ impl ProtocolApp {
         let mut refused = Vec::new();
         let mut items = Vec::new();
         let mut named = Vec::new();
+        let mut member_of = ctx.rooms();
         for room in rooms {
             let Some(name) = room.as_str().map(str::to_string) else {
                 refused.push(json!({"room": room, "reason": "room names are strings"}));
                 continue;
             };
-            if accepted.contains(&name) {
+            if named.contains(&name) {
+                // Named twice: one join, listed as asked.
+                accepted.push(name);
                 continue;
             }
-            let check = match recover.get(&name) {
-                Some(from) => ctx.may_join_room(&name).map(|()| {
-                    items.push(crate::history::RecoverItem {
-                        channel: format!("room:{name}"),
-                        bit: 0,
-                        room: Some(name.clone()),
-                        from: Some((from.offset, from.epoch.clone())),
-                    });
-                    named.push(name.clone());
-                }),
-                None => ctx.join_room(&name).map(|_| ()),
-            };
+            // The rooms of this request count toward the limit before they are joined.
+            let over = !member_of.contains(&name) && member_of.len() >= ctx.config().max_rooms_per_user;
+            let check = if over {
+                Err(crate::handler::RoomRefusal::TooManyRooms)
+            } else {
+                ctx.may_join_room(&name)
+            }
+            .map(|()| {
+                items.push(crate::history::RecoverItem {
+                    channel: format!("room:{name}"),
+                    bit: 0,
+                    room: Some(name.clone()),
+                    from: recover.get(&name).map(|f| (f.offset, f.epoch.clone())),
+                });
+                named.push(name.clone());
+                if !member_of.contains(&name) {
+                    member_of.push(name.clone());
+                }
+            });
             match check {
                 Ok(()) => accepted.push(name),
                 Err(why) => refused.push(json!({"room": room, "reason": why.to_string()})),
@@ -531,7 +541,7 @@ impl ProtocolApp {
                 return;
             }
         };
-        if action == "join" && !recover.is_empty() && ctx.user_position().is_some() {
+        if action == "join" && ctx.user_position().is_some() {
             return self.join_recovering(ctx, rooms, recover);
         }
         let mut accepted = Vec::new();

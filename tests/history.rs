@@ -553,3 +553,49 @@ fn deleted_or_expired_history_cannot_be_recovered() {
     let r = recover(&mut ws, "lu", 0, &epoch);
     assert_eq!(r["recovered"], false, "{r}");
 }
+
+#[test]
+fn the_byte_budget_bounds_history_and_metrics_show_it() {
+    let server = start(Config {
+        history_max_bytes: 4096,
+        rate_limit_messages: 0,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("mo"));
+    let (_, epoch) = position(&hello);
+    for i in 1..=60 {
+        send(addr, "mo", i);
+        recv_json(&mut ws);
+    }
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (bytes, messages) = (value("wsedge_history_bytes "), value("wsedge_history_messages "));
+    assert!(
+        bytes <= 4096 && messages > 0 && messages < 60,
+        "{bytes} B, {messages} messages"
+    );
+    assert!(
+        recover(&mut ws, "mo", 0, &epoch)["recovered"] == false,
+        "the oldest were dropped"
+    );
+    let r = recover(&mut ws, "mo", 60 - messages, &epoch);
+    assert_eq!(r["recovered"], true, "what is kept is whole: {r}");
+    for i in (61 - messages)..=60 {
+        assert_eq!(recv_json(&mut ws)["offset"], i);
+    }
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    assert!(
+        metrics.contains("wsedge_recoveries_total{outcome=\"lost\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wsedge_recoveries_total{outcome=\"recovered\"} 1"),
+        "{metrics}"
+    );
+}

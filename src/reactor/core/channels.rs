@@ -480,16 +480,17 @@ impl Core {
         }
     }
 
-    /// Drops expired history (about once a second).
+    /// Drops expired history (about once a second) and reports what is kept.
     pub fn expire_history(&mut self) {
         if self.now_ms.saturating_sub(self.history_swept_ms) >= 1000 {
             self.history_swept_ms = self.now_ms;
             self.history.expire(self.now_ms);
-            let (channels, messages, bytes) = self.history.usage();
-            self.metrics.history_channels.set(channels as u64);
-            self.metrics.history_messages.set(messages as u64);
-            self.metrics.history_bytes.set(bytes as u64);
         }
+        // Every turn: three stores, so /metrics is current after a publish.
+        let (channels, messages, bytes) = self.history.usage();
+        self.metrics.history_channels.set(channels as u64);
+        self.metrics.history_messages.set(messages as u64);
+        self.metrics.history_bytes.set(bytes as u64);
     }
 }
 

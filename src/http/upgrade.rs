@@ -192,7 +192,14 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
                 .map(percent_decode)
         })
     };
-    let recover = match (param("recover_offset"), param("recover_epoch")) {
+    // Most upgrades ask for no recovery: one scan decides.
+    let asks_recovery = query.is_some_and(|q| q.contains("recover_"));
+    let asked = if asks_recovery {
+        (param("recover_offset"), param("recover_epoch"))
+    } else {
+        (None, None)
+    };
+    let recover = match asked {
         (None, None) => None,
         (Some(o), Some(e)) if e.len() <= 64 => match o.parse::<u64>() {
             Ok(o) => Some((o, e)),

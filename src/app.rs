@@ -541,7 +541,7 @@ impl ProtocolApp {
                 return;
             }
         };
-        if action == "join" && ctx.user_position().is_some() {
+        if action == "join" && ctx.keeps_history() {
             return self.join_recovering(ctx, rooms, recover);
         }
         let mut accepted = Vec::new();
@@ -605,7 +605,7 @@ impl ProtocolApp {
                 return;
             }
         };
-        if action == "subscribe" && ctx.user_position().is_some() {
+        if action == "subscribe" && ctx.keeps_history() {
             return self.subscribe_at_positions(ctx, events, recover);
         }
         let mut bits = ctx.subscriptions();

@@ -66,11 +66,18 @@ impl Ctx<'_> {
     /// The position of this connection's user channel (`user:<id>`), where a later
     /// [`recover_user`](Self::recover_user) can start from; `None` without a user or history.
     pub fn user_position(&self) -> Option<(String, crate::history::Position)> {
-        let user = self.user_id()?;
-        if !self.core.rt.config.history_enabled() || self.core.cluster.is_some() {
+        if !self.keeps_history() {
             return None;
         }
-        Some((format!("user:{user}"), self.core.user_position(user)))
+        let channel = format!("user:{}", self.user_id()?);
+        let pos = self.core.history.position(&channel);
+        Some((channel, pos))
+    }
+
+    /// True if this connection's channels keep history (history on, a user, and no cluster
+    /// engine: the Redis engine keeps none yet).
+    pub fn keeps_history(&self) -> bool {
+        self.core.rt.config.history_enabled() && self.core.cluster.is_none() && self.user_id().is_some()
     }
 
     /// Subscribes this connection to the event channels of `items`, each at its exact position

@@ -186,11 +186,6 @@ impl Core {
         }
     }
 
-    /// Where `user`'s channel stands (its home reactor is the user's, so this is exact on it).
-    pub fn user_position(&self, user: &str) -> Position {
-        self.history.position(&format!("user:{user}"))
-    }
-
     /// The messages of `user`'s channel after `offset` of `epoch` (`None`: not recoverable),
     /// with the channel's position; counted in the recovery metrics.
     pub fn user_channel_since(

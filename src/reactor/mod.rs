@@ -246,6 +246,21 @@ impl Runtime {
         self.home_of(channel)
     }
 
+    /// The reactor a connection id names (its byte 4), if this node has it.
+    pub fn reactor_of(&self, id: &uuid::Uuid) -> Option<usize> {
+        let r = id.as_bytes()[4] as usize;
+        (r < self.links.len()).then_some(r)
+    }
+
+    /// The reactors that may hold connections matching `target`.
+    pub fn reactors_for(&self, target: &Target) -> Vec<usize> {
+        match target {
+            Target::User(u) if self.verifier.is_some() => vec![self.home_of(u)],
+            Target::Connection(id) => self.reactor_of(id).into_iter().collect(),
+            _ => (0..self.links.len()).collect(),
+        }
+    }
+
     /// The reactor that owns every connection of `user_id` (a fixed hash, the same on all
     /// threads).
     pub fn home_of(&self, user_id: &str) -> usize {

@@ -14,8 +14,6 @@ use super::core::Core;
 use super::core::ReplyKind;
 use super::{ENGINE_SOURCE_BIT, SOURCE_BIT};
 use crate::ask::{Ask, Target};
-#[allow(unused_imports)] // named in docs
-use crate::cluster::EngineOp;
 use crate::cluster::{Admission, EngineError};
 use crate::config::Config;
 use crate::embed::{SourceId, Ticket, TimerId};
@@ -79,7 +77,7 @@ impl ReactorCtx<'_> {
         self.core.set_app_timer(id, after, self.engine);
     }
 
-    /// For engines: the publish `id` (an [`EngineOp::Publish`]) reached `Ok(nodes)`, or was
+    /// For engines: the publish `id` (an [`EngineOp::Publish`](crate::cluster::EngineOp::Publish)) reached `Ok(nodes)`, or was
     /// not handed to the cluster.
     pub fn published(&mut self, id: u64, result: Result<usize, EngineError>) {
         self.core.cluster_published(id, result);
@@ -91,13 +89,13 @@ impl ReactorCtx<'_> {
         self.core.cluster_received(channel, payload);
     }
 
-    /// For engines: queues an [`EngineOp::Register`] for every open connection of an
+    /// For engines: queues an [`EngineOp::Register`](crate::cluster::EngineOp::Register) for every open connection of an
     /// authenticated user on this reactor (when the engine's store lost them).
     pub fn register_connections(&mut self) {
         self.core.cluster_register_all();
     }
 
-    /// For engines: the cluster's decision on admission `id` (an [`EngineOp::Admit`]).
+    /// For engines: the cluster's decision on admission `id` (an [`EngineOp::Admit`](crate::cluster::EngineOp::Admit)).
     pub fn admitted(&mut self, id: u64, verdict: Admission) {
         self.core.cluster_admitted(id, verdict);
     }

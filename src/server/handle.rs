@@ -136,8 +136,7 @@ impl ServerHandle {
 
     /// The reactor a connection id names, if there is one.
     pub(crate) fn reactor_of(&self, id: uuid::Uuid) -> Option<usize> {
-        let r = id.as_bytes()[4] as usize;
-        (r < self.rt.links.len()).then_some(r)
+        self.rt.reactor_of(&id)
     }
 
     /// One page of open connections, in a stable order (reactor, then slot), optionally only
@@ -487,11 +486,7 @@ impl ServerHandle {
 
     /// The reactors that may hold connections matching `target`.
     pub(crate) fn reactors_for(&self, target: &Target) -> Vec<usize> {
-        match target {
-            Target::User(u) if self.rt.verifier.is_some() => vec![self.rt.home_of(u)],
-            Target::Connection(id) => self.reactor_of(*id).into_iter().collect(),
-            _ => self.all_reactors(),
-        }
+        self.rt.reactors_for(target)
     }
 
     /// Posts `ask` to each of `reactors` and collects their answers (a reactor that stopped

@@ -156,33 +156,25 @@ impl Core {
     /// An answer from this reactor to ask `ask` of entry `key` (`usize::MAX`: none, only the
     /// end of `send_asks`).
     pub(super) fn answer_local(&mut self, key: usize, ask: usize, answer: Answer) {
-        let Some(f) = self.in_flight_asks.get_mut(key) else {
-            return;
-        };
-        let answer = if matches!(f.owner, Some(Owner::Recovery(_))) {
-            self.recovery_answer(key, ask, answer)
-        } else {
-            answer
-        };
-        let Some(f) = self.in_flight_asks.get_mut(key) else {
-            return;
-        };
-        if let Some(slot) = f.answers.get_mut(ask) {
-            slot.push((self.id, answer));
-        }
-        f.waiting = f.waiting.saturating_sub(1);
-        if f.waiting == 0 {
-            self.complete(key);
-        }
+        self.record_answer(key, ask, self.id, answer);
     }
 
     /// Reactor `from` answered an ask of ours.
     pub fn on_answer(&mut self, ticket: u64, from: usize, answer: Answer) {
         let (key, i, serial) = split_ticket(ticket);
-        let Some(f) = self.in_flight_asks.get_mut(key).filter(|f| f.serial == serial) else {
-            return;
-        };
-        let answer = if matches!(f.owner, Some(Owner::Recovery(_))) {
+        if self.in_flight_asks.get(key).is_some_and(|f| f.serial == serial) {
+            self.record_answer(key, i, from, answer);
+        }
+    }
+
+    /// Keeps reactor `from`'s answer to ask `i` of entry `key` (a recovery's answer is acted on
+    /// at once: see `channels`) and completes the entry once nothing more is awaited.
+    fn record_answer(&mut self, key: usize, i: usize, from: usize, answer: Answer) {
+        let recovering = self
+            .in_flight_asks
+            .get(key)
+            .is_some_and(|f| matches!(f.owner, Some(Owner::Recovery(_))));
+        let answer = if recovering {
             self.recovery_answer(key, i, answer)
         } else {
             answer

@@ -50,21 +50,23 @@ pub(crate) struct PendingRecovery {
 pub(crate) use crate::history::{RecoverItem, RecoveryOutcome};
 pub(crate) use crate::reactor::ctx::RecoveryFinish;
 
-/// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
-/// that is not a text frame holding an object is kept as it is).
-pub fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
-    let Some(&len7) = frame.get(1) else {
-        return Bytes::copy_from_slice(frame);
-    };
-    let head = match len7 & 0x7F {
+/// The payload of one unmasked (server) frame: what follows its 2-, 4- or 10-byte header.
+fn payload_of(frame: &[u8]) -> Option<&[u8]> {
+    let head = match frame.get(1)? & 0x7F {
         126 => 4,
         127 => 10,
         _ => 2,
     };
-    let payload = frame.get(head..).unwrap_or_default();
-    if frame[0] != 0x81 || payload.last() != Some(&b'}') {
-        return Bytes::copy_from_slice(frame);
-    }
+    frame.get(head..)
+}
+
+/// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
+/// that is not a text frame holding an object is kept as it is).
+pub fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
+    let payload = match payload_of(frame) {
+        Some(p) if frame[0] == 0x81 && p.last() == Some(&b'}') => p,
+        _ => return Bytes::copy_from_slice(frame),
+    };
     let mut json = Vec::with_capacity(payload.len() + channel.len() + 64);
     json.extend_from_slice(&payload[..payload.len() - 1]);
     json.extend_from_slice(b",\"channel\":");
@@ -451,13 +453,8 @@ impl Core {
         let messages = entries
             .into_iter()
             .map(|e| {
-                let f = &e.frame[..];
-                let head = match f.get(1).map(|b| b & 0x7F) {
-                    Some(126) => 4,
-                    Some(127) => 10,
-                    _ => 2,
-                };
-                serde_json::from_slice(f.get(head..).unwrap_or_default()).unwrap_or(serde_json::Value::Null)
+                let payload = payload_of(&e.frame).unwrap_or_default();
+                serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)
             })
             .collect();
         Answer::History {

@@ -78,30 +78,13 @@ impl Core {
 
     /// The reactors of this node that may hold what `ask` is about.
     pub(super) fn reactors_for_ask(&self, ask: &Ask) -> Vec<usize> {
-        let all = || (0..self.rt.links.len()).collect();
-        let home = |u: &str| {
-            if self.rt.verifier.is_some() {
-                vec![self.rt.home_of(u)]
-            } else {
-                all()
-            }
-        };
+        let rt = &self.rt;
         match ask {
-            Ask::Deliver { target, .. } | Ask::Disconnect { target, .. } => match target {
-                Target::User(u) => home(u),
-                Target::Connection(id) => {
-                    let r = id.as_bytes()[4] as usize;
-                    if r < self.rt.links.len() { vec![r] } else { vec![] }
-                }
-                _ => all(),
-            },
-            Ask::Membership { user, .. } => vec![self.rt.home_of(user)],
-            Ask::List { user: Some(u), .. } => home(u),
-            Ask::Inspect { id } => {
-                let r = id.as_bytes()[4] as usize;
-                if r < self.rt.links.len() { vec![r] } else { vec![] }
-            }
-            _ => all(),
+            Ask::Deliver { target, .. } | Ask::Disconnect { target, .. } => rt.reactors_for(target),
+            Ask::Membership { user, .. } => vec![rt.home_of(user)],
+            Ask::List { user: Some(u), .. } => rt.reactors_for(&Target::User(u.clone())),
+            Ask::Inspect { id } => rt.reactor_of(id).into_iter().collect(),
+            _ => (0..rt.links.len()).collect(),
         }
     }
 
@@ -115,7 +98,8 @@ impl Core {
         ask: Ask,
         reactors: Vec<usize>,
     ) -> Option<(Ask, Vec<usize>)> {
-        let node = self.rt.config.node_id.clone();
+        let rt = std::sync::Arc::clone(&self.rt);
+        let node = rt.config.node_id.as_str();
         let me = self.id;
         let Some(c) = self.cluster.as_mut() else {
             return Some((ask, reactors));
@@ -134,7 +118,7 @@ impl Core {
                     Target::Connection(id) => Some(*id),
                     _ => None,
                 };
-                let payload = wire::deliver(&node, exclude_user.as_deref(), connection, frame);
+                let payload = wire::deliver(node, exclude_user.as_deref(), connection, frame);
                 (
                     channel,
                     payload,
@@ -154,7 +138,7 @@ impl Core {
                 };
                 let ticket = super::asks::ticket(key, index, serial);
                 let body = serde_json::to_vec(&remote).unwrap_or_default();
-                let payload = wire::request(&node, me, ticket, &body);
+                let payload = wire::request(node, me, ticket, &body);
                 (
                     c.channels.nodes(),
                     payload,
@@ -287,17 +271,8 @@ impl Core {
                     code: 1008,
                     reason: "connection limit exceeded".into(),
                 };
-                for r in self.reactors_for_ask(&ask) {
-                    if r == self.id {
-                        self.metrics.evictions.inc();
-                        self.carry_out(ask.clone(), None);
-                    } else if let Some(link) = self.rt.links.get(r) {
-                        link.send(Command::Ask {
-                            ask: ask.clone(),
-                            reply: None,
-                        });
-                    }
-                }
+                self.metrics.evictions.inc();
+                self.carry_out_on_node(ask);
             }
             Some(Wire::Probe { .. }) => {}
             None => self.malformed("a message this node does not understand"),
@@ -319,14 +294,26 @@ impl Core {
             exclude_user,
             published_at: now,
         };
+        self.carry_out_on_node(ask);
+    }
+
+    /// Carries out `ask` (nobody waits) on each of this node's reactors it concerns: here at
+    /// once, elsewhere through their inboxes (a delivery may be dropped by a full inbox, and is
+    /// counted; anything else is not).
+    fn carry_out_on_node(&mut self, ask: Ask) {
         for r in self.reactors_for_ask(&ask) {
             if r == self.id {
                 self.carry_out(ask.clone(), None);
             } else if let Some(link) = self.rt.links.get(r) {
-                link.send_lossy(Command::Ask {
+                let cmd = Command::Ask {
                     ask: ask.clone(),
                     reply: None,
-                });
+                };
+                if matches!(ask, Ask::Deliver { .. }) {
+                    link.send_lossy(cmd);
+                } else {
+                    link.send(cmd);
+                }
             }
         }
     }

@@ -50,14 +50,20 @@ pub(crate) struct PendingRecovery {
 pub(crate) use crate::history::{RecoverItem, RecoveryOutcome};
 pub(crate) use crate::reactor::ctx::RecoveryFinish;
 
-/// The payload of one unmasked (server) frame: what follows its 2-, 4- or 10-byte header.
+/// The payload of one whole unmasked (server) frame: what follows its 2-, 4- or 10-byte
+/// header, when the header's length says exactly that.
 fn payload_of(frame: &[u8]) -> Option<&[u8]> {
-    let head = match frame.get(1)? & 0x7F {
-        126 => 4,
-        127 => 10,
-        _ => 2,
+    let second = *frame.get(1)?;
+    if second & 0x80 != 0 {
+        return None;
+    }
+    let (head, len) = match second & 0x7F {
+        126 => (4, u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?) as u64),
+        127 => (10, u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?)),
+        n => (2, n as u64),
     };
-    frame.get(head..)
+    let payload = frame.get(head..)?;
+    (payload.len() as u64 == len).then_some(payload)
 }
 
 /// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
@@ -67,9 +73,16 @@ pub fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
         Some(p) if frame[0] == 0x81 && p.last() == Some(&b'}') => p,
         _ => return Bytes::copy_from_slice(frame),
     };
+    let body = &payload[..payload.len() - 1];
+    // `{}` gets no comma before the first field.
+    let empty = body.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let mut json = Vec::with_capacity(payload.len() + channel.len() + 64);
-    json.extend_from_slice(&payload[..payload.len() - 1]);
-    json.extend_from_slice(b",\"channel\":");
+    json.extend_from_slice(body);
+    json.extend_from_slice(if empty {
+        &b"\"channel\":"[..]
+    } else {
+        &b",\"channel\":"[..]
+    });
     let _ = serde_json::to_writer(&mut json, channel);
     json.extend_from_slice(format!(",\"offset\":{},\"epoch\":", pos.offset).as_bytes());
     let _ = serde_json::to_writer(&mut json, &pos.epoch);
@@ -542,5 +555,26 @@ mod tests {
         assert_eq!(v["offset"], 7);
         let binary = [0x82, 1, b'}'];
         assert_eq!(&with_position(&binary, "c", &pos)[..], &binary, "not text: unchanged");
+    }
+
+    /// Found by the `cluster_payload` fuzz target: an empty object, and a header whose length
+    /// is not the frame's.
+    #[test]
+    fn empty_objects_and_lying_headers() {
+        let pos = Position {
+            offset: 1,
+            epoch: "e".into(),
+        };
+        let out = with_position(&[0x81, 4, b'{', b' ', b' ', b'}'], "c", &pos);
+        let v: serde_json::Value = serde_json::from_slice(&out[2..]).unwrap();
+        assert_eq!(v["offset"], 1);
+        let lying = [0x81, 10, b'{', b'}'];
+        assert_eq!(
+            &with_position(&lying, "c", &pos)[..],
+            &lying,
+            "not a whole frame: unchanged"
+        );
+        let masked = [0x81, 0x82, 0, 0, 0, 0, b'{', b'}'];
+        assert_eq!(&with_position(&masked, "c", &pos)[..], &masked);
     }
 }

@@ -13,19 +13,24 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = inspect_cluster_payload(&channels, channel, payload);
 
-    // Any bytes as a "frame": unchanged unless a text frame holding a JSON object.
+    // Any bytes as a "frame": unchanged unless one whole unmasked text frame holding a JSON object.
     let pos = wsedge::history::Position {
         offset: data.len() as u64,
         epoch: "e".into(),
     };
     let out = with_position(payload, "user:x", &pos);
     let is_object = |f: &[u8]| -> Option<serde_json::Value> {
-        let head = match f.get(1)? & 0x7F {
-            126 => 4,
-            127 => 10,
-            _ => 2,
+        let (head, len) = match *f.get(1)? {
+            126 => (4, u16::from_be_bytes(f.get(2..4)?.try_into().ok()?) as usize),
+            127 => (10, u64::from_be_bytes(f.get(2..10)?.try_into().ok()?) as usize),
+            n if n < 126 => (2, n as usize),
+            _ => return None,
         };
-        serde_json::from_slice(f.get(head..)?).ok()
+        let body = f.get(head..)?;
+        if body.len() != len {
+            return None;
+        }
+        serde_json::from_slice(body).ok()
     };
     if let (Some(serde_json::Value::Object(before)), true) = (is_object(payload), payload.first() == Some(&0x81)) {
         let after = is_object(&out).expect("still JSON");

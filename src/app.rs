@@ -181,6 +181,42 @@ impl Handler for ProtocolApp {
         };
         let id = ctx.connection_id().hyphenated();
         let user = ctx.user_id().map(str::to_owned);
+        let greet = move |ctx: &mut Ctx<'_>, position: Option<ChannelPosition>, recovery: Option<Recovered>| {
+            ctx.send_message(
+                "connection.established",
+                Established {
+                    connection_id: id,
+                    user_id: user.as_deref(),
+                    server_time: Timestamp::now(),
+                    features: &FEATURES,
+                    limits,
+                    position,
+                    recovery,
+                },
+            );
+        };
+        if ctx.is_clustered() && ctx.keeps_history() {
+            // The position lives in Redis: the greeting goes out when it answered (the user's
+            // messages meanwhile wait behind it and the replay).
+            let from = ctx.take_recovery_request();
+            let asked = from.is_some();
+            let channel = format!("user:{}", ctx.user_id().unwrap_or_default());
+            ctx.recover_user_from(from, None, move |ctx, recovered, pos| {
+                let recovery = asked.then(|| Recovered {
+                    recovered,
+                    offset: pos.offset,
+                    epoch: pos.epoch.clone(),
+                    error: None,
+                });
+                let position = ChannelPosition {
+                    channel,
+                    offset: pos.offset,
+                    epoch: pos.epoch.clone(),
+                };
+                greet(ctx, Some(position), recovery);
+            });
+            return;
+        }
         let recovery = ctx.opening_recovery().map(|(recovered, p)| Recovered {
             recovered,
             offset: p.offset,
@@ -192,18 +228,7 @@ impl Handler for ProtocolApp {
             offset: p.offset,
             epoch: p.epoch,
         });
-        ctx.send_message(
-            "connection.established",
-            Established {
-                connection_id: id,
-                user_id: user.as_deref(),
-                server_time: Timestamp::now(),
-                features: &FEATURES,
-                limits,
-                position,
-                recovery,
-            },
-        );
+        greet(ctx, position, recovery);
     }
 
     fn on_text(&self, ctx: &mut Ctx<'_>, text: &str) {
@@ -356,6 +381,7 @@ impl ProtocolApp {
                     bit: 0,
                     room: Some(name.clone()),
                     from: recover.get(&name).map(|f| (f.offset, f.epoch.clone())),
+                    until: None,
                 });
                 named.push(name.clone());
                 if !member_of.contains(&name) {
@@ -404,6 +430,7 @@ impl ProtocolApp {
                         bit,
                         room: None,
                         from: recover.get(&name).map(|r| (r.offset, r.epoch.clone())),
+                        until: None,
                     });
                     valid.push(name);
                 }
@@ -454,24 +481,25 @@ impl ProtocolApp {
         let own = ctx.user_id().map(|u| format!("user:{u}"));
         let mut results = serde_json::Map::new();
         let mut replay = None;
+        let keeps = ctx.keeps_history();
         for (channel, from) in req.channels {
-            let r = match ctx.user_position() {
-                Some((_, pos)) if Some(&channel) != own.as_ref() => Recovered {
+            let r = if keeps && Some(&channel) == own.as_ref() {
+                replay = Some(from);
+                continue;
+            } else if keeps {
+                Recovered {
                     recovered: false,
                     offset: 0,
-                    epoch: pos.epoch,
+                    epoch: ctx.user_position().map(|(_, p)| p.epoch).unwrap_or_default(),
                     error: Some("only the connection's own user channel can be recovered here"),
-                },
-                Some(_) => {
-                    replay = Some(from);
-                    continue;
                 }
-                None => Recovered {
+            } else {
+                Recovered {
                     recovered: false,
                     offset: 0,
                     epoch: String::new(),
                     error: Some("history is off"),
-                },
+                }
             };
             results.insert(channel, serde_json::to_value(r).unwrap_or_default());
         }

@@ -90,6 +90,8 @@ pub(crate) enum Ask {
     Recover {
         channel: Box<str>,
         from: Option<(u64, Box<str>)>,
+        /// Replay only up to this offset (the client had the later ones live).
+        until: Option<u64>,
     },
 }
 

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use tungstenite::Bytes;
 
 /// A channel's position: the last offset given out, in which epoch.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     pub offset: u64,
     pub epoch: String,
@@ -31,6 +31,8 @@ pub struct RecoverItem {
     pub room: Option<String>,
     /// (offset, epoch) of the last message the client has.
     pub from: Option<(u64, String)>,
+    /// Replay only up to this offset (the client had the later ones live).
+    pub until: Option<u64>,
 }
 
 /// One channel's outcome, for the acknowledgement.

@@ -199,6 +199,11 @@ pub struct ClusterMetrics {
     pub subscriptions: SharedCounter,
     /// Received messages that were not ours or not understood.
     pub malformed: SharedCounter,
+    /// Gaps in a history channel's offsets seen here, filled from the stream.
+    pub gap_fills: SharedCounter,
+    /// Gaps the stream could no longer fill (the channel's connections here were closed to
+    /// recover).
+    pub gaps_lost: SharedCounter,
 }
 
 /// A point-in-time sum over reactors.

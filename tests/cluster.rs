@@ -551,24 +551,3 @@ fn an_embedders_own_engine_is_driven_by_the_reactors() {
         timers.load(Ordering::SeqCst) >= 2
     });
 }
-
-#[test]
-fn a_cluster_node_keeps_no_history_yet_and_says_so() {
-    let redis = Redis::start();
-    let n = node(&redis, "nohist", "h1", |_| {});
-    let addr = n.local_addr();
-    let (mut ws, hello) = connect(addr, &token("nia"));
-    assert!(hello["data"].get("position").is_none(), "{hello}");
-    let (status, _) = post(addr, "/ws/users/nia/messages", json!({"type": "m", "data": {}}));
-    assert_eq!(status, 200);
-    let m = recv_json(&mut ws);
-    assert!(m.get("offset").is_none(), "no offsets without history: {m}");
-    send_json(
-        &mut ws,
-        json!({"type": "recover", "data": {"channels": {"user:nia": {"offset": 0, "epoch": "x"}}}}),
-    );
-    let r = recv_json(&mut ws);
-    assert_eq!(r["data"]["channels"]["user:nia"]["recovered"], false);
-    assert_eq!(r["data"]["channels"]["user:nia"]["error"], "history is off");
-    assert_eq!(get(addr, "/ws/history/user:nia").0, 404);
-}

@@ -223,7 +223,7 @@ pub(crate) fn render(h: &ServerHandle) -> String {
             ),
             (
                 "cluster_publishes_total",
-                "PUBLISH commands sent to Redis.",
+                "PUBLISH commands (and history publish scripts) sent to Redis.",
                 &c.publishes,
             ),
             (
@@ -245,6 +245,16 @@ pub(crate) fn render(h: &ServerHandle) -> String {
                 "cluster_malformed_total",
                 "Messages from Redis this node did not understand (dropped).",
                 &c.malformed,
+            ),
+            (
+                "cluster_history_gap_fills_total",
+                "Gaps in a history channel's offsets seen here and filled from the Redis stream.",
+                &c.gap_fills,
+            ),
+            (
+                "cluster_history_gaps_lost_total",
+                "Gaps the stream could no longer fill (the channel's connections here closed with 1012).",
+                &c.gaps_lost,
             ),
         ] {
             metric(name, "counter", help, &one(v.get()));

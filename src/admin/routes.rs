@@ -340,7 +340,7 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
 /// the channel's home reactor.
 fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Plan {
     let cfg = h.config();
-    if !cfg.history_enabled() || h.is_clustered() {
+    if !cfg.history_enabled() {
         return Plan::Now(Response::error(404, "history is off on this node"));
     }
     let known = match channel.split_once(':') {

@@ -10,6 +10,7 @@
 //! own fan-out, with no extra step, exactly as fast and dense as a node that never heard of
 //! clusters.
 
+pub(crate) mod history;
 pub(crate) mod redis;
 mod resp;
 pub(crate) mod wire;
@@ -17,11 +18,17 @@ pub(crate) mod wire;
 use crate::embed::{SourceId, TimerId};
 use crate::reactor::reactor_ctx::ReactorCtx;
 
+pub use self::history::{Appended, Range};
 pub use self::redis::RedisEngine;
 
 /// A cluster engine: makes one [`ReactorEngine`] per reactor, on that reactor's thread.
 pub trait Engine: Send + Sync + 'static {
     fn reactor_half(&self, reactor: usize) -> Box<dyn ReactorEngine>;
+    /// True if the engine carries out the history ops (`PublishHistory`, `HistoryRange`,
+    /// `HistoryClear`); if not, a node on it keeps no history.
+    fn keeps_history(&self) -> bool {
+        false
+    }
 }
 
 /// One reactor's half of an engine. Every method runs on the reactor's thread and must not
@@ -65,6 +72,30 @@ pub enum EngineOp {
     },
     /// Connection `connection` of `user` is gone.
     Release { user: Box<str>, connection: uuid::Uuid },
+    /// Give a message to channel `name` (`event:..`, `room:..`, `user:..`), which keeps
+    /// history: its next offset, kept, handed to every node subscribed to it, in one step;
+    /// answer with `r.history(id, HistoryAnswer::Appended ..)`. `object`: the message's JSON
+    /// object without its closing brace (the channel, offset and epoch are added to it).
+    PublishHistory {
+        id: u64,
+        name: Box<str>,
+        exclude_user: Option<Box<str>>,
+        object: Vec<u8>,
+    },
+    /// Channel `name`'s position and (with `after`) at most `max` messages after that offset;
+    /// answer with `r.history(id, HistoryAnswer::Range ..)`. With `mark`, first wait until this
+    /// node is subscribed to the channel, then publish a marker (`id`) on it in the same step,
+    /// so the node can tell which live messages the answer covers.
+    HistoryRange {
+        id: u64,
+        name: Box<str>,
+        after: Option<u64>,
+        max: usize,
+        mark: bool,
+    },
+    /// Forget channel `name`'s history (its next message starts a new epoch); answer with
+    /// `r.history(id, HistoryAnswer::Cleared ..)`.
+    HistoryClear { id: u64, name: Box<str> },
     /// Count an open connection again (after the engine lost what it knew, e.g. Redis
     /// restarted empty); `since`: when it opened, Unix milliseconds.
     Register {
@@ -79,6 +110,17 @@ pub enum EngineOp {
 pub enum EngineError {
     #[error("cluster unavailable")]
     Unavailable,
+}
+
+/// The engine's answer to a history op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryAnswer {
+    Appended(Appended),
+    Range(Range),
+    Cleared {
+        existed: bool,
+        position: crate::history::Position,
+    },
 }
 
 /// The cluster's decision on a new connection.
@@ -162,6 +204,26 @@ impl Channels {
     pub fn alive_prefix(&self) -> String {
         format!("{}:alive:", self.prefix)
     }
+    /// The pub/sub channel of a history channel name (`event:x` → `{prefix}:event:x`).
+    pub fn of_history(&self, name: &str) -> Box<[u8]> {
+        self.make(name, "")
+    }
+    /// The stream and the hash (epoch, last offset) of a history channel.
+    pub fn history_keys(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        (
+            format!("{}:history:{name}", self.prefix).into_bytes(),
+            format!("{}:history-meta:{name}", self.prefix).into_bytes(),
+        )
+    }
+    /// The history channel name of a pub/sub channel (`None`: not an event, room or user).
+    pub fn history_name<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
+        let rest = channel.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b":")?;
+        let name = std::str::from_utf8(rest).ok()?;
+        ["event:", "room:", "user:"]
+            .iter()
+            .any(|k| name.starts_with(k))
+            .then_some(name)
+    }
     /// Key of a user's connections across the cluster (a sorted set).
     pub fn user_connections(&self, id: &str) -> Vec<u8> {
         format!("{}:conns:{id}", self.prefix).into_bytes()
@@ -201,5 +263,9 @@ mod tests {
         assert_eq!(c.parse(&c.node("n2")), None, "another node's channel");
         assert_eq!(c.parse(b"other:all"), None);
         assert_eq!(c.parse(b"wsedgeX:all"), None);
+        assert_eq!(c.history_name(&c.of_history("room:r")), Some("room:r"));
+        assert_eq!(&*c.of_history("user:a"), &*c.user("a"));
+        assert_eq!(c.history_name(&c.all()), None);
+        assert_eq!(c.history_name(&c.nodes()), None);
     }
 }

@@ -12,6 +12,10 @@
 //! - `P` probe: `[nonce u64]` (a node's message to itself, to see its subscription is alive).
 //! - `E` eviction: `[connection id as text]` (sent by the per-user limit script to the node
 //!   holding the user's oldest connection).
+//! - `H` delivery with history: `[exclude-user length u16][exclude user][publish id u64]`,
+//!   then, written by the publish script, `[offset as decimal]\n[epoch]\n[frame]`.
+//! - `M` marker: `[query id u64]` (published by the range script: on the channel it falls
+//!   right after the messages the script's reply covers).
 
 const VERSION: u8 = 1;
 
@@ -43,6 +47,19 @@ pub(crate) enum Wire<'a> {
     },
     Evict {
         connection: uuid::Uuid,
+    },
+    History {
+        origin: &'a [u8],
+        exclude_user: Option<&'a str>,
+        /// The publishing node's id for the publish.
+        id: u64,
+        offset: u64,
+        epoch: &'a str,
+        frame_at: usize,
+    },
+    Marker {
+        origin: &'a [u8],
+        id: u64,
     },
 }
 
@@ -107,6 +124,25 @@ pub(crate) fn evict_head(origin: &str) -> Vec<u8> {
     out
 }
 
+/// The start of a delivery with history; the publish script appends the rest.
+pub(crate) fn history_head(origin: &str, exclude_user: Option<&str>, id: u64) -> Vec<u8> {
+    let ex = exclude_user.unwrap_or("").as_bytes();
+    let ex = &ex[..ex.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(ex.len() + origin.len() + 16);
+    head(&mut out, b'H', origin);
+    out.extend_from_slice(&(ex.len() as u16).to_be_bytes());
+    out.extend_from_slice(ex);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+pub(crate) fn marker(origin: &str, id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(origin.len() + 12);
+    head(&mut out, b'M', origin);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
 /// Parses a payload; `None` if it is not one this version understands.
 pub(crate) fn parse(p: &[u8]) -> Option<Wire<'_>> {
     let (&version, rest) = p.split_first()?;
@@ -166,6 +202,35 @@ pub(crate) fn parse(p: &[u8]) -> Option<Wire<'_>> {
         b'E' => Some(Wire::Evict {
             connection: std::str::from_utf8(rest).ok()?.parse().ok()?,
         }),
+        b'H' => {
+            let ex_len = u16_at(rest)? as usize;
+            let ex = rest.get(2..2 + ex_len)?;
+            let exclude_user = if ex.is_empty() {
+                None
+            } else {
+                Some(std::str::from_utf8(ex).ok()?)
+            };
+            let rest = &rest[2 + ex_len..];
+            let id = u64_at(rest)?;
+            let rest = &rest[8..];
+            let nl = rest.iter().position(|&b| b == b'\n')?;
+            let offset = std::str::from_utf8(&rest[..nl]).ok()?.parse().ok()?;
+            let rest = &rest[nl + 1..];
+            let nl = rest.iter().position(|&b| b == b'\n')?;
+            let epoch = std::str::from_utf8(&rest[..nl]).ok()?;
+            Some(Wire::History {
+                origin,
+                exclude_user,
+                id,
+                offset,
+                epoch,
+                frame_at: p.len() - rest.len() + nl + 1,
+            })
+        }
+        b'M' => Some(Wire::Marker {
+            origin,
+            id: u64_at(rest)?,
+        }),
         b'P' => Some(Wire::Probe {
             origin,
             nonce: u64_at(rest)?,
@@ -194,6 +259,11 @@ pub fn inspect_for_testing(channels: &super::Channels, channel: &[u8], payload: 
         }
         Wire::Probe { .. } => "probe",
         Wire::Evict { .. } => "evict",
+        Wire::History { frame_at, .. } => {
+            assert!(frame_at <= payload.len(), "the frame starts inside the payload");
+            "history"
+        }
+        Wire::Marker { .. } => "marker",
     })
 }
 
@@ -239,6 +309,24 @@ mod tests {
         let mut e = evict_head("n");
         e.extend_from_slice(id.to_string().as_bytes());
         assert_eq!(parse(&e), Some(Wire::Evict { connection: id }));
+        // What the publish script appends to the head.
+        let mut h = history_head("n3", Some("bob"), 41);
+        h.extend_from_slice(b"12\nab34\n\x81\x01x");
+        assert_eq!(
+            parse(&h),
+            Some(Wire::History {
+                origin: b"n3",
+                exclude_user: Some("bob"),
+                id: 41,
+                offset: 12,
+                epoch: "ab34",
+                frame_at: h.len() - 3,
+            })
+        );
+        assert_eq!(parse(&marker("n", 6)), Some(Wire::Marker { origin: b"n", id: 6 }));
+        let mut bad = history_head("n", None, 1);
+        bad.extend_from_slice(b"x\ne\nF");
+        assert_eq!(parse(&bad), None, "an offset that is not a number");
     }
 
     #[test]

@@ -64,9 +64,10 @@ impl Ctx<'_> {
     }
 
     /// The position of this connection's user channel (`user:<id>`), where a later
-    /// [`recover_user`](Self::recover_user) can start from; `None` without a user or history.
+    /// [`recover_user`](Self::recover_user) can start from; `None` without a user or history,
+    /// and on a cluster node (the position lives in Redis: `recover_user` answers it).
     pub fn user_position(&self) -> Option<(String, crate::history::Position)> {
-        if !self.keeps_history() {
+        if !self.keeps_history() || self.core.cluster.is_some() {
             return None;
         }
         let channel = format!("user:{}", self.user_id()?);
@@ -74,10 +75,9 @@ impl Ctx<'_> {
         Some((channel, pos))
     }
 
-    /// True if this connection's channels keep history (history on, a user, and no cluster
-    /// engine: the Redis engine keeps none yet).
+    /// True if this connection's channels keep history (history on, and a user).
     pub fn keeps_history(&self) -> bool {
-        self.core.rt.config.history_enabled() && self.core.cluster.is_none() && self.user_id().is_some()
+        self.core.rt.config.history_enabled() && self.user_id().is_some()
     }
 
     /// Subscribes this connection to the event channels of `items`, each at its exact position
@@ -97,6 +97,51 @@ impl Ctx<'_> {
         self.core.opening_recovery.clone()
     }
 
+    /// True on a cluster node.
+    pub fn is_clustered(&self) -> bool {
+        self.core.cluster.is_some()
+    }
+
+    /// In `on_open` on a cluster node: the recovery the upgrade request asked for
+    /// (`recover_offset`, `recover_epoch`), for [`recover_user_from`](Self::recover_user_from).
+    pub fn take_recovery_request(&mut self) -> Option<(u64, String)> {
+        self.core.connect_recoveries.remove(&self.idx)
+    }
+
+    /// On a cluster node: the position of this connection's user channel and, with `from`
+    /// (offset, epoch), the messages after it, like [`recover_user`](Self::recover_user). The
+    /// connection's live messages of the channel wait meanwhile; `ack(ctx, recovered,
+    /// position)` runs when Redis answered (`recovered` is false without `from`), then the
+    /// replay, then the live messages after `position`. Returns false without a user or history.
+    pub fn recover_user_from(
+        &mut self,
+        from: Option<(u64, String)>,
+        until: Option<u64>,
+        ack: impl for<'c> FnOnce(&mut Ctx<'c>, bool, &crate::history::Position) + Send + 'static,
+    ) -> bool {
+        let Some(user) = self.user_id().map(str::to_string) else {
+            return false;
+        };
+        if !self.core.rt.config.history_enabled() {
+            return false;
+        }
+        let item = crate::history::RecoverItem {
+            channel: format!("user:{user}"),
+            bit: 0,
+            room: None,
+            from,
+            until,
+        };
+        let finish: RecoveryFinish = Box::new(move |ctx, outcomes| {
+            let o = outcomes.into_iter().next();
+            let recovered = o.as_ref().and_then(|o| o.recovered).unwrap_or(false);
+            let position = o.and_then(|o| o.position).unwrap_or_default();
+            ack(ctx, recovered, &position);
+        });
+        self.core.recover_events(self.idx, vec![item], finish);
+        true
+    }
+
     /// Recovers the messages of this connection's user channel after `offset` of `epoch`.
     /// `ack(ctx, recovered, position)` runs first (send the acknowledgement there); then, if
     /// recovered, exactly the missing messages are queued, before any later message and paced
@@ -104,16 +149,23 @@ impl Ctx<'_> {
     /// than `recovery_max` missing; nothing is queued. `None` without a user or history.
     /// With `until`, only the messages up to that offset are replayed (those after it were
     /// already sent live on this connection).
+    ///
+    /// On a cluster node the answer comes later, from Redis: `ack` runs then, and this returns
+    /// `Some(false)` at once.
     pub fn recover_user(
         &mut self,
         offset: u64,
         epoch: &str,
         until: Option<u64>,
-        ack: impl FnOnce(&mut Self, bool, &crate::history::Position),
+        ack: impl for<'c> FnOnce(&mut Ctx<'c>, bool, &crate::history::Position) + Send + 'static,
     ) -> Option<bool> {
         let user = self.user_id()?.to_string();
-        if !self.core.rt.config.history_enabled() || self.core.cluster.is_some() {
+        if !self.core.rt.config.history_enabled() {
             return None;
+        }
+        if self.core.cluster.is_some() {
+            self.recover_user_from(Some((offset, epoch.to_string())), until, ack);
+            return Some(false);
         }
         let (frames, pos) = self.core.user_channel_since(&user, offset, epoch, until);
         let recovered = frames.is_some();

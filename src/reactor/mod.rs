@@ -240,6 +240,10 @@ impl Runtime {
     /// The reactor that keeps a channel's history and gives out its offsets: a user's channel
     /// lives with the user's connections; other channels are spread by a hash of their name.
     pub fn channel_home(&self, channel: &str) -> usize {
+        if self.engine.is_some() {
+            // A cluster node's hub: the reactor holding its subscription.
+            return 0;
+        }
         if let Some(user) = channel.strip_prefix("user:") {
             return self.home_of(user);
         }

@@ -14,7 +14,7 @@ use super::core::Core;
 use super::core::ReplyKind;
 use super::{ENGINE_SOURCE_BIT, SOURCE_BIT};
 use crate::ask::{Ask, Target};
-use crate::cluster::{Admission, EngineError};
+use crate::cluster::{Admission, EngineError, HistoryAnswer};
 use crate::config::Config;
 use crate::embed::{SourceId, Ticket, TimerId};
 use crate::outgoing::Outgoing;
@@ -98,6 +98,24 @@ impl ReactorCtx<'_> {
     /// For engines: the cluster's decision on admission `id` (an [`EngineOp::Admit`](crate::cluster::EngineOp::Admit)).
     pub fn admitted(&mut self, id: u64, verdict: Admission) {
         self.core.cluster_admitted(id, verdict);
+    }
+
+    /// For engines: the answer to history op `id` (an [`EngineOp::PublishHistory`](crate::cluster::EngineOp::PublishHistory),
+    /// `HistoryRange` or `HistoryClear`).
+    pub fn history(&mut self, id: u64, result: Result<HistoryAnswer, EngineError>) {
+        self.core.hub_history_answer(id, result);
+    }
+
+    /// For engines (reactor 0): Redis confirmed that the node is (or is no longer) subscribed
+    /// to `channel`.
+    pub fn subscription(&mut self, channel: &[u8], subscribed: bool) {
+        self.core.hub_subscription(channel, subscribed);
+    }
+
+    /// For engines (reactor 0): the subscription connection broke; what it was subscribed to
+    /// will be confirmed again as it comes back.
+    pub fn subscription_lost(&mut self) {
+        self.core.hub_subscription_lost();
     }
 
     /// Calls on every reactor that answer later (see [`Asks`]).

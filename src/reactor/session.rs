@@ -370,6 +370,9 @@ impl<H: ReactorHandler> Reactor<H> {
         let replay = self.core.begin_connect_recovery(idx);
         self.with_ctx(idx, |h, ctx| h.on_open(ctx));
         self.core.opening_recovery = None;
+        if !self.core.connect_recoveries.is_empty() {
+            self.core.connect_recoveries.remove(&idx);
+        }
         if let Some(frames) = replay
             && self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
         {

@@ -104,6 +104,11 @@ impl Server {
             ) as Arc<dyn Engine>),
             (None, None) => None,
         };
+        let mut config = config;
+        if engine.as_ref().is_some_and(|e| !e.keeps_history()) && config.history_enabled() {
+            log::info!("the cluster engine keeps no history: history is off on this node");
+            config.history_size = 0;
+        }
         let verifier = match &config.auth {
             AuthMode::Jwt(j) => Some(Verifier::new(j)?),
             AuthMode::Anonymous => None,

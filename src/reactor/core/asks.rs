@@ -36,6 +36,9 @@ pub(crate) enum Owner {
     /// A connection's subscriptions with recovery (see `channels`): each answer subscribes it
     /// as it comes; the last one lets `finish` acknowledge, then the replays go out.
     Recovery(Box<super::channels::PendingRecovery>),
+    /// A delivery of this node's own publish carried out for the hub: the sum of the counts
+    /// goes to the publisher as one answer.
+    Forward(crate::ask::ReplyTo),
     /// Another node's request: the merged answer goes back to it (reactor `reactor`, ticket
     /// `ticket` there).
     Remote {
@@ -93,7 +96,11 @@ impl Core {
             return None;
         }
         // Another node's request is this node's share only; anything else is the cluster's too.
-        let clustered = self.cluster.is_some() && !matches!(self.in_flight_asks[key].owner, Some(Owner::Remote { .. }));
+        let clustered = self.cluster.is_some()
+            && !matches!(
+                self.in_flight_asks[key].owner,
+                Some(Owner::Remote { .. } | Owner::Forward(_))
+            );
         for (i, (ask, reactors)) in asks.into_iter().enumerate() {
             let now = if clustered {
                 self.cluster_step(key, serial, i, ask, reactors)
@@ -169,7 +176,7 @@ impl Core {
 
     /// Keeps reactor `from`'s answer to ask `i` of entry `key` (a recovery's answer is acted on
     /// at once: see `channels`) and completes the entry once nothing more is awaited.
-    fn record_answer(&mut self, key: usize, i: usize, from: usize, answer: Answer) {
+    pub(super) fn record_answer(&mut self, key: usize, i: usize, from: usize, answer: Answer) {
         let recovering = self
             .in_flight_asks
             .get(key)
@@ -212,6 +219,10 @@ impl Core {
                 self.answer_remote(&origin, reactor, ticket, all);
             }
             Some(Owner::Recovery(p)) => self.finish_recovery(*p, answers),
+            Some(Owner::Forward(to)) => {
+                let n = answers.iter().flatten().map(|(_, a)| a.count()).sum();
+                self.hub_forwarded(to, n);
+            }
             Some(Owner::Nobody) | None => {}
         }
     }

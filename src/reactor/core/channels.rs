@@ -37,6 +37,8 @@ pub(crate) enum Join {
     Event(u32),
     /// The whole user joins the room.
     Room(String),
+    /// Nothing: the connection is in the channel already (its user's own).
+    Already,
 }
 
 /// A connection's subscriptions with recovery, waiting for the channels' home reactors.
@@ -64,6 +66,53 @@ fn payload_of(frame: &[u8]) -> Option<&[u8]> {
     };
     let payload = frame.get(head..)?;
     (payload.len() as u64 == len).then_some(payload)
+}
+
+/// `frames` (one or more whole server frames) without those of `channel` whose offset is at
+/// most `through` (`None` if nothing is left).
+fn drop_through(frames: &Bytes, channel: &str, through: u64) -> Option<Bytes> {
+    let mut needle = b",\"channel\":".to_vec();
+    let _ = serde_json::to_writer(&mut needle, channel);
+    needle.extend_from_slice(b",\"offset\":");
+    let mut kept: Vec<Bytes> = Vec::new();
+    let mut at = 0;
+    while at < frames.len() {
+        let Some(len) = frame_len(&frames[at..]) else {
+            kept.push(frames.slice(at..));
+            break;
+        };
+        let frame = frames.slice(at..at + len);
+        at += len;
+        let offset = payload_of(&frame).and_then(|p| {
+            let i = p.windows(needle.len()).rposition(|w| w == needle.as_slice())? + needle.len();
+            let digits = p[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&p[i..i + digits]).ok()?.parse::<u64>().ok()
+        });
+        if offset.is_none_or(|o| o > through) {
+            kept.push(frame);
+        }
+    }
+    match kept.len() {
+        0 => None,
+        1 => kept.pop(),
+        _ => Some(Bytes::from(kept.concat())),
+    }
+}
+
+/// The length of the whole unmasked frame `b` starts with (`None`: cut short).
+fn frame_len(b: &[u8]) -> Option<usize> {
+    let (head, len) = match *b.get(1)? & 0x7F {
+        126 => (4, u16::from_be_bytes(b.get(2..4)?.try_into().ok()?) as usize),
+        127 => (10, u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize),
+        n => (2, n as usize),
+    };
+    (b.len() >= head + len).then_some(head + len)
+}
+
+/// The JSON a kept frame holds (`null` if it holds none).
+pub(super) fn frame_json(frame: &[u8]) -> serde_json::Value {
+    let payload = payload_of(frame).unwrap_or_default();
+    serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)
 }
 
 /// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
@@ -131,6 +180,9 @@ impl Core {
         else {
             return;
         };
+        if self.cluster.is_some() {
+            return self.hub_publish(channel, frame, exclude_user, waiter);
+        }
         let now_ms = self.now_ms;
         let (frame, _) = self
             .history
@@ -177,7 +229,8 @@ impl Core {
     pub(super) fn send_sequence(&mut self, key: usize, i: usize, serial: u32, ask: Ask, reactors: Vec<usize>) {
         let Ask::Sequence { channel, .. } = &ask else { return };
         let home = self.rt.channel_home(channel);
-        let n = reactors.len();
+        // On a cluster node the hub answers twice: the cluster's word and the count here.
+        let n = if self.cluster.is_some() { 2 } else { reactors.len() };
         if let Some(f) = self.in_flight_asks.get_mut(key) {
             f.waiting += n;
         }
@@ -195,8 +248,14 @@ impl Core {
             .get(home)
             .is_some_and(|l| l.send(Command::Ask { ask, reply }));
         if !posted {
+            let t = super::asks::ticket(key, i, serial);
+            if self.cluster.is_some() {
+                self.on_answer(t, crate::ask::CLUSTER, Answer::Unavailable);
+                self.on_answer(t, home, Answer::Count(0));
+                return;
+            }
             for r in reactors {
-                self.on_answer(super::asks::ticket(key, i, serial), r, Answer::Count(0));
+                self.on_answer(t, r, Answer::Count(0));
             }
         }
     }
@@ -233,9 +292,13 @@ impl Core {
         if self.connect_recoveries.is_empty() {
             return None;
         }
+        if self.cluster.is_some() {
+            // Answered later, from Redis: the handler takes the request (`Ctx::recover_user`).
+            return None;
+        }
         let (offset, epoch) = self.connect_recoveries.remove(&idx)?;
         let user = self.users.get(self.conns[idx].user)?.id.as_str().to_string();
-        if !self.rt.config.history_enabled() || self.cluster.is_some() {
+        if !self.rt.config.history_enabled() {
             return None;
         }
         let (frames, pos) = self.user_channel_since(&user, offset, &epoch, None);
@@ -360,16 +423,27 @@ impl Core {
                 let ask = Ask::Recover {
                     channel: item.channel.as_str().into(),
                     from: item.from.as_ref().map(|(o, e)| (*o, e.as_str().into())),
+                    until: item.until,
                 };
                 (ask, vec![home])
             })
             .collect();
+        if items.iter().any(|i| i.room.is_none() && i.channel.starts_with("user:")) {
+            // Its own user channel: the connection is in it already, so its live messages wait
+            // from now on (those the replay also holds are dropped when it is answered).
+            let generation = self.conns[idx].generation;
+            self.replays.entry(idx).or_insert_with(|| Replay::new(generation)).held = true;
+        }
         let pending = PendingRecovery {
             conn: self.token_of(idx),
             items: items
                 .into_iter()
                 .map(|i| {
-                    let join = i.room.map_or(Join::Event(i.bit), Join::Room);
+                    let join = match i.room {
+                        Some(room) => Join::Room(room),
+                        None if i.channel.starts_with("user:") => Join::Already,
+                        None => Join::Event(i.bit),
+                    };
                     (i.channel, join, i.from.is_some())
                 })
                 .collect(),
@@ -391,6 +465,7 @@ impl Core {
         let join = match p.items.get(i) {
             Some((_, Join::Event(bit), _)) => Join::Event(*bit),
             Some((_, Join::Room(room), _)) => Join::Room(room.clone()),
+            Some((_, Join::Already, _)) => Join::Already,
             None => return Answer::Recovered { frames: None, position },
         };
         let Some(idx) = self.live(conn) else {
@@ -413,6 +488,7 @@ impl Core {
                 let u = self.conns[idx].user;
                 self.set_user_room(u, &room, true);
             }
+            Join::Already => {}
         }
         // The answer kept for the acknowledgement says only whether it recovered.
         Answer::Recovered {
@@ -440,9 +516,23 @@ impl Core {
                     position,
                 }
             })
+            .collect::<Vec<RecoveryOutcome>>();
+        let already: Vec<(String, u64)> = p
+            .items
+            .iter()
+            .zip(&outcomes)
+            .filter(|((_, join, _), _)| matches!(join, Join::Already))
+            .filter_map(|((channel, _, _), o)| Some((channel.clone(), o.position.as_ref()?.offset)))
             .collect();
         (p.finish)(&mut crate::reactor::ctx::Ctx { core: self, idx }, outcomes);
         if let Some(mut r) = self.replays.remove(&idx) {
+            for (channel, through) in already {
+                r.live = r
+                    .live
+                    .drain(..)
+                    .filter_map(|f| drop_through(&f, &channel, through))
+                    .collect();
+            }
             r.answered.sort_by_key(|(i, _)| *i);
             for (i, frames) in std::mem::take(&mut r.answered) {
                 if p.items.get(i).is_some_and(|(_, _, recovering)| *recovering) {
@@ -463,13 +553,7 @@ impl Core {
     /// Reads a channel's history here (its home): messages after `since`, at most `limit`.
     pub(super) fn read_history(&mut self, channel: &str, since: u64, limit: usize) -> Answer {
         let (entries, pos) = self.history.read(channel, since, limit, self.now_ms);
-        let messages = entries
-            .into_iter()
-            .map(|e| {
-                let payload = payload_of(&e.frame).unwrap_or_default();
-                serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)
-            })
-            .collect();
+        let messages = entries.into_iter().map(|e| frame_json(&e.frame)).collect();
         Answer::History {
             messages,
             position: pos,
@@ -487,6 +571,13 @@ impl Core {
 
     /// Drops expired history (about once a second) and reports what is kept.
     pub fn expire_history(&mut self) {
+        if self.cluster.is_some() {
+            if self.id == 0 && self.now_ms.saturating_sub(self.history_swept_ms) >= 1000 {
+                self.history_swept_ms = self.now_ms;
+                self.hub_tick();
+            }
+            return;
+        }
         if self.now_ms.saturating_sub(self.history_swept_ms) >= 1000 {
             self.history_swept_ms = self.now_ms;
             self.history.expire(self.now_ms);
@@ -509,7 +600,9 @@ pub(crate) fn deliver_ask(
     published_at: Instant,
     reactors: &[usize],
 ) -> Ask {
-    let channel = (rt.config.history_enabled() && rt.engine.is_none())
+    let channel = rt
+        .config
+        .history_enabled()
         .then(|| target.channel(&rt.config.subscribable_events))
         .flatten();
     match channel {

@@ -27,6 +27,8 @@ pub(crate) struct CoreCluster {
     pending: HashMap<u64, Pending>,
     /// Cluster-wide admissions decided this turn, for the loop to finish the handshakes.
     pub admitted: Vec<(u64, Admission)>,
+    /// Channels with history (reactor 0 only).
+    pub hub: super::hub::Hub,
 }
 
 /// A publish waiting for the engine.
@@ -51,6 +53,7 @@ impl CoreCluster {
             next_id: 0,
             pending: HashMap::new(),
             admitted: Vec::new(),
+            hub: Default::default(),
         }
     }
 
@@ -274,6 +277,34 @@ impl Core {
                 self.metrics.evictions.inc();
                 self.carry_out_on_node(ask);
             }
+            Some(Wire::History {
+                origin,
+                exclude_user,
+                id,
+                offset,
+                epoch,
+                frame_at,
+            }) => {
+                let (Some(target), Some(name)) = (target, c.channels.history_name(channel)) else {
+                    return self.malformed("a message with history on a channel that keeps none");
+                };
+                let m = super::hub::Incoming::Message {
+                    offset,
+                    epoch: epoch.into(),
+                    target,
+                    frame: payload.slice(frame_at..),
+                    exclude_user: exclude_user.map(Into::into),
+                    own: (origin == me).then_some(id),
+                };
+                let name = name.to_string();
+                self.hub_incoming(&name, m);
+            }
+            Some(Wire::Marker { origin, id }) => {
+                if let (true, Some(name)) = (origin == me, c.channels.history_name(channel)) {
+                    let name = name.to_string();
+                    self.hub_incoming(&name, super::hub::Incoming::Marker(id));
+                }
+            }
             Some(Wire::Probe { .. }) => {}
             None => self.malformed("a message this node does not understand"),
         }
@@ -300,7 +331,7 @@ impl Core {
     /// Carries out `ask` (nobody waits) on each of this node's reactors it concerns: here at
     /// once, elsewhere through their inboxes (a delivery may be dropped by a full inbox, and is
     /// counted; anything else is not).
-    fn carry_out_on_node(&mut self, ask: Ask) {
+    pub(super) fn carry_out_on_node(&mut self, ask: Ask) {
         for r in self.reactors_for_ask(&ask) {
             if r == self.id {
                 self.carry_out(ask.clone(), None);

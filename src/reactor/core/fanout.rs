@@ -137,9 +137,17 @@ impl Core {
             Ask::Census => Answer::Census(self.census()),
             Ask::RoomMembers { room } => Answer::Users(self.room_members(&room)),
             ask @ Ask::Sequence { .. } => return self.sequence(ask, waiter),
+            // On a cluster node the hub (reactor 0) asks Redis and answers later.
+            Ask::ReadHistory { channel, since, limit } if self.cluster.is_some() => {
+                return self.hub_read(channel, since, limit, waiter);
+            }
+            Ask::ClearHistory { channel } if self.cluster.is_some() => return self.hub_clear(channel, waiter),
+            Ask::Recover { channel, from, until } if self.cluster.is_some() => {
+                return self.hub_recover(channel, from, until, waiter);
+            }
             Ask::ReadHistory { channel, since, limit } => self.read_history(&channel, since, limit),
             Ask::ClearHistory { channel } => self.clear_history(&channel),
-            Ask::Recover { channel, from } => self.recover_here(&channel, from),
+            Ask::Recover { channel, from, .. } => self.recover_here(&channel, from),
         };
         if let Some(w) = waiter {
             self.answer(w, answer);

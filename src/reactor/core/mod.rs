@@ -20,6 +20,7 @@ mod channels;
 pub(crate) mod cluster;
 mod fanout;
 mod http;
+mod hub;
 mod timers;
 
 pub(crate) use asks::ReplyKind;

@@ -47,38 +47,27 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command.
 const SUBSCRIBE_BATCH: usize = 1000;
-/// A user's connection list lives this long after its last admission (a safety net: members
-/// of dead nodes are dropped by the script itself).
-const USER_KEY_TTL_MS: &str = "604800000";
 
-/// Counts a new connection against the user's limit across the cluster. KEYS[1]: the user's
-/// connections (members `node|connection`, scored by connect time). ARGV: member, score,
-/// limit, evict (1) or refuse (0), liveness-key prefix, node-channel prefix, eviction payload
-/// head, key ttl (ms). Members on nodes whose liveness key expired no longer count. Returns 1
-/// (admitted; evictions published to the nodes holding them) or 0 (refused).
-const ADMIT_SCRIPT: &str = r#"
-local live = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local node = string.match(m, '^(.*)|')
-  if node and redis.call('EXISTS', ARGV[5] .. node) == 1 then
-    live[#live + 1] = m
-  else
-    redis.call('ZREM', KEYS[1], m)
-  end
-end
-local over = #live - tonumber(ARGV[3]) + 1
-if over > 0 then
-  if ARGV[4] ~= '1' then return 0 end
-  for i = 1, over do
-    redis.call('ZREM', KEYS[1], live[i])
-    local node, conn = string.match(live[i], '^(.*)|(.*)$')
-    redis.call('PUBLISH', ARGV[6] .. node, ARGV[7] .. conn)
-  end
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-return 1
-"#;
+mod history_ops;
+mod limit;
+
+use limit::USER_KEY_TTL_MS;
+
+/// The scripts each command connection loads (`Script` indexes them).
+const SCRIPTS: [&str; 4] = [
+    limit::ADMIT_SCRIPT,
+    super::history::PUBLISH_SCRIPT,
+    super::history::RANGE_SCRIPT,
+    super::history::CLEAR_SCRIPT,
+];
+
+#[derive(Clone, Copy)]
+enum Script {
+    Admit = 0,
+    Publish = 1,
+    Range = 2,
+    Clear = 3,
+}
 
 /// The Redis engine of `--redis`.
 pub struct RedisEngine {
@@ -96,6 +85,9 @@ struct Shared {
     metrics: Arc<ClusterMetrics>,
     /// Reactor 0's subscription connection is subscribed to the control channels.
     sub_up: AtomicBool,
+    /// Messages kept per history channel, and for how long after its last one (0: no history).
+    history_size: usize,
+    history_ttl_ms: u64,
 }
 
 impl RedisEngine {
@@ -115,19 +107,25 @@ impl RedisEngine {
                 instance: format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()),
                 metrics,
                 sub_up: AtomicBool::new(false),
+                history_size: config.history_size,
+                history_ttl_ms: config.history_ttl.as_millis() as u64,
             }),
         })
     }
 }
 
 impl Engine for RedisEngine {
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
     fn reactor_half(&self, reactor: usize) -> Box<dyn ReactorEngine> {
         Box::new(Half {
             reactor,
             shared: self.shared.clone(),
             cmd: Link::new(CMD),
             expect: VecDeque::new(),
-            script_sha: None,
+            script_sha: Default::default(),
             sub: (reactor == 0).then(|| Sub {
                 link: Link::new(SUB),
                 channels: HashMap::new(),
@@ -138,6 +136,7 @@ impl Engine for RedisEngine {
             held_admissions: Vec::new(),
             last_heartbeat: None,
             frames: Vec::new(),
+            parked: Vec::new(),
         })
     }
 }
@@ -171,7 +170,8 @@ enum Expect {
     Heartbeat,
     Publish(u64),
     Admit(u64),
-    ScriptLoad,
+    ScriptLoad(Script),
+    History(history_ops::Pending),
 }
 
 /// Reactor 0's subscriptions.
@@ -189,6 +189,16 @@ struct Sub {
 struct Interest {
     reactors: u32,
     subscribed: bool,
+    /// SUBSCRIBE / UNSUBSCRIBE commands for the channel not yet confirmed: while any is, the
+    /// node cannot tell whether Redis has it subscribed.
+    unconfirmed: u16,
+}
+
+impl Interest {
+    /// Redis confirmed the subscription: every later publish on the channel reaches the node.
+    fn confirmed(&self) -> bool {
+        self.subscribed && self.unconfirmed == 0
+    }
 }
 
 struct Half {
@@ -196,7 +206,7 @@ struct Half {
     shared: Arc<Shared>,
     cmd: Link,
     expect: VecDeque<Expect>,
-    script_sha: Option<bytes::Bytes>,
+    script_sha: [Option<bytes::Bytes>; SCRIPTS.len()],
     sub: Option<Sub>,
     /// The probe in flight: its nonce and when it was sent.
     probe: Option<(u64, Instant)>,
@@ -206,6 +216,8 @@ struct Half {
     /// Admissions waiting for this reactor's command connection while the node still reaches
     /// Redis (reconnects are per reactor, each with its own backoff).
     held_admissions: Vec<HeldAdmission>,
+    /// History ops that wait until the node is subscribed to their channel (reactor 0).
+    parked: Vec<(Box<[u8]>, EngineOp)>,
 }
 
 struct HeldAdmission {
@@ -261,8 +273,11 @@ impl Half {
                 self.cmd.conn.command(c);
                 self.expect.push_back(Expect::Ignore);
             }
-            self.cmd.conn.command(&[b"SCRIPT", b"LOAD", ADMIT_SCRIPT.as_bytes()]);
-            self.expect.push_back(Expect::ScriptLoad);
+            for (i, script) in SCRIPTS.iter().enumerate() {
+                self.cmd.conn.command(&[b"SCRIPT", b"LOAD", script.as_bytes()]);
+                let which = [Script::Admit, Script::Publish, Script::Range, Script::Clear][i];
+                self.expect.push_back(Expect::ScriptLoad(which));
+            }
             // Every reactor marks the node alive as it (re)connects, before the connections it
             // registers again could be judged dead; reactor 0 keeps it fresh.
             self.heartbeat();
@@ -277,6 +292,7 @@ impl Half {
             sub.channels.retain(|_, i| i.reactors > 0);
             for i in sub.channels.values_mut() {
                 i.subscribed = false;
+                i.unconfirmed = 0;
             }
             sub.changed = sub.channels.keys().cloned().collect();
         }
@@ -308,10 +324,11 @@ impl Half {
                         r.published(id, Err(EngineError::Unavailable));
                     }
                     Expect::Admit(id) => r.admitted(id, Admission::Local),
-                    Expect::Ignore | Expect::ScriptLoad | Expect::Heartbeat => {}
+                    Expect::History(p) => r.history(p.id(), Err(EngineError::Unavailable)),
+                    Expect::Ignore | Expect::ScriptLoad(_) | Expect::Heartbeat => {}
                 }
             }
-            self.script_sha = None;
+            self.script_sha = Default::default();
             &mut self.cmd
         } else {
             let Some(sub) = self.sub.as_mut() else { return };
@@ -320,6 +337,10 @@ impl Half {
             }
             self.probe = None;
             m.subscriptions.set(0);
+            for (_, op) in std::mem::take(&mut self.parked) {
+                history_ops::fail(r, op);
+            }
+            r.subscription_lost();
             &mut sub.link
         };
         link.conn.close(r);
@@ -401,7 +422,8 @@ impl Half {
                     log::warn!("cluster: per-user limit script failed: {other:?}");
                     r.admitted(id, Admission::Local);
                 }
-                (Expect::ScriptLoad, f) => self.script_sha = bytes_of(&f).cloned(),
+                (Expect::ScriptLoad(which), f) => self.script_sha[which as usize] = bytes_of(&f).cloned(),
+                (Expect::History(p), f) => self.history_reply(r, p, f),
                 (Expect::Heartbeat, BytesFrame::BulkString(old)) if old.as_ref() != self.shared.instance.as_bytes() => {
                     log::error!(
                         "cluster: another live node uses node id {:?}; node ids must be unique (messages between \
@@ -444,12 +466,33 @@ impl Half {
                         self.shared.sub_up.store(true, Ordering::Release);
                         self.update_up();
                     }
+                    self.confirmation(r, channel);
                 }
-                (Some(b"unsubscribe"), _, Some(BytesFrame::Integer(n))) => {
+                (Some(b"unsubscribe"), Some(channel), Some(BytesFrame::Integer(n))) => {
                     self.shared.metrics.subscriptions.set(*n as u64);
+                    self.confirmation(r, channel);
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Redis confirmed a SUBSCRIBE or UNSUBSCRIBE of `channel`: once none is outstanding, the
+    /// reactor hears whether the node is subscribed to it.
+    fn confirmation(&mut self, r: &mut ReactorCtx<'_>, channel: &[u8]) {
+        let Some(sub) = self.sub.as_mut() else { return };
+        let Some(i) = sub.channels.get_mut(channel) else { return };
+        i.unconfirmed = i.unconfirmed.saturating_sub(1);
+        if i.unconfirmed > 0 {
+            return;
+        }
+        let subscribed = i.subscribed;
+        if !subscribed && i.reactors == 0 {
+            sub.channels.remove(channel);
+        }
+        r.subscription(channel, subscribed);
+        if subscribed && !self.parked.is_empty() {
+            self.unpark(r, channel);
         }
     }
 
@@ -477,13 +520,14 @@ impl Half {
             let wanted = i.reactors > 0;
             if wanted != i.subscribed {
                 i.subscribed = wanted;
+                i.unconfirmed = i.unconfirmed.saturating_add(1);
                 if wanted {
                     add.push(ch.clone());
                 } else {
                     drop.push(ch.clone());
                 }
             }
-            if !wanted {
+            if !wanted && i.unconfirmed == 0 {
                 sub.channels.remove(&ch);
             }
         }
@@ -528,69 +572,6 @@ impl Half {
                 self.probe = Some((self.probe_nonce, Instant::now()));
             }
         }
-    }
-
-    fn admit(
-        &mut self,
-        r: &mut ReactorCtx<'_>,
-        id: u64,
-        user: &str,
-        connection: uuid::Uuid,
-        limit: usize,
-        evict: bool,
-    ) {
-        if !self.is_up() {
-            if self.shared.sub_up.load(Ordering::Acquire) {
-                // Redis is there; only this reactor's connection is being made again.
-                if self.held_admissions.is_empty() {
-                    r.set_timer(ADMIT_WAIT, ADMIT_WAIT_FOR);
-                }
-                self.held_admissions.push(HeldAdmission {
-                    id,
-                    user: user.into(),
-                    connection,
-                    limit,
-                    evict,
-                });
-                if !self.cmd.retrying && !self.cmd.conn.is_open() {
-                    self.connect(r, CMD);
-                }
-                return;
-            }
-            r.admitted(id, Admission::Local);
-            return;
-        }
-        let s = &self.shared;
-        let key = s.channels.user_connections(user);
-        let member = format!("{}|{}", s.node, connection);
-        let score = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-            .to_string();
-        let limit = limit.to_string();
-        let alive = s.channels.alive_prefix();
-        let node_channels = s.channels.node_prefix();
-        let head = wire::evict_head(&s.node);
-        let evict: &[u8] = if evict { b"1" } else { b"0" };
-        let args: [&[u8]; 8] = [
-            member.as_bytes(),
-            score.as_bytes(),
-            limit.as_bytes(),
-            evict,
-            alive.as_bytes(),
-            node_channels.as_bytes(),
-            &head,
-            USER_KEY_TTL_MS.as_bytes(),
-        ];
-        let mut cmd: Vec<&[u8]> = Vec::with_capacity(11);
-        match &self.script_sha {
-            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
-            None => cmd.extend([&b"EVAL"[..], ADMIT_SCRIPT.as_bytes()]),
-        }
-        cmd.extend([&b"1"[..], &key]);
-        cmd.extend(args);
-        self.cmd.conn.command(&cmd);
-        self.expect.push_back(Expect::Admit(id));
     }
 }
 
@@ -701,6 +682,9 @@ impl ReactorEngine for Half {
                     self.expect.push_back(Expect::Ignore);
                     self.expect.push_back(Expect::Ignore);
                 }
+            }
+            op @ (EngineOp::PublishHistory { .. } | EngineOp::HistoryRange { .. } | EngineOp::HistoryClear { .. }) => {
+                self.apply_history(r, op)
             }
             EngineOp::Release { user, connection } => {
                 if self.is_up() {

@@ -1,0 +1,203 @@
+//! The Redis engine's history ops: running the history scripts on the command connection,
+//! and holding the ones that must wait until the node is subscribed to their channel.
+//!
+//! Owns: the scripts' arguments and what each reply answers. Does not touch: the scripts
+//! themselves or their replies' layout (`cluster::history`), or what the node does with the
+//! answers (the reactor core's hub).
+
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::{Expect, Half, Script};
+use crate::cluster::history::{parse_appended, parse_range};
+use crate::cluster::{EngineError, EngineOp, HistoryAnswer, wire};
+use crate::history::Position;
+use crate::reactor::reactor_ctx::ReactorCtx;
+
+/// A history op waiting for its reply.
+pub(super) enum Pending {
+    /// A publish on pub/sub channel `channel`.
+    Publish {
+        id: u64,
+        channel: Box<[u8]>,
+    },
+    Range {
+        id: u64,
+    },
+    /// A clear that started `epoch`.
+    Clear {
+        id: u64,
+        epoch: String,
+    },
+}
+
+impl Pending {
+    pub fn id(&self) -> u64 {
+        match self {
+            Pending::Publish { id, .. } | Pending::Range { id } | Pending::Clear { id, .. } => *id,
+        }
+    }
+}
+
+/// Answers a history op that will not run.
+pub(super) fn fail(r: &mut ReactorCtx<'_>, op: EngineOp) {
+    if let EngineOp::PublishHistory { id, .. } | EngineOp::HistoryRange { id, .. } | EngineOp::HistoryClear { id, .. } =
+        op
+    {
+        r.history(id, Err(EngineError::Unavailable));
+    }
+}
+
+impl Half {
+    /// Runs script `which` with `keys` and `args` (by its SHA once loaded).
+    fn run_script(&mut self, which: Script, keys: &[&[u8]], args: &[&[u8]]) {
+        let n = keys.len().to_string();
+        let mut cmd: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
+        match &self.script_sha[which as usize] {
+            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
+            None => cmd.extend([&b"EVAL"[..], super::SCRIPTS[which as usize].as_bytes()]),
+        }
+        cmd.push(n.as_bytes());
+        cmd.extend(keys);
+        cmd.extend(args);
+        self.cmd.conn.command(&cmd);
+    }
+
+    pub(super) fn apply_history(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
+        if !self.is_up() {
+            if matches!(op, EngineOp::PublishHistory { .. }) {
+                self.shared.metrics.publish_failures.inc();
+            }
+            return fail(r, op);
+        }
+        let ttl = self.shared.history_ttl_ms.to_string();
+        let epoch = crate::history::History::process_epoch();
+        match op {
+            EngineOp::PublishHistory {
+                id,
+                name,
+                exclude_user,
+                object,
+            } => {
+                let channel = self.shared.channels.of_history(&name);
+                let (stream, meta) = self.shared.channels.history_keys(&name);
+                let head = wire::history_head(&self.shared.node, exclude_user.as_deref(), id);
+                let mut field = b",\"channel\":".to_vec();
+                let _ = serde_json::to_writer(&mut field, &*name);
+                let size = self.shared.history_size.to_string();
+                self.shared.metrics.publishes.inc();
+                self.run_script(
+                    Script::Publish,
+                    &[&stream, &meta],
+                    &[
+                        &channel,
+                        &head,
+                        &object,
+                        &field,
+                        size.as_bytes(),
+                        ttl.as_bytes(),
+                        epoch.as_bytes(),
+                        exclude_user.as_deref().unwrap_or("").as_bytes(),
+                    ],
+                );
+                self.expect.push_back(Expect::History(Pending::Publish { id, channel }));
+            }
+            EngineOp::HistoryRange {
+                id,
+                name,
+                after,
+                max,
+                mark,
+            } => {
+                let channel = self.shared.channels.of_history(&name);
+                if mark {
+                    let confirmed = self
+                        .sub
+                        .as_ref()
+                        .and_then(|s| s.channels.get(&channel))
+                        .is_some_and(|i| i.confirmed());
+                    if !confirmed {
+                        let op = EngineOp::HistoryRange {
+                            id,
+                            name,
+                            after,
+                            max,
+                            mark,
+                        };
+                        self.parked.push((channel, op));
+                        return;
+                    }
+                }
+                let (stream, meta) = self.shared.channels.history_keys(&name);
+                let after = after.map(|a| a.to_string()).unwrap_or_default();
+                let max = max.to_string();
+                let marker = if mark {
+                    wire::marker(&self.shared.node, id)
+                } else {
+                    Vec::new()
+                };
+                let marker_channel: &[u8] = if mark { &channel } else { b"" };
+                self.run_script(
+                    Script::Range,
+                    &[&stream, &meta],
+                    &[
+                        after.as_bytes(),
+                        max.as_bytes(),
+                        ttl.as_bytes(),
+                        epoch.as_bytes(),
+                        marker_channel,
+                        &marker,
+                    ],
+                );
+                self.expect.push_back(Expect::History(Pending::Range { id }));
+            }
+            EngineOp::HistoryClear { id, name } => {
+                let (stream, meta) = self.shared.channels.history_keys(&name);
+                self.run_script(Script::Clear, &[&stream, &meta], &[ttl.as_bytes(), epoch.as_bytes()]);
+                self.expect.push_back(Expect::History(Pending::Clear { id, epoch }));
+            }
+            other => fail(r, other),
+        }
+    }
+
+    /// The node is now subscribed to `channel`: the ops waiting for it run.
+    pub(super) fn unpark(&mut self, r: &mut ReactorCtx<'_>, channel: &[u8]) {
+        let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(c, _)| **c == *channel);
+        self.parked = rest;
+        for (_, op) in ready {
+            self.apply_history(r, op);
+        }
+    }
+
+    pub(super) fn history_reply(&mut self, r: &mut ReactorCtx<'_>, p: Pending, f: BytesFrame) {
+        let answer = match (&p, &f) {
+            (_, BytesFrame::Error(e)) => {
+                log::warn!("cluster: a history script failed: {e}");
+                None
+            }
+            (Pending::Publish { channel, .. }, f) => parse_appended(f).map(|mut a| {
+                // Subscribed now: the message comes back through the subscription, in order.
+                a.echo = self
+                    .sub
+                    .as_ref()
+                    .and_then(|s| s.channels.get(channel))
+                    .is_some_and(|i| i.confirmed());
+                HistoryAnswer::Appended(a)
+            }),
+            (Pending::Range { .. }, f) => parse_range(f).map(HistoryAnswer::Range),
+            (Pending::Clear { epoch, .. }, BytesFrame::Integer(n)) => Some(HistoryAnswer::Cleared {
+                existed: *n > 0,
+                position: Position {
+                    offset: 0,
+                    epoch: epoch.clone(),
+                },
+            }),
+            (Pending::Clear { .. }, _) => None,
+        };
+        if answer.is_none() && matches!(p, Pending::Publish { .. }) {
+            self.shared.metrics.publish_failures.inc();
+        }
+        r.history(p.id(), answer.ok_or(EngineError::Unavailable));
+    }
+}

@@ -1,0 +1,751 @@
+//! Channels with history on a cluster node. All of it runs on reactor 0, the reactor holding
+//! the node's Redis subscription: the node's own publishes to such channels (one script each:
+//! offset, stream, PUBLISH), the messages of those channels as the subscription brings them,
+//! in offset order, and recoveries.
+//!
+//! Owns: the node's position per channel (`Track`: epoch and last offset delivered here,
+//! never per connection), holding messages back behind a gap being filled from the stream or
+//! behind a recovery's marker, and this node's publishes and queries waiting for Redis. Does
+//! not touch: Redis (the engine runs the scripts) or connections (deliveries go to the
+//! reactors as any cluster delivery does).
+//!
+//! Every message of a channel reaches this node's connections through the subscription, its
+//! own included, so they all see one order. A recovery's script publishes a marker on the
+//! channel in the same step it reads the stream: messages before the marker are the ones the
+//! replay covers (they go to the channel's current members), messages after it go to the
+//! recovering connection too, after its replay. A gap in offsets (messages missed while the
+//! subscription was reconnecting) is filled from the stream; if the stream no longer has
+//! them (same epoch, trimmed), the channel's connections here are closed with 1012 so that
+//! they reconnect and recover (or learn they must reload). If Redis lost the channel (a new
+//! epoch), nothing can tell what was missed: the next message carries the new epoch, which
+//! tells clients to reload.
+
+use std::collections::{HashMap, VecDeque};
+
+use tungstenite::Bytes;
+
+use super::{Core, Waiter};
+use crate::ask::{Answer, Ask, CLUSTER, ReplyTo, Target};
+use crate::cluster::{EngineError, EngineOp, HistoryAnswer, Range};
+use crate::history::Position;
+
+/// A node's publish whose copy did not come back through the subscription this long after
+/// Redis took it (the subscription broke meanwhile) is answered as reaching no one here.
+const ECHO_WAIT_MS: u64 = 2_000;
+/// A recovery's channel stays subscribed this long after its answer, so the connection's own
+/// interest (on its way from its reactor) arrives first and the node never unsubscribes.
+const PHANTOM_MS: u64 = 1_000;
+/// Gaps larger than this are not filled: the connections recover instead.
+const MAX_FILL: u64 = 10_000;
+
+#[derive(Default)]
+pub(crate) struct Hub {
+    next_id: u64,
+    publishes: HashMap<u64, OwnPublish>,
+    queries: HashMap<u64, Query>,
+    tracks: HashMap<Box<str>, Track>,
+    /// Recovery interest to drop, with when.
+    phantoms: Vec<(Box<[u8]>, u64)>,
+}
+
+/// This node's publish to a channel with history.
+struct OwnPublish {
+    to: Option<ReplyTo>,
+    /// Redis took it and this node is subscribed: its copy is on the way.
+    echo_at: Option<u64>,
+    /// Its copy came back and was delivered (the count is answered).
+    delivered: bool,
+}
+
+enum Query {
+    Recover {
+        channel: Box<str>,
+        from: Option<(u64, Box<str>)>,
+        until: Option<u64>,
+        to: Option<ReplyTo>,
+        reply: Option<Result<Range, EngineError>>,
+        /// The marker came through the subscription.
+        marked: bool,
+    },
+    Fill {
+        channel: Box<str>,
+        /// Offset before which the gap ends (the first held message), if known.
+        upto: Option<u64>,
+    },
+    Read {
+        to: Option<ReplyTo>,
+    },
+    Clear {
+        to: Option<ReplyTo>,
+    },
+}
+
+/// A message (or a recovery's marker) of a channel as the subscription brought it.
+pub(crate) enum Incoming {
+    Message {
+        offset: u64,
+        epoch: Box<str>,
+        target: Target,
+        frame: Bytes,
+        exclude_user: Option<Box<str>>,
+        /// This node's publish id, if it published it.
+        own: Option<u64>,
+    },
+    Marker(u64),
+}
+
+/// This node's position in one channel.
+struct Track {
+    epoch: Box<str>,
+    /// Last offset delivered here (`None`: not known yet, the next message sets it).
+    last: Option<u64>,
+    held: VecDeque<Incoming>,
+    /// A fill from the stream is in flight.
+    filling: bool,
+    /// A recovery's marker was reached and its reply is not in.
+    waiting_for: Option<u64>,
+    /// The subscription broke since the last message: fill from `last` once it is back.
+    stale: bool,
+    touched_ms: u64,
+}
+
+impl Track {
+    fn new(now_ms: u64) -> Self {
+        Track {
+            epoch: "".into(),
+            last: None,
+            held: VecDeque::new(),
+            filling: false,
+            waiting_for: None,
+            stale: false,
+            touched_ms: now_ms,
+        }
+    }
+
+    fn blocked(&self) -> bool {
+        self.filling || self.waiting_for.is_some()
+    }
+}
+
+/// The target of a history channel name.
+fn target_of(name: &str, events: &[String]) -> Option<Target> {
+    let (kind, rest) = name.split_once(':')?;
+    match kind {
+        "event" => events
+            .iter()
+            .position(|e| e == rest)
+            .map(|b| Target::Subscribers(b as u32)),
+        "room" => Some(Target::Room(rest.into())),
+        "user" => Some(Target::User(rest.into())),
+        _ => None,
+    }
+}
+
+fn to_of(w: Option<Waiter>, me: usize, serial: impl Fn(usize) -> u32) -> Option<ReplyTo> {
+    match w? {
+        Waiter::Reply(to) => Some(to),
+        Waiter::Local { key, ask } => Some(ReplyTo::Reactor {
+            reactor: me,
+            ticket: super::asks::ticket(key, ask, serial(key)),
+        }),
+    }
+}
+
+impl Core {
+    fn hub(&mut self) -> Option<&mut Hub> {
+        self.cluster.as_mut().map(|c| &mut c.hub)
+    }
+
+    fn engine_op(&mut self, op: EngineOp) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.ops.push(op);
+        }
+    }
+
+    fn waiter_to(&self, w: Option<Waiter>) -> Option<ReplyTo> {
+        to_of(w, self.id, |k| self.serial_of(k))
+    }
+
+    /// Answers `to` as reactor `from` (this reactor's own asks at once, so a recovery's
+    /// connection joins before the messages released after its answer).
+    fn hub_reply(&mut self, to: &Option<ReplyTo>, from: usize, answer: Answer) {
+        match to {
+            Some(ReplyTo::Reactor { reactor, ticket }) if *reactor == self.id => self.on_answer(*ticket, from, answer),
+            Some(to) => crate::reactor::reply(&self.rt.links, from, to.clone(), answer),
+            None => {}
+        }
+    }
+
+    /// `Ask::Sequence` on a cluster node: the script gives the offset and publishes; the
+    /// asker gets two answers, the cluster's word (`Nodes` or `Unavailable`) and this node's
+    /// delivery count once the message came back through the subscription.
+    pub(super) fn hub_publish(
+        &mut self,
+        channel: Box<str>,
+        frame: Bytes,
+        exclude_user: Option<Box<str>>,
+        w: Option<Waiter>,
+    ) {
+        let to = self.waiter_to(w);
+        let Some(object) = crate::cluster::history::open_object(&frame).map(<[u8]>::to_vec) else {
+            self.hub_reply(&to, CLUSTER, Answer::Unavailable);
+            self.hub_reply(&to, 0, Answer::Count(0));
+            return;
+        };
+        let Some(hub) = self.hub() else { return };
+        hub.next_id += 1;
+        let id = hub.next_id;
+        hub.publishes.insert(
+            id,
+            OwnPublish {
+                to,
+                echo_at: None,
+                delivered: false,
+            },
+        );
+        self.engine_op(EngineOp::PublishHistory {
+            id,
+            name: channel,
+            exclude_user,
+            object,
+        });
+    }
+
+    /// `Ask::Recover` on a cluster node: read after the marker is through (see the module).
+    pub(super) fn hub_recover(
+        &mut self,
+        channel: Box<str>,
+        from: Option<(u64, Box<str>)>,
+        until: Option<u64>,
+        w: Option<Waiter>,
+    ) {
+        let to = self.waiter_to(w);
+        let max = self.rt.config.recovery_max;
+        let Some(c) = self.cluster.as_ref() else { return };
+        let pubsub = c.channels.of_history(&channel);
+        // Subscribed for the recovery itself (dropped a while after the answer).
+        self.cluster_interest(pubsub, true);
+        let Some(hub) = self.hub() else { return };
+        hub.next_id += 1;
+        let id = hub.next_id;
+        let after = from.as_ref().map(|(o, _)| *o);
+        hub.queries.insert(
+            id,
+            Query::Recover {
+                channel: channel.clone(),
+                from,
+                until,
+                to,
+                reply: None,
+                marked: false,
+            },
+        );
+        self.engine_op(EngineOp::HistoryRange {
+            id,
+            name: channel,
+            after,
+            max: max + 1,
+            mark: true,
+        });
+    }
+
+    /// `Ask::ReadHistory` / `Ask::ClearHistory` on a cluster node.
+    pub(super) fn hub_read(&mut self, channel: Box<str>, since: u64, limit: usize, w: Option<Waiter>) {
+        let to = self.waiter_to(w);
+        let Some(hub) = self.hub() else { return };
+        hub.next_id += 1;
+        let id = hub.next_id;
+        hub.queries.insert(id, Query::Read { to });
+        self.engine_op(EngineOp::HistoryRange {
+            id,
+            name: channel,
+            after: Some(since),
+            max: limit,
+            mark: false,
+        });
+    }
+
+    pub(super) fn hub_clear(&mut self, channel: Box<str>, w: Option<Waiter>) {
+        let to = self.waiter_to(w);
+        let Some(hub) = self.hub() else { return };
+        hub.next_id += 1;
+        let id = hub.next_id;
+        hub.queries.insert(id, Query::Clear { to });
+        self.engine_op(EngineOp::HistoryClear { id, name: channel });
+    }
+
+    /// The engine answered history op `id`.
+    pub fn hub_history_answer(&mut self, id: u64, result: Result<HistoryAnswer, EngineError>) {
+        let now_ms = self.now_ms;
+        let Some(hub) = self.hub() else { return };
+        if let Some(p) = hub.publishes.get_mut(&id) {
+            let (word, done) = match &result {
+                Ok(HistoryAnswer::Appended(a)) if p.delivered => (Answer::Nodes(a.nodes), true),
+                Ok(HistoryAnswer::Appended(a)) if a.echo => {
+                    p.echo_at = Some(now_ms);
+                    (Answer::Nodes(a.nodes), false)
+                }
+                Ok(HistoryAnswer::Appended(a)) => (Answer::Nodes(a.nodes), true),
+                _ => (Answer::Unavailable, true),
+            };
+            let to = p.to.clone();
+            let count_owed = done && !p.delivered;
+            if done {
+                hub.publishes.remove(&id);
+            }
+            self.hub_reply(&to, CLUSTER, word);
+            if count_owed {
+                self.hub_reply(&to, 0, Answer::Count(0));
+            }
+            return;
+        }
+        let Some(q) = hub.queries.remove(&id) else { return };
+        match q {
+            Query::Recover {
+                channel,
+                from,
+                until,
+                to,
+                marked,
+                ..
+            } => {
+                let range = match result {
+                    Ok(HistoryAnswer::Range(r)) => Ok(r),
+                    _ => Err(EngineError::Unavailable),
+                };
+                if marked || range.is_err() {
+                    self.finish_hub_recovery(id, &channel, from, until, &to, range);
+                } else if let Some(hub) = self.hub() {
+                    hub.queries.insert(
+                        id,
+                        Query::Recover {
+                            channel,
+                            from,
+                            until,
+                            to,
+                            reply: Some(range),
+                            marked,
+                        },
+                    );
+                }
+            }
+            Query::Fill { channel, upto } => self.filled(&channel, upto, result),
+            Query::Read { to } => {
+                let answer = match result {
+                    Ok(HistoryAnswer::Range(r)) => Answer::History {
+                        messages: r
+                            .entries
+                            .iter()
+                            .map(|(_, f, _)| super::channels::frame_json(f))
+                            .collect(),
+                        position: r.position,
+                    },
+                    _ => Answer::Unavailable,
+                };
+                self.hub_reply(&to, 0, answer);
+            }
+            Query::Clear { to } => {
+                let answer = match result {
+                    Ok(HistoryAnswer::Cleared { existed, position }) => Answer::Cleared { existed, position },
+                    _ => Answer::Unavailable,
+                };
+                self.hub_reply(&to, 0, answer);
+            }
+        }
+    }
+
+    /// A recovery's reply and marker are both in (or it failed): the answer goes out, then
+    /// what its marker held back.
+    fn finish_hub_recovery(
+        &mut self,
+        id: u64,
+        channel: &str,
+        from: Option<(u64, Box<str>)>,
+        until: Option<u64>,
+        to: &Option<ReplyTo>,
+        range: Result<Range, EngineError>,
+    ) {
+        let max = self.rt.config.recovery_max as u64;
+        let answer = match range {
+            Ok(r) => {
+                let frames = from.and_then(|(offset, epoch)| {
+                    let p = &r.position;
+                    let whole = *epoch == *p.epoch
+                        && offset <= p.offset
+                        && p.offset - offset <= max
+                        && r.entries.len() as u64 == p.offset - offset
+                        && r.entries.first().is_none_or(|e| e.0 == offset + 1);
+                    whole.then(|| {
+                        r.entries
+                            .into_iter()
+                            .filter(|e| until.is_none_or(|u| e.0 <= u))
+                            .map(|e| e.1)
+                            .collect()
+                    })
+                });
+                if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(channel))
+                    && t.last.is_none()
+                {
+                    // Everything after the marker is after this position.
+                    t.epoch = r.position.epoch.as_str().into();
+                    t.last = Some(r.position.offset);
+                }
+                Answer::Recovered {
+                    frames,
+                    position: r.position,
+                }
+            }
+            Err(_) => Answer::Recovered {
+                frames: None,
+                position: Position {
+                    offset: 0,
+                    epoch: String::new(),
+                },
+            },
+        };
+        self.hub_reply(to, 0, answer);
+        let pubsub = self.cluster.as_ref().map(|c| c.channels.of_history(channel));
+        let at = self.now_ms + PHANTOM_MS;
+        if let (Some(hub), Some(pubsub)) = (self.hub(), pubsub) {
+            hub.phantoms.push((pubsub, at));
+        }
+        if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(channel))
+            && t.waiting_for == Some(id)
+        {
+            t.waiting_for = None;
+            self.drain(channel);
+        }
+    }
+
+    /// A message or marker of channel `name` from the subscription.
+    pub(super) fn hub_incoming(&mut self, name: &str, m: Incoming) {
+        let now_ms = self.now_ms;
+        let Some(hub) = self.hub() else { return };
+        let t = hub.tracks.entry(name.into()).or_insert_with(|| Track::new(now_ms));
+        t.touched_ms = now_ms;
+        t.held.push_back(m);
+        if !t.blocked() {
+            self.drain(name);
+        }
+    }
+
+    /// Takes held messages of `name` in order until one blocks the channel again.
+    fn drain(&mut self, name: &str) {
+        loop {
+            let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
+                return;
+            };
+            if t.blocked() {
+                return;
+            }
+            let Some(m) = t.held.pop_front() else { return };
+            match m {
+                Incoming::Marker(id) => self.marker_reached(name, id),
+                Incoming::Message { .. } => self.accept(name, m),
+            }
+        }
+    }
+
+    fn marker_reached(&mut self, name: &str, id: u64) {
+        let Some(hub) = self.hub() else { return };
+        let Some(Query::Recover { reply, marked, .. }) = hub.queries.get_mut(&id) else {
+            return;
+        };
+        if reply.is_none() {
+            *marked = true;
+            if let Some(t) = hub.tracks.get_mut(name) {
+                t.waiting_for = Some(id);
+            }
+            return;
+        }
+        let Some(Query::Recover {
+            channel,
+            from,
+            until,
+            to,
+            reply: Some(range),
+            ..
+        }) = hub.queries.remove(&id)
+        else {
+            return;
+        };
+        self.finish_hub_recovery(id, &channel, from, until, &to, range);
+    }
+
+    /// One message in order: delivered if it is the next, dropped if already delivered, or
+    /// held behind a fill of the gap before it.
+    fn accept(&mut self, name: &str, m: Incoming) {
+        let Incoming::Message { offset, epoch, .. } = &m else {
+            return;
+        };
+        let (offset, epoch) = (*offset, epoch.clone());
+        let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
+            return;
+        };
+        if *t.epoch != *epoch {
+            // A new epoch (the stream expired or was flushed): nothing before it can come.
+            t.epoch = epoch;
+            t.last = if t.last.is_none() { Some(offset - 1) } else { Some(0) };
+        }
+        let last = *t.last.get_or_insert(offset.saturating_sub(1));
+        if offset <= last {
+            return self.drop_duplicate(m);
+        }
+        if offset == last + 1 {
+            t.last = Some(offset);
+            return self.deliver_incoming(m);
+        }
+        t.held.push_front(m);
+        t.filling = true;
+        self.fill(name, last, Some(offset));
+    }
+
+    /// Asks the stream for the messages of `name` after `last` (up to `upto`, exclusive).
+    fn fill(&mut self, name: &str, last: u64, upto: Option<u64>) {
+        let max = upto.map_or(MAX_FILL, |u| (u - last - 1).min(MAX_FILL)) as usize;
+        let Some(hub) = self.hub() else { return };
+        hub.next_id += 1;
+        let id = hub.next_id;
+        hub.queries.insert(
+            id,
+            Query::Fill {
+                channel: name.into(),
+                upto,
+            },
+        );
+        self.rt.cluster_metrics.gap_fills.inc();
+        self.engine_op(EngineOp::HistoryRange {
+            id,
+            name: name.into(),
+            after: Some(last),
+            max,
+            mark: false,
+        });
+    }
+
+    /// A fill came back: the missing messages go out in order, or, if the stream no longer
+    /// has them, the channel's connections here are closed to recover.
+    fn filled(&mut self, name: &str, upto: Option<u64>, result: Result<HistoryAnswer, EngineError>) {
+        let events = self.rt.config.subscribable_events.clone();
+        let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
+            return;
+        };
+        let last = t.last.unwrap_or(0);
+        let range = match result {
+            Ok(HistoryAnswer::Range(r)) => Some(r),
+            _ => None,
+        };
+        let whole = range.as_ref().is_some_and(|r| {
+            let wanted = upto.map_or(r.position.offset, |u| u - 1);
+            *r.position.epoch == *t.epoch
+                && r.entries.first().is_none_or(|e| e.0 == last + 1)
+                && r.entries.last().map_or(last, |e| e.0) >= wanted.min(r.position.offset)
+        });
+        t.filling = false;
+        if let Some(r) = range.as_ref().filter(|r| *r.position.epoch != *t.epoch) {
+            // Redis lost the channel's history (restarted, flushed, expired): what the old
+            // epoch still had cannot be known. The connections see the new epoch on the next
+            // message (their cue to reload); this node takes the new epoch from its start.
+            log::info!("cluster: {name} has a new epoch in redis");
+            t.epoch = r.position.epoch.as_str().into();
+            t.last = Some(0);
+            if r.position.offset > 0 {
+                t.filling = true;
+                return self.fill(name, 0, upto);
+            }
+            return self.drain(name);
+        }
+        let target = target_of(name, &events);
+        match (range, whole) {
+            (Some(r), true) => {
+                for (offset, frame, exclude_user) in r.entries {
+                    let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
+                        break;
+                    };
+                    if offset <= t.last.unwrap_or(0) {
+                        continue;
+                    }
+                    t.last = Some(offset);
+                    if let Some(target) = target.clone() {
+                        self.carry_out_on_node(Ask::Deliver {
+                            target,
+                            frame,
+                            exclude_user,
+                            published_at: std::time::Instant::now(),
+                        });
+                    }
+                }
+            }
+            (r, _) => {
+                log::warn!(
+                    "cluster: messages of {name} were missed and are gone from redis; its connections here recover"
+                );
+                self.rt.cluster_metrics.gaps_lost.inc();
+                if let Some(target) = target {
+                    self.carry_out_on_node(Ask::Disconnect {
+                        target,
+                        code: 1012,
+                        reason: format!("missed messages of {name}: reconnect and recover").into(),
+                    });
+                }
+                if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) {
+                    // Go on from the first held message (or from where Redis is).
+                    t.last = match (upto, r) {
+                        (Some(u), _) => Some(u - 1),
+                        (None, Some(r)) => {
+                            t.epoch = r.position.epoch.as_str().into();
+                            Some(r.position.offset)
+                        }
+                        (None, None) => None,
+                    };
+                }
+            }
+        }
+        self.drain(name);
+    }
+
+    fn drop_duplicate(&mut self, m: Incoming) {
+        if let Incoming::Message { own: Some(id), .. } = m {
+            self.own_delivered(id, None);
+        }
+    }
+
+    /// Delivers one message of a channel to this node's connections; this node's own publish
+    /// is answered with the count.
+    fn deliver_incoming(&mut self, m: Incoming) {
+        let Incoming::Message {
+            target,
+            frame,
+            exclude_user,
+            own,
+            ..
+        } = m
+        else {
+            return;
+        };
+        let ask = Ask::Deliver {
+            target,
+            frame,
+            exclude_user,
+            published_at: std::time::Instant::now(),
+        };
+        let to = own.and_then(|id| {
+            let p = self.hub()?.publishes.get_mut(&id)?;
+            (!p.delivered).then(|| p.to.clone()).flatten()
+        });
+        match (own, to) {
+            (Some(id), Some(to)) => {
+                let reactors = self.reactors_for_ask(&ask);
+                let _ = self.send_asks(super::asks::Owner::Forward(to), vec![(ask, reactors)]);
+                self.own_delivered(id, Some(()));
+            }
+            (own, _) => {
+                self.carry_out_on_node(ask);
+                if let Some(id) = own {
+                    self.own_delivered(id, Some(()));
+                }
+            }
+        }
+    }
+
+    /// This node's publish `id` came back (`Some`: delivered, its count on the way; `None`:
+    /// not delivered here, it counts 0).
+    fn own_delivered(&mut self, id: u64, delivered: Option<()>) {
+        let Some(hub) = self.hub() else { return };
+        let Some(p) = hub.publishes.get_mut(&id) else { return };
+        if p.delivered {
+            return;
+        }
+        p.delivered = true;
+        let to = p.to.clone();
+        if p.echo_at.is_some() {
+            hub.publishes.remove(&id);
+        }
+        if delivered.is_none() {
+            self.hub_reply(&to, 0, Answer::Count(0));
+        }
+    }
+
+    /// A delivery carried out for this node's own publish is done everywhere here.
+    pub(super) fn hub_forwarded(&mut self, to: ReplyTo, count: usize) {
+        self.hub_reply(&Some(to), 0, Answer::Count(count));
+    }
+
+    /// Redis confirmed this node's subscription to `channel` (or its end).
+    pub fn hub_subscription(&mut self, channel: &[u8], subscribed: bool) {
+        let Some(c) = self.cluster.as_ref() else { return };
+        let Some(name) = c.channels.history_name(channel).map(Box::<str>::from) else {
+            return;
+        };
+        let Some(hub) = self.hub() else { return };
+        if !subscribed {
+            if hub.tracks.get(&name).is_some_and(|t| !t.blocked() && t.held.is_empty()) {
+                hub.tracks.remove(&name);
+            }
+            return;
+        }
+        let Some(t) = hub.tracks.get_mut(&name) else { return };
+        if !t.stale {
+            return;
+        }
+        t.stale = false;
+        if let (Some(last), false) = (t.last, t.filling) {
+            t.filling = true;
+            self.fill(&name, last, None);
+        }
+    }
+
+    /// The subscription broke: every channel may miss messages until it is back.
+    pub fn hub_subscription_lost(&mut self) {
+        let Some(hub) = self.hub() else { return };
+        for t in hub.tracks.values_mut() {
+            t.stale = true;
+        }
+        // Markers of recoveries not reached yet will never come.
+        let lost: Vec<u64> = hub
+            .queries
+            .iter()
+            .filter(|(_, q)| matches!(q, Query::Recover { marked: false, .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let Some(Query::Recover {
+                channel,
+                from,
+                until,
+                to,
+                ..
+            }) = self.hub().and_then(|h| h.queries.remove(&id))
+            else {
+                continue;
+            };
+            self.finish_hub_recovery(id, &channel, from, until, &to, Err(EngineError::Unavailable));
+        }
+    }
+
+    /// About once a second: drops recovery interest that is due, answers publishes whose copy
+    /// never came back, and forgets channels quiet for longer than their history lives.
+    pub fn hub_tick(&mut self) {
+        let now_ms = self.now_ms;
+        let ttl_ms = self.rt.config.history_ttl.as_millis() as u64;
+        let Some(hub) = self.hub() else { return };
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut hub.phantoms)
+            .into_iter()
+            .partition(|(_, at)| *at <= now_ms);
+        hub.phantoms = keep;
+        hub.tracks
+            .retain(|_, t| t.blocked() || !t.held.is_empty() || now_ms.saturating_sub(t.touched_ms) < ttl_ms);
+        let overdue: Vec<u64> = hub
+            .publishes
+            .iter()
+            .filter(|(_, p)| p.echo_at.is_some_and(|at| now_ms.saturating_sub(at) >= ECHO_WAIT_MS))
+            .map(|(id, _)| *id)
+            .collect();
+        for (channel, _) in due {
+            self.cluster_interest(channel, false);
+        }
+        for id in overdue {
+            self.own_delivered(id, None);
+        }
+    }
+}

@@ -17,7 +17,8 @@
 //! to 5 s); the subscription connection then subscribes to every channel of interest again. A
 //! subscription that silently stops delivering is caught by a probe: reactor 0 publishes a
 //! message to its own node channel every second and reconnects the subscription if one has
-//! not come back within 3 s.
+//! not come back within 3 s of Redis publishing it (the PUBLISH reply: a command connection
+//! busy with other work does not count against the subscription).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -170,6 +171,8 @@ enum Expect {
     Heartbeat,
     Publish(u64),
     Admit(u64),
+    /// The probe's PUBLISH (its nonce).
+    Probe(u64),
     ScriptLoad(Script),
     History(history_ops::Pending),
 }
@@ -208,8 +211,9 @@ struct Half {
     expect: VecDeque<Expect>,
     script_sha: [Option<bytes::Bytes>; SCRIPTS.len()],
     sub: Option<Sub>,
-    /// The probe in flight: its nonce and when it was sent.
-    probe: Option<(u64, Instant)>,
+    /// The probe in flight: its nonce and when Redis published it (`None` until the PUBLISH
+    /// reply: a busy command connection is not a silent subscription).
+    probe: Option<(u64, Option<Instant>)>,
     probe_nonce: u64,
     last_heartbeat: Option<Instant>,
     frames: Vec<BytesFrame>,
@@ -325,10 +329,12 @@ impl Half {
                     }
                     Expect::Admit(id) => r.admitted(id, Admission::Local),
                     Expect::History(p) => r.history(p.id(), Err(EngineError::Unavailable)),
-                    Expect::Ignore | Expect::ScriptLoad(_) | Expect::Heartbeat => {}
+                    Expect::Ignore | Expect::ScriptLoad(_) | Expect::Heartbeat | Expect::Probe(_) => {}
                 }
             }
             self.script_sha = Default::default();
+            // Its PUBLISH was lost with the connection: the next tick sends another.
+            self.probe = None;
             &mut self.cmd
         } else {
             let Some(sub) = self.sub.as_mut() else { return };
@@ -432,6 +438,13 @@ impl Half {
                     );
                 }
                 (Expect::Heartbeat, _) => {}
+                (Expect::Probe(nonce), _) => {
+                    if let Some((n, at @ None)) = &mut self.probe
+                        && *n == nonce
+                    {
+                        *at = Some(Instant::now());
+                    }
+                }
                 (Expect::Ignore, BytesFrame::Error(e)) => log::warn!("cluster: redis said: {e}"),
                 (Expect::Ignore, _) => {}
             }
@@ -556,7 +569,7 @@ impl Half {
             return;
         }
         match self.probe {
-            Some((_, sent)) if sent.elapsed() >= PROBE_DEADLINE => {
+            Some((_, Some(published))) if published.elapsed() >= PROBE_DEADLINE => {
                 log::warn!("cluster: the subscription stopped delivering (probe lost); reconnecting it");
                 self.shared.metrics.probe_failures.inc();
                 self.lost(r, SUB);
@@ -567,9 +580,9 @@ impl Half {
                 let payload = wire::probe(&self.shared.node, self.probe_nonce);
                 let channel = self.shared.channels.this_node();
                 self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
-                self.expect.push_back(Expect::Ignore);
+                self.expect.push_back(Expect::Probe(self.probe_nonce));
                 self.shared.metrics.probes.inc();
-                self.probe = Some((self.probe_nonce, Instant::now()));
+                self.probe = Some((self.probe_nonce, None));
             }
         }
     }

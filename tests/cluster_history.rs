@@ -234,9 +234,13 @@ fn messages_missed_while_the_subscription_was_silent_are_filled_from_the_stream(
     let publisher = node(&redis, p, "direct", |_| {});
     let behind = node_on(proxy.url(), p, "proxied", |_| {});
     let (mut ivy, _) = connect(behind.local_addr(), &token("ivy"));
-    wait_until("ivy's channel is subscribed", || {
-        redis.numsub(&format!("{p}:user:ivy")) == 1
-    });
+    // jay's channel never had a message: the node knows only where it stands.
+    let (mut jay, _) = connect(behind.local_addr(), &token("jay"));
+    for user in ["ivy", "jay"] {
+        wait_until("the channel is subscribed", || {
+            redis.numsub(&format!("{p}:user:{user}")) == 1
+        });
+    }
     send(publisher.local_addr(), "ivy", 1);
     assert_eq!(recv_json(&mut ivy)["offset"], 1);
 
@@ -244,6 +248,7 @@ fn messages_missed_while_the_subscription_was_silent_are_filled_from_the_stream(
     for i in 2..=4 {
         send(publisher.local_addr(), "ivy", i);
     }
+    send(publisher.local_addr(), "jay", 1);
     let m = behind.handle();
     wait_until("the silent subscription is noticed and made again", || {
         m.cluster_metrics().unwrap().probe_failures.get() >= 1
@@ -256,7 +261,13 @@ fn messages_missed_while_the_subscription_was_silent_are_filled_from_the_stream(
             "{msg}"
         );
     }
-    assert!(m.cluster_metrics().unwrap().gap_fills.get() >= 1);
+    let m1 = recv_json(&mut jay);
+    assert_eq!(
+        (m1["offset"].as_u64(), m1["data"]["i"].as_u64()),
+        (Some(1), Some(1)),
+        "{m1}"
+    );
+    assert!(m.cluster_metrics().unwrap().gap_fills.get() >= 2);
     wait_until("resubscribed", || redis.numsub(&format!("{p}:user:ivy")) == 1);
     send(publisher.local_addr(), "ivy", 5);
     assert_eq!(recv_json(&mut ivy)["offset"], 5, "live again, nothing twice");
@@ -300,4 +311,42 @@ fn admin_history_routes_answer_from_any_node() {
     assert_eq!(hello["data"]["position"]["epoch"], body["data"]["epoch"]);
     send(n2.local_addr(), "cy", 4);
     assert_eq!(recv_json(&mut ws)["offset"], 1);
+}
+
+#[test]
+fn recoveries_arriving_together_are_each_exact() {
+    let redis = Redis::start();
+    let n = node(&redis, "batch", "b1", |_| {});
+    let addr = n.local_addr();
+    let (mut first, _) = connect(addr, &token("b0"));
+    let epoch = subscribe(&mut first, json!({}))["epoch"].as_str().unwrap().to_string();
+    drop(first);
+    let h = n.handle();
+    for i in 1..=30 {
+        h.publish("review.updated", json!({"i": i})).unwrap();
+    }
+    let mut clients: Vec<(u64, Ws)> = (0..10)
+        .map(|i| (i * 3, connect(addr, &token(&format!("b{i}"))).0))
+        .collect();
+    // All asked before any is answered.
+    for (from, ws) in clients.iter_mut() {
+        send_json(
+            ws,
+            json!({"type": "subscribe", "data": {"events": ["review.updated"], "recover": {"review.updated": {"offset": *from, "epoch": epoch}}}}),
+        );
+    }
+    for (from, ws) in clients.iter_mut() {
+        let ack = recv_json(ws);
+        assert_eq!(
+            ack["data"]["positions"]["review.updated"]["recovered"], true,
+            "from {from}: {ack}"
+        );
+        for o in *from + 1..=30 {
+            assert_eq!(recv_json(ws)["offset"], o, "from {from}");
+        }
+    }
+    h.publish("review.updated", json!({})).unwrap();
+    for (_, ws) in clients.iter_mut() {
+        assert_eq!(recv_json(ws)["offset"], 31);
+    }
 }

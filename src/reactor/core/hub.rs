@@ -10,10 +10,11 @@
 //! reactors as any cluster delivery does).
 //!
 //! Every message of a channel reaches this node's connections through the subscription, its
-//! own included, so they all see one order. A recovery's script publishes a marker on the
-//! channel in the same step it reads the stream: messages before the marker are the ones the
-//! replay covers (they go to the channel's current members), messages after it go to the
-//! recovering connection too, after its replay. A gap in offsets (messages missed while the
+//! own included, so they all see one order. A recovery's script (`hub_recovery`) publishes a
+//! marker on the channel in the same step it reads the stream: messages before the marker are
+//! the ones the replay covers (they go to the channel's current members), messages after it go
+//! to the recovering connection too, after its replay. A channel with no message for a second
+//! keeps only its position here (`quiet`, a few bytes per subscribed channel). A gap in offsets (messages missed while the
 //! subscription was reconnecting) is filled from the stream; if the stream no longer has
 //! them (same epoch, trimmed), the channel's connections here are closed with 1012 so that
 //! they reconnect and recover (or learn they must reload). If Redis lost the channel (a new
@@ -27,25 +28,30 @@ use tungstenite::Bytes;
 use super::{Core, Waiter};
 use crate::ask::{Answer, Ask, CLUSTER, ReplyTo, Target};
 use crate::cluster::{EngineError, EngineOp, HistoryAnswer, Range};
-use crate::history::Position;
 
 /// A node's publish whose copy did not come back through the subscription this long after
 /// Redis took it (the subscription broke meanwhile) is answered as reaching no one here.
 const ECHO_WAIT_MS: u64 = 2_000;
 /// A recovery's channel stays subscribed this long after its answer, so the connection's own
 /// interest (on its way from its reactor) arrives first and the node never unsubscribes.
-const PHANTOM_MS: u64 = 1_000;
+pub(super) const PHANTOM_MS: u64 = 1_000;
 /// Gaps larger than this are not filled: the connections recover instead.
 const MAX_FILL: u64 = 10_000;
+/// A channel with no message for this long keeps only its position here.
+const QUIET_AFTER_MS: u64 = 1_000;
 
 #[derive(Default)]
 pub(crate) struct Hub {
-    next_id: u64,
+    pub(super) next_id: u64,
     publishes: HashMap<u64, OwnPublish>,
-    queries: HashMap<u64, Query>,
-    tracks: HashMap<Box<str>, Track>,
+    pub(super) queries: HashMap<u64, Query>,
+    /// Channels with something going on here: recent messages, held ones, recoveries.
+    pub(super) tracks: HashMap<Box<str>, Track>,
+    /// Quiet channels this node is subscribed to, compactly: where each stands here (a hash
+    /// of its name → last offset delivered, epoch), to find what a broken subscription missed.
+    quiet: HashMap<u64, (u64, u32)>,
     /// Recovery interest to drop, with when.
-    phantoms: Vec<(Box<[u8]>, u64)>,
+    pub(super) phantoms: Vec<(Box<[u8]>, u64)>,
 }
 
 /// This node's publish to a channel with history.
@@ -57,12 +63,11 @@ struct OwnPublish {
     delivered: bool,
 }
 
-enum Query {
+pub(super) enum Query {
+    /// Recoveries of one channel asked together.
     Recover {
         channel: Box<str>,
-        from: Option<(u64, Box<str>)>,
-        until: Option<u64>,
-        to: Option<ReplyTo>,
+        waiters: Vec<super::hub_recovery::RecoverWaiter>,
         reply: Option<Result<Range, EngineError>>,
         /// The marker came through the subscription.
         marked: bool,
@@ -95,18 +100,22 @@ pub(crate) enum Incoming {
 }
 
 /// This node's position in one channel.
-struct Track {
-    epoch: Box<str>,
+pub(super) struct Track {
+    pub(super) epoch: Box<str>,
     /// Last offset delivered here (`None`: not known yet, the next message sets it).
-    last: Option<u64>,
+    pub(super) last: Option<u64>,
     held: VecDeque<Incoming>,
     /// A fill from the stream is in flight.
     filling: bool,
     /// A recovery's marker was reached and its reply is not in.
-    waiting_for: Option<u64>,
+    pub(super) waiting_for: Option<u64>,
     /// The subscription broke since the last message: fill from `last` once it is back.
     stale: bool,
     touched_ms: u64,
+    /// The recovery query in flight.
+    pub(super) recovering: Option<u64>,
+    /// Recoveries that came meanwhile: asked together when it is answered.
+    pub(super) next_batch: Vec<super::hub_recovery::RecoverWaiter>,
 }
 
 impl Track {
@@ -119,12 +128,36 @@ impl Track {
             waiting_for: None,
             stale: false,
             touched_ms: now_ms,
+            recovering: None,
+            next_batch: Vec::new(),
         }
     }
 
     fn blocked(&self) -> bool {
         self.filling || self.waiting_for.is_some()
     }
+
+    fn idle(&self) -> bool {
+        !self.blocked() && self.held.is_empty() && self.recovering.is_none() && self.next_batch.is_empty()
+    }
+}
+
+impl Hub {
+    /// Keeps where a retired track stood (a quiet channel is looked at again whenever its
+    /// subscription is confirmed anew). Epochs are 8 hex digits (made by wsedge's scripts).
+    fn keep_quiet(&mut self, name: &str, t: &Track) {
+        let epoch = u32::from_str_radix(&t.epoch, 16).ok().filter(|_| t.epoch.len() == 8);
+        if let (Some(last), Some(epoch)) = (t.last, epoch) {
+            self.quiet.insert(name_hash(name), (last, epoch));
+        }
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 /// The target of a history channel name.
@@ -152,23 +185,23 @@ fn to_of(w: Option<Waiter>, me: usize, serial: impl Fn(usize) -> u32) -> Option<
 }
 
 impl Core {
-    fn hub(&mut self) -> Option<&mut Hub> {
+    pub(super) fn hub(&mut self) -> Option<&mut Hub> {
         self.cluster.as_mut().map(|c| &mut c.hub)
     }
 
-    fn engine_op(&mut self, op: EngineOp) {
+    pub(super) fn engine_op(&mut self, op: EngineOp) {
         if let Some(c) = self.cluster.as_mut() {
             c.ops.push(op);
         }
     }
 
-    fn waiter_to(&self, w: Option<Waiter>) -> Option<ReplyTo> {
+    pub(super) fn waiter_to(&self, w: Option<Waiter>) -> Option<ReplyTo> {
         to_of(w, self.id, |k| self.serial_of(k))
     }
 
     /// Answers `to` as reactor `from` (this reactor's own asks at once, so a recovery's
     /// connection joins before the messages released after its answer).
-    fn hub_reply(&mut self, to: &Option<ReplyTo>, from: usize, answer: Answer) {
+    pub(super) fn hub_reply(&mut self, to: &Option<ReplyTo>, from: usize, answer: Answer) {
         match to {
             Some(ReplyTo::Reactor { reactor, ticket }) if *reactor == self.id => self.on_answer(*ticket, from, answer),
             Some(to) => crate::reactor::reply(&self.rt.links, from, to.clone(), answer),
@@ -211,69 +244,6 @@ impl Core {
         });
     }
 
-    /// `Ask::Recover` on a cluster node: read after the marker is through (see the module).
-    pub(super) fn hub_recover(
-        &mut self,
-        channel: Box<str>,
-        from: Option<(u64, Box<str>)>,
-        until: Option<u64>,
-        w: Option<Waiter>,
-    ) {
-        let to = self.waiter_to(w);
-        let max = self.rt.config.recovery_max;
-        let Some(c) = self.cluster.as_ref() else { return };
-        let pubsub = c.channels.of_history(&channel);
-        // Subscribed for the recovery itself (dropped a while after the answer).
-        self.cluster_interest(pubsub, true);
-        let Some(hub) = self.hub() else { return };
-        hub.next_id += 1;
-        let id = hub.next_id;
-        let after = from.as_ref().map(|(o, _)| *o);
-        hub.queries.insert(
-            id,
-            Query::Recover {
-                channel: channel.clone(),
-                from,
-                until,
-                to,
-                reply: None,
-                marked: false,
-            },
-        );
-        self.engine_op(EngineOp::HistoryRange {
-            id,
-            name: channel,
-            after,
-            max: max + 1,
-            mark: true,
-        });
-    }
-
-    /// `Ask::ReadHistory` / `Ask::ClearHistory` on a cluster node.
-    pub(super) fn hub_read(&mut self, channel: Box<str>, since: u64, limit: usize, w: Option<Waiter>) {
-        let to = self.waiter_to(w);
-        let Some(hub) = self.hub() else { return };
-        hub.next_id += 1;
-        let id = hub.next_id;
-        hub.queries.insert(id, Query::Read { to });
-        self.engine_op(EngineOp::HistoryRange {
-            id,
-            name: channel,
-            after: Some(since),
-            max: limit,
-            mark: false,
-        });
-    }
-
-    pub(super) fn hub_clear(&mut self, channel: Box<str>, w: Option<Waiter>) {
-        let to = self.waiter_to(w);
-        let Some(hub) = self.hub() else { return };
-        hub.next_id += 1;
-        let id = hub.next_id;
-        hub.queries.insert(id, Query::Clear { to });
-        self.engine_op(EngineOp::HistoryClear { id, name: channel });
-    }
-
     /// The engine answered history op `id`.
     pub fn hub_history_answer(&mut self, id: u64, result: Result<HistoryAnswer, EngineError>) {
         let now_ms = self.now_ms;
@@ -301,127 +271,18 @@ impl Core {
         }
         let Some(q) = hub.queries.remove(&id) else { return };
         match q {
-            Query::Recover {
-                channel,
-                from,
-                until,
-                to,
-                marked,
-                ..
-            } => {
-                let range = match result {
-                    Ok(HistoryAnswer::Range(r)) => Ok(r),
-                    _ => Err(EngineError::Unavailable),
-                };
-                if marked || range.is_err() {
-                    self.finish_hub_recovery(id, &channel, from, until, &to, range);
-                } else if let Some(hub) = self.hub() {
-                    hub.queries.insert(
-                        id,
-                        Query::Recover {
-                            channel,
-                            from,
-                            until,
-                            to,
-                            reply: Some(range),
-                            marked,
-                        },
-                    );
-                }
-            }
             Query::Fill { channel, upto } => self.filled(&channel, upto, result),
-            Query::Read { to } => {
-                let answer = match result {
-                    Ok(HistoryAnswer::Range(r)) => Answer::History {
-                        messages: r
-                            .entries
-                            .iter()
-                            .map(|(_, f, _)| super::channels::frame_json(f))
-                            .collect(),
-                        position: r.position,
-                    },
-                    _ => Answer::Unavailable,
-                };
-                self.hub_reply(&to, 0, answer);
-            }
-            Query::Clear { to } => {
-                let answer = match result {
-                    Ok(HistoryAnswer::Cleared { existed, position }) => Answer::Cleared { existed, position },
-                    _ => Answer::Unavailable,
-                };
-                self.hub_reply(&to, 0, answer);
-            }
-        }
-    }
-
-    /// A recovery's reply and marker are both in (or it failed): the answer goes out, then
-    /// what its marker held back.
-    fn finish_hub_recovery(
-        &mut self,
-        id: u64,
-        channel: &str,
-        from: Option<(u64, Box<str>)>,
-        until: Option<u64>,
-        to: &Option<ReplyTo>,
-        range: Result<Range, EngineError>,
-    ) {
-        let max = self.rt.config.recovery_max as u64;
-        let answer = match range {
-            Ok(r) => {
-                let frames = from.and_then(|(offset, epoch)| {
-                    let p = &r.position;
-                    let whole = *epoch == *p.epoch
-                        && offset <= p.offset
-                        && p.offset - offset <= max
-                        && r.entries.len() as u64 == p.offset - offset
-                        && r.entries.first().is_none_or(|e| e.0 == offset + 1);
-                    whole.then(|| {
-                        r.entries
-                            .into_iter()
-                            .filter(|e| until.is_none_or(|u| e.0 <= u))
-                            .map(|e| e.1)
-                            .collect()
-                    })
-                });
-                if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(channel))
-                    && t.last.is_none()
-                {
-                    // Everything after the marker is after this position.
-                    t.epoch = r.position.epoch.as_str().into();
-                    t.last = Some(r.position.offset);
-                }
-                Answer::Recovered {
-                    frames,
-                    position: r.position,
-                }
-            }
-            Err(_) => Answer::Recovered {
-                frames: None,
-                position: Position {
-                    offset: 0,
-                    epoch: String::new(),
-                },
-            },
-        };
-        self.hub_reply(to, 0, answer);
-        let pubsub = self.cluster.as_ref().map(|c| c.channels.of_history(channel));
-        let at = self.now_ms + PHANTOM_MS;
-        if let (Some(hub), Some(pubsub)) = (self.hub(), pubsub) {
-            hub.phantoms.push((pubsub, at));
-        }
-        if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(channel))
-            && t.waiting_for == Some(id)
-        {
-            t.waiting_for = None;
-            self.drain(channel);
+            other => self.query_answered(id, other, result),
         }
     }
 
     /// A message or marker of channel `name` from the subscription.
     pub(super) fn hub_incoming(&mut self, name: &str, m: Incoming) {
         let now_ms = self.now_ms;
-        let Some(hub) = self.hub() else { return };
-        let t = hub.tracks.entry(name.into()).or_insert_with(|| Track::new(now_ms));
+        if matches!(m, Incoming::Marker(_)) && self.hub().is_some_and(|h| !h.tracks.contains_key(name)) {
+            return; // no recovery of this channel waits here
+        }
+        let Some(t) = self.track(name) else { return };
         t.touched_ms = now_ms;
         t.held.push_back(m);
         if !t.blocked() {
@@ -429,8 +290,34 @@ impl Core {
         }
     }
 
+    /// The channel's track, made if needed (from where it stood, if it was quiet).
+    pub(super) fn track(&mut self, name: &str) -> Option<&mut Track> {
+        let now_ms = self.now_ms;
+        let hub = self.hub()?;
+        if !hub.tracks.contains_key(name) {
+            let mut t = Track::new(now_ms);
+            if let Some((last, epoch)) = hub.quiet.remove(&name_hash(name)) {
+                t.last = Some(last);
+                t.epoch = format!("{epoch:08x}").into();
+            }
+            hub.tracks.insert(name.into(), t);
+        }
+        hub.tracks.get_mut(name)
+    }
+
+    /// Shrinks the channel's track to its position if nothing is going on in it (most
+    /// channels, after a connection's recovery: a user's own, say).
+    pub(super) fn retire_if_idle(&mut self, name: &str) {
+        let Some(hub) = self.hub() else { return };
+        if hub.tracks.get(name).is_some_and(Track::idle)
+            && let Some(t) = hub.tracks.remove(name)
+        {
+            hub.keep_quiet(name, &t);
+        }
+    }
+
     /// Takes held messages of `name` in order until one blocks the channel again.
-    fn drain(&mut self, name: &str) {
+    pub(super) fn drain(&mut self, name: &str) {
         loop {
             let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
                 return;
@@ -446,32 +333,6 @@ impl Core {
         }
     }
 
-    fn marker_reached(&mut self, name: &str, id: u64) {
-        let Some(hub) = self.hub() else { return };
-        let Some(Query::Recover { reply, marked, .. }) = hub.queries.get_mut(&id) else {
-            return;
-        };
-        if reply.is_none() {
-            *marked = true;
-            if let Some(t) = hub.tracks.get_mut(name) {
-                t.waiting_for = Some(id);
-            }
-            return;
-        }
-        let Some(Query::Recover {
-            channel,
-            from,
-            until,
-            to,
-            reply: Some(range),
-            ..
-        }) = hub.queries.remove(&id)
-        else {
-            return;
-        };
-        self.finish_hub_recovery(id, &channel, from, until, &to, range);
-    }
-
     /// One message in order: delivered if it is the next, dropped if already delivered, or
     /// held behind a fill of the gap before it.
     fn accept(&mut self, name: &str, m: Incoming) {
@@ -485,7 +346,11 @@ impl Core {
         if *t.epoch != *epoch {
             // A new epoch (the stream expired or was flushed): nothing before it can come.
             t.epoch = epoch;
-            t.last = if t.last.is_none() { Some(offset - 1) } else { Some(0) };
+            t.last = if t.last.is_none() {
+                Some(offset.saturating_sub(1))
+            } else {
+                Some(0)
+            };
         }
         let last = *t.last.get_or_insert(offset.saturating_sub(1));
         if offset <= last {
@@ -502,7 +367,7 @@ impl Core {
 
     /// Asks the stream for the messages of `name` after `last` (up to `upto`, exclusive).
     fn fill(&mut self, name: &str, last: u64, upto: Option<u64>) {
-        let max = upto.map_or(MAX_FILL, |u| (u - last - 1).min(MAX_FILL)) as usize;
+        let max = upto.map_or(MAX_FILL, |u| u.saturating_sub(last + 1).min(MAX_FILL)) as usize;
         let Some(hub) = self.hub() else { return };
         hub.next_id += 1;
         let id = hub.next_id;
@@ -536,7 +401,7 @@ impl Core {
             _ => None,
         };
         let whole = range.as_ref().is_some_and(|r| {
-            let wanted = upto.map_or(r.position.offset, |u| u - 1);
+            let wanted = upto.map_or(r.position.offset, |u| u.saturating_sub(1));
             *r.position.epoch == *t.epoch
                 && r.entries.first().is_none_or(|e| e.0 == last + 1)
                 && r.entries.last().map_or(last, |e| e.0) >= wanted.min(r.position.offset)
@@ -591,7 +456,7 @@ impl Core {
                 if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) {
                     // Go on from the first held message (or from where Redis is).
                     t.last = match (upto, r) {
-                        (Some(u), _) => Some(u - 1),
+                        (Some(u), _) => Some(u.saturating_sub(1)),
                         (None, Some(r)) => {
                             t.epoch = r.position.epoch.as_str().into();
                             Some(r.position.offset)
@@ -679,13 +544,18 @@ impl Core {
         };
         let Some(hub) = self.hub() else { return };
         if !subscribed {
-            if hub.tracks.get(&name).is_some_and(|t| !t.blocked() && t.held.is_empty()) {
+            // Not subscribed, this node no longer follows the channel.
+            hub.quiet.remove(&name_hash(&name));
+            if hub.tracks.get(&name).is_some_and(Track::idle) {
                 hub.tracks.remove(&name);
             }
             return;
         }
-        let Some(t) = hub.tracks.get_mut(&name) else { return };
-        if !t.stale {
+        // Subscribed again after the subscription broke: a quiet channel's missed messages
+        // are looked for like an active one's.
+        let was_quiet = hub.quiet.contains_key(&name_hash(&name));
+        let Some(t) = self.track(&name) else { return };
+        if !(t.stale || was_quiet) {
             return;
         }
         t.stale = false;
@@ -701,40 +571,30 @@ impl Core {
         for t in hub.tracks.values_mut() {
             t.stale = true;
         }
-        // Markers of recoveries not reached yet will never come.
-        let lost: Vec<u64> = hub
-            .queries
-            .iter()
-            .filter(|(_, q)| matches!(q, Query::Recover { marked: false, .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            let Some(Query::Recover {
-                channel,
-                from,
-                until,
-                to,
-                ..
-            }) = self.hub().and_then(|h| h.queries.remove(&id))
-            else {
-                continue;
-            };
-            self.finish_hub_recovery(id, &channel, from, until, &to, Err(EngineError::Unavailable));
-        }
+        self.fail_unmarked_recoveries();
     }
 
     /// About once a second: drops recovery interest that is due, answers publishes whose copy
-    /// never came back, and forgets channels quiet for longer than their history lives.
+    /// never came back, and shrinks quiet channels to their position.
     pub fn hub_tick(&mut self) {
         let now_ms = self.now_ms;
-        let ttl_ms = self.rt.config.history_ttl.as_millis() as u64;
         let Some(hub) = self.hub() else { return };
         let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut hub.phantoms)
             .into_iter()
             .partition(|(_, at)| *at <= now_ms);
         hub.phantoms = keep;
-        hub.tracks
-            .retain(|_, t| t.blocked() || !t.held.is_empty() || now_ms.saturating_sub(t.touched_ms) < ttl_ms);
+        // A track quiet for a second shrinks to its position (kept while subscribed).
+        let retired: Vec<Box<str>> = hub
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.idle() && now_ms.saturating_sub(t.touched_ms) >= QUIET_AFTER_MS)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in retired {
+            if let Some(t) = hub.tracks.remove(&name) {
+                hub.keep_quiet(&name, &t);
+            }
+        }
         let overdue: Vec<u64> = hub
             .publishes
             .iter()

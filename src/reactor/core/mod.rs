@@ -21,6 +21,7 @@ pub(crate) mod cluster;
 mod fanout;
 mod http;
 mod hub;
+mod hub_recovery;
 mod timers;
 
 pub(crate) use asks::ReplyKind;

@@ -169,9 +169,11 @@ pub struct Config {
     /// Messages kept per channel (`event:<type>`, `room:<name>`, `user:<id>`) for recovery and
     /// offline users; 0 disables history. Default 100.
     pub history_size: usize,
-    /// Age past which kept messages are dropped; zero disables history. Default 300 s.
+    /// Age past which kept messages are dropped; zero disables history. Default 300 s. On a
+    /// cluster (Redis), how long a channel's history lives after its last message.
     pub history_ttl: Duration,
     /// Bytes of kept messages per node, at most (split evenly over reactors). Default 64 MiB.
+    /// The in-memory engine's bound; on a cluster, bound Redis with its `maxmemory`.
     pub history_max_bytes: usize,
     /// A recovery missing more messages than this answers `recovered: false`. Default 300.
     pub recovery_max: usize,

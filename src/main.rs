@@ -182,10 +182,11 @@ struct ServeArgs {
     /// Messages kept per channel for recovery and offline users (0 disables history).
     #[arg(long, env = "WS_HISTORY_SIZE", default_value_t = 100)]
     history_size: usize,
-    /// Seconds a kept message lives (0 disables history).
+    /// Seconds a kept message lives (0 disables history); with --redis, how long a channel's
+    /// history lives after its last message.
     #[arg(long, env = "WS_HISTORY_TTL", default_value = "300", value_parser = secs)]
     history_ttl: Duration,
-    /// Bytes of kept messages per node, at most.
+    /// Bytes of kept messages per node, at most (in memory; with --redis, bound Redis instead).
     #[arg(long, env = "WS_HISTORY_MAX_BYTES", default_value_t = 64 << 20)]
     history_max_bytes: usize,
     /// A recovery missing more messages than this answers recovered: false.

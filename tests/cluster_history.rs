@@ -328,6 +328,12 @@ fn recoveries_arriving_together_are_each_exact() {
     let mut clients: Vec<(u64, Ws)> = (0..10)
         .map(|i| (i * 3, connect(addr, &token(&format!("b{i}"))).0))
         .collect();
+    // One client far ahead of the channel, in the same batch: not recovered, the others are.
+    let (mut ahead, _) = connect(addr, &token("bx"));
+    send_json(
+        &mut ahead,
+        json!({"type": "subscribe", "data": {"events": ["review.updated"], "recover": {"review.updated": {"offset": u64::MAX, "epoch": epoch}}}}),
+    );
     // All asked before any is answered.
     for (from, ws) in clients.iter_mut() {
         send_json(
@@ -335,6 +341,8 @@ fn recoveries_arriving_together_are_each_exact() {
             json!({"type": "subscribe", "data": {"events": ["review.updated"], "recover": {"review.updated": {"offset": *from, "epoch": epoch}}}}),
         );
     }
+    let ack = recv_json(&mut ahead);
+    assert_eq!(ack["data"]["positions"]["review.updated"]["recovered"], false, "{ack}");
     for (from, ws) in clients.iter_mut() {
         let ack = recv_json(ws);
         assert_eq!(
@@ -349,4 +357,5 @@ fn recoveries_arriving_together_are_each_exact() {
     for (_, ws) in clients.iter_mut() {
         assert_eq!(recv_json(ws)["offset"], 31);
     }
+    assert_eq!(recv_json(&mut ahead)["offset"], 31, "subscribed anyway");
 }

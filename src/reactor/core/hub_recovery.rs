@@ -108,7 +108,8 @@ impl Core {
             id,
             name: channel.into(),
             after: low,
-            max: (span + max + 1) as usize,
+            // Offsets come from clients: a span beyond any stream is just "everything".
+            max: span.saturating_add(max + 1).min(u32::MAX as u64) as usize,
             mark: true,
         });
     }

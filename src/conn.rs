@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
-use mio::net::TcpStream;
+use crate::transport::Stream;
 use tungstenite::Bytes;
 
 use tungstenite::protocol::frame::coding::OpCode;
@@ -53,7 +53,7 @@ pub mod flags {
 
 /// One connection. Kept small: this record is most of what an idle connection costs.
 pub struct Conn {
-    pub sock: TcpStream,
+    pub sock: Stream,
     pub generation: u32,
     pub phase: Phase,
     pub flags: u8,
@@ -84,7 +84,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, generation: u32, now: u32, ip_bucket: u16) -> Self {
+    pub fn new(sock: Stream, generation: u32, now: u32, ip_bucket: u16) -> Self {
         Conn {
             sock,
             generation,

@@ -43,6 +43,7 @@ pub mod protocol;
 pub(crate) mod reactor;
 pub mod server;
 pub(crate) mod timer;
+pub(crate) mod transport;
 pub(crate) mod ws;
 
 pub use ask::{Census, ConnectionInfo, Target};
@@ -76,6 +77,7 @@ pub mod testing {
     pub use crate::reactor::harness::Harness;
     pub use crate::reactor::rooms::{glob_match, valid_room_name};
     pub use crate::timer::TimerWheel;
+    pub use crate::transport::sim::{Rng, SimClient};
     pub use crate::ws::{Decoder, encode_frame};
 }
 

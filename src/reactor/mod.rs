@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::auth::{Claims, Verifier};
@@ -71,7 +71,7 @@ pub use crate::ask::{Census, ConnectionInfo, Target};
 
 /// A socket that authenticated on one reactor and belongs to its user's home reactor.
 pub(crate) struct Handover {
-    pub sock: TcpStream,
+    pub sock: crate::transport::Stream,
     /// The peer's per-IP bucket, already counted (the socket keeps its place).
     pub ip_bucket: u16,
     pub claims: Claims,

@@ -46,7 +46,7 @@ impl<H: ReactorHandler> Reactor<H> {
                         continue;
                     }
                     let _ = sock.set_nodelay(true);
-                    let idx = self.core.insert_conn(sock, bucket);
+                    let idx = self.core.insert_conn(crate::transport::Stream::Tcp(sock), bucket);
                     if self.register(idx) {
                         if admin {
                             self.core.conns[idx].flags |= flags::ADMIN_PORT;
@@ -73,10 +73,9 @@ impl<H: ReactorHandler> Reactor<H> {
     fn register(&mut self, idx: usize) -> bool {
         let token = self.core.token_of(idx);
         let c = &mut self.core.conns[idx];
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE)
+        if let Err(e) = c
+            .sock
+            .register(self.poll.registry(), token, Interest::READABLE | Interest::WRITABLE)
         {
             log::warn!("register failed: {e}");
             self.core.drop_conn(idx, 1006);
@@ -220,7 +219,7 @@ impl<H: ReactorHandler> Reactor<H> {
             }
             if home != self.core.id {
                 let mut conn = self.core.conns.remove(idx);
-                let _ = self.poll.registry().deregister(&mut conn.sock);
+                let _ = conn.sock.deregister(self.poll.registry());
                 self.core.metrics.handovers.inc();
                 let h = Handover {
                     ip_bucket: conn.ip_bucket,
@@ -361,7 +360,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 "connection opened: id={} user={} peer={} reactor={}",
                 uuid::Uuid::from_bytes(self.core.conn_id(idx)),
                 user.as_deref().unwrap_or("-"),
-                c.sock.peer_addr().map_or_else(|_| "-".to_string(), |a| a.to_string()),
+                c.sock.peer_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
                 self.core.id
             );
         }

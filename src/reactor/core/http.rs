@@ -294,7 +294,7 @@ impl Core {
 
     /// Serializes the response owed as `seq`.
     fn fulfil(&mut self, idx: usize, seq: u64, resp: Response) {
-        let peer = self.conns[idx].sock.peer_addr().ok();
+        let peer = self.conns[idx].sock.peer_addr();
         let Some(h) = self.http.get_mut(&idx) else { return };
         let Some(o) = h.owed.iter_mut().find(|o| o.seq == seq) else {
             return;

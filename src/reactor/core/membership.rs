@@ -303,7 +303,7 @@ impl Core {
                 self.user_rooms(c.user)
             },
             queued_bytes: c.queued_bytes(),
-            peer_address: c.sock.peer_addr().ok().map(|a| a.to_string()),
+            peer_address: c.sock.peer_addr().map(|a| a.to_string()),
             reactor: self.id,
         }
     }

@@ -6,7 +6,6 @@
 //! reported by the loop).
 
 use std::hash::BuildHasher;
-use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -283,7 +282,7 @@ impl Core {
 
     /// Adds a fresh socket in the handshake phase with its handshake deadline. `ip_bucket` has
     /// already been counted in the per-IP table; the connection releases it when dropped.
-    pub fn insert_conn(&mut self, sock: mio::net::TcpStream, ip_bucket: u16) -> usize {
+    pub fn insert_conn(&mut self, sock: crate::transport::Stream, ip_bucket: u16) -> usize {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
         let idx = self.conns.insert(Conn::new(sock, generation, self.now, ip_bucket));
@@ -690,7 +689,7 @@ impl Core {
         if matches!(c.phase, Phase::Closing | Phase::Discarding) {
             if !c.has(flags::FIN_SENT) {
                 // FIN after the close frame (or response): the peer reads everything, then EOF.
-                let _ = c.sock.shutdown(Shutdown::Write);
+                c.sock.shutdown_write();
                 c.flags |= flags::FIN_SENT;
             }
             if c.has(flags::CLOSE_RECEIVED) {

@@ -177,6 +177,11 @@ pub struct Config {
     pub history_max_bytes: usize,
     /// A recovery missing more messages than this answers `recovered: false`. Default 300.
     pub recovery_max: usize,
+    /// Accept permessage-deflate when a client offers it (always without context takeover:
+    /// nothing per connection). Default off.
+    pub compression: bool,
+    /// Messages smaller than this go uncompressed. Default 512 bytes.
+    pub compression_min_size: usize,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -216,6 +221,8 @@ impl Default for Config {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             history_max_bytes: 64 << 20,
+            compression: false,
+            compression_min_size: 512,
             recovery_max: 300,
             redis: None,
             redis_prefix: "wsedge".to_string(),

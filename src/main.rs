@@ -47,6 +47,25 @@ fn secs(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v).map_err(|e| format!("{e}"))
 }
 
+/// permessage-deflate (RFC 7692), always without context takeover: nothing per connection.
+#[derive(Args, Clone)]
+struct CompressionArgs {
+    /// Compress for clients that offer permessage-deflate: off or on.
+    #[arg(long, env = "WS_COMPRESSION", default_value = "off", value_parser = on_off, action = clap::ArgAction::Set)]
+    compression: bool,
+    /// Messages smaller than this many bytes go uncompressed.
+    #[arg(long, env = "WS_COMPRESSION_MIN_SIZE", default_value_t = 512)]
+    compression_min_size: usize,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
 #[derive(Args, Clone)]
 struct Common {
     /// Reactor threads (0 = one per available core).
@@ -99,6 +118,8 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    compression: CompressionArgs,
     /// Open WebSockets in total; over it upgrades get HTTP 503.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 1000)]
     max_connections: usize,
@@ -250,6 +271,8 @@ struct EchoArgs {
     listen: SocketAddr,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    compression: CompressionArgs,
     /// Largest message, bytes (conformance suites send 16 MiB).
     #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
     max_message_size: usize,
@@ -373,6 +396,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         history_ttl: a.history_ttl,
         history_max_bytes: a.history_max_bytes,
         recovery_max: a.recovery_max,
+        compression: a.compression.compression,
+        compression_min_size: a.compression.compression_min_size,
         redis: a.redis.clone(),
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,
@@ -418,6 +443,8 @@ fn echo(a: EchoArgs) -> Result<(), String> {
         max_control_frames_per_second: 0,
         ws_path: None,
         auth: AuthMode::Anonymous,
+        compression: a.compression.compression,
+        compression_min_size: a.compression.compression_min_size,
         ..Config::default()
     };
     let signals = termination_signals()?;

@@ -126,6 +126,10 @@ pub struct ReactorMetrics {
     pub timeouts: Counter,
     /// Sockets handed to the user's home reactor after authentication.
     pub handovers: Counter,
+    /// Fanned-out frames compressed (once each, whatever the number of recipients).
+    pub compressions: Counter,
+    /// Compressed client messages inflated.
+    pub inflations: Counter,
     /// Messages queued by fan-out (one per recipient).
     pub fanout_deliveries: Counter,
     /// Bytes waiting in outbound queues (gauge).
@@ -226,6 +230,8 @@ pub struct Snapshot {
     pub protocol_errors: u64,
     pub timeouts: u64,
     pub handovers: u64,
+    pub compressions: u64,
+    pub inflations: u64,
     pub fanout_deliveries: u64,
     pub queued_bytes: u64,
     pub upload_cancels: u64,
@@ -275,6 +281,8 @@ impl Snapshot {
             protocol_errors: sum(&|r| r.protocol_errors.get()),
             timeouts: sum(&|r| r.timeouts.get()),
             handovers: sum(&|r| r.handovers.get()),
+            compressions: sum(&|r| r.compressions.get()),
+            inflations: sum(&|r| r.inflations.get()),
             fanout_deliveries: sum(&|r| r.fanout_deliveries.get()),
             queued_bytes: sum(&|r| r.queued_bytes.get()),
             upload_cancels: sum(&|r| r.upload_cancels.get()),

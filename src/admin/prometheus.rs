@@ -122,6 +122,18 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         &one(s.handovers),
     );
     metric(
+        "compressions_total",
+        "counter",
+        "Fanned-out frames compressed with permessage-deflate (once each, for every recipient that negotiated it).",
+        &one(s.compressions),
+    );
+    metric(
+        "inflations_total",
+        "counter",
+        "Compressed client messages inflated.",
+        &one(s.inflations),
+    );
+    metric(
         "fanout_deliveries_total",
         "counter",
         "Shared frames queued to recipients.",

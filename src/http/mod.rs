@@ -74,13 +74,17 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], mes
 }
 
 /// Appends the 101 response that completes an upgrade.
-pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, bearer_subprotocol: bool) {
+pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, bearer_subprotocol: bool, deflate: bool) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept.as_bytes());
     if bearer_subprotocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: bearer");
+    }
+    if deflate {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(crate::ws::deflate::ACCEPTED.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
 }

@@ -20,6 +20,8 @@ pub struct UpgradeRequest {
     /// `recover_offset` and `recover_epoch` from the query: recover the user's channel from
     /// there before any live message.
     pub recover: Option<(u64, String)>,
+    /// A `permessage-deflate` offer the server can accept (see `ws::deflate`).
+    pub offers_deflate: bool,
 }
 
 /// A request that is not an upgrade, for the plain HTTP handler.
@@ -220,6 +222,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             offers_bearer,
             origin,
             recover,
+            offers_deflate: crate::ws::deflate::acceptable_offer(h.all("sec-websocket-extensions")),
         },
         head_len,
     )

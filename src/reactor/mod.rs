@@ -77,6 +77,8 @@ pub(crate) struct Handover {
     pub claims: Claims,
     pub accept: String,
     pub bearer: bool,
+    /// permessage-deflate was negotiated.
+    pub deflate: bool,
     /// Frames the client sent right after its request.
     pub leftover: Vec<u8>,
     /// Where to recover the user's channel from (query `recover_offset`, `recover_epoch`).

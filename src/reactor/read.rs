@@ -76,6 +76,7 @@ impl<H: ReactorHandler> Reactor<H> {
     /// in `data` are handled in place; only a trailing incomplete frame is copied.
     pub(super) fn on_frame_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
         let max = self.core.rt.config.max_message_size;
+        let deflate = !self.core.deflate_slots.is_empty() && self.core.deflate_slots.contains(idx);
         let mut boxed = self.core.conns[idx].input.take();
         let mut local = Input::default();
         let keep = {
@@ -90,8 +91,15 @@ impl<H: ReactorHandler> Reactor<H> {
             {
                 let buf: &mut [u8] = if from_pending { pending } else { data };
                 while pos < buf.len() {
-                    match decoder.decode(&mut buf[pos..], max) {
+                    match decoder.decode_ext(&mut buf[pos..], max, deflate) {
                         Ok(None) => break,
+                        Ok(Some((Event::Compressed { text, payload }, n))) => {
+                            pos += n;
+                            if !self.on_compressed(idx, generation, text, payload) {
+                                alive = false;
+                                break;
+                            }
+                        }
                         Ok(Some((event, n))) => {
                             pos += n;
                             if !self.on_event(idx, generation, event) {
@@ -138,11 +146,36 @@ impl<H: ReactorHandler> Reactor<H> {
         };
     }
 
+    /// A whole compressed message: inflated with the reactor's decompressor (at most
+    /// `max_message_size` bytes come out: a deflate bomb is closed with 1009 there), then
+    /// handled as the text or binary message it is.
+    fn on_compressed(&mut self, idx: usize, generation: u32, text: bool, payload: &[u8]) -> bool {
+        let max = self.core.rt.config.max_message_size;
+        let mut inflater = self.core.inflater.take().unwrap_or_default();
+        self.core.metrics.inflations.inc();
+        let alive = match inflater.inflate(payload, max) {
+            Err(v) => {
+                self.fail(idx, v);
+                false
+            }
+            Ok(message) if text => match std::str::from_utf8(message) {
+                Ok(s) => self.on_event(idx, generation, Event::Text(s)),
+                Err(_) => {
+                    self.fail(idx, Violation::InvalidUtf8);
+                    false
+                }
+            },
+            Ok(message) => self.on_event(idx, generation, Event::Binary(message)),
+        };
+        self.core.inflater = Some(inflater);
+        alive
+    }
+
     /// Handles one frame; false stops decoding this connection's input.
     fn on_event(&mut self, idx: usize, generation: u32, event: Event<'_>) -> bool {
         let phase = self.core.conns[idx].phase;
         match event {
-            Event::Fragment => true,
+            Event::Fragment | Event::Compressed { .. } => true,
             Event::Pong | Event::Ping(_) if phase == Phase::Open && !self.core.control_frame_allowed(idx) => {
                 self.core.metrics.control_frame_closes.inc();
                 self.close_discarding(idx, 1008, "control frame rate limit exceeded");

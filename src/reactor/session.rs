@@ -163,6 +163,9 @@ impl<H: ReactorHandler> Reactor<H> {
         if u.offers_bearer {
             c.flags |= flags::BEARER;
         }
+        if rt.config.compression && u.offers_deflate {
+            self.core.deflate_slots.insert(idx);
+        }
         let claims = match &rt.verifier {
             None => None,
             Some(v) => match v.verify(u.token.as_deref()) {
@@ -220,6 +223,10 @@ impl<H: ReactorHandler> Reactor<H> {
             if home != self.core.id {
                 let mut conn = self.core.conns.remove(idx);
                 let _ = conn.sock.deregister(self.poll.registry());
+                let deflate = self.core.deflate_slots.contains(idx);
+                if deflate {
+                    self.core.deflate_slots.remove(idx);
+                }
                 self.core.metrics.handovers.inc();
                 let h = Handover {
                     ip_bucket: conn.ip_bucket,
@@ -228,6 +235,7 @@ impl<H: ReactorHandler> Reactor<H> {
                     accept: u.accept,
                     recover: u.recover,
                     bearer: u.offers_bearer,
+                    deflate,
                     leftover,
                 };
                 if !rt.links[home].send(Command::Adopt(Box::new(h))) {
@@ -261,6 +269,9 @@ impl<H: ReactorHandler> Reactor<H> {
             return;
         }
         self.core.conns[idx].flags |= flags::COUNTED | if h.bearer { flags::BEARER } else { 0 };
+        if h.deflate {
+            self.core.deflate_slots.insert(idx);
+        }
         if let Some(r) = h.recover {
             self.core.connect_recoveries.insert(idx, r);
         }
@@ -445,7 +456,8 @@ impl Core {
     /// request) may overtake it, and a slow-consumer discard never drops it.
     pub(crate) fn write_101(&mut self, idx: usize, accept: &str) {
         let mut resp = Vec::with_capacity(160);
-        write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER));
+        let deflate = !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx);
+        write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER), deflate);
         self.queue_urgent(idx, &resp);
     }
 }

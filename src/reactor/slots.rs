@@ -37,6 +37,10 @@ impl SlotSet {
         }
     }
 
+    pub fn contains(&self, slot: usize) -> bool {
+        self.words.get(slot / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
     /// Calls `f` with every slot in the set, in increasing order.
     pub fn for_each(&self, mut f: impl FnMut(usize)) {
         for (w, &word) in self.words.iter().enumerate() {

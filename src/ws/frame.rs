@@ -52,12 +52,20 @@ pub enum Event<'a> {
     Close(Option<(u16, &'a str)>),
     /// A non-final fragment was absorbed; nothing to deliver yet.
     Fragment,
+    /// A whole permessage-deflate message (text or binary), still compressed: the caller
+    /// inflates it (and checks text for UTF-8 then).
+    Compressed {
+        text: bool,
+        payload: &'a [u8],
+    },
 }
 
 /// The header of the frame at the start of a buffer, already validated.
 #[derive(Debug, Clone, Copy)]
 pub struct Head {
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate; first frame only).
+    pub rsv1: bool,
     pub opcode: OpCode,
     pub mask: [u8; 4],
     pub header_len: usize,
@@ -74,13 +82,20 @@ impl Head {
 /// bytes are needed. Checks are made before any payload arrives, so an oversized frame is refused
 /// without buffering it.
 pub fn parse_head(buf: &[u8], max_payload: usize) -> Result<Option<Head>, Violation> {
+    parse_head_ext(buf, max_payload, false)
+}
+
+/// [`parse_head`], with RSV1 allowed on the first frame of a data message when `compressed_ok`
+/// (the connection negotiated permessage-deflate).
+pub fn parse_head_ext(buf: &[u8], max_payload: usize, compressed_ok: bool) -> Result<Option<Head>, Violation> {
     let mut cursor = Cursor::new(buf);
     let (h, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(x)) => x,
         Ok(None) => return Ok(None),
         Err(_) => return Err(Violation::Protocol("reserved opcode")),
     };
-    if h.rsv1 || h.rsv2 || h.rsv3 {
+    let first_data = matches!(h.opcode, OpCode::Data(Data::Text | Data::Binary));
+    if h.rsv2 || h.rsv3 || (h.rsv1 && !(compressed_ok && first_data)) {
         return Err(Violation::Protocol("reserved bits set"));
     }
     let Some(mask) = h.mask else {
@@ -99,6 +114,7 @@ pub fn parse_head(buf: &[u8], max_payload: usize) -> Result<Option<Head>, Violat
     }
     Ok(Some(Head {
         fin: h.is_final,
+        rsv1: h.rsv1,
         opcode: h.opcode,
         mask,
         header_len: cursor.position() as usize,
@@ -126,6 +142,8 @@ pub struct Decoder {
     message: Vec<u8>,
     /// Kind of the fragmented message in progress.
     kind: Option<Data>,
+    /// The fragmented message in progress is compressed (its text is checked once inflated).
+    compressed: bool,
     /// Prefix of `message` known to be valid UTF-8 (text only).
     utf8_checked: usize,
     /// Payload bytes of the incomplete frame at the head of the input already validated, and
@@ -143,15 +161,27 @@ impl Decoder {
     /// Decodes the frame at the start of `buf` (unmasking it in place). Returns the event and the
     /// bytes consumed, `Ok(None)` when the frame is incomplete, or the violation that must close
     /// the connection.
+    #[allow(dead_code)] // for the fuzz targets and tests, which decode without compression
     pub fn decode<'a>(
         &'a mut self,
         buf: &'a mut [u8],
         max_message: usize,
     ) -> Result<Option<(Event<'a>, usize)>, Violation> {
+        self.decode_ext(buf, max_message, false)
+    }
+
+    /// [`decode`](Self::decode) on a connection that negotiated permessage-deflate when
+    /// `compressed_ok`: compressed messages come out as [`Event::Compressed`].
+    pub fn decode_ext<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+        max_message: usize,
+        compressed_ok: bool,
+    ) -> Result<Option<(Event<'a>, usize)>, Violation> {
         if self.kind.is_none() && !self.message.is_empty() {
             self.reset();
         }
-        let Some(head) = parse_head(buf, max_message)? else {
+        let Some(head) = parse_head_ext(buf, max_message, compressed_ok)? else {
             return Ok(None);
         };
         let total = head.frame_len();
@@ -177,13 +207,22 @@ impl Decoder {
                     return Err(Violation::TooBig);
                 }
                 self.message.extend_from_slice(payload);
-                if kind == Data::Text {
+                if kind == Data::Text && !self.compressed {
                     self.check_utf8(head.fin)?;
                 }
                 if !head.fin {
                     return Ok(Some((Event::Fragment, total)));
                 }
                 self.kind = None;
+                if std::mem::take(&mut self.compressed) {
+                    return Ok(Some((
+                        Event::Compressed {
+                            text: kind == Data::Text,
+                            payload: &self.message,
+                        },
+                        total,
+                    )));
+                }
                 match kind {
                     Data::Text => Event::Text(std::str::from_utf8(&self.message).map_err(|_| Violation::InvalidUtf8)?),
                     _ => Event::Binary(&self.message),
@@ -193,15 +232,21 @@ impl Decoder {
                 if self.kind.is_some() {
                     return Err(Violation::Protocol("new message before the fragmented one ended"));
                 }
-                if head.fin {
+                if head.fin && head.rsv1 {
+                    Event::Compressed {
+                        text: kind == Data::Text,
+                        payload,
+                    }
+                } else if head.fin {
                     match kind {
                         Data::Text => Event::Text(std::str::from_utf8(payload).map_err(|_| Violation::InvalidUtf8)?),
                         _ => Event::Binary(payload),
                     }
                 } else {
                     self.kind = Some(kind);
+                    self.compressed = head.rsv1;
                     self.message.extend_from_slice(payload);
-                    if kind == Data::Text {
+                    if kind == Data::Text && !head.rsv1 {
                         self.check_utf8(false)?;
                     }
                     Event::Fragment
@@ -220,7 +265,7 @@ impl Decoder {
         };
         let is_text = match head.opcode {
             OpCode::Data(Data::Text) => self.kind.is_none(),
-            OpCode::Data(Data::Continue) => self.kind == Some(Data::Text),
+            OpCode::Data(Data::Continue) => self.kind == Some(Data::Text) && !self.compressed,
             _ => false,
         };
         if !is_text || buf.len() >= head.frame_len() {

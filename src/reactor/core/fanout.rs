@@ -256,6 +256,7 @@ impl Core {
     /// Queues `frame` (holding `messages` messages) to every open connection matching `target`
     /// except user `ex`'s; returns how many.
     fn deliver_to(&mut self, target: &Target, frame: &Bytes, ex: u32, messages: u64) -> usize {
+        self.forget_deflated();
         let mut n = 0;
         match target {
             Target::All => {

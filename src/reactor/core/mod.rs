@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::Token;
 use slab::Slab;
 use tungstenite::Bytes;
-use tungstenite::protocol::frame::coding::OpCode;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 mod asks;
 mod channels;
@@ -117,6 +117,14 @@ pub(crate) struct Core {
     /// Slots of connections that opened (cleared when dropped): a publish to everyone visits
     /// these, not the whole slab.
     open_slots: SlotSet,
+    /// Slots of connections that negotiated permessage-deflate (a bit each: nothing in `Conn`).
+    pub deflate_slots: SlotSet,
+    /// The reactor's compressor and decompressor (made on first use; reset per message).
+    pub deflater: Option<Box<crate::ws::deflate::Deflater>>,
+    pub inflater: Option<Box<crate::ws::deflate::Inflater>>,
+    /// The compressed form of the frame being fanned out (its address and length, and the
+    /// bytes): made for the first recipient that negotiated compression, shared by the rest.
+    deflated: Option<(usize, usize, Bytes)>,
     /// Budget for log lines about client-triggered events.
     pub noisy: super::noisy::NoisyLog,
     /// Handlers' typed per-connection data, only for connections that have some (flag
@@ -211,6 +219,10 @@ impl Core {
             noisy: Default::default(),
             subscribers: Vec::new(),
             open_slots: SlotSet::default(),
+            deflate_slots: SlotSet::default(),
+            deflater: None,
+            inflater: None,
+            deflated: None,
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             pending: std::collections::VecDeque::new(),
@@ -410,7 +422,27 @@ impl Core {
 
     /// Frames `payload` and queues it behind earlier output (encoded straight into the queue).
     pub fn queue_frame(&mut self, idx: usize, opcode: OpCode, payload: &[u8]) {
-        self.enqueue(idx, |out, pool| out.push_frame(opcode, payload, pool));
+        let first = match opcode {
+            OpCode::Data(Data::Text) => 0x81,
+            OpCode::Data(Data::Binary) => 0x82,
+            _ => 0,
+        };
+        if first != 0
+            && payload.len() >= self.rt.config.compression_min_size
+            && !self.deflate_slots.is_empty()
+            && self.deflate_slots.contains(idx)
+        {
+            // Negotiated permessage-deflate: compressed with the reactor's compressor.
+            let mut d = self.deflater.take().unwrap_or_default();
+            let frame = d.frame(first, payload);
+            self.enqueue(idx, |out, pool| {
+                out.push_owned(frame, pool);
+                frame.len()
+            });
+            self.deflater = Some(d);
+        } else {
+            self.enqueue(idx, |out, pool| out.push_frame(opcode, payload, pool));
+        }
         self.metrics.messages_out.inc();
         self.enforce_cap(idx);
     }
@@ -464,14 +496,43 @@ impl Core {
         if !self.replays.is_empty() && self.divert_to_replay(idx, frame) {
             return true;
         }
+        let frame = if !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx) {
+            self.deflated_form(frame)
+        } else {
+            frame.clone()
+        };
         self.enqueue(idx, |out, _| {
-            out.push_shared(frame.clone());
-            frame.len()
+            let n = frame.len();
+            out.push_shared(frame);
+            n
         });
         self.metrics.fanout_deliveries.add(messages);
         self.metrics.messages_out.add(messages);
         self.enforce_cap(idx);
         true
+    }
+
+    /// `frame` compressed for connections that negotiated permessage-deflate: once per frame
+    /// fanned out (see `deflated`), messages under `--compression-min-size` left as they are.
+    fn deflated_form(&mut self, frame: &Bytes) -> Bytes {
+        let key = (frame.as_ptr() as usize, frame.len());
+        if let Some((p, l, b)) = &self.deflated
+            && (*p, *l) == key
+        {
+            return b.clone();
+        }
+        let min = self.rt.config.compression_min_size;
+        let d = self.deflater.get_or_insert_with(Box::default);
+        let compressed = Bytes::from(d.compress_frames(frame, min));
+        self.metrics.compressions.inc();
+        self.deflated = Some((key.0, key.1, compressed.clone()));
+        compressed
+    }
+
+    /// Forgets the compressed form of the last frame (called before each fan-out, so an address
+    /// reused by a later frame never matches).
+    pub(super) fn forget_deflated(&mut self) {
+        self.deflated = None;
     }
 
     /// Closes a consumer whose backlog is over `max_outbound_bytes`.
@@ -580,6 +641,9 @@ impl Core {
         }
         self.index_subscriptions(idx, c.subscriptions, 0);
         self.open_slots.remove(idx);
+        if !self.deflate_slots.is_empty() {
+            self.deflate_slots.remove(idx);
+        }
         if c.has(flags::HAS_DATA) {
             self.conn_data.remove(&idx);
         }

@@ -129,6 +129,7 @@ pub fn run(a: Args) -> Result<(), String> {
         per_user: a.per_user.max(1),
         sources: a.sources,
         source_base: 0,
+        deflate: false,
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let (rss_before, _) = memory(a.pid)?;

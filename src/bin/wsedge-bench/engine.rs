@@ -23,6 +23,8 @@ pub struct Target {
     pub sources: usize,
     /// The first source address is 127.0.0.(2 + this).
     pub source_base: usize,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
 }
 
 impl Target {
@@ -66,6 +68,10 @@ pub struct Engine {
     opened: usize,
     pub errors: usize,
     mask_seed: u32,
+    /// Bytes of data frames received (as on the wire: compressed ones compressed).
+    pub wire_bytes: u64,
+    /// For permessage-deflate: one decompressor (reset per message) and its output.
+    inflater: Option<(flate2::Decompress, Vec<u8>)>,
 }
 
 impl Engine {
@@ -77,6 +83,8 @@ impl Engine {
             opened: 0,
             errors: 0,
             mask_seed: 0x1234_5678,
+            wire_bytes: 0,
+            inflater: None,
         })
     }
 
@@ -117,9 +125,14 @@ impl Engine {
             }
             None => self.target.path.clone(),
         };
+        let extensions = if self.target.deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
             self.target.addr
         );
         entry.insert(Client {
@@ -282,9 +295,13 @@ impl Engine {
             }
         }
         // Frames (server frames are unmasked).
-        while let Some((opcode, start, end)) = parse(&rbuf[pos..]) {
+        while let Some((first, start, end)) = parse(&rbuf[pos..]) {
+            let opcode = first & 0x0F;
             let (ps, pe) = (pos + start, pos + end);
             pos += end;
+            if opcode < 0x8 {
+                self.wire_bytes += end as u64;
+            }
             let Some(c) = self.clients.get_mut(id) else {
                 return rbuf.len();
             };
@@ -310,6 +327,30 @@ impl Engine {
                     Self::flush(c);
                     d.on_open(self, id);
                 }
+                _ if first & 0x40 != 0 => {
+                    let (mut z, mut out) = self
+                        .inflater
+                        .take()
+                        .unwrap_or_else(|| (flate2::Decompress::new(false), Vec::new()));
+                    z.reset(false);
+                    out.clear();
+                    let mut input = rbuf[ps..pe].to_vec();
+                    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+                    out.reserve(input.len() * 8 + 1024);
+                    while z.total_in() < input.len() as u64 {
+                        let at = z.total_in() as usize;
+                        if out.capacity() == out.len() {
+                            out.reserve(out.capacity());
+                        }
+                        if z.decompress_vec(&input[at..], &mut out, flate2::FlushDecompress::Sync)
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    d.on_message(self, id, opcode, &out);
+                    self.inflater = Some((z, out));
+                }
                 _ => d.on_message(self, id, opcode, &rbuf[ps..pe]),
             }
         }
@@ -317,7 +358,7 @@ impl Engine {
     }
 }
 
-/// A complete unmasked frame at the start of `b`: (opcode, payload start, payload end).
+/// A complete unmasked frame at the start of `b`: (first byte, payload start, payload end).
 fn parse(b: &[u8]) -> Option<(u8, usize, usize)> {
     if b.len() < 2 {
         return None;
@@ -328,5 +369,5 @@ fn parse(b: &[u8]) -> Option<(u8, usize, usize)> {
         126 | 127 => return None,
         n => (n as usize, 2),
     };
-    (b.len() >= hl + len).then_some((b[0] & 0x0F, hl, hl + len))
+    (b.len() >= hl + len).then_some((b[0], hl, hl + len))
 }

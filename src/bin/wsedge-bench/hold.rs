@@ -122,6 +122,7 @@ pub fn run(a: Args) -> Result<(), String> {
         per_user,
         sources: a.sources,
         source_base: a.source_base,
+        deflate: false,
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let mut d = Hold {

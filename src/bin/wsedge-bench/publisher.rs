@@ -23,6 +23,8 @@ pub enum Mode {
 }
 
 pub struct AdminPublisher {
+    /// Bytes of realistic filler (a list of records) added to each message's data.
+    pub pad: usize,
     addr: SocketAddr,
     token: String,
     event: String,
@@ -39,6 +41,7 @@ pub struct AdminPublisher {
 impl AdminPublisher {
     pub fn new(addr: SocketAddr, token: String, event: String, mode: Mode, batch_size: usize) -> Self {
         AdminPublisher {
+            pad: 0,
             addr,
             token,
             event,
@@ -64,7 +67,7 @@ impl AdminPublisher {
         match self.mode {
             Mode::Close => {
                 for (seq, t) in due {
-                    let req = self.request(&format!("/ws/events/{}", self.event), &data(seq, t), true);
+                    let req = self.request(&format!("/ws/events/{}", self.event), &data(seq, t, self.pad), true);
                     let failures = self.failures.clone();
                     let addr = self.addr;
                     std::thread::spawn(move || {
@@ -83,7 +86,7 @@ impl AdminPublisher {
             Mode::Keepalive => {
                 let mut out = Vec::new();
                 for (seq, t) in due {
-                    out.extend(self.request(&format!("/ws/events/{}", self.event), &data(seq, t), false));
+                    out.extend(self.request(&format!("/ws/events/{}", self.event), &data(seq, t, self.pad), false));
                 }
                 self.send(out);
             }
@@ -93,7 +96,7 @@ impl AdminPublisher {
                     let commands: Vec<_> = chunk
                         .iter()
                         .map(|&(seq, t)| {
-                            json!({"method": "publish", "params": {"event": self.event, "data": {"seq": seq, "t": t}}})
+                            json!({"method": "publish", "params": {"event": self.event, "data": fields(seq, t, self.pad)}})
                         })
                         .collect();
                     let body = json!({ "commands": commands }).to_string();
@@ -159,8 +162,34 @@ impl AdminPublisher {
     }
 }
 
-fn data(seq: usize, t: u64) -> String {
-    json!({"data": {"seq": seq, "t": t}}).to_string()
+fn data(seq: usize, t: u64, pad: usize) -> String {
+    json!({ "data": fields(seq, t, pad) }).to_string()
+}
+
+/// `{"seq", "t"}`, with `items` (records like an application's) making it about `pad` bytes
+/// longer. Keys are sorted, so `"seq":N,"t":M` stays together for the subscribers' parser.
+fn fields(seq: usize, t: u64, pad: usize) -> serde_json::Value {
+    let mut items = Vec::new();
+    let mut len = 0;
+    let mut i = 0u64;
+    while len < pad {
+        let status = ["pending", "processing", "done"][(i % 3) as usize];
+        let item = json!({
+            "id": format!("{:08x}", i.wrapping_mul(2_654_435_761) as u32),
+            "name": format!("file-{i}.pdf"),
+            "status": status,
+            "progress": (i * 37) % 101,
+            "updated_by": format!("user-{}", i % 17),
+        });
+        len += item.to_string().len() + 1;
+        items.push(item);
+        i += 1;
+    }
+    if items.is_empty() {
+        json!({"seq": seq, "t": t})
+    } else {
+        json!({"items": items, "seq": seq, "t": t})
+    }
 }
 
 /// The status and total length of the first complete response in `buf`.

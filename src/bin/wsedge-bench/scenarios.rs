@@ -34,6 +34,9 @@ pub struct Common {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Offer permessage-deflate (and inflate what comes compressed).
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 impl Common {
@@ -57,6 +60,7 @@ impl Common {
             per_user,
             sources: self.sources,
             source_base: 0,
+            deflate: self.deflate,
         })
     }
 }
@@ -403,6 +407,9 @@ pub struct FanoutArgs {
     /// instead of the subscribers' server.
     #[arg(long)]
     admin_addr: Option<std::net::SocketAddr>,
+    /// Bytes of realistic JSON filler added to each published message (protocol server).
+    #[arg(long, default_value_t = 0)]
+    pad: usize,
 }
 
 fn now_ns() -> u64 {
@@ -430,6 +437,8 @@ struct Fanout {
     published: usize,
     rate: f64,
     publish_started: Option<Instant>,
+    /// The generator's `wire_bytes` when publishing started.
+    wire_start: u64,
     admin: Option<crate::publisher::AdminPublisher>,
     done_at: Option<Instant>,
     grace: Duration,
@@ -534,6 +543,10 @@ impl Driver for Fanout {
         if !all_ready {
             return true;
         }
+        if self.publish_started.is_none() {
+            // What the subscriptions cost on the wire is not what is measured.
+            self.wire_start = e.wire_bytes;
+        }
         let started = *self.publish_started.get_or_insert_with(Instant::now);
         while self.published < self.msgs {
             let due = if self.rate > 0.0 {
@@ -573,7 +586,11 @@ pub fn fanout(a: FanoutArgs) -> Result<(), String> {
             a.event.clone(),
             a.admin_mode,
             a.batch_size,
-        )),
+        ))
+        .map(|mut p| {
+            p.pad = a.pad;
+            p
+        }),
         None => None,
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
@@ -596,6 +613,7 @@ pub fn fanout(a: FanoutArgs) -> Result<(), String> {
         published: 0,
         rate: a.rate,
         publish_started: None,
+        wire_start: 0,
         admin,
         done_at: None,
         grace: Duration::from_secs(a.grace_secs),
@@ -628,6 +646,7 @@ pub fn fanout(a: FanoutArgs) -> Result<(), String> {
             "lost": expected - d.deliveries,
             "duplicated": d.duplicates,
             "deliveries_per_second": (d.deliveries as f64 / secs).round(),
+            "wire_bytes_per_delivery": ((e.wire_bytes - d.wire_start) as f64 / d.deliveries.max(1) as f64).round(),
             "delivery_latency_p50_us": us(&d.hist, 0.5),
             "delivery_latency_p99_us": us(&d.hist, 0.99),
             "last_subscriber_latency_p50_us": us(&last, 0.5),

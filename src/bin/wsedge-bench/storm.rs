@@ -144,6 +144,7 @@ pub fn run(a: Args) -> Result<(), String> {
         per_user: 1,
         sources: a.sources,
         source_base: 0,
+        deflate: false,
     })
     .map_err(|err| err.to_string())?;
     let mut d = Storm {

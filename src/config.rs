@@ -182,6 +182,9 @@ pub struct Config {
     pub compression: bool,
     /// Messages smaller than this go uncompressed. Default 512 bytes.
     pub compression_min_size: usize,
+    /// A Unix socket where a successor takes over the listening sockets (and this server
+    /// then drains), and where this server first asks a running predecessor for them.
+    pub handover_socket: Option<std::path::PathBuf>,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -223,6 +226,7 @@ impl Default for Config {
             history_max_bytes: 64 << 20,
             compression: false,
             compression_min_size: 512,
+            handover_socket: None,
             recovery_max: 300,
             redis: None,
             redis_prefix: "wsedge".to_string(),

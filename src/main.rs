@@ -118,6 +118,10 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     common: Common,
+    /// Restarts that refuse no one: a new process started with the same path takes over
+    /// this one's listening sockets, and this one drains (as on SIGTERM).
+    #[arg(long, env = "WS_HANDOVER_SOCKET")]
+    handover_socket: Option<std::path::PathBuf>,
     #[command(flatten)]
     compression: CompressionArgs,
     /// Open WebSockets in total; over it upgrades get HTTP 503.
@@ -398,6 +402,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         recovery_max: a.recovery_max,
         compression: a.compression.compression,
         compression_min_size: a.compression.compression_min_size,
+        handover_socket: a.handover_socket.clone(),
         redis: a.redis.clone(),
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,

@@ -526,10 +526,11 @@ impl<H: ReactorHandler> Reactor<H> {
         let mut open = Vec::new();
         let all: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
         for idx in all {
-            if self.core.conns[idx].phase == Phase::Open {
-                open.push(self.core.token_of(idx));
-            } else {
-                self.core.close_or_drop(idx, 1001, "server shutting down");
+            match self.core.conns[idx].phase {
+                // A handshake in progress completes (the client is not refused), then closes
+                // with 1001 in a batch like the open ones.
+                Phase::Open | Phase::Handshake => open.push(self.core.token_of(idx)),
+                _ => self.core.close_or_drop(idx, 1001, "server shutting down"),
             }
         }
         self.drain = Drain {
@@ -553,15 +554,21 @@ impl<H: ReactorHandler> Reactor<H> {
             // One batch per tick, at least one connection per batch.
             ((self.drain.total as f64 * elapsed / window).ceil() as usize).max(1)
         };
-        while self.drain.total - self.drain.queue.len() < due {
+        let mut upgrading = Vec::new();
+        while self.drain.total - self.drain.queue.len() - upgrading.len() < due {
             let Some(token) = self.drain.queue.pop() else { break };
             let Some(idx) = self.core.live(token) else { continue };
-            if self.core.conns[idx].phase != Phase::Open {
-                continue;
+            match self.core.conns[idx].phase {
+                // Still upgrading (its handshake timeout bounds the wait): later.
+                Phase::Handshake => upgrading.push(token),
+                Phase::Open => {
+                    self.with_ctx(idx, |h, ctx| h.on_server_draining(ctx));
+                    self.core.close_or_drop(idx, 1001, "server shutting down");
+                }
+                _ => {}
             }
-            self.with_ctx(idx, |h, ctx| h.on_server_draining(ctx));
-            self.core.close_or_drop(idx, 1001, "server shutting down");
         }
+        self.drain.queue.extend(upgrading);
     }
 
     pub(super) fn fire_timers(&mut self) {

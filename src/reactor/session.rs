@@ -255,13 +255,6 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// A socket handed over by another reactor: register it here and open the session.
     pub(super) fn adopt(&mut self, h: Handover) {
-        if self.draining_until.is_some() {
-            // Arrived after the drain began: refuse rather than open a connection we would
-            // close at once.
-            self.core.rt.admission.release();
-            self.core.rt.per_ip.release(h.ip_bucket);
-            return;
-        }
         let idx = self.core.insert_conn(h.sock, h.ip_bucket);
         if !self.register(idx) {
             // drop_conn released the address; the global slot was not yet the connection's.
@@ -274,6 +267,13 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         if let Some(r) = h.recover {
             self.core.connect_recoveries.insert(idx, r);
+        }
+        if self.draining_until.is_some() {
+            // Its handshake began before the drain: it completes, then closes with 1001 in a
+            // batch like the others (a client never sees its upgrade refused by a restart).
+            let token = self.core.token_of(idx);
+            self.drain.queue.insert(0, token);
+            self.drain.total += 1;
         }
         self.open_session(idx, Some(h.claims), &h.accept, h.leftover);
     }

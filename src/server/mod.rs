@@ -5,6 +5,7 @@
 //! Does not touch: connection state (commands go through each reactor's inbox).
 
 mod handle;
+mod handover;
 
 pub use handle::{Delivery, HandleError, ServerHandle};
 pub(crate) use handle::{delivery_of, member_count};
@@ -38,6 +39,8 @@ pub enum ServerError {
     ReactorDied(usize),
     #[error("redis: {0}")]
     Redis(std::io::Error),
+    #[error("handover socket: {0}")]
+    Handover(std::io::Error),
 }
 
 /// Entry point: [`Server::start`] (reactor threads owned by the server), or
@@ -114,12 +117,52 @@ impl Server {
             AuthMode::Anonymous => None,
         };
         let exclusive = !config.reuse_port;
-        let first = bind_first(config.listen, exclusive)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..config.workers {
-            listeners.push(bind_reuseport(local_addr)?);
+        // `--handover-socket`: the sockets of a running predecessor, if there is one.
+        let handover_path = config.handover_socket.clone();
+        let mut inherited = match &handover_path {
+            Some(p) => handover::take_over(p).map_err(ServerError::Handover)?,
+            None => None,
+        };
+        let mut main = match inherited.as_mut() {
+            Some(i) => std::mem::take(&mut i.main),
+            None => vec![bind_first(config.listen, exclusive)?],
+        };
+        let mut admin_std = inherited
+            .as_mut()
+            .map(|i| std::mem::take(&mut i.admin))
+            .unwrap_or_default();
+        // Every inherited socket is served (connections may wait in any of their queues).
+        config.workers = config.workers.max(main.len()).max(admin_std.len());
+        let local_addr = main[0].local_addr()?;
+        while main.len() < config.workers {
+            main.push(bind_reuseport(local_addr)?);
         }
+        if let Some(addr) = config.admin_listen
+            && admin_std.is_empty()
+        {
+            admin_std.push(bind_first(addr, exclusive)?);
+        }
+        let mut admin_addr = None;
+        if let Some(bound) = admin_std.first().map(std::net::TcpListener::local_addr).transpose()? {
+            while admin_std.len() < config.workers {
+                admin_std.push(bind_reuseport(bound)?);
+            }
+            admin_addr = Some(bound);
+        }
+        // Copies of the listening sockets, for the next successor.
+        let passable = match &handover_path {
+            Some(_) => Some((
+                main.iter()
+                    .map(std::net::TcpListener::try_clone)
+                    .collect::<Result<Vec<_>, _>>()?,
+                admin_std
+                    .iter()
+                    .map(std::net::TcpListener::try_clone)
+                    .collect::<Result<Vec<_>, _>>()?,
+            )),
+            None => None,
+        };
+        let listeners: Vec<mio::net::TcpListener> = main.into_iter().map(mio::net::TcpListener::from_std).collect();
         let mut polls = Vec::new();
         let mut links = Vec::new();
         for _ in 0..config.workers {
@@ -129,17 +172,10 @@ impl Server {
         }
         // `--admin-listen`: one listener per reactor on the same port, like the main one, so
         // admin requests are served by every reactor's loop.
-        let mut admin_listeners = Vec::new();
-        let mut admin_addr = None;
-        if let Some(addr) = config.admin_listen {
-            let first = bind_first(addr, exclusive)?;
-            let bound = first.local_addr()?;
-            admin_listeners.push(Some(first));
-            for _ in 1..config.workers {
-                admin_listeners.push(Some(bind_reuseport(bound)?));
-            }
-            admin_addr = Some(bound);
-        }
+        let mut admin_listeners: Vec<Option<mio::net::TcpListener>> = admin_std
+            .into_iter()
+            .map(|l| Some(mio::net::TcpListener::from_std(l)))
+            .collect();
         admin_listeners.resize_with(config.workers, || None);
         let rt = Arc::new(Runtime {
             config,
@@ -168,8 +204,16 @@ impl Server {
                 admin,
             });
         }
+        let handle = ServerHandle::from_runtime(rt);
+        if let Some(i) = inherited {
+            // Registered: the predecessor may stop accepting (what it leaves queued is ours).
+            i.ready();
+        }
+        if let (Some(path), Some((main, admin))) = (handover_path, passable) {
+            handover::serve(path, main, admin, handle.clone()).map_err(ServerError::Handover)?;
+        }
         Ok(Prepared {
-            handle: ServerHandle::from_runtime(rt),
+            handle,
             reactors,
             admin_addr,
         })
@@ -244,7 +288,7 @@ fn reactor_died(rt: &Arc<Runtime>, i: usize) {
 /// The first listener on `addr`. Every reactor binds its own with `SO_REUSEPORT`; unless the
 /// port is to be shared with other processes (`exclusive`), a probe bound without the option
 /// first makes a port another process holds an error instead of a silent split of its traffic.
-fn bind_first(addr: SocketAddr, exclusive: bool) -> Result<mio::net::TcpListener, ServerError> {
+fn bind_first(addr: SocketAddr, exclusive: bool) -> Result<std::net::TcpListener, ServerError> {
     if exclusive && addr.port() != 0 {
         let probe = || -> std::io::Result<()> {
             let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -256,15 +300,15 @@ fn bind_first(addr: SocketAddr, exclusive: bool) -> Result<mio::net::TcpListener
     bind_reuseport(addr)
 }
 
-fn bind_reuseport(addr: SocketAddr) -> Result<mio::net::TcpListener, ServerError> {
-    let bind = || -> std::io::Result<mio::net::TcpListener> {
+fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let bind = || -> std::io::Result<std::net::TcpListener> {
         let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
         s.listen(4096)?;
-        Ok(mio::net::TcpListener::from_std(s.into()))
+        Ok(s.into())
     };
     bind().map_err(|source| ServerError::Bind { addr, source })
 }

@@ -70,6 +70,9 @@ pub struct Engine {
     mask_seed: u32,
     /// Bytes of data frames received (as on the wire: compressed ones compressed).
     pub wire_bytes: u64,
+    /// The code of the close frame behind the last `on_closed` (`None`: the connection failed
+    /// or ended without one).
+    pub last_close: Option<u16>,
     /// For permessage-deflate: one decompressor (reset per message) and its output.
     inflater: Option<(flate2::Decompress, Vec<u8>)>,
 }
@@ -84,6 +87,7 @@ impl Engine {
             errors: 0,
             mask_seed: 0x1234_5678,
             wire_bytes: 0,
+            last_close: None,
             inflater: None,
         })
     }
@@ -229,6 +233,7 @@ impl Engine {
     fn fail(&mut self, d: &mut impl Driver, id: usize) {
         if let Some(c) = self.clients.try_remove(id) {
             self.errors += 1;
+            self.last_close = None;
             d.on_closed(self, id, c.tag);
         }
     }
@@ -242,6 +247,7 @@ impl Engine {
                     if let Some(mut c) = self.clients.try_remove(id) {
                         let _ = self.poll.registry().deregister(&mut c.sock);
                     }
+                    self.last_close = None;
                     d.on_closed(self, id, tag);
                     return;
                 }
@@ -316,6 +322,7 @@ impl Engine {
                 0xA => {}
                 0x8 => {
                     let tag = c.tag;
+                    self.last_close = rbuf.get(ps..ps + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
                     if let Some(mut c) = self.clients.try_remove(id) {
                         let _ = self.poll.registry().deregister(&mut c.sock);
                     }

@@ -9,6 +9,7 @@ mod engine;
 mod hold;
 mod proc_stats;
 mod publisher;
+mod restart;
 mod scenarios;
 mod storm;
 mod wire;
@@ -38,6 +39,8 @@ enum Scenario {
     Hold(hold::Args),
     /// N clients come back at once and each recovers M missed messages of one event.
     RecoverStorm(storm::Args),
+    /// Hold N connections and make handshakes at a steady rate through a restart.
+    RestartStream(restart::Args),
 }
 
 fn main() {
@@ -50,6 +53,7 @@ fn main() {
         Scenario::Churn(a) => scenarios::churn(a),
         Scenario::Hold(a) => hold::run(a),
         Scenario::RecoverStorm(a) => storm::run(a),
+        Scenario::RestartStream(a) => restart::run(a),
     };
     if let Err(e) = result {
         eprintln!("wsedge-bench: {e}");

@@ -1,0 +1,195 @@
+//! Restarts that refuse no one: a new process takes over the running one's listening sockets
+//! over a Unix socket (`--handover-socket PATH`), as nginx and sozu do, and the old one drains.
+//!
+//! Owns: the handover conversation and the thread that waits for a successor. Does not touch:
+//! the reactors (the old process drains with `ServerHandle::shutdown`, exactly as on SIGTERM;
+//! the new one serves the inherited sockets like its own).
+//!
+//! The sockets are passed, not reopened: they are the same kernel objects, so connections
+//! already waiting in their accept queues are accepted by the successor, and no moment exists
+//! when the port is closed. The conversation: the successor connects and writes
+//! `wsedge-handover 1\n`; the predecessor answers `main=N admin=M\n` with the N + M listening
+//! sockets attached (SCM_RIGHTS); the successor registers them and writes `ready\n`; the
+//! predecessor then stops accepting and closes its connections in batches (1001) over
+//! `--drain-window`, and exits. The successor listens on the path for the next one.
+
+use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
+
+use super::ServerHandle;
+
+const HELLO: &[u8] = b"wsedge-handover 1\n";
+/// More listening sockets than any predecessor has (one per reactor, main and admin).
+const MAX_SOCKETS: usize = 512;
+/// How long either side waits for the other.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Listening sockets taken over from a predecessor, and the line to tell it we are ready.
+pub(crate) struct Inherited {
+    pub main: Vec<TcpListener>,
+    pub admin: Vec<TcpListener>,
+    predecessor: UnixStream,
+}
+
+impl Inherited {
+    /// The sockets are registered: the predecessor may stop accepting.
+    pub fn ready(mut self) {
+        if let Err(e) = self.predecessor.write_all(b"ready\n") {
+            log::warn!("handover: could not tell the previous process to drain: {e}");
+        }
+    }
+}
+
+/// Asks a process serving `path` for its listening sockets. `Ok(None)`: nobody serves it (a
+/// first start).
+pub(crate) fn take_over(path: &Path) -> io::Result<Option<Inherited>> {
+    let mut s = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    s.set_read_timeout(Some(WAIT))?;
+    s.set_write_timeout(Some(WAIT))?;
+    s.write_all(HELLO)?;
+    let mut line = [0u8; 64];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        &s,
+        &mut [IoSliceMut::new(&mut line)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    let text = std::str::from_utf8(&line[..got.bytes]).map_err(|_| bad("answer is not text"))?;
+    let (main, admin) = counts(text).ok_or_else(|| bad("answer is not main=N admin=M"))?;
+    if fds.len() != main + admin || main == 0 {
+        return Err(bad("the socket count does not match the answer"));
+    }
+    let mut listeners: Vec<TcpListener> = fds.into_iter().map(TcpListener::from).collect();
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+    }
+    let admin = listeners.split_off(main);
+    Ok(Some(Inherited {
+        main: listeners,
+        admin,
+        predecessor: s,
+    }))
+}
+
+fn counts(text: &str) -> Option<(usize, usize)> {
+    let text = text.trim_end();
+    let (m, a) = text.split_once(' ')?;
+    Some((
+        m.strip_prefix("main=")?.parse().ok()?,
+        a.strip_prefix("admin=")?.parse().ok()?,
+    ))
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("handover: {what}"))
+}
+
+/// Serves `path` for a successor on a thread of its own: hands it `main` and `admin` (this
+/// process's listening sockets), and once it is ready, drains this server.
+pub(crate) fn serve(
+    path: PathBuf,
+    main: Vec<TcpListener>,
+    admin: Vec<TcpListener>,
+    handle: ServerHandle,
+) -> io::Result<()> {
+    // A path left by a process that is gone (or the predecessor we just took over from).
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::thread::Builder::new()
+        .name("wsedge-handover".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                match hand_over(conn, &main, &admin) {
+                    Ok(()) => {
+                        log::info!("handover: a new process took over the listening sockets; draining");
+                        handle.shutdown();
+                        return;
+                    }
+                    Err(e) => log::warn!("handover: {e}; still serving"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn hand_over(mut conn: UnixStream, main: &[TcpListener], admin: &[TcpListener]) -> io::Result<()> {
+    conn.set_read_timeout(Some(WAIT))?;
+    conn.set_write_timeout(Some(WAIT))?;
+    let mut hello = [0u8; HELLO.len()];
+    conn.read_exact(&mut hello)?;
+    if hello != HELLO {
+        return Err(bad("not a wsedge successor"));
+    }
+    let fds: Vec<_> = main.iter().chain(admin).map(AsFd::as_fd).collect();
+    let text = format!("main={} admin={}\n", main.len(), admin.len());
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(bad("too many sockets to pass"));
+    }
+    rustix::net::sendmsg(
+        &conn,
+        &[IoSlice::new(text.as_bytes())],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    if line != "ready\n" {
+        return Err(bad("the successor did not get ready"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_pass_to_a_successor_and_keep_their_queue() {
+        let dir = std::env::temp_dir().join(format!("wsedge-handover-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("h.sock");
+        assert!(take_over(&path).unwrap().is_none(), "nobody to take over from");
+        let main = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = main.local_addr().unwrap();
+        // A connection already waiting in the accept queue before the handover.
+        let _early = std::net::TcpStream::connect(addr).unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
+        let giver = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            hand_over(conn, &[main], &[])
+        });
+        let inherited = take_over(&path).unwrap().expect("taken over");
+        assert_eq!((inherited.main.len(), inherited.admin.len()), (1, 0));
+        let l = &inherited.main[0];
+        assert_eq!(l.local_addr().unwrap(), addr);
+        l.set_nonblocking(false).unwrap();
+        let (_, _) = l.accept().expect("the waiting connection is still there");
+        inherited.ready();
+        giver.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

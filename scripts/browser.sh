@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Interop check with a real browser: headless Chromium (Debian's `chromium`, installed if
-# missing) opens WebSockets to a local wsedge server: token as `bearer` subprotocol, ping/pong,
-# a bad token (must be close 1008 with its reason, not 1006), an oversized message (error, then
-# 1009). The page reports to a local HTTP listener. Loopback only; ~20 seconds.
+# missing) opens WebSockets to a local wsedge server: token as `bearer` subprotocol,
+# permessage-deflate negotiated (the server runs with --compression on) and used both ways by a
+# ping/pong, a bad token (must be close 1008 with its reason, not 1006), an oversized message
+# (compressed by the browser; error, then 1009). The page reports to a local HTTP listener.
+# Loopback only; ~20 seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -12,7 +14,8 @@ WS_PORT=${WS_PORT:-19711}
 HTTP_PORT=${HTTP_PORT:-19712}
 SECRET=browser-check-$$
 WORK=$(mktemp -d)
-./target/release/wsedge serve --listen "127.0.0.1:$WS_PORT" --jwt-secret "$SECRET" --log-level warn &
+./target/release/wsedge serve --listen "127.0.0.1:$WS_PORT" --jwt-secret "$SECRET" --log-level warn \
+  --compression on --compression-min-size 64 &
 SERVER=$!
 python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$WORK" >"$WORK/http.log" 2>&1 &
 HTTP=$!
@@ -27,7 +30,9 @@ timeout 20 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-fi
   --user-data-dir="$WORK/profile" "http://127.0.0.1:$HTTP_PORT/check.html" >/dev/null 2>&1 || true
 RESULT=$(sed -n 's/.*GET \/result?\([^ ]*\) HTTP.*/\1/p' "$WORK/http.log" | python3 -c 'import sys, urllib.parse; print(urllib.parse.unquote(sys.stdin.read().strip()))')
 echo "chromium: $RESULT"
-EXPECTED='open protocol=bearer | connection.established | pong from-chromium | good closed 1000 | bad token closed 1008 "authentication failed: malformed token" | big MESSAGE_TOO_LARGE | oversize closed 1009 "message too large"'
+PING=$(printf 'from-chromium-%.0s' 1 2 3 4 5 6 7 8)
+EXPECTED="open protocol=bearer extensions=permessage-deflate; server_no_context_takeover; client_no_context_takeover | connection.established | pong $PING | good closed 1000 |"
+EXPECTED+='  bad token closed 1008 "authentication failed: malformed token" | big MESSAGE_TOO_LARGE | oversize closed 1009 "message too large"'
 # The three sockets interleave, so compare the events as sets.
 sorted() { tr '|' '\n' | sed 's/^ *//; s/ *$//' | sort; }
 if [ "$(echo "$RESULT" | sorted)" = "$(echo "$EXPECTED" | sorted)" ]; then

@@ -185,6 +185,9 @@ pub struct Config {
     /// A Unix socket where a successor takes over the listening sockets (and this server
     /// then drains), and where this server first asks a running predecessor for them.
     pub handover_socket: Option<std::path::PathBuf>,
+    /// PEM certificate chain and private key: the main listeners speak TLS (wss://, https://).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     /// Largest admin request body; bigger gets 413. Default 64 KiB.
     pub admin_max_body: usize,
     /// On shutdown, connections are closed in batches spread over this window, so clients do
@@ -227,6 +230,8 @@ impl Default for Config {
             compression: false,
             compression_min_size: 512,
             handover_socket: None,
+            tls_cert: None,
+            tls_key: None,
             recovery_max: 300,
             redis: None,
             redis_prefix: "wsedge".to_string(),

@@ -56,6 +56,7 @@ pub use metrics::Snapshot;
 /// The `mio` this crate runs on: register your own sources with [`ReactorCtx::register`].
 pub use mio;
 pub use server::{Delivery, HandleError, Prepared, ReactorRunner, RunningServer, Server, ServerError, ServerHandle};
+pub use transport::tls::TlsError;
 pub use ws::Violation;
 /// A masked client frame (for clients and load generators; servers never mask).
 pub use ws::frame::encode_client_frame;

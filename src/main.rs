@@ -122,6 +122,13 @@ struct ServeArgs {
     /// this one's listening sockets, and this one drains (as on SIGTERM).
     #[arg(long, env = "WS_HANDOVER_SOCKET")]
     handover_socket: Option<std::path::PathBuf>,
+    /// PEM certificate chain: the listener speaks TLS (wss://, https://); with --tls-key.
+    /// Reloaded on SIGHUP (new connections get the new one).
+    #[arg(long, env = "WS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     compression: CompressionArgs,
     /// Open WebSockets in total; over it upgrades get HTTP 503.
@@ -403,6 +410,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         compression: a.compression.compression,
         compression_min_size: a.compression.compression_min_size,
         handover_socket: a.handover_socket.clone(),
+        tls_cert: a.tls_cert.clone(),
+        tls_key: a.tls_key.clone(),
         redis: a.redis.clone(),
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,
@@ -460,8 +469,12 @@ fn echo(a: EchoArgs) -> Result<(), String> {
 
 /// SIGINT/SIGTERM handlers, installed before the server starts so no signal is missed.
 fn termination_signals() -> Result<signal_hook::iterator::Signals, String> {
-    signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("signal setup: {e}"))
+    signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("signal setup: {e}"))
 }
 
 /// Runs until SIGINT/SIGTERM, then drains; a second signal exits at once.
@@ -470,6 +483,14 @@ fn run_until_signal(server: wsedge::RunningServer, mut signals: signal_hook::ite
     std::thread::spawn(move || {
         let mut seen = 0;
         for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                match handle.reload_tls() {
+                    Ok(true) => log::info!("SIGHUP: TLS certificate reloaded"),
+                    Ok(false) => log::info!("SIGHUP: no TLS to reload"),
+                    Err(e) => log::error!("SIGHUP: TLS certificate not reloaded (the old one stays): {e}"),
+                }
+                continue;
+            }
             seen += 1;
             if seen > 1 {
                 std::process::exit(130);

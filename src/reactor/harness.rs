@@ -68,6 +68,7 @@ impl<H: Handler> Harness<H> {
             cluster_metrics: Arc::default(),
             started_at: 0,
             history_epoch: "test".into(),
+            tls: None,
         });
         let mut listener = listener;
         super::register_listeners(&poll, &mut listener, None)?;

@@ -79,6 +79,8 @@ pub(crate) struct Handover {
     pub bearer: bool,
     /// permessage-deflate was negotiated.
     pub deflate: bool,
+    /// The connection's TLS session (TLS listeners).
+    pub tls: Option<Box<rustls::ServerConnection>>,
     /// Frames the client sent right after its request.
     pub leftover: Vec<u8>,
     /// Where to recover the user's channel from (query `recover_offset`, `recover_epoch`).
@@ -236,6 +238,8 @@ pub(crate) struct Runtime {
     pub started_at: u64,
     /// The epoch of every channel's history since this process started.
     pub history_epoch: String,
+    /// `--tls-cert`/`--tls-key`: the main listeners speak TLS.
+    pub tls: Option<crate::transport::tls::TlsConfig>,
 }
 
 impl Runtime {
@@ -299,6 +303,8 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     admitting: std::collections::HashMap<u64, Box<session::Admitting>>,
     /// Their slots (their bytes stay unread until the verdict).
     admitting_slots: std::collections::HashSet<usize>,
+    /// Plaintext decrypted from a TLS read (reused).
+    tls_plain: Vec<u8>,
 }
 
 /// Connections still to be closed by a drain.
@@ -346,6 +352,7 @@ impl<H: ReactorHandler> Reactor<H> {
             engine,
             admitting: std::collections::HashMap::new(),
             admitting_slots: std::collections::HashSet::new(),
+            tls_plain: Vec::new(),
             core: Core::new(id, rt),
             handler,
             poll,

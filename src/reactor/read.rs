@@ -37,7 +37,13 @@ impl<H: ReactorHandler> Reactor<H> {
                 Ok(n) => {
                     c.last_seen = self.core.now;
                     self.core.metrics.bytes_in.add(n as u64);
-                    self.on_bytes(idx, generation, &mut buf[..n]);
+                    if !self.core.tls_sessions.is_empty() && self.core.tls_sessions.contains_key(&idx) {
+                        if !self.on_tls_bytes(idx, generation, &buf[..n]) {
+                            break;
+                        }
+                    } else {
+                        self.on_bytes(idx, generation, &mut buf[..n]);
+                    }
                     reads += 1;
                     if self.core.conns.get(idx).is_some() && self.core.http_paused(idx) {
                         // Its answers are backed up: the rest waits in the socket.
@@ -61,6 +67,41 @@ impl<H: ReactorHandler> Reactor<H> {
             }
         }
         self.read_buf = buf;
+    }
+
+    /// Ciphertext from a TLS connection: decrypted with its session, the plaintext handled as
+    /// any connection's bytes; records the session owes the peer (handshake) are written now.
+    /// False if the connection is gone.
+    fn on_tls_bytes(&mut self, idx: usize, generation: u32, cipher: &[u8]) -> bool {
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        let Some(t) = self.core.tls_sessions.get_mut(&idx) else {
+            return false;
+        };
+        let result = crate::transport::tls::decrypt(t, cipher, &mut plain);
+        if let Err(e) = result {
+            log::debug!("tls: {e}");
+            self.core.metrics.protocol_errors.inc();
+            // Whatever alert the session made goes out before the socket closes.
+            self.core.flush(idx);
+            if self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
+                self.core.drop_conn(idx, 1006);
+            }
+            self.tls_plain = plain;
+            return false;
+        }
+        if !plain.is_empty() {
+            self.on_bytes(idx, generation, &mut plain);
+        }
+        if plain.capacity() > 256 * 1024 {
+            plain = Vec::new();
+        }
+        self.tls_plain = plain;
+        let alive = self.core.conns.get(idx).is_some_and(|c| c.generation == generation);
+        if alive && self.core.tls_sessions.get(&idx).is_some_and(|t| t.wants_write()) {
+            self.core.flush(idx);
+        }
+        self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
     }
 
     pub(super) fn on_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {

@@ -46,7 +46,20 @@ impl<H: ReactorHandler> Reactor<H> {
                         continue;
                     }
                     let _ = sock.set_nodelay(true);
+                    let session = match (&rt.tls, admin) {
+                        (Some(tls), false) => match tls.session() {
+                            Some(s) => Some(s),
+                            None => {
+                                rt.per_ip.release(bucket);
+                                continue;
+                            }
+                        },
+                        _ => None,
+                    };
                     let idx = self.core.insert_conn(crate::transport::Stream::Tcp(sock), bucket);
+                    if let Some(s) = session {
+                        self.core.tls_sessions.insert(idx, s);
+                    }
                     if self.register(idx) {
                         if admin {
                             self.core.conns[idx].flags |= flags::ADMIN_PORT;
@@ -224,6 +237,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 let mut conn = self.core.conns.remove(idx);
                 let _ = conn.sock.deregister(self.poll.registry());
                 let deflate = self.core.deflate_slots.contains(idx);
+                let tls = self.core.tls_sessions.remove(&idx);
                 if deflate {
                     self.core.deflate_slots.remove(idx);
                 }
@@ -236,6 +250,7 @@ impl<H: ReactorHandler> Reactor<H> {
                     recover: u.recover,
                     bearer: u.offers_bearer,
                     deflate,
+                    tls,
                     leftover,
                 };
                 if !rt.links[home].send(Command::Adopt(Box::new(h))) {
@@ -264,6 +279,9 @@ impl<H: ReactorHandler> Reactor<H> {
         self.core.conns[idx].flags |= flags::COUNTED | if h.bearer { flags::BEARER } else { 0 };
         if h.deflate {
             self.core.deflate_slots.insert(idx);
+        }
+        if let Some(t) = h.tls {
+            self.core.tls_sessions.insert(idx, t);
         }
         if let Some(r) = h.recover {
             self.core.connect_recoveries.insert(idx, r);

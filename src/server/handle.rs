@@ -413,6 +413,16 @@ impl ServerHandle {
         self.rt.links.iter().all(|l| l.stopped.load(Ordering::Acquire))
     }
 
+    /// Reads `--tls-cert` and `--tls-key` again (as on SIGHUP): new connections get the new
+    /// certificate, open ones keep theirs. `Ok(false)`: the server has no TLS. On error the old
+    /// certificate stays.
+    pub fn reload_tls(&self) -> Result<bool, crate::transport::tls::TlsError> {
+        match &self.rt.tls {
+            Some(t) => t.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// True while draining (and after).
     pub fn is_draining(&self) -> bool {
         self.rt.draining.load(Ordering::Acquire)

@@ -41,6 +41,10 @@ pub enum ServerError {
     Redis(std::io::Error),
     #[error("handover socket: {0}")]
     Handover(std::io::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error("tls: --tls-cert and --tls-key go together")]
+    TlsPair,
 }
 
 /// Entry point: [`Server::start`] (reactor threads owned by the server), or
@@ -177,6 +181,11 @@ impl Server {
             .map(|l| Some(mio::net::TcpListener::from_std(l)))
             .collect();
         admin_listeners.resize_with(config.workers, || None);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::transport::tls::TlsConfig::load(cert, key)?),
+            (None, None) => None,
+            _ => return Err(ServerError::TlsPair),
+        };
         let rt = Arc::new(Runtime {
             config,
             verifier,
@@ -189,6 +198,7 @@ impl Server {
             cluster_metrics,
             started_at: crate::reactor::core::Core::unix_now().into(),
             history_epoch: crate::history::History::process_epoch(),
+            tls,
         });
         let factory = Arc::new(factory);
         let mut reactors = Vec::new();

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "testing")]
 pub mod sim;
+pub mod tls;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};

@@ -117,6 +117,8 @@ pub(crate) struct Core {
     /// Slots of connections that opened (cleared when dropped): a publish to everyone visits
     /// these, not the whole slab.
     open_slots: SlotSet,
+    /// TLS sessions of the connections of TLS listeners (plain connections have none).
+    pub tls_sessions: std::collections::HashMap<usize, Box<rustls::ServerConnection>>,
     /// Slots of connections that negotiated permessage-deflate (a bit each: nothing in `Conn`).
     pub deflate_slots: SlotSet,
     /// The reactor's compressor and decompressor (made on first use; reset per message).
@@ -220,6 +222,7 @@ impl Core {
             subscribers: Vec::new(),
             open_slots: SlotSet::default(),
             deflate_slots: SlotSet::default(),
+            tls_sessions: std::collections::HashMap::new(),
             deflater: None,
             inflater: None,
             deflated: None,
@@ -641,6 +644,9 @@ impl Core {
         }
         self.index_subscriptions(idx, c.subscriptions, 0);
         self.open_slots.remove(idx);
+        if !self.tls_sessions.is_empty() {
+            self.tls_sessions.remove(&idx);
+        }
         if !self.deflate_slots.is_empty() {
             self.deflate_slots.remove(idx);
         }
@@ -719,10 +725,34 @@ impl Core {
     }
 
     /// Writes what the socket takes; finishes closes whose output is done.
-    fn flush(&mut self, idx: usize) {
+    pub(crate) fn flush(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
+        let mut tls = if self.tls_sessions.is_empty() {
+            None
+        } else {
+            self.tls_sessions.get_mut(&idx)
+        };
+        if let Some(t) = tls.as_deref_mut()
+            && c.output.is_none()
+            && let Err(e) = crate::transport::tls::flush(t, &mut c.sock)
+        {
+            // Handshake records or a close_notify with no output behind them.
+            log::debug!("tls write failed: {e}");
+            self.drop_conn(idx, 1006);
+            return;
+        }
         if let Some(out) = c.output.as_mut() {
-            match out.write_to(&mut c.sock, &mut self.pool) {
+            let written = match tls {
+                Some(t) => out.write_to(
+                    &mut crate::transport::tls::Writer {
+                        tls: t,
+                        sock: &mut c.sock,
+                    },
+                    &mut self.pool,
+                ),
+                None => out.write_to(&mut c.sock, &mut self.pool),
+            };
+            match written {
                 Ok(n) => {
                     self.queued -= n;
                     self.metrics.bytes_out.add(n as u64);
@@ -752,6 +782,13 @@ impl Core {
         let c = &mut self.conns[idx];
         if matches!(c.phase, Phase::Closing | Phase::Discarding) {
             if !c.has(flags::FIN_SENT) {
+                if let Some(t) = self.tls_sessions.get_mut(&idx) {
+                    // close_notify, then FIN once every record is out.
+                    t.send_close_notify();
+                    if !crate::transport::tls::flush(t, &mut c.sock).unwrap_or(true) {
+                        return;
+                    }
+                }
                 // FIN after the close frame (or response): the peer reads everything, then EOF.
                 c.sock.shutdown_write();
                 c.flags |= flags::FIN_SENT;

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -25,6 +26,8 @@ pub struct Target {
     pub source_base: usize,
     /// Offer permessage-deflate.
     pub deflate: bool,
+    /// Speak TLS (`wss://`; any certificate is accepted: this is a load generator).
+    pub tls: bool,
 }
 
 impl Target {
@@ -50,6 +53,7 @@ pub struct Client {
     pub started: Instant,
     /// Scenario's own per-client number (e.g. index of the subscriber).
     pub tag: usize,
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 /// Callbacks of a scenario.
@@ -75,6 +79,10 @@ pub struct Engine {
     pub last_close: Option<u16>,
     /// For permessage-deflate: one decompressor (reset per message) and its output.
     inflater: Option<(flate2::Decompress, Vec<u8>)>,
+    /// For `wss://`: the client configuration (any certificate accepted), and plaintext
+    /// decrypted from a read.
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    plain: Vec<u8>,
 }
 
 impl Engine {
@@ -82,13 +90,15 @@ impl Engine {
         Ok(Engine {
             poll: Poll::new()?,
             clients: Slab::new(),
-            target,
             opened: 0,
             errors: 0,
             mask_seed: 0x1234_5678,
             wire_bytes: 0,
             last_close: None,
             inflater: None,
+            tls_config: target.tls.then(crate::tls::any_certificate),
+            plain: Vec::new(),
+            target,
         })
     }
 
@@ -139,6 +149,15 @@ impl Engine {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
             self.target.addr
         );
+        let tls = match &self.tls_config {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(self.target.addr.ip().into());
+                Some(Box::new(
+                    rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?,
+                ))
+            }
+            None => None,
+        };
         entry.insert(Client {
             sock,
             state: State::Connecting,
@@ -146,6 +165,7 @@ impl Engine {
             wbuf: req.into_bytes(),
             started: Instant::now(),
             tag,
+            tls,
         });
         Ok(id)
     }
@@ -184,6 +204,21 @@ impl Engine {
     }
 
     fn flush(c: &mut Client) -> bool {
+        if let Some(tls) = c.tls.as_mut() {
+            if !c.wbuf.is_empty() && tls.writer().write_all(&c.wbuf).is_err() {
+                return false;
+            }
+            c.wbuf.clear();
+            while tls.wants_write() {
+                match tls.write_tls(&mut c.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            return true;
+        }
         while !c.wbuf.is_empty() {
             match c.sock.write(&c.wbuf) {
                 Ok(n) => {
@@ -250,6 +285,23 @@ impl Engine {
                     self.last_close = None;
                     d.on_closed(self, id, tag);
                     return;
+                }
+                Ok(n) if c.tls.is_some() => {
+                    let mut plain = std::mem::take(&mut self.plain);
+                    plain.clear();
+                    let ok = decrypt(c.tls.as_deref_mut(), &buf[..n], &mut plain);
+                    let flushed = Self::flush(c);
+                    if !ok || !flushed {
+                        self.plain = plain;
+                        return self.fail(d, id);
+                    }
+                    c.rbuf.extend_from_slice(&plain);
+                    let pending = std::mem::take(&mut c.rbuf);
+                    let used = self.process(d, id, &pending);
+                    if let Some(c) = self.clients.get_mut(id) {
+                        c.rbuf = pending[used..].to_vec();
+                    }
+                    self.plain = plain;
                 }
                 Ok(n) => {
                     // Frames are handled straight from the read buffer; only an incomplete tail
@@ -363,6 +415,27 @@ impl Engine {
         }
         pos
     }
+}
+
+/// Takes ciphertext into the session; appends the plaintext it yields. False on a TLS error.
+fn decrypt(tls: Option<&mut rustls::ClientConnection>, mut cipher: &[u8], plain: &mut Vec<u8>) -> bool {
+    let Some(tls) = tls else { return false };
+    while !cipher.is_empty() {
+        if tls.read_tls(&mut cipher).is_err() {
+            return false;
+        }
+        let Ok(state) = tls.process_new_packets() else {
+            return false;
+        };
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            let start = plain.len();
+            plain.resize(start + n, 0);
+            let got = tls.reader().read(&mut plain[start..]).unwrap_or(0);
+            plain.truncate(start + got);
+        }
+    }
+    true
 }
 
 /// A complete unmasked frame at the start of `b`: (first byte, payload start, payload end).

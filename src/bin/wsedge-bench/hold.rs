@@ -123,6 +123,7 @@ pub fn run(a: Args) -> Result<(), String> {
         sources: a.sources,
         source_base: a.source_base,
         deflate: false,
+        tls: crate::wire::is_tls(&a.url),
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let mut d = Hold {

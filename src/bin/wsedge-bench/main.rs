@@ -12,6 +12,7 @@ mod publisher;
 mod restart;
 mod scenarios;
 mod storm;
+mod tls;
 mod wire;
 
 use clap::{Parser, Subcommand};

@@ -61,6 +61,7 @@ impl Common {
             sources: self.sources,
             source_base: 0,
             deflate: self.deflate,
+            tls: crate::wire::is_tls(&self.url),
         })
     }
 }

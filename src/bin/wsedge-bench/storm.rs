@@ -145,6 +145,7 @@ pub fn run(a: Args) -> Result<(), String> {
         sources: a.sources,
         source_base: 0,
         deflate: false,
+        tls: crate::wire::is_tls(&a.url),
     })
     .map_err(|err| err.to_string())?;
     let mut d = Storm {

@@ -2,12 +2,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// `ws://host:port/path?query` split into address and request target.
+/// `ws://host:port/path?query` (or `wss://`) split into address and request target.
 pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
-    let rest = url.strip_prefix("ws://").ok_or("URL must start with ws://")?;
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or("URL must start with ws:// or wss://")?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr = host.parse().map_err(|e| format!("{host}: {e} (use an IP:port)"))?;
     Ok((addr, if path.is_empty() { "/".into() } else { path.into() }))
+}
+
+/// True for a `wss://` URL.
+pub fn is_tls(url: &str) -> bool {
+    url.starts_with("wss://")
 }
 
 /// Source address number `i` of `n`: 127.0.0.2, 127.0.0.3, ...

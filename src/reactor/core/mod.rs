@@ -17,6 +17,7 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 mod asks;
 mod channels;
 pub(crate) mod cluster;
+mod compress;
 mod fanout;
 mod http;
 mod hub;
@@ -513,29 +514,6 @@ impl Core {
         self.metrics.messages_out.add(messages);
         self.enforce_cap(idx);
         true
-    }
-
-    /// `frame` compressed for connections that negotiated permessage-deflate: once per frame
-    /// fanned out (see `deflated`), messages under `--compression-min-size` left as they are.
-    fn deflated_form(&mut self, frame: &Bytes) -> Bytes {
-        let key = (frame.as_ptr() as usize, frame.len());
-        if let Some((p, l, b)) = &self.deflated
-            && (*p, *l) == key
-        {
-            return b.clone();
-        }
-        let min = self.rt.config.compression_min_size;
-        let d = self.deflater.get_or_insert_with(Box::default);
-        let compressed = Bytes::from(d.compress_frames(frame, min));
-        self.metrics.compressions.inc();
-        self.deflated = Some((key.0, key.1, compressed.clone()));
-        compressed
-    }
-
-    /// Forgets the compressed form of the last frame (called before each fan-out, so an address
-    /// reused by a later frame never matches).
-    pub(super) fn forget_deflated(&mut self) {
-        self.deflated = None;
     }
 
     /// Closes a consumer whose backlog is over `max_outbound_bytes`.

@@ -42,6 +42,7 @@ fn write_cert(dir: &Path) -> Pki {
 fn server(p: &Pki) -> wsedge::RunningServer {
     start(Config {
         workers: 2,
+        handshake_timeout: std::time::Duration::from_secs(1),
         tls_cert: Some(p.dir.join("cert.pem")),
         tls_key: Some(p.dir.join("key.pem")),
         ..config()
@@ -190,6 +191,12 @@ fn bad_certificates_fail_at_start_and_plaintext_clients_are_dropped() {
     let mut plain = raw(s.local_addr());
     plain.write_all(upgrade_request("/ws").as_bytes()).unwrap();
     expect_eof(&mut plain);
+    // A client that never starts its TLS handshake is closed at the handshake timeout, with
+    // nothing written in plain text on the TLS port.
+    let mut silent = raw(s.local_addr());
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut silent, &mut got);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     // The server is fine afterwards.
     let (mut ws, _) = wss(s.local_addr(), "ok", &p.cert_pem, &[&rustls::version::TLS13]);
     ws.send(Message::text(r#"{"type":"ping","data":{}}"#)).unwrap();

@@ -50,9 +50,13 @@ impl Core {
                 // From accept (`mark`), not last bytes: trickling bytes buys no time.
                 if now.wrapping_sub(c.mark) >= self.ticks.handshake {
                     self.metrics.refused_with(408);
-                    let _ = c
-                        .sock
-                        .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    // Plain sockets get a 408 written as is; a TLS one (no session to write it
+                    // through at this point of its handshake, perhaps) is only closed.
+                    if self.tls_sessions.is_empty() || !self.tls_sessions.contains_key(&idx) {
+                        let _ = c
+                            .sock
+                            .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
                     self.drop_conn(idx, 1006);
                 } else {
                     let at = c.mark + self.ticks.handshake;

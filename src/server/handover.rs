@@ -192,4 +192,26 @@ mod tests {
         giver.join().unwrap().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_stranger_on_the_socket_gets_nothing() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let main = TcpListener::bind("127.0.0.1:0").unwrap();
+        b.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let err = hand_over(a, &[main], &[]).unwrap_err();
+        assert!(err.to_string().contains("not a wsedge successor"), "{err}");
+        let mut got = Vec::new();
+        let _ = b.read_to_end(&mut got);
+        assert!(got.is_empty(), "no sockets, no answer");
+        // A successor that never says it is ready does not make the server drain.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(HELLO).unwrap();
+        drop(b.try_clone().unwrap());
+        let main = TcpListener::bind("127.0.0.1:0").unwrap();
+        let giver = std::thread::spawn(move || hand_over(a, &[main], &[]));
+        let mut line = [0u8; 64];
+        let _ = b.read(&mut line).unwrap();
+        drop(b);
+        assert!(giver.join().unwrap().is_err());
+    }
 }

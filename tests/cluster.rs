@@ -12,21 +12,10 @@ use serde_json::{Value, json};
 use wsedge::{Config, LimitPolicy, RunningServer};
 
 fn node(redis: &Redis, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {
-    let mut c = Config {
-        workers: 2,
-        redis: Some(redis.url()),
-        redis_prefix: prefix.to_string(),
-        node_id: id.to_string(),
-        max_connections_per_user: 10,
-        ..config()
-    };
-    tweak(&mut c);
-    let server = start(c);
-    let h = server.handle();
-    wait_until("the node joins the cluster", || {
-        h.cluster_metrics().is_some_and(|m| m.up.load(Ordering::Acquire))
-    });
-    server
+    common::redis::cluster_node(redis.url(), prefix, id, |c| {
+        c.max_connections_per_user = 10;
+        tweak(c);
+    })
 }
 
 fn admin() -> String {
@@ -275,20 +264,6 @@ fn a_killed_node_stops_counting_and_leaves_the_stats() {
 }
 
 /// The address a `wsedge serve` child listens on, from its log.
-fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
-    use std::io::BufRead;
-    let err = child.stderr.take().unwrap();
-    let mut lines = std::io::BufReader::new(err).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    addr
-}
 
 #[test]
 fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {

@@ -13,21 +13,10 @@ use serde_json::{Value, json};
 use wsedge::{Config, RunningServer};
 
 fn node_on(url: wsedge::config::RedisUrl, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {
-    let mut c = Config {
-        workers: 2,
-        redis: Some(url),
-        redis_prefix: prefix.to_string(),
-        node_id: id.to_string(),
-        rate_limit_messages: 0,
-        ..config()
-    };
-    tweak(&mut c);
-    let server = start(c);
-    let h = server.handle();
-    wait_until("the node joins the cluster", || {
-        h.cluster_metrics().is_some_and(|m| m.up.load(Ordering::Acquire))
-    });
-    server
+    common::redis::cluster_node(url, prefix, id, |c| {
+        c.rate_limit_messages = 0;
+        tweak(c);
+    })
 }
 
 fn node(redis: &Redis, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {

@@ -30,20 +30,6 @@ fn spawn(listen: &str, socket: &std::path::Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-fn listening_addr(child: &mut Child) -> SocketAddr {
-    use std::io::BufRead;
-    let err = child.stderr.take().unwrap();
-    let mut lines = std::io::BufReader::new(err).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    addr
-}
-
 #[test]
 fn a_successor_takes_the_sockets_and_no_handshake_fails() {
     let dir = std::env::temp_dir().join(format!("wsedge-restart-{}", std::process::id()));

@@ -161,14 +161,8 @@ pub(crate) fn parse_range(f: &BytesFrame) -> Option<Range> {
 /// The part of a frame's JSON object the publish script extends: everything but the closing
 /// brace (`None`: not one text frame holding an object).
 pub(crate) fn open_object(frame: &[u8]) -> Option<&[u8]> {
-    let second = *frame.get(1)?;
-    let (head, len) = match second {
-        126 => (4, u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?) as usize),
-        127 => (10, u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?) as usize),
-        n if n < 126 => (2, n as usize),
-        _ => return None,
-    };
-    let json = frame.get(head..)?;
+    let (head, len) = crate::ws::frame::server_frame_bounds(frame)?;
+    let json = &frame[head..];
     if frame[0] != 0x81 || json.len() != len || json.last() != Some(&b'}') || len < 3 {
         return None;
     }

@@ -119,7 +119,7 @@ impl Deflater {
         let mut payload = Vec::new();
         let mut at = 0;
         while at < frames.len() {
-            let Some((head, len)) = frame_bounds(&frames[at..]) else {
+            let Some((head, len)) = super::frame::server_frame_bounds(&frames[at..]) else {
                 out.extend_from_slice(&frames[at..]);
                 break;
             };
@@ -154,19 +154,6 @@ fn push_header(out: &mut Vec<u8>, first: u8, len: usize) {
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-}
-
-/// (header length, payload length) of the whole unmasked frame `b` starts with.
-fn frame_bounds(b: &[u8]) -> Option<(usize, usize)> {
-    let (head, len): (usize, usize) = match *b.get(1)? & 0x7F {
-        126 => (4, u16::from_be_bytes(b.get(2..4)?.try_into().ok()?) as usize),
-        127 => (
-            10,
-            usize::try_from(u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)).ok()?,
-        ),
-        n => (2, n as usize),
-    };
-    (b.len() >= head.checked_add(len)?).then_some((head, len))
 }
 
 /// A reactor's decompressor and the buffer a message is inflated into.
@@ -303,7 +290,7 @@ mod tests {
         );
         let out = d.compress_frames(&frames, 100);
         assert_eq!(out[0], 0xC1, "FIN, RSV1, text");
-        let (head, len) = frame_bounds(&out).unwrap();
+        let (head, len) = crate::ws::frame::server_frame_bounds(&out).unwrap();
         assert_eq!(i.inflate(&out[head..head + len], 1000).unwrap(), &big[..]);
         assert_eq!(&out[head + len..], b"\x81\x05small", "under the minimum: as it was");
     }

@@ -341,6 +341,24 @@ pub fn is_valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
+/// The unmasked (server) frame `b` starts with: (header length, payload length), if it is all
+/// there (`None`: cut short, or masked).
+pub fn server_frame_bounds(b: &[u8]) -> Option<(usize, usize)> {
+    let second = *b.get(1)?;
+    if second & 0x80 != 0 {
+        return None;
+    }
+    let (head, len): (usize, usize) = match second {
+        126 => (4, usize::from(u16::from_be_bytes(b.get(2..4)?.try_into().ok()?))),
+        127 => (
+            10,
+            usize::try_from(u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)).ok()?,
+        ),
+        n => (2, usize::from(n)),
+    };
+    (b.len() >= head.checked_add(len)?).then_some((head, len))
+}
+
 /// Appends an unmasked, final server frame.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     let header = FrameHeader {

@@ -236,3 +236,19 @@ pub fn expect_eof(s: &mut TcpStream) {
         }
     }
 }
+
+/// The address a `wsedge` child process logs ("listening on ADDR"); its log is drained from
+/// then on so it never blocks on a full pipe.
+pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::BufRead;
+    let err = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}

@@ -225,3 +225,28 @@ impl Proxy {
         self.state.frozen_below.store(n, Ordering::SeqCst);
     }
 }
+
+/// A node of the cluster on `url` (two reactors), made as `tweak` says; returned once it has
+/// joined.
+pub fn cluster_node(
+    url: wsedge::config::RedisUrl,
+    prefix: &str,
+    id: &str,
+    tweak: impl FnOnce(&mut wsedge::Config),
+) -> wsedge::RunningServer {
+    let mut c = wsedge::Config {
+        workers: 2,
+        redis: Some(url),
+        redis_prefix: prefix.to_string(),
+        node_id: id.to_string(),
+        ..super::config()
+    };
+    tweak(&mut c);
+    let server = super::start(c);
+    let h = server.handle();
+    super::wait_until("the node joins the cluster", || {
+        h.cluster_metrics()
+            .is_some_and(|m| m.up.load(std::sync::atomic::Ordering::Acquire))
+    });
+    server
+}

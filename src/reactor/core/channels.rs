@@ -55,17 +55,8 @@ pub(crate) use crate::reactor::ctx::RecoveryFinish;
 /// The payload of one whole unmasked (server) frame: what follows its 2-, 4- or 10-byte
 /// header, when the header's length says exactly that.
 fn payload_of(frame: &[u8]) -> Option<&[u8]> {
-    let second = *frame.get(1)?;
-    if second & 0x80 != 0 {
-        return None;
-    }
-    let (head, len) = match second & 0x7F {
-        126 => (4, u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?) as u64),
-        127 => (10, u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?)),
-        n => (2, n as u64),
-    };
-    let payload = frame.get(head..)?;
-    (payload.len() as u64 == len).then_some(payload)
+    let (head, len) = crate::ws::frame::server_frame_bounds(frame)?;
+    (frame.len() == head + len).then(|| &frame[head..])
 }
 
 /// `frames` (one or more whole server frames) without those of `channel` whose offset is at
@@ -77,7 +68,7 @@ fn drop_through(frames: &Bytes, channel: &str, through: u64) -> Option<Bytes> {
     let mut kept: Vec<Bytes> = Vec::new();
     let mut at = 0;
     while at < frames.len() {
-        let Some(len) = frame_len(&frames[at..]) else {
+        let Some(len) = crate::ws::frame::server_frame_bounds(&frames[at..]).map(|(h, l)| h + l) else {
             kept.push(frames.slice(at..));
             break;
         };
@@ -97,16 +88,6 @@ fn drop_through(frames: &Bytes, channel: &str, through: u64) -> Option<Bytes> {
         1 => kept.pop(),
         _ => Some(Bytes::from(kept.concat())),
     }
-}
-
-/// The length of the whole unmasked frame `b` starts with (`None`: cut short).
-fn frame_len(b: &[u8]) -> Option<usize> {
-    let (head, len) = match *b.get(1)? & 0x7F {
-        126 => (4, u16::from_be_bytes(b.get(2..4)?.try_into().ok()?) as usize),
-        127 => (10, u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize),
-        n => (2, n as usize),
-    };
-    (b.len() >= head + len).then_some(head + len)
 }
 
 /// The JSON a kept frame holds (`null` if it holds none).

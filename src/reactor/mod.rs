@@ -80,7 +80,7 @@ pub(crate) struct Handover {
     /// permessage-deflate was negotiated.
     pub deflate: bool,
     /// The connection's TLS session (TLS listeners).
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    pub tls: Option<crate::transport::tls::TlsSession>,
     /// Frames the client sent right after its request.
     pub leftover: Vec<u8>,
     /// Where to recover the user's channel from (query `recover_offset`, `recover_epoch`).
@@ -303,8 +303,6 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     admitting: std::collections::HashMap<u64, Box<session::Admitting>>,
     /// Their slots (their bytes stay unread until the verdict).
     admitting_slots: std::collections::HashSet<usize>,
-    /// Plaintext decrypted from a TLS read (reused).
-    tls_plain: Vec<u8>,
 }
 
 /// Connections still to be closed by a drain.
@@ -352,7 +350,6 @@ impl<H: ReactorHandler> Reactor<H> {
             engine,
             admitting: std::collections::HashMap::new(),
             admitting_slots: std::collections::HashSet::new(),
-            tls_plain: Vec::new(),
             core: Core::new(id, rt),
             handler,
             poll,

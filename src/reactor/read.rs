@@ -28,8 +28,15 @@ impl<H: ReactorHandler> Reactor<H> {
         let generation = self.core.conns[idx].generation;
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut reads = 0;
+        let is_tls = !self.core.tls_sessions.is_empty() && self.core.tls_sessions.contains_key(&idx);
         while let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) {
-            match c.sock.read(&mut buf) {
+            // A TLS connection's incomplete record from its last read goes in front of the new
+            // bytes (copied there once the read brought some).
+            let kept = match is_tls {
+                true => self.core.tls_sessions.get(&idx).map_or(0, |t| t.kept_len()),
+                false => 0,
+            };
+            match c.sock.read(&mut buf[kept..]) {
                 Ok(0) => {
                     self.core.peer_eof(idx);
                     break;
@@ -37,8 +44,11 @@ impl<H: ReactorHandler> Reactor<H> {
                 Ok(n) => {
                     c.last_seen = self.core.now;
                     self.core.metrics.bytes_in.add(n as u64);
-                    if !self.core.tls_sessions.is_empty() && self.core.tls_sessions.contains_key(&idx) {
-                        if !self.on_tls_bytes(idx, generation, &buf[..n]) {
+                    if is_tls {
+                        if let Some(t) = self.core.tls_sessions.get_mut(&idx) {
+                            t.restore_kept(&mut buf[..kept], &mut self.core.tls_shared);
+                        }
+                        if !self.on_tls_bytes(idx, generation, &mut buf[..kept + n]) {
                             break;
                         }
                     } else {
@@ -50,7 +60,7 @@ impl<H: ReactorHandler> Reactor<H> {
                         break;
                     }
                     // A short read drained the socket; new bytes raise a new edge.
-                    if n < buf.len() && !drain {
+                    if n < buf.len() - kept && !drain {
                         break;
                     }
                     if reads >= READ_BUDGET {
@@ -69,39 +79,40 @@ impl<H: ReactorHandler> Reactor<H> {
         self.read_buf = buf;
     }
 
-    /// Ciphertext from a TLS connection: decrypted with its session, the plaintext handled as
-    /// any connection's bytes; records the session owes the peer (handshake) are written now.
-    /// False if the connection is gone.
-    fn on_tls_bytes(&mut self, idx: usize, generation: u32, cipher: &[u8]) -> bool {
-        let mut plain = std::mem::take(&mut self.tls_plain);
-        plain.clear();
+    /// Ciphertext from a TLS connection (after any incomplete record kept from before): the
+    /// plaintext it carried is handled as any connection's bytes, in place; records the session
+    /// owes the peer (handshake, alerts) are written now. False if the connection is gone.
+    fn on_tls_bytes(&mut self, idx: usize, generation: u32, cipher: &mut [u8]) -> bool {
         let Some(t) = self.core.tls_sessions.get_mut(&idx) else {
             return false;
         };
-        let result = crate::transport::tls::decrypt(t, cipher, &mut plain);
-        if let Err(e) = result {
-            log::debug!("tls: {e}");
-            self.core.metrics.protocol_errors.inc();
-            // Whatever alert the session made goes out before the socket closes.
-            self.core.flush(idx);
-            if self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
-                self.core.drop_conn(idx, 1006);
+        let received = match t.receive(cipher, &mut self.core.tls_shared) {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("tls: {e}");
+                self.core.metrics.protocol_errors.inc();
+                // Whatever alert the session made goes out before the socket closes.
+                self.core.flush(idx);
+                if self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
+                    self.core.drop_conn(idx, 1006);
+                }
+                return false;
             }
-            self.tls_plain = plain;
-            return false;
+        };
+        if received.plain > 0 {
+            self.on_bytes(idx, generation, &mut cipher[..received.plain]);
         }
-        if !plain.is_empty() {
-            self.on_bytes(idx, generation, &mut plain);
-        }
-        if plain.capacity() > 256 * 1024 {
-            plain = Vec::new();
-        }
-        self.tls_plain = plain;
         let alive = self.core.conns.get(idx).is_some_and(|c| c.generation == generation);
         if alive && self.core.tls_sessions.get(&idx).is_some_and(|t| t.wants_write()) {
             self.core.flush(idx);
         }
-        self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
+        let alive = self.core.conns.get(idx).is_some_and(|c| c.generation == generation);
+        if alive && received.closed {
+            // close_notify: the peer sends nothing more, as if it had half-closed.
+            self.core.peer_eof(idx);
+            return false;
+        }
+        alive
     }
 
     pub(super) fn on_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {

@@ -119,7 +119,9 @@ pub(crate) struct Core {
     /// these, not the whole slab.
     open_slots: SlotSet,
     /// TLS sessions of the connections of TLS listeners (plain connections have none).
-    pub tls_sessions: std::collections::HashMap<usize, Box<rustls::ServerConnection>>,
+    pub tls_sessions: std::collections::HashMap<usize, crate::transport::tls::TlsSession>,
+    /// Buffers this reactor's TLS connections borrow while they read and write.
+    pub tls_shared: crate::transport::tls::TlsShared,
     /// Slots of connections that negotiated permessage-deflate (a bit each: nothing in `Conn`).
     pub deflate_slots: SlotSet,
     /// The reactor's compressor and decompressor (made on first use; reset per message).
@@ -224,6 +226,7 @@ impl Core {
             open_slots: SlotSet::default(),
             deflate_slots: SlotSet::default(),
             tls_sessions: std::collections::HashMap::new(),
+            tls_shared: Default::default(),
             deflater: None,
             inflater: None,
             deflated: None,
@@ -712,7 +715,7 @@ impl Core {
         };
         if let Some(t) = tls.as_deref_mut()
             && c.output.is_none()
-            && let Err(e) = crate::transport::tls::flush(t, &mut c.sock)
+            && let Err(e) = t.flush(&mut c.sock, &mut self.tls_shared)
         {
             // Handshake records or a close_notify with no output behind them.
             log::debug!("tls write failed: {e}");
@@ -723,7 +726,8 @@ impl Core {
             let written = match tls {
                 Some(t) => out.write_to(
                     &mut crate::transport::tls::Writer {
-                        tls: t,
+                        session: t,
+                        shared: &mut self.tls_shared,
                         sock: &mut c.sock,
                     },
                     &mut self.pool,
@@ -762,8 +766,8 @@ impl Core {
             if !c.has(flags::FIN_SENT) {
                 if let Some(t) = self.tls_sessions.get_mut(&idx) {
                     // close_notify, then FIN once every record is out.
-                    t.send_close_notify();
-                    if !crate::transport::tls::flush(t, &mut c.sock).unwrap_or(true) {
+                    t.close_notify();
+                    if !t.flush(&mut c.sock, &mut self.tls_shared).unwrap_or(true) {
                         return;
                     }
                 }

@@ -1,0 +1,121 @@
+//! TLS termination with rustls, behind the transport seam.
+//!
+//! Owns: the certificate (loaded at start, reloaded on request), a [`TlsSession`] per connection
+//! of a TLS listener, decrypting what a socket gave (in the reactor's read buffer) into
+//! plaintext, and encrypting queued output on its way to the socket (in a per-reactor scratch
+//! buffer). Does not touch: the socket's readiness or the bytes' meaning (the reactor reads
+//! plaintext exactly as it reads a plain socket).
+//!
+//! rustls runs the handshake through its unbuffered API, with buffers we own; once the handshake
+//! is done the traffic secrets are taken out of it and records are sealed and opened here
+//! (`record.rs`), so an established idle connection holds raw keys and rustls's small key
+//! schedule, no buffers. Sessions live in a per-reactor table beside the connections, so plain
+//! connections pay nothing for TLS.
+
+mod record;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use session::{TlsSession, Writer};
+
+/// Why a certificate could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("certificate and key do not go together: {0}")]
+    Pair(String),
+}
+
+/// The certificate files and the configuration made from them.
+pub struct TlsConfig {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let file_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(cert, &e))?;
+    if certs.is_empty() {
+        return Err(file_err(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Pair(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // We seal and open application data ourselves once the handshake is done.
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
+}
+
+impl TlsConfig {
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(TlsConfig {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(load(cert, key)?),
+        })
+    }
+
+    /// Reads the files again; new connections use them, open ones keep theirs. On error the
+    /// old certificate stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = load(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// A session for a new connection.
+    pub fn session(&self) -> Option<TlsSession> {
+        let config = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        TlsSession::new(config)
+    }
+}
+
+/// Per-reactor buffers every TLS connection of the reactor borrows: the scratch records are
+/// sealed into, and spare vectors for the few connections that must keep bytes for a while.
+#[derive(Default)]
+pub struct TlsShared {
+    scratch: Vec<u8>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Spare vectors kept per reactor, and the largest capacity worth keeping.
+const SPARE_MAX: usize = 64;
+const SPARE_CAPACITY: usize = 32 * 1024;
+
+impl TlsShared {
+    fn take(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, mut v: Vec<u8>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        if self.spare.len() < SPARE_MAX && v.capacity() <= SPARE_CAPACITY {
+            v.clear();
+            self.spare.push(v);
+        }
+    }
+}

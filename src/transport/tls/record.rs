@@ -1,0 +1,411 @@
+//! The TLS record layer after the handshake: application data sealed and opened by us.
+//!
+//! Owns: the traffic keys of one established TLS connection (raw bytes and sequence numbers,
+//! about a hundred bytes), opening records in place in a buffer the caller lends, sealing
+//! plaintext into records in a buffer the caller lends, and the few post-handshake messages
+//! a server must handle (close_notify and other alerts, TLS 1.3 KeyUpdate). Does not touch:
+//! sockets, buffering (the session keeps partial records and unsent bytes), or the handshake
+//! (rustls did it and computes updated secrets through its `KernelConnection`).
+//!
+//! Keys are expanded (AES key schedule, GHASH table: about 550 bytes per direction) only for
+//! the duration of one call, so an idle connection keeps nothing but the raw secrets.
+
+use std::io::IoSlice;
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::ConnectionTrafficSecrets;
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
+
+/// Record header: type, legacy version, length.
+pub const HEADER: usize = 5;
+const TAG: usize = 16;
+/// The largest plaintext a record may carry (RFC 8446 5.1, RFC 5246 6.2.1).
+pub const MAX_PLAINTEXT: usize = 1 << 14;
+/// The largest ciphertext body accepted: TLS 1.3 allows 2^14 + 256, TLS 1.2 2^14 + 2048.
+const MAX_BODY: usize = MAX_PLAINTEXT + 2048;
+/// Records sealed with one AES-GCM key before it is replaced (TLS 1.3) or the connection ends
+/// (TLS 1.2), below the suites' confidentiality limits.
+const AES_GCM_LIMIT: u64 = 1 << 23;
+
+const APPLICATION_DATA: u8 = 23;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const KEY_UPDATE: u8 = 24;
+
+/// Why a connection's records can no longer be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record too long ({0} bytes)")]
+    Overflow(usize),
+    #[error("record failed authentication")]
+    BadRecord,
+    #[error("unexpected record type {0}")]
+    Unexpected(u8),
+    #[error("peer sent alert {0}")]
+    Alert(u8),
+    #[error("key update: {0}")]
+    KeyUpdate(String),
+    #[error("too many records under one key")]
+    Exhausted,
+}
+
+impl RecordError {
+    /// The alert description a peer is told before the connection closes (RFC 8446 6.2).
+    pub fn alert(&self) -> Option<u8> {
+        match self {
+            RecordError::Overflow(_) => Some(22),
+            RecordError::BadRecord => Some(20),
+            RecordError::Unexpected(_) | RecordError::KeyUpdate(_) => Some(10),
+            RecordError::Alert(_) | RecordError::Exhausted => None,
+        }
+    }
+}
+
+/// One direction's key: raw bytes, kept small; expanded per call.
+struct Keys {
+    key: [u8; 32],
+    key_len: u8,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl Keys {
+    fn new(seq: u64, secrets: &ConnectionTrafficSecrets) -> Option<(Self, &'static aead::Algorithm)> {
+        let (alg, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&aead::CHACHA20_POLY1305, key, iv),
+            _ => return None,
+        };
+        let (key, iv) = (key.as_ref(), iv.as_ref());
+        if key.len() > 32 || iv.len() != 12 {
+            return None;
+        }
+        let mut k = Keys {
+            key: [0; 32],
+            key_len: key.len() as u8,
+            iv: [0; 12],
+            seq,
+        };
+        k.key[..key.len()].copy_from_slice(key);
+        k.iv.copy_from_slice(iv);
+        Some((k, alg))
+    }
+
+    fn expand(&self, alg: &'static aead::Algorithm) -> Option<LessSafeKey> {
+        UnboundKey::new(alg, &self.key[..self.key_len as usize])
+            .ok()
+            .map(LessSafeKey::new)
+    }
+
+    /// iv XOR the sequence number (RFC 8446 5.3; TLS 1.2 ChaCha20 and GCM's sent nonce alike).
+    fn nonce(&self) -> [u8; 12] {
+        let mut n = self.iv;
+        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        n
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        // Not a guarantee against every copy, but the secrets do not linger in freed memory.
+        self.key = [0; 32];
+        self.iv = [0; 12];
+    }
+}
+
+/// What one call to [`Traffic::open`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Bytes of plaintext now at the front of the buffer.
+    pub plain: usize,
+    /// Bytes the caller must keep (an incomplete record) and offer again with more.
+    pub rest_from: usize,
+    /// The peer sent close_notify: it will send nothing more.
+    pub closed: bool,
+}
+
+/// The keys of an established connection.
+pub struct Traffic {
+    kernel: KernelConnection<ServerConnectionData>,
+    alg: &'static aead::Algorithm,
+    tls12: bool,
+    tx: Keys,
+    rx: Keys,
+    /// The peer asked for our KeyUpdate: sent with the next output.
+    pub key_update_owed: bool,
+}
+
+impl Traffic {
+    pub fn new(secrets: rustls::ExtractedSecrets, kernel: KernelConnection<ServerConnectionData>) -> Option<Self> {
+        let tls12 = kernel.protocol_version() == rustls::ProtocolVersion::TLSv1_2;
+        let (tx, alg) = Keys::new(secrets.tx.0, &secrets.tx.1)?;
+        let (rx, _) = Keys::new(secrets.rx.0, &secrets.rx.1)?;
+        Some(Traffic {
+            kernel,
+            alg,
+            tls12,
+            tx,
+            rx,
+            key_update_owed: false,
+        })
+    }
+
+    fn limit(&self) -> u64 {
+        if std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305) {
+            u64::MAX
+        } else {
+            AES_GCM_LIMIT
+        }
+    }
+
+    /// Opens every complete record in `buf` in place, moving application data to the front.
+    /// Stops after a close_notify (nothing after it counts).
+    pub fn open(&mut self, buf: &mut [u8]) -> Result<Opened, RecordError> {
+        let mut out = Opened::default();
+        let mut pos = 0;
+        let mut key: Option<LessSafeKey> = None;
+        while buf.len() - pos >= HEADER {
+            let typ = buf[pos];
+            let len = u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
+            if len > MAX_BODY {
+                return Err(RecordError::Overflow(len));
+            }
+            if buf.len() - pos - HEADER < len {
+                break;
+            }
+            if self.rx.seq >= self.limit() {
+                return Err(RecordError::Exhausted);
+            }
+            let k = match &key {
+                Some(k) => k,
+                None => key.insert(self.rx.expand(self.alg).ok_or(RecordError::BadRecord)?),
+            };
+            let header: [u8; HEADER] = buf[pos..pos + HEADER].try_into().unwrap_or_default();
+            let body = &mut buf[pos + HEADER..pos + HEADER + len];
+            let (inner, start, plain_len) = if self.tls12 {
+                open12(k, &self.rx, header, body)?
+            } else {
+                if typ != APPLICATION_DATA {
+                    return Err(RecordError::Unexpected(typ));
+                }
+                open13(k, &self.rx, header, body)?
+            };
+            self.rx.seq += 1;
+            let from = pos + HEADER + start;
+            pos += HEADER + len;
+            match inner {
+                APPLICATION_DATA => {
+                    buf.copy_within(from..from + plain_len, out.plain);
+                    out.plain += plain_len;
+                }
+                ALERT => {
+                    // close_notify (level ignored, as TLS 1.3 says); anything else aborts.
+                    let desc = if plain_len == 2 { buf[from + 1] } else { 255 };
+                    if desc != 0 {
+                        return Err(RecordError::Alert(desc));
+                    }
+                    out.closed = true;
+                    out.rest_from = buf.len();
+                    return Ok(out);
+                }
+                HANDSHAKE if !self.tls12 => {
+                    let msg = &buf[from..from + plain_len];
+                    self.on_handshake(msg)?;
+                    key = None;
+                }
+                other => return Err(RecordError::Unexpected(other)),
+            }
+        }
+        out.rest_from = pos;
+        Ok(out)
+    }
+
+    /// TLS 1.3 post-handshake messages from a client: only KeyUpdate is valid.
+    fn on_handshake(&mut self, mut msg: &[u8]) -> Result<(), RecordError> {
+        while !msg.is_empty() {
+            if msg.len() < 5 || msg[0] != KEY_UPDATE || msg[1..4] != [0, 0, 1] || msg[4] > 1 {
+                return Err(RecordError::Unexpected(msg.first().copied().unwrap_or(0)));
+            }
+            let (seq, secrets) = self
+                .kernel
+                .update_rx_secret()
+                .map_err(|e| RecordError::KeyUpdate(e.to_string()))?;
+            self.rx = Keys::new(seq, &secrets).ok_or(RecordError::BadRecord)?.0;
+            if msg[4] == 1 {
+                self.key_update_owed = true;
+            }
+            msg = &msg[5..];
+        }
+        Ok(())
+    }
+
+    /// Appends up to `limit` bytes of `plain` to `out` as records of at most [`MAX_PLAINTEXT`]
+    /// bytes each (plaintext is copied once, into its place in the record, and sealed there).
+    /// Returns the plaintext bytes taken.
+    pub fn seal(&mut self, plain: &[IoSlice<'_>], limit: usize, out: &mut Vec<u8>) -> Result<usize, RecordError> {
+        let key = self.prepare_tx(out)?;
+        let total = plain.iter().map(|p| p.len()).sum::<usize>().min(limit);
+        let mut parts = plain.iter().map(|p| &p[..]);
+        let mut current: &[u8] = &[];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(MAX_PLAINTEXT);
+            let start = self.begin(out, APPLICATION_DATA, n);
+            let mut need = n;
+            while need > 0 {
+                if current.is_empty() {
+                    current = parts.next().unwrap_or_default();
+                }
+                let take = need.min(current.len());
+                out.extend_from_slice(&current[..take]);
+                current = &current[take..];
+                need -= take;
+            }
+            self.finish(&key, out, start, APPLICATION_DATA)?;
+            left -= n;
+        }
+        Ok(total)
+    }
+
+    /// An alert: close_notify is (1, 0); a fatal one (2, reason) before closing on an error.
+    pub fn seal_alert(&mut self, level: u8, desc: u8, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let key = self.prepare_tx(out)?;
+        let start = self.begin(out, ALERT, 2);
+        out.extend_from_slice(&[level, desc]);
+        self.finish(&key, out, start, ALERT)
+    }
+
+    /// The expanded sending key, after any KeyUpdate owed or due has been sealed with the old one.
+    fn prepare_tx(&mut self, out: &mut Vec<u8>) -> Result<LessSafeKey, RecordError> {
+        if self.tx.seq >= self.limit() - 1 {
+            if self.tls12 {
+                return Err(RecordError::Exhausted);
+            }
+            self.key_update_owed = true;
+        }
+        if self.key_update_owed {
+            self.key_update_owed = false;
+            let old = self.tx.expand(self.alg).ok_or(RecordError::BadRecord)?;
+            let start = self.begin(out, HANDSHAKE, 5);
+            out.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, 0]);
+            self.finish(&old, out, start, HANDSHAKE)?;
+            let (seq, secrets) = self
+                .kernel
+                .update_tx_secret()
+                .map_err(|e| RecordError::KeyUpdate(e.to_string()))?;
+            self.tx = Keys::new(seq, &secrets).ok_or(RecordError::BadRecord)?.0;
+        }
+        self.tx.expand(self.alg).ok_or(RecordError::BadRecord)
+    }
+
+    /// Writes a record header (and TLS 1.2 GCM's explicit nonce) for `n` plaintext bytes;
+    /// returns where the record starts.
+    fn begin(&self, out: &mut Vec<u8>, typ: u8, n: usize) -> usize {
+        let start = out.len();
+        let explicit = self.explicit_nonce_len();
+        let body = if self.tls12 { explicit + n + TAG } else { n + 1 + TAG };
+        let outer = if self.tls12 { typ } else { APPLICATION_DATA };
+        out.reserve(HEADER + body);
+        out.extend_from_slice(&[outer, 3, 3]);
+        out.extend_from_slice(&(body as u16).to_be_bytes());
+        if explicit > 0 {
+            out.extend_from_slice(&self.tx.nonce()[4..]);
+        }
+        start
+    }
+
+    fn explicit_nonce_len(&self) -> usize {
+        if self.tls12 && !std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305) {
+            8
+        } else {
+            0
+        }
+    }
+
+    /// Seals the plaintext written after `begin` in place and appends the tag.
+    fn finish(&mut self, key: &LessSafeKey, out: &mut Vec<u8>, start: usize, typ: u8) -> Result<(), RecordError> {
+        let nonce = Nonce::assume_unique_for_key(self.tx.nonce());
+        let explicit = self.explicit_nonce_len();
+        let tag = if self.tls12 {
+            let plain_len = out.len() - start - HEADER - explicit;
+            let aad = aad12(self.tx.seq, typ, plain_len);
+            key.seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out[start + HEADER + explicit..])
+        } else {
+            out.push(typ);
+            let header: [u8; HEADER] = out[start..start + HEADER].try_into().unwrap_or_default();
+            key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[start + HEADER..])
+        }
+        .map_err(|_| RecordError::BadRecord)?;
+        out.extend_from_slice(tag.as_ref());
+        self.tx.seq += 1;
+        Ok(())
+    }
+}
+
+fn aad12(seq: u64, typ: u8, len: usize) -> [u8; 13] {
+    let mut a = [0u8; 13];
+    a[..8].copy_from_slice(&seq.to_be_bytes());
+    a[8] = typ;
+    a[9] = 3;
+    a[10] = 3;
+    a[11..].copy_from_slice(&(len as u16).to_be_bytes());
+    a
+}
+
+/// A TLS 1.3 record: (inner content type, plaintext offset in body, plaintext length).
+fn open13(
+    key: &LessSafeKey,
+    rx: &Keys,
+    header: [u8; HEADER],
+    body: &mut [u8],
+) -> Result<(u8, usize, usize), RecordError> {
+    let nonce = Nonce::assume_unique_for_key(rx.nonce());
+    let plain = key
+        .open_in_place(nonce, Aad::from(header), body)
+        .map_err(|_| RecordError::BadRecord)?;
+    // The content type is the last non-zero byte; zeros after it are padding.
+    let end = plain.iter().rposition(|&b| b != 0).ok_or(RecordError::Unexpected(0))?;
+    if end > MAX_PLAINTEXT {
+        return Err(RecordError::Overflow(end));
+    }
+    Ok((plain[end], 0, end))
+}
+
+/// A TLS 1.2 record (AES-GCM with its explicit nonce, or ChaCha20-Poly1305).
+fn open12(
+    key: &LessSafeKey,
+    rx: &Keys,
+    header: [u8; HEADER],
+    body: &mut [u8],
+) -> Result<(u8, usize, usize), RecordError> {
+    let typ = header[0];
+    let gcm = !std::ptr::eq(key.algorithm(), &aead::CHACHA20_POLY1305);
+    let explicit = if gcm { 8 } else { 0 };
+    if body.len() < explicit + TAG {
+        return Err(RecordError::BadRecord);
+    }
+    let nonce = if gcm {
+        let mut n = [0u8; 12];
+        n[..4].copy_from_slice(&rx.iv[..4]);
+        n[4..].copy_from_slice(&body[..8]);
+        n
+    } else {
+        rx.nonce()
+    };
+    let plain_len = body.len() - explicit - TAG;
+    if plain_len > MAX_PLAINTEXT {
+        return Err(RecordError::Overflow(plain_len));
+    }
+    let aad = aad12(rx.seq, typ, plain_len);
+    key.open_in_place(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body[explicit..],
+    )
+    .map_err(|_| RecordError::BadRecord)?;
+    Ok((typ, explicit, plain_len))
+}

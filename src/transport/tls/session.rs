@@ -1,0 +1,334 @@
+//! One TLS connection: its handshake (rustls, unbuffered), then its records (`record.rs`).
+//!
+//! Owns: the stage a connection is in, the bytes of an incomplete record it read (kept between
+//! reads, copied back in front of the next read), and ciphertext the socket has not taken yet.
+//! Both are empty vectors (no allocation) on an idle connection; while in use they come from
+//! and go back to the reactor's spares. Does not touch: readiness, or what the plaintext means.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError};
+
+use super::TlsShared;
+use super::record::{RecordError, Traffic};
+
+/// The most a session keeps of an incomplete handshake flight or record.
+const MAX_KEPT: usize = 32 * 1024;
+/// Plaintext sealed per write call: a few records, so one slow socket holds at most this much
+/// ciphertext.
+pub(super) const MAX_BATCH: usize = 64 * 1024;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] rustls::Error),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("peer sent {0} bytes without completing a record")]
+    TooMuchKept(usize),
+}
+
+enum Stage {
+    Handshake(Box<UnbufferedServerConnection>),
+    Traffic(Box<Traffic>),
+    Failed,
+}
+
+/// A connection's TLS state (see the module comment for what it keeps).
+pub struct TlsSession {
+    stage: Stage,
+    kept: Vec<u8>,
+    unsent: Vec<u8>,
+    unsent_at: usize,
+    close_sent: bool,
+}
+
+/// What [`TlsSession::receive`] made of the bytes it was given.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Bytes of plaintext now at the front of the buffer.
+    pub plain: usize,
+    /// The peer closed its side cleanly (close_notify).
+    pub closed: bool,
+}
+
+impl TlsSession {
+    pub fn new(config: Arc<ServerConfig>) -> Option<Self> {
+        let conn = UnbufferedServerConnection::new(config).ok()?;
+        Some(TlsSession {
+            stage: Stage::Handshake(Box::new(conn)),
+            kept: Vec::new(),
+            unsent: Vec::new(),
+            unsent_at: 0,
+            close_sent: false,
+        })
+    }
+
+    /// Bytes are waiting to go out (handshake records, an alert, a KeyUpdate owed).
+    pub fn wants_write(&self) -> bool {
+        self.unsent.len() > self.unsent_at || matches!(&self.stage, Stage::Traffic(t) if t.key_update_owed)
+    }
+
+    /// Bytes of an incomplete record kept from the last read: the next read goes after them.
+    pub fn kept_len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Copies the kept bytes into `front` (exactly [`Self::kept_len`] long) and lets them go.
+    pub fn restore_kept(&mut self, front: &mut [u8], shared: &mut TlsShared) {
+        if !self.kept.is_empty() {
+            front.copy_from_slice(&self.kept);
+            shared.give(std::mem::take(&mut self.kept));
+        }
+    }
+
+    /// Takes ciphertext (`buf`, starting with any restored bytes) and leaves the plaintext it
+    /// carried at the front of `buf`. Records owed to the peer are queued (see `flush`).
+    pub fn receive(&mut self, buf: &mut [u8], shared: &mut TlsShared) -> Result<Received, SessionError> {
+        let mut out = Received::default();
+        let mut at = 0;
+        if let Stage::Handshake(conn) = &mut self.stage {
+            let (consumed, done, closed) = match handshake(conn, buf, &mut self.unsent, shared) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The alert rustls queued for the failure, if any, goes out before closing.
+                    self.stage = Stage::Failed;
+                    return Err(e);
+                }
+            };
+            at = consumed.0;
+            out.plain = consumed.1;
+            out.closed = closed;
+            if done {
+                let Stage::Handshake(conn) = std::mem::replace(&mut self.stage, Stage::Failed) else {
+                    unreachable!("matched above")
+                };
+                let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+                let traffic = Traffic::new(secrets, kernel).ok_or(SessionError::Handshake(rustls::Error::General(
+                    "negotiated cipher suite cannot be used".into(),
+                )))?;
+                self.stage = Stage::Traffic(Box::new(traffic));
+            }
+        }
+        if let Stage::Traffic(t) = &mut self.stage
+            && !out.closed
+        {
+            let opened = match t.open(&mut buf[at..]) {
+                Ok(o) => o,
+                Err(e) => {
+                    if let Some(desc) = e.alert() {
+                        let _ = t.seal_alert(2, desc, &mut self.unsent);
+                    }
+                    return Err(e.into());
+                }
+            };
+            buf.copy_within(at..at + opened.plain, out.plain);
+            out.plain += opened.plain;
+            out.closed = opened.closed;
+            at += opened.rest_from;
+        }
+        let rest = buf.len() - at;
+        if rest > MAX_KEPT {
+            return Err(SessionError::TooMuchKept(rest));
+        }
+        if rest > 0 && !out.closed {
+            self.kept = shared.take();
+            self.kept.extend_from_slice(&buf[at..]);
+        }
+        Ok(out)
+    }
+
+    /// Queues a close_notify (once); `flush` sends it.
+    pub fn close_notify(&mut self) {
+        if let Stage::Traffic(t) = &mut self.stage
+            && !self.close_sent
+        {
+            self.close_sent = true;
+            let _ = t.seal_alert(1, 0, &mut self.unsent);
+        }
+    }
+
+    /// Writes what is waiting; true once nothing is left.
+    pub fn flush(&mut self, sock: &mut impl Write, shared: &mut TlsShared) -> io::Result<bool> {
+        if let Stage::Traffic(t) = &mut self.stage
+            && t.key_update_owed
+        {
+            t.seal(&[], 0, &mut self.unsent).map_err(io::Error::other)?;
+        }
+        while self.unsent_at < self.unsent.len() {
+            match sock.write(&self.unsent[self.unsent_at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.unsent_at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.unsent_at = 0;
+        shared.give(std::mem::take(&mut self.unsent));
+        Ok(true)
+    }
+}
+
+/// Drives the handshake over `buf`. Returns ((ciphertext consumed, plaintext placed at the
+/// front), handshake done, peer closed).
+fn handshake(
+    conn: &mut UnbufferedServerConnection,
+    buf: &mut [u8],
+    unsent: &mut Vec<u8>,
+    shared: &mut TlsShared,
+) -> Result<((usize, usize), bool, bool), SessionError> {
+    let mut at = 0;
+    // Application data that came with the client's last flight (its first request, usually).
+    let mut plain: Vec<u8> = Vec::new();
+    let (done, closed) = loop {
+        let status = conn.process_tls_records(&mut buf[at..]);
+        let discard = status.discard;
+        let state = match status.state {
+            Ok(s) => s,
+            Err(e) => {
+                queue_alert(conn, unsent);
+                return Err(e.into());
+            }
+        };
+        match state {
+            ConnectionState::ReadTraffic(mut r) => {
+                let mut extra = 0;
+                while let Some(rec) = r.next_record() {
+                    let rec = rec?;
+                    extra += rec.discard;
+                    if plain.capacity() == 0 {
+                        plain = shared.take();
+                    }
+                    plain.extend_from_slice(rec.payload);
+                }
+                at += discard + extra;
+            }
+            ConnectionState::EncodeTlsData(mut e) => {
+                encode(&mut e, unsent)?;
+                at += discard;
+            }
+            ConnectionState::TransmitTlsData(t) => {
+                // The bytes are ours now (`unsent`); `flush` writes them.
+                t.done();
+                at += discard;
+            }
+            ConnectionState::BlockedHandshake => {
+                at += discard;
+                break (false, false);
+            }
+            ConnectionState::WriteTraffic(_) => {
+                at += discard;
+                break (true, false);
+            }
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                at += discard;
+                break (false, true);
+            }
+            _ => {
+                return Err(SessionError::Handshake(rustls::Error::General(
+                    "unexpected TLS state".into(),
+                )));
+            }
+        }
+    };
+    let n = plain.len();
+    // Plaintext is never longer than the records it came in, all of them before `at`.
+    buf[..n].copy_from_slice(&plain);
+    shared.give(plain);
+    Ok(((at, n), done, closed))
+}
+
+fn encode(
+    e: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::server::ServerConnectionData>,
+    unsent: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    let start = unsent.len();
+    let mut room = 4096;
+    loop {
+        unsent.resize(start + room, 0);
+        match e.encode(&mut unsent[start..]) {
+            Ok(n) => {
+                unsent.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(s)) => room = s.required_size,
+            Err(other) => {
+                unsent.truncate(start);
+                return Err(SessionError::Handshake(rustls::Error::General(other.to_string())));
+            }
+        }
+    }
+}
+
+/// After a failed handshake step rustls may hold an alert for the peer: queue it.
+fn queue_alert(conn: &mut UnbufferedServerConnection, unsent: &mut Vec<u8>) {
+    let status = conn.process_tls_records(&mut []);
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state {
+        let _ = encode(&mut e, unsent);
+    }
+}
+
+/// Plaintext in, ciphertext out to the socket: what a TLS connection's output queue writes to.
+/// Plaintext is sealed into the reactor's scratch buffer and written from there; only what the
+/// socket does not take is copied into the session.
+pub struct Writer<'a, W: Write> {
+    pub session: &'a mut TlsSession,
+    pub shared: &'a mut TlsShared,
+    pub sock: &'a mut W,
+}
+
+impl<W: Write> Write for Writer<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // What was sealed before goes first; nothing more is taken while some of it waits.
+        if !self.session.flush(self.sock, self.shared)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let Stage::Traffic(t) = &mut self.session.stage else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let mut scratch = std::mem::take(&mut self.shared.scratch);
+        scratch.clear();
+        let taken = match t.seal(bufs, MAX_BATCH, &mut scratch) {
+            Ok(n) => n,
+            Err(e) => {
+                self.shared.scratch = scratch;
+                return Err(io::Error::other(e));
+            }
+        };
+        let mut written = 0;
+        let result = loop {
+            if written == scratch.len() {
+                break Ok(taken);
+            }
+            match self.sock.write(&scratch[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Sealed records are the connection's now: keep what the socket refused.
+                    let mut keep = self.shared.take();
+                    keep.extend_from_slice(&scratch[written..]);
+                    self.session.unsent = keep;
+                    self.session.unsent_at = 0;
+                    break Ok(taken);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.shared.scratch = scratch;
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -58,6 +58,18 @@ struct CompressionArgs {
     compression_min_size: usize,
 }
 
+/// TLS on the main listener.
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM certificate chain: the listener speaks TLS (wss://, https://); with --tls-key.
+    /// Reloaded on SIGHUP (new connections get the new one).
+    #[arg(long, env = "WS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
 fn on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
@@ -122,13 +134,8 @@ struct ServeArgs {
     /// this one's listening sockets, and this one drains (as on SIGTERM).
     #[arg(long, env = "WS_HANDOVER_SOCKET")]
     handover_socket: Option<std::path::PathBuf>,
-    /// PEM certificate chain: the listener speaks TLS (wss://, https://); with --tls-key.
-    /// Reloaded on SIGHUP (new connections get the new one).
-    #[arg(long, env = "WS_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "WS_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     compression: CompressionArgs,
     /// Open WebSockets in total; over it upgrades get HTTP 503.
@@ -283,6 +290,8 @@ struct EchoArgs {
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     compression: CompressionArgs,
     /// Largest message, bytes (conformance suites send 16 MiB).
     #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
@@ -410,8 +419,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         compression: a.compression.compression,
         compression_min_size: a.compression.compression_min_size,
         handover_socket: a.handover_socket.clone(),
-        tls_cert: a.tls_cert.clone(),
-        tls_key: a.tls_key.clone(),
+        tls_cert: a.tls.tls_cert.clone(),
+        tls_key: a.tls.tls_key.clone(),
         redis: a.redis.clone(),
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,
@@ -459,11 +468,14 @@ fn echo(a: EchoArgs) -> Result<(), String> {
         auth: AuthMode::Anonymous,
         compression: a.compression.compression,
         compression_min_size: a.compression.compression_min_size,
+        tls_cert: a.tls.tls_cert.clone(),
+        tls_key: a.tls.tls_key.clone(),
         ..Config::default()
     };
     let signals = termination_signals()?;
     let server = Server::start(config, EchoApp).map_err(|e| e.to_string())?;
-    say!("wsedge echo listening on ws://{}/", server.local_addr());
+    let scheme = if a.tls.tls_cert.is_some() { "wss" } else { "ws" };
+    say!("wsedge echo listening on {scheme}://{}/", server.local_addr());
     run_until_signal(server, signals)
 }
 

@@ -203,3 +203,30 @@ fn bad_certificates_fail_at_start_and_plaintext_clients_are_dropped() {
     assert_eq!(read_json(&mut ws)["type"], "pong");
     let _ = std::fs::remove_dir_all(&p.dir);
 }
+
+#[test]
+fn a_returning_client_resumes_its_session_from_a_ticket() {
+    let p = pki("resume");
+    let s = server(&p);
+    let addr = s.local_addr();
+    let config = client_config(&p.cert_pem, &[&rustls::version::TLS13]);
+    let connect = || {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let url = format!("wss://localhost:{}/ws?token={}", addr.port(), token("ria"));
+        let (mut ws, _) = tungstenite::client(url.as_str(), rustls::StreamOwned::new(conn, tcp)).unwrap();
+        // The greeting comes after the ticket: reading it stores the ticket.
+        assert_eq!(read_json(&mut ws)["type"], "connection.established");
+        ws
+    };
+    let first = connect();
+    assert_eq!(first.get_ref().conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    for _ in 0..3 {
+        // Each resumed connection brings the ticket for the next.
+        let again = connect();
+        assert_eq!(again.get_ref().conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    }
+    let _ = std::fs::remove_dir_all(&p.dir);
+}

@@ -1,13 +1,15 @@
 //! Echo/broadcast peer on fastwebsockets, current-thread runtime. The HTTP upgrade is done by
 //! hand (fastwebsockets' server upgrade needs hyper). Each connection: a reader (collecting
 //! fragments) and a writer fed by a channel; broadcast shares one buffer across channels.
+//! TLS_CERT and TLS_KEY (PEM files) make it serve wss:// through tokio-rustls (ring), set up
+//! the ordinary way.
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use base64::Engine as _;
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocket, WebSocketError};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 type Out = (OpCode, Rc<[u8]>);
@@ -19,22 +21,46 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
-        println!("fastwebsockets listening on {port}");
+        let tls = tls_acceptor();
+        println!("fastwebsockets listening on {port} (tls: {})", tls.is_some());
         let peers: Peers = Rc::default();
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
             let peers = peers.clone();
+            let tls = tls.clone();
             tokio::task::spawn_local(async move {
-                let _ = handle(stream, peers).await;
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => handle(s, peers).await,
+                        Err(_) => Ok(()),
+                    },
+                    None => handle(stream, peers).await,
+                };
             });
         }
     });
 }
 
+fn tls_acceptor() -> Option<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = std::env::var("TLS_CERT").ok()?;
+    let key = std::env::var("TLS_KEY").ok()?;
+    let certs = CertificateDer::pem_file_iter(&cert).expect("cert").collect::<Result<Vec<_>, _>>().expect("cert");
+    let key = PrivateKeyDer::from_pem_file(&key).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate");
+    Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 /// Reads the request head and answers 101; leftover bytes are not expected from clients that
 /// wait for the response.
-async fn upgrade(stream: &mut tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Result<(), Box<dyn std::error::Error>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -58,7 +84,7 @@ async fn upgrade(stream: &mut tokio::net::TcpStream) -> Result<(), Box<dyn std::
     Ok(())
 }
 
-async fn handle(mut stream: tokio::net::TcpStream, peers: Peers) -> Result<(), Box<dyn std::error::Error>> {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin + 'static>(mut stream: S, peers: Peers) -> Result<(), Box<dyn std::error::Error>> {
     upgrade(&mut stream).await?;
     let mut ws = WebSocket::after_handshake(stream, Role::Server);
     ws.set_max_message_size(16 << 20);

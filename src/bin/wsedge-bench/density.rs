@@ -131,6 +131,7 @@ pub fn run(a: Args) -> Result<(), String> {
         source_base: 0,
         deflate: false,
         tls: crate::wire::is_tls(&a.url),
+        tls_resume: false,
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let (rss_before, _) = memory(a.pid)?;

@@ -28,6 +28,8 @@ pub struct Target {
     pub deflate: bool,
     /// Speak TLS (`wss://`; any certificate is accepted: this is a load generator).
     pub tls: bool,
+    /// Resume TLS sessions from earlier connections' tickets.
+    pub tls_resume: bool,
 }
 
 impl Target {
@@ -96,7 +98,7 @@ impl Engine {
             wire_bytes: 0,
             last_close: None,
             inflater: None,
-            tls_config: target.tls.then(crate::tls::any_certificate),
+            tls_config: target.tls.then(|| crate::tls::any_certificate(target.tls_resume)),
             plain: Vec::new(),
             target,
         })

@@ -124,6 +124,7 @@ pub fn run(a: Args) -> Result<(), String> {
         source_base: a.source_base,
         deflate: false,
         tls: crate::wire::is_tls(&a.url),
+        tls_resume: false,
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let mut d = Hold {

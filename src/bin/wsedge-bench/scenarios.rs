@@ -37,6 +37,10 @@ pub struct Common {
     /// Offer permessage-deflate (and inflate what comes compressed).
     #[arg(long)]
     pub deflate: bool,
+    /// Over wss://, let connections resume TLS sessions from tickets the server gave earlier
+    /// ones (off: every handshake is a full one).
+    #[arg(long)]
+    pub tls_resume: bool,
 }
 
 impl Common {
@@ -62,6 +66,7 @@ impl Common {
             source_base: 0,
             deflate: self.deflate,
             tls: crate::wire::is_tls(&self.url),
+            tls_resume: self.tls_resume,
         })
     }
 }

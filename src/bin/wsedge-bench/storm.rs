@@ -146,6 +146,7 @@ pub fn run(a: Args) -> Result<(), String> {
         source_base: 0,
         deflate: false,
         tls: crate::wire::is_tls(&a.url),
+        tls_resume: false,
     })
     .map_err(|err| err.to_string())?;
     let mut d = Storm {

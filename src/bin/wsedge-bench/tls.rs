@@ -45,13 +45,18 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-pub fn any_certificate() -> Arc<rustls::ClientConfig> {
+/// `resume`: keep the server's tickets and resume with them (rustls's default); without it
+/// every connection makes a full handshake.
+pub fn any_certificate(resume: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Arc::new(config)
 }

@@ -79,6 +79,7 @@ pub mod testing {
     pub use crate::reactor::rooms::{glob_match, valid_room_name};
     pub use crate::timer::TimerWheel;
     pub use crate::transport::sim::{Rng, SimClient};
+    pub use crate::transport::tls::fuzzing as tls;
     pub use crate::ws::{Decoder, encode_frame};
 }
 

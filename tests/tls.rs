@@ -226,7 +226,10 @@ fn a_returning_client_resumes_its_session_from_a_ticket() {
     for _ in 0..3 {
         // Each resumed connection brings the ticket for the next.
         let again = connect();
-        assert_eq!(again.get_ref().conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert_eq!(
+            again.get_ref().conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
     }
     let _ = std::fs::remove_dir_all(&p.dir);
 }

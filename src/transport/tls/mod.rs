@@ -12,6 +12,8 @@
 //! schedule, no buffers. Sessions live in a per-reactor table beside the connections, so plain
 //! connections pay nothing for TLS.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzzing;
 mod record;
 mod session;
 #[cfg(test)]
@@ -57,12 +59,16 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
         return Err(file_err(cert, &"no certificate in the file"));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, &e))?;
+    build(certs, key_der)
+}
+
+fn build(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Pair(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
+        .with_single_cert(certs, key)
         .map_err(|e| TlsError::Pair(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Our order, not the client's: see `provider`.

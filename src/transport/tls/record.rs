@@ -131,8 +131,7 @@ pub struct Opened {
 /// The keys of an established connection.
 pub struct Traffic {
     kernel: KernelConnection<ServerConnectionData>,
-    alg: &'static aead::Algorithm,
-    tls12: bool,
+    shape: Shape,
     tx: Keys,
     rx: Keys,
     /// The peer asked for our KeyUpdate: sent with the next output.
@@ -146,8 +145,7 @@ impl Traffic {
         let (rx, _) = Keys::new(secrets.rx.0, &secrets.rx.1)?;
         Some(Traffic {
             kernel,
-            alg,
-            tls12,
+            shape: Shape { alg, tls12 },
             tx,
             rx,
             key_update_owed: false,
@@ -155,7 +153,7 @@ impl Traffic {
     }
 
     fn limit(&self) -> u64 {
-        if std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305) {
+        if std::ptr::eq(self.shape.alg, &aead::CHACHA20_POLY1305) {
             u64::MAX
         } else {
             AES_GCM_LIMIT
@@ -182,11 +180,11 @@ impl Traffic {
             }
             let k = match &key {
                 Some(k) => k,
-                None => key.insert(self.rx.expand(self.alg).ok_or(RecordError::BadRecord)?),
+                None => key.insert(self.rx.expand(self.shape.alg).ok_or(RecordError::BadRecord)?),
             };
             let header: [u8; HEADER] = buf[pos..pos + HEADER].try_into().unwrap_or_default();
             let body = &mut buf[pos + HEADER..pos + HEADER + len];
-            let (inner, start, plain_len) = if self.tls12 {
+            let (inner, start, plain_len) = if self.shape.tls12 {
                 open12(k, &self.rx, header, body)?
             } else {
                 if typ != APPLICATION_DATA {
@@ -212,7 +210,7 @@ impl Traffic {
                     out.rest_from = buf.len();
                     return Ok(out);
                 }
-                HANDSHAKE if !self.tls12 => {
+                HANDSHAKE if !self.shape.tls12 => {
                     let msg = &buf[from..from + plain_len];
                     self.on_handshake(msg)?;
                     key = None;
@@ -254,7 +252,7 @@ impl Traffic {
         let mut left = total;
         while left > 0 {
             let n = left.min(MAX_PLAINTEXT);
-            let start = self.begin(out, APPLICATION_DATA, n);
+            let start = self.shape.begin(&self.tx, out, APPLICATION_DATA, n);
             let mut need = n;
             while need > 0 {
                 if current.is_empty() {
@@ -265,7 +263,7 @@ impl Traffic {
                 current = &current[take..];
                 need -= take;
             }
-            self.finish(&key, out, start, APPLICATION_DATA)?;
+            self.shape.finish(&mut self.tx, &key, out, start, APPLICATION_DATA)?;
             left -= n;
         }
         Ok(total)
@@ -274,37 +272,57 @@ impl Traffic {
     /// An alert: close_notify is (1, 0); a fatal one (2, reason) before closing on an error.
     pub fn seal_alert(&mut self, level: u8, desc: u8, out: &mut Vec<u8>) -> Result<(), RecordError> {
         let key = self.prepare_tx(out)?;
-        let start = self.begin(out, ALERT, 2);
-        out.extend_from_slice(&[level, desc]);
-        self.finish(&key, out, start, ALERT)
+        self.shape.seal(&mut self.tx, &key, ALERT, &[level, desc], out)
     }
 
     /// The expanded sending key, after any KeyUpdate owed or due has been sealed with the old one.
     fn prepare_tx(&mut self, out: &mut Vec<u8>) -> Result<LessSafeKey, RecordError> {
         if self.tx.seq >= self.limit() - 1 {
-            if self.tls12 {
+            if self.shape.tls12 {
                 return Err(RecordError::Exhausted);
             }
             self.key_update_owed = true;
         }
         if self.key_update_owed {
             self.key_update_owed = false;
-            let old = self.tx.expand(self.alg).ok_or(RecordError::BadRecord)?;
-            let start = self.begin(out, HANDSHAKE, 5);
-            out.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, 0]);
-            self.finish(&old, out, start, HANDSHAKE)?;
+            let old = self.tx.expand(self.shape.alg).ok_or(RecordError::BadRecord)?;
+            self.shape
+                .seal(&mut self.tx, &old, HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
             let (seq, secrets) = self
                 .kernel
                 .update_tx_secret()
                 .map_err(|e| RecordError::KeyUpdate(e.to_string()))?;
             self.tx = Keys::new(seq, &secrets).ok_or(RecordError::BadRecord)?.0;
         }
-        self.tx.expand(self.alg).ok_or(RecordError::BadRecord)
+        self.tx.expand(self.shape.alg).ok_or(RecordError::BadRecord)
+    }
+}
+
+/// What a record looks like under one cipher and version.
+#[derive(Clone, Copy)]
+struct Shape {
+    alg: &'static aead::Algorithm,
+    tls12: bool,
+}
+
+impl Shape {
+    /// One whole record of `typ` carrying `plain`.
+    fn seal(
+        self,
+        keys: &mut Keys,
+        key: &LessSafeKey,
+        typ: u8,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        let start = self.begin(keys, out, typ, plain.len());
+        out.extend_from_slice(plain);
+        self.finish(keys, key, out, start, typ)
     }
 
     /// Writes a record header (and TLS 1.2 GCM's explicit nonce) for `n` plaintext bytes;
     /// returns where the record starts.
-    fn begin(&self, out: &mut Vec<u8>, typ: u8, n: usize) -> usize {
+    fn begin(self, keys: &Keys, out: &mut Vec<u8>, typ: u8, n: usize) -> usize {
         let start = out.len();
         let explicit = self.explicit_nonce_len();
         let body = if self.tls12 { explicit + n + TAG } else { n + 1 + TAG };
@@ -313,12 +331,12 @@ impl Traffic {
         out.extend_from_slice(&[outer, 3, 3]);
         out.extend_from_slice(&(body as u16).to_be_bytes());
         if explicit > 0 {
-            out.extend_from_slice(&self.tx.nonce()[4..]);
+            out.extend_from_slice(&keys.nonce()[4..]);
         }
         start
     }
 
-    fn explicit_nonce_len(&self) -> usize {
+    fn explicit_nonce_len(self) -> usize {
         if self.tls12 && !std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305) {
             8
         } else {
@@ -327,12 +345,19 @@ impl Traffic {
     }
 
     /// Seals the plaintext written after `begin` in place and appends the tag.
-    fn finish(&mut self, key: &LessSafeKey, out: &mut Vec<u8>, start: usize, typ: u8) -> Result<(), RecordError> {
-        let nonce = Nonce::assume_unique_for_key(self.tx.nonce());
+    fn finish(
+        self,
+        keys: &mut Keys,
+        key: &LessSafeKey,
+        out: &mut Vec<u8>,
+        start: usize,
+        typ: u8,
+    ) -> Result<(), RecordError> {
+        let nonce = Nonce::assume_unique_for_key(keys.nonce());
         let explicit = self.explicit_nonce_len();
         let tag = if self.tls12 {
             let plain_len = out.len() - start - HEADER - explicit;
-            let aad = aad12(self.tx.seq, typ, plain_len);
+            let aad = aad12(keys.seq, typ, plain_len);
             key.seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out[start + HEADER + explicit..])
         } else {
             out.push(typ);
@@ -341,8 +366,51 @@ impl Traffic {
         }
         .map_err(|_| RecordError::BadRecord)?;
         out.extend_from_slice(tag.as_ref());
-        self.tx.seq += 1;
+        keys.seq += 1;
         Ok(())
+    }
+}
+
+/// Seals records as a client would, including ones no client should send (tests and fuzz
+/// targets feed them to a session).
+#[cfg(any(test, feature = "testing"))]
+pub struct PeerSealer {
+    shape: Shape,
+    keys: Keys,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl PeerSealer {
+    pub fn new(seq: u64, secrets: &ConnectionTrafficSecrets, tls12: bool) -> Option<Self> {
+        let (keys, alg) = Keys::new(seq, secrets)?;
+        Some(PeerSealer {
+            shape: Shape { alg, tls12 },
+            keys,
+        })
+    }
+
+    /// A record of (inner) type `typ`; TLS 1.3 adds `padding` zero bytes after the type.
+    pub fn seal(&mut self, typ: u8, plain: &[u8], padding: usize, out: &mut Vec<u8>) {
+        let Some(key) = self.keys.expand(self.shape.alg) else {
+            return;
+        };
+        if self.shape.tls12 || padding == 0 {
+            let _ = self.shape.seal(&mut self.keys, &key, typ, plain, out);
+            return;
+        }
+        let start = out.len();
+        let body = plain.len() + 1 + padding + TAG;
+        out.extend_from_slice(&[APPLICATION_DATA, 3, 3]);
+        out.extend_from_slice(&(body as u16).to_be_bytes());
+        out.extend_from_slice(plain);
+        out.push(typ);
+        out.resize(out.len() + padding, 0);
+        let header: [u8; HEADER] = out[start..start + HEADER].try_into().unwrap_or_default();
+        let nonce = Nonce::assume_unique_for_key(self.keys.nonce());
+        if let Ok(tag) = key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[start + HEADER..]) {
+            out.extend_from_slice(tag.as_ref());
+        }
+        self.keys.seq += 1;
     }
 }
 

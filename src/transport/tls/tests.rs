@@ -1,6 +1,6 @@
 //! A real rustls client against a session, bytes carried in memory in pieces of seeded sizes:
 //! every cipher suite of both versions, records cut anywhere, KeyUpdate both ways,
-//! close_notify, and records that must be refused.
+//! close_notify, padding, records of every type, and records that must be refused.
 
 use std::io::{IoSlice, Read, Write};
 use std::sync::Arc;
@@ -8,81 +8,17 @@ use std::sync::Arc;
 use rustls::ClientConnection;
 use rustls::crypto::ring::cipher_suite as cs;
 
+use super::fuzzing::{self, Cuts};
 use super::session::SessionError;
 use super::{TlsSession, TlsShared, Writer};
 
 fn server_config() -> Arc<rustls::ServerConfig> {
-    let dir = std::env::temp_dir().join(format!(
-        "wsedge-tls-unit-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.join("c.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("k.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let config = super::load(&dir.join("c.pem"), &dir.join("k.pem")).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    config
+    fuzzing::server_config(ck.cert.pem().as_bytes(), ck.signing_key.serialize_pem().as_bytes())
 }
 
-/// A client that trusts anything (the test is about records, not certificates).
 fn client(suite: rustls::SupportedCipherSuite) -> ClientConnection {
-    #[derive(Debug)]
-    struct Any(Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::CryptoProvider {
-        cipher_suites: vec![suite],
-        ..rustls::crypto::ring::default_provider()
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[suite.version()])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Any(provider)))
-        .with_no_client_auth();
-    ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap()
-}
-
-/// Piece sizes from a seed: ones, a few bytes, whole records and more.
-struct Cuts(u64);
-impl Cuts {
-    fn next(&mut self) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        [1, 2, 5, 6, 17, 300, 4096, 16_389, 40_000][(self.0 % 9) as usize]
-    }
+    ClientConnection::new(fuzzing::client_config(suite, false), "localhost".try_into().unwrap()).unwrap()
 }
 
 struct Pair {
@@ -130,7 +66,7 @@ impl Pair {
         }
         let mut rest = &wire[..];
         while !rest.is_empty() {
-            let n = self.cuts.next().min(rest.len());
+            let n = self.cuts.piece().min(rest.len());
             let k = self.server.kept_len();
             let mut buf = vec![0; k + n];
             buf[k..].copy_from_slice(&rest[..n]);
@@ -178,15 +114,8 @@ impl Pair {
     }
 }
 
-fn suites() -> Vec<rustls::SupportedCipherSuite> {
-    vec![
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    ]
+fn suites() -> [rustls::SupportedCipherSuite; 6] {
+    fuzzing::suites()
 }
 
 fn pattern(n: usize, salt: u8) -> Vec<u8> {
@@ -280,4 +209,33 @@ fn forged_and_oversized_records_are_refused_with_an_alert() {
     let mut fresh = TlsSession::new(server_config()).unwrap();
     let mut http = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     assert!(fresh.receive(&mut http, &mut TlsShared::default()).is_err());
+}
+
+#[test]
+fn records_of_any_type_and_padding_never_upset_a_session() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let server = fuzzing::server_config(ck.cert.pem().as_bytes(), ck.signing_key.serialize_pem().as_bytes());
+    let clients: Vec<_> = suites().iter().map(|s| fuzzing::client_config(*s, true)).collect();
+    for pick in 0..6u8 {
+        // Data, padded data (TLS 1.3), then data again: all of it arrives.
+        fuzzing::records(
+            &server,
+            &clients,
+            &[pick, 0, 3, b'a', b'b', b'c', 3, 5, 1, 2, 3, 4, 5, 0, 0],
+        );
+        // An alert (close_notify and a fatal one), a handshake message, a change_cipher_spec,
+        // type 0, garbage: refused, never a panic.
+        for bad in [
+            &[1u8, 3, 21, 1, 0][..],
+            &[1, 3, 21, 2, 40],
+            &[1, 5, 22, 24, 0, 0, 1],
+            &[1, 2, 20, 1],
+            &[1, 1, 0],
+            &[2, 4, 23, 3, 3, 0],
+        ] {
+            let mut input = vec![pick, 0, 2, b'o', b'k'];
+            input.extend_from_slice(bad);
+            fuzzing::records(&server, &clients, &input);
+        }
+    }
 }

@@ -226,6 +226,26 @@ pub fn mint_hs256(
     )
 }
 
+/// Mints an HS256 token with `sub`, `iat`, `exp` (now + `ttl_secs`) and every claim in
+/// `extra` (a JSON object; it may override none of the three).
+pub fn mint_hs256_with(
+    secret: &[u8],
+    sub: &str,
+    ttl_secs: u64,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut claims = extra.clone();
+    claims.insert("sub".into(), sub.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl_secs).into());
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::Value::Object(claims),
+        &EncodingKey::from_secret(secret),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

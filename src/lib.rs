@@ -29,6 +29,7 @@ mod admin;
 pub mod app;
 pub(crate) mod ask;
 pub mod auth;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub(crate) mod conn;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wsedge::app::{EchoApp, ProtocolApp};
-use wsedge::auth::mint_hs256;
+use wsedge::auth::{mint_hs256, mint_hs256_with};
+
+mod cli_client;
 use wsedge::config::{DEFAULT_EVENTS, random_secret};
 use wsedge::{AuthMode, Config, JwtConfig, JwtKey, LimitPolicy, Server};
 
@@ -34,6 +36,8 @@ enum Command {
     Token(TokenArgs),
     /// Run the anonymous echo server (any path; text starting with `broadcast` goes to all).
     Echo(EchoArgs),
+    /// Connect to a WebSocket server: print each message, send each stdin line.
+    Client(cli_client::ClientArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -274,6 +278,25 @@ struct TokenArgs {
     /// Role claim, e.g. `admin`.
     #[arg(long)]
     role: Option<String>,
+    /// Rooms the user may join: names or `*` globs, comma-separated or repeated (`rooms` claim).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Vec<String>,
+    /// `email` claim (kept in connection info).
+    #[arg(long)]
+    email: Option<String>,
+    /// `name` claim (kept in connection info).
+    #[arg(long)]
+    name: Option<String>,
+    /// `iss` claim (checked when the server has --jwt-issuer).
+    #[arg(long)]
+    iss: Option<String>,
+    /// `aud` claim (checked when the server has --jwt-audience).
+    #[arg(long)]
+    aud: Option<String>,
+    /// Any other claim, `key=value` (repeatable); a value that is JSON (number, true, [..],
+    /// {..}) is kept as JSON, anything else as a string.
+    #[arg(long = "claim", value_name = "KEY=VALUE")]
+    claims: Vec<String>,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
@@ -306,6 +329,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Token(t)) => token(t),
         Some(Command::Echo(e)) => echo(e),
+        Some(Command::Client(c)) => cli_client::run(c),
         Some(Command::Serve(s)) => serve(*s),
         None => serve(cli.serve),
     };
@@ -352,7 +376,33 @@ macro_rules! say {
 }
 
 fn token(t: TokenArgs) -> Result<(), String> {
-    let tok = mint_hs256(t.jwt_secret.as_bytes(), &t.sub, t.role.as_deref(), t.ttl).map_err(|e| e.to_string())?;
+    let mut extra = serde_json::Map::new();
+    for kv in &t.claims {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--claim {kv:?}: expected KEY=VALUE"))?;
+        if k.is_empty() || matches!(k, "sub" | "exp" | "iat") {
+            return Err(format!("--claim {kv:?}: give sub with --sub and exp with --ttl"));
+        }
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        extra.insert(k.to_string(), value);
+    }
+    let named = [
+        ("role", &t.role),
+        ("email", &t.email),
+        ("name", &t.name),
+        ("iss", &t.iss),
+        ("aud", &t.aud),
+    ];
+    for (k, v) in named {
+        if let Some(v) = v {
+            extra.insert(k.into(), v.clone().into());
+        }
+    }
+    if !t.rooms.is_empty() {
+        extra.insert("rooms".into(), t.rooms.clone().into());
+    }
+    let tok = mint_hs256_with(t.jwt_secret.as_bytes(), &t.sub, t.ttl, &extra).map_err(|e| e.to_string())?;
     say!("{tok}");
     Ok(())
 }
@@ -440,7 +490,10 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let server = Server::start(config, ProtocolApp::default()).map_err(|e| e.to_string())?;
     if let Some(secret) = dev_secret {
         let admin = mint_hs256(secret.as_bytes(), "admin", Some("admin"), 24 * 3600).map_err(|e| e.to_string())?;
-        let user = mint_hs256(secret.as_bytes(), "user-1", None, 24 * 3600).map_err(|e| e.to_string())?;
+        // The user may join any room, so the README's examples work as they are.
+        let mut rooms = serde_json::Map::new();
+        rooms.insert("rooms".into(), serde_json::json!(["*"]));
+        let user = mint_hs256_with(secret.as_bytes(), "user-1", 24 * 3600, &rooms).map_err(|e| e.to_string())?;
         say!("wsedge DEV MODE: no --jwt-secret or --jwt-public-key given; using a random secret for this run.");
         say!("  secret:      {secret}");
         say!("  admin token: {admin}");

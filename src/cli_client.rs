@@ -1,0 +1,187 @@
+//! `wsedge client URL`: a command-line WebSocket client (part of the `wsedge` binary, not the
+//! library), like wscat or websocat.
+//!
+//! Owns: reading stdin lines into messages, printing what arrives, reconnecting when asked.
+//! Everything WebSocket is `wsedge::client`.
+
+use std::io::{BufRead, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use wsedge::client::{Backoff, BackoffPolicy, Client, ClientConfig, ClientError, Message, Roots, should_reconnect};
+
+#[derive(Args)]
+pub struct ClientArgs {
+    /// ws:// or wss:// URL, e.g. ws://127.0.0.1:8080/ws
+    url: String,
+    /// Token, added to the URL as `?token=` (or `&token=`).
+    #[arg(long, env = "WS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Extra request header `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Offered subprotocol (repeatable, in order).
+    #[arg(long = "subprotocol")]
+    subprotocols: Vec<String>,
+    /// Print JSON messages pretty (others as they are).
+    #[arg(long)]
+    json: bool,
+    /// Reconnect with backoff (full jitter; WS_RECONNECT_* settings) when the connection ends,
+    /// except after a close code that means "don't" (1002, 1003, 1007, 1008, 1009, 1010).
+    #[arg(long)]
+    reconnect: bool,
+    /// Trust only the certificates in this PEM file for wss:// (a private CA or a self-signed
+    /// server); default: the system's authorities.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// After stdin ends, keep printing messages this many seconds, then close.
+    #[arg(long, default_value_t = 1.0)]
+    linger: f64,
+}
+
+/// Runs until stdin ends (and `--linger` passes), or the connection ends for good.
+pub fn run(a: ClientArgs) -> Result<(), String> {
+    let mut config = ClientConfig::from_env();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected 'Name: value'"))?;
+        config.headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    config.subprotocols = a.subprotocols.clone();
+    if let Some(path) = &a.ca {
+        config.roots = Roots::Pem(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    let url = match &a.token {
+        Some(t) => format!("{}{}token={t}", a.url, if a.url.contains('?') { '&' } else { '?' }),
+        None => a.url.clone(),
+    };
+    let lines = stdin_lines();
+    let mut backoff = Backoff::new(BackoffPolicy::default(), Backoff::random_seed());
+    let mut stdin_done: Option<Instant> = None;
+    loop {
+        let mut client = match Client::connect(&url, config.clone()) {
+            Ok(c) => c,
+            Err(e) if a.reconnect && retry(&e) => {
+                wait(&mut backoff, &e)?;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        backoff.connected(Instant::now());
+        eprintln!(
+            "connected to {}{}",
+            a.url,
+            client.subprotocol().map(|p| format!(" ({p})")).unwrap_or_default()
+        );
+        let ended = session(&mut client, &lines, &mut stdin_done, a.json, a.linger);
+        backoff.disconnected(Instant::now());
+        match ended {
+            Ok(()) => {
+                let code = client.close(1000, "").unwrap_or(1006);
+                eprintln!("closed ({code})");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                let code = e.close_code().unwrap_or(1006);
+                let reason = match &e {
+                    ClientError::Closed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                if !a.reconnect || !should_reconnect(code, &reason, false) || stdin_done.is_some() {
+                    return Err(format!("connection ended: {e}"));
+                }
+                wait(&mut backoff, &e)?;
+            }
+        }
+    }
+}
+
+fn retry(e: &ClientError) -> bool {
+    match e {
+        ClientError::Rejected { status, .. } => matches!(status, 429 | 500..=599),
+        ClientError::ConnectionFailed(_) | ClientError::Timeout(_) | ClientError::Closed { .. } => true,
+        _ => false,
+    }
+}
+
+fn wait(backoff: &mut Backoff, e: &ClientError) -> Result<(), String> {
+    let d = backoff
+        .next_delay()
+        .ok_or_else(|| format!("giving up after {} attempts: {e}", backoff.attempt()))?;
+    eprintln!("reconnecting in {:.1} s", d.as_secs_f64());
+    std::thread::sleep(d);
+    Ok(())
+}
+
+/// Stdin lines from a thread; `None` once stdin ends.
+fn stdin_lines() -> mpsc::Receiver<Option<String>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send(Some(l)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(None);
+    });
+    rx
+}
+
+/// Sends stdin lines and prints messages; `Ok` when stdin ended and the linger passed.
+fn session(
+    client: &mut Client,
+    lines: &mpsc::Receiver<Option<String>>,
+    stdin_done: &mut Option<Instant>,
+    pretty: bool,
+    linger: f64,
+) -> Result<(), ClientError> {
+    let linger = Duration::try_from_secs_f64(linger).unwrap_or_default();
+    loop {
+        loop {
+            match lines.try_recv() {
+                Ok(Some(line)) => client.send_text(line)?,
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => {
+                    stdin_done.get_or_insert_with(Instant::now);
+                    break;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        if stdin_done.is_some_and(|t| t.elapsed() >= linger) {
+            return Ok(());
+        }
+        // Stdin is looked at every 20 ms while no message arrives.
+        if let Some(m) = client.recv_timeout(Some(Duration::from_millis(20)))? {
+            print(&m, pretty);
+        }
+    }
+}
+
+fn print(m: &Message, pretty: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = match m {
+        Message::Text(t) if pretty => match serde_json::from_str::<serde_json::Value>(t) {
+            Ok(v) => writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| t.to_string())
+            ),
+            Err(_) => writeln!(out, "{t}"),
+        },
+        Message::Text(t) => writeln!(out, "{t}"),
+        Message::Binary(b) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            writeln!(out, "[binary {} bytes] {hex}", b.len())
+        }
+        _ => Ok(()),
+    };
+    let _ = out.flush();
+}

@@ -146,7 +146,104 @@ fn dev_mode_prints_a_connect_url_that_works_and_env_vars_apply() {
     let token = path.strip_prefix("/ws?token=").unwrap();
     let (mut ws, hello) = connect(addr.parse().unwrap(), token);
     assert_eq!(hello["data"]["user_id"], "user-1");
+    // The dev token may join any room.
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "join", "data": {"rooms": ["any-room"]}}),
+    );
+    assert_eq!(recv_json(&mut ws)["data"]["rooms"], serde_json::json!(["any-room"]));
     let _ = ws.close(None);
+}
+
+#[test]
+fn token_flags_set_every_claim_the_server_reads() {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--sub",
+            "ann",
+            "--rooms",
+            "lobby,team-*",
+            "--rooms",
+            "den",
+            "--email",
+            "a@b.c",
+        ])
+        .args([
+            "--name", "Ann", "--iss", "issuer", "--aud", "edge", "--claim", "plan=pro", "--claim", "seats=3",
+        ])
+        .args(["--claim", "beta=true", "--jwt-secret", SECRET])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(&tok).unwrap();
+    assert_eq!(claims["rooms"], serde_json::json!(["lobby", "team-*", "den"]));
+    assert_eq!(
+        (claims["email"].as_str(), claims["name"].as_str()),
+        (Some("a@b.c"), Some("Ann"))
+    );
+    assert_eq!(
+        (claims["iss"].as_str(), claims["aud"].as_str()),
+        (Some("issuer"), Some("edge"))
+    );
+    assert_eq!(
+        (claims["plan"].clone(), claims["seats"].clone(), claims["beta"].clone()),
+        ("pro".into(), 3.into(), true.into())
+    );
+    // The server lets the user into the rooms the token names, and no other.
+    let server = start(config());
+    let (mut ws, _) = connect(server.local_addr(), &tok);
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "join", "data": {"rooms": ["team-red", "elsewhere"]}}),
+    );
+    let joined = recv_json(&mut ws);
+    assert_eq!(joined["data"]["rooms"], serde_json::json!(["team-red"]));
+    assert_eq!(joined["data"]["refused"][0]["room"], "elsewhere");
+    for bad in ["novalue", "sub=x", "exp=1"] {
+        let out = Command::new(BIN)
+            .args(["token", "--sub", "a", "--claim", bad, "--jwt-secret", SECRET])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--claim {bad}");
+    }
+}
+
+#[test]
+fn client_command_sends_stdin_lines_and_prints_what_arrives() {
+    let server = start(config());
+    let url = format!("ws://{}/ws", server.local_addr());
+    let mut child = Command::new(BIN)
+        .args(["client", &url, "--token", &token("cli"), "--json", "--linger", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"{\"type\":\"ping\",\"data\":{\"pingId\":\"from-cli\"}}\n").unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("\"pingId\": \"from-cli\"") {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "exited early: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(
+        seen.contains("\"type\": \"connection.established\""),
+        "pretty JSON: {seen}"
+    );
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    let out = Command::new(BIN)
+        .args(["client", &url, "--token", "not-a-token"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
 }
 
 #[test]

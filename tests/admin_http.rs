@@ -308,13 +308,6 @@ fn bodies_need_one_unambiguous_length() {
         assert_eq!(read_http(&mut s).0, want, "{extra}");
         expect_eof(&mut s);
     }
-    // After a plain request, the connection cannot turn into a WebSocket.
-    let mut s = raw(addr);
-    s.write_all(get("/health", "").as_bytes()).unwrap();
-    assert_eq!(read_http(&mut s).0, 200);
-    s.write_all(upgrade_request("/ws").as_bytes()).unwrap();
-    assert_eq!(read_http(&mut s).0, 400);
-    expect_eof(&mut s);
     // After a request that closes the connection, whatever else comes is dropped unread.
     let mut s = raw(addr);
     s.write_all(get("/health", "Connection: close\r\n").as_bytes()).unwrap();
@@ -410,4 +403,42 @@ fn expect_100_continue_gets_a_go_ahead_before_the_body() {
     s.write_all(b"POST /ws/batch HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
         .unwrap();
     assert_eq!(read_http(&mut s).0, 401);
+}
+
+#[test]
+fn a_keep_alive_connection_upgrades_after_its_plain_requests() {
+    // Node's fetch and WebSocket share one connection pool: an upgrade may come on a
+    // connection that already answered requests, alone or pipelined behind them.
+    let s = start(config());
+    let upgrade = upgrade_request(&format!("/ws?token={}", token("kept")));
+    let mut one = raw(s.local_addr());
+    one.write_all(get("/health", "").as_bytes()).unwrap();
+    assert_eq!(read_http(&mut one).0, 200);
+    one.write_all(upgrade.as_bytes()).unwrap();
+    let mut two = raw(s.local_addr());
+    two.write_all(format!("{}{}{upgrade}", get("/health", ""), get("/ready", "")).as_bytes())
+        .unwrap();
+    assert_eq!(read_http(&mut two).0, 200);
+    assert_eq!(read_http(&mut two).0, 200);
+    for sock in [&mut one, &mut two] {
+        let (status, head, _) = read_http(sock);
+        assert_eq!(status, 101, "{head}");
+        let (opcode, payload) = read_frame(sock);
+        assert_eq!(opcode, 0x81);
+        assert_eq!(
+            body_json(&String::from_utf8(payload).unwrap())["type"],
+            "connection.established"
+        );
+    }
+    // The admin listener never upgrades.
+    let s = start(wsedge::Config {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..config()
+    });
+    let mut admin = raw(s.admin_addr().unwrap());
+    admin
+        .write_all(format!("{}{upgrade}", get("/health", "")).as_bytes())
+        .unwrap();
+    assert_eq!(read_http(&mut admin).0, 200);
+    assert_eq!(read_http(&mut admin).0, 400);
 }

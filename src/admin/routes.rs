@@ -44,6 +44,21 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
             headers: Vec::new(),
             body: super::prometheus::render(h).into_bytes(),
         })),
+        // The JavaScript client and its types: importable from any origin, with no build step.
+        ["client", file @ ("wsedge.js" | "wsedge.d.ts")] => now(only(m, &["GET", "HEAD"], || {
+            let (content_type, text) = match *file {
+                "wsedge.js" => ("text/javascript; charset=utf-8", crate::client::WSEDGE_JS),
+                _ => ("application/typescript; charset=utf-8", crate::client::WSEDGE_D_TS),
+            };
+            Response {
+                status: 200,
+                content_type,
+                headers: Vec::new(),
+                body: text.as_bytes().to_vec(),
+            }
+            .with_header("Access-Control-Allow-Origin", "*")
+            .with_header("Cache-Control", "public, max-age=300")
+        })),
         ["ws", rest @ ..] if is_admin_route(rest) => match authorize(h, req) {
             Err(r) => Plan::Now(r),
             Ok(()) => admin(h, m, rest, req.query.as_deref(), body),

@@ -154,6 +154,10 @@ impl<H: Handler> Harness<H> {
         r.drain_batch();
         r.after_callbacks();
         r.core.flush_dirty();
+        if !r.core.reupgrades.is_empty() {
+            r.take_reupgrades();
+            r.core.flush_dirty();
+        }
         if r.core.has_replays() {
             r.core.feed_replays();
             r.core.flush_dirty();

@@ -431,6 +431,11 @@ impl<H: ReactorHandler> Reactor<H> {
             self.after_callbacks();
             self.pump_engine();
             self.core.flush_dirty();
+            if !self.core.reupgrades.is_empty() {
+                // Upgrades that waited for earlier answers to be written.
+                self.take_reupgrades();
+                self.core.flush_dirty();
+            }
             if self.core.has_replays() {
                 // Recoveries continue as their connections' backlogs drain.
                 self.core.feed_replays();

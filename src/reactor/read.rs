@@ -115,11 +115,29 @@ impl<H: ReactorHandler> Reactor<H> {
         alive
     }
 
+    /// Keep-alive HTTP connections that asked to upgrade: their request goes through the
+    /// WebSocket handshake now.
+    pub(super) fn take_reupgrades(&mut self) {
+        while let Some((idx, generation, bytes)) = self.core.reupgrades.pop() {
+            if self
+                .core
+                .conns
+                .get(idx)
+                .is_some_and(|c| c.generation == generation && c.phase == Phase::Handshake)
+            {
+                self.on_handshake_bytes(idx, &bytes);
+            }
+        }
+    }
+
     pub(super) fn on_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
         match self.core.conns[idx].phase {
             Phase::Handshake => self.on_handshake_bytes(idx, data),
             Phase::Open | Phase::Closing => self.on_frame_bytes(idx, generation, data),
-            Phase::Http => self.core.on_http_bytes(idx, data),
+            Phase::Http => {
+                self.core.on_http_bytes(idx, data);
+                self.take_reupgrades();
+            }
             Phase::Discarding => {}
         }
     }

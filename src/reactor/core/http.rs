@@ -177,6 +177,7 @@ impl Core {
                 break;
             }
             let admin_port = self.conns[idx].has(flags::ADMIN_PORT);
+            let idle = h.owed.is_empty() && unwritten == 0;
             let (req, plan) = match upgrade::parse(buf, max_head, ws_path.as_deref()) {
                 Parsed::Partial => break,
                 Parsed::Reject(r) => {
@@ -188,13 +189,36 @@ impl Core {
                     self.owe_final(idx, resp, None);
                     break;
                 }
+                Parsed::Upgrade(..) if !admin_port && idle => {
+                    // A keep-alive connection that served plain requests now upgrades (Node's
+                    // fetch and WebSocket share one connection pool): it becomes a handshake
+                    // like a new connection's, with the same timeout and limits.
+                    let bytes = self.conns[idx].input.take().map(|i| i.pending).unwrap_or_default();
+                    self.http.remove(&idx);
+                    let now = self.now;
+                    let c = &mut self.conns[idx];
+                    c.phase = Phase::Handshake;
+                    c.mark = now;
+                    let generation = c.generation;
+                    self.track_pending(idx);
+                    self.schedule(idx, generation, now + self.ticks.handshake);
+                    self.reupgrades.push((idx, generation, bytes));
+                    return;
+                }
+                Parsed::Upgrade(..) if !admin_port => {
+                    // Pipelined behind answers still owed: it waits (reading paused) until they
+                    // are written, then upgrades as above.
+                    if let Some(h) = self.http.get_mut(&idx) {
+                        h.paused = true;
+                    }
+                    break;
+                }
                 Parsed::Upgrade(..) => {
-                    let why = if admin_port {
-                        "WebSocket upgrades are served on the main listener"
-                    } else {
-                        "a WebSocket upgrade must be the connection's first request"
-                    };
-                    self.owe_final(idx, Response::error(400, why), None);
+                    self.owe_final(
+                        idx,
+                        Response::error(400, "WebSocket upgrades are served on the main listener"),
+                        None,
+                    );
                     break;
                 }
                 Parsed::Plain(req) => {
@@ -368,7 +392,8 @@ impl Core {
         for t in tokens {
             if let Some(idx) = self.live(t).filter(|&i| self.conns[i].phase == Phase::Http) {
                 self.serve_http(idx);
-                if !self.http_paused(idx) {
+                // One that turned into a handshake is read after its request (`reupgrades`).
+                if self.conns[idx].phase == Phase::Http && !self.http_paused(idx) {
                     read.push(t);
                 }
             }

@@ -155,6 +155,9 @@ pub(crate) struct Core {
     http_resume: Vec<Token>,
     /// HTTP requests (and connections) seen, as an order for `HttpConn::last_request`.
     http_requests: u64,
+    /// Keep-alive HTTP connections whose next request is a WebSocket upgrade, with its bytes:
+    /// the reactor runs them through the handshake (`Reactor::take_reupgrades`).
+    pub reupgrades: Vec<(usize, u32, Vec<u8>)>,
     /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
     groups: Vec<fanout::Group>,
     /// Handler asks answered, for the loop to hand to `on_reply`.
@@ -240,6 +243,7 @@ impl Core {
             ask_serial: 0,
             http_resume: Vec::new(),
             http_requests: 0,
+            reupgrades: Vec::new(),
             groups: Vec::new(),
             handler_replies: Vec::new(),
             fired_timers: Vec::new(),

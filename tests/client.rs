@@ -260,7 +260,11 @@ fn a_session_comes_back_with_its_subscriptions_and_rooms_and_recovers_exactly() 
 
 #[test]
 fn a_session_survives_a_server_restart_and_says_its_recovery_was_not_exact() {
-    let s = start(config());
+    let s = start(Config {
+        drain_window: Duration::from_millis(100),
+        shutdown_timeout: Duration::from_millis(500),
+        ..config()
+    });
     let addr = s.local_addr();
     let mut session = Session::new(
         &format!("ws://{addr}/ws"),
@@ -273,11 +277,11 @@ fn a_session_survives_a_server_restart_and_says_its_recovery_was_not_exact() {
     collect(&mut session, |e| texts(e).len() == 1);
 
     s.handle().shutdown();
-    s.wait().unwrap();
     match session.next_event().unwrap() {
         SessionEvent::Disconnected { code: 1001, .. } => {}
         other => panic!("{other:?}"),
     }
+    s.wait().unwrap();
     let s = start(Config {
         listen: addr,
         ..config()
@@ -291,6 +295,11 @@ fn a_session_survives_a_server_restart_and_says_its_recovery_was_not_exact() {
     s.handle().publish("file.ready", json!({"text": "after"})).unwrap();
     let after = collect(&mut session, |e| texts(e).len() == 1);
     assert_eq!(texts(&after), ["after"]);
+    session.close();
+    assert!(matches!(
+        session.next_event(),
+        Err(ClientError::Closed { code: 1000, .. })
+    ));
 }
 
 #[test]
@@ -298,16 +307,19 @@ fn a_token_provider_is_asked_again_before_the_token_expires() {
     let s = start(config());
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    // Tokens that expire in 32 s, refreshed 31 s before: due a second after each is minted.
+    // The first token expires in a minute and is refreshed 59 s before (due a second after
+    // connecting); the second lasts an hour, so no third call comes during the test.
     let provider = move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(sign(json!({"sub": "tia", "exp": now() + 32})))
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Ok(sign(
+            json!({"sub": "tia", "exp": now() + if n == 0 { 60 } else { 3600 }}),
+        ))
     };
     let mut session = Session::new(
         &format!("ws://{}/ws", s.local_addr()),
         TokenSource::Provider(Box::new(provider)),
         SessionConfig {
-            refresh_before: Duration::from_secs(31),
+            refresh_before: Duration::from_secs(59),
             ..session_config(3)
         },
     );
@@ -318,6 +330,6 @@ fn a_token_provider_is_asked_again_before_the_token_expires() {
     });
     let last = refreshed.last().unwrap();
     let SessionEvent::Message(v) = last else { panic!() };
-    assert!(v["data"]["expires_at"].as_u64().unwrap() >= now() + 30);
+    assert!(v["data"]["expires_at"].as_u64().unwrap() >= now() + 3500);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "once to connect, once to refresh");
 }

@@ -25,6 +25,11 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 pub use tungstenite::{Bytes, Message};
 
+/// The browser and Node client (`wsedge.js`), served at `/client/wsedge.js`.
+pub const WSEDGE_JS: &str = include_str!("wsedge.js");
+/// Its TypeScript declarations, served at `/client/wsedge.d.ts`.
+pub const WSEDGE_D_TS: &str = include_str!("wsedge.d.ts");
+
 /// Which certificate authorities a `wss://` client trusts.
 #[derive(Debug, Clone, Default)]
 pub enum Roots {

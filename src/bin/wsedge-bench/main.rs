@@ -2,13 +2,14 @@
 //! 20,000 files) and reads the server's memory and CPU from `/proc/PID`.
 //!
 //! Scenarios: `density` (idle connections and RSS per connection), `handshake`, `echo`,
-//! `fanout`, `churn`, `hold`, `recover-storm` (mio-driven, one thread: the generator never blocks on one client).
+//! `fanout`, `churn`, `hold`, `recover-storm`, `reconnect-storm` (mio-driven, one thread: the generator never blocks on one client).
 
 mod density;
 mod engine;
 mod hold;
 mod proc_stats;
 mod publisher;
+mod reconnect;
 mod restart;
 mod scenarios;
 mod storm;
@@ -42,6 +43,8 @@ enum Scenario {
     RecoverStorm(storm::Args),
     /// Hold N connections and make handshakes at a steady rate through a restart.
     RestartStream(restart::Args),
+    /// N clients reconnect with full-jitter backoff while the server restarts: attempts over time.
+    ReconnectStorm(reconnect::Args),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Scenario::Hold(a) => hold::run(a),
         Scenario::RecoverStorm(a) => storm::run(a),
         Scenario::RestartStream(a) => restart::run(a),
+        Scenario::ReconnectStorm(a) => reconnect::run(a),
     };
     if let Err(e) = result {
         eprintln!("wsedge-bench: {e}");

@@ -74,16 +74,6 @@ fn the_javascript_client_passes_its_suite_under_node() {
     assert!(report.contains("pass 5"), "{report}");
 }
 
-fn chromium() -> &'static str {
-    if Command::new("chromium").arg("--version").output().is_err() {
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-q", "chromium"])
-            .status();
-    }
-    "chromium"
-}
-
 /// One HTTP request from `listener`: (method, path, body).
 fn accept(listener: &TcpListener) -> (std::net::TcpStream, String, String, Vec<u8>) {
     let (sock, _) = listener.accept().unwrap();

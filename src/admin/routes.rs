@@ -1,5 +1,6 @@
 //! Admin routes. Every `/ws/*` route needs a JWT with `role: "admin"` (401 without a valid
-//! token, 403 without the role); `/health`, `/ready` and `/metrics` are open. Each route turns
+//! token, 403 without the role); `/health`, `/ready`, `/metrics`, the dashboard page and the
+//! JavaScript client are open (the page asks for the token and sends it to `/ws/stats`). Each route turns
 //! its request into a [`Plan`]: what to ask which reactors, and the response made from their
 //! answers.
 
@@ -43,6 +44,17 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             headers: Vec::new(),
             body: super::prometheus::render(h).into_bytes(),
+        })),
+        // The live dashboard (the admin token is entered in the page; /ws/stats checks it).
+        ["dashboard"] => now(only(m, &["GET", "HEAD"], || {
+            Response {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                headers: Vec::new(),
+                body: include_str!("dashboard.html").as_bytes().to_vec(),
+            }
+            .with_header("Cache-Control", "no-cache")
+            .with_header("X-Frame-Options", "DENY")
         })),
         // The JavaScript client and its types: importable from any origin, with no build step.
         ["client", file @ ("wsedge.js" | "wsedge.d.ts")] => now(only(m, &["GET", "HEAD"], || {

@@ -252,3 +252,18 @@ pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
     std::thread::spawn(move || for _ in lines {});
     addr
 }
+
+/// Debian's `chromium`, installed with apt-get when missing (as root; .ci/run does it first).
+pub fn chromium() -> &'static str {
+    if std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "chromium"])
+            .status();
+    }
+    "chromium"
+}

@@ -1,6 +1,7 @@
 //! wsedge.js against a real server: the suite (tests/js/suite.mjs) under `node --test`, and
 //! the same suite in headless Chromium importing the copy the server serves at
-//! /client/wsedge.js (positions in localStorage); and the served files themselves. Needs
+//! /client/wsedge.js (positions in localStorage), over plain and over TLS; and the served
+//! files themselves. Needs
 //! `node` (Node 20 gets `--experimental-websocket`) and Debian's `chromium` (installed with
 //! apt-get when missing, as root).
 mod common;
@@ -28,11 +29,17 @@ fn node_version() -> u32 {
 
 /// The server's address and tokens, as the suite reads them.
 fn suite_env(addr: std::net::SocketAddr) -> serde_json::Value {
+    suite_env_with(addr, false)
+}
+
+/// `tls`: the server speaks TLS (wss://, https://).
+fn suite_env_with(addr: std::net::SocketAddr, tls: bool) -> serde_json::Value {
     let exp = now() + 3600;
     let short = |ttl: u64| sign(json!({"sub": "js-refresher", "exp": now() + ttl}));
+    let s = if tls { "s" } else { "" };
     json!({
-        "ws": format!("ws://{addr}/ws"),
-        "http": format!("http://{addr}"),
+        "ws": format!("ws{s}://{addr}/ws"),
+        "http": format!("http{s}://{addr}"),
         "user": "js-user",
         "token": sign(json!({"sub": "js-user", "exp": exp, "rooms": ["lobby"]})),
         "token_exp": exp,
@@ -114,10 +121,30 @@ fn respond(mut sock: std::net::TcpStream, content_type: &str, body: &[u8]) {
 #[test]
 fn the_same_suite_passes_in_headless_chromium_with_the_served_client() {
     let s = start(config());
-    let env = suite_env(s.local_addr());
+    run_in_chromium(suite_env(s.local_addr()), "plain");
+}
+
+#[test]
+fn the_same_suite_passes_in_headless_chromium_over_tls() {
+    // Chromium's own TLS (BoringSSL) against wsedge's record layer: wss:// and https://.
+    let dir = std::env::temp_dir().join(format!("wsedge-js-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let s = start(wsedge::Config {
+        tls_cert: Some(dir.join("cert.pem")),
+        tls_key: Some(dir.join("key.pem")),
+        ..config()
+    });
+    run_in_chromium(suite_env_with(s.local_addr(), true), "tls");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run_in_chromium(env: serde_json::Value, tag: &str) {
     let pages = TcpListener::bind("127.0.0.1:0").unwrap();
     let page_url = format!("http://{}/browser.html", pages.local_addr().unwrap());
-    let profile = std::env::temp_dir().join(format!("wsedge-chromium-{}", std::process::id()));
+    let profile = std::env::temp_dir().join(format!("wsedge-chromium-{}-{tag}", std::process::id()));
     let mut browser = Command::new(chromium())
         .args([
             "--headless",
@@ -127,8 +154,9 @@ fn the_same_suite_passes_in_headless_chromium_with_the_served_client() {
             "--disable-sync",
         ])
         .args(["--disable-background-networking", "--disable-component-update"])
-        // The page (one port) calls the admin API (another): same machine, CORS not under test.
-        .arg("--disable-web-security")
+        // The page (one port) calls the admin API (another): same machine, CORS not under test;
+        // the TLS server's certificate is self-signed.
+        .args(["--disable-web-security", "--ignore-certificate-errors"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(&page_url)
         .stdout(Stdio::null())

@@ -99,11 +99,15 @@ pub(super) fn frame_json(frame: &[u8]) -> serde_json::Value {
 /// The frame with `"channel"`, `"offset"` and `"epoch"` added to its JSON object (a frame
 /// that is not a text frame holding an object is kept as it is).
 pub fn with_position(frame: &[u8], channel: &str, pos: &Position) -> Bytes {
-    let payload = match payload_of(frame) {
-        Some(p) if frame[0] == 0x81 && p.last() == Some(&b'}') => p,
-        _ => return Bytes::copy_from_slice(frame),
+    // The object's closing brace: the last byte that is not whitespace.
+    let close = payload_of(frame)
+        .filter(|_| frame[0] == 0x81)
+        .and_then(|p| p.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| (p, i)))
+        .filter(|&(p, i)| p[i] == b'}');
+    let Some((payload, close)) = close else {
+        return Bytes::copy_from_slice(frame);
     };
-    let body = &payload[..payload.len() - 1];
+    let body = &payload[..close];
     // `{}` gets no comma before the first field.
     let empty = body.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let mut json = Vec::with_capacity(payload.len() + channel.len() + 64);
@@ -650,5 +654,24 @@ mod tests {
         );
         let masked = [0x81, 0x82, 0, 0, 0, 0, b'{', b'}'];
         assert_eq!(&with_position(&masked, "c", &pos)[..], &masked);
+    }
+
+    #[test]
+    fn whitespace_after_the_object_is_still_an_object() {
+        // Found by the cluster_payload fuzz target: `{ }` followed by whitespace.
+        let pos = Position {
+            offset: 12,
+            epoch: "e".into(),
+        };
+        let frame = b"\x81\x0a{\n\n\t\t\n}\t  ";
+        let out = with_position(frame, "user:x", &pos);
+        let v: serde_json::Value = serde_json::from_slice(&out[2..]).unwrap();
+        assert_eq!(
+            (v["offset"].as_u64(), v["channel"].as_str()),
+            (Some(12), Some("user:x"))
+        );
+        let frame = b"\x81\x0a{\"a\":1}\n \t";
+        let v: serde_json::Value = serde_json::from_slice(&with_position(frame, "c", &pos)[2..]).unwrap();
+        assert_eq!((v["a"].as_u64(), v["epoch"].as_str()), (Some(1), Some("e")));
     }
 }

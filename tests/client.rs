@@ -333,3 +333,52 @@ fn a_token_provider_is_asked_again_before_the_token_expires() {
     assert!(v["data"]["expires_at"].as_u64().unwrap() >= now() + 3500);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "once to connect, once to refresh");
 }
+
+#[test]
+fn a_server_that_upgrades_and_says_nothing_is_a_timed_out_attempt() {
+    // Answers the upgrade properly, then stays silent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                std::io::Read::read_exact(&mut sock, &mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8(head).unwrap();
+            let key = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Sec-WebSocket-Key: ")
+                        .or_else(|| l.strip_prefix("sec-websocket-key: "))
+                })
+                .unwrap()
+                .trim()
+                .to_string();
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            std::io::Write::write_all(&mut sock, resp.as_bytes()).unwrap();
+            held.push(sock);
+        }
+        held
+    });
+    let mut config = session_config(4);
+    config.client.open_timeout = Duration::from_millis(200);
+    config.backoff.max_attempts = 1;
+    let mut session = Session::new(&format!("ws://{addr}/ws"), TokenSource::Fixed(token("quiet")), config);
+    match session.next_event() {
+        Ok(SessionEvent::Disconnected { code: 1006, reason, .. }) => {
+            assert!(reason.contains("connection.established"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // One attempt allowed: the second silent upgrade ends the session.
+    assert!(matches!(session.next_event(), Err(ClientError::Timeout(_))));
+    drop(silent.join().unwrap());
+}

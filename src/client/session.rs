@@ -167,7 +167,17 @@ impl Session {
             url.push_str(&format!("&recover_offset={}&recover_epoch={}", p.offset, p.epoch));
         }
         let mut client = Client::connect(&url, self.config.client.clone())?;
-        let hello = client.recv_json()?;
+        // The greeting counts toward the open timeout: a server (or a proxy) that upgrades and
+        // then says nothing is a failed attempt, not a hung session.
+        let hello = match client.recv_timeout(Some(self.config.client.open_timeout))? {
+            Some(Message::Text(t)) => serde_json::from_str::<Value>(&t)?,
+            Some(_) => {
+                return Err(ClientError::Protocol(
+                    "expected connection.established, got binary".into(),
+                ));
+            }
+            None => return Err(ClientError::Timeout("waiting for connection.established")),
+        };
         if hello["type"] != "connection.established" {
             return Err(ClientError::Protocol(format!(
                 "expected connection.established, got {hello}"

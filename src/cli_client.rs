@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use wsedge::client::{Backoff, BackoffPolicy, Client, ClientConfig, ClientError, Message, Roots, should_reconnect};
+use wsedge::client::{Backoff, Client, ClientConfig, ClientError, Message, Roots, SessionConfig, should_reconnect};
 
 #[derive(Args)]
 pub struct ClientArgs {
@@ -58,7 +58,8 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
         None => a.url.clone(),
     };
     let lines = stdin_lines();
-    let mut backoff = Backoff::new(BackoffPolicy::default(), Backoff::random_seed());
+    // WS_RECONNECT_BACKOFF_BASE / _MAX / WS_RECONNECT_MAX_ATTEMPTS, as the library reads them.
+    let mut backoff = Backoff::new(SessionConfig::from_env().backoff, Backoff::random_seed());
     let mut stdin_done: Option<Instant> = None;
     loop {
         let mut client = match Client::connect(&url, config.clone()) {

@@ -3,7 +3,6 @@
 //! handshake failures by reason). A screenshot goes to target/dashboard.png (not committed).
 mod common;
 use std::io::Write;
-use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -58,23 +57,15 @@ fn the_dashboard_shows_what_stats_and_metrics_say() {
     let admin = admin_token("ops");
     let url = format!("http://{addr}/dashboard#token={admin}");
     let profile = std::env::temp_dir().join(format!("wsedge-dashboard-{}", std::process::id()));
-    let browser = |extra: &[&str]| {
-        Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-sync",
-            ])
+    let browser = |url: &str, extra: &[&str]| {
+        headless_chromium(&profile)
             .args(["--virtual-time-budget=4000", "--window-size=1100,900"])
-            .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
-            .arg(&url)
+            .arg(url)
             .output()
             .expect("chromium runs")
     };
-    let dom = String::from_utf8_lossy(&browser(&["--dump-dom"]).stdout).into_owned();
+    let dom = String::from_utf8_lossy(&browser(&url, &["--dump-dom"]).stdout).into_owned();
     assert!(dom.contains("data-ready=\"true\""), "the page never rendered: {dom}");
     // With a token the form is gone and the board shows.
     assert!(dom.contains("<form id=\"login\" hidden"), "{dom}");
@@ -105,24 +96,12 @@ fn the_dashboard_shows_what_stats_and_metrics_say() {
 
     // A screenshot for people (target/ is never committed).
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
-    let out = browser(&[&format!("--screenshot={}", shot.display())]);
+    let out = browser(&url, &[&format!("--screenshot={}", shot.display())]);
     assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&profile);
 
     // A wrong token: the page says so.
-    let url = format!("http://{addr}/dashboard#token=not-a-token");
-    let dom = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
+    let dom = browser(&format!("http://{addr}/dashboard#token=not-a-token"), &["--dump-dom"]);
     assert!(String::from_utf8_lossy(&dom.stdout).contains("admin token refused (HTTP 401)"));
     let _ = std::fs::remove_dir_all(&profile);
 }

@@ -145,19 +145,10 @@ fn run_in_chromium(env: serde_json::Value, tag: &str) {
     let pages = TcpListener::bind("127.0.0.1:0").unwrap();
     let page_url = format!("http://{}/browser.html", pages.local_addr().unwrap());
     let profile = std::env::temp_dir().join(format!("wsedge-chromium-{}-{tag}", std::process::id()));
-    let mut browser = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-sync",
-        ])
-        .args(["--disable-background-networking", "--disable-component-update"])
+    let mut browser = headless_chromium(&profile)
         // The page (one port) calls the admin API (another): same machine, CORS not under test;
         // the TLS server's certificate is self-signed.
         .args(["--disable-web-security", "--ignore-certificate-errors"])
-        .arg(format!("--user-data-dir={}", profile.display()))
         .arg(&page_url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

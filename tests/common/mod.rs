@@ -253,8 +253,9 @@ pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
     addr
 }
 
-/// Debian's `chromium`, installed with apt-get when missing (as root; .ci/run does it first).
-pub fn chromium() -> &'static str {
+/// Headless Debian `chromium` with a fresh profile in `profile`, quiet and offline (installed
+/// with apt-get when missing, as root; .ci/run does it first).
+pub fn headless_chromium(profile: &std::path::Path) -> std::process::Command {
     if std::process::Command::new("chromium")
         .arg("--version")
         .output()
@@ -265,5 +266,15 @@ pub fn chromium() -> &'static str {
             .args(["install", "-y", "-q", "chromium"])
             .status();
     }
-    "chromium"
+    let mut cmd = std::process::Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-sync",
+    ])
+    .args(["--disable-background-networking", "--disable-component-update"])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
 }

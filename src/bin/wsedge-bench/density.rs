@@ -8,7 +8,6 @@ use serde_json::json;
 
 use crate::engine::{Driver, Engine, Target};
 use crate::proc_stats::{cpu_us, memory, open_files};
-use crate::wire::parse_url;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -109,7 +108,6 @@ impl Density {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    let (addr, path) = parse_url(&a.url)?;
     let tokens = match &a.secret {
         Some(secret) => Some(
             (0..a.conns.div_ceil(a.per_user.max(1)))
@@ -122,17 +120,7 @@ pub fn run(a: Args) -> Result<(), String> {
         None => None,
     };
     let protocol = tokens.is_some();
-    let target = Target {
-        addr,
-        path,
-        tokens,
-        per_user: a.per_user.max(1),
-        sources: a.sources,
-        source_base: 0,
-        deflate: false,
-        tls: crate::wire::is_tls(&a.url),
-        tls_resume: false,
-    };
+    let target = Target::at(&a.url, tokens, a.per_user.max(1), a.sources)?;
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let (rss_before, _) = memory(a.pid)?;
     let cpu_before = cpu_us(Some(a.pid));

@@ -33,6 +33,23 @@ pub struct Target {
 }
 
 impl Target {
+    /// The server at `url` (`ws://` or `wss://`) with the usual defaults: sources from
+    /// 127.0.0.2, no compression offered, full TLS handshakes.
+    pub fn at(url: &str, tokens: Option<Vec<String>>, per_user: usize, sources: usize) -> Result<Target, String> {
+        let (addr, path) = crate::wire::parse_url(url)?;
+        Ok(Target {
+            addr,
+            path,
+            tokens,
+            per_user,
+            sources,
+            source_base: 0,
+            deflate: false,
+            tls: crate::wire::is_tls(url),
+            tls_resume: false,
+        })
+    }
+
     /// The protocol server sends `connection.established` right after the upgrade.
     pub fn protocol(&self) -> bool {
         self.tokens.is_some()

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::engine::{Driver, Engine, Target};
-use crate::wire::parse_url;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -107,7 +106,6 @@ impl Driver for Hold {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    let (addr, path) = parse_url(&a.url)?;
     let per_user = a.per_user.max(1);
     let tokens = (0..a.conns.div_ceil(per_user))
         .map(|u| {
@@ -116,15 +114,8 @@ pub fn run(a: Args) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let target = Target {
-        addr,
-        path,
-        tokens: Some(tokens),
-        per_user,
-        sources: a.sources,
         source_base: a.source_base,
-        deflate: false,
-        tls: crate::wire::is_tls(&a.url),
-        tls_resume: false,
+        ..Target::at(&a.url, Some(tokens), per_user, a.sources)?
     };
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let mut d = Hold {

@@ -10,7 +10,6 @@ use serde_json::json;
 use wsedge::client::{Backoff, BackoffPolicy};
 
 use crate::engine::{Driver, Engine, Target};
-use crate::wire::parse_url;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -121,23 +120,12 @@ impl Driver for Storm {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    let (addr, path) = parse_url(&a.url)?;
     let tokens = (0..a.conns)
         .map(|u| {
             wsedge::auth::mint_hs256(a.secret.as_bytes(), &format!("storm-{u}"), None, 3600).map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let target = Target {
-        addr,
-        path,
-        tokens: Some(tokens),
-        per_user: 1,
-        sources: a.sources,
-        source_base: 0,
-        deflate: false,
-        tls: crate::wire::is_tls(&a.url),
-        tls_resume: false,
-    };
+    let target = Target::at(&a.url, Some(tokens), 1, a.sources)?;
     let policy = BackoffPolicy {
         base: Duration::try_from_secs_f64(a.base).map_err(|e| e.to_string())?,
         cap: Duration::try_from_secs_f64(a.cap).map_err(|e| e.to_string())?,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::engine::{Driver, Engine, Target};
-use crate::wire::parse_url;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -100,24 +99,12 @@ impl Driver for Stream {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    let (addr, path) = parse_url(&a.url)?;
     // A user per held connection, and more for the stream: no per-user limit is reached.
     let tokens = (0..a.hold + 2000)
         .map(|u| wsedge::auth::mint_hs256(a.secret.as_bytes(), &format!("restart-{u}"), None, 3600))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let mut e = Engine::new(Target {
-        addr,
-        path,
-        tokens: Some(tokens),
-        per_user: 1,
-        sources: a.sources,
-        source_base: 0,
-        deflate: false,
-        tls: crate::wire::is_tls(&a.url),
-        tls_resume: false,
-    })
-    .map_err(|err| err.to_string())?;
+    let mut e = Engine::new(Target::at(&a.url, Some(tokens), 1, a.sources)?).map_err(|err| err.to_string())?;
     let mut d = Stream {
         hold: a.hold,
         rate: a.rate,

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use crate::engine::{Driver, Engine, Target};
 use crate::proc_stats::{cpu_us, memory, open_files};
-use crate::wire::parse_url;
 
 /// Options every mio scenario shares.
 #[derive(clap::Args, Clone)]
@@ -45,7 +44,6 @@ pub struct Common {
 
 impl Common {
     fn target(&self, users: usize, per_user: usize) -> Result<Target, String> {
-        let (addr, path) = parse_url(&self.url)?;
         let tokens = match &self.secret {
             Some(s) => Some(
                 (0..users.max(1))
@@ -58,15 +56,9 @@ impl Common {
             None => None,
         };
         Ok(Target {
-            addr,
-            path,
-            tokens,
-            per_user,
-            sources: self.sources,
-            source_base: 0,
             deflate: self.deflate,
-            tls: crate::wire::is_tls(&self.url),
             tls_resume: self.tls_resume,
+            ..Target::at(&self.url, tokens, per_user, self.sources)?
         })
     }
 }

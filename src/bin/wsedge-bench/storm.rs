@@ -118,37 +118,24 @@ fn admin_post(addr: std::net::SocketAddr, token: &str, path: &str, body: &str) -
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    let (addr, path) = parse_url(&a.url)?;
+    let (addr, _) = parse_url(&a.url)?;
     let admin =
         wsedge::auth::mint_hs256(a.secret.as_bytes(), "bench-admin", Some("admin"), 3600).map_err(|e| e.to_string())?;
     // The messages the clients missed, and where the channel stands.
-    let mut last_reply = String::new();
     for i in 0..a.missed {
-        last_reply = admin_post(
+        admin_post(
             addr,
             &admin,
             &format!("/ws/events/{}", a.event),
             &format!(r#"{{"data":{{"i":{i}}}}}"#),
         )?;
     }
-    let _ = last_reply;
     let tokens = (0..a.conns)
         .map(|u| {
             wsedge::auth::mint_hs256(a.secret.as_bytes(), &format!("storm-{u}"), None, 3600).map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut e = Engine::new(Target {
-        addr,
-        path,
-        tokens: Some(tokens),
-        per_user: 1,
-        sources: a.sources,
-        source_base: 0,
-        deflate: false,
-        tls: crate::wire::is_tls(&a.url),
-        tls_resume: false,
-    })
-    .map_err(|err| err.to_string())?;
+    let mut e = Engine::new(Target::at(&a.url, Some(tokens), 1, a.sources)?).map_err(|err| err.to_string())?;
     let mut d = Storm {
         conns: a.conns,
         started: 0,

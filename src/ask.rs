@@ -114,6 +114,9 @@ pub(crate) enum Answer {
     Nodes(usize),
     /// The message could not be handed to the cluster: it was delivered nowhere.
     Unavailable,
+    /// The message was handed to the cluster but no word came back: it may have reached
+    /// some, all or none of the other nodes (and none of this node's connections).
+    Unknown,
     /// A channel's kept messages (their JSON) and its position.
     History {
         messages: Vec<serde_json::Value>,

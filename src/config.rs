@@ -166,6 +166,10 @@ pub struct Config {
     /// A node that stops refreshing its liveness key (killed, or cut off from Redis) stops
     /// counting toward cluster-wide per-user limits after this long. Default 10 s.
     pub node_ttl: Duration,
+    /// A Redis command (or subscription probe) with no reply this long after it was sent
+    /// means Redis is stalled: the connection is dropped and made again, and publishes in
+    /// flight answer "outcome unknown". Default 2 s (0.1 to 60 s).
+    pub redis_timeout: Duration,
     /// Messages kept per channel (`event:<type>`, `room:<name>`, `user:<id>`) for recovery and
     /// offline users; 0 disables history. Default 100.
     pub history_size: usize,
@@ -236,6 +240,7 @@ impl Default for Config {
             redis: None,
             redis_prefix: "wsedge".to_string(),
             node_ttl: Duration::from_secs(10),
+            redis_timeout: Duration::from_secs(2),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
             // Secure by default: a random secret nobody knows, so nothing authenticates until
@@ -409,6 +414,14 @@ impl Config {
                 min: 1,
                 max: bounds::MAX_DURATION_SECS,
                 value: self.node_ttl.as_secs(),
+            });
+        }
+        if self.redis_timeout < Duration::from_millis(100) || self.redis_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::OutOfRange {
+                name: "redis_timeout (milliseconds)",
+                min: 100,
+                max: 60_000,
+                value: self.redis_timeout.as_millis() as u64,
             });
         }
         for (name, value) in [

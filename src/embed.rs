@@ -168,6 +168,9 @@ pub enum Reply {
     Delivered { recipients: usize },
     /// In a cluster: the message could not be handed to Redis, so it reached no one.
     ClusterUnavailable,
+    /// In a cluster: the message was handed to Redis but no word came back, so it may have
+    /// reached some, all or none of the other nodes (and none here).
+    ClusterOutcomeUnknown,
     /// A room change was made for a connected user (with this many open connections), or
     /// `None`: the user is not connected.
     Member(Option<usize>),

@@ -218,6 +218,11 @@ struct ServeArgs {
     /// off) no longer counts toward cluster-wide per-user limits.
     #[arg(long, env = "WS_NODE_TTL", default_value = "10", value_parser = secs)]
     node_ttl: Duration,
+    /// Seconds without a reply from Redis (to a command or the subscription probe) after which
+    /// Redis counts as stalled: the node reports down, drops the connection and makes it again
+    /// (fractions allowed: 0.5).
+    #[arg(long, env = "WS_REDIS_TIMEOUT", default_value = "2", value_parser = secs)]
+    redis_timeout: Duration,
     /// Share the listening ports with other processes started with --reuse-port (several
     /// nodes on one port, or a successor during a drain); without it a busy port is an error.
     #[arg(long, env = "WS_REUSE_PORT")]
@@ -474,6 +479,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         redis: a.redis.clone(),
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,
+        redis_timeout: a.redis_timeout,
         node_id: a.node_id.clone().unwrap_or_else(|| Config::default().node_id),
         admin_max_body: a.admin_max_body,
         drain_window: a.drain_window,

@@ -208,6 +208,16 @@ pub struct ClusterMetrics {
     /// Gaps the stream could no longer fill (the channel's connections here were closed to
     /// recover).
     pub gaps_lost: SharedCounter,
+    /// Redis refuses this node's credentials (WRONGPASS, NOAUTH): it retries with backoff.
+    pub auth_failed: std::sync::atomic::AtomicBool,
+    /// Commands Redis did not answer within `--redis-timeout` (the connection was dropped).
+    pub timeouts: SharedCounter,
+    /// Publishes whose outcome is unknown: written to Redis, no reply before the connection
+    /// was lost (answered 504, not 200 or 503).
+    pub outcome_unknown: SharedCounter,
+    /// Times the subscription came back after a loss with history off, and this node's
+    /// connections were closed with 1012 (what they missed cannot be told or filled).
+    pub missed_closes: SharedCounter,
 }
 
 /// A point-in-time sum over reactors.

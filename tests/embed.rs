@@ -201,6 +201,7 @@ impl ReactorHandler for ChatService {
             Reply::Census(c) => json!({"connections": c.connections}),
             Reply::Member(n) => json!({"member": n}),
             Reply::ClusterUnavailable => json!({"error": "cluster unavailable"}),
+            Reply::ClusterOutcomeUnknown => json!({"error": "cluster outcome unknown"}),
         };
         r.asks().send_to_connection(sender, "receipt", data);
     }

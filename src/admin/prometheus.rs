@@ -222,6 +222,12 @@ pub(crate) fn render(h: &ServerHandle) -> String {
             "1 while this node can publish to and receive from the cluster.",
             &one(up),
         );
+        metric(
+            "cluster_auth_failed",
+            "gauge",
+            "1 while Redis refuses this node's credentials (retried with backoff).",
+            &one(u64::from(c.auth_failed.load(std::sync::atomic::Ordering::Acquire))),
+        );
         for (name, help, v) in [
             (
                 "cluster_reconnects_total",
@@ -267,6 +273,21 @@ pub(crate) fn render(h: &ServerHandle) -> String {
                 "cluster_history_gaps_lost_total",
                 "Gaps the stream could no longer fill (the channel's connections here closed with 1012).",
                 &c.gaps_lost,
+            ),
+            (
+                "cluster_timeouts_total",
+                "Redis commands with no reply within --redis-timeout (the connection was dropped and made again).",
+                &c.timeouts,
+            ),
+            (
+                "cluster_publish_outcome_unknown_total",
+                "Publishes written to Redis whose reply never came (answered 504: the outcome is unknown).",
+                &c.outcome_unknown,
+            ),
+            (
+                "cluster_missed_resets_total",
+                "Times the subscription came back after a loss with history off and this node's connections were closed with 1012.",
+                &c.missed_closes,
             ),
         ] {
             metric(name, "counter", help, &one(v.get()));

@@ -35,6 +35,17 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
                 Response::json(503, &json!({"status": "failed", "dead_reactors": h.dead_reactors()}))
             } else if h.is_draining() {
                 Response::json(503, &json!({"status": "draining"}))
+            } else if let Some(c) = h
+                .cluster_metrics()
+                .filter(|c| !c.up.load(std::sync::atomic::Ordering::Acquire))
+            {
+                // Not part of the cluster: publishes here fail or reach this node only.
+                let why = if c.auth_failed.load(std::sync::atomic::Ordering::Acquire) {
+                    "auth failed"
+                } else {
+                    "down"
+                };
+                Response::json(503, &json!({"status": "not ready", "cluster": why}))
             } else {
                 Response::json(200, &json!({"status": "ready"}))
             }
@@ -168,6 +179,15 @@ pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
             "nodes_reached": d.nodes_reached,
             "message_id": message_id.to_string(),
         })),
+        Err(crate::server::HandleError::ClusterOutcomeUnknown) => Response::json(
+            504,
+            &json!({
+                "detail": "cluster outcome unknown: redis took the message but did not answer; it may have \
+                           reached some, all or none of the other nodes",
+                "outcome": "unknown",
+                "message_id": message_id.to_string(),
+            }),
+        ),
         Err(_) => Response::error(503, "cluster unavailable").with_header("Retry-After", "1"),
     }
 }

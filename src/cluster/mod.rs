@@ -97,19 +97,29 @@ pub enum EngineOp {
     /// `r.history(id, HistoryAnswer::Cleared ..)`.
     HistoryClear { id: u64, name: Box<str> },
     /// Count an open connection again (after the engine lost what it knew, e.g. Redis
-    /// restarted empty); `since`: when it opened, Unix milliseconds.
+    /// restarted empty, or took this node for dead); `since`: when it opened, Unix
+    /// milliseconds. If the user is now over `limit` across the cluster, the policy picks the
+    /// connections to close (`evict`: the oldest; else the newest), wherever they are.
     Register {
         user: Box<str>,
         connection: uuid::Uuid,
         since: u64,
+        limit: usize,
+        evict: bool,
     },
 }
 
-/// Why a publish was not handed to the cluster (nothing was delivered anywhere).
+/// Why a publish has no answer from the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
+    /// Not handed to the cluster: it was delivered nowhere.
     #[error("cluster unavailable")]
     Unavailable,
+    /// Handed over, but no word came back (the connection broke or the store stalled): it
+    /// may have reached some, all or none of the other nodes, and none of this node's
+    /// connections.
+    #[error("cluster outcome unknown")]
+    Unknown,
 }
 
 /// The engine's answer to a history op.

@@ -32,6 +32,10 @@ pub(crate) struct Conn {
     out: Vec<u8>,
     written: usize,
     input: BytesMut,
+    /// Command bytes appended and written since the connection was made (a command whose end
+    /// is past `sent` never reached Redis whole, so Redis never ran it).
+    queued: u64,
+    sent: u64,
 }
 
 impl Conn {
@@ -43,6 +47,8 @@ impl Conn {
             out: Vec::new(),
             written: 0,
             input: BytesMut::new(),
+            queued: 0,
+            sent: 0,
         }
     }
 
@@ -74,11 +80,15 @@ impl Conn {
         self.out = Vec::new();
         self.written = 0;
         self.input = BytesMut::new();
+        self.queued = 0;
+        self.sent = 0;
     }
 
-    /// Appends one command (written on the next `flush`).
-    pub fn command(&mut self, args: &[&[u8]]) {
+    /// Appends one command (written on the next `flush`); returns where it ends in the
+    /// connection's byte stream (see `reached_redis`).
+    pub fn command(&mut self, args: &[&[u8]]) -> u64 {
         let out = &mut self.out;
+        let before = out.len();
         out.push(b'*');
         out.extend_from_slice(args.len().to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -89,6 +99,13 @@ impl Conn {
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
+        self.queued += (out.len() - before) as u64;
+        self.queued
+    }
+
+    /// The command ending at `end` was written whole: Redis may have run it.
+    pub fn reached_redis(&self, end: u64) -> bool {
+        end <= self.sent
     }
 
     pub fn unwritten(&self) -> usize {
@@ -106,7 +123,10 @@ impl Conn {
         while self.written < self.out.len() {
             match sock.write(&self.out[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.sent += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -118,6 +118,19 @@ impl ReactorCtx<'_> {
         self.core.hub_subscription_lost();
     }
 
+    /// For engines (reactor 0): the subscription is back after it was lost. Whatever it
+    /// missed meanwhile cannot be filled without history: with history off, this node's
+    /// connections are closed with 1012 so that they reconnect and reload.
+    pub fn subscription_restored(&mut self) {
+        self.core.cluster_subscription_restored();
+    }
+
+    /// For engines: the cluster-wide per-user limit closes this node's connection
+    /// `connection` (1008 `connection limit exceeded`).
+    pub fn evict(&mut self, connection: uuid::Uuid) {
+        self.core.cluster_evict(connection);
+    }
+
     /// Calls on every reactor that answer later (see [`Asks`]).
     pub fn asks(&mut self) -> Asks<'_> {
         Asks { core: self.core }

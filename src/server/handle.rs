@@ -29,6 +29,11 @@ pub enum HandleError {
     /// The message could not be handed to the cluster, so it was delivered nowhere.
     #[error("cluster unavailable")]
     ClusterUnavailable,
+    /// The message was handed to the cluster and no word came back (Redis stalled or the
+    /// connection broke): it may have reached some, all or none of the other nodes. Retry
+    /// with the same message id to have it delivered at most once.
+    #[error("cluster outcome unknown")]
+    ClusterOutcomeUnknown,
 }
 
 /// The outcome of a send: how many connections it reached and the message's id.
@@ -56,6 +61,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// `ClusterUnavailable` if the cluster refused any part of it (that part reached no one).
 pub(crate) fn delivery_of(answers: &[Vec<(usize, Answer)>], message_id: uuid::Uuid) -> Result<Delivery, HandleError> {
     let all = || answers.iter().flatten().map(|(_, a)| a);
+    if all().any(|a| matches!(a, Answer::Unknown)) {
+        return Err(HandleError::ClusterOutcomeUnknown);
+    }
     if all().any(|a| matches!(a, Answer::Unavailable)) {
         return Err(HandleError::ClusterUnavailable);
     }

@@ -31,6 +31,10 @@ pub(super) enum Pending {
 }
 
 impl Pending {
+    pub fn is_publish(&self) -> bool {
+        matches!(self, Pending::Publish { .. })
+    }
+
     pub fn id(&self) -> u64 {
         match self {
             Pending::Publish { id, .. } | Pending::Range { id } | Pending::Clear { id, .. } => *id,
@@ -49,17 +53,18 @@ pub(super) fn fail(r: &mut ReactorCtx<'_>, op: EngineOp) {
 
 impl Half {
     /// Runs script `which` with `keys` and `args` (by its SHA once loaded).
-    fn run_script(&mut self, which: Script, keys: &[&[u8]], args: &[&[u8]]) {
+    fn run_script(&mut self, which: Script, what: Expect, keys: &[&[u8]], args: &[&[u8]]) {
         let n = keys.len().to_string();
         let mut cmd: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
-        match &self.script_sha[which as usize] {
+        let sha = self.script_sha[which as usize].clone();
+        match &sha {
             Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
             None => cmd.extend([&b"EVAL"[..], super::SCRIPTS[which as usize].as_bytes()]),
         }
         cmd.push(n.as_bytes());
         cmd.extend(keys);
         cmd.extend(args);
-        self.cmd.conn.command(&cmd);
+        self.send(&cmd, what);
     }
 
     pub(super) fn apply_history(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
@@ -87,6 +92,10 @@ impl Half {
                 self.shared.metrics.publishes.inc();
                 self.run_script(
                     Script::Publish,
+                    Expect::History(Pending::Publish {
+                        id,
+                        channel: channel.clone(),
+                    }),
                     &[&stream, &meta],
                     &[
                         &channel,
@@ -99,7 +108,6 @@ impl Half {
                         exclude_user.as_deref().unwrap_or("").as_bytes(),
                     ],
                 );
-                self.expect.push_back(Expect::History(Pending::Publish { id, channel }));
             }
             EngineOp::HistoryRange {
                 id,
@@ -138,6 +146,7 @@ impl Half {
                 let marker_channel: &[u8] = if mark { &channel } else { b"" };
                 self.run_script(
                     Script::Range,
+                    Expect::History(Pending::Range { id }),
                     &[&stream, &meta],
                     &[
                         after.as_bytes(),
@@ -148,12 +157,18 @@ impl Half {
                         &marker,
                     ],
                 );
-                self.expect.push_back(Expect::History(Pending::Range { id }));
             }
             EngineOp::HistoryClear { id, name } => {
                 let (stream, meta) = self.shared.channels.history_keys(&name);
-                self.run_script(Script::Clear, &[&stream, &meta], &[ttl.as_bytes(), epoch.as_bytes()]);
-                self.expect.push_back(Expect::History(Pending::Clear { id, epoch }));
+                self.run_script(
+                    Script::Clear,
+                    Expect::History(Pending::Clear {
+                        id,
+                        epoch: epoch.clone(),
+                    }),
+                    &[&stream, &meta],
+                    &[ttl.as_bytes(), epoch.as_bytes()],
+                );
             }
             other => fail(r, other),
         }

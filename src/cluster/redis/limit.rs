@@ -1,48 +1,148 @@
-//! The per-user connection limit across the cluster: one script over a sorted set per user.
+//! The per-user connection limit across the cluster: scripts over a sorted set per user.
 //!
-//! Owns: the script and its arguments. Does not touch: the connection it runs on or what the
-//! verdict does (the reactor finishes or refuses the handshake).
+//! Owns: the scripts, their arguments, and the entries' layout: `node|incarnation|connection`,
+//! scored by connect time (Unix ms). An entry counts only while `{prefix}:alive:{node}` holds
+//! its incarnation, so a node's previous process (killed, or restarted with the same id) stops
+//! counting the moment the new one marks itself alive, and a dead node's entries stop counting
+//! within `--node-ttl`. Does not touch: the connection the scripts run on or what a verdict
+//! does (the reactor finishes or refuses the handshake).
 
 use std::sync::atomic::Ordering;
 
-use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, CMD, Expect, Half, HeldAdmission, Script};
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, CMD, Expect, Half, HeldAdmission, MAX_UNSENT_RELEASES, Script};
+use crate::cluster::resp::bytes_of;
 use crate::cluster::{Admission, wire};
 use crate::reactor::reactor_ctx::ReactorCtx;
 
-/// A user's connection list lives this long after its last admission (a safety net: members
-/// of dead nodes are dropped by the script itself).
+/// A user's connection list lives this long after its last change (a safety net: entries of
+/// dead incarnations are dropped by the scripts themselves).
 pub(super) const USER_KEY_TTL_MS: &str = "604800000";
 
-/// Counts a new connection against the user's limit across the cluster. KEYS[1]: the user's
-/// connections (members `node|connection`, scored by connect time). ARGV: member, score,
-/// limit, evict (1) or refuse (0), liveness-key prefix, node-channel prefix, eviction payload
-/// head, key ttl (ms). Members on nodes whose liveness key expired no longer count. Returns 1
-/// (admitted; evictions published to the nodes holding them) or 0 (refused).
-pub(super) const ADMIT_SCRIPT: &str = r#"
+/// The part both scripts share: drops entries of dead incarnations, leaves `live` (oldest
+/// first). ARGV[5]: liveness-key prefix.
+macro_rules! live_entries {
+    () => {
+        r#"
 local live = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local node = string.match(m, '^(.*)|')
-  if node and redis.call('EXISTS', ARGV[5] .. node) == 1 then
+  local node, inst = string.match(m, '^([^|]*)|([^|]*)|')
+  if node and redis.call('GET', ARGV[5] .. node) == inst then
     live[#live + 1] = m
   else
     redis.call('ZREM', KEYS[1], m)
   end
 end
+"#
+    };
+}
+
+/// Counts a new connection against the user's limit across the cluster. KEYS[1]: the user's
+/// connections. ARGV: entry, score, limit, evict (1) or refuse (0), liveness-key prefix,
+/// node-channel prefix, eviction payload head, key ttl (ms). Returns 1 (admitted; evictions
+/// published to the nodes holding them) or 0 (refused).
+pub(super) const ADMIT_SCRIPT: &str = concat!(
+    live_entries!(),
+    r#"
 local over = #live - tonumber(ARGV[3]) + 1
 if over > 0 then
   if ARGV[4] ~= '1' then return 0 end
   for i = 1, over do
     redis.call('ZREM', KEYS[1], live[i])
-    local node, conn = string.match(live[i], '^(.*)|(.*)$')
+    local node, conn = string.match(live[i], '^([^|]*)|[^|]*|(.*)$')
     redis.call('PUBLISH', ARGV[6] .. node, ARGV[7] .. conn)
   end
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 return 1
-"#;
+"#
+);
+
+/// Counts an open connection again (same KEYS and ARGV as the admit script, the score being
+/// when it opened; ARGV[9]: this node's id). If the user is over the limit (two nodes each
+/// admitted connections alone while Redis was away), the policy picks the excess: the oldest
+/// (evict) or the newest (reject). Evictions on other nodes are published to them; this
+/// node's are returned (its subscription may not be back yet).
+pub(super) const REGISTER_SCRIPT: &str = concat!(
+    r#"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+"#,
+    live_entries!(),
+    r#"
+local mine = {}
+local over = #live - tonumber(ARGV[3])
+for i = 1, over do
+  local victim = live[i]
+  if ARGV[4] ~= '1' then victim = live[#live + 1 - i] end
+  redis.call('ZREM', KEYS[1], victim)
+  local node, conn = string.match(victim, '^([^|]*)|[^|]*|(.*)$')
+  if node == ARGV[9] then
+    mine[#mine + 1] = conn
+  else
+    redis.call('PUBLISH', ARGV[6] .. node, ARGV[7] .. conn)
+  end
+end
+return mine
+"#
+);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 impl Half {
+    /// This process's entry for `connection` in a user's set.
+    fn entry(&self, connection: uuid::Uuid) -> String {
+        format!("{}|{}|{}", self.shared.node, self.shared.instance, connection)
+    }
+
+    /// Runs the admit or register script for `connection` of `user`.
+    #[allow(clippy::too_many_arguments)]
+    fn limit_script(
+        &mut self,
+        which: Script,
+        what: Expect,
+        user: &str,
+        connection: uuid::Uuid,
+        score: u64,
+        limit: usize,
+        evict: bool,
+    ) {
+        let s = self.shared.clone();
+        let key = s.channels.user_connections(user);
+        let entry = self.entry(connection);
+        let score = score.to_string();
+        let limit = limit.to_string();
+        let alive = s.channels.alive_prefix();
+        let node_channels = s.channels.node_prefix();
+        let head = wire::evict_head(&s.node);
+        let evict: &[u8] = if evict { b"1" } else { b"0" };
+        let mut cmd: Vec<&[u8]> = Vec::with_capacity(12);
+        let sha = self.script_sha[which as usize].clone();
+        match &sha {
+            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
+            None => cmd.extend([&b"EVAL"[..], super::SCRIPTS[which as usize].as_bytes()]),
+        }
+        cmd.extend([&b"1"[..], &key]);
+        cmd.extend([
+            entry.as_bytes(),
+            score.as_bytes(),
+            limit.as_bytes(),
+            evict,
+            alive.as_bytes(),
+            node_channels.as_bytes(),
+            &head,
+            USER_KEY_TTL_MS.as_bytes(),
+            s.node.as_bytes(),
+        ]);
+        self.send(&cmd, what);
+    }
+
     pub(super) fn admit(
         &mut self,
         r: &mut ReactorCtx<'_>,
@@ -65,7 +165,7 @@ impl Half {
                     limit,
                     evict,
                 });
-                if !self.cmd.retrying && !self.cmd.conn.is_open() {
+                if !self.cmd.conn.is_open() && self.cmd.retrying {
                     self.connect(r, CMD);
                 }
                 return;
@@ -73,36 +173,65 @@ impl Half {
             r.admitted(id, Admission::Local);
             return;
         }
-        let s = &self.shared;
-        let key = s.channels.user_connections(user);
-        let member = format!("{}|{}", s.node, connection);
-        let score = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-            .to_string();
-        let limit = limit.to_string();
-        let alive = s.channels.alive_prefix();
-        let node_channels = s.channels.node_prefix();
-        let head = wire::evict_head(&s.node);
-        let evict: &[u8] = if evict { b"1" } else { b"0" };
-        let args: [&[u8]; 8] = [
-            member.as_bytes(),
-            score.as_bytes(),
-            limit.as_bytes(),
+        self.limit_script(
+            Script::Admit,
+            Expect::Admit(id),
+            user,
+            connection,
+            now_ms(),
+            limit,
             evict,
-            alive.as_bytes(),
-            node_channels.as_bytes(),
-            &head,
-            USER_KEY_TTL_MS.as_bytes(),
-        ];
-        let mut cmd: Vec<&[u8]> = Vec::with_capacity(11);
-        match &self.script_sha[Script::Admit as usize] {
-            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
-            None => cmd.extend([&b"EVAL"[..], ADMIT_SCRIPT.as_bytes()]),
+        );
+    }
+
+    /// Counts an open connection again; see `REGISTER_SCRIPT`.
+    pub(super) fn register(&mut self, user: &str, connection: uuid::Uuid, since: u64, limit: usize, evict: bool) {
+        if self.cmd.conn.is_connected() {
+            self.limit_script(
+                Script::Register,
+                Expect::Register,
+                user,
+                connection,
+                since,
+                limit,
+                evict,
+            );
         }
-        cmd.extend([&b"1"[..], &key]);
-        cmd.extend(args);
-        self.cmd.conn.command(&cmd);
-        self.expect.push_back(Expect::Admit(id));
+    }
+
+    /// The register script's reply: this node's connections to close.
+    pub(super) fn registered(&mut self, r: &mut ReactorCtx<'_>, f: BytesFrame) {
+        match f {
+            BytesFrame::Array(ids) => {
+                for id in ids.iter().filter_map(bytes_of) {
+                    if let Some(c) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()) {
+                        r.evict(c);
+                    }
+                }
+            }
+            BytesFrame::Error(e) => log::warn!("cluster: counting a connection again failed: {e}"),
+            _ => {}
+        }
+    }
+
+    /// Connection `connection` of `user` no longer counts; kept until Redis takes it.
+    pub(super) fn release(&mut self, user: &str, connection: uuid::Uuid) {
+        if !self.cmd.conn.is_connected() {
+            if self.unsent_releases.len() >= MAX_UNSENT_RELEASES {
+                log::error!("cluster: too many releases waiting for redis; the oldest is dropped");
+                self.unsent_releases.pop_front();
+            }
+            self.unsent_releases.push_back((user.into(), connection));
+            return;
+        }
+        let key = self.shared.channels.user_connections(user);
+        let entry = self.entry(connection);
+        self.send(
+            &[b"ZREM", &key, entry.as_bytes()],
+            Expect::Release {
+                user: user.into(),
+                connection,
+            },
+        );
     }
 }

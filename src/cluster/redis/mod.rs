@@ -1,65 +1,79 @@
 //! The Redis engine: nodes joined by Redis pub/sub, driven from mio without blocking.
 //!
-//! Owns: per reactor, one command connection (PUBLISH, the per-user limit script, liveness);
-//! on reactor 0 also the node's one subscription connection, the count of interest per channel
-//! over every reactor, the subscription probe and the liveness heartbeat. Does not touch:
-//! connections or deliveries (what arrives is handed to the reactor with `r.received`).
+//! Owns: per reactor, one command connection (PUBLISH, the per-user limit scripts, liveness);
+//! on reactor 0 also the node's one subscription connection (`subscription`), the subscription
+//! probe and the liveness heartbeat. Does not touch: connections or deliveries (what arrives is
+//! handed to the reactor with `r.received`).
 //!
 //! Every node subscribes to `{prefix}:all`, `{prefix}:nodes` and its own `{prefix}:node:{id}`,
 //! and to a user's, room's or event's channel only while it has a member of it. One message is
 //! one PUBLISH, whatever the number of recipients or nodes; its reply (the number of
 //! subscribers that received it) is the number of nodes reached, since each node has one
-//! subscription connection. Subscription changes made in one loop turn go out as one
-//! `SUBSCRIBE`/`UNSUBSCRIBE` of many channels.
+//! subscription connection.
 //!
-//! Failures: a lost connection fails what it had in flight (publishes answer
-//! `cluster unavailable`) and is made again with jittered exponential backoff (100 ms doubling
-//! to 5 s); the subscription connection then subscribes to every channel of interest again. A
-//! subscription that silently stops delivering is caught by a probe: reactor 0 publishes a
-//! message to its own node channel every second and reconnects the subscription if one has
-//! not come back within 3 s of Redis publishing it (the PUBLISH reply: a command connection
-//! busy with other work does not count against the subscription).
+//! Failures, and what each one promises:
+//! - A command with no reply within `--redis-timeout` of being sent means Redis is stalled:
+//!   the connection is dropped. Whatever it had in flight is answered by what is known: a
+//!   command never written whole was never run (`Unavailable`: delivered nowhere); one written
+//!   may have run (`Unknown`), never reported as a success or a plain failure.
+//! - The subscription is checked by a probe: reactor 0 publishes to its own node channel every
+//!   half second, and a probe not back within `--redis-timeout` of being sent drops the
+//!   subscription (Redis stalled, or the connection went silent).
+//! - Lost connections are made again with jittered exponential backoff (100 ms doubling to
+//!   5 s); when one of the node's connections reaches Redis, the others try at once.
+//! - Wrong credentials are retried like any other failure, logged once per change of reason,
+//!   and shown in `/ready` and `/metrics`.
+//! - Liveness is per process: a node's entries in users' connection sets carry its
+//!   incarnation (a nonce per start), and count only while the node's liveness key holds that
+//!   incarnation. Releases made while Redis was away are sent when it is back; connections are
+//!   registered again (applying the per-user policy to any excess) whenever Redis may have
+//!   forgotten them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::resp::{Conn, bytes_of};
+use super::resp::bytes_of;
 use super::{Admission, Channels, Engine, EngineError, EngineOp, ReactorEngine, wire};
 use crate::config::{Config, RedisUrl};
 use crate::embed::{SourceId, TimerId};
 use crate::metrics::ClusterMetrics;
 use crate::reactor::reactor_ctx::ReactorCtx;
 
+mod history_ops;
+mod limit;
+mod link;
+mod subscription;
+
+use link::{Link, is_auth_error};
+use subscription::Sub;
+
 const CMD: SourceId = 1;
 const SUB: SourceId = 2;
 const RECONNECT_CMD: TimerId = 1;
 const RECONNECT_SUB: TimerId = 2;
-/// Reactor 0's once-a-second work: liveness, probe.
+/// Every reactor's check of its deadlines; reactor 0 also keeps liveness and the probe.
 const TICK: TimerId = 3;
 /// Admissions held while this reactor's own connection is being made again give up then.
 const ADMIT_WAIT: TimerId = 4;
 const ADMIT_WAIT_FOR: Duration = Duration::from_secs(1);
-const TICK_EVERY: Duration = Duration::from_secs(1);
-const PROBE_DEADLINE: Duration = Duration::from_secs(3);
-/// Channels per SUBSCRIBE / UNSUBSCRIBE command.
-const SUBSCRIBE_BATCH: usize = 1000;
-
-mod history_ops;
-mod limit;
-
-use limit::USER_KEY_TTL_MS;
+const TICK_EVERY: Duration = Duration::from_millis(250);
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Releases kept while Redis is away, at most (beyond this, the oldest are dropped and
+/// logged: their entries expire with the user's key).
+const MAX_UNSENT_RELEASES: usize = 1_000_000;
 
 /// The scripts each command connection loads (`Script` indexes them).
-const SCRIPTS: [&str; 4] = [
+const SCRIPTS: [&str; 5] = [
     limit::ADMIT_SCRIPT,
     super::history::PUBLISH_SCRIPT,
     super::history::RANGE_SCRIPT,
     super::history::CLEAR_SCRIPT,
+    limit::REGISTER_SCRIPT,
 ];
 
 #[derive(Clone, Copy)]
@@ -68,7 +82,16 @@ enum Script {
     Publish = 1,
     Range = 2,
     Clear = 3,
+    Register = 4,
 }
+
+const ALL_SCRIPTS: [Script; 5] = [
+    Script::Admit,
+    Script::Publish,
+    Script::Range,
+    Script::Clear,
+    Script::Register,
+];
 
 /// The Redis engine of `--redis`.
 pub struct RedisEngine {
@@ -81,11 +104,19 @@ struct Shared {
     node: String,
     channels: Channels,
     node_ttl: Duration,
-    /// This process, as the value of its liveness key.
+    timeout: Duration,
+    /// This process's incarnation: the value of its liveness key, and part of every entry it
+    /// makes in a user's connection set.
     instance: String,
     metrics: Arc<ClusterMetrics>,
     /// Reactor 0's subscription connection is subscribed to the control channels.
     sub_up: AtomicBool,
+    /// Bumped whenever one of the node's connections reaches Redis: reactors waiting out a
+    /// backoff try at once (so a node comes back whole, not one reactor at a time).
+    reached: AtomicU64,
+    /// Bumped when Redis forgot this node (its liveness key was gone): every reactor counts
+    /// its connections again.
+    reregister: AtomicU64,
     /// Messages kept per history channel, and for how long after its last one (0: no history).
     history_size: usize,
     history_ttl_ms: u64,
@@ -105,9 +136,12 @@ impl RedisEngine {
                 node: config.node_id.clone(),
                 channels: Channels::new(&config.redis_prefix, &config.node_id),
                 node_ttl: config.node_ttl,
-                instance: format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+                timeout: config.redis_timeout,
+                instance: uuid::Uuid::new_v4().simple().to_string(),
                 metrics,
                 sub_up: AtomicBool::new(false),
+                reached: AtomicU64::new(0),
+                reregister: AtomicU64::new(0),
                 history_size: config.history_size,
                 history_ttl_ms: config.history_ttl.as_millis() as u64,
             }),
@@ -127,95 +161,70 @@ impl Engine for RedisEngine {
             cmd: Link::new(CMD),
             expect: VecDeque::new(),
             script_sha: Default::default(),
-            sub: (reactor == 0).then(|| Sub {
-                link: Link::new(SUB),
-                channels: HashMap::new(),
-                changed: Vec::new(),
-            }),
+            sub: (reactor == 0).then(|| Sub::new(Link::new(SUB))),
             probe: None,
             probe_nonce: 0,
+            last_probe: None,
             held_admissions: Vec::new(),
             last_heartbeat: None,
+            heartbeats: 0,
+            seen_reached: 0,
+            seen_reregister: 0,
+            unsent_releases: VecDeque::new(),
             frames: Vec::new(),
             parked: Vec::new(),
         })
     }
 }
 
-/// A connection with its reconnect state.
-struct Link {
-    conn: Conn,
-    /// Failed attempts since the last success (sets the backoff).
-    attempts: u32,
-    /// A reconnect timer is set.
-    retrying: bool,
-    /// It has been up before (a new connection counts as a reconnect).
-    was_up: bool,
-}
-
-impl Link {
-    fn new(source: SourceId) -> Self {
-        Link {
-            conn: Conn::new(source),
-            attempts: 0,
-            retrying: false,
-            was_up: false,
-        }
-    }
-}
-
 /// What a reply on the command connection answers, in order.
 enum Expect {
     Ignore,
+    /// AUTH or SELECT: an error means the node cannot work on this connection.
+    Setup,
     /// The liveness SET ... GET: the value it replaced.
     Heartbeat,
     Publish(u64),
     Admit(u64),
+    /// A connection counted again: the reply lists this node's connections to close.
+    Register,
+    /// A release (sent again if its reply does not come).
+    Release {
+        user: Box<str>,
+        connection: uuid::Uuid,
+    },
     /// The probe's PUBLISH (its nonce).
     Probe(u64),
     ScriptLoad(Script),
     History(history_ops::Pending),
 }
 
-/// Reactor 0's subscriptions.
-struct Sub {
-    link: Link,
-    /// Per channel: reactors with interest, and whether it is subscribed on the current
-    /// connection (one entry per channel: with a channel per user, this is the node's largest
-    /// cluster structure).
-    channels: HashMap<Box<[u8]>, Interest>,
-    /// Channels whose interest changed since the last flush.
-    changed: Vec<Box<[u8]>>,
-}
-
-#[derive(Default)]
-struct Interest {
-    reactors: u32,
-    subscribed: bool,
-    /// SUBSCRIBE / UNSUBSCRIBE commands for the channel not yet confirmed: while any is, the
-    /// node cannot tell whether Redis has it subscribed.
-    unconfirmed: u16,
-}
-
-impl Interest {
-    /// Redis confirmed the subscription: every later publish on the channel reaches the node.
-    fn confirmed(&self) -> bool {
-        self.subscribed && self.unconfirmed == 0
-    }
+/// A command waiting for its reply: what it answers, where it ends in the connection's byte
+/// stream (was it written whole?) and when it was sent (is Redis late?).
+struct Awaited {
+    what: Expect,
+    end: u64,
+    at: Instant,
 }
 
 struct Half {
     reactor: usize,
     shared: Arc<Shared>,
     cmd: Link,
-    expect: VecDeque<Expect>,
+    expect: VecDeque<Awaited>,
     script_sha: [Option<bytes::Bytes>; SCRIPTS.len()],
     sub: Option<Sub>,
-    /// The probe in flight: its nonce and when Redis published it (`None` until the PUBLISH
-    /// reply: a busy command connection is not a silent subscription).
-    probe: Option<(u64, Option<Instant>)>,
+    /// The probe in flight: its nonce and when it was sent.
+    probe: Option<(u64, Instant)>,
     probe_nonce: u64,
+    last_probe: Option<Instant>,
     last_heartbeat: Option<Instant>,
+    /// Heartbeats answered since the process started (the first one finds no key of ours).
+    heartbeats: u64,
+    seen_reached: u64,
+    seen_reregister: u64,
+    /// Releases not yet taken by Redis (it was away): sent when it is back.
+    unsent_releases: VecDeque<(Box<str>, uuid::Uuid)>,
     frames: Vec<BytesFrame>,
     /// Admissions waiting for this reactor's command connection while the node still reaches
     /// Redis (reconnects are per reactor, each with its own backoff).
@@ -232,20 +241,39 @@ struct HeldAdmission {
     evict: bool,
 }
 
-fn backoff(attempts: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempts.min(6)).min(5000);
-    // Full jitter over the upper half: nodes restarted together do not reconnect together.
-    let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (cap / 2 + 1);
-    Duration::from_millis(cap / 2 + jitter)
-}
-
 impl Half {
     fn is_up(&self) -> bool {
         self.cmd.conn.is_connected() && self.shared.sub_up.load(Ordering::Acquire)
     }
 
+    /// Sends one command on the command connection; its reply answers `what`.
+    fn send(&mut self, args: &[&[u8]], what: Expect) {
+        let end = self.cmd.conn.command(args);
+        self.expect.push_back(Awaited {
+            what,
+            end,
+            at: Instant::now(),
+        });
+    }
+
+    /// AUTH and SELECT for a new connection, as the URL says (`db`: its database, as text).
+    fn setup_commands<'a>(url: &'a RedisUrl, db: &'a str) -> Vec<Vec<&'a [u8]>> {
+        let mut setup: Vec<Vec<&[u8]>> = Vec::new();
+        if let Some(p) = &url.password {
+            match &url.username {
+                Some(u) => setup.push(vec![b"AUTH", u.as_bytes(), p.as_bytes()]),
+                None => setup.push(vec![b"AUTH", p.as_bytes()]),
+            }
+        }
+        if url.db != 0 {
+            setup.push(vec![b"SELECT", db.as_bytes()]);
+        }
+        setup
+    }
+
     fn connect(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
         let addr = self.shared.addr;
+        let shared = self.shared.clone();
         let link = match which {
             CMD => &mut self.cmd,
             _ => match self.sub.as_mut() {
@@ -254,107 +282,84 @@ impl Half {
             },
         };
         link.retrying = false;
+        link.since = Some(Instant::now());
         if let Err(e) = link.conn.connect(r, addr) {
-            self.log_failure(which, &format!("connecting to redis at {addr}: {e}"));
-            self.lost(r, which);
-            return;
+            let what = if which == CMD { "command" } else { "subscription" };
+            link.failed(self.reactor, what, format!("connecting to redis at {addr}: {e}"));
+            return self.lost(r, which);
         }
-        // AUTH and SELECT go first; their replies are checked like any other.
-        let url = &self.shared.url;
-        let mut setup: Vec<Vec<&[u8]>> = Vec::new();
-        if let Some(p) = &url.password {
-            match &url.username {
-                Some(u) => setup.push(vec![b"AUTH", u.as_bytes(), p.as_bytes()]),
-                None => setup.push(vec![b"AUTH", p.as_bytes()]),
-            }
-        }
-        let db = url.db.to_string();
-        if url.db != 0 {
-            setup.push(vec![b"SELECT", db.as_bytes()]);
-        }
+        let db = shared.url.db.to_string();
+        let setup = Self::setup_commands(&shared.url, &db);
         if which == CMD {
             for c in &setup {
-                self.cmd.conn.command(c);
-                self.expect.push_back(Expect::Ignore);
+                self.send(c, Expect::Setup);
             }
-            for (i, script) in SCRIPTS.iter().enumerate() {
-                self.cmd.conn.command(&[b"SCRIPT", b"LOAD", script.as_bytes()]);
-                let which = [Script::Admit, Script::Publish, Script::Range, Script::Clear][i];
-                self.expect.push_back(Expect::ScriptLoad(which));
+            for (script, text) in ALL_SCRIPTS.iter().zip(SCRIPTS) {
+                self.send(&[b"SCRIPT", b"LOAD", text.as_bytes()], Expect::ScriptLoad(*script));
             }
             // Every reactor marks the node alive as it (re)connects, before the connections it
             // registers again could be judged dead; reactor 0 keeps it fresh.
             self.heartbeat();
+            // Releases made while Redis was away.
+            for (user, connection) in std::mem::take(&mut self.unsent_releases) {
+                self.release(&user, connection);
+            }
         } else if let Some(sub) = self.sub.as_mut() {
-            for c in &setup {
-                sub.link.conn.command(c);
-            }
-            let ch = &self.shared.channels;
-            sub.link
-                .conn
-                .command(&[b"SUBSCRIBE", &ch.nodes(), &ch.this_node(), &ch.all()]);
-            sub.channels.retain(|_, i| i.reactors > 0);
-            for i in sub.channels.values_mut() {
-                i.subscribed = false;
-                i.unconfirmed = 0;
-            }
-            sub.changed = sub.channels.keys().cloned().collect();
+            let ch = &shared.channels;
+            sub.start(&setup, [&ch.nodes(), &ch.this_node(), &ch.all()]);
         }
     }
 
-    /// The first failure after a success is a warning; retries that fail again are debug
-    /// lines (a Redis that stays away must not flood the log).
-    fn log_failure(&self, which: SourceId, what: &str) {
-        let attempts = match which {
-            CMD => self.cmd.attempts,
-            _ => self.sub.as_ref().map_or(0, |s| s.link.attempts),
-        };
-        let conn = if which == CMD { "command" } else { "subscription" };
-        if attempts == 0 {
-            log::warn!("reactor {} ({conn}): {what}; retrying with backoff", self.reactor);
-        } else {
-            log::debug!("reactor {} ({conn}): {what}", self.reactor);
-        }
-    }
-
-    /// A connection broke (or could not be made): fail what it had in flight, retry later.
+    /// A connection broke, stalled or could not be made: answer what it had in flight by what
+    /// is known, and retry later.
     fn lost(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
-        let m = &self.shared.metrics;
-        let link = if which == CMD {
-            for e in std::mem::take(&mut self.expect) {
-                match e {
-                    Expect::Publish(id) => {
+        if which != CMD {
+            return self.sub_lost(r);
+        }
+        let m = self.shared.metrics.clone();
+        for a in std::mem::take(&mut self.expect) {
+            // A command written whole may have run; one that was not, did not.
+            let ran = self.cmd.conn.reached_redis(a.end);
+            match a.what {
+                Expect::Publish(id) => {
+                    let why = if ran {
+                        m.outcome_unknown.inc();
+                        EngineError::Unknown
+                    } else {
                         m.publish_failures.inc();
-                        r.published(id, Err(EngineError::Unavailable));
-                    }
-                    Expect::Admit(id) => r.admitted(id, Admission::Local),
-                    Expect::History(p) => r.history(p.id(), Err(EngineError::Unavailable)),
-                    Expect::Ignore | Expect::ScriptLoad(_) | Expect::Heartbeat | Expect::Probe(_) => {}
+                        EngineError::Unavailable
+                    };
+                    r.published(id, Err(why));
                 }
+                Expect::Admit(id) => r.admitted(id, Admission::Local),
+                Expect::History(p) => {
+                    let why = if ran && p.is_publish() {
+                        m.outcome_unknown.inc();
+                        EngineError::Unknown
+                    } else {
+                        if p.is_publish() {
+                            m.publish_failures.inc();
+                        }
+                        EngineError::Unavailable
+                    };
+                    r.history(p.id(), Err(why));
+                }
+                Expect::Release { user, connection } => self.unsent_releases.push_back((user, connection)),
+                Expect::Ignore
+                | Expect::Setup
+                | Expect::Register
+                | Expect::ScriptLoad(_)
+                | Expect::Heartbeat
+                | Expect::Probe(_) => {}
             }
-            self.script_sha = Default::default();
-            // Its PUBLISH was lost with the connection: the next tick sends another.
-            self.probe = None;
-            &mut self.cmd
-        } else {
-            let Some(sub) = self.sub.as_mut() else { return };
-            if self.shared.sub_up.swap(false, Ordering::AcqRel) {
-                log::warn!("cluster: subscription to redis lost; reconnecting");
-            }
-            self.probe = None;
-            m.subscriptions.set(0);
-            for (_, op) in std::mem::take(&mut self.parked) {
-                history_ops::fail(r, op);
-            }
-            r.subscription_lost();
-            &mut sub.link
-        };
-        link.conn.close(r);
-        if !link.retrying {
-            link.retrying = true;
-            let delay = backoff(link.attempts);
-            link.attempts = link.attempts.saturating_add(1);
-            r.set_timer(if which == CMD { RECONNECT_CMD } else { RECONNECT_SUB }, delay);
+        }
+        self.script_sha = Default::default();
+        // Its PUBLISH was lost with the connection: the next tick sends another.
+        self.probe = None;
+        self.cmd.conn.close(r);
+        if !self.cmd.retrying {
+            self.cmd.retrying = true;
+            r.set_timer(RECONNECT_CMD, self.cmd.next_delay());
         }
         self.update_up();
     }
@@ -368,6 +373,7 @@ impl Half {
         }
     }
 
+    /// A connection finished connecting.
     fn connected(&mut self, which: SourceId) {
         let link = if which == CMD {
             &mut self.cmd
@@ -377,39 +383,71 @@ impl Half {
                 None => return,
             }
         };
-        link.attempts = 0;
         if link.was_up {
             self.shared.metrics.reconnects.inc();
         }
         link.was_up = true;
+        self.shared.reached.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Refreshes this node's liveness key. Its value names this process, so a second live
-    /// node started with the same id is noticed (and logged) at the next refresh.
+    /// node started with the same id is noticed (and logged), and a key that expired (Redis
+    /// forgot this node, or took it for dead) is noticed too.
     fn heartbeat(&mut self) {
         let key = format!("{}{}", self.shared.channels.alive_prefix(), self.shared.node);
         let ttl = self.shared.node_ttl.as_millis().to_string();
-        let first = self.last_heartbeat.is_none();
-        self.cmd.conn.command(&[
-            b"SET",
-            key.as_bytes(),
-            self.shared.instance.as_bytes(),
-            b"PX",
-            ttl.as_bytes(),
-            b"GET",
-        ]);
-        self.expect
-            .push_back(if first { Expect::Ignore } else { Expect::Heartbeat });
+        let instance = self.shared.instance.clone();
+        self.send(
+            &[
+                b"SET",
+                key.as_bytes(),
+                instance.as_bytes(),
+                b"PX",
+                ttl.as_bytes(),
+                b"GET",
+            ],
+            Expect::Heartbeat,
+        );
         self.last_heartbeat = Some(Instant::now());
     }
 
-    fn on_cmd_replies(&mut self, r: &mut ReactorCtx<'_>) {
+    /// A heartbeat's reply: the value the liveness key had.
+    fn heartbeat_answered(&mut self, old: Option<&[u8]>) {
+        self.heartbeats += 1;
+        let first = self.heartbeats == 1;
+        match old {
+            Some(v) if v == self.shared.instance.as_bytes() => {}
+            Some(_) if !first && self.reactor == 0 => log::error!(
+                "cluster: another live node uses node id {:?}; node ids must be unique (messages between the two \
+                 are lost)",
+                self.shared.node
+            ),
+            // A previous incarnation's key: its entries stopped counting as this one took over.
+            Some(_) => {}
+            None if first => {}
+            None => {
+                // Redis forgot this node (it restarted, or the key expired while Redis was
+                // slow): its entries may have been dropped as a dead node's.
+                log::warn!("cluster: redis had forgotten this node; counting its connections again");
+                self.shared.reregister.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn on_cmd_replies(&mut self, r: &mut ReactorCtx<'_>) -> Option<String> {
+        let mut failure = None;
         for f in std::mem::take(&mut self.frames) {
-            let Some(e) = self.expect.pop_front() else {
+            let Some(a) = self.expect.pop_front() else {
                 log::warn!("cluster: a redis reply nobody asked for: {f:?}");
                 continue;
             };
-            match (e, f) {
+            if let BytesFrame::Error(e) = &f
+                && (is_auth_error(e) || matches!(a.what, Expect::Setup))
+            {
+                self.shared.metrics.auth_failed.store(true, Ordering::Release);
+                failure.get_or_insert_with(|| format!("redis refused the credentials: {e}"));
+            }
+            match (a.what, f) {
                 (Expect::Publish(id), BytesFrame::Integer(n)) => r.published(id, Ok(n.max(0) as usize)),
                 (Expect::Publish(id), other) => {
                     log::warn!("cluster: PUBLISH failed: {other:?}");
@@ -428,135 +466,95 @@ impl Half {
                     log::warn!("cluster: per-user limit script failed: {other:?}");
                     r.admitted(id, Admission::Local);
                 }
-                (Expect::ScriptLoad(which), f) => self.script_sha[which as usize] = bytes_of(&f).cloned(),
+                (Expect::Register, f) => self.registered(r, f),
+                (Expect::ScriptLoad(which), f) => {
+                    if let Some(sha) = bytes_of(&f) {
+                        self.script_sha[which as usize] = Some(sha.clone());
+                        self.shared.metrics.auth_failed.store(false, Ordering::Release);
+                        self.cmd.works(self.reactor, "command");
+                    }
+                }
                 (Expect::History(p), f) => self.history_reply(r, p, f),
-                (Expect::Heartbeat, BytesFrame::BulkString(old)) if old.as_ref() != self.shared.instance.as_bytes() => {
-                    log::error!(
-                        "cluster: another live node uses node id {:?}; node ids must be unique (messages between \
-                         the two are lost)",
-                        self.shared.node
-                    );
-                }
-                (Expect::Heartbeat, _) => {}
-                (Expect::Probe(nonce), _) => {
-                    if let Some((n, at @ None)) = &mut self.probe
-                        && *n == nonce
-                    {
-                        *at = Some(Instant::now());
+                (Expect::Heartbeat, BytesFrame::BulkString(old)) => self.heartbeat_answered(Some(&old)),
+                (Expect::Heartbeat, BytesFrame::Null) => self.heartbeat_answered(None),
+                // Not even this node is subscribed to its own channel: the subscription is not
+                // what the node thinks it is.
+                (Expect::Probe(nonce), BytesFrame::Integer(0))
+                    if self.probe.is_some_and(|(n, _)| n == nonce) && self.shared.sub_up.load(Ordering::Acquire) =>
+                {
+                    log::warn!("cluster: redis has no subscriber on this node's channel; resubscribing");
+                    self.shared.metrics.probe_failures.inc();
+                    if let Some(sub) = self.sub.as_mut() {
+                        sub.link
+                            .failed(self.reactor, "subscription", "not subscribed in redis".into());
                     }
+                    self.sub_lost(r);
                 }
-                (Expect::Ignore, BytesFrame::Error(e)) => log::warn!("cluster: redis said: {e}"),
-                (Expect::Ignore, _) => {}
-            }
-        }
-    }
-
-    fn on_sub_frames(&mut self, r: &mut ReactorCtx<'_>) {
-        let frames = std::mem::take(&mut self.frames);
-        for f in frames {
-            let BytesFrame::Array(parts) = f else {
-                if let BytesFrame::Error(e) = f {
-                    log::warn!("cluster: redis said on the subscription: {e}");
+                (Expect::Setup | Expect::Ignore | Expect::Heartbeat | Expect::Probe(_), BytesFrame::Error(e)) => {
+                    log::debug!("cluster: redis said: {e}")
                 }
-                continue;
-            };
-            let kind = parts.first().and_then(bytes_of).map(|b| b.as_ref());
-            match (kind, parts.get(1).and_then(bytes_of), parts.get(2)) {
-                (Some(b"message"), Some(channel), Some(BytesFrame::BulkString(payload))) => {
-                    self.shared.metrics.received.inc();
-                    if let Some(wire::Wire::Probe { origin, nonce }) = wire::parse(payload) {
-                        if origin == self.shared.node.as_bytes() && self.probe.is_some_and(|(n, _)| n == nonce) {
-                            self.probe = None;
-                        }
-                        continue;
-                    }
-                    r.received(channel, payload.clone());
-                }
-                (Some(b"subscribe"), Some(channel), Some(BytesFrame::Integer(n))) => {
-                    self.shared.metrics.subscriptions.set(*n as u64);
-                    if **channel == *self.shared.channels.all() {
-                        // The control channels were asked for together, before anything else.
-                        self.shared.sub_up.store(true, Ordering::Release);
-                        self.update_up();
-                    }
-                    self.confirmation(r, channel);
-                }
-                (Some(b"unsubscribe"), Some(channel), Some(BytesFrame::Integer(n))) => {
-                    self.shared.metrics.subscriptions.set(*n as u64);
-                    self.confirmation(r, channel);
+                (Expect::Release { user, connection }, BytesFrame::Error(_)) => {
+                    self.unsent_releases.push_back((user, connection));
                 }
                 _ => {}
             }
         }
+        failure
     }
 
-    /// Redis confirmed a SUBSCRIBE or UNSUBSCRIBE of `channel`: once none is outstanding, the
-    /// reactor hears whether the node is subscribed to it.
-    fn confirmation(&mut self, r: &mut ReactorCtx<'_>, channel: &[u8]) {
+    /// Drops a command connection whose oldest reply is overdue, and a subscription that did
+    /// not come up, or whose probe did not come back, within the timeout.
+    fn check_deadlines(&mut self, r: &mut ReactorCtx<'_>) {
+        let timeout = self.shared.timeout;
+        if self.expect.front().is_some_and(|a| a.at.elapsed() >= timeout) {
+            self.shared.metrics.timeouts.inc();
+            self.cmd.failed(
+                self.reactor,
+                "command",
+                format!("redis did not answer within {timeout:?}"),
+            );
+            self.lost(r, CMD);
+        }
         let Some(sub) = self.sub.as_mut() else { return };
-        let Some(i) = sub.channels.get_mut(channel) else { return };
-        i.unconfirmed = i.unconfirmed.saturating_sub(1);
-        if i.unconfirmed > 0 {
-            return;
-        }
-        let subscribed = i.subscribed;
-        if !subscribed && i.reactors == 0 {
-            sub.channels.remove(channel);
-        }
-        r.subscription(channel, subscribed);
-        if subscribed && !self.parked.is_empty() {
-            self.unpark(r, channel);
-        }
-    }
-
-    fn apply_interest(&mut self, channel: Box<[u8]>, on: bool) {
-        let Some(sub) = self.sub.as_mut() else { return };
-        let i = sub.channels.entry(channel.clone()).or_default();
-        if on {
-            i.reactors += 1;
+        let stalled = if self.shared.sub_up.load(Ordering::Acquire) {
+            self.probe
+                .is_some_and(|(_, sent)| sent.elapsed() >= timeout)
+                .then_some("the subscription probe did not come back")
         } else {
-            i.reactors = i.reactors.saturating_sub(1);
-        }
-        sub.changed.push(channel);
-    }
-
-    /// Sends the subscription changes of this turn as few commands.
-    fn reconcile(&mut self) {
-        let Some(sub) = self.sub.as_mut() else { return };
-        if sub.changed.is_empty() || !sub.link.conn.is_open() {
-            return;
-        }
-        let mut add: Vec<Box<[u8]>> = Vec::new();
-        let mut drop: Vec<Box<[u8]>> = Vec::new();
-        for ch in std::mem::take(&mut sub.changed) {
-            let Some(i) = sub.channels.get_mut(&ch) else { continue };
-            let wanted = i.reactors > 0;
-            if wanted != i.subscribed {
-                i.subscribed = wanted;
-                i.unconfirmed = i.unconfirmed.saturating_add(1);
-                if wanted {
-                    add.push(ch.clone());
-                } else {
-                    drop.push(ch.clone());
-                }
-            }
-            if !wanted && i.unconfirmed == 0 {
-                sub.channels.remove(&ch);
-            }
-        }
-        for (verb, list) in [(&b"SUBSCRIBE"[..], add), (&b"UNSUBSCRIBE"[..], drop)] {
-            for batch in list.chunks(SUBSCRIBE_BATCH) {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
-                args.push(verb);
-                args.extend(batch.iter().map(|c| &c[..]));
-                sub.link.conn.command(&args);
-            }
+            (sub.link.conn.is_open() && sub.link.since.is_some_and(|t| t.elapsed() >= timeout))
+                .then_some("the subscription was not confirmed")
+        };
+        if let Some(why) = stalled {
+            self.shared.metrics.probe_failures.inc();
+            sub.link
+                .failed(self.reactor, "subscription", format!("{why} within {timeout:?}"));
+            self.sub_lost(r);
         }
     }
 
     fn tick(&mut self, r: &mut ReactorCtx<'_>) {
         r.set_timer(TICK, TICK_EVERY);
+        self.check_deadlines(r);
+        // Another connection of this node reached Redis: stop waiting out the backoff.
+        let reached = self.shared.reached.load(Ordering::Acquire);
+        if reached != self.seen_reached {
+            self.seen_reached = reached;
+            if self.cmd.retrying {
+                self.connect(r, CMD);
+            }
+            if self.sub.as_ref().is_some_and(|s| s.link.retrying) {
+                self.connect(r, SUB);
+            }
+        }
         if !self.cmd.conn.is_connected() {
+            return;
+        }
+        let reregister = self.shared.reregister.load(Ordering::Acquire);
+        if reregister != self.seen_reregister {
+            self.seen_reregister = reregister;
+            r.register_connections();
+        }
+        if self.reactor != 0 {
             return;
         }
         if self
@@ -565,25 +563,18 @@ impl Half {
         {
             self.heartbeat();
         }
-        if !self.shared.sub_up.load(Ordering::Acquire) {
-            return;
-        }
-        match self.probe {
-            Some((_, Some(published))) if published.elapsed() >= PROBE_DEADLINE => {
-                log::warn!("cluster: the subscription stopped delivering (probe lost); reconnecting it");
-                self.shared.metrics.probe_failures.inc();
-                self.lost(r, SUB);
-            }
-            Some(_) => {}
-            None => {
-                self.probe_nonce += 1;
-                let payload = wire::probe(&self.shared.node, self.probe_nonce);
-                let channel = self.shared.channels.this_node();
-                self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
-                self.expect.push_back(Expect::Probe(self.probe_nonce));
-                self.shared.metrics.probes.inc();
-                self.probe = Some((self.probe_nonce, None));
-            }
+        if self.probe.is_none()
+            && self.shared.sub_up.load(Ordering::Acquire)
+            && self.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY)
+        {
+            self.probe_nonce += 1;
+            let payload = wire::probe(&self.shared.node, self.probe_nonce);
+            let channel = self.shared.channels.this_node();
+            self.send(&[b"PUBLISH", &channel, &payload], Expect::Probe(self.probe_nonce));
+            self.shared.metrics.probes.inc();
+            let now = Instant::now();
+            self.probe = Some((self.probe_nonce, now));
+            self.last_probe = Some(now);
         }
     }
 }
@@ -593,8 +584,8 @@ impl ReactorEngine for Half {
         self.connect(r, CMD);
         if self.sub.is_some() {
             self.connect(r, SUB);
-            r.set_timer(TICK, TICK_EVERY);
         }
+        r.set_timer(TICK, TICK_EVERY);
     }
 
     fn on_source(&mut self, r: &mut ReactorCtx<'_>, source: SourceId, event: &mio::event::Event) {
@@ -608,32 +599,39 @@ impl ReactorEngine for Half {
             _ => return,
         };
         self.frames = frames;
-        match result {
-            Ok(just_connected) => {
-                if just_connected {
-                    self.connected(source);
-                    if source == CMD {
-                        // Redis may have restarted empty: count this reactor's connections again.
-                        r.register_connections();
-                    }
-                }
-                if source == CMD {
-                    self.on_cmd_replies(r);
-                } else {
-                    self.on_sub_frames(r);
-                }
-                self.update_up();
+        if let Ok(true) = result {
+            self.connected(source);
+            if source == CMD {
+                // Redis may have restarted empty: count this reactor's connections again.
+                r.register_connections();
             }
-            Err(e) => {
-                // Replies that arrived before the break are still good.
-                if source == CMD {
-                    self.on_cmd_replies(r);
+        }
+        // Replies that arrived before a break are still good.
+        let refused = if source == CMD {
+            self.on_cmd_replies(r)
+        } else {
+            self.on_sub_frames(r)
+        };
+        let what = if source == CMD { "command" } else { "subscription" };
+        let failure = match (result, refused) {
+            (_, Some(why)) => Some(why),
+            (Err(e), None) => Some(format!("redis connection lost: {e}")),
+            (Ok(_), None) => None,
+        };
+        match failure {
+            Some(why) => {
+                let link = if source == CMD {
+                    &mut self.cmd
                 } else {
-                    self.on_sub_frames(r);
-                }
-                self.log_failure(source, &format!("redis connection lost: {e}"));
+                    match self.sub.as_mut() {
+                        Some(s) => &mut s.link,
+                        None => return,
+                    }
+                };
+                link.failed(self.reactor, what, why);
                 self.lost(r, source);
             }
+            None => self.update_up(),
         }
     }
 
@@ -644,34 +642,35 @@ impl ReactorEngine for Half {
                     r.admitted(a.id, Admission::Local);
                 }
             }
-            RECONNECT_CMD => self.connect(r, CMD),
-            RECONNECT_SUB => self.connect(r, SUB),
+            RECONNECT_CMD if self.cmd.retrying => self.connect(r, CMD),
+            RECONNECT_SUB if self.sub.as_ref().is_some_and(|s| s.link.retrying) => self.connect(r, SUB),
             TICK => self.tick(r),
             _ => {}
         }
     }
 
     fn apply(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
-        let m = &self.shared.metrics;
         match op {
             EngineOp::Publish { id, channel, payload } => {
                 if !self.is_up() {
-                    m.publish_failures.inc();
+                    self.shared.metrics.publish_failures.inc();
                     r.published(id, Err(EngineError::Unavailable));
                     return;
                 }
-                m.publishes.inc();
-                self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
-                self.expect.push_back(Expect::Publish(id));
+                self.shared.metrics.publishes.inc();
+                self.send(&[b"PUBLISH", &channel, &payload], Expect::Publish(id));
             }
             EngineOp::Send { channel, payload } => {
                 if self.is_up() {
-                    m.publishes.inc();
-                    self.cmd.conn.command(&[b"PUBLISH", &channel, &payload]);
-                    self.expect.push_back(Expect::Ignore);
+                    self.shared.metrics.publishes.inc();
+                    self.send(&[b"PUBLISH", &channel, &payload], Expect::Ignore);
                 }
             }
-            EngineOp::Interest { channel, on } => self.apply_interest(channel, on),
+            EngineOp::Interest { channel, on } => {
+                if let Some(sub) = self.sub.as_mut() {
+                    sub.apply_interest(channel, on);
+                }
+            }
             EngineOp::Admit {
                 id,
                 user,
@@ -683,30 +682,13 @@ impl ReactorEngine for Half {
                 user,
                 connection,
                 since,
-            } => {
-                if self.cmd.conn.is_connected() {
-                    let key = self.shared.channels.user_connections(&user);
-                    let member = format!("{}|{}", self.shared.node, connection);
-                    let since = since.to_string();
-                    self.cmd
-                        .conn
-                        .command(&[b"ZADD", &key, since.as_bytes(), member.as_bytes()]);
-                    self.cmd.conn.command(&[b"PEXPIRE", &key, USER_KEY_TTL_MS.as_bytes()]);
-                    self.expect.push_back(Expect::Ignore);
-                    self.expect.push_back(Expect::Ignore);
-                }
-            }
+                limit,
+                evict,
+            } => self.register(&user, connection, since, limit, evict),
             op @ (EngineOp::PublishHistory { .. } | EngineOp::HistoryRange { .. } | EngineOp::HistoryClear { .. }) => {
                 self.apply_history(r, op)
             }
-            EngineOp::Release { user, connection } => {
-                if self.is_up() {
-                    let key = self.shared.channels.user_connections(&user);
-                    let member = format!("{}|{}", self.shared.node, connection);
-                    self.cmd.conn.command(&[b"ZREM", &key, member.as_bytes()]);
-                    self.expect.push_back(Expect::Ignore);
-                }
-            }
+            EngineOp::Release { user, connection } => self.release(&user, connection),
         }
     }
 
@@ -717,18 +699,22 @@ impl ReactorEngine for Half {
                 self.admit(r, a.id, &a.user, a.connection, a.limit, a.evict);
             }
         }
-        self.reconcile();
+        if let Some(sub) = self.sub.as_mut() {
+            sub.reconcile();
+        }
         if self.cmd.conn.is_connected()
             && let Err(e) = self.cmd.conn.flush()
         {
-            self.log_failure(CMD, &format!("redis connection lost: {e}"));
+            self.cmd
+                .failed(self.reactor, "command", format!("redis connection lost: {e}"));
             self.lost(r, CMD);
         }
         if let Some(sub) = self.sub.as_mut()
             && sub.link.conn.is_connected()
             && let Err(e) = sub.link.conn.flush()
         {
-            self.log_failure(SUB, &format!("redis subscription lost: {e}"));
+            sub.link
+                .failed(self.reactor, "subscription", format!("redis subscription lost: {e}"));
             self.lost(r, SUB);
         }
     }

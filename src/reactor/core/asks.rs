@@ -267,6 +267,9 @@ fn reply_of(kind: ReplyKind, answers: Answers) -> Reply {
     match kind {
         ReplyKind::Delivered => {
             let all: Vec<Answer> = all.collect();
+            if all.iter().any(|a| matches!(a, Answer::Unknown)) {
+                return Reply::ClusterOutcomeUnknown;
+            }
             if all.iter().any(|a| matches!(a, Answer::Unavailable)) {
                 return Reply::ClusterUnavailable;
             }

@@ -170,11 +170,17 @@ impl Core {
             }
         };
         if self.in_flight_asks.get(key).is_none_or(|f| f.serial != serial) {
+            // The asker stopped waiting, but Redis took the message: the other nodes have it,
+            // so this node's share still goes out.
+            if let (Pending::Deliver { ask, .. }, Ok(_)) = (pending, &result) {
+                self.carry_out_on_node(ask);
+            }
             return;
         }
         let word = match result {
             Ok(n) => Answer::Nodes(n),
             Err(EngineError::Unavailable) => Answer::Unavailable,
+            Err(EngineError::Unknown) => Answer::Unknown,
         };
         match (pending, result) {
             (
@@ -267,16 +273,7 @@ impl Core {
                     });
                 }
             }
-            Some(Wire::Evict { connection }) => {
-                // The per-user limit evicted this node's connection for a newer one elsewhere.
-                let ask = Ask::Disconnect {
-                    target: Target::Connection(connection),
-                    code: 1008,
-                    reason: "connection limit exceeded".into(),
-                };
-                self.metrics.evictions.inc();
-                self.carry_out_on_node(ask);
-            }
+            Some(Wire::Evict { connection }) => self.cluster_evict(connection),
             Some(Wire::History {
                 origin,
                 exclude_user,
@@ -308,6 +305,34 @@ impl Core {
             Some(Wire::Probe { .. }) => {}
             None => self.malformed("a message this node does not understand"),
         }
+    }
+
+    /// The per-user limit closes this node's connection `connection` (for a newer one
+    /// elsewhere, or as the excess after nodes counted alone).
+    pub fn cluster_evict(&mut self, connection: uuid::Uuid) {
+        let ask = Ask::Disconnect {
+            target: Target::Connection(connection),
+            code: 1008,
+            reason: "connection limit exceeded".into(),
+        };
+        self.metrics.evictions.inc();
+        self.carry_out_on_node(ask);
+    }
+
+    /// The subscription is back after it was lost: with history off nothing can tell or fill
+    /// what it missed, so every connection here is told to reconnect and reload (with history
+    /// on, each channel's gap is filled from its stream instead).
+    pub fn cluster_subscription_restored(&mut self) {
+        if self.rt.config.history_enabled() {
+            return;
+        }
+        log::warn!("cluster: the subscription was lost with history off; closing this node's connections (1012)");
+        self.rt.cluster_metrics.missed_closes.inc();
+        self.carry_out_on_node(Ask::Disconnect {
+            target: Target::All,
+            code: 1012,
+            reason: "missed messages: reconnect and reload".into(),
+        });
     }
 
     fn malformed(&mut self, what: &str) {
@@ -459,6 +484,8 @@ impl Core {
     pub fn cluster_register_all(&mut self) {
         let mut ops = Vec::new();
         let mut slots = Vec::new();
+        let limit = self.rt.config.max_connections_per_user;
+        let evict = self.rt.config.per_user_limit_policy == crate::config::LimitPolicy::EvictOldest;
         self.index_open_slots(&mut slots);
         for idx in slots {
             let Some(c) = self.conns.get(idx).filter(|c| c.phase == crate::conn::Phase::Open) else {
@@ -469,6 +496,8 @@ impl Core {
                 user: user.id.as_str().into(),
                 connection: uuid::Uuid::from_bytes(self.conn_id(idx)),
                 since: u64::from(c.opened_at) * 1000,
+                limit,
+                evict,
             });
         }
         if let Some(c) = self.cluster.as_mut() {

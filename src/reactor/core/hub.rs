@@ -39,6 +39,8 @@ pub(super) const PHANTOM_MS: u64 = 1_000;
 const MAX_FILL: u64 = 10_000;
 /// A channel with no message for this long keeps only its position here.
 const QUIET_AFTER_MS: u64 = 1_000;
+/// A fill Redis could not answer is asked again after this long.
+const FILL_RETRY_MS: u64 = 500;
 
 #[derive(Default)]
 pub(crate) struct Hub {
@@ -107,6 +109,9 @@ pub(super) struct Track {
     held: VecDeque<Incoming>,
     /// A fill from the stream is in flight.
     filling: bool,
+    /// A fill Redis could not answer (the command connection was away): asked again at this
+    /// time (ms), up to this offset. Loss is concluded only from what the stream says.
+    fill_again: Option<(u64, Option<u64>)>,
     /// A recovery's marker was reached and its reply is not in.
     pub(super) waiting_for: Option<u64>,
     /// The subscription broke since the last message: fill from `last` once it is back.
@@ -125,6 +130,7 @@ impl Track {
             last: None,
             held: VecDeque::new(),
             filling: false,
+            fill_again: None,
             waiting_for: None,
             stale: false,
             touched_ms: now_ms,
@@ -134,7 +140,7 @@ impl Track {
     }
 
     fn blocked(&self) -> bool {
-        self.filling || self.waiting_for.is_some()
+        self.filling || self.fill_again.is_some() || self.waiting_for.is_some()
     }
 
     fn idle(&self) -> bool {
@@ -256,6 +262,7 @@ impl Core {
                     (Answer::Nodes(a.nodes), false)
                 }
                 Ok(HistoryAnswer::Appended(a)) => (Answer::Nodes(a.nodes), true),
+                Err(EngineError::Unknown) => (Answer::Unknown, true),
                 _ => (Answer::Unavailable, true),
             };
             let to = p.to.clone();
@@ -391,6 +398,7 @@ impl Core {
     /// A fill came back: the missing messages go out in order, or, if the stream no longer
     /// has them, the channel's connections here are closed to recover.
     fn filled(&mut self, name: &str, upto: Option<u64>, result: Result<HistoryAnswer, EngineError>) {
+        let now_ms = self.now_ms;
         let events = self.rt.config.subscribable_events.clone();
         let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
             return;
@@ -398,6 +406,14 @@ impl Core {
         let last = t.last.unwrap_or(0);
         let range = match result {
             Ok(HistoryAnswer::Range(r)) => Some(r),
+            Err(_) => {
+                // Redis could not be asked (say the subscription came back before the command
+                // connection): nothing is known to be lost. Ask again shortly; the channel's
+                // messages wait in order meanwhile.
+                t.filling = false;
+                t.fill_again = Some((now_ms + FILL_RETRY_MS, upto));
+                return;
+            }
             _ => None,
         };
         let whole = range.as_ref().is_some_and(|r| {
@@ -560,8 +576,9 @@ impl Core {
         }
         t.stale = false;
         if let (Some(last), false) = (t.last, t.filling) {
+            let upto = t.fill_again.take().and_then(|(_, upto)| upto);
             t.filling = true;
-            self.fill(&name, last, None);
+            self.fill(&name, last, upto);
         }
     }
 
@@ -601,6 +618,19 @@ impl Core {
             .filter(|(_, p)| p.echo_at.is_some_and(|at| now_ms.saturating_sub(at) >= ECHO_WAIT_MS))
             .map(|(id, _)| *id)
             .collect();
+        let again: Vec<(Box<str>, u64, Option<u64>)> = hub
+            .tracks
+            .iter_mut()
+            .filter(|(_, t)| t.fill_again.is_some_and(|(at, _)| at <= now_ms))
+            .filter_map(|(name, t)| {
+                let (_, upto) = t.fill_again.take()?;
+                t.filling = true;
+                Some((name.clone(), t.last.unwrap_or(0), upto))
+            })
+            .collect();
+        for (name, last, upto) in again {
+            self.fill(&name, last, upto);
+        }
         for (channel, _) in due {
             self.cluster_interest(channel, false);
         }

@@ -11,6 +11,10 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// Extra `redis-server` arguments (a password, persistence), kept across restarts.
+    args: Vec<String>,
+    /// `redis-cli` arguments (a password).
+    cli_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -55,13 +59,40 @@ fn ensure_installed() {
 impl Redis {
     /// Starts a fresh server and waits until it answers PING.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts a fresh server with extra arguments (`--requirepass`, `--appendonly yes`, ...).
+    pub fn start_with(args: &[&str]) -> Redis {
         ensure_installed();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("wsedge-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis { port, child: None, dir };
+        let mut r = Redis {
+            port,
+            child: None,
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            cli_args: Vec::new(),
+        };
+        if let Some(i) = args.iter().position(|a| *a == "--requirepass") {
+            r.cli_args = vec!["--no-auth-warning".into(), "-a".into(), args[i + 1].into()];
+        }
         r.restart();
         r
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is
+    /// answered meanwhile (a stalled Redis).
+    pub fn freeze(&self, on: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if on { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    /// The password `redis-cli` uses from now on.
+    pub fn cli_password(&mut self, password: &str) {
+        self.cli_args = vec!["--no-auth-warning".into(), "-a".into(), password.into()];
     }
 
     /// Starts the server again on the same port (after `kill`).
@@ -77,6 +108,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -117,6 +149,7 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.cli_args)
             .args(args)
             .output()
             .expect("redis-cli is installed (with redis-server)");
@@ -144,6 +177,7 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -151,9 +185,11 @@ impl Drop for Redis {
     }
 }
 
-/// A TCP proxy in front of Redis that can make subscription connections go silent: bytes from
-/// Redis are read and dropped while the connection stays open (the failure mode a probe must
-/// catch). Connections made after `freeze_subscriptions` pass normally.
+/// A TCP proxy in front of Redis for fault injection, one node's link at a time: it can make
+/// subscription connections go silent (bytes from Redis read and dropped while the connection
+/// stays open: what a probe must catch), stall every connection (nothing forwarded either way,
+/// like a frozen network path), cut every connection, and refuse command connections (those
+/// whose first command is not SUBSCRIBE) while letting subscriptions through.
 pub struct Proxy {
     pub port: u16,
     state: std::sync::Arc<ProxyState>,
@@ -164,6 +200,22 @@ struct ProxyState {
     next_id: std::sync::atomic::AtomicUsize,
     /// Subscription connections with an id below this are silenced.
     frozen_below: std::sync::atomic::AtomicUsize,
+    /// Command connections are closed as they come.
+    refuse_commands: std::sync::atomic::AtomicBool,
+    /// Nothing is forwarded while true.
+    stalled: std::sync::Mutex<bool>,
+    unstalled: std::sync::Condvar,
+    /// Both ends of every connection, to cut them.
+    sockets: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyState {
+    fn wait_while_stalled(&self) {
+        let mut stalled = self.stalled.lock().unwrap();
+        while *stalled {
+            stalled = self.unstalled.wait(stalled).unwrap();
+        }
+    }
 }
 
 impl Proxy {
@@ -180,22 +232,36 @@ impl Proxy {
                 let Ok(upstream) = TcpStream::connect(("127.0.0.1", redis_port)) else {
                     continue;
                 };
+                {
+                    let mut all = st.sockets.lock().unwrap();
+                    all.push(client.try_clone().unwrap());
+                    all.push(upstream.try_clone().unwrap());
+                }
                 let id = st.next_id.fetch_add(1, Ordering::SeqCst);
                 let subscriber = std::sync::Arc::new(AtomicBool::new(false));
                 let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
                 let (mut u_in, mut u_out) = (upstream.try_clone().unwrap(), upstream);
                 let sub = subscriber.clone();
+                let st1 = st.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
+                    let mut first = true;
                     while let Ok(n @ 1..) = c_in.read(&mut buf) {
-                        if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                        let has = |w: &[u8]| buf[..n].windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
+                        if has(b"SUBSCRIBE") {
                             sub.store(true, Ordering::SeqCst);
                         }
+                        if first && !has(b"SUBSCRIBE") && st1.refuse_commands.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        first = false;
+                        st1.wait_while_stalled();
                         if u_out.write_all(&buf[..n]).is_err() {
                             break;
                         }
                     }
                     let _ = u_out.shutdown(std::net::Shutdown::Both);
+                    let _ = c_in.shutdown(std::net::Shutdown::Both);
                 });
                 let st2 = st.clone();
                 std::thread::spawn(move || {
@@ -203,6 +269,7 @@ impl Proxy {
                     while let Ok(n @ 1..) = u_in.read(&mut buf) {
                         let silenced =
                             subscriber.load(Ordering::SeqCst) && id < st2.frozen_below.load(Ordering::SeqCst);
+                        st2.wait_while_stalled();
                         if !silenced && c_out.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -223,6 +290,27 @@ impl Proxy {
         use std::sync::atomic::Ordering;
         let n = self.state.next_id.load(Ordering::SeqCst);
         self.state.frozen_below.store(n, Ordering::SeqCst);
+    }
+
+    /// Stops (or resumes) forwarding on every connection, which all stay open.
+    pub fn stall(&self, on: bool) {
+        *self.state.stalled.lock().unwrap() = on;
+        self.state.unstalled.notify_all();
+    }
+
+    /// Closes every connection made so far (new ones are accepted).
+    pub fn cut(&self) {
+        for s in self.state.sockets.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Command connections made from now on are closed at their first command (or let through
+    /// again); subscriptions pass.
+    pub fn refuse_commands(&self, on: bool) {
+        self.state
+            .refuse_commands
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

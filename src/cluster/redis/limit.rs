@@ -216,7 +216,7 @@ impl Half {
 
     /// Connection `connection` of `user` no longer counts; kept until Redis takes it.
     pub(super) fn release(&mut self, user: &str, connection: uuid::Uuid) {
-        if !self.cmd.conn.is_connected() {
+        if !self.cmd.conn.is_open() {
             if self.unsent_releases.len() >= MAX_UNSENT_RELEASES {
                 log::error!("cluster: too many releases waiting for redis; the oldest is dropped");
                 self.unsent_releases.pop_front();

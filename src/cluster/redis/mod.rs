@@ -300,7 +300,7 @@ impl Half {
             // Every reactor marks the node alive as it (re)connects, before the connections it
             // registers again could be judged dead; reactor 0 keeps it fresh.
             self.heartbeat();
-            // Releases made while Redis was away.
+            // Releases made while Redis was away (sent once the connection is made).
             for (user, connection) in std::mem::take(&mut self.unsent_releases) {
                 self.release(&user, connection);
             }
@@ -517,9 +517,13 @@ impl Half {
         }
         let Some(sub) = self.sub.as_mut() else { return };
         let stalled = if self.shared.sub_up.load(Ordering::Acquire) {
-            self.probe
-                .is_some_and(|(_, sent)| sent.elapsed() >= timeout)
-                .then_some("the subscription probe did not come back")
+            if self.probe.is_some_and(|(_, sent)| sent.elapsed() >= timeout) {
+                Some("the subscription probe did not come back")
+            } else if sub.oldest_unanswered().is_some_and(|t| t.elapsed() >= timeout) {
+                Some("redis did not answer on the subscription")
+            } else {
+                None
+            }
         } else {
             (sub.link.conn.is_open() && sub.link.since.is_some_and(|t| t.elapsed() >= timeout))
                 .then_some("the subscription was not confirmed")
@@ -545,6 +549,14 @@ impl Half {
             if self.sub.as_ref().is_some_and(|s| s.link.retrying) {
                 self.connect(r, SUB);
             }
+        }
+        if let Some(sub) = self.sub.as_mut()
+            && self.shared.sub_up.load(Ordering::Acquire)
+            && sub.awaiting.is_empty()
+            && sub.last_ping.is_none_or(|t| t.elapsed() >= PROBE_EVERY)
+        {
+            // The probe needs the command connection; this checks the subscription alone.
+            sub.ping();
         }
         if !self.cmd.conn.is_connected() {
             return;

@@ -5,8 +5,9 @@
 //! arrival. Does not touch: the command connection (the probe is published there) or what a
 //! received message means (handed to the reactor with `r.received`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use redis_protocol::resp2::types::BytesFrame;
 
@@ -31,6 +32,12 @@ pub(super) struct Sub {
     /// The subscription was up and then lost: when it is back, the node's connections may
     /// have missed messages.
     pub lost_since_up: bool,
+    /// Commands sent on it whose replies have not all come: when each was sent and how many
+    /// replies it still owes (a SUBSCRIBE of n channels is answered n times). One overdue
+    /// means the subscription is stalled, even while the command connection is away.
+    pub awaiting: VecDeque<(Instant, usize)>,
+    /// When the last PING went out (it checks the connection while nothing else is sent).
+    pub last_ping: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -56,7 +63,37 @@ impl Sub {
             channels: HashMap::new(),
             changed: Vec::new(),
             lost_since_up: false,
+            awaiting: VecDeque::new(),
+            last_ping: None,
         }
+    }
+
+    fn sent(&mut self, replies: usize) {
+        if replies > 0 {
+            self.awaiting.push_back((Instant::now(), replies));
+        }
+    }
+
+    /// One reply of the oldest command came.
+    fn answered(&mut self) {
+        if let Some(front) = self.awaiting.front_mut() {
+            front.1 -= 1;
+            if front.1 == 0 {
+                self.awaiting.pop_front();
+            }
+        }
+    }
+
+    /// When the oldest unanswered command was sent.
+    pub fn oldest_unanswered(&self) -> Option<Instant> {
+        self.awaiting.front().map(|(at, _)| *at)
+    }
+
+    /// Checks the connection with a PING (answered `pong` in subscribed mode).
+    pub fn ping(&mut self) {
+        self.link.conn.command(&[b"PING"]);
+        self.sent(1);
+        self.last_ping = Some(Instant::now());
     }
 
     /// A new connection: the setup commands (`setup`), the control channels, then every
@@ -65,9 +102,12 @@ impl Sub {
         for c in setup {
             self.link.conn.command(c);
         }
+        self.awaiting.clear();
+        self.last_ping = None;
         let mut cmd: Vec<&[u8]> = vec![b"SUBSCRIBE"];
         cmd.extend(control);
         self.link.conn.command(&cmd);
+        self.sent(control.len());
         self.channels.retain(|_, i| i.reactors > 0);
         for i in self.channels.values_mut() {
             i.subscribed = false;
@@ -115,6 +155,7 @@ impl Sub {
                 args.push(verb);
                 args.extend(batch.iter().map(|c| &c[..]));
                 self.link.conn.command(&args);
+                self.sent(batch.len());
             }
         }
     }
@@ -150,7 +191,15 @@ impl Half {
                     }
                     r.received(channel, payload.clone());
                 }
+                (Some(b"pong"), _, _) => {
+                    if let Some(sub) = self.sub.as_mut() {
+                        sub.answered();
+                    }
+                }
                 (Some(b"subscribe"), Some(channel), Some(BytesFrame::Integer(n))) => {
+                    if let Some(sub) = self.sub.as_mut() {
+                        sub.answered();
+                    }
                     self.shared.metrics.subscriptions.set(*n as u64);
                     if **channel == *self.shared.channels.all() {
                         // The control channels were asked for together, before anything else.
@@ -159,6 +208,9 @@ impl Half {
                     self.confirmation(r, channel);
                 }
                 (Some(b"unsubscribe"), Some(channel), Some(BytesFrame::Integer(n))) => {
+                    if let Some(sub) = self.sub.as_mut() {
+                        sub.answered();
+                    }
                     self.shared.metrics.subscriptions.set(*n as u64);
                     self.confirmation(r, channel);
                 }
@@ -176,6 +228,9 @@ impl Half {
         sub.link.works(self.reactor, "subscription");
         if std::mem::take(&mut sub.lost_since_up) {
             r.subscription_restored();
+            // Evictions published to this node meanwhile were lost: counting every connection
+            // again applies the per-user policy to any excess, here included.
+            self.shared.reregister.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         self.update_up();
     }

@@ -1,0 +1,324 @@
+//! Real faults under a real `redis-server`: a Redis frozen with SIGSTOP, one node's link
+//! stalled, cut or refusing commands through a TCP proxy, wrong credentials, a node killed and
+//! started again with the same id. Each test checks a promise of README's "Failure modes":
+//! a 200 means delivered (or recoverable), an unknown outcome says so, faults are seen, and
+//! nobody is locked out by connections that no longer exist.
+mod common;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::http::json;
+use common::redis::{Proxy, Redis};
+use common::*;
+use serde_json::{Value, json};
+use wsedge::config::RedisUrl;
+use wsedge::{Config, LimitPolicy, RunningServer};
+
+/// Faults take a backoff (up to 5 s) and a timeout to heal: waits here are longer than
+/// `common::wait_until`'s.
+fn wait_long(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A node with a short Redis timeout (faults show quickly), not waiting to join.
+fn node_config(url: RedisUrl, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config {
+        workers: 2,
+        redis: Some(url),
+        redis_prefix: prefix.to_string(),
+        node_id: id.to_string(),
+        redis_timeout: Duration::from_millis(500),
+        ..common::config()
+    };
+    tweak(&mut c);
+    c
+}
+
+fn node(url: RedisUrl, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {
+    let server = start(node_config(url, prefix, id, tweak));
+    wait_long("the node joins", || up(&server));
+    server
+}
+
+/// The close frame the server sends within 30 s (pings and messages before it are skipped).
+fn close_within(ws: &mut Ws) -> (u16, String) {
+    ws.get_ref().set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no close frame within 30 s");
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
+            Ok(tungstenite::Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+}
+
+fn up(n: &RunningServer) -> bool {
+    n.handle().cluster_metrics().unwrap().up.load(Ordering::Acquire)
+}
+
+fn admin() -> String {
+    admin_token("root")
+}
+
+fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    json(addr, "POST", path, Some(&admin()), Some(body))
+}
+
+fn ready(addr: SocketAddr) -> (u16, Value) {
+    json(addr, "GET", "/ready", None, None)
+}
+
+/// Connects `user` and waits until the cluster routes the user's messages to it.
+fn connect_user(redis: &Redis, prefix: &str, addr: SocketAddr, user: &str) -> Ws {
+    let (ws, _) = connect(addr, &token(user));
+    let channel = format!("{prefix}:user:{user}");
+    wait_until("the user's channel is subscribed", || redis.numsub(&channel) >= 1);
+    ws.get_ref().set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    ws
+}
+
+#[test]
+fn a_frozen_redis_is_seen_and_a_publish_in_flight_is_answered_unknown_never_200() {
+    let redis = Redis::start();
+    let p = "frozen";
+    let n1 = node(redis.url(), p, "f1", |_| {});
+    let a = n1.local_addr();
+    let mut ivy = connect_user(&redis, p, a, "ivy");
+    assert_eq!(ready(a).0, 200);
+
+    redis.freeze(true);
+    // Written to Redis, never answered: the outcome is unknown, and the answer says so.
+    let (status, body) = post(a, "/ws/users/ivy/messages", json!({"type": "m", "data": {"i": 1}}));
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["outcome"], "unknown", "{body}");
+    assert!(body["message_id"].as_str().is_some_and(|s| s.len() == 36), "{body}");
+    // The stall is seen: not ready, cluster down.
+    wait_long("/ready says the cluster is down", || {
+        ready(a) == (503, json!({"status": "not ready", "cluster": "down"}))
+    });
+    assert!(!up(&n1));
+    // A publish now is refused outright (delivered nowhere).
+    let (status, _) = post(a, "/ws/users/ivy/messages", json!({"type": "m", "data": {"i": 2}}));
+    assert_eq!(status, 503);
+    // A handshake waiting on the cluster-wide limit falls back to the node's own count.
+    let (_late, hello) = connect(a, &token("jay"));
+    assert_eq!(hello["type"], "connection.established");
+
+    redis.freeze(false);
+    wait_long("the node is back", || ready(a).0 == 200);
+    let (status, body) = post(a, "/ws/users/ivy/messages", json!({"type": "m", "data": {"i": 3}}));
+    assert_eq!(status, 200, "{body}");
+    // What the user gets: the unknown one at most once (Redis may have taken it: with history
+    // on, the node fills it from the stream), the refused one never, then the last.
+    let mut got = Vec::new();
+    loop {
+        let m = recv_json(&mut ivy);
+        got.push(m["data"]["i"].as_u64().unwrap());
+        if got.last() == Some(&3) {
+            break;
+        }
+    }
+    assert!(got == [3] || got == [1, 3], "{got:?}");
+    let handle = n1.handle();
+    let metrics = handle.cluster_metrics().unwrap();
+    assert!(metrics.outcome_unknown.get() >= 1);
+    assert!(metrics.timeouts.get() >= 1);
+}
+
+#[test]
+fn wrong_credentials_are_retried_shown_and_the_node_joins_once_they_work() {
+    let mut redis = Redis::start_with(&["--requirepass", "right"]);
+    let url: RedisUrl = format!("redis://:wrong@127.0.0.1:{}", redis.port).parse().unwrap();
+    let n1 = start(node_config(url, "auth", "a1", |_| {}));
+    let a = n1.local_addr();
+    wait_long("/ready says the credentials are refused", || {
+        ready(a) == (503, json!({"status": "not ready", "cluster": "auth failed"}))
+    });
+    let metrics = common::http::request(a, "GET", "/metrics", Some(&admin()), None).2;
+    assert!(metrics.contains("wsedge_cluster_auth_failed 1"), "{metrics}");
+    let (status, _) = post(a, "/ws/broadcast", json!({"type": "x"}));
+    assert_eq!(status, 503);
+
+    // The operator fixes the password on the Redis side: no restart of the node.
+    redis.cli(&["CONFIG", "SET", "requirepass", "wrong"]);
+    redis.cli_password("wrong");
+    wait_long("the node joins", || up(&n1));
+    assert_eq!(ready(a).0, 200);
+    let metrics = common::http::request(a, "GET", "/metrics", Some(&admin()), None).2;
+    assert!(metrics.contains("wsedge_cluster_auth_failed 0"), "{metrics}");
+}
+
+#[test]
+fn a_node_restarted_with_the_same_id_does_not_lock_its_users_out() {
+    let redis = Redis::start();
+    let spawn = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--jwt-secret", SECRET, "--node-id", "same", "--node-ttl", "60"])
+            .args(["--redis", &format!("redis://127.0.0.1:{}", redis.port)])
+            .args(["--redis-prefix", "same"])
+            .args(["--max-connections-per-user", "1", "--per-user-limit-policy", "reject"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = listening_addr(&mut child);
+        (child, addr)
+    };
+    let (mut first, addr) = spawn();
+    wait_long("the process joins", || redis.numsub("same:node:same") == 1);
+    let (_held, _) = connect(addr, &token("kim"));
+    wait_until("the connection is counted", || {
+        redis.cli(&["ZCARD", "same:conns:kim"]).trim() == "1"
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Same id, well within --node-ttl: the old process's entry must not count.
+    let (mut second, addr) = spawn();
+    wait_long("the new process joins", || redis.numsub("same:node:same") == 1);
+    let mut ws = try_connect(addr, &format!("/ws?token={}", token("kim")), &[]).unwrap();
+    let hello = recv_json(&mut ws);
+    assert_eq!(hello["type"], "connection.established", "{hello}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[test]
+fn releases_made_while_redis_was_away_are_replayed() {
+    let redis = Redis::start();
+    let p = "replay";
+    let one = |c: &mut Config| {
+        c.max_connections_per_user = 1;
+        c.per_user_limit_policy = LimitPolicy::Reject;
+    };
+    let n1 = node(redis.url(), p, "r1", one);
+    let n2 = node(redis.url(), p, "r2", one);
+    let (leo, _) = connect(n1.local_addr(), &token("leo"));
+    wait_until("the connection is counted", || {
+        redis.cli(&["ZCARD", "replay:conns:leo"]).trim() == "1"
+    });
+
+    redis.freeze(true);
+    wait_long("node 1 sees the stall", || !up(&n1));
+    drop(leo); // closed while Redis cannot hear of it
+    wait_until("node 1 closed it", || n1.handle().stats().connections == 0);
+    redis.freeze(false);
+
+    wait_long("the release reaches redis", || {
+        redis.cli(&["ZCARD", "replay:conns:leo"]).trim() == "0"
+    });
+    wait_long("node 2 is back", || up(&n2));
+    let (_again, hello) = connect(n2.local_addr(), &token("leo"));
+    assert_eq!(hello["type"], "connection.established");
+}
+
+#[test]
+fn after_nodes_counted_alone_the_policy_brings_every_user_back_within_the_limit() {
+    let redis = Redis::start();
+    let p = "excess";
+    let two = |c: &mut Config| {
+        c.max_connections_per_user = 2;
+        c.per_user_limit_policy = LimitPolicy::Reject;
+        c.node_ttl = Duration::from_secs(1);
+    };
+    let n1 = node(redis.url(), p, "e1", two);
+    let n2 = node(redis.url(), p, "e2", two);
+    let mut old: Vec<Ws> = (0..2).map(|_| connect(n2.local_addr(), &token("max")).0).collect();
+    wait_until("both are counted", || {
+        redis.cli(&["ZCARD", "excess:conns:max"]).trim() == "2"
+    });
+
+    redis.freeze(true);
+    wait_long("node 1 sees the stall", || !up(&n1));
+    // Node 1 decides alone: two more for the same user.
+    let mut new: Vec<Ws> = (0..2).map(|_| connect(n1.local_addr(), &token("max")).0).collect();
+    // The fault lasts longer than --node-ttl: every liveness key has expired when Redis
+    // wakes (a fault's length, not a wait for something to happen).
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.freeze(false);
+
+    // Reject keeps the oldest: the two newest (node 1's) are closed with 1008.
+    for ws in new.iter_mut() {
+        assert_eq!(close_within(ws), (1008, "connection limit exceeded".into()));
+    }
+    wait_long("redis counts two", || {
+        redis.cli(&["ZCARD", "excess:conns:max"]).trim() == "2"
+    });
+    for ws in old.iter_mut() {
+        send_json(ws, json!({"type": "ping"}));
+        assert_eq!(recv_json(ws)["type"], "pong", "the oldest stay open");
+    }
+}
+
+#[test]
+fn a_subscription_back_before_the_command_connection_waits_to_fill_and_closes_no_one() {
+    let redis = Redis::start();
+    let proxy = Proxy::new(redis.port);
+    let p = "order";
+    let events = |c: &mut Config| c.subscribable_events = vec!["job.done".into()];
+    let n1 = node(proxy.url(), p, "o1", events);
+    let n2 = node(redis.url(), p, "o2", events);
+    let mut sub = connect_user(&redis, p, n1.local_addr(), "ned");
+    send_json(&mut sub, json!({"type": "subscribe", "data": {"events": ["job.done"]}}));
+    assert_eq!(recv_json(&mut sub)["type"], "subscription.acknowledged");
+    wait_until("subscribed", || redis.numsub(&format!("{p}:event:job.done")) == 1);
+    let publish = |i: u64| {
+        let (status, body) = post(n2.local_addr(), "/ws/events/job.done", json!({"data": {"i": i}}));
+        assert_eq!(status, 200, "{body}");
+    };
+    publish(1);
+    assert_eq!(recv_json(&mut sub)["data"]["i"], 1);
+
+    // Node 1's links break; its subscription comes back, its command connections do not.
+    proxy.refuse_commands(true);
+    proxy.cut();
+    publish(2);
+    publish(3);
+    wait_long("node 1 resubscribed", || {
+        redis.numsub(&format!("{p}:event:job.done")) == 1
+    });
+    publish(4); // node 1 sees offset 4 after 1: a gap it cannot fill yet
+    proxy.refuse_commands(false);
+
+    for i in 2..=4 {
+        let m = recv_json(&mut sub);
+        assert_eq!(
+            m["data"]["i"], i,
+            "filled in order once Redis could be asked, no 1012: {m}"
+        );
+    }
+    assert_eq!(n1.handle().cluster_metrics().unwrap().gaps_lost.get(), 0);
+}
+
+#[test]
+fn with_history_off_a_lost_subscription_tells_its_connections_to_reload() {
+    let redis = Redis::start();
+    let proxy = Proxy::new(redis.port);
+    let p = "nohist";
+    let off = |c: &mut Config| c.history_size = 0;
+    let n1 = node(proxy.url(), p, "h1", off);
+    let n2 = node(redis.url(), p, "h2", off);
+    let mut ola = connect_user(&redis, p, n1.local_addr(), "ola");
+
+    proxy.stall(true);
+    wait_long("node 1 sees the stall", || !up(&n1));
+    // Answered 200 by node 2 (reaching no node): node 1's user missed it.
+    let (status, _) = post(n2.local_addr(), "/ws/users/ola/messages", json!({"type": "m"}));
+    assert_eq!(status, 200);
+    proxy.stall(false);
+    proxy.cut();
+
+    let (code, reason) = close_within(&mut ola);
+    assert_eq!((code, reason.as_str()), (1012, "missed messages: reconnect and reload"));
+    wait_long("node 1 is back", || up(&n1));
+}

@@ -45,6 +45,9 @@ pub(crate) enum Ask {
         exclude_user: Option<Box<str>>,
         /// When the message was published, for the publish-to-write latency histogram.
         published_at: Instant,
+        /// In a cluster: the publisher's idempotency key (a publish with a key Redis saw within
+        /// the window is not delivered again).
+        dedupe: Option<Box<str>>,
     },
     /// Close matching connections; answers `Count`.
     Disconnect {
@@ -75,6 +78,8 @@ pub(crate) enum Ask {
         exclude_user: Option<Box<str>>,
         published_at: Instant,
         reactors: Vec<usize>,
+        /// See `Deliver`.
+        dedupe: Option<Box<str>>,
     },
     /// On the channel's home reactor: kept messages after `since`; answers `History`.
     ReadHistory {
@@ -117,6 +122,8 @@ pub(crate) enum Answer {
     /// The message was handed to the cluster but no word came back: it may have reached
     /// some, all or none of the other nodes (and none of this node's connections).
     Unknown,
+    /// The publish's idempotency key was seen within the window: not delivered again.
+    Duplicate,
     /// A channel's kept messages (their JSON) and its position.
     History {
         messages: Vec<serde_json::Value>,

@@ -170,6 +170,9 @@ pub struct Config {
     /// means Redis is stalled: the connection is dropped and made again, and publishes in
     /// flight answer "outcome unknown". Default 2 s (0.1 to 60 s).
     pub redis_timeout: Duration,
+    /// In a cluster, how long Redis remembers a publish's idempotency key (`Idempotency-Key`):
+    /// a retry with the same key within it is not delivered again. Default 300 s (1 s to 1 day).
+    pub idempotency_window: Duration,
     /// Messages kept per channel (`event:<type>`, `room:<name>`, `user:<id>`) for recovery and
     /// offline users; 0 disables history. Default 100.
     pub history_size: usize,
@@ -241,6 +244,7 @@ impl Default for Config {
             redis_prefix: "wsedge".to_string(),
             node_ttl: Duration::from_secs(10),
             redis_timeout: Duration::from_secs(2),
+            idempotency_window: Duration::from_secs(300),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
             // Secure by default: a random secret nobody knows, so nothing authenticates until
@@ -422,6 +426,14 @@ impl Config {
                 min: 100,
                 max: 60_000,
                 value: self.redis_timeout.as_millis() as u64,
+            });
+        }
+        if self.idempotency_window < Duration::from_secs(1) || self.idempotency_window.as_secs() > 86_400 {
+            return Err(ConfigError::OutOfRange {
+                name: "idempotency_window (seconds)",
+                min: 1,
+                max: 86_400,
+                value: self.idempotency_window.as_secs(),
             });
         }
         for (name, value) in [

@@ -223,6 +223,10 @@ struct ServeArgs {
     /// (fractions allowed: 0.5).
     #[arg(long, env = "WS_REDIS_TIMEOUT", default_value = "2", value_parser = secs)]
     redis_timeout: Duration,
+    /// Seconds Redis remembers a publish's Idempotency-Key: a retry with the same key within
+    /// this window is answered `duplicate: true` and not delivered again (cluster only).
+    #[arg(long, env = "WS_IDEMPOTENCY_WINDOW", default_value = "300", value_parser = secs)]
+    idempotency_window: Duration,
     /// Share the listening ports with other processes started with --reuse-port (several
     /// nodes on one port, or a successor during a drain); without it a busy port is an error.
     #[arg(long, env = "WS_REUSE_PORT")]
@@ -480,6 +484,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,
         redis_timeout: a.redis_timeout,
+        idempotency_window: a.idempotency_window,
         node_id: a.node_id.clone().unwrap_or_else(|| Config::default().node_id),
         admin_max_body: a.admin_max_body,
         drain_window: a.drain_window,

@@ -22,18 +22,27 @@ pub(crate) struct Outgoing {
     pub targets: Vec<Target>,
     /// Connections of this user are skipped (a chat message is not echoed to its sender).
     pub exclude_user: Option<Box<str>>,
+    /// The publisher's idempotency key (cluster: a retry within the window is not delivered
+    /// again; the message id is derived from it, so a retry carries the same id).
+    pub dedupe: Option<Box<str>>,
 }
 
 impl Outgoing {
     /// `{"type": kind, "data": data, "timestamp", "id"}` to `target`.
     pub fn envelope<D: Serialize>(target: Target, kind: &str, data: D) -> Self {
+        Self::envelope_keyed(None, target, kind, data)
+    }
+
+    /// As `envelope`; with an idempotency key, the message id is derived from the key.
+    pub fn envelope_keyed<D: Serialize>(key: Option<&str>, target: Target, kind: &str, data: D) -> Self {
         let mut json = Vec::new();
-        let message_id = write_envelope(&mut json, &mut IdGen::from_os(), kind, data);
+        let message_id = write_envelope(&mut json, &mut ids_for(key), kind, data);
         Outgoing {
             frame: text_frame(&json),
             message_id,
             targets: vec![target],
             exclude_user: None,
+            dedupe: key.map(Into::into),
         }
     }
 
@@ -48,8 +57,13 @@ impl Outgoing {
 
     /// The admin broadcast: the given object plus `timestamp`, `id` and
     /// `source: "admin_broadcast"`, to everyone.
-    pub fn admin_broadcast(mut message: Map<String, Value>) -> Self {
-        let message_id = IdGen::from_os().uuid();
+    pub fn admin_broadcast(message: Map<String, Value>) -> Self {
+        Self::admin_broadcast_keyed(None, message)
+    }
+
+    /// As `admin_broadcast`, with an idempotency key (see `envelope_keyed`).
+    pub fn admin_broadcast_keyed(key: Option<&str>, mut message: Map<String, Value>) -> Self {
+        let message_id = ids_for(key).uuid();
         message.insert("timestamp".into(), now_text().into());
         message.insert("id".into(), message_id.to_string().into());
         message.insert("source".into(), "admin_broadcast".into());
@@ -59,6 +73,7 @@ impl Outgoing {
             message_id,
             targets: vec![Target::All],
             exclude_user: None,
+            dedupe: key.map(Into::into),
         }
     }
 
@@ -120,6 +135,14 @@ impl Outgoing {
             "file.ready"
         };
         Self::envelope(Target::User(user_id.into()), kind, data)
+    }
+}
+
+/// Message ids: random, or derived from an idempotency key (the same key, the same id).
+fn ids_for(key: Option<&str>) -> IdGen {
+    match key {
+        Some(k) => IdGen::from_key(k),
+        None => IdGen::from_os(),
     }
 }
 

@@ -86,6 +86,13 @@ impl IdGen {
         IdGen(seed | 1)
     }
 
+    /// Ids derived from `key` (SHA-256): the same key always gives the same ids.
+    pub fn from_key(key: &str) -> Self {
+        let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let seed = u64::from_le_bytes(d.as_ref()[..8].try_into().unwrap_or([7; 8]));
+        IdGen(seed | 1)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         // splitmix64
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -72,6 +72,13 @@ fn command(h: &ServerHandle, c: Value) -> Result<Outgoing, Response> {
         None => Map::new(),
         Some(_) => return Err(Response::error(400, "'params' must be an object")),
     };
+    let key = match params.remove("idempotency_key") {
+        None => None,
+        Some(Value::String(k)) => Some(k),
+        Some(_) => return Err(Response::error(400, "'params.idempotency_key' must be a string")),
+    };
+    let key = super::routes::idempotency_key(key.as_deref())?.map(str::to_string);
+    let key = key.as_deref();
     let mut text = |name: &str| match params.remove(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
         _ => Err(Response::error(
@@ -87,22 +94,22 @@ fn command(h: &ServerHandle, c: Value) -> Result<Outgoing, Response> {
                 .event_bit(&event)
                 .ok_or_else(|| Response::error(404, &format!("unknown event type {event:?}")))?;
             let data = params.remove("data").unwrap_or(json!({}));
-            Ok(Outgoing::envelope(Target::Subscribers(bit), &event, data))
+            Ok(Outgoing::envelope_keyed(key, Target::Subscribers(bit), &event, data))
         }
         Some("send_to_user") => {
             let user = text("user_id")?;
             let (kind, data) = kind_and_data(params, None)?;
-            Ok(Outgoing::envelope(Target::User(user.into()), &kind, data))
+            Ok(Outgoing::envelope_keyed(key, Target::User(user.into()), &kind, data))
         }
         Some("send_to_room") => {
             let room = text("room")?;
             let exclude = take_exclude_user(&mut params)?;
             let (kind, data) = kind_and_data(params, Some("room.message"))?;
-            Ok(Outgoing::envelope(Target::Room(room.into()), &kind, data).excluding(exclude.as_deref()))
+            Ok(Outgoing::envelope_keyed(key, Target::Room(room.into()), &kind, data).excluding(exclude.as_deref()))
         }
         Some("broadcast") => {
             let exclude = take_exclude_user(&mut params)?;
-            Ok(Outgoing::admin_broadcast(params).excluding(exclude.as_deref()))
+            Ok(Outgoing::admin_broadcast_keyed(key, params).excluding(exclude.as_deref()))
         }
         _ => Err(Response::error(
             400,

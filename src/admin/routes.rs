@@ -84,7 +84,7 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
         })),
         ["ws", rest @ ..] if is_admin_route(rest) => match authorize(h, req) {
             Err(r) => Plan::Now(r),
-            Ok(()) => admin(h, m, rest, req.query.as_deref(), body),
+            Ok(()) => admin(h, m, rest, req.query.as_deref(), req.idempotency_key.as_deref(), body),
         },
         // The WebSocket endpoint only takes GET (with an upgrade): other methods are 405.
         ["ws"] | ["ws", _] if m != "GET" && m != "HEAD" => {
@@ -173,6 +173,13 @@ fn object_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> 
 /// that received it, or 503 if the cluster could not take it (then nobody got it).
 pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
     match crate::server::delivery_of(answers, message_id) {
+        Ok(d) if d.duplicate => Response::success(json!({
+            "message_sent": false,
+            "duplicate": true,
+            "connections_reached": 0,
+            "nodes_reached": 0,
+            "message_id": message_id.to_string(),
+        })),
         Ok(d) => Response::success(json!({
             "message_sent": true,
             "connections_reached": d.recipients,
@@ -183,7 +190,8 @@ pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
             504,
             &json!({
                 "detail": "cluster outcome unknown: redis took the message but did not answer; it may have \
-                           reached some, all or none of the other nodes",
+                           reached some, all or none of the other nodes (retry with the same Idempotency-Key to \
+                           have it delivered at most once)",
                 "outcome": "unknown",
                 "message_id": message_id.to_string(),
             }),
@@ -210,8 +218,23 @@ fn total(answers: &[(usize, Answer)]) -> usize {
     answers.iter().map(|(_, a)| a.count()).sum()
 }
 
-fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[u8]) -> Plan {
+/// An idempotency key as the routes take it: 1 to 128 visible ASCII characters.
+pub(super) fn idempotency_key(key: Option<&str>) -> Result<Option<&str>, Response> {
+    match key {
+        Some(k) if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) => Err(Response::error(
+            400,
+            "Idempotency-Key must be 1 to 128 visible ASCII characters",
+        )),
+        k => Ok(k),
+    }
+}
+
+fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, key: Option<&str>, body: &[u8]) -> Plan {
     let now = |r: Response| Ok(Plan::Now(r));
+    let key = match idempotency_key(key) {
+        Ok(k) => k,
+        Err(r) => return Plan::Now(r),
+    };
     let result = match rest {
         ["stats"] => match m {
             "GET" => Ok(stats(h)),
@@ -252,17 +275,30 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[
         },
         ["users", user, "messages"] => post(m, body, |b| {
             let (kind, data) = kind_and_data(b, None)?;
-            Ok(send(h, Outgoing::envelope(Target::User((*user).into()), &kind, data)))
+            Ok(send(
+                h,
+                Outgoing::envelope_keyed(key, Target::User((*user).into()), &kind, data),
+            ))
         }),
         ["broadcast"] => post(m, body, |mut b| {
             let exclude = take_exclude_user(&mut b)?;
-            Ok(send(h, Outgoing::admin_broadcast(b).excluding(exclude.as_deref())))
+            Ok(send(
+                h,
+                Outgoing::admin_broadcast_keyed(key, b).excluding(exclude.as_deref()),
+            ))
         }),
+        ["batch"] if key.is_some() => now(Response::error(
+            400,
+            "a batch takes no Idempotency-Key header: give each command params.idempotency_key",
+        )),
         ["batch"] => post(m, body, |b| super::batch::plan(h, b)),
         ["events", event] => post(m, body, |b| {
             let data = b.get("data").cloned().unwrap_or(json!({}));
             match h.config().event_bit(event) {
-                Some(bit) => Ok(send(h, Outgoing::envelope(Target::Subscribers(bit), event, data))),
+                Some(bit) => Ok(send(
+                    h,
+                    Outgoing::envelope_keyed(key, Target::Subscribers(bit), event, data),
+                )),
                 None => Err(Response::error(404, &format!("unknown event type {event:?}"))),
             }
         }),
@@ -272,7 +308,7 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, body: &[
             let target = Target::Room((*room).into());
             Ok(send(
                 h,
-                Outgoing::envelope(target, &kind, data).excluding(exclude.as_deref()),
+                Outgoing::envelope_keyed(key, target, &kind, data).excluding(exclude.as_deref()),
             ))
         }),
         ["rooms", room, "members", user] => match m {

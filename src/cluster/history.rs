@@ -18,11 +18,15 @@ use redis_protocol::resp2::types::BytesFrame;
 use super::resp::bytes_of;
 use crate::history::Position;
 
-/// KEYS: stream, meta. ARGV: pub/sub channel, payload head (see `wire::history_head`), the
-/// JSON object without its closing brace, `,"channel":"..."`, size, ttl (ms), epoch to start
-/// if there is none, the user the message skips ('' for none). Returns {nodes reached,
-/// offset, epoch}.
+/// KEYS: stream, meta, and the idempotency key if the publish has one. ARGV: pub/sub channel,
+/// payload head (see `wire::history_head`), the JSON object without its closing brace,
+/// `,"channel":"..."`, size, ttl (ms), epoch to start if there is none, the user the message
+/// skips ('' for none), the idempotency window (ms). Returns {nodes reached, offset, epoch},
+/// or {-1, 0, ''} for a key seen within the window (nothing is kept or published).
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[9]) then
+  return {-1, 0, ''}
+end
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[7]
@@ -75,6 +79,15 @@ end
 return {top, epoch, entries}
 "#;
 
+/// KEYS: the idempotency key. ARGV: pub/sub channel, payload, window (ms). Publishes unless
+/// the key was seen within the window; returns the nodes reached, or -1 for a duplicate.
+pub(crate) const DEDUPE_PUBLISH_SCRIPT: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then
+  return -1
+end
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"#;
+
 /// KEYS: stream, meta. ARGV: ttl (ms), the new epoch. Returns how many keys existed.
 pub(crate) const CLEAR_SCRIPT: &str = r#"
 local existed = redis.call('DEL', KEYS[1], KEYS[2])
@@ -92,6 +105,8 @@ pub struct Appended {
     /// This node is subscribed to the channel (its own copy comes back through the
     /// subscription, in order).
     pub echo: bool,
+    /// The publish's idempotency key was seen within the window: nothing was kept or sent.
+    pub duplicate: bool,
 }
 
 /// A channel's position and the messages asked for, oldest first: offset, frame, and the
@@ -113,6 +128,14 @@ fn int_of(f: &BytesFrame) -> Option<i64> {
 pub(crate) fn parse_appended(f: &BytesFrame) -> Option<Appended> {
     let BytesFrame::Array(parts) = f else { return None };
     let nodes = int_of(parts.first()?)?;
+    if nodes < 0 {
+        return Some(Appended {
+            nodes: 0,
+            position: Position::default(),
+            echo: false,
+            duplicate: true,
+        });
+    }
     let offset = int_of(parts.get(1)?)?;
     let epoch = std::str::from_utf8(bytes_of(parts.get(2)?)?).ok()?;
     Some(Appended {
@@ -122,6 +145,7 @@ pub(crate) fn parse_appended(f: &BytesFrame) -> Option<Appended> {
             epoch: epoch.to_string(),
         },
         echo: false,
+        duplicate: false,
     })
 }
 

@@ -55,6 +55,9 @@ pub enum EngineOp {
         id: u64,
         channel: Box<[u8]>,
         payload: Vec<u8>,
+        /// The publisher's idempotency key: if Redis saw it within the window, nothing is
+        /// published and the answer is `Err(EngineError::Duplicate)`.
+        dedupe: Option<Box<str>>,
     },
     /// Hand `payload` over with no answer wanted (answers to other nodes' requests).
     Send { channel: Box<[u8]>, payload: Vec<u8> },
@@ -81,6 +84,8 @@ pub enum EngineOp {
         name: Box<str>,
         exclude_user: Option<Box<str>>,
         object: Vec<u8>,
+        /// As for `Publish` (a duplicate answers `Appended` with `duplicate`).
+        dedupe: Option<Box<str>>,
     },
     /// Channel `name`'s position and (with `after`) at most `max` messages after that offset;
     /// answer with `r.history(id, HistoryAnswer::Range ..)`. With `mark`, first wait until this
@@ -120,6 +125,9 @@ pub enum EngineError {
     /// connections.
     #[error("cluster outcome unknown")]
     Unknown,
+    /// A publish with an idempotency key Redis saw within the window: not delivered again.
+    #[error("already published with this idempotency key")]
+    Duplicate,
 }
 
 /// The engine's answer to a history op.
@@ -233,6 +241,10 @@ impl Channels {
             .iter()
             .any(|k| name.starts_with(k))
             .then_some(name)
+    }
+    /// Key remembering a publish's idempotency key for the window.
+    pub fn idempotency(&self, key: &str) -> Vec<u8> {
+        format!("{}:idem:{key}", self.prefix).into_bytes()
     }
     /// Key of a user's connections across the cluster (a sorted set).
     pub fn user_connections(&self, id: &str) -> Vec<u8> {

@@ -41,6 +41,8 @@ pub struct PlainRequest {
     pub keep_alive: bool,
     /// `Expect: 100-continue`: the client waits for a `100 Continue` before sending its body.
     pub expect_continue: bool,
+    /// `Idempotency-Key`, as sent (checked by the routes that take one).
+    pub idempotency_key: Option<String>,
 }
 
 /// Refusal: the HTTP status to answer with, a short message, and an extra header if needed.
@@ -108,6 +110,10 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             _ => connection("keep-alive"),
         };
         let expect_continue = h.all("expect").any(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+        if h.count("idempotency-key") > 1 {
+            return Parsed::Reject(reject(400, "repeated Idempotency-Key"));
+        }
+        let idempotency_key = h.one("idempotency-key").map(|v| v.trim().to_string());
         return Parsed::Plain(PlainRequest {
             method: method.to_string(),
             path: path.to_string(),
@@ -117,6 +123,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             head_len,
             keep_alive,
             expect_continue,
+            idempotency_key,
         });
     }
     let path_token = match ws_path {

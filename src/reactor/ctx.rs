@@ -313,6 +313,7 @@ impl Ctx<'_> {
                 frame,
                 exclude_user: None,
                 published_at: now,
+                dedupe: None,
             };
             let all = (0..self.core.rt.links.len()).collect();
             self.core.fire_and_forget(vec![(ask, all)]);
@@ -325,6 +326,7 @@ impl Ctx<'_> {
                     frame: frame.clone(),
                     exclude_user: None,
                     published_at: now,
+                    dedupe: None,
                 };
                 link.send_lossy(Command::Ask { ask, reply: None });
             }

@@ -46,6 +46,9 @@ pub struct Delivery {
     /// its channel when it was published (this node among them if it had a matching
     /// connection, or for messages to everyone); alone, 1.
     pub nodes_reached: usize,
+    /// In a cluster: a message with this idempotency key was published within the window, so
+    /// this one was not delivered (`recipients` and `nodes_reached` are 0).
+    pub duplicate: bool,
 }
 
 /// Thread-safe access to a running server: `Clone + Send + Sync`.
@@ -67,6 +70,14 @@ pub(crate) fn delivery_of(answers: &[Vec<(usize, Answer)>], message_id: uuid::Uu
     if all().any(|a| matches!(a, Answer::Unavailable)) {
         return Err(HandleError::ClusterUnavailable);
     }
+    if all().any(|a| matches!(a, Answer::Duplicate)) {
+        return Ok(Delivery {
+            recipients: 0,
+            message_id,
+            nodes_reached: 0,
+            duplicate: true,
+        });
+    }
     let nodes = all().filter_map(|a| match a {
         Answer::Nodes(n) => Some(*n),
         _ => None,
@@ -75,6 +86,7 @@ pub(crate) fn delivery_of(answers: &[Vec<(usize, Answer)>], message_id: uuid::Uu
         recipients: all().map(Answer::count).sum(),
         message_id,
         nodes_reached: nodes.max().unwrap_or(1),
+        duplicate: false,
     })
 }
 
@@ -377,6 +389,7 @@ impl ServerHandle {
                     o.exclude_user.clone(),
                     now,
                     &reactors,
+                    o.dedupe.clone(),
                 );
                 (ask, reactors)
             })
@@ -486,6 +499,7 @@ impl ServerHandle {
             frame,
             exclude_user: exclude_user.map(Into::into),
             published_at: std::time::Instant::now(),
+            dedupe: None,
         };
         let answers = self.ask_all(ask, reactors);
         delivery_of(&[answers], uuid::Uuid::nil()).map(|d| d.recipients)

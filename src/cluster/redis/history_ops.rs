@@ -53,7 +53,7 @@ pub(super) fn fail(r: &mut ReactorCtx<'_>, op: EngineOp) {
 
 impl Half {
     /// Runs script `which` with `keys` and `args` (by its SHA once loaded).
-    fn run_script(&mut self, which: Script, what: Expect, keys: &[&[u8]], args: &[&[u8]]) {
+    pub(super) fn run_script(&mut self, which: Script, what: Expect, keys: &[&[u8]], args: &[&[u8]]) {
         let n = keys.len().to_string();
         let mut cmd: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
         let sha = self.script_sha[which as usize].clone();
@@ -82,9 +82,14 @@ impl Half {
                 name,
                 exclude_user,
                 object,
+                dedupe,
             } => {
                 let channel = self.shared.channels.of_history(&name);
                 let (stream, meta) = self.shared.channels.history_keys(&name);
+                let dedupe = dedupe.map(|k| self.shared.channels.idempotency(&k));
+                let mut keys: Vec<&[u8]> = vec![&stream, &meta];
+                keys.extend(dedupe.as_deref());
+                let window = self.shared.dedupe_window_ms.clone();
                 let head = wire::history_head(&self.shared.node, exclude_user.as_deref(), id);
                 let mut field = b",\"channel\":".to_vec();
                 let _ = serde_json::to_writer(&mut field, &*name);
@@ -96,7 +101,7 @@ impl Half {
                         id,
                         channel: channel.clone(),
                     }),
-                    &[&stream, &meta],
+                    &keys,
                     &[
                         &channel,
                         &head,
@@ -106,6 +111,7 @@ impl Half {
                         ttl.as_bytes(),
                         epoch.as_bytes(),
                         exclude_user.as_deref().unwrap_or("").as_bytes(),
+                        window.as_bytes(),
                     ],
                 );
             }

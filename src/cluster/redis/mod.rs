@@ -68,12 +68,13 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 const MAX_UNSENT_RELEASES: usize = 1_000_000;
 
 /// The scripts each command connection loads (`Script` indexes them).
-const SCRIPTS: [&str; 5] = [
+const SCRIPTS: [&str; 6] = [
     limit::ADMIT_SCRIPT,
     super::history::PUBLISH_SCRIPT,
     super::history::RANGE_SCRIPT,
     super::history::CLEAR_SCRIPT,
     limit::REGISTER_SCRIPT,
+    super::history::DEDUPE_PUBLISH_SCRIPT,
 ];
 
 #[derive(Clone, Copy)]
@@ -83,14 +84,16 @@ enum Script {
     Range = 2,
     Clear = 3,
     Register = 4,
+    Dedupe = 5,
 }
 
-const ALL_SCRIPTS: [Script; 5] = [
+const ALL_SCRIPTS: [Script; 6] = [
     Script::Admit,
     Script::Publish,
     Script::Range,
     Script::Clear,
     Script::Register,
+    Script::Dedupe,
 ];
 
 /// The Redis engine of `--redis`.
@@ -111,6 +114,9 @@ struct Shared {
     metrics: Arc<ClusterMetrics>,
     /// Reactor 0's subscription connection is subscribed to the control channels.
     sub_up: AtomicBool,
+    /// Per reactor: its command connection is connected (the node is up, and `/ready` 200,
+    /// only while every reactor can publish: any of them may take a request).
+    cmd_up: Vec<AtomicBool>,
     /// Bumped whenever one of the node's connections reaches Redis: reactors waiting out a
     /// backoff try at once (so a node comes back whole, not one reactor at a time).
     reached: AtomicU64,
@@ -120,6 +126,8 @@ struct Shared {
     /// Messages kept per history channel, and for how long after its last one (0: no history).
     history_size: usize,
     history_ttl_ms: u64,
+    /// How long an idempotency key is remembered (ms, as text for the scripts).
+    dedupe_window_ms: String,
 }
 
 impl RedisEngine {
@@ -140,10 +148,12 @@ impl RedisEngine {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 metrics,
                 sub_up: AtomicBool::new(false),
+                cmd_up: (0..config.workers).map(|_| AtomicBool::new(false)).collect(),
                 reached: AtomicU64::new(0),
                 reregister: AtomicU64::new(0),
                 history_size: config.history_size,
                 history_ttl_ms: config.history_ttl.as_millis() as u64,
+                dedupe_window_ms: config.idempotency_window.as_millis().to_string(),
             }),
         })
     }
@@ -364,12 +374,16 @@ impl Half {
         self.update_up();
     }
 
+    /// Publishes this reactor's state and the node's: up while the subscription and every
+    /// reactor's command connection are.
     fn update_up(&self) {
-        if self.reactor == 0 {
-            let up = self.is_up();
-            if self.shared.metrics.up.swap(up, Ordering::AcqRel) != up {
-                log::info!("cluster: node {} {}", self.shared.node, if up { "up" } else { "down" });
-            }
+        let s = &self.shared;
+        if let Some(mine) = s.cmd_up.get(self.reactor) {
+            mine.store(self.cmd.conn.is_connected(), Ordering::Release);
+        }
+        let up = s.sub_up.load(Ordering::Acquire) && s.cmd_up.iter().all(|c| c.load(Ordering::Acquire));
+        if s.metrics.up.swap(up, Ordering::AcqRel) != up {
+            log::info!("cluster: node {} {}", s.node, if up { "up" } else { "down" });
         }
     }
 
@@ -448,7 +462,8 @@ impl Half {
                 failure.get_or_insert_with(|| format!("redis refused the credentials: {e}"));
             }
             match (a.what, f) {
-                (Expect::Publish(id), BytesFrame::Integer(n)) => r.published(id, Ok(n.max(0) as usize)),
+                (Expect::Publish(id), BytesFrame::Integer(n)) if n < 0 => r.published(id, Err(EngineError::Duplicate)),
+                (Expect::Publish(id), BytesFrame::Integer(n)) => r.published(id, Ok(n as usize)),
                 (Expect::Publish(id), other) => {
                     log::warn!("cluster: PUBLISH failed: {other:?}");
                     self.shared.metrics.publish_failures.inc();
@@ -663,14 +678,31 @@ impl ReactorEngine for Half {
 
     fn apply(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
         match op {
-            EngineOp::Publish { id, channel, payload } => {
+            EngineOp::Publish {
+                id,
+                channel,
+                payload,
+                dedupe,
+            } => {
                 if !self.is_up() {
                     self.shared.metrics.publish_failures.inc();
                     r.published(id, Err(EngineError::Unavailable));
                     return;
                 }
                 self.shared.metrics.publishes.inc();
-                self.send(&[b"PUBLISH", &channel, &payload], Expect::Publish(id));
+                match dedupe {
+                    None => self.send(&[b"PUBLISH", &channel, &payload], Expect::Publish(id)),
+                    Some(key) => {
+                        let key = self.shared.channels.idempotency(&key);
+                        let window = self.shared.dedupe_window_ms.clone();
+                        self.run_script(
+                            Script::Dedupe,
+                            Expect::Publish(id),
+                            &[&key],
+                            &[&channel, &payload, window.as_bytes()],
+                        );
+                    }
+                }
             }
             EngineOp::Send { channel, payload } => {
                 if self.is_up() {

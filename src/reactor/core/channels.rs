@@ -161,12 +161,13 @@ impl Core {
             exclude_user,
             published_at,
             reactors,
+            dedupe,
         } = ask
         else {
             return;
         };
         if self.cluster.is_some() {
-            return self.hub_publish(channel, frame, exclude_user, waiter);
+            return self.hub_publish(channel, frame, exclude_user, dedupe, waiter);
         }
         let now_ms = self.now_ms;
         let (frame, _) = self
@@ -186,6 +187,7 @@ impl Core {
                         frame: frame.clone(),
                         exclude_user: exclude_user.clone(),
                         published_at,
+                        dedupe: None,
                     },
                     w,
                 );
@@ -196,6 +198,7 @@ impl Core {
                 frame: frame.clone(),
                 exclude_user: exclude_user.clone(),
                 published_at,
+                dedupe: None,
             };
             let posted = self.rt.links.get(r).is_some_and(|l| {
                 l.send(Command::Ask {
@@ -584,6 +587,7 @@ pub(crate) fn deliver_ask(
     exclude_user: Option<Box<str>>,
     published_at: Instant,
     reactors: &[usize],
+    dedupe: Option<Box<str>>,
 ) -> Ask {
     let channel = rt
         .config
@@ -598,12 +602,14 @@ pub(crate) fn deliver_ask(
             exclude_user,
             published_at,
             reactors: reactors.to_vec(),
+            dedupe,
         },
         None => Ask::Deliver {
             target,
             frame,
             exclude_user,
             published_at,
+            dedupe,
         },
     }
 }

@@ -107,11 +107,12 @@ impl Core {
         let Some(c) = self.cluster.as_mut() else {
             return Some((ask, reactors));
         };
-        let (channel, payload, pending, now) = match &ask {
+        let (channel, payload, dedupe, pending, now) = match &ask {
             Ask::Deliver {
                 target,
                 frame,
                 exclude_user,
+                dedupe,
                 ..
             } => {
                 let Some(channel) = c.channel_of(target, &self.rt.config.subscribable_events) else {
@@ -122,9 +123,11 @@ impl Core {
                     _ => None,
                 };
                 let payload = wire::deliver(node, exclude_user.as_deref(), connection, frame);
+                let dedupe = dedupe.clone();
                 (
                     channel,
                     payload,
+                    dedupe,
                     Pending::Deliver {
                         key,
                         serial,
@@ -145,6 +148,7 @@ impl Core {
                 (
                     c.channels.nodes(),
                     payload,
+                    None,
                     Pending::Request { key, serial, index },
                     Some((ask, reactors)),
                 )
@@ -152,7 +156,12 @@ impl Core {
         };
         let id = c.next_id();
         c.pending.insert(id, pending);
-        c.ops.push(EngineOp::Publish { id, channel, payload });
+        c.ops.push(EngineOp::Publish {
+            id,
+            channel,
+            payload,
+            dedupe,
+        });
         if let Some(f) = self.in_flight_asks.get_mut(key) {
             f.waiting += 1;
         }
@@ -181,6 +190,7 @@ impl Core {
             Ok(n) => Answer::Nodes(n),
             Err(EngineError::Unavailable) => Answer::Unavailable,
             Err(EngineError::Unknown) => Answer::Unknown,
+            Err(EngineError::Duplicate) => Answer::Duplicate,
         };
         match (pending, result) {
             (
@@ -349,6 +359,7 @@ impl Core {
             frame,
             exclude_user,
             published_at: now,
+            dedupe: None,
         };
         self.carry_out_on_node(ask);
     }

@@ -123,6 +123,7 @@ impl Core {
                 frame,
                 exclude_user,
                 published_at,
+                ..
             } => return self.group_delivery(target, &frame, exclude_user, published_at, waiter),
             Ask::Disconnect { target, code, reason } => {
                 self.fan_out_groups();

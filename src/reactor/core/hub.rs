@@ -223,6 +223,7 @@ impl Core {
         channel: Box<str>,
         frame: Bytes,
         exclude_user: Option<Box<str>>,
+        dedupe: Option<Box<str>>,
         w: Option<Waiter>,
     ) {
         let to = self.waiter_to(w);
@@ -247,6 +248,7 @@ impl Core {
             name: channel,
             exclude_user,
             object,
+            dedupe,
         });
     }
 
@@ -256,6 +258,7 @@ impl Core {
         let Some(hub) = self.hub() else { return };
         if let Some(p) = hub.publishes.get_mut(&id) {
             let (word, done) = match &result {
+                Ok(HistoryAnswer::Appended(a)) if a.duplicate => (Answer::Duplicate, true),
                 Ok(HistoryAnswer::Appended(a)) if p.delivered => (Answer::Nodes(a.nodes), true),
                 Ok(HistoryAnswer::Appended(a)) if a.echo => {
                     p.echo_at = Some(now_ms);
@@ -453,6 +456,7 @@ impl Core {
                             frame,
                             exclude_user,
                             published_at: std::time::Instant::now(),
+                            dedupe: None,
                         });
                     }
                 }
@@ -509,6 +513,7 @@ impl Core {
             frame,
             exclude_user,
             published_at: std::time::Instant::now(),
+            dedupe: None,
         };
         let to = own.and_then(|id| {
             let p = self.hub()?.publishes.get_mut(&id)?;

@@ -207,8 +207,10 @@ struct ServeArgs {
     /// This node's name (presence answers, stats): 1-64 of [A-Za-z0-9._-] (default: generated).
     #[arg(long, env = "WS_NODE_ID")]
     node_id: Option<String>,
-    /// Join a cluster over this Redis: redis://[:password@]host:port[/db]. Without it the node
-    /// runs alone.
+    /// Join a cluster over this Redis: redis://[[user]:password@]host:port[/db], rediss://...
+    /// for TLS, or redis+sentinel://[[user]:password@]host:port,host:port/MASTER_NAME[/db] to
+    /// follow the master through Redis Sentinel (rediss+sentinel:// for TLS). Without it the
+    /// node runs alone.
     #[arg(long, env = "WS_REDIS_URL")]
     redis: Option<wsedge::config::RedisUrl>,
     /// Prefix of every Redis key and channel (several clusters can share one Redis).
@@ -223,6 +225,10 @@ struct ServeArgs {
     /// (fractions allowed: 0.5).
     #[arg(long, env = "WS_REDIS_TIMEOUT", default_value = "2", value_parser = secs)]
     redis_timeout: Duration,
+    /// PEM file of the certificate authorities a rediss:// Redis must be signed by (default:
+    /// the system's store).
+    #[arg(long, env = "WS_REDIS_CA")]
+    redis_ca: Option<std::path::PathBuf>,
     /// Seconds Redis remembers a publish's Idempotency-Key: a retry with the same key within
     /// this window is answered `duplicate: true` and not delivered again (cluster only).
     #[arg(long, env = "WS_IDEMPOTENCY_WINDOW", default_value = "300", value_parser = secs)]
@@ -484,6 +490,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         redis_prefix: a.redis_prefix.clone(),
         node_ttl: a.node_ttl,
         redis_timeout: a.redis_timeout,
+        redis_ca: a.redis_ca.clone(),
         idempotency_window: a.idempotency_window,
         node_id: a.node_id.clone().unwrap_or_else(|| Config::default().node_id),
         admin_max_body: a.admin_max_body,

@@ -12,7 +12,7 @@
 
 pub mod backoff;
 mod session;
-mod stream;
+pub(crate) mod stream;
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};

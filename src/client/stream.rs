@@ -24,7 +24,7 @@ impl ClientStream {
     pub fn tls(tcp: TcpStream, host: &str, roots: &Roots) -> Result<Self, ClientError> {
         let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
             .map_err(|e| ClientError::Url(format!("{host}: {e}")))?;
-        let conn = rustls::ClientConnection::new(tls_config(roots)?, name)
+        let conn = rustls::ClientConnection::new(tls_config(roots, vec![b"http/1.1".to_vec()])?, name)
             .map_err(|e| ClientError::ConnectionFailed(e.to_string()))?;
         Ok(ClientStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
     }
@@ -43,7 +43,8 @@ impl ClientStream {
     }
 }
 
-fn tls_config(roots: &Roots) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+/// A TLS client configuration trusting `roots`, offering `alpn` (also used for `rediss://`).
+pub(crate) fn tls_config(roots: &Roots, alpn: Vec<Vec<u8>>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let mut store = rustls::RootCertStore::empty();
     match roots {
         Roots::System => {
@@ -74,7 +75,7 @@ fn tls_config(roots: &Roots) -> Result<Arc<rustls::ClientConfig>, ClientError> {
         .map_err(|e| ClientError::ConnectionFailed(e.to_string()))?
         .with_root_certificates(store)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn;
     Ok(Arc::new(config))
 }
 

@@ -1,7 +1,8 @@
-//! One non-blocking Redis connection as a reactor source: connect, send pipelined commands,
-//! read reply frames.
+//! One non-blocking Redis connection as a reactor source: connect (in plain TCP, or TLS with
+//! rustls for `rediss://`), send pipelined commands, read reply frames.
 //!
-//! Owns: the socket, its unwritten command bytes and unread reply bytes. Does not touch: what
+//! Owns: the socket, its TLS session, its unwritten command bytes and unread reply bytes.
+//! Does not touch: what
 //! a reply answers (the engine keeps that, in order) or when to reconnect (the engine's
 //! timers). Commands are RESP arrays of bulk strings, encoded here; replies are decoded by the
 //! `redis-protocol` crate into frames that share the read buffer (a message's payload is never
@@ -9,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use mio::Interest;
@@ -25,9 +27,19 @@ const READ_CHUNK: usize = 64 * 1024;
 /// reading): it is dropped and everything in flight fails.
 pub(crate) const MAX_UNWRITTEN: usize = 64 << 20;
 
+/// TLS for a Redis connection: the client configuration and the name the certificate must
+/// carry.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
 pub(crate) struct Conn {
     source: SourceId,
     sock: Option<TcpStream>,
+    /// The TLS session of `rediss://` (plaintext goes in, records go to the socket).
+    tls: Option<Box<rustls::ClientConnection>>,
     connected: bool,
     out: Vec<u8>,
     written: usize,
@@ -43,6 +55,7 @@ impl Conn {
         Conn {
             source,
             sock: None,
+            tls: None,
             connected: false,
             out: Vec::new(),
             written: 0,
@@ -53,8 +66,12 @@ impl Conn {
     }
 
     /// Starts connecting (the outcome arrives as events on the source).
-    pub fn connect(&mut self, r: &mut ReactorCtx<'_>, addr: SocketAddr) -> io::Result<()> {
+    pub fn connect(&mut self, r: &mut ReactorCtx<'_>, addr: SocketAddr, tls: Option<&Tls>) -> io::Result<()> {
         self.close(r);
+        if let Some(t) = tls {
+            let session = rustls::ClientConnection::new(t.config.clone(), t.name.clone()).map_err(io::Error::other)?;
+            self.tls = Some(Box::new(session));
+        }
         let mut sock = TcpStream::connect(addr)?;
         r.register(&mut sock, self.source, Interest::READABLE | Interest::WRITABLE)?;
         let _ = sock.set_nodelay(true);
@@ -76,6 +93,7 @@ impl Conn {
         if let Some(mut s) = self.sock.take() {
             let _ = r.deregister(&mut s);
         }
+        self.tls = None;
         self.connected = false;
         self.out = Vec::new();
         self.written = 0;
@@ -120,7 +138,10 @@ impl Conn {
         if !self.connected {
             return Ok(());
         }
-        while self.written < self.out.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            flush_tls(tls, sock, &self.out, &mut self.written, &mut self.sent)?;
+        }
+        while self.tls.is_none() && self.written < self.out.len() {
             match sock.write(&self.out[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -174,6 +195,9 @@ impl Conn {
     }
 
     fn read(&mut self, frames: &mut Vec<BytesFrame>) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.read_tls(frames);
+        }
         loop {
             let Some(sock) = self.sock.as_mut() else {
                 return Ok(());
@@ -200,6 +224,40 @@ impl Conn {
         self.decode(frames)
     }
 
+    /// Reads TLS records, opens them, and decodes the plaintext; then writes what the session
+    /// owes (handshake messages, alerts, and commands it held until the handshake was done).
+    fn read_tls(&mut self, frames: &mut Vec<BytesFrame>) -> io::Result<()> {
+        let (Some(sock), Some(tls)) = (self.sock.as_mut(), self.tls.as_mut()) else {
+            return Ok(());
+        };
+        loop {
+            match tls.read_tls(sock) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let state = tls.process_new_packets().map_err(io::Error::other)?;
+            let mut left = state.plaintext_bytes_to_read();
+            while left > 0 {
+                let len = self.input.len();
+                self.input.resize(len + left, 0);
+                let n = tls.reader().read(&mut self.input[len..])?;
+                self.input.truncate(len + n);
+                left -= n.min(left);
+                if n == 0 {
+                    break;
+                }
+            }
+            if state.peer_has_closed() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        self.decode(frames)?;
+        self.flush()
+    }
+
     fn decode(&mut self, frames: &mut Vec<BytesFrame>) -> io::Result<()> {
         loop {
             match decode_bytes_mut(&mut self.input) {
@@ -207,6 +265,40 @@ impl Conn {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             }
+        }
+    }
+}
+
+/// Hands unwritten commands to the TLS session and its records to the socket (as much as
+/// either takes). Plaintext the session took counts as sent: a command it holds may reach
+/// Redis, so a loss then is reported as unknown, never as "not run".
+fn flush_tls(
+    tls: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    out: &[u8],
+    written: &mut usize,
+    sent: &mut u64,
+) -> io::Result<()> {
+    loop {
+        let mut took = 0;
+        if *written < out.len() {
+            took = tls.writer().write(&out[*written..])?;
+            *written += took;
+            *sent += took as u64;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Everything is out, or the session takes no more for now (its buffer is full
+        // until the handshake is done).
+        if *written == out.len() || took == 0 {
+            return Ok(());
         }
     }
 }

@@ -82,6 +82,48 @@ impl Redis {
         r
     }
 
+    /// A server that speaks only TLS on its port, with this certificate and key (PEM files;
+    /// the certificate is also the CA `redis-cli` trusts).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
+        ensure_installed();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("wsedge-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut r = Redis {
+            port,
+            child: None,
+            dir,
+            args: [
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &cert,
+                "--tls-auth-clients",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec(),
+            cli_args: ["--tls", "--cacert", &cert].map(String::from).to_vec(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Stops the server at once (SIGKILL) and does not wait for its port: a master that dies.
+    pub fn kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is
     /// answered meanwhile (a stalled Redis).
     pub fn freeze(&self, on: bool) {
@@ -181,6 +223,78 @@ impl Drop for Redis {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) watching one master as `mymaster`, quick to
+/// fail over (1 s without an answer).
+pub struct Sentinel {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Sentinel {
+    pub fn start(master_port: u16) -> Sentinel {
+        ensure_installed();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("wsedge-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 4000\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let s = Sentinel { port, child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.master_port() != Some(master_port) {
+            assert!(Instant::now() < deadline, "the sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed (with redis-server)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self) -> Option<u16> {
+        let out = self.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Replicas the sentinel knows of.
+    pub fn replicas(&self) -> usize {
+        self.cli(&["SENTINEL", "replicas", "mymaster"])
+            .lines()
+            .filter(|l| l.trim() == "name")
+            .count()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

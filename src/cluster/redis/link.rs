@@ -19,6 +19,8 @@ pub(super) struct Link {
     pub was_up: bool,
     /// When the current connection was started.
     pub since: Option<Instant>,
+    /// Where it was made (with sentinels, the master of the time).
+    pub addr: Option<std::net::SocketAddr>,
     /// The last failure logged: a retry that fails the same way is logged at debug level,
     /// so a Redis that stays away (or a wrong password) does not flood the log.
     problem: Option<String>,
@@ -32,6 +34,7 @@ impl Link {
             retrying: false,
             was_up: false,
             since: None,
+            addr: None,
             problem: None,
         }
     }

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::resp::bytes_of;
+use super::resp::Tls;
 use super::{Admission, Channels, Engine, EngineError, EngineOp, ReactorEngine, wire};
 use crate::config::{Config, RedisUrl};
 use crate::embed::{SourceId, TimerId};
@@ -47,13 +47,17 @@ use crate::reactor::reactor_ctx::ReactorCtx;
 mod history_ops;
 mod limit;
 mod link;
+mod replies;
+mod sentinel;
 mod subscription;
 
-use link::{Link, is_auth_error};
+use link::Link;
 use subscription::Sub;
 
 const CMD: SourceId = 1;
 const SUB: SourceId = 2;
+/// Reactor 0's connection to a sentinel.
+const WATCH: SourceId = 3;
 const RECONNECT_CMD: TimerId = 1;
 const RECONNECT_SUB: TimerId = 2;
 /// Every reactor's check of its deadlines; reactor 0 also keeps liveness and the probe.
@@ -61,6 +65,7 @@ const TICK: TimerId = 3;
 /// Admissions held while this reactor's own connection is being made again give up then.
 const ADMIT_WAIT: TimerId = 4;
 const ADMIT_WAIT_FOR: Duration = Duration::from_secs(1);
+const RECONNECT_WATCH: TimerId = 5;
 const TICK_EVERY: Duration = Duration::from_millis(250);
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// Releases kept while Redis is away, at most (beyond this, the oldest are dropped and
@@ -103,7 +108,15 @@ pub struct RedisEngine {
 
 struct Shared {
     url: RedisUrl,
-    addr: SocketAddr,
+    /// The Redis of a plain URL; with sentinels, the master they named last (`None` until
+    /// one answered).
+    master: std::sync::Mutex<Option<SocketAddr>>,
+    /// Bumped when the sentinels name another master: links on the old one are dropped.
+    master_moves: AtomicU64,
+    /// The sentinels' addresses (empty without sentinels).
+    sentinels: Vec<SocketAddr>,
+    /// `rediss://`: the TLS client configuration and the name the certificate must carry.
+    tls: Option<Tls>,
     node: String,
     channels: Channels,
     node_ttl: Duration,
@@ -133,14 +146,34 @@ struct Shared {
 impl RedisEngine {
     /// Resolves the Redis address once (startup may block on DNS; the reactors never do).
     pub(crate) fn new(config: &Config, url: &RedisUrl, metrics: Arc<ClusterMetrics>) -> std::io::Result<Self> {
-        let addr = (url.host.as_str(), url.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other(format!("redis host {:?} has no address", url.host)))?;
+        let resolve = |host: &str, port: u16| {
+            (host, port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("redis host {host:?} has no address")))
+        };
+        let (master, sentinels) = match &url.sentinels {
+            None => (Some(resolve(&url.host, url.port)?), Vec::new()),
+            Some(s) => {
+                let all = s
+                    .hosts
+                    .iter()
+                    .map(|(h, p)| resolve(h, *p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (None, all)
+            }
+        };
+        let tls = match url.tls {
+            false => None,
+            true => Some(tls_of(config, url)?),
+        };
         Ok(RedisEngine {
             shared: Arc::new(Shared {
                 url: url.clone(),
-                addr,
+                master: std::sync::Mutex::new(master),
+                master_moves: AtomicU64::new(0),
+                sentinels,
+                tls,
                 node: config.node_id.clone(),
                 channels: Channels::new(&config.redis_prefix, &config.node_id),
                 node_ttl: config.node_ttl,
@@ -159,6 +192,21 @@ impl RedisEngine {
     }
 }
 
+/// The TLS client configuration of `rediss://` (read once, at start).
+fn tls_of(config: &Config, url: &RedisUrl) -> std::io::Result<Tls> {
+    let roots = match &config.redis_ca {
+        Some(path) => crate::client::Roots::Pem(
+            std::fs::read(path).map_err(|e| std::io::Error::other(format!("--redis-ca {}: {e}", path.display())))?,
+        ),
+        None => crate::client::Roots::System,
+    };
+    let config =
+        crate::client::stream::tls_config(&roots, Vec::new()).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+        .map_err(|e| std::io::Error::other(format!("redis host {:?}: {e}", url.host)))?;
+    Ok(Tls { config, name })
+}
+
 impl Engine for RedisEngine {
     fn keeps_history(&self) -> bool {
         true
@@ -172,6 +220,8 @@ impl Engine for RedisEngine {
             expect: VecDeque::new(),
             script_sha: Default::default(),
             sub: (reactor == 0).then(|| Sub::new(Link::new(SUB))),
+            watch: (reactor == 0 && !self.shared.sentinels.is_empty()).then(sentinel::Watch::new),
+            seen_moves: 0,
             probe: None,
             probe_nonce: 0,
             last_probe: None,
@@ -192,6 +242,8 @@ enum Expect {
     Ignore,
     /// AUTH or SELECT: an error means the node cannot work on this connection.
     Setup,
+    /// ROLE (with sentinels): anything but a master means the sentinels moved on.
+    Role,
     /// The liveness SET ... GET: the value it replaced.
     Heartbeat,
     Publish(u64),
@@ -224,6 +276,9 @@ struct Half {
     expect: VecDeque<Awaited>,
     script_sha: [Option<bytes::Bytes>; SCRIPTS.len()],
     sub: Option<Sub>,
+    /// Reactor 0's sentinel connection (with `redis+sentinel://`).
+    watch: Option<sentinel::Watch>,
+    seen_moves: u64,
     /// The probe in flight: its nonce and when it was sent.
     probe: Option<(u64, Instant)>,
     probe_nonce: u64,
@@ -282,7 +337,7 @@ impl Half {
     }
 
     fn connect(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
-        let addr = self.shared.addr;
+        let addr = *self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
         let shared = self.shared.clone();
         let link = match which {
             CMD => &mut self.cmd,
@@ -293,16 +348,27 @@ impl Half {
         };
         link.retrying = false;
         link.since = Some(Instant::now());
-        if let Err(e) = link.conn.connect(r, addr) {
-            let what = if which == CMD { "command" } else { "subscription" };
+        let what = if which == CMD { "command" } else { "subscription" };
+        let Some(addr) = addr else {
+            link.failed(self.reactor, what, "no master yet: waiting for the sentinels".into());
+            return self.lost(r, which);
+        };
+        link.addr = Some(addr);
+        if let Err(e) = link.conn.connect(r, addr, shared.tls.as_ref()) {
             link.failed(self.reactor, what, format!("connecting to redis at {addr}: {e}"));
             return self.lost(r, which);
         }
         let db = shared.url.db.to_string();
-        let setup = Self::setup_commands(&shared.url, &db);
+        let mut setup = Self::setup_commands(&shared.url, &db);
+        if !shared.sentinels.is_empty() {
+            // Only a master will do: a demoted one (or a replica the sentinels named in a
+            // race) is refused on its ROLE.
+            setup.push(vec![b"ROLE"]);
+        }
         if which == CMD {
             for c in &setup {
-                self.send(c, Expect::Setup);
+                let what = if c[0] == b"ROLE" { Expect::Role } else { Expect::Setup };
+                self.send(c, what);
             }
             for (script, text) in ALL_SCRIPTS.iter().zip(SCRIPTS) {
                 self.send(&[b"SCRIPT", b"LOAD", text.as_bytes()], Expect::ScriptLoad(*script));
@@ -357,6 +423,7 @@ impl Half {
                 Expect::Release { user, connection } => self.unsent_releases.push_back((user, connection)),
                 Expect::Ignore
                 | Expect::Setup
+                | Expect::Role
                 | Expect::Register
                 | Expect::ScriptLoad(_)
                 | Expect::Heartbeat
@@ -404,117 +471,35 @@ impl Half {
         self.shared.reached.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Refreshes this node's liveness key. Its value names this process, so a second live
-    /// node started with the same id is noticed (and logged), and a key that expired (Redis
-    /// forgot this node, or took it for dead) is noticed too.
-    fn heartbeat(&mut self) {
-        let key = format!("{}{}", self.shared.channels.alive_prefix(), self.shared.node);
-        let ttl = self.shared.node_ttl.as_millis().to_string();
-        let instance = self.shared.instance.clone();
-        self.send(
-            &[
-                b"SET",
-                key.as_bytes(),
-                instance.as_bytes(),
-                b"PX",
-                ttl.as_bytes(),
-                b"GET",
-            ],
-            Expect::Heartbeat,
-        );
-        self.last_heartbeat = Some(Instant::now());
-    }
-
-    /// A heartbeat's reply: the value the liveness key had.
-    fn heartbeat_answered(&mut self, old: Option<&[u8]>) {
-        self.heartbeats += 1;
-        let first = self.heartbeats == 1;
-        match old {
-            Some(v) if v == self.shared.instance.as_bytes() => {}
-            Some(_) if !first && self.reactor == 0 => log::error!(
-                "cluster: another live node uses node id {:?}; node ids must be unique (messages between the two \
-                 are lost)",
-                self.shared.node
-            ),
-            // A previous incarnation's key: its entries stopped counting as this one took over.
-            Some(_) => {}
-            None if first => {}
-            None => {
-                // Redis forgot this node (it restarted, or the key expired while Redis was
-                // slow): its entries may have been dropped as a dead node's.
-                log::warn!("cluster: redis had forgotten this node; counting its connections again");
-                self.shared.reregister.fetch_add(1, Ordering::AcqRel);
-            }
+    /// With sentinels: when they name another master, connections made to the old one are
+    /// dropped, and connections waiting for a master are made at once.
+    fn follow_master(&mut self, r: &mut ReactorCtx<'_>) {
+        let moves = self.shared.master_moves.load(Ordering::Acquire);
+        if moves == self.seen_moves {
+            return;
         }
-    }
-
-    fn on_cmd_replies(&mut self, r: &mut ReactorCtx<'_>) -> Option<String> {
-        let mut failure = None;
-        for f in std::mem::take(&mut self.frames) {
-            let Some(a) = self.expect.pop_front() else {
-                log::warn!("cluster: a redis reply nobody asked for: {f:?}");
-                continue;
-            };
-            if let BytesFrame::Error(e) = &f
-                && (is_auth_error(e) || matches!(a.what, Expect::Setup))
-            {
-                self.shared.metrics.auth_failed.store(true, Ordering::Release);
-                failure.get_or_insert_with(|| format!("redis refused the credentials: {e}"));
-            }
-            match (a.what, f) {
-                (Expect::Publish(id), BytesFrame::Integer(n)) if n < 0 => r.published(id, Err(EngineError::Duplicate)),
-                (Expect::Publish(id), BytesFrame::Integer(n)) => r.published(id, Ok(n as usize)),
-                (Expect::Publish(id), other) => {
-                    log::warn!("cluster: PUBLISH failed: {other:?}");
-                    self.shared.metrics.publish_failures.inc();
-                    r.published(id, Err(EngineError::Unavailable));
-                }
-                (Expect::Admit(id), BytesFrame::Integer(n)) => r.admitted(
-                    id,
-                    if n == 1 {
-                        Admission::Admitted
-                    } else {
-                        Admission::Refused
-                    },
-                ),
-                (Expect::Admit(id), other) => {
-                    log::warn!("cluster: per-user limit script failed: {other:?}");
-                    r.admitted(id, Admission::Local);
-                }
-                (Expect::Register, f) => self.registered(r, f),
-                (Expect::ScriptLoad(which), f) => {
-                    if let Some(sha) = bytes_of(&f) {
-                        self.script_sha[which as usize] = Some(sha.clone());
-                        self.shared.metrics.auth_failed.store(false, Ordering::Release);
-                        self.cmd.works(self.reactor, "command");
-                    }
-                }
-                (Expect::History(p), f) => self.history_reply(r, p, f),
-                (Expect::Heartbeat, BytesFrame::BulkString(old)) => self.heartbeat_answered(Some(&old)),
-                (Expect::Heartbeat, BytesFrame::Null) => self.heartbeat_answered(None),
-                // Not even this node is subscribed to its own channel: the subscription is not
-                // what the node thinks it is.
-                (Expect::Probe(nonce), BytesFrame::Integer(0))
-                    if self.probe.is_some_and(|(n, _)| n == nonce) && self.shared.sub_up.load(Ordering::Acquire) =>
-                {
-                    log::warn!("cluster: redis has no subscriber on this node's channel; resubscribing");
-                    self.shared.metrics.probe_failures.inc();
-                    if let Some(sub) = self.sub.as_mut() {
-                        sub.link
-                            .failed(self.reactor, "subscription", "not subscribed in redis".into());
-                    }
-                    self.sub_lost(r);
-                }
-                (Expect::Setup | Expect::Ignore | Expect::Heartbeat | Expect::Probe(_), BytesFrame::Error(e)) => {
-                    log::debug!("cluster: redis said: {e}")
-                }
-                (Expect::Release { user, connection }, BytesFrame::Error(_)) => {
-                    self.unsent_releases.push_back((user, connection));
-                }
-                _ => {}
-            }
+        self.seen_moves = moves;
+        let master = *self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
+        if self.cmd.conn.is_open() && self.cmd.addr != master {
+            self.cmd
+                .failed(self.reactor, "command", "the sentinels named another master".into());
+            self.lost(r, CMD);
         }
-        failure
+        if self.cmd.retrying {
+            self.connect(r, CMD);
+        }
+        let Some(sub) = self.sub.as_mut() else { return };
+        if sub.link.conn.is_open() && sub.link.addr != master {
+            sub.link.failed(
+                self.reactor,
+                "subscription",
+                "the sentinels named another master".into(),
+            );
+            self.sub_lost(r);
+        }
+        if self.sub.as_ref().is_some_and(|s| s.link.retrying) {
+            self.connect(r, SUB);
+        }
     }
 
     /// Drops a command connection whose oldest reply is overdue, and a subscription that did
@@ -554,6 +539,8 @@ impl Half {
     fn tick(&mut self, r: &mut ReactorCtx<'_>) {
         r.set_timer(TICK, TICK_EVERY);
         self.check_deadlines(r);
+        self.watch_tick(r);
+        self.follow_master(r);
         // Another connection of this node reached Redis: stop waiting out the backoff.
         let reached = self.shared.reached.load(Ordering::Acquire);
         if reached != self.seen_reached {
@@ -608,6 +595,7 @@ impl Half {
 
 impl ReactorEngine for Half {
     fn on_start(&mut self, r: &mut ReactorCtx<'_>) {
+        self.watch_tick(r);
         self.connect(r, CMD);
         if self.sub.is_some() {
             self.connect(r, SUB);
@@ -617,6 +605,13 @@ impl ReactorEngine for Half {
 
     fn on_source(&mut self, r: &mut ReactorCtx<'_>, source: SourceId, event: &mio::event::Event) {
         let mut frames = std::mem::take(&mut self.frames);
+        if source == WATCH {
+            let Some(w) = self.watch.as_mut() else { return };
+            let result = w.link.conn.on_event(event, &mut frames);
+            self.frames = frames;
+            let broken = result.err().map(|e| format!("sentinel connection lost: {e}"));
+            return self.on_watch_frames(r, broken);
+        }
         let result = match source {
             CMD => self.cmd.conn.on_event(event, &mut frames),
             SUB => match self.sub.as_mut() {
@@ -671,6 +666,7 @@ impl ReactorEngine for Half {
             }
             RECONNECT_CMD if self.cmd.retrying => self.connect(r, CMD),
             RECONNECT_SUB if self.sub.as_ref().is_some_and(|s| s.link.retrying) => self.connect(r, SUB),
+            RECONNECT_WATCH => self.watch_retry(r),
             TICK => self.tick(r),
             _ => {}
         }
@@ -752,6 +748,12 @@ impl ReactorEngine for Half {
             self.cmd
                 .failed(self.reactor, "command", format!("redis connection lost: {e}"));
             self.lost(r, CMD);
+        }
+        if let Some(w) = self.watch.as_mut()
+            && w.link.conn.is_connected()
+            && let Err(e) = w.link.conn.flush()
+        {
+            self.on_watch_frames(r, Some(format!("sentinel connection lost: {e}")));
         }
         if let Some(sub) = self.sub.as_mut()
             && sub.link.conn.is_connected()

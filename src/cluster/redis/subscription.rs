@@ -180,6 +180,11 @@ impl Half {
                 continue;
             };
             let kind = parts.first().and_then(bytes_of).map(|b| b.as_ref());
+            if let Some(role @ (b"slave" | b"replica" | b"sentinel")) = kind {
+                let role = String::from_utf8_lossy(role);
+                failure.get_or_insert_with(|| format!("redis at this address is a {role} now, not the master"));
+                continue;
+            }
             match (kind, parts.get(1).and_then(bytes_of), parts.get(2)) {
                 (Some(b"message"), Some(channel), Some(BytesFrame::BulkString(payload))) => {
                     self.shared.metrics.received.inc();

@@ -442,6 +442,7 @@ impl Core {
         let target = target_of(name, &events);
         match (range, whole) {
             (Some(r), true) => {
+                let top = r.position.offset;
                 for (offset, frame, exclude_user) in r.entries {
                     let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
                         break;
@@ -459,6 +460,15 @@ impl Core {
                             dedupe: None,
                         });
                     }
+                }
+                if let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name))
+                    && t.last.is_some_and(|l| l > top)
+                {
+                    // Redis is behind what this node delivered (a failover lost writes that
+                    // had been published): its next offsets repeat ones seen here, and must
+                    // not be dropped as duplicates.
+                    log::warn!("cluster: redis is behind this node on {name} (offset {top}); following redis");
+                    t.last = Some(top);
                 }
             }
             (r, _) => {

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+mod redis_url;
+pub use redis_url::{RedisUrl, Sentinels};
+
 /// The built-in subscribable event types.
 pub const DEFAULT_EVENTS: [&str; 12] = [
     "upload.progress",
@@ -170,6 +173,9 @@ pub struct Config {
     /// means Redis is stalled: the connection is dropped and made again, and publishes in
     /// flight answer "outcome unknown". Default 2 s (0.1 to 60 s).
     pub redis_timeout: Duration,
+    /// `--redis-ca`: PEM file of the certificate authorities a `rediss://` Redis (and its
+    /// sentinels) must be signed by. `None`: the system's store.
+    pub redis_ca: Option<std::path::PathBuf>,
     /// In a cluster, how long Redis remembers a publish's idempotency key (`Idempotency-Key`):
     /// a retry with the same key within it is not delivered again. Default 300 s (1 s to 1 day).
     pub idempotency_window: Duration,
@@ -244,6 +250,7 @@ impl Default for Config {
             redis_prefix: "wsedge".to_string(),
             node_ttl: Duration::from_secs(10),
             redis_timeout: Duration::from_secs(2),
+            redis_ca: None,
             idempotency_window: Duration::from_secs(300),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
@@ -297,69 +304,6 @@ pub enum ConfigError {
         max_secs: u64,
         value: Duration,
     },
-}
-
-/// Where the cluster's Redis is: `redis://[[user]:password@]host[:port][/db]` (port 6379 and db
-/// 0 by default).
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub db: u32,
-}
-
-impl std::fmt::Debug for RedisUrl {
-    /// Never prints the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "redis://{}:{}/{}", self.host, self.port, self.db)
-    }
-}
-
-impl std::str::FromStr for RedisUrl {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let bad = |why: &str| ConfigError::RedisUrl(format!("{why} (expected redis://[:password@]host:port[/db])"));
-        let rest = s
-            .strip_prefix("redis://")
-            .ok_or_else(|| bad("must start with redis://"))?;
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((a, r)) => (Some(a), r),
-            None => (None, rest),
-        };
-        let (hostport, db) = match rest.split_once('/') {
-            Some((h, "")) => (h, 0),
-            Some((h, d)) => (h, d.parse().map_err(|_| bad("db must be a number"))?),
-            None => (rest, 0),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse().map_err(|_| bad("port must be a number 1-65535"))?)
-            }
-            _ => (hostport, 6379),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || port == 0 {
-            return Err(bad("needs a host and a port"));
-        }
-        let (username, password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some(("", p)) => (None, Some(p.to_string())),
-                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
-                None => (None, Some(a.to_string())),
-            },
-        };
-        Ok(RedisUrl {
-            host: host.to_string(),
-            port,
-            username,
-            password,
-            db,
-        })
-    }
 }
 
 /// Upper bounds that keep every derived quantity (ticks, deadlines, buffer sizes, counters)
@@ -655,45 +599,5 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(at_the_bounds.validate(), Ok(()));
-    }
-}
-
-#[cfg(test)]
-mod redis_url_tests {
-    use super::*;
-
-    #[test]
-    fn parses_every_documented_form() {
-        let u: RedisUrl = "redis://127.0.0.1:6380/2".parse().unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.db, u.password),
-            ("127.0.0.1", 6380, 2, None)
-        );
-        let u: RedisUrl = "redis://:s3cret@cache.local".parse().unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.password.as_deref()),
-            ("cache.local", 6379, Some("s3cret"))
-        );
-        let u: RedisUrl = "redis://app:pw@h:1/".parse().unwrap();
-        assert_eq!(
-            (u.username.as_deref(), u.password.as_deref(), u.db),
-            (Some("app"), Some("pw"), 0)
-        );
-        assert!(!format!("{u:?}").contains("pw"), "the password is never printed");
-    }
-
-    #[test]
-    fn refuses_what_is_not_a_redis_url() {
-        for bad in [
-            "",
-            "http://h:1",
-            "redis://",
-            "redis://h:x",
-            "redis://h:0",
-            "redis://h:1/x",
-            "redis://h:99999",
-        ] {
-            assert!(bad.parse::<RedisUrl>().is_err(), "{bad}");
-        }
     }
 }

@@ -1,0 +1,141 @@
+//! Redis Sentinel: which Redis is the master, asked of the sentinels by reactor 0.
+//!
+//! Owns: one connection to a sentinel at a time (the next one after a failure), the question
+//! `SENTINEL get-master-addr-by-name` every half second, and publishing the answer to every
+//! reactor (`Shared::master`, `master_moves`). Does not touch: the master's connections (each
+//! reactor drops the ones made to an old master on its next tick, and every connection checks
+//! ROLE before it is used).
+//!
+//! Polling rather than subscribing to `+switch-master` keeps the connection a plain
+//! request/reply one; a failover is seen within half a second of a sentinel knowing it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::link::Link;
+use super::{Half, WATCH};
+use crate::cluster::resp::bytes_of;
+use crate::reactor::reactor_ctx::ReactorCtx;
+
+const ASK_EVERY: Duration = Duration::from_millis(500);
+
+/// Reactor 0's connection to the sentinels.
+pub(super) struct Watch {
+    pub link: Link,
+    /// The sentinel asked (index into `Shared::sentinels`).
+    next: usize,
+    /// The question in flight, and when it was sent.
+    asked: Option<Instant>,
+    last_asked: Option<Instant>,
+}
+
+impl Watch {
+    pub fn new() -> Self {
+        Watch {
+            link: Link::new(WATCH),
+            next: 0,
+            asked: None,
+            last_asked: None,
+        }
+    }
+}
+
+/// A master address from the sentinel's reply (`[ip, port]`).
+fn master_of(f: &BytesFrame) -> Option<SocketAddr> {
+    let BytesFrame::Array(parts) = f else { return None };
+    let ip: IpAddr = std::str::from_utf8(bytes_of(parts.first()?)?).ok()?.parse().ok()?;
+    let port: u16 = std::str::from_utf8(bytes_of(parts.get(1)?)?).ok()?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+impl Half {
+    /// Every tick on reactor 0: keeps a sentinel connection and asks it for the master.
+    pub(super) fn watch_tick(&mut self, r: &mut ReactorCtx<'_>) {
+        let timeout = self.shared.timeout;
+        let Some(w) = self.watch.as_mut() else { return };
+        if w.asked.is_some_and(|t| t.elapsed() >= timeout) {
+            w.link
+                .failed(self.reactor, "sentinel", format!("no answer within {timeout:?}"));
+            return self.watch_lost(r);
+        }
+        if !w.link.conn.is_open() {
+            if w.link.retrying {
+                return;
+            }
+            let Some(&addr) = self.shared.sentinels.get(w.next) else {
+                return;
+            };
+            // Sentinels are asked in plain TCP unless the URL says rediss+sentinel.
+            if let Err(e) = w.link.conn.connect(r, addr, self.shared.tls.as_ref()) {
+                w.link
+                    .failed(self.reactor, "sentinel", format!("connecting to sentinel {addr}: {e}"));
+                return self.watch_lost(r);
+            }
+            w.link.addr = Some(addr);
+        }
+        if w.asked.is_none() && w.last_asked.is_none_or(|t| t.elapsed() >= ASK_EVERY) {
+            let name = self.shared.url.sentinels.as_ref().map_or("", |s| s.master.as_str());
+            w.link
+                .conn
+                .command(&[b"SENTINEL", b"get-master-addr-by-name", name.as_bytes()]);
+            let now = Instant::now();
+            w.asked = Some(now);
+            w.last_asked = Some(now);
+        }
+    }
+
+    /// The sentinel answered (or its connection broke).
+    pub(super) fn on_watch_frames(&mut self, r: &mut ReactorCtx<'_>, broken: Option<String>) {
+        let frames = std::mem::take(&mut self.frames);
+        let Some(w) = self.watch.as_mut() else { return };
+        for f in frames {
+            w.asked = None;
+            let Some(addr) = master_of(&f) else {
+                let name = self.shared.url.sentinels.as_ref().map_or("", |s| s.master.as_str());
+                w.link.failed(
+                    self.reactor,
+                    "sentinel",
+                    format!("the sentinel does not name master {name:?}: {f:?}"),
+                );
+                return self.watch_lost(r);
+            };
+            w.link.works(self.reactor, "sentinel");
+            let mut master = self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
+            if *master != Some(addr) {
+                log::info!("cluster: the sentinels name {addr} as the master");
+                *master = Some(addr);
+                self.shared.master_moves.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        if let Some(why) = broken {
+            if let Some(w) = self.watch.as_mut() {
+                w.link.failed(self.reactor, "sentinel", why);
+            }
+            self.watch_lost(r);
+        }
+    }
+
+    /// Drops the sentinel connection; the next one is asked after a backoff.
+    fn watch_lost(&mut self, r: &mut ReactorCtx<'_>) {
+        let n = self.shared.sentinels.len().max(1);
+        let Some(w) = self.watch.as_mut() else { return };
+        w.link.conn.close(r);
+        w.asked = None;
+        w.next = (w.next + 1) % n;
+        if !w.link.retrying {
+            w.link.retrying = true;
+            r.set_timer(super::RECONNECT_WATCH, w.link.next_delay());
+        }
+    }
+
+    /// The backoff after a sentinel failure is over.
+    pub(super) fn watch_retry(&mut self, r: &mut ReactorCtx<'_>) {
+        if let Some(w) = self.watch.as_mut() {
+            w.link.retrying = false;
+        }
+        self.watch_tick(r);
+    }
+}

@@ -66,10 +66,6 @@ def wait_for(what, cond, timeout, step=0.05):
         time.sleep(step)
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 class Procs:
     """Children of this run; their PIDs also go to WORK/pids for chaos.sh's trap."""
 
@@ -84,19 +80,15 @@ class Procs:
         self.live.append(p)
         return p
 
-    def stop(self, p):
+    def stop(self, p):  # TERM, KILL after 5 s; a frozen Redis is thawed first
         if p.poll() is None:
-            os.kill(p.pid, signal.SIGCONT)  # a frozen Redis must be able to exit
+            os.kill(p.pid, signal.SIGCONT)
             p.terminate()
             try:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-
-    def stop_all(self):
-        for p in reversed(self.live):
-            self.stop(p)
 
 
 class Redis:
@@ -186,9 +178,6 @@ class Proxy:
             except OSError:
                 pass
             s.close()
-
-    def stall(self, on):
-        (self.flow.clear if on else self.flow.set)()
 
     def cut(self):
         with self.lock:
@@ -297,8 +286,10 @@ class Client(threading.Thread):
                         continue
                     self.handle(s, json.loads(raw))
             except ConnectionClosed as e:
-                s.closed = now()
                 s.code, s.reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (1006, "")
+            finally:  # a session ended by anything but the end of the run is closed
+                if not stop.is_set():
+                    s.closed, s.code = now(), s.code or "error"
 
     def handle(self, s, m):
         if m.get("type") == "probe":
@@ -318,22 +309,12 @@ class Pub:
 
 
 def classify(status, body):
-    if status is not None and 200 <= status < 300:
-        return "2xx"
-    if status == 504 and isinstance(body, dict) and body.get("outcome") == "unknown":
-        return "504"
-    return "503" if status == 503 else "other"
+    unknown = isinstance(body, dict) and body.get("outcome") == "unknown"
+    return ("2xx" if status and 200 <= status < 300 else "504" if status == 504 and unknown
+            else "503" if status == 503 else "other")
 
 
-# Faults: (start, end) taking the run; the end returns once the fault is over.
-def freeze(r):
-    os.kill(r.redis.proc.pid, signal.SIGSTOP)
-
-
-def thaw(r):
-    os.kill(r.redis.proc.pid, signal.SIGCONT)
-
-
+# Faults: (start, end), each taking the run; the end returns once the fault is over.
 def wrong_password(r):
     r.redis.cli("ACL", "SETUSER", "default", "<bpass")  # b's password no longer works...
     r.proxy.cut()  # ...and b has to log in again
@@ -344,13 +325,15 @@ def right_password(r):
 
 
 SCENARIOS = [  # key, title, affected nodes, history modes, start, end, fault length, options
-    ("frozen", "Redis frozen (SIGSTOP, SIGCONT 5 s later)", "ab", (True, False), freeze, thaw, FAULT, {}),
+    ("frozen", "Redis frozen (SIGSTOP, SIGCONT 5 s later)", "ab", (True, False),
+     lambda r: os.kill(r.redis.proc.pid, signal.SIGSTOP), lambda r: os.kill(r.redis.proc.pid, signal.SIGCONT),
+     FAULT, {}),
     ("restart-empty", "Redis killed (SIGKILL), restarted empty on the same port 5 s later", "ab",
      (True, False), lambda r: r.redis.kill(), lambda r: r.redis.start(), FAULT, {}),
     ("restart-aof", "Redis killed (SIGKILL), restarted with its AOF (appendfsync always) 5 s later", "ab",
      (True,), lambda r: r.redis.kill(), lambda r: r.redis.start(), FAULT, {"aof": True}),
     ("b-stall", "node b's link stalled 5 s (proxy holds every byte, connections stay open)", "b",
-     (True, False), lambda r: r.proxy.stall(True), lambda r: r.proxy.stall(False), FAULT, {}),
+     (True, False), lambda r: r.proxy.flow.clear(), lambda r: r.proxy.flow.set(), FAULT, {}),
     ("b-cut", "node b's link cut once (proxy closes its connections)", "b", (True, False),
      lambda r: r.proxy.cut(), lambda r: None, 0, {}),
     ("b-password", "node b's password refused 5 s (ACL drops it, link cut; ACL gives it back)", "b",
@@ -369,9 +352,8 @@ class Run:
         self.aof, self.auth = opts.get("aof", False), opts.get("auth", False)
         self.stop_clients, self.stop_pub, self.stop_mon = threading.Event(), threading.Event(), threading.Event()
         self.pubs, self.ready, self.latest, self.lock, self.next_seq = [], [], {}, threading.Lock(), 1
-        self.clients, self.nodes, self.threads, self.proxy, self.redis = [], {}, [], None, None
+        self.clients, self.nodes, self.proxy, self.redis, self.metrics, self.log_counts = [], {}, None, None, {}, {}
         self.full = self.t_fault = self.t_end = None
-        self.metrics = {}
 
     def logfile(self, what):
         return os.path.join(self.args.logs, f"{self.name}-{what}.log")
@@ -392,7 +374,8 @@ class Run:
             cmd = [self.args.bin, "serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{aport}",
                    "--workers", "2", "--jwt-secret", SECRET, "--redis", url, "--redis-prefix", PREFIX,
                    "--node-id", n, "--redis-timeout", "1", "--max-connections-per-ip", "0",
-                   "--rate-limit-messages", "0", "--log-level", "warn", "--shutdown-timeout", "3"]
+                   "--rate-limit-messages", "0", "--log-level", "warn", "--drain-window", "0.2",
+                   "--shutdown-timeout", "3"]
             self.nodes[n] = self.procs.spawn(cmd + ([] if self.history else ["--history-size", "0"]), self.logfile(n))
         admins = {n: Admin(self.ports[n][1], 1) for n in "ab"}
         wait_for("both nodes ready", lambda: all(admins[n].req("GET", "/ready", auth=False)[0] == 200
@@ -406,9 +389,7 @@ class Run:
         wait_for("every client subscribed", lambda: all(c.cur and c.cur.sub for c in self.clients), 30, 0.1)
 
     def spawn(self, fn):
-        t = threading.Thread(target=fn, daemon=True)
-        t.start()
-        self.threads.append(t)
+        (t := threading.Thread(target=fn, daemon=True)).start()
         return t
 
     def monitor(self):  # /ready of both nodes every 50 ms
@@ -500,13 +481,6 @@ class Run:
             time.sleep(0.05)
         return None
 
-    def counting(self, c, p):
-        """The session of client c that counts for publish p, if any (sessions never overlap)."""
-        for s in c.sessions:
-            if s.sub is not None and s.sub < p.ts and (s.closed is None or s.closed > p.ta):
-                return s
-        return None
-
     def settle(self):  # until every open session has what it counts for, 5 s at most
         by_user = defaultdict(list)
         for p in self.pubs:
@@ -514,11 +488,8 @@ class Run:
                 by_user[p.user].append(p)
 
         def done():
-            for c in self.clients:
-                s = c.cur
-                if s and s.sub and any(p.seq not in c.got for p in by_user[c.user] if s.sub < p.ts):
-                    return False
-            return True
+            return not any((s := c.cur) and s.sub and any(p.seq not in c.got and s.sub < p.ts for p in by_user[c.user])
+                           for c in self.clients)
         try:
             wait_for("deliveries to settle", done, 5, 0.1)
         except TimeoutError:
@@ -526,34 +497,24 @@ class Run:
 
     # --- judging -----------------------------------------------------------------------------
     def judge(self):
-        pubs, clients = self.pubs, {c.user: c for c in self.clients}
-        by_user, got_any = defaultdict(list), set()
+        pubs, clients, by_user = self.pubs, {c.user: c for c in self.clients}, defaultdict(list)
         for p in pubs:
             by_user[p.user].append(p)
-        for c in self.clients:
-            got_any.update(c.got)
-        row = {"classes": Counter(p.cls for p in pubs), "delivered": 0, "lost": 0, "told_1012": 0,
-               "told_reload": 0, "uncounted": 0, "lost_examples": []}
-        for p in pubs:
-            if p.cls != "2xx":
-                continue
+        got_any = set().union(*(c.got for c in self.clients))
+        row = dict(delivered=0, lost=0, told_1012=0, told_reload=0, uncounted=0, classes=Counter(p.cls for p in pubs), lost_examples=[])
+        for p in (p for p in pubs if p.cls == "2xx"):
             c = clients[p.user]
-            s = self.counting(c, p)
-            if s is None:
-                row["uncounted"] += 1
-            elif p.seq in c.got:
-                row["delivered"] += 1
-            elif s.code == 1012:
-                row["told_1012"] += 1
-            elif any(t > p.ts for t in c.cues):
-                row["told_reload"] += 1
-            else:
-                row["lost"] += 1
-                if len(row["lost_examples"]) < 5:
-                    row["lost_examples"].append(
-                        f"seq {p.seq} to {p.user} via {p.node} at +{p.ts - self.t_fault:.2f}s "
-                        f"(answered +{p.ta - self.t_fault:.2f}s); session closed "
-                        f"{'+%.2fs %s' % (s.closed - self.t_fault, s.code) if s.closed else 'never'}")
+            # The session that counts for p, if any (a client's sessions never overlap).
+            s = next((s for s in c.sessions if s.sub is not None and s.sub < p.ts
+                      and (s.closed is None or s.closed > p.ta)), None)
+            v = ("uncounted" if s is None else "delivered" if p.seq in c.got else "told_1012" if s.code == 1012
+                 else "told_reload" if any(t > p.ts for t in c.cues) else "lost")
+            row[v] += 1
+            if v == "lost" and len(row["lost_examples"]) < 2:
+                row["lost_examples"].append(
+                    f"seq {p.seq} to {p.user} via {p.node}, sent {p.ts - self.t_fault:+.2f} s from the fault, "
+                    f"answered {p.ta - self.t_fault:+.2f} s, session closed "
+                    + (f"{s.closed - self.t_fault:+.2f} s ({s.code})" if s.closed else "never"))
         row["dups"] = sum(n - 1 for c in self.clients for n in c.got.values() if n > 1)
         row["503_got"] = sum(1 for p in pubs if p.cls == "503" and p.seq in got_any)
         row["504_got"] = sum(1 for p in pubs if p.cls == "504" and p.seq in got_any)
@@ -570,20 +531,14 @@ class Run:
                                and (p.cls in ("2xx", "504") or p.seq in got_any) for p in by_user[c.user]):
                         needless += 1
         row.update(closes=closes, c1012=c1012, needless=needless)
-        row["detect"] = {n: self.detect(n) for n in self.affected}
-        others = [n for n in "ab" if n not in self.affected]
+        row["detect"] = {n: next(((t - self.t_fault, why) for t, m, st, why in self.ready
+                                  if m == n and t >= self.t_fault and st != 200), None) for n in self.affected}
         row["others_down"] = {n: sum(1 for t, m, st, _ in self.ready if m == n and st != 200 and t >= self.t_fault)
-                              for n in others}
+                              for n in "ab" if n not in self.affected}
         row["recoveries"] = sum((c.recoveries for c in self.clients), Counter())
         row["conn_errors"] = sum((c.errors for c in self.clients), Counter())
         row["cues"] = sum(len(c.cues) for c in self.clients)
         return row
-
-    def detect(self, node):
-        for t, n, st, why in self.ready:
-            if n == node and t >= self.t_fault and st != 200:
-                return t - self.t_fault, why
-        return None
 
     def teardown(self):
         self.stop_pub.set()
@@ -595,65 +550,46 @@ class Run:
             self.proxy.close()
         if self.redis and self.redis.proc:
             self.procs.stop(self.redis.proc)
-        self.log_counts = {}
         for n in self.nodes:
             with open(self.logfile(n), "rb") as f:
                 self.log_counts[n] = Counter(w for line in f for w in (b"WARN", b"ERROR") if w in line)
 
 
-def fmt_s(v):
-    return "—" if v is None else f"{v:.1f} s"
-
-
 def render(title, rows):
-    out = [f"### {title}", "",
-           "| history | 2xx / 504 / 503 / other | delivered | lost after 2xx | duplicates | 1012 closes (needless) "
-           "| time to detect | time to full service | notes |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [f"### {title}", "", "| history | 2xx / 504 / 503 / other | delivered | lost after 2xx | duplicates "
+           "| 1012 closes (needless) | time to detect | time to full service | notes |", "|---" * 9 + "|"]
     for hist, r in rows:
         if "error" in r:
             out.append(f"| {hist} | | | | | | | | **run failed**: {r['error']} |")
             continue
-        k = r["classes"]
-        det = ", ".join(f"{n} {fmt_s(d[0])} ({d[1]})" if d else f"{n} not seen" for n, d in r["detect"].items())
-        notes = []
-        if r["503_got"]:
-            notes.append(f"**{r['503_got']} answered 503 yet delivered**")
-        if r["lost_examples"]:
-            notes.append("lost e.g. " + "; ".join(r["lost_examples"][:2]))
-        notes.append(f"504s that reached their user {r['504_got']}")
-        if r["told_1012"] or r["told_reload"]:
-            notes.append(f"missed but told: {r['told_1012']} by 1012, {r['told_reload']} by a reload cue")
-        notes.append(f"2xx with no session counting {r['uncounted']}")
-        if r["closes"]:
-            notes.append("closes " + ", ".join(f"{c}×{n}" for c, n in sorted(r["closes"].items())))
-        if r["recoveries"]:
-            notes.append("recoveries " + ", ".join(f"{k2} {n}" for k2, n in sorted(r["recoveries"].items())))
-        if r["cues"]:
-            notes.append(f"reload cues {r['cues']}")
-        for n, cnt in r["others_down"].items():
-            notes.append(f"{n} /ready " + (f"non-200 in {cnt} polls" if cnt else "200 throughout"))
-        if r["conn_errors"]:
-            notes.append("connect errors " + ", ".join(f"{e} {n}" for e, n in r["conn_errors"].items()))
-        m = [f"{k2} {v}" for k2, v in sorted(r["metrics"].items()) if v not in ("0", "")]
-        if m:
-            notes.append("metrics " + ", ".join(m))
-        logs = [f"{n}: {', '.join(f'{c} {w.decode()}' for w, c in cnt.items())}" for n, cnt in r["logs"].items() if cnt]
-        if logs:
-            notes.append("log lines " + "; ".join(logs))
-        full = fmt_s(r["full"]) if r["full"] is not None else f"> {BOUND:g} s"
+        k, items = r["classes"], lambda d: ", ".join(f"{a} {b}" for a, b in sorted(d.items()))
+        det = ", ".join(f"{n} {d[0]:.1f} s ({d[1]})" if d else f"{n} no 503 seen" for n, d in r["detect"].items())
+        metrics = {m: v for m, v in r["metrics"].items() if v not in ("0", "")}
+        logs = "; ".join(f"{n} {items({w.decode(): c for w, c in cnt.items()})}" for n, cnt in r["logs"].items() if cnt)
+        notes = [r["503_got"] and f"**{r['503_got']} answered 503 yet delivered**",
+                 r["lost_examples"] and "lost e.g. " + "; ".join(r["lost_examples"][:2]),
+                 f"504s that reached their user {r['504_got']}",
+                 (r["told_1012"] or r["told_reload"])
+                 and f"missed but told: {r['told_1012']} by 1012, {r['told_reload']} by a reload cue",
+                 r["uncounted"] and f"2xx with no session counting {r['uncounted']}",
+                 r["closes"] and "closes " + ", ".join(f"{c}×{n}" for c, n in sorted(r["closes"].items())),
+                 r["recoveries"] and "recoveries: " + items(r["recoveries"]),
+                 r["cues"] and f"reload cues {r['cues']}",
+                 *(f"{n} /ready " + (f"non-200 in {c} polls" if c else "200 throughout")
+                   for n, c in r["others_down"].items()),
+                 r["conn_errors"] and "connect errors: " + items(r["conn_errors"]),
+                 metrics and "metrics: " + items(metrics), logs and "log lines: " + logs]
+        full = f"{r['full']:.1f} s" if r["full"] is not None else f"> {BOUND:g} s"
         out.append(f"| {hist} | {k['2xx']} / {k['504']} / {k['503']} / {k['other']} | {r['delivered']} "
                    f"| **{r['lost']}** | {r['dups']} | {r['c1012']} ({r['needless']}) | {det} | {full} "
-                   f"| {'; '.join(notes)} |")
+                   f"| {'; '.join(n for n in notes if n)} |")
     return "\n".join(out) + "\n"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--logs", required=True)
+    for a in ("--bin", "--work", "--out", "--logs"):
+        ap.add_argument(a, required=True)
     ap.add_argument("--base-port", type=int, default=int(os.environ.get("CHAOS_PORT", 19400)))
     ap.add_argument("only", nargs="*", help="scenario keys to run (default: all)")
     args = ap.parse_args()
@@ -679,7 +615,7 @@ def main():
                 run = Run(args, procs, index, scenario, history)
                 index += 1
                 t0 = now()
-                log(f">> {run.name}: {run.title}")
+                print(f">> {run.name}: {run.title}", file=sys.stderr, flush=True)
                 try:
                     run.setup()
                     run.execute()
@@ -692,13 +628,14 @@ def main():
                 if "error" not in row:
                     row["logs"] = run.log_counts
                 rows.append(("on" if history else "off", row))
-                log(f"   done in {now() - t0:.0f} s")
+                print(f"   done in {now() - t0:.0f} s", file=sys.stderr, flush=True)
             table = render(f"{scenario[0]}: {scenario[1]}", rows)
             print(table, flush=True)
             with open(args.out, "a") as f:
                 f.write(table + "\n")
     finally:
-        procs.stop_all()
+        for p in reversed(procs.live):
+            procs.stop(p)
 
 
 if __name__ == "__main__":

@@ -434,3 +434,31 @@ fn retries_with_one_idempotency_key_are_delivered_once_with_history() {
 fn retries_with_one_idempotency_key_are_delivered_once_without_history() {
     retries_with_one_key_are_delivered_once(false);
 }
+
+#[test]
+fn with_history_on_broadcasts_a_node_missed_are_filled_in_order() {
+    let redis = Redis::start();
+    let proxy = Proxy::new(redis.port);
+    let p = "bfill";
+    let n1 = node(proxy.url(), p, "b1", |_| {});
+    let n2 = node(redis.url(), p, "b2", |_| {});
+    let mut rex = connect_user(&redis, p, n1.local_addr(), "rex");
+    let broadcast = |i: u64| {
+        let (status, body) = post(n2.local_addr(), "/ws/broadcast", json!({"type": "b", "data": {"i": i}}));
+        assert_eq!(status, 200, "{body}");
+    };
+    broadcast(1);
+    assert_eq!(recv_json(&mut rex)["data"]["i"], 1);
+
+    proxy.stall(true);
+    wait_long("node 1 sees the stall", || !up(&n1));
+    broadcast(2); // reaches node 2 only: node 1 must fill it
+    broadcast(3);
+    proxy.stall(false);
+    proxy.cut();
+    wait_long("node 1 is back", || up(&n1));
+    broadcast(4);
+    let (got, closed) = until_i_or_close(&mut rex, 4);
+    assert_eq!((got, closed), (vec![2, 3, 4], None), "filled in order, nobody closed");
+    assert_eq!(n1.handle().cluster_metrics().unwrap().gaps_lost.get(), 0);
+}

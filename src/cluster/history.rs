@@ -21,7 +21,8 @@ use crate::history::Position;
 /// KEYS: stream, meta, and the idempotency key if the publish has one. ARGV: pub/sub channel,
 /// payload head (see `wire::history_head`), the JSON object without its closing brace,
 /// `,"channel":"..."`, size, ttl (ms), epoch to start if there is none, the user the message
-/// skips ('' for none), the idempotency window (ms). Returns {nodes reached, offset, epoch},
+/// skips ('' for none), the idempotency window (ms), '1' if ARGV[3] is the whole frame to keep
+/// as it is (messages to everyone). Returns {nodes reached, offset, epoch},
 /// or {-1, 0, ''} for a key seen within the window (nothing is kept or published).
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[9]) then
@@ -34,18 +35,23 @@ if not epoch then
   redis.call('HSET', KEYS[2], 'e', epoch, 's', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
-local json = ARGV[3] .. ARGV[4] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
-local n = #json
-local head
-if n < 126 then
-  head = string.char(129, n)
-elseif n < 65536 then
-  head = string.char(129, 126, math.floor(n / 256), n % 256)
+local frame
+if ARGV[10] == '1' then
+  frame = ARGV[3]
 else
-  head = string.char(129, 127, 0, 0, 0, 0, math.floor(n / 16777216) % 256,
-    math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  local json = ARGV[3] .. ARGV[4] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+  local n = #json
+  local head
+  if n < 126 then
+    head = string.char(129, n)
+  elseif n < 65536 then
+    head = string.char(129, 126, math.floor(n / 256), n % 256)
+  else
+    head = string.char(129, 127, 0, 0, 0, 0, math.floor(n / 16777216) % 256,
+      math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  end
+  frame = head .. json
 end
-local frame = head .. json
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], offset .. '-1', 'f', frame, 'x', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])

@@ -21,6 +21,11 @@ use crate::reactor::reactor_ctx::ReactorCtx;
 pub use self::history::{Appended, Range};
 pub use self::redis::RedisEngine;
 
+/// The history channel of messages to everyone on a cluster node with history on. Its frames
+/// are kept and published as they are (no channel, offset or epoch added: clients never
+/// recover it); nodes use its offsets to find and fill what a broken subscription missed.
+pub const ALL: &str = "all";
+
 /// A cluster engine: makes one [`ReactorEngine`] per reactor, on that reactor's thread.
 pub trait Engine: Send + Sync + 'static {
     fn reactor_half(&self, reactor: usize) -> Box<dyn ReactorEngine>;
@@ -75,8 +80,8 @@ pub enum EngineOp {
     },
     /// Connection `connection` of `user` is gone.
     Release { user: Box<str>, connection: uuid::Uuid },
-    /// Give a message to channel `name` (`event:..`, `room:..`, `user:..`), which keeps
-    /// history: its next offset, kept, handed to every node subscribed to it, in one step;
+    /// Give a message to channel `name` (`event:..`, `room:..`, `user:..`, or [`ALL`], whose
+    /// frames are kept as they are), which keeps history: its next offset, kept, handed to every node subscribed to it, in one step;
     /// answer with `r.history(id, HistoryAnswer::Appended ..)`. `object`: the message's JSON
     /// object without its closing brace (the channel, offset and epoch are added to it).
     PublishHistory {
@@ -233,14 +238,12 @@ impl Channels {
             format!("{}:history-meta:{name}", self.prefix).into_bytes(),
         )
     }
-    /// The history channel name of a pub/sub channel (`None`: not an event, room or user).
+    /// The history channel name of a pub/sub channel (`None`: not an event, room or user, or
+    /// everyone's).
     pub fn history_name<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
         let rest = channel.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b":")?;
         let name = std::str::from_utf8(rest).ok()?;
-        ["event:", "room:", "user:"]
-            .iter()
-            .any(|k| name.starts_with(k))
-            .then_some(name)
+        (name == ALL || ["event:", "room:", "user:"].iter().any(|k| name.starts_with(k))).then_some(name)
     }
     /// Key remembering a publish's idempotency key for the window.
     pub fn idempotency(&self, key: &str) -> Vec<u8> {
@@ -287,7 +290,7 @@ mod tests {
         assert_eq!(c.parse(b"wsedgeX:all"), None);
         assert_eq!(c.history_name(&c.of_history("room:r")), Some("room:r"));
         assert_eq!(&*c.of_history("user:a"), &*c.user("a"));
-        assert_eq!(c.history_name(&c.all()), None);
+        assert_eq!(c.history_name(&c.all()), Some("all"));
         assert_eq!(c.history_name(&c.nodes()), None);
     }
 }

@@ -308,14 +308,8 @@ impl Ctx<'_> {
         let frame = Bytes::from(v);
         let now = std::time::Instant::now();
         if self.core.cluster.is_some() {
-            let ask = Ask::Deliver {
-                target: Target::All,
-                frame,
-                exclude_user: None,
-                published_at: now,
-                dedupe: None,
-            };
-            let all = (0..self.core.rt.links.len()).collect();
+            let all: Vec<usize> = (0..self.core.rt.links.len()).collect();
+            let ask = crate::reactor::core::deliver_ask(&self.core.rt, Target::All, frame, None, now, &all, None);
             self.core.fire_and_forget(vec![(ask, all)]);
             return 0;
         }

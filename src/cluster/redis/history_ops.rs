@@ -112,6 +112,7 @@ impl Half {
                         epoch.as_bytes(),
                         exclude_user.as_deref().unwrap_or("").as_bytes(),
                         window.as_bytes(),
+                        if *name == *crate::cluster::ALL { b"1" } else { b"0" },
                     ],
                 );
             }
@@ -199,11 +200,15 @@ impl Half {
             }
             (Pending::Publish { channel, .. }, f) => parse_appended(f).map(|mut a| {
                 // Subscribed now: the message comes back through the subscription, in order.
-                a.echo = self
-                    .sub
-                    .as_ref()
-                    .and_then(|s| s.channels.get(channel))
-                    .is_some_and(|i| i.confirmed());
+                let control = **channel == *self.shared.channels.all()
+                    && self.shared.sub_up.load(std::sync::atomic::Ordering::Acquire);
+                a.echo = !a.duplicate
+                    && (control
+                        || self
+                            .sub
+                            .as_ref()
+                            .and_then(|s| s.channels.get(channel))
+                            .is_some_and(|i| i.confirmed()));
                 HistoryAnswer::Appended(a)
             }),
             (Pending::Range { .. }, f) => parse_range(f).map(HistoryAnswer::Range),

@@ -243,6 +243,11 @@ impl Half {
     /// Redis confirmed a SUBSCRIBE or UNSUBSCRIBE of `channel`: once none is outstanding, the
     /// reactor hears whether the node is subscribed to it.
     fn confirmation(&mut self, r: &mut ReactorCtx<'_>, channel: &[u8]) {
+        if *channel == *self.shared.channels.all() {
+            // Everyone's channel keeps history too: the hub fills what a break missed.
+            r.subscription(channel, true);
+            return;
+        }
         let Some(sub) = self.sub.as_mut() else { return };
         let Some(i) = sub.channels.get_mut(channel) else { return };
         i.unconfirmed = i.unconfirmed.saturating_sub(1);

@@ -589,11 +589,13 @@ pub(crate) fn deliver_ask(
     reactors: &[usize],
     dedupe: Option<Box<str>>,
 ) -> Ask {
-    let channel = rt
-        .config
-        .history_enabled()
-        .then(|| target.channel(&rt.config.subscribable_events))
-        .flatten();
+    let history = rt.config.history_enabled();
+    let channel = match &target {
+        // On a cluster node a message to everyone is kept too (unchanged, in the stream
+        // `all`), so a node whose subscription broke can fill what it missed.
+        Target::All if history && rt.engine.is_some() => Some(crate::cluster::ALL.to_string()),
+        t => history.then(|| t.channel(&rt.config.subscribable_events)).flatten(),
+    };
     match channel {
         Some(channel) => Ask::Sequence {
             channel: channel.into(),

@@ -168,6 +168,9 @@ fn name_hash(name: &str) -> u64 {
 
 /// The target of a history channel name.
 fn target_of(name: &str, events: &[String]) -> Option<Target> {
+    if name == crate::cluster::ALL {
+        return Some(Target::All);
+    }
     let (kind, rest) = name.split_once(':')?;
     match kind {
         "event" => events
@@ -227,7 +230,12 @@ impl Core {
         w: Option<Waiter>,
     ) {
         let to = self.waiter_to(w);
-        let Some(object) = crate::cluster::history::open_object(&frame).map(<[u8]>::to_vec) else {
+        let object = if *channel == *crate::cluster::ALL {
+            Some(frame.to_vec())
+        } else {
+            crate::cluster::history::open_object(&frame).map(<[u8]>::to_vec)
+        };
+        let Some(object) = object else {
             self.hub_reply(&to, CLUSTER, Answer::Unavailable);
             self.hub_reply(&to, 0, Answer::Count(0));
             return;

@@ -58,6 +58,11 @@ def token(sub, **claims):
 ADMIN = token("chaos-admin", role="admin")
 
 
+def utc():  # wall-clock time as in the nodes' logs
+    t = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
 def wait_for(what, cond, timeout, step=0.05):
     deadline = now() + timeout
     while not cond():
@@ -438,11 +443,12 @@ class Run:
         self.t_pub0 = now()
         pubs = [self.spawn(self.publisher) for _ in range(PUBLISHERS)]
         time.sleep(STEADY)  # steady load before the fault (a duration, not a synchronization)
-        self.t_fault = now()
+        self.t_fault, self.wall = now(), [utc()]
         self.start_fault(self)
         time.sleep(self.fault_len)  # the fault's length
         self.end_fault(self)
         self.t_end = now()
+        self.wall.append(utc())
         self.full = self.wait_full_service()
         time.sleep(TAIL)  # load after recovery
         self.stop_pub.set()
@@ -501,7 +507,8 @@ class Run:
         for p in pubs:
             by_user[p.user].append(p)
         got_any = set().union(*(c.got for c in self.clients))
-        row = dict(delivered=0, lost=0, told_1012=0, told_reload=0, uncounted=0, classes=Counter(p.cls for p in pubs), lost_examples=[])
+        row = dict(delivered=0, lost=0, told_1012=0, told_reload=0, uncounted=0,
+                   classes=Counter(p.cls for p in pubs), lost_examples=[])
         for p in (p for p in pubs if p.cls == "2xx"):
             c = clients[p.user]
             # The session that counts for p, if any (a client's sessions never overlap).
@@ -628,7 +635,8 @@ def main():
                 if "error" not in row:
                     row["logs"] = run.log_counts
                 rows.append(("on" if history else "off", row))
-                print(f"   done in {now() - t0:.0f} s", file=sys.stderr, flush=True)
+                wall = " to ".join(getattr(run, "wall", []))
+                print(f"   done in {now() - t0:.0f} s; fault {wall} UTC (node logs' time)", file=sys.stderr, flush=True)
             table = render(f"{scenario[0]}: {scenario[1]}", rows)
             print(table, flush=True)
             with open(args.out, "a") as f:

@@ -7,7 +7,7 @@
 # per scenario: publishes answered 2xx / 504 / 503 / other, delivered, lost after 2xx (goal 0),
 # duplicates, 1012 closes (needless: goal 0 with history on), time to detect (/ready 503) and to
 # full service. The checks and what they leave out: the docstring of scripts/chaos.py.
-# Loopback only, bounded (~4 minutes), stops what it started. Writes target/bench/chaos-<time>.md
+# Loopback only, bounded (~3 minutes), stops what it started. Writes target/bench/chaos-<time>.md
 # (node and Redis logs beside it, in chaos-<time>-logs/) and prints it.
 #   scripts/chaos.sh [SCENARIO...]     (frozen restart-empty restart-aof b-stall b-cut b-password)
 # Env: WSEDGE_BIN (skip the build, use this binary), CHAOS_PORT (19400: ports from there, 10 per

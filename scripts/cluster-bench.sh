@@ -5,7 +5,7 @@
 #   1. one node: 10,000 subscribers; 100 publishes one at a time, then a burst of 200
 #   2. two nodes on one port (SO_REUSEPORT, the kernel splits the subscribers), publishes
 #      through node A's admin API: the same two runs, plus PUBLISH commands per message
-#      (INFO commandstats, minus the nodes' own once-a-second probes)
+#      (INFO commandstats, minus the nodes' own probes, twice a second)
 #   3. the saturating case: every subscriber on node B, the burst of 200 published on node A,
 #      so every message crosses Redis
 # Loopback only, bounded (~2 minutes), stops what it started. Writes

@@ -56,16 +56,25 @@ fn bad(why: &str) -> ConfigError {
     ConfigError::RedisUrl(format!("{why} ({EXPECTED})"))
 }
 
-/// `host[:port]`, IPv6 in brackets.
+/// `host[:port]`, IPv6 in brackets (`[::1]:6379`, `[::1]`).
 fn host_port(s: &str, default: u16) -> Result<(String, u16), ConfigError> {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h, p.parse().map_err(|_| bad("port must be a number 1-65535"))?)
+    let port_of = |p: &str| p.parse::<u16>().map_err(|_| bad("port must be a number 1-65535"));
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("an IPv6 address needs its ']'"))?;
+            match after {
+                "" => (host, default),
+                p => (host, port_of(p.strip_prefix(':').ok_or_else(|| bad("':' after ']'"))?)?),
+            }
         }
-        _ => (s, default),
+        None => match s.rsplit_once(':') {
+            Some((h, p)) => (h, port_of(p)?),
+            None => (s, default),
+        },
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
+    if host.is_empty() || host.contains(':') && !s.starts_with('[') || port == 0 {
         return Err(bad("needs a host and a port"));
     }
     Ok((host.to_string(), port))
@@ -183,6 +192,10 @@ mod tests {
         assert!(!format!("{u:?}").contains("pw"));
         let u: RedisUrl = "rediss+sentinel://s1/m".parse().unwrap();
         assert!(u.tls && u.sentinels.is_some());
+        let u: RedisUrl = "redis://[::1]:6380".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6380));
+        let u: RedisUrl = "redis://[::1]".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6379));
     }
 
     #[test]
@@ -200,6 +213,9 @@ mod tests {
             "redis+sentinel://h1,h2/",
             "redis+sentinel://h1,:1/m",
             "redis+sentinel://h1/m/x",
+            "redis://[::1",
+            "redis://[::1]x",
+            "redis://::1:6379",
         ] {
             assert!(bad.parse::<RedisUrl>().is_err(), "{bad}");
         }

@@ -130,8 +130,9 @@ struct Shared {
     /// Per reactor: its command connection is connected (the node is up, and `/ready` 200,
     /// only while every reactor can publish: any of them may take a request).
     cmd_up: Vec<AtomicBool>,
-    /// Bumped whenever one of the node's connections reaches Redis: reactors waiting out a
-    /// backoff try at once (so a node comes back whole, not one reactor at a time).
+    /// Bumped whenever one of the node's connections gets an answer from Redis (not merely a
+    /// TCP connection: a frozen Redis or a refused password accepts those): reactors waiting
+    /// out a backoff try at once (so a node comes back whole, not one reactor at a time).
     reached: AtomicU64,
     /// Bumped when Redis forgot this node (its liveness key was gone): every reactor counts
     /// its connections again.
@@ -229,6 +230,7 @@ impl Engine for RedisEngine {
             last_heartbeat: None,
             heartbeats: 0,
             seen_reached: 0,
+            cmd_ready: false,
             seen_reregister: 0,
             unsent_releases: VecDeque::new(),
             frames: Vec::new(),
@@ -287,6 +289,9 @@ struct Half {
     /// Heartbeats answered since the process started (the first one finds no key of ours).
     heartbeats: u64,
     seen_reached: u64,
+    /// Redis answered on the current command connection (its scripts are loaded): until then
+    /// this reactor cannot publish, and the node is not up.
+    cmd_ready: bool,
     seen_reregister: u64,
     /// Releases not yet taken by Redis (it was away): sent when it is back.
     unsent_releases: VecDeque<(Box<str>, uuid::Uuid)>,
@@ -308,7 +313,7 @@ struct HeldAdmission {
 
 impl Half {
     fn is_up(&self) -> bool {
-        self.cmd.conn.is_connected() && self.shared.sub_up.load(Ordering::Acquire)
+        self.cmd_ready && self.cmd.conn.is_connected() && self.shared.sub_up.load(Ordering::Acquire)
     }
 
     /// Sends one command on the command connection; its reply answers `what`.
@@ -339,6 +344,9 @@ impl Half {
     fn connect(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
         let addr = *self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
         let shared = self.shared.clone();
+        if which == CMD {
+            self.cmd_ready = false;
+        }
         let link = match which {
             CMD => &mut self.cmd,
             _ => match self.sub.as_mut() {
@@ -431,6 +439,7 @@ impl Half {
             }
         }
         self.script_sha = Default::default();
+        self.cmd_ready = false;
         // Its PUBLISH was lost with the connection: the next tick sends another.
         self.probe = None;
         self.cmd.conn.close(r);
@@ -446,7 +455,7 @@ impl Half {
     fn update_up(&self) {
         let s = &self.shared;
         if let Some(mine) = s.cmd_up.get(self.reactor) {
-            mine.store(self.cmd.conn.is_connected(), Ordering::Release);
+            mine.store(self.cmd_ready && self.cmd.conn.is_connected(), Ordering::Release);
         }
         let up = s.sub_up.load(Ordering::Acquire) && s.cmd_up.iter().all(|c| c.load(Ordering::Acquire));
         if s.metrics.up.swap(up, Ordering::AcqRel) != up {
@@ -468,7 +477,6 @@ impl Half {
             self.shared.metrics.reconnects.inc();
         }
         link.was_up = true;
-        self.shared.reached.fetch_add(1, Ordering::AcqRel);
     }
 
     /// With sentinels: when they name another master, connections made to the old one are
@@ -622,11 +630,10 @@ impl ReactorEngine for Half {
         };
         self.frames = frames;
         if let Ok(true) = result {
+            // Whether Redis forgot this node's connections (it restarted empty, or the node
+            // was away past --node-ttl) is told by the heartbeat sent first on the connection:
+            // only then are they all counted again (see `heartbeat_answered`).
             self.connected(source);
-            if source == CMD {
-                // Redis may have restarted empty: count this reactor's connections again.
-                r.register_connections();
-            }
         }
         // Replies that arrived before a break are still good.
         let refused = if source == CMD {

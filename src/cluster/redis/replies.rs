@@ -68,11 +68,14 @@ impl Half {
                 log::warn!("cluster: a redis reply nobody asked for: {f:?}");
                 continue;
             };
-            if let BytesFrame::Error(e) = &f
-                && (is_auth_error(e) || matches!(a.what, Expect::Setup))
-            {
-                self.shared.metrics.auth_failed.store(true, Ordering::Release);
-                failure.get_or_insert_with(|| format!("redis refused the credentials: {e}"));
+            if let BytesFrame::Error(e) = &f {
+                if is_auth_error(e) {
+                    self.shared.metrics.auth_failed.store(true, Ordering::Release);
+                    failure.get_or_insert_with(|| format!("redis refused the credentials: {e}"));
+                } else if matches!(a.what, Expect::Setup) {
+                    // SELECT of a database Redis does not have, say: this connection is useless.
+                    failure.get_or_insert_with(|| format!("redis refused the connection's setup: {e}"));
+                }
             }
             match (a.what, f) {
                 (Expect::Publish(id), BytesFrame::Integer(n)) if n < 0 => r.published(id, Err(EngineError::Duplicate)),
@@ -105,6 +108,10 @@ impl Half {
                         self.script_sha[which as usize] = Some(sha.clone());
                         self.shared.metrics.auth_failed.store(false, Ordering::Release);
                         self.cmd.works(self.reactor, "command");
+                        if !self.cmd_ready {
+                            self.cmd_ready = true;
+                            self.shared.reached.fetch_add(1, Ordering::AcqRel);
+                        }
                     }
                 }
                 (Expect::History(p), f) => self.history_reply(r, p, f),

@@ -229,6 +229,7 @@ impl Half {
     /// been lost, the reactor hears that its connections may have missed messages.
     fn subscription_up(&mut self, r: &mut ReactorCtx<'_>) {
         self.shared.sub_up.store(true, Ordering::Release);
+        self.shared.reached.fetch_add(1, Ordering::AcqRel);
         let Some(sub) = self.sub.as_mut() else { return };
         sub.link.works(self.reactor, "subscription");
         if std::mem::take(&mut sub.lost_since_up) {

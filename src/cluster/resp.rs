@@ -230,9 +230,14 @@ impl Conn {
         let (Some(sock), Some(tls)) = (self.sock.as_mut(), self.tls.as_mut()) else {
             return Ok(());
         };
+        // Replies that came before the end are still answers.
+        let mut ended = false;
         loop {
             match tls.read_tls(sock) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -251,10 +256,14 @@ impl Conn {
                 }
             }
             if state.peer_has_closed() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                ended = true;
+                break;
             }
         }
         self.decode(frames)?;
+        if ended {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         self.flush()
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, CMD, Expect, Half, HeldAdmission, MAX_UNSENT_RELEASES, Script};
+use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, Expect, Half, HeldAdmission, Script};
 use crate::cluster::resp::bytes_of;
 use crate::cluster::{Admission, wire};
 use crate::reactor::reactor_ctx::ReactorCtx;
@@ -165,11 +165,9 @@ impl Half {
                     limit,
                     evict,
                 });
-                if !self.cmd.conn.is_open() && self.cmd.retrying {
-                    self.connect(r, CMD);
-                }
                 return;
             }
+            self.counted_alone = true;
             r.admitted(id, Admission::Local);
             return;
         }
@@ -217,12 +215,7 @@ impl Half {
     /// Connection `connection` of `user` no longer counts; kept until Redis takes it.
     pub(super) fn release(&mut self, user: &str, connection: uuid::Uuid) {
         if !self.cmd.conn.is_open() {
-            if self.unsent_releases.len() >= MAX_UNSENT_RELEASES {
-                log::error!("cluster: too many releases waiting for redis; the oldest is dropped");
-                self.unsent_releases.pop_front();
-            }
-            self.unsent_releases.push_back((user.into(), connection));
-            return;
+            return self.keep_release(user.into(), connection);
         }
         let key = self.shared.channels.user_connections(user);
         let entry = self.entry(connection);

@@ -21,6 +21,8 @@ pub(super) struct Link {
     pub since: Option<Instant>,
     /// Where it was made (with sentinels, the master of the time).
     pub addr: Option<std::net::SocketAddr>,
+    /// When the current backoff ends (a timer firing earlier belongs to an older one).
+    retry_at: Option<Instant>,
     /// The last failure logged: a retry that fails the same way is logged at debug level,
     /// so a Redis that stays away (or a wrong password) does not flood the log.
     problem: Option<String>,
@@ -35,6 +37,7 @@ impl Link {
             was_up: false,
             since: None,
             addr: None,
+            retry_at: None,
             problem: None,
         }
     }
@@ -55,6 +58,23 @@ impl Link {
         if self.problem.take().is_some() {
             log::info!("reactor {reactor} ({what}): redis answers again");
         }
+    }
+
+    /// Starts a backoff: returns its delay (for the reconnect timer).
+    pub fn retry_later(&mut self) -> Duration {
+        let delay = self.next_delay();
+        self.retrying = true;
+        self.retry_at = Some(Instant::now() + delay);
+        delay
+    }
+
+    /// A reconnect timer fired: true if it ends the current backoff.
+    pub fn retry_due(&self) -> bool {
+        // The wheel fires on its tick at or after the deadline; a little slack for rounding.
+        self.retrying
+            && self
+                .retry_at
+                .is_none_or(|t| Instant::now() + Duration::from_millis(60) >= t)
     }
 
     /// The delay before the next attempt (and counts this one).

@@ -233,6 +233,9 @@ impl Engine for RedisEngine {
             cmd_ready: false,
             seen_reregister: 0,
             unsent_releases: VecDeque::new(),
+            counted_alone: false,
+            heartbeat_refused: false,
+            last_cmd_ping: None,
             frames: Vec::new(),
             parked: Vec::new(),
         })
@@ -295,6 +298,13 @@ struct Half {
     seen_reregister: u64,
     /// Releases not yet taken by Redis (it was away): sent when it is back.
     unsent_releases: VecDeque<(Box<str>, uuid::Uuid)>,
+    /// This reactor admitted connections on its own count (or a recount of them failed):
+    /// they are counted in Redis once its command connection is ready again.
+    counted_alone: bool,
+    /// The liveness heartbeat was refused once (logged loudly once).
+    heartbeat_refused: bool,
+    /// When this reactor last checked an idle command connection with PING.
+    last_cmd_ping: Option<Instant>,
     frames: Vec<BytesFrame>,
     /// Admissions waiting for this reactor's command connection while the node still reaches
     /// Redis (reconnects are per reactor, each with its own backoff).
@@ -415,7 +425,11 @@ impl Half {
                     };
                     r.published(id, Err(why));
                 }
-                Expect::Admit(id) => r.admitted(id, Admission::Local),
+                Expect::Admit(id) => {
+                    self.counted_alone = true;
+                    r.admitted(id, Admission::Local);
+                }
+                Expect::Register => self.counted_alone = true,
                 Expect::History(p) => {
                     let why = if ran && p.is_publish() {
                         m.outcome_unknown.inc();
@@ -428,11 +442,10 @@ impl Half {
                     };
                     r.history(p.id(), Err(why));
                 }
-                Expect::Release { user, connection } => self.unsent_releases.push_back((user, connection)),
+                Expect::Release { user, connection } => self.keep_release(user, connection),
                 Expect::Ignore
                 | Expect::Setup
                 | Expect::Role
-                | Expect::Register
                 | Expect::ScriptLoad(_)
                 | Expect::Heartbeat
                 | Expect::Probe(_) => {}
@@ -444,10 +457,20 @@ impl Half {
         self.probe = None;
         self.cmd.conn.close(r);
         if !self.cmd.retrying {
-            self.cmd.retrying = true;
-            r.set_timer(RECONNECT_CMD, self.cmd.next_delay());
+            let delay = self.cmd.retry_later();
+            r.set_timer(RECONNECT_CMD, delay);
         }
         self.update_up();
+    }
+
+    /// Keeps a release for when Redis is back (bounded: past it the oldest is dropped and
+    /// logged; its entry expires with the user's key).
+    fn keep_release(&mut self, user: Box<str>, connection: uuid::Uuid) {
+        if self.unsent_releases.len() >= MAX_UNSENT_RELEASES {
+            log::error!("cluster: too many releases waiting for redis; the oldest is dropped");
+            self.unsent_releases.pop_front();
+        }
+        self.unsent_releases.push_back((user, connection));
     }
 
     /// Publishes this reactor's state and the node's: up while the subscription and every
@@ -576,6 +599,11 @@ impl Half {
             self.seen_reregister = reregister;
             r.register_connections();
         }
+        if self.cmd_ready && self.expect.is_empty() && self.last_cmd_ping.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+            // An idle connection is checked too: a half-open one is found before a publish is.
+            self.send(&[b"PING"], Expect::Ignore);
+            self.last_cmd_ping = Some(Instant::now());
+        }
         if self.reactor != 0 {
             return;
         }
@@ -668,11 +696,13 @@ impl ReactorEngine for Half {
         match timer {
             ADMIT_WAIT => {
                 for a in std::mem::take(&mut self.held_admissions) {
+                    self.counted_alone = true;
                     r.admitted(a.id, Admission::Local);
                 }
             }
-            RECONNECT_CMD if self.cmd.retrying => self.connect(r, CMD),
-            RECONNECT_SUB if self.sub.as_ref().is_some_and(|s| s.link.retrying) => self.connect(r, SUB),
+            // A timer of an earlier backoff (the link was made again meanwhile) does nothing.
+            RECONNECT_CMD if self.cmd.retry_due() => self.connect(r, CMD),
+            RECONNECT_SUB if self.sub.as_ref().is_some_and(|s| s.link.retry_due()) => self.connect(r, SUB),
             RECONNECT_WATCH => self.watch_retry(r),
             TICK => self.tick(r),
             _ => {}

@@ -69,11 +69,17 @@ impl Half {
                 continue;
             };
             if let BytesFrame::Error(e) = &f {
-                if is_auth_error(e) {
+                let setup = matches!(a.what, Expect::Setup | Expect::Role | Expect::ScriptLoad(_));
+                if e.starts_with("NOSCRIPT") {
+                    // The scripts were flushed: run them by their text until loaded again.
+                    self.script_sha = Default::default();
+                }
+                if e.starts_with("NOAUTH") || e.starts_with("WRONGPASS") || setup && is_auth_error(e) {
                     self.shared.metrics.auth_failed.store(true, Ordering::Release);
                     failure.get_or_insert_with(|| format!("redis refused the credentials: {e}"));
-                } else if matches!(a.what, Expect::Setup) {
-                    // SELECT of a database Redis does not have, say: this connection is useless.
+                } else if setup {
+                    // LOADING (a restart reading its data), BUSY, a SELECT of a database Redis
+                    // does not have: this connection is of no use yet; try again later.
                     failure.get_or_insert_with(|| format!("redis refused the connection's setup: {e}"));
                 }
             }
@@ -97,6 +103,10 @@ impl Half {
                     log::warn!("cluster: per-user limit script failed: {other:?}");
                     r.admitted(id, Admission::Local);
                 }
+                (Expect::Register, f @ BytesFrame::Error(_)) => {
+                    self.counted_alone = true;
+                    self.registered(r, f);
+                }
                 (Expect::Register, f) => self.registered(r, f),
                 (Expect::Role, f) => {
                     if let Some(role) = not_master(&f) {
@@ -106,11 +116,18 @@ impl Half {
                 (Expect::ScriptLoad(which), f) => {
                     if let Some(sha) = bytes_of(&f) {
                         self.script_sha[which as usize] = Some(sha.clone());
+                    }
+                    // The last script loaded, and nothing before it refused: the connection works.
+                    let last = !self.expect.iter().any(|a| matches!(a.what, Expect::ScriptLoad(_)));
+                    if last && failure.is_none() && !self.cmd_ready && bytes_of(&f).is_some() {
                         self.shared.metrics.auth_failed.store(false, Ordering::Release);
                         self.cmd.works(self.reactor, "command");
-                        if !self.cmd_ready {
-                            self.cmd_ready = true;
-                            self.shared.reached.fetch_add(1, Ordering::AcqRel);
+                        self.cmd_ready = true;
+                        self.shared.reached.fetch_add(1, Ordering::AcqRel);
+                        if std::mem::take(&mut self.counted_alone) {
+                            // Connections this reactor admitted on its own count while Redis
+                            // was away: count them in Redis now.
+                            r.register_connections();
                         }
                     }
                 }
@@ -130,12 +147,20 @@ impl Half {
                     }
                     self.sub_lost(r);
                 }
-                (Expect::Setup | Expect::Ignore | Expect::Heartbeat | Expect::Probe(_), BytesFrame::Error(e)) => {
+                (Expect::Heartbeat, BytesFrame::Error(e)) => {
+                    if std::mem::replace(&mut self.heartbeat_refused, true) {
+                        log::debug!("cluster: the liveness heartbeat failed: {e}");
+                    } else {
+                        log::error!(
+                            "cluster: the liveness heartbeat failed ({e}): SET ... GET needs Redis 6.2 or later; \
+                             cluster-wide per-user limits do not hold without it"
+                        );
+                    }
+                }
+                (Expect::Setup | Expect::Ignore | Expect::Probe(_), BytesFrame::Error(e)) => {
                     log::debug!("cluster: redis said: {e}")
                 }
-                (Expect::Release { user, connection }, BytesFrame::Error(_)) => {
-                    self.unsent_releases.push_back((user, connection));
-                }
+                (Expect::Release { user, connection }, BytesFrame::Error(_)) => self.keep_release(user, connection),
                 _ => {}
             }
         }

@@ -126,15 +126,16 @@ impl Half {
         w.asked = None;
         w.next = (w.next + 1) % n;
         if !w.link.retrying {
-            w.link.retrying = true;
-            r.set_timer(super::RECONNECT_WATCH, w.link.next_delay());
+            let delay = w.link.retry_later();
+            r.set_timer(super::RECONNECT_WATCH, delay);
         }
     }
 
     /// The backoff after a sentinel failure is over.
     pub(super) fn watch_retry(&mut self, r: &mut ReactorCtx<'_>) {
-        if let Some(w) = self.watch.as_mut() {
-            w.link.retrying = false;
+        match self.watch.as_mut() {
+            Some(w) if w.link.retry_due() => w.link.retrying = false,
+            _ => return,
         }
         self.watch_tick(r);
     }

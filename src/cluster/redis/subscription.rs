@@ -123,7 +123,10 @@ impl Sub {
         } else {
             i.reactors = i.reactors.saturating_sub(1);
         }
-        self.changed.push(channel);
+        // While the connection is being made again, every channel is subscribed anew anyway.
+        if self.link.conn.is_open() {
+            self.changed.push(channel);
+        }
     }
 
     /// Sends the subscription changes of this turn as few commands.
@@ -168,6 +171,10 @@ impl Half {
         let frames = std::mem::take(&mut self.frames);
         let mut failure = None;
         for f in frames {
+            if failure.is_some() {
+                // Nothing after a refusal counts (a confirmation must not mark it up).
+                break;
+            }
             let BytesFrame::Array(parts) = f else {
                 if let BytesFrame::Error(e) = f {
                     if is_auth_error(&e) {
@@ -280,8 +287,8 @@ impl Half {
         r.subscription_lost();
         sub.link.conn.close(r);
         if !sub.link.retrying {
-            sub.link.retrying = true;
-            r.set_timer(super::RECONNECT_SUB, sub.link.next_delay());
+            let delay = sub.link.retry_later();
+            r.set_timer(super::RECONNECT_SUB, delay);
         }
         self.update_up();
     }

@@ -41,6 +41,9 @@ const MAX_FILL: u64 = 10_000;
 const QUIET_AFTER_MS: u64 = 1_000;
 /// A fill Redis could not answer is asked again after this long.
 const FILL_RETRY_MS: u64 = 500;
+/// Fills failing while the node is up, at most, before the channel's connections here are
+/// told (closed 1012) rather than kept waiting.
+const MAX_FILL_ERRORS: u8 = 20;
 
 #[derive(Default)]
 pub(crate) struct Hub {
@@ -112,6 +115,9 @@ pub(super) struct Track {
     /// A fill Redis could not answer (the command connection was away): asked again at this
     /// time (ms), up to this offset. Loss is concluded only from what the stream says.
     fill_again: Option<(u64, Option<u64>)>,
+    /// Fills that failed while the node was up (Redis answered with an error): past a bound
+    /// the channel stops waiting and its connections here are told.
+    fill_errors: u8,
     /// A recovery's marker was reached and its reply is not in.
     pub(super) waiting_for: Option<u64>,
     /// The subscription broke since the last message: fill from `last` once it is back.
@@ -131,6 +137,7 @@ impl Track {
             held: VecDeque::new(),
             filling: false,
             fill_again: None,
+            fill_errors: 0,
             waiting_for: None,
             stale: false,
             touched_ms: now_ms,
@@ -410,6 +417,7 @@ impl Core {
     /// has them, the channel's connections here are closed to recover.
     fn filled(&mut self, name: &str, upto: Option<u64>, result: Result<HistoryAnswer, EngineError>) {
         let now_ms = self.now_ms;
+        let node_up = self.rt.cluster_metrics.up.load(std::sync::atomic::Ordering::Acquire);
         let events = self.rt.config.subscribable_events.clone();
         let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
             return;
@@ -417,10 +425,14 @@ impl Core {
         let last = t.last.unwrap_or(0);
         let range = match result {
             Ok(HistoryAnswer::Range(r)) => Some(r),
-            Err(_) => {
+            Err(_) if t.fill_errors < MAX_FILL_ERRORS => {
                 // Redis could not be asked (say the subscription came back before the command
                 // connection): nothing is known to be lost. Ask again shortly; the channel's
-                // messages wait in order meanwhile.
+                // messages wait in order meanwhile. Failures while the node is up count toward
+                // a bound (Redis answering with an error is not going to change by waiting).
+                if node_up {
+                    t.fill_errors += 1;
+                }
                 t.filling = false;
                 t.fill_again = Some((now_ms + FILL_RETRY_MS, upto));
                 return;
@@ -434,6 +446,7 @@ impl Core {
                 && r.entries.last().map_or(last, |e| e.0) >= wanted.min(r.position.offset)
         });
         t.filling = false;
+        t.fill_errors = 0;
         if let Some(r) = range.as_ref().filter(|r| *r.position.epoch != *t.epoch) {
             // Redis lost the channel's history (restarted, flushed, expired): what the old
             // epoch still had cannot be known. The connections see the new epoch on the next

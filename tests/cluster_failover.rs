@@ -3,40 +3,17 @@
 //! sentinel; the master killed under publish load, the replica promoted, the nodes following).
 mod common;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::http::json;
-use common::redis::{Redis, Sentinel};
+use common::redis::{Redis, Sentinel, fault_node, wait_long};
 use common::*;
 use serde_json::{Value, json};
 use wsedge::config::RedisUrl;
 use wsedge::{Config, RunningServer};
 
-fn wait_long(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn node(url: RedisUrl, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {
-    let mut c = Config {
-        workers: 2,
-        redis: Some(url),
-        redis_prefix: prefix.to_string(),
-        node_id: id.to_string(),
-        redis_timeout: Duration::from_millis(500),
-        ..common::config()
-    };
-    tweak(&mut c);
-    let server = start(c);
-    let h = server.handle();
-    wait_long("the node joins", || {
-        h.cluster_metrics().unwrap().up.load(Ordering::Acquire)
-    });
-    server
+    fault_node(url, prefix, id, tweak)
 }
 
 fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {

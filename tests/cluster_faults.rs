@@ -9,40 +9,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::http::json;
-use common::redis::{Proxy, Redis};
+use common::redis::{Proxy, Redis, fault_config, fault_node, wait_long};
 use common::*;
 use serde_json::{Value, json};
 use wsedge::config::RedisUrl;
 use wsedge::{Config, LimitPolicy, RunningServer};
 
-/// Faults take a backoff (up to 5 s) and a timeout to heal: waits here are longer than
-/// `common::wait_until`'s.
-fn wait_long(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A node with a short Redis timeout (faults show quickly), not waiting to join.
 fn node_config(url: RedisUrl, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> Config {
-    let mut c = Config {
-        workers: 2,
-        redis: Some(url),
-        redis_prefix: prefix.to_string(),
-        node_id: id.to_string(),
-        redis_timeout: Duration::from_millis(500),
-        ..common::config()
-    };
-    tweak(&mut c);
-    c
+    fault_config(url, prefix, id, tweak)
 }
 
 fn node(url: RedisUrl, prefix: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> RunningServer {
-    let server = start(node_config(url, prefix, id, tweak));
-    wait_long("the node joins", || up(&server));
-    server
+    fault_node(url, prefix, id, tweak)
 }
 
 /// The close frame the server sends within 30 s (pings and messages before it are skipped).

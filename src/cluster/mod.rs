@@ -107,8 +107,8 @@ pub enum EngineOp {
     /// `r.history(id, HistoryAnswer::Cleared ..)`.
     HistoryClear { id: u64, name: Box<str> },
     /// Count an open connection again (after the engine lost what it knew, e.g. Redis
-    /// restarted empty, or took this node for dead); `since`: when it opened, Unix
-    /// milliseconds. If the user is now over `limit` across the cluster, the policy picks the
+    /// restarted empty, or took this node for dead); `since`: its rank, Unix milliseconds
+    /// (when it opened; for one admitted while the cluster could not be asked, now). If the user is now over `limit` across the cluster, the policy picks the
     /// connections to close (`evict`: the oldest; else the newest), wherever they are.
     Register {
         user: Box<str>,

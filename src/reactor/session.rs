@@ -423,6 +423,7 @@ impl<H: ReactorHandler> Reactor<H> {
             Admission::Refused => true,
             Admission::Admitted => false,
             Admission::Local => {
+                self.core.cluster_admitted_alone(idx);
                 self.core.rt.config.per_user_limit_policy == LimitPolicy::Reject && over(&self.core, max)
             }
         };

@@ -452,3 +452,49 @@ pub fn cluster_node(
     });
     server
 }
+
+/// Faults take a backoff (up to 5 s) and a timeout to heal: waits for them are longer than
+/// `common::wait_until`'s (30 s at most).
+pub fn wait_long(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A node for fault tests: two reactors, a short Redis timeout (faults show quickly), made as
+/// `tweak` says; not waiting to join.
+pub fn fault_config(
+    url: wsedge::config::RedisUrl,
+    prefix: &str,
+    id: &str,
+    tweak: impl FnOnce(&mut wsedge::Config),
+) -> wsedge::Config {
+    let mut c = wsedge::Config {
+        workers: 2,
+        redis: Some(url),
+        redis_prefix: prefix.to_string(),
+        node_id: id.to_string(),
+        redis_timeout: Duration::from_millis(500),
+        ..super::config()
+    };
+    tweak(&mut c);
+    c
+}
+
+/// `fault_config`'s node, returned once it has joined.
+pub fn fault_node(
+    url: wsedge::config::RedisUrl,
+    prefix: &str,
+    id: &str,
+    tweak: impl FnOnce(&mut wsedge::Config),
+) -> wsedge::RunningServer {
+    let server = super::start(fault_config(url, prefix, id, tweak));
+    let h = server.handle();
+    wait_long("the node joins", || {
+        h.cluster_metrics()
+            .is_some_and(|m| m.up.load(std::sync::atomic::Ordering::Acquire))
+    });
+    server
+}

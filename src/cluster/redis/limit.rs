@@ -60,14 +60,15 @@ return 1
 "#
 );
 
-/// Counts an open connection again (same KEYS and ARGV as the admit script, the score being
-/// when it opened; ARGV[9]: this node's id). If the user is over the limit (two nodes each
+/// Counts an open connection again (same KEYS and ARGV as the admit script; the score: when
+/// it opened, or for one the node admitted alone, now, so it ranks after every connection the
+/// cluster admitted; an entry Redis still has keeps its own score; ARGV[9]: this node's id). If the user is over the limit (two nodes each
 /// admitted connections alone while Redis was away), the policy picks the excess: the oldest
 /// (evict) or the newest (reject). Evictions on other nodes are published to them; this
 /// node's are returned (its subscription may not be back yet).
 pub(super) const REGISTER_SCRIPT: &str = concat!(
     r#"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 "#,
     live_entries!(),

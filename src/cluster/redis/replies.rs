@@ -148,7 +148,9 @@ impl Half {
                     self.sub_lost(r);
                 }
                 (Expect::Heartbeat, BytesFrame::Error(e)) => {
-                    if std::mem::replace(&mut self.heartbeat_refused, true) {
+                    // A refused password is reported as such (above); anything else is a Redis
+                    // that does not know SET ... GET.
+                    if is_auth_error(&e) || std::mem::replace(&mut self.heartbeat_refused, true) {
                         log::debug!("cluster: the liveness heartbeat failed: {e}");
                     } else {
                         log::error!(

@@ -27,6 +27,9 @@ pub(crate) struct CoreCluster {
     pending: HashMap<u64, Pending>,
     /// Cluster-wide admissions decided this turn, for the loop to finish the handshakes.
     pub admitted: Vec<(u64, Admission)>,
+    /// Open connections admitted on this node's own count (Redis was away): when they are
+    /// counted in Redis they rank as the newest, after every connection the cluster admitted.
+    admitted_alone: std::collections::HashSet<uuid::Uuid>,
     /// Channels with history (reactor 0 only).
     pub hub: super::hub::Hub,
 }
@@ -53,6 +56,7 @@ impl CoreCluster {
             next_id: 0,
             pending: HashMap::new(),
             admitted: Vec::new(),
+            admitted_alone: Default::default(),
             hub: Default::default(),
         }
     }
@@ -468,9 +472,18 @@ impl Core {
         self.cluster_release_id(user, connection);
     }
 
+    /// Connection `idx` was admitted on this node's own count.
+    pub(crate) fn cluster_admitted_alone(&mut self, idx: usize) {
+        let id = uuid::Uuid::from_bytes(self.conn_id(idx));
+        if let Some(c) = self.cluster.as_mut() {
+            c.admitted_alone.insert(id);
+        }
+    }
+
     /// See `cluster_release`.
     pub fn cluster_release_id(&mut self, user: &str, connection: uuid::Uuid) {
         if let Some(c) = self.cluster.as_mut() {
+            c.admitted_alone.remove(&connection);
             c.ops.push(EngineOp::Release {
                 user: user.into(),
                 connection,
@@ -497,16 +510,24 @@ impl Core {
         let mut slots = Vec::new();
         let limit = self.rt.config.max_connections_per_user;
         let evict = self.rt.config.per_user_limit_policy == crate::config::LimitPolicy::EvictOldest;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.index_open_slots(&mut slots);
         for idx in slots {
             let Some(c) = self.conns.get(idx).filter(|c| c.phase == crate::conn::Phase::Open) else {
                 continue;
             };
             let Some(user) = self.users.get(c.user) else { continue };
+            let connection = uuid::Uuid::from_bytes(self.conn_id(idx));
+            let alone = self
+                .cluster
+                .as_ref()
+                .is_some_and(|cl| cl.admitted_alone.contains(&connection));
             ops.push(EngineOp::Register {
                 user: user.id.as_str().into(),
-                connection: uuid::Uuid::from_bytes(self.conn_id(idx)),
-                since: u64::from(c.opened_at) * 1000,
+                connection,
+                since: if alone { now_ms } else { u64::from(c.opened_at) * 1000 },
                 limit,
                 evict,
             });

@@ -189,7 +189,8 @@ struct ServeArgs {
     /// Largest HTTP request head, bytes (bigger: 431).
     #[arg(long, env = "WS_MAX_REQUEST_BYTES", default_value_t = 8192)]
     max_request_bytes: usize,
-    /// Largest outbound backlog per connection, bytes (bigger: close 1008 "slow consumer").
+    /// Largest outbound backlog per connection, bytes (bigger: close 1008 "slow consumer"); at
+    /// least 4096 (less could not even hold the greeting).
     #[arg(long, env = "WS_MAX_OUTBOUND_BYTES", default_value_t = 1 << 20)]
     max_outbound_bytes: usize,
     /// Rooms a user may join by itself.

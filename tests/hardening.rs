@@ -127,17 +127,25 @@ fn the_101_goes_first_even_with_a_ping_in_the_same_write() {
 }
 
 #[test]
-fn a_tiny_outbound_cap_still_sends_the_101_before_closing() {
-    let server = start(Config {
+fn an_outbound_cap_too_small_to_greet_is_refused_and_the_smallest_allowed_works() {
+    // 64 bytes would close every connection: the greeting alone is larger.
+    let e = Config {
         max_outbound_bytes: 64,
         ..config()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("max_outbound_bytes") && e.to_string().contains("4096"),
+        "{e}"
+    );
+    let server = start(Config {
+        max_outbound_bytes: wsedge::config::bounds::MIN_OUTBOUND_BYTES,
+        ..config()
     });
-    let mut s = raw(server.local_addr());
-    s.write_all(upgrade_request(&format!("/ws?token={}", token("tiny"))).as_bytes())
-        .unwrap();
-    let (status, _, _) = read_http(&mut s);
-    assert_eq!(status, 101);
-    assert_eq!(read_close(&mut s).0, 1008, "connection.established overflows the cap");
+    let (mut ws, _) = connect(server.local_addr(), &token("tiny"));
+    send_json(&mut ws, serde_json::json!({"type": "ping"}));
+    assert_eq!(recv_json(&mut ws)["type"], "pong");
 }
 
 /// Sends `request`, half-closes, and returns everything the server wrote before closing.

@@ -314,6 +314,9 @@ pub mod bounds {
     pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
     pub const MAX_REQUEST_BYTES: usize = 1 << 20;
     pub const MAX_OUTBOUND_BYTES: usize = 1 << 32;
+    /// The least `max_outbound_bytes` that lets the server work (the greeting and an error
+    /// message fit, with room to spare).
+    pub const MIN_OUTBOUND_BYTES: usize = 4096;
     pub const MAX_ADMIN_BODY: usize = 64 << 20;
     pub const MAX_ROOMS_PER_USER: usize = 100_000;
     pub const MAX_PENDING_HANDSHAKES: usize = 1 << 24;
@@ -401,7 +404,13 @@ impl Config {
             ),
             ("max_message_size", self.max_message_size, 1, MAX_MESSAGE_SIZE),
             ("max_request_bytes", self.max_request_bytes, 256, MAX_REQUEST_BYTES),
-            ("max_outbound_bytes", self.max_outbound_bytes, 1, MAX_OUTBOUND_BYTES),
+            // Below this the greeting alone would close every connection as a slow consumer.
+            (
+                "max_outbound_bytes",
+                self.max_outbound_bytes,
+                MIN_OUTBOUND_BYTES,
+                MAX_OUTBOUND_BYTES,
+            ),
             ("admin_max_body", self.admin_max_body, 0, MAX_ADMIN_BODY),
             ("max_rooms_per_user", self.max_rooms_per_user, 0, MAX_ROOMS_PER_USER),
             (

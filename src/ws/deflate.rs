@@ -42,7 +42,7 @@ pub fn acceptable_offer<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
             let ok = match (key.as_str(), value) {
                 ("server_no_context_takeover" | "client_no_context_takeover", None) => true,
                 ("client_max_window_bits", None) => true,
-                ("client_max_window_bits", Some(v)) => v.parse::<u8>().is_ok_and(|b| (8..=15).contains(&b)),
+                ("client_max_window_bits", Some(v)) => window_bits(v).is_some(),
                 ("server_max_window_bits", Some(v)) => v == "15",
                 _ => false,
             };
@@ -53,6 +53,16 @@ pub fn acceptable_offer<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
         }
         true
     })
+}
+
+/// A window-bits value as RFC 7692 writes it: a decimal 8 to 15, digits only, no leading zero
+/// (`08`, `+9` and ` 9` are not values).
+fn window_bits(v: &str) -> Option<u8> {
+    let digits = !v.is_empty() && v.len() <= 2 && v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0');
+    digits
+        .then(|| v.parse().ok())
+        .flatten()
+        .filter(|b| (8..=15).contains(b))
 }
 
 /// A reactor's compressor, and the buffers one message is compressed and framed in.
@@ -244,6 +254,11 @@ mod tests {
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover"
         ]));
         assert!(!acceptable_offer(["permessage-deflate; client_max_window_bits=16"]));
+        for bad in ["08", "+9", "009", "", "1e1", "015", "9.0"] {
+            let offer = format!("permessage-deflate; client_max_window_bits={bad}");
+            assert!(!acceptable_offer([offer.as_str()]), "{offer}");
+        }
+        assert!(acceptable_offer(["permessage-deflate; client_max_window_bits=\"9\""]));
         assert!(!acceptable_offer(["deflate-stream"]));
         assert!(!acceptable_offer([]));
     }

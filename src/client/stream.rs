@@ -69,7 +69,10 @@ pub(crate) fn tls_config(roots: &Roots, alpn: Vec<Vec<u8>>) -> Result<Arc<rustls
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: crate::transport::tls::KX_GROUPS.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::ConnectionFailed(e.to_string()))?
@@ -101,5 +104,24 @@ impl Write for ClientStream {
             ClientStream::Plain(s) => s.flush(),
             ClientStream::Tls(s) => s.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_offers_x25519_first() {
+        let config = tls_config(&Roots::Bundled, Vec::new()).unwrap();
+        let groups: Vec<_> = config.crypto_provider().kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            groups,
+            [
+                rustls::NamedGroup::X25519,
+                rustls::NamedGroup::secp256r1,
+                rustls::NamedGroup::secp384r1
+            ]
+        );
     }
 }

@@ -48,7 +48,13 @@ impl ServerCertVerifier for AnyCertificate {
 /// `resume`: keep the server's tickets and resume with them (rustls's default); without it
 /// every connection makes a full handshake.
 pub fn any_certificate(resume: bool) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // X25519 first, as browsers and wsedge's own client offer it (ring's default order changes
+    // between rustls releases).
+    use rustls::crypto::ring::kx_group;
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")

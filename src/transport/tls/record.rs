@@ -48,6 +48,9 @@ pub enum RecordError {
     KeyUpdate(String),
     #[error("too many records under one key")]
     Exhausted,
+    /// TLS 1.2: a record whose header names another version than the one negotiated (3,3).
+    #[error("record version {0}.{1} (TLS 1.2 records carry 3.3)")]
+    Version(u8, u8),
 }
 
 impl RecordError {
@@ -55,6 +58,7 @@ impl RecordError {
     pub fn alert(&self) -> Option<u8> {
         match self {
             RecordError::Overflow(_) => Some(22),
+            RecordError::Version(..) => Some(70),
             RecordError::BadRecord => Some(20),
             RecordError::Unexpected(_) | RecordError::KeyUpdate(_) => Some(10),
             RecordError::Alert(_) | RecordError::Exhausted => None,
@@ -451,6 +455,12 @@ fn open12(
     body: &mut [u8],
 ) -> Result<(u8, usize, usize), RecordError> {
     let typ = header[0];
+    // RFC 5246 6.2.1: every record after the hellos carries the negotiated version; its bytes
+    // are also authenticated (the AAD below writes 3,3), so a record that says otherwise is
+    // refused as what it is, not as a forgery.
+    if header[1..3] != [3, 3] {
+        return Err(RecordError::Version(header[1], header[2]));
+    }
     let gcm = !std::ptr::eq(key.algorithm(), &aead::CHACHA20_POLY1305);
     let explicit = if gcm { 8 } else { 0 };
     if body.len() < explicit + TAG {

@@ -237,3 +237,23 @@ fn records_of_any_type_and_padding_never_upset_a_session() {
         }
     }
 }
+
+#[test]
+fn a_tls12_record_with_another_version_is_refused_with_protocol_version() {
+    let tls12: Vec<_> = suites()
+        .into_iter()
+        .filter(|s| s.version() == &rustls::version::TLS12)
+        .collect();
+    assert!(tls12.len() >= 2);
+    for suite in tls12 {
+        let mut p = Pair::new(suite, 5);
+        p.client.writer().write_all(b"x").unwrap();
+        let mut wire = Vec::new();
+        p.client.write_tls(&mut wire).unwrap();
+        assert_eq!(wire[1..3], [3, 3]);
+        wire[2] = 1; // "TLS 1.0"
+        let err = p.server.receive(&mut wire, &mut p.shared).expect_err("wrong version");
+        assert!(err.to_string().contains("record version 3.1"), "{err}");
+        assert!(p.server.wants_write(), "the protocol_version alert goes out");
+    }
+}

@@ -12,6 +12,11 @@
 //! sockets attached (SCM_RIGHTS); the successor registers them and writes `ready\n`; the
 //! predecessor then stops accepting and closes its connections in batches (1001) over
 //! `--drain-window`, and exits. The successor listens on the path for the next one.
+//!
+//! Only the same user may take part: the socket is made 0600 in a directory that only this
+//! user can write, each side checks the other's uid (SO_PEERCRED) before saying anything,
+//! every read is bounded, and a successor checks that what it received are TCP listeners on
+//! the addresses it was told to serve.
 
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
@@ -33,6 +38,55 @@ const MAX_SOCKETS: usize = 512;
 /// How long either side waits for the other.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The other end of `conn` runs as this process's user, or the conversation stops here.
+fn same_user(conn: &UnixStream, who: &str) -> io::Result<()> {
+    let peer = rustix::net::sockopt::socket_peercred(conn)?;
+    let me = rustix::process::geteuid();
+    if peer.uid != me {
+        return Err(bad(&format!(
+            "{who} runs as uid {}, not this server's uid {}: refused",
+            peer.uid.as_raw(),
+            me.as_raw()
+        )));
+    }
+    Ok(())
+}
+
+/// The socket's directory must be one only this user can write (else another user could put
+/// their own socket at the path first).
+fn private_directory(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let st = rustix::fs::stat(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != me || st.st_mode & 0o022 != 0 {
+        return Err(bad(&format!(
+            "{} must be a directory owned by this user and writable by no one else (uid {}, mode {:o})",
+            dir.display(),
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// A received descriptor is a listening TCP socket on `expected` (its port too, unless that is
+/// 0: the port was the predecessor's choice).
+fn listener_on(l: &TcpListener, expected: std::net::SocketAddr) -> io::Result<()> {
+    let listening = rustix::net::sockopt::socket_acceptconn(l)?;
+    let kind = rustix::net::sockopt::socket_type(l)?;
+    let addr = l.local_addr()?;
+    let port_ok = expected.port() == 0 || expected.port() == addr.port();
+    if !listening || kind != rustix::net::SocketType::STREAM || addr.ip() != expected.ip() || !port_ok {
+        return Err(bad(&format!(
+            "the previous process passed {addr} (listening: {listening}), not a TCP listener on {expected}: refused"
+        )));
+    }
+    Ok(())
+}
+
 /// Listening sockets taken over from a predecessor, and the line to tell it we are ready.
 pub(crate) struct Inherited {
     pub main: Vec<TcpListener>,
@@ -49,14 +103,21 @@ impl Inherited {
     }
 }
 
-/// Asks a process serving `path` for its listening sockets. `Ok(None)`: nobody serves it (a
+/// Asks a process serving `path` for its listening sockets, which must be listeners on `main`
+/// and `admin` (the addresses this server is configured for). `Ok(None)`: nobody serves it (a
 /// first start).
-pub(crate) fn take_over(path: &Path) -> io::Result<Option<Inherited>> {
+pub(crate) fn take_over(
+    path: &Path,
+    main_addr: std::net::SocketAddr,
+    admin_addr: Option<std::net::SocketAddr>,
+) -> io::Result<Option<Inherited>> {
+    private_directory(path)?;
     let mut s = match UnixStream::connect(path) {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
         Err(e) => return Err(e),
     };
+    same_user(&s, "the process serving the handover socket")?;
     s.set_read_timeout(Some(WAIT))?;
     s.set_write_timeout(Some(WAIT))?;
     s.write_all(HELLO)?;
@@ -81,7 +142,12 @@ pub(crate) fn take_over(path: &Path) -> io::Result<Option<Inherited>> {
         return Err(bad("the socket count does not match the answer"));
     }
     let mut listeners: Vec<TcpListener> = fds.into_iter().map(TcpListener::from).collect();
-    for l in &listeners {
+    for (i, l) in listeners.iter().enumerate() {
+        match (i < main, admin_addr) {
+            (true, _) => listener_on(l, main_addr)?,
+            (false, Some(a)) => listener_on(l, a)?,
+            (false, None) => return Err(bad("the previous process passed admin listeners; this one has none")),
+        }
         l.set_nonblocking(true)?;
     }
     let admin = listeners.split_off(main);
@@ -113,9 +179,12 @@ pub(crate) fn serve(
     admin: Vec<TcpListener>,
     handle: ServerHandle,
 ) -> io::Result<()> {
+    private_directory(&path)?;
     // A path left by a process that is gone (or the predecessor we just took over from).
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    // Whatever the umask: only this user may connect (each side also checks the other's uid).
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::thread::Builder::new()
         .name("wsedge-handover".into())
         .spawn(move || {
@@ -135,6 +204,7 @@ pub(crate) fn serve(
 }
 
 fn hand_over(mut conn: UnixStream, main: &[TcpListener], admin: &[TcpListener]) -> io::Result<()> {
+    same_user(&conn, "a process asking for the listening sockets")?;
     conn.set_read_timeout(Some(WAIT))?;
     conn.set_write_timeout(Some(WAIT))?;
     let mut hello = [0u8; HELLO.len()];
@@ -156,7 +226,7 @@ fn hand_over(mut conn: UnixStream, main: &[TcpListener], admin: &[TcpListener]) 
         SendFlags::empty(),
     )?;
     let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line)?;
+    BufReader::new((&conn).take(16)).read_line(&mut line)?;
     if line != "ready\n" {
         return Err(bad("the successor did not get ready"));
     }
@@ -172,7 +242,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wsedge-handover-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("h.sock");
-        assert!(take_over(&path).unwrap().is_none(), "nobody to take over from");
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert!(
+            take_over(&path, any, None).unwrap().is_none(),
+            "nobody to take over from"
+        );
         let main = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = main.local_addr().unwrap();
         // A connection already waiting in the accept queue before the handover.
@@ -182,7 +256,7 @@ mod tests {
             let (conn, _) = listener.accept().unwrap();
             hand_over(conn, &[main], &[])
         });
-        let inherited = take_over(&path).unwrap().expect("taken over");
+        let inherited = take_over(&path, addr, None).unwrap().expect("taken over");
         assert_eq!((inherited.main.len(), inherited.admin.len()), (1, 0));
         let l = &inherited.main[0];
         assert_eq!(l.local_addr().unwrap(), addr);
@@ -213,5 +287,84 @@ mod tests {
         let _ = b.read(&mut line).unwrap();
         drop(b);
         assert!(giver.join().unwrap().is_err());
+    }
+
+    /// A directory of this test's own, 0755.
+    fn private_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wsedge-handover-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn what_is_passed_must_be_a_listener_on_the_configured_address() {
+        let dir = private_dir("addr");
+        let path = dir.join("h.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let giver = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            hand_over(conn, &[other], &[])
+        });
+        let mine: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let err = take_over(&path, mine, None).err().expect("another port is refused");
+        assert!(err.to_string().contains("not a TCP listener on 127.0.0.1:1"), "{err}");
+        drop(giver);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        let dir = private_dir("open");
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let err = take_over(&dir.join("h.sock"), any, None).err().expect("refused");
+        assert!(err.to_string().contains("writable by no one else"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `nobody` (another uid) tries the socket, from Python: what it gets, as Python prints it.
+    fn as_nobody(path: &Path) -> String {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test needs root, to run a client as another uid (nobody)"
+        );
+        let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1])\nexcept \
+                      OSError as e:\n print('connect:', e.errno); sys.exit()\ntry:\n \
+                      s.sendall(b'wsedge-handover 1\\n')\n d,anc,_,_=s.recvmsg(64,socket.CMSG_SPACE(4*64))\n \
+                      print('bytes', len(d), 'fds', len(anc))\nexcept OSError as e:\n print('closed', e.errno)";
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", script])
+            .arg(path)
+            .output()
+            .expect("runuser (util-linux) and python3 are installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn another_user_gets_no_socket() {
+        let dir = private_dir("uid");
+        let path = dir.join("h.sock");
+        let main = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        // 0600: nobody cannot even connect.
+        assert_eq!(as_nobody(&path), "connect: 13");
+        // Even if the file is opened to everyone, the peer's uid is checked before a byte is said.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let giver = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            hand_over(conn, &[main], &[])
+        });
+        let got = as_nobody(&path);
+        assert!(
+            got == "bytes 0 fds 0" || got.starts_with("closed"),
+            "no answer, no sockets: {got}"
+        );
+        let err = giver.join().unwrap().unwrap_err();
+        assert!(err.to_string().contains("not this server's uid"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -124,7 +124,7 @@ impl Server {
         // `--handover-socket`: the sockets of a running predecessor, if there is one.
         let handover_path = config.handover_socket.clone();
         let mut inherited = match &handover_path {
-            Some(p) => handover::take_over(p).map_err(ServerError::Handover)?,
+            Some(p) => handover::take_over(p, config.listen, config.admin_listen).map_err(ServerError::Handover)?,
             None => None,
         };
         let mut main = match inherited.as_mut() {

@@ -27,6 +27,9 @@ const MAX_BODY: usize = MAX_PLAINTEXT + 2048;
 /// Records sealed with one AES-GCM key before it is replaced (TLS 1.3) or the connection ends
 /// (TLS 1.2), below the suites' confidentiality limits.
 const AES_GCM_LIMIT: u64 = 1 << 23;
+/// Records opened under one key, at most: only to keep the sequence from wrapping (the limits
+/// on a key are the sender's to keep, RFC 8446 5.5; rustls stops at the same place).
+const RX_SEQ_LIMIT: u64 = u64::MAX - 0xffff;
 
 const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
@@ -156,6 +159,18 @@ impl Traffic {
         })
     }
 
+    /// Moves this direction's sequence (tests: the limits without sealing millions of records).
+    #[cfg(test)]
+    pub(super) fn set_tx_seq(&mut self, seq: u64) {
+        self.tx.seq = seq;
+    }
+
+    /// The records a key may seal before it is replaced (TLS 1.3) or the connection closes.
+    #[cfg(test)]
+    pub(super) fn tx_limit(&self) -> u64 {
+        self.limit()
+    }
+
     fn limit(&self) -> u64 {
         if std::ptr::eq(self.shape.alg, &aead::CHACHA20_POLY1305) {
             u64::MAX
@@ -179,7 +194,7 @@ impl Traffic {
             if buf.len() - pos - HEADER < len {
                 break;
             }
-            if self.rx.seq >= self.limit() {
+            if self.rx.seq >= RX_SEQ_LIMIT {
                 return Err(RecordError::Exhausted);
             }
             let k = match &key {
@@ -283,6 +298,12 @@ impl Traffic {
     fn prepare_tx(&mut self, out: &mut Vec<u8>) -> Result<LessSafeKey, RecordError> {
         if self.tx.seq >= self.limit() - 1 {
             if self.shape.tls12 {
+                // TLS 1.2 cannot change keys: the last record this key seals says goodbye, so
+                // the peer sees an orderly close, not a cut.
+                if self.tx.seq == self.limit() - 1 {
+                    let key = self.tx.expand(self.shape.alg).ok_or(RecordError::BadRecord)?;
+                    self.shape.seal(&mut self.tx, &key, ALERT, &[1, 0], out)?;
+                }
                 return Err(RecordError::Exhausted);
             }
             self.key_update_owed = true;

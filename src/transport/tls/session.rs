@@ -152,6 +152,15 @@ impl TlsSession {
         }
     }
 
+    /// The record layer, once the handshake is done (tests).
+    #[cfg(test)]
+    pub(crate) fn traffic(&mut self) -> Option<&mut super::record::Traffic> {
+        match &mut self.stage {
+            Stage::Traffic(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Writes what is waiting; true once nothing is left.
     pub fn flush(&mut self, sock: &mut impl Write, shared: &mut TlsShared) -> io::Result<bool> {
         if let Stage::Traffic(t) = &mut self.stage
@@ -300,6 +309,9 @@ impl<W: Write> Write for Writer<'_, W> {
         let taken = match t.seal(bufs, MAX_BATCH, &mut scratch) {
             Ok(n) => n,
             Err(e) => {
+                // What was sealed before the error (a close_notify at the key's limit) is
+                // offered to the socket once; the connection ends either way.
+                let _ = self.sock.write(&scratch);
                 self.shared.scratch = scratch;
                 return Err(io::Error::other(e));
             }

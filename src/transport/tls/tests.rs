@@ -257,3 +257,25 @@ fn a_tls12_record_with_another_version_is_refused_with_protocol_version() {
         assert!(p.server.wants_write(), "the protocol_version alert goes out");
     }
 }
+
+#[test]
+fn at_its_aes_gcm_limit_a_tls12_key_says_close_notify_not_nothing() {
+    let suite = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let mut p = Pair::new(suite, 6);
+    let t = p.server.traffic().expect("handshake done");
+    let limit = t.tx_limit();
+    t.set_tx_seq(limit - 1);
+    let mut out = Vec::new();
+    let err = t
+        .seal(&[std::io::IoSlice::new(b"more")], 1 << 20, &mut out)
+        .expect_err("the key is spent");
+    assert!(err.to_string().contains("too many records"), "{err}");
+    // One record, an alert (type 21): close_notify, sealed with the last sequence number.
+    assert_eq!(out[0], 21, "{out:?}");
+    let len = u16::from_be_bytes([out[3], out[4]]) as usize;
+    assert_eq!(out.len(), 5 + len, "nothing after it");
+    // And nothing more, ever, under this key.
+    let mut again = Vec::new();
+    assert!(t.seal(&[std::io::IoSlice::new(b"x")], 1 << 20, &mut again).is_err());
+    assert!(again.is_empty());
+}

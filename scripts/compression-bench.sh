@@ -20,7 +20,7 @@ B="taskset -c 1 ./target/release/wsedge-bench"
 RESULTS=$(mktemp)
 taskset -c 0 ./target/release/wsedge serve --listen "127.0.0.1:$PORT" --workers 1 --jwt-secret "$SECRET" \
   --max-connections 30000 --max-connections-per-ip 0 --rate-limit-messages 0 --log-level warn \
-  --compression on --max-outbound-bytes 16777216 --admin-max-body 1048576 &
+  --compression on --max-outbound-bytes 16777216 --admin-max-body 1048576 --public-metrics &
 SERVER=$!
 trap 'stop "$SERVER"; rm -f "$RESULTS"' EXIT
 wait_port "$PORT"

@@ -27,7 +27,7 @@ trap '[ -n "$SERVER" ] && stop "$SERVER"; [ -n "$REDIS" ] && stop "$REDIS"; rm -
 ENGINE_FLAGS=()
 serve() {
   taskset -c 0 ./target/release/wsedge serve --listen "127.0.0.1:$PORT" --workers 1 --jwt-secret "$SECRET" \
-    --max-connections 30000 --max-connections-per-ip 0 --rate-limit-messages 0 --log-level warn \
+    --max-connections 30000 --max-connections-per-ip 0 --rate-limit-messages 0 --log-level warn --public-metrics \
     "${ENGINE_FLAGS[@]}" "$@" &
   SERVER=$!
   wait_port "$PORT"

@@ -226,6 +226,11 @@ struct ServeArgs {
     /// (fractions allowed: 0.5).
     #[arg(long, env = "WS_REDIS_TIMEOUT", default_value = "2", value_parser = secs)]
     redis_timeout: Duration,
+    /// Serve /metrics without a token on the main listener too (by default it is open only on
+    /// --admin-listen, and elsewhere needs an admin token: it tells users, connections and
+    /// failure reasons).
+    #[arg(long, env = "WS_PUBLIC_METRICS")]
+    public_metrics: bool,
     /// PEM file of the certificate authorities a rediss:// Redis must be signed by (default:
     /// the system's store).
     #[arg(long, env = "WS_REDIS_CA")]
@@ -492,6 +497,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         node_ttl: a.node_ttl,
         redis_timeout: a.redis_timeout,
         redis_ca: a.redis_ca.clone(),
+        public_metrics: a.public_metrics,
         idempotency_window: a.idempotency_window,
         node_id: a.node_id.clone().unwrap_or_else(|| Config::default().node_id),
         admin_max_body: a.admin_max_body,

@@ -133,7 +133,8 @@ fn a_client_that_pipelines_without_reading_is_paused_not_buffered() {
     // 400 metrics requests (several MB of answers) written without reading any: the server
     // stops reading this socket while its answers wait, and serves everyone else meanwhile.
     let mut greedy = raw(addr);
-    let many = get("/metrics", "").repeat(400);
+    let auth = format!("Authorization: Bearer {}\r\n", admin_token("ops"));
+    let many = get("/metrics", &auth).repeat(400);
     let writer = {
         let mut w = greedy.try_clone().unwrap();
         std::thread::spawn(move || w.write_all(many.as_bytes()))
@@ -176,7 +177,7 @@ fn a_slow_body_cannot_hold_the_admin_api() {
     // Everyone else is served while they wait.
     assert_eq!(common::http::json(addr, "GET", "/ready", None, None).0, 200);
     assert_eq!(common::http::json(addr, "GET", "/ws/stats", Some(&admin), None).0, 200);
-    assert!(common::http::request(addr, "GET", "/metrics", None, None).0 == 200);
+    assert!(common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None).0 == 200);
     // Each slow request ends with 408 once its deadline (from its first byte) passes.
     for s in &mut slow {
         assert_eq!(read_http(s).0, 408);
@@ -329,7 +330,7 @@ fn publishes_feed_the_latency_histogram() {
     let addr = server.local_addr();
     let mut ws = subscriber(addr, "h");
     let count = || {
-        let (_, _, text) = common::http::request(addr, "GET", "/metrics", None, None);
+        let (_, _, text) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
         text.lines()
             .find_map(|l| l.strip_prefix("wsedge_message_latency_seconds_count "))
             .map(|v| v.parse::<u64>().unwrap())
@@ -344,7 +345,7 @@ fn publishes_feed_the_latency_histogram() {
         recv_json(&mut ws);
     }
     wait_until("three observations", || count() == 3);
-    let (_, _, text) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, text) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(
         text.contains("wsedge_message_latency_seconds_bucket{le=\"+Inf\"} 3"),
         "{text}"

@@ -312,7 +312,8 @@ fn redis_going_away_fails_publishes_and_delivery_resumes_without_duplicates() {
     // Nodes keep serving their own clients meanwhile.
     send_json(&mut local, json!({"type": "ping", "data": {}}));
     assert_eq!(recv_json(&mut local)["type"], "pong");
-    let (_, _, metrics) = common::http::request(n1.local_addr(), "GET", "/metrics", None, None);
+    let (_, _, metrics) =
+        common::http::request(n1.local_addr(), "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(metrics.contains("wsedge_cluster_up 0"), "{metrics}");
 
     redis.restart();

@@ -260,7 +260,13 @@ fn messages_missed_while_the_subscription_was_silent_are_filled_from_the_stream(
     wait_until("resubscribed", || redis.numsub(&format!("{p}:user:ivy")) == 1);
     send(publisher.local_addr(), "ivy", 5);
     assert_eq!(recv_json(&mut ivy)["offset"], 5, "live again, nothing twice");
-    let (_, _, metrics) = common::http::request(behind.local_addr(), "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(
+        behind.local_addr(),
+        "GET",
+        "/metrics",
+        Some(&admin_token("metrics")),
+        None,
+    );
     assert!(metrics.contains("wsedge_cluster_history_gap_fills_total"), "{metrics}");
 }
 

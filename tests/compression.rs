@@ -157,7 +157,7 @@ fn a_fan_out_is_compressed_once_for_every_recipient_that_negotiated_it() {
 }
 
 fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, _, body) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, body) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)

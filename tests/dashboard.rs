@@ -71,7 +71,7 @@ fn the_dashboard_shows_what_stats_and_metrics_say() {
     assert!(dom.contains("<form id=\"login\" hidden"), "{dom}");
 
     let (_, stats) = common::http::json(addr, "GET", "/ws/stats", Some(&admin), None);
-    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     let d = &stats["data"];
     assert_eq!(text_of(&dom, "connections"), d["total_connections"].to_string());
     assert_eq!(text_of(&dom, "connections"), "4");

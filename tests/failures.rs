@@ -61,7 +61,7 @@ fn a_dead_reactor_is_visible_and_the_exit_is_a_failure() {
     wait_until("the reactor is marked dead", || handle.dead_reactors() == 1);
     let (status, body) = json(admin, "GET", "/ready", None, None);
     assert_eq!((status, body["status"].as_str()), (503, Some("failed")));
-    let (_, _, metrics) = common::http::request(admin, "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(admin, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(metrics.contains("wsedge_dead_reactors 1"), "{metrics}");
     // Calls that need the dead reactor answer at once instead of waiting for it.
     let _ = handle.census();

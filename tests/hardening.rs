@@ -399,8 +399,9 @@ fn trickling_admin_requests_do_not_hang_health_checks() {
         })
         .collect();
     // ...and health checks still answer at once.
+    let ops = admin_token("ops");
     for path in ["/ready", "/metrics", "/health"] {
-        let (status, _, _) = common::http::request(addr, "GET", path, None, None);
+        let (status, _, _) = common::http::request(addr, "GET", path, Some(&ops), None);
         assert_eq!(status, 200, "{path}");
     }
     // Trickling does not extend a request's deadline: a byte every 200 ms still ends in 408.

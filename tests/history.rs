@@ -241,7 +241,7 @@ fn a_large_recovery_is_paced_under_the_outbound_cap() {
     for i in 1..=30 {
         assert_eq!(recv_json(&mut ws)["data"]["i"], i);
     }
-    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(metrics.contains("wsedge_slow_consumer_closes_total 0"), "{metrics}");
 }
 
@@ -521,7 +521,7 @@ fn a_client_asking_for_more_replays_than_it_reads_is_closed_as_a_slow_consumer()
         }
     };
     assert_eq!(code, 1008);
-    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(metrics.contains("wsedge_slow_consumer_closes_total 1"), "{metrics}");
 }
 
@@ -568,7 +568,7 @@ fn the_byte_budget_bounds_history_and_metrics_show_it() {
         send(addr, "mo", i);
         recv_json(&mut ws);
     }
-    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     let value = |name: &str| -> u64 {
         metrics
             .lines()
@@ -589,7 +589,7 @@ fn the_byte_budget_bounds_history_and_metrics_show_it() {
     for i in (61 - messages)..=60 {
         assert_eq!(recv_json(&mut ws)["offset"], i);
     }
-    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", None, None);
+    let (_, _, metrics) = common::http::request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(
         metrics.contains("wsedge_recoveries_total{outcome=\"lost\"} 1"),
         "{metrics}"

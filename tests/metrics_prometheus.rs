@@ -7,7 +7,7 @@ use prometheus_parse::{Scrape, Value};
 use serde_json::json;
 
 fn scrape(addr: std::net::SocketAddr) -> Scrape {
-    let (status, head, body) = request(addr, "GET", "/metrics", None, None);
+    let (status, head, body) = request(addr, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format")
@@ -89,4 +89,26 @@ fn metrics_parse_and_count_real_traffic() {
             .value,
         Value::Counter(_)
     ));
+}
+
+#[test]
+fn metrics_are_open_on_the_admin_listener_and_need_a_token_on_the_public_port() {
+    let server = start(wsedge::Config {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..config()
+    });
+    let public = server.local_addr();
+    let admin_port = server.admin_addr().expect("admin listener");
+    assert_eq!(request(public, "GET", "/metrics", None, None).0, 401);
+    assert_eq!(request(public, "GET", "/metrics", Some(&token("user")), None).0, 403);
+    assert_eq!(
+        request(public, "GET", "/metrics", Some(&admin_token("ops")), None).0,
+        200
+    );
+    assert_eq!(request(admin_port, "GET", "/metrics", None, None).0, 200);
+    let open = start(wsedge::Config {
+        public_metrics: true,
+        ..config()
+    });
+    assert_eq!(request(open.local_addr(), "GET", "/metrics", None, None).0, 200);
 }

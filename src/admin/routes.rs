@@ -50,12 +50,17 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
                 Response::json(200, &json!({"status": "ready"}))
             }
         })),
-        ["metrics"] => now(only(m, &["GET", "HEAD"], || Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            headers: Vec::new(),
-            body: super::prometheus::render(h).into_bytes(),
-        })),
+        // Users, connections and failure reasons are not for every client of the public port:
+        // open on --admin-listen (or with --public-metrics), else to an admin token.
+        ["metrics"] => match (req.admin_port || h.config().public_metrics, authorize(h, req)) {
+            (false, Err(refusal)) => now(refusal),
+            _ => now(only(m, &["GET", "HEAD"], || Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                headers: Vec::new(),
+                body: super::prometheus::render(h).into_bytes(),
+            })),
+        },
         // The live dashboard (the admin token is entered in the page; /ws/stats checks it).
         ["dashboard"] => now(only(m, &["GET", "HEAD"], || {
             Response {

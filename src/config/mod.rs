@@ -176,6 +176,9 @@ pub struct Config {
     /// `--redis-ca`: PEM file of the certificate authorities a `rediss://` Redis (and its
     /// sentinels) must be signed by. `None`: the system's store.
     pub redis_ca: Option<std::path::PathBuf>,
+    /// `--public-metrics`: serve `/metrics` without a token on the main listener too. Default
+    /// off: it is served openly only on `--admin-listen`, and elsewhere to an admin token.
+    pub public_metrics: bool,
     /// In a cluster, how long Redis remembers a publish's idempotency key (`Idempotency-Key`):
     /// a retry with the same key within it is not delivered again. Default 300 s (1 s to 1 day).
     pub idempotency_window: Duration,
@@ -251,6 +254,7 @@ impl Default for Config {
             node_ttl: Duration::from_secs(10),
             redis_timeout: Duration::from_secs(2),
             redis_ca: None,
+            public_metrics: false,
             idempotency_window: Duration::from_secs(300),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),

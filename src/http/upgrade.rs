@@ -43,6 +43,8 @@ pub struct PlainRequest {
     pub expect_continue: bool,
     /// `Idempotency-Key`, as sent (checked by the routes that take one).
     pub idempotency_key: Option<String>,
+    /// It came in on `--admin-listen` (set by the connection, not the parser).
+    pub admin_port: bool,
 }
 
 /// Refusal: the HTTP status to answer with, a short message, and an extra header if needed.
@@ -124,6 +126,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             keep_alive,
             expect_continue,
             idempotency_key,
+            admin_port: false,
         });
     }
     let path_token = match ws_path {

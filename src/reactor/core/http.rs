@@ -221,7 +221,8 @@ impl Core {
                     );
                     break;
                 }
-                Parsed::Plain(req) => {
+                Parsed::Plain(mut req) => {
+                    req.admin_port = admin_port;
                     if let Some(refusal) = admin::check_head(&handle, &req) {
                         // The body (if any) is never read: the connection closes after this.
                         self.owe_final(idx, refusal, Some((&req.method, &req.path)));

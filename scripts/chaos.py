@@ -379,7 +379,7 @@ class Run:
             cmd = [self.args.bin, "serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{aport}",
                    "--workers", "2", "--jwt-secret", SECRET, "--redis", url, "--redis-prefix", PREFIX,
                    "--node-id", n, "--redis-timeout", "1", "--max-connections-per-ip", "0",
-                   "--rate-limit-messages", "0", "--log-level", "warn", "--drain-window", "0.2",
+                   "--rate-limit-messages", "0", "--log-level", os.environ.get("CHAOS_LOG_LEVEL", "warn"), "--drain-window", "0.2",
                    "--shutdown-timeout", "3"]
             self.nodes[n] = self.procs.spawn(cmd + ([] if self.history else ["--history-size", "0"]), self.logfile(n))
         admins = {n: Admin(self.ports[n][1], 1) for n in "ab"}

@@ -10,7 +10,7 @@
 # Loopback only, bounded (~3 minutes), stops what it started. Writes target/bench/chaos-<time>.md
 # (node and Redis logs beside it, in chaos-<time>-logs/) and prints it.
 #   scripts/chaos.sh [SCENARIO...]     (frozen restart-empty restart-aof b-stall b-cut b-password)
-# Env: WSEDGE_BIN (skip the build, use this binary), CHAOS_PORT (19400: ports from there, 10 per
+# Env: WSEDGE_BIN (skip the build, use this binary), CHAOS_LOG_LEVEL (warn; debug to diagnose), CHAOS_PORT (19400: ports from there, 10 per
 # run), CHAOS_RATE (200), CHAOS_SUBS (100 per node), CHAOS_STEADY (5), CHAOS_FAULT (5).
 set -euo pipefail
 cd "$(dirname "$0")/.."

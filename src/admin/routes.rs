@@ -52,15 +52,18 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
         })),
         // Users, connections and failure reasons are not for every client of the public port:
         // open on --admin-listen (or with --public-metrics), else to an admin token.
-        ["metrics"] => match (req.admin_port || h.config().public_metrics, authorize(h, req)) {
-            (false, Err(refusal)) => now(refusal),
-            _ => now(only(m, &["GET", "HEAD"], || Response {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                headers: Vec::new(),
-                body: super::prometheus::render(h).into_bytes(),
-            })),
-        },
+        ["metrics"] => {
+            let open = req.admin_port || h.config().public_metrics;
+            match if open { Ok(()) } else { authorize(h, req) } {
+                Err(refusal) => now(refusal),
+                Ok(()) => now(only(m, &["GET", "HEAD"], || Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    headers: Vec::new(),
+                    body: super::prometheus::render(h).into_bytes(),
+                })),
+            }
+        }
         // The live dashboard (the admin token is entered in the page; /ws/stats checks it).
         ["dashboard"] => now(only(m, &["GET", "HEAD"], || {
             Response {
@@ -194,6 +197,8 @@ pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
         Err(crate::server::HandleError::ClusterOutcomeUnknown) => Response::json(
             504,
             &json!({
+                "status": "error",
+                "code": 504,
                 "detail": "cluster outcome unknown: redis took the message but did not answer; it may have \
                            reached some, all or none of the other nodes (retry with the same Idempotency-Key to \
                            have it delivered at most once)",

@@ -52,21 +52,6 @@ pub(super) fn fail(r: &mut ReactorCtx<'_>, op: EngineOp) {
 }
 
 impl Half {
-    /// Runs script `which` with `keys` and `args` (by its SHA once loaded).
-    pub(super) fn run_script(&mut self, which: Script, what: Expect, keys: &[&[u8]], args: &[&[u8]]) {
-        let n = keys.len().to_string();
-        let mut cmd: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
-        let sha = self.script_sha[which as usize].clone();
-        match &sha {
-            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
-            None => cmd.extend([&b"EVAL"[..], super::SCRIPTS[which as usize].as_bytes()]),
-        }
-        cmd.push(n.as_bytes());
-        cmd.extend(keys);
-        cmd.extend(args);
-        self.send(&cmd, what);
-    }
-
     pub(super) fn apply_history(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
         if !self.is_up() {
             if matches!(op, EngineOp::PublishHistory { .. }) {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, Expect, Half, HeldAdmission, Script};
+use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, Expect, Half, HeldAdmission, MAX_UNSENT_RELEASES, Script};
 use crate::cluster::resp::bytes_of;
 use crate::cluster::{Admission, wire};
 use crate::reactor::reactor_ctx::ReactorCtx;
@@ -123,14 +123,7 @@ impl Half {
         let node_channels = s.channels.node_prefix();
         let head = wire::evict_head(&s.node);
         let evict: &[u8] = if evict { b"1" } else { b"0" };
-        let mut cmd: Vec<&[u8]> = Vec::with_capacity(12);
-        let sha = self.script_sha[which as usize].clone();
-        match &sha {
-            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
-            None => cmd.extend([&b"EVAL"[..], super::SCRIPTS[which as usize].as_bytes()]),
-        }
-        cmd.extend([&b"1"[..], &key]);
-        cmd.extend([
+        let args: [&[u8]; 9] = [
             entry.as_bytes(),
             score.as_bytes(),
             limit.as_bytes(),
@@ -140,8 +133,8 @@ impl Half {
             &head,
             USER_KEY_TTL_MS.as_bytes(),
             s.node.as_bytes(),
-        ]);
-        self.send(&cmd, what);
+        ];
+        self.run_script(which, what, &[&key], &args);
     }
 
     pub(super) fn admit(
@@ -211,6 +204,16 @@ impl Half {
             BytesFrame::Error(e) => log::warn!("cluster: counting a connection again failed: {e}"),
             _ => {}
         }
+    }
+
+    /// Keeps a release for when Redis is back (bounded: past it the oldest is dropped and
+    /// logged; its entry expires with the user's key).
+    pub(super) fn keep_release(&mut self, user: Box<str>, connection: uuid::Uuid) {
+        if self.unsent_releases.len() >= MAX_UNSENT_RELEASES {
+            log::error!("cluster: too many releases waiting for redis; the oldest is dropped");
+            self.unsent_releases.pop_front();
+        }
+        self.unsent_releases.push_back((user, connection));
     }
 
     /// Connection `connection` of `user` no longer counts; kept until Redis takes it.

@@ -1,12 +1,14 @@
 //! One of the engine's Redis connections with its reconnect state: the backoff, when the
 //! current attempt started, and what went wrong last.
 //!
-//! Owns: the decision of when to try again and what to log. Does not touch: what is sent on
-//! the connection or what its replies answer (the engine half does).
+//! Owns: the decision of when to try again and what to log, and the setup commands (AUTH,
+//! SELECT) a new connection sends first. Does not touch: the socket (`resp`), or the commands
+//! sent after setup and what their replies answer (the engine half does).
 
 use std::time::{Duration, Instant};
 
 use super::super::resp::Conn;
+use crate::config::RedisUrl;
 use crate::embed::SourceId;
 
 pub(super) struct Link {
@@ -85,6 +87,21 @@ impl Link {
         let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (cap / 2 + 1);
         Duration::from_millis(cap / 2 + jitter)
     }
+}
+
+/// AUTH and SELECT for a new connection, as the URL says (`db`: its database, as text).
+pub(super) fn setup_commands<'a>(url: &'a RedisUrl, db: &'a str) -> Vec<Vec<&'a [u8]>> {
+    let mut setup: Vec<Vec<&[u8]>> = Vec::new();
+    if let Some(p) = &url.password {
+        match &url.username {
+            Some(u) => setup.push(vec![b"AUTH", u.as_bytes(), p.as_bytes()]),
+            None => setup.push(vec![b"AUTH", p.as_bytes()]),
+        }
+    }
+    if url.db != 0 {
+        setup.push(vec![b"SELECT", db.as_bytes()]);
+    }
+    setup
 }
 
 /// An error reply that means Redis refuses this node's credentials (or wants some).

@@ -293,7 +293,8 @@ struct Half {
     heartbeats: u64,
     seen_reached: u64,
     /// Redis answered on the current command connection (its scripts are loaded): until then
-    /// this reactor cannot publish, and the node is not up.
+    /// this reactor cannot publish, and the node is not up. Reset whenever the connection is
+    /// closed or made again.
     cmd_ready: bool,
     seen_reregister: u64,
     /// Releases not yet taken by Redis (it was away): sent when it is back.
@@ -323,7 +324,7 @@ struct HeldAdmission {
 
 impl Half {
     fn is_up(&self) -> bool {
-        self.cmd_ready && self.cmd.conn.is_connected() && self.shared.sub_up.load(Ordering::Acquire)
+        self.cmd_ready && self.shared.sub_up.load(Ordering::Acquire)
     }
 
     /// Sends one command on the command connection; its reply answers `what`.
@@ -336,19 +337,19 @@ impl Half {
         });
     }
 
-    /// AUTH and SELECT for a new connection, as the URL says (`db`: its database, as text).
-    fn setup_commands<'a>(url: &'a RedisUrl, db: &'a str) -> Vec<Vec<&'a [u8]>> {
-        let mut setup: Vec<Vec<&[u8]>> = Vec::new();
-        if let Some(p) = &url.password {
-            match &url.username {
-                Some(u) => setup.push(vec![b"AUTH", u.as_bytes(), p.as_bytes()]),
-                None => setup.push(vec![b"AUTH", p.as_bytes()]),
-            }
+    /// Runs script `which` with `keys` and `args` (by its SHA once loaded).
+    fn run_script(&mut self, which: Script, what: Expect, keys: &[&[u8]], args: &[&[u8]]) {
+        let n = keys.len().to_string();
+        let mut cmd: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
+        let sha = self.script_sha[which as usize].clone();
+        match &sha {
+            Some(sha) => cmd.extend([&b"EVALSHA"[..], sha]),
+            None => cmd.extend([&b"EVAL"[..], SCRIPTS[which as usize].as_bytes()]),
         }
-        if url.db != 0 {
-            setup.push(vec![b"SELECT", db.as_bytes()]);
-        }
-        setup
+        cmd.push(n.as_bytes());
+        cmd.extend(keys);
+        cmd.extend(args);
+        self.send(&cmd, what);
     }
 
     fn connect(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
@@ -377,7 +378,7 @@ impl Half {
             return self.lost(r, which);
         }
         let db = shared.url.db.to_string();
-        let mut setup = Self::setup_commands(&shared.url, &db);
+        let mut setup = link::setup_commands(&shared.url, &db);
         if !shared.sentinels.is_empty() {
             // Only a master will do: a demoted one (or a replica the sentinels named in a
             // race) is refused on its ROLE.
@@ -463,22 +464,12 @@ impl Half {
         self.update_up();
     }
 
-    /// Keeps a release for when Redis is back (bounded: past it the oldest is dropped and
-    /// logged; its entry expires with the user's key).
-    fn keep_release(&mut self, user: Box<str>, connection: uuid::Uuid) {
-        if self.unsent_releases.len() >= MAX_UNSENT_RELEASES {
-            log::error!("cluster: too many releases waiting for redis; the oldest is dropped");
-            self.unsent_releases.pop_front();
-        }
-        self.unsent_releases.push_back((user, connection));
-    }
-
     /// Publishes this reactor's state and the node's: up while the subscription and every
     /// reactor's command connection are.
     fn update_up(&self) {
         let s = &self.shared;
         if let Some(mine) = s.cmd_up.get(self.reactor) {
-            mine.store(self.cmd_ready && self.cmd.conn.is_connected(), Ordering::Release);
+            mine.store(self.cmd_ready, Ordering::Release);
         }
         let up = s.sub_up.load(Ordering::Acquire) && s.cmd_up.iter().all(|c| c.load(Ordering::Acquire));
         if s.metrics.up.swap(up, Ordering::AcqRel) != up {

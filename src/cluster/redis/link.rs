@@ -70,13 +70,22 @@ impl Link {
         delay
     }
 
-    /// A reconnect timer fired: true if it ends the current backoff.
+    /// How long the current backoff still runs (`None`: no retry is pending). A reconnect
+    /// timer that finds time left sets itself again for it: a link waiting to retry always
+    /// has a timer that will retry it.
+    pub fn retry_left(&self) -> Option<Duration> {
+        if !self.retrying {
+            return None;
+        }
+        Some(
+            self.retry_at
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now())),
+        )
+    }
+
+    /// The current backoff is over: time to connect again.
     pub fn retry_due(&self) -> bool {
-        // The wheel fires on its tick at or after the deadline; a little slack for rounding.
-        self.retrying
-            && self
-                .retry_at
-                .is_none_or(|t| Instant::now() + Duration::from_millis(60) >= t)
+        self.retry_left().is_some_and(|left| left.is_zero())
     }
 
     /// The delay before the next attempt (and counts this one).
@@ -142,5 +151,17 @@ mod tests {
             assert!(d <= Duration::from_secs(5));
         }
         assert!(l.next_delay() >= Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn a_pending_retry_is_never_forgotten() {
+        let mut l = Link::new(1);
+        assert_eq!(l.retry_left(), None);
+        let delay = l.retry_later();
+        let left = l.retry_left().expect("a retry is pending");
+        assert!(left <= delay && !left.is_zero());
+        assert!(!l.retry_due());
+        l.retry_at = Some(Instant::now());
+        assert!(l.retry_due());
     }
 }

@@ -558,8 +558,29 @@ impl Half {
         }
     }
 
+    /// A reconnect timer fired: connect if the backoff is over, wait out what is left of it if
+    /// not, nothing if the link was made again meanwhile (a timer of an earlier backoff).
+    fn reconnect_when_due(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
+        let (link, timer) = match which {
+            CMD => (Some(&self.cmd), RECONNECT_CMD),
+            _ => (self.sub.as_ref().map(|s| &s.link), RECONNECT_SUB),
+        };
+        match link.and_then(|l| l.retry_left()) {
+            Some(left) if left.is_zero() => self.connect(r, which),
+            Some(left) => r.set_timer(timer, left),
+            None => {}
+        }
+    }
+
     fn tick(&mut self, r: &mut ReactorCtx<'_>) {
         r.set_timer(TICK, TICK_EVERY);
+        // Backstop: a link whose backoff is over reconnects even if its timer was missed.
+        if self.cmd.retry_due() {
+            self.connect(r, CMD);
+        }
+        if self.sub.as_ref().is_some_and(|s| s.link.retry_due()) {
+            self.connect(r, SUB);
+        }
         self.check_deadlines(r);
         self.watch_tick(r);
         self.follow_master(r);
@@ -691,9 +712,8 @@ impl ReactorEngine for Half {
                     r.admitted(a.id, Admission::Local);
                 }
             }
-            // A timer of an earlier backoff (the link was made again meanwhile) does nothing.
-            RECONNECT_CMD if self.cmd.retry_due() => self.connect(r, CMD),
-            RECONNECT_SUB if self.sub.as_ref().is_some_and(|s| s.link.retry_due()) => self.connect(r, SUB),
+            RECONNECT_CMD => self.reconnect_when_due(r, CMD),
+            RECONNECT_SUB => self.reconnect_when_due(r, SUB),
             RECONNECT_WATCH => self.watch_retry(r),
             TICK => self.tick(r),
             _ => {}

@@ -63,7 +63,11 @@ impl Half {
         }
         if !w.link.conn.is_open() {
             if w.link.retrying {
-                return;
+                // Backstop for a missed timer: the tick ends a finished backoff too.
+                if !w.link.retry_due() {
+                    return;
+                }
+                w.link.retrying = false;
             }
             let Some(&addr) = self.shared.sentinels.get(w.next) else {
                 return;
@@ -133,9 +137,13 @@ impl Half {
 
     /// The backoff after a sentinel failure is over.
     pub(super) fn watch_retry(&mut self, r: &mut ReactorCtx<'_>) {
-        match self.watch.as_mut() {
-            Some(w) if w.link.retry_due() => w.link.retrying = false,
-            _ => return,
+        match self.watch.as_mut().and_then(|w| w.link.retry_left()) {
+            Some(left) if left.is_zero() => {}
+            Some(left) => return r.set_timer(super::RECONNECT_WATCH, left),
+            None => return,
+        }
+        if let Some(w) = self.watch.as_mut() {
+            w.link.retrying = false;
         }
         self.watch_tick(r);
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mio::Token;
 
-use super::{APP_TIMER_KEY, Core, ENGINE_TIMER_BIT, TOKEN_EXPIRED, USER_KEY, ticks};
+use super::{APP_TIMER_KEY, Core, ENGINE_TIMER_BIT, TOKEN_EXPIRED, USER_KEY};
 use crate::conn::Phase;
 use crate::reactor::TICK;
 use crate::reactor::users::NO_EXPIRY;
@@ -125,10 +125,38 @@ impl Core {
     }
 
     /// An embedder's (or, with `engine`, the cluster engine's) timer `id`, due `after` from
-    /// now (at least one tick).
+    /// now (at least one tick), and never before: the tick is counted from this turn's time
+    /// in milliseconds, not from the start of its tick (a timer set late in a tick would
+    /// otherwise fire up to a tick early, and a caller that checks its own deadline would
+    /// find it not yet due).
     pub fn set_app_timer(&mut self, id: u32, after: Duration, engine: bool) {
-        let at = self.now.saturating_add(ticks(after));
+        let at = app_timer_tick(self.now_ms, after).max(self.now.saturating_add(1));
         let ns = if engine { ENGINE_TIMER_BIT } else { 0 };
         self.wheel.schedule(APP_TIMER_KEY | ns | u64::from(id), u64::from(at));
+    }
+}
+
+/// The first tick at or after `now_ms + after` (ticks of `TICK`, counted from the reactor's start).
+fn app_timer_tick(now_ms: u64, after: Duration) -> u32 {
+    let due_ms = u128::from(now_ms) + after.as_millis();
+    due_ms.div_ceil(TICK.as_millis()).min(u128::from(u32::MAX / 4)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_timers_never_fire_before_their_time() {
+        // Set 199 ms into the run for 100 ms: due at 299 ms, so tick 3 (300 ms), not tick 2.
+        assert_eq!(app_timer_tick(199, Duration::from_millis(100)), 3);
+        assert_eq!(app_timer_tick(200, Duration::from_millis(100)), 3);
+        assert_eq!(app_timer_tick(0, Duration::from_millis(1)), 1);
+        for now_ms in [0u64, 1, 99, 100, 101, 12_345] {
+            for after in [1u64, 50, 99, 100, 101, 2_500] {
+                let tick = u64::from(app_timer_tick(now_ms, Duration::from_millis(after)));
+                assert!(tick * TICK.as_millis() as u64 >= now_ms + after, "{now_ms} + {after}");
+            }
+        }
     }
 }

@@ -22,8 +22,19 @@ replays included), 503 publishes some client got anyway (must be 0), 1012 closes
 missed nothing they should have had (needless), time from fault start to /ready 503 on the
 affected node(s) (polled every 50 ms), time from fault end to full service.
 
+*Recovered* counts the delivered ones a client got only in a later session (by recovery or a
+gap fill at reconnect), not live.
+
+Per-user limit (`--max-connections-per-user 3`, the default): LIMIT_USERS more users hold 3
+connections each (2 on a, 1 on b) that never reconnect; half a second into the fault each opens
+one more, on the faulted node (a, then b, for faults of Redis itself), which a node cut off from
+Redis admits on its own count. *Over the limit after recovery*: users whose open connections,
+summed over both nodes (`GET /ws/connections?user_id=`), still exceed 3 once 2 x `--node-ttl`
+(20 s) has passed after full service, polled every 0.2 s; the table gives the count and when the
+last excess went.
+
 Not checked: offset order, rooms/events (the load is on user channels only; broadcasts serve as
-probes and carry no history), per-user limits across nodes, message contents beyond seq,
+probes and carry no history), message contents beyond seq,
 latency. NUMSUB can still show a channel that a stalled node has in effect lost, so history-off
 sessions opened during a stall may count early. Clients reconnect after 0.05-0.3 s, not with the
 client library's backoff.
@@ -41,6 +52,7 @@ SUBS = int(os.environ.get("CHAOS_SUBS", 100))
 STEADY = float(os.environ.get("CHAOS_STEADY", 5))
 FAULT = float(os.environ.get("CHAOS_FAULT", 5))
 BOUND, TAIL, PUBLISHERS = 25.0, 2.0, 24
+LIMIT_USERS, LIMIT, NODE_TTL = 10, 3, 10.0
 now = time.monotonic
 
 
@@ -309,6 +321,30 @@ class Client(threading.Thread):
                 self.last = (m["offset"], m["epoch"])
 
 
+class Holder(threading.Thread):
+    """One connection of a limit user, held until the server closes it or the run ends."""
+
+    def __init__(self, run, user, port):
+        super().__init__(daemon=True)
+        self.run_, self.user, self.port, self.opened, self.code = run, user, port, False, None
+
+    def run(self):
+        try:
+            with connect(f"ws://127.0.0.1:{self.port}/ws?token={token(self.user)}", open_timeout=10,
+                         close_timeout=1, ping_interval=None, compression=None) as ws:
+                hello = json.loads(ws.recv(timeout=10))
+                self.opened = hello.get("type") == "connection.established"
+                while not self.run_.stop_clients.is_set():
+                    try:
+                        ws.recv(timeout=0.5)
+                    except TimeoutError:
+                        continue
+        except ConnectionClosed as e:
+            self.code = e.rcvd.code if e.rcvd else 1006
+        except Exception as e:  # refused at the handshake
+            self.code = type(e).__name__
+
+
 class Pub:
     __slots__ = ("seq", "user", "node", "ts", "ta", "status", "cls")
 
@@ -358,6 +394,7 @@ class Run:
         self.stop_clients, self.stop_pub, self.stop_mon = threading.Event(), threading.Event(), threading.Event()
         self.pubs, self.ready, self.latest, self.lock, self.next_seq = [], [], {}, threading.Lock(), 1
         self.clients, self.nodes, self.proxy, self.redis, self.metrics, self.log_counts = [], {}, None, None, {}, {}
+        self.holders, self.limit, self.base_holders = [], (0, None), 0
         self.full = self.t_fault = self.t_end = None
 
     def logfile(self, what):
@@ -392,6 +429,40 @@ class Run:
             c.start()
             self.clients.append(c)
         wait_for("every client subscribed", lambda: all(c.cur and c.cur.sub for c in self.clients), 30, 0.1)
+        for i in range(LIMIT_USERS):
+            for n in "aab":
+                h = Holder(self, f"L{i:02d}", self.ports[n][0])
+                h.start()
+                self.holders.append(h)
+        self.base_holders = len(self.holders)
+        wait_for("every limit user at the limit", lambda: all(h.opened for h in self.holders), 30, 0.1)
+
+    def extra_connections(self):  # one more per limit user, on the faulted node, during the fault
+        time.sleep(0.5)  # into the fault (a duration, not a synchronization)
+        for i in range(LIMIT_USERS):
+            n = self.affected[i % len(self.affected)]
+            h = Holder(self, f"L{i:02d}", self.ports[n][0])
+            h.start()
+            self.holders.append(h)
+
+    def over_limit(self):
+        """(users over the limit, seconds after full service the last excess went or None)."""
+        admins = {n: Admin(self.ports[n][1], 2) for n in "ab"}
+        start, deadline, last = now(), now() + 2 * NODE_TTL, None
+        while True:
+            over = 0
+            for i in range(LIMIT_USERS):
+                total = 0
+                for a in admins.values():
+                    st, body = a.req("GET", f"/ws/connections?user_id=L{i:02d}&limit=1000")
+                    total += len(body.get("connections", [])) if st == 200 and isinstance(body, dict) else 0
+                over += total > LIMIT
+            if over == 0:
+                return 0, last if last is not None else 0.0
+            last = now() - start
+            if now() > deadline:
+                return over, None
+            time.sleep(0.2)
 
     def spawn(self, fn):
         (t := threading.Thread(target=fn, daemon=True)).start()
@@ -445,11 +516,14 @@ class Run:
         time.sleep(STEADY)  # steady load before the fault (a duration, not a synchronization)
         self.t_fault, self.wall = now(), [utc()]
         self.start_fault(self)
+        extra = self.spawn(self.extra_connections)
         time.sleep(self.fault_len)  # the fault's length
         self.end_fault(self)
         self.t_end = now()
         self.wall.append(utc())
         self.full = self.wait_full_service()
+        extra.join(15)
+        self.limit = self.over_limit()
         time.sleep(TAIL)  # load after recovery
         self.stop_pub.set()
         for t in pubs:
@@ -507,7 +581,7 @@ class Run:
         for p in pubs:
             by_user[p.user].append(p)
         got_any = set().union(*(c.got for c in self.clients))
-        row = dict(delivered=0, lost=0, told_1012=0, told_reload=0, uncounted=0,
+        row = dict(delivered=0, recovered=0, lost=0, told_1012=0, told_reload=0, uncounted=0,
                    classes=Counter(p.cls for p in pubs), lost_examples=[])
         for p in (p for p in pubs if p.cls == "2xx"):
             c = clients[p.user]
@@ -517,6 +591,8 @@ class Run:
             v = ("uncounted" if s is None else "delivered" if p.seq in c.got else "told_1012" if s.code == 1012
                  else "told_reload" if any(t > p.ts for t in c.cues) else "lost")
             row[v] += 1
+            if v == "delivered" and p.seq not in s.got:
+                row["recovered"] += 1
             if v == "lost" and len(row["lost_examples"]) < 2:
                 row["lost_examples"].append(
                     f"seq {p.seq} to {p.user} via {p.node}, sent {p.ts - self.t_fault:+.2f} s from the fault, "
@@ -545,6 +621,11 @@ class Run:
         row["recoveries"] = sum((c.recoveries for c in self.clients), Counter())
         row["conn_errors"] = sum((c.errors for c in self.clients), Counter())
         row["cues"] = sum(len(c.cues) for c in self.clients)
+        extras = self.holders[self.base_holders:]
+        row["limit_note"] = (f"limit users: {sum(h.opened for h in extras)} of {len(extras)} extra connections "
+                             f"admitted during the fault; closes of held ones "
+                             + (", ".join(f"{c}×{n}" for c, n in sorted(Counter(str(h.code) for h in self.holders
+                                                                                 if h.code).items())) or "none"))
         return row
 
     def teardown(self):
@@ -563,11 +644,12 @@ class Run:
 
 
 def render(title, rows):
-    out = [f"### {title}", "", "| history | 2xx / 504 / 503 / other | delivered | lost after 2xx | duplicates "
-           "| 1012 closes (needless) | time to detect | time to full service | notes |", "|---" * 9 + "|"]
+    out = [f"### {title}", "", "| history | 2xx / 504 / 503 / other | delivered (recovered) | lost after 2xx "
+           "| duplicates | 1012 closes (needless) | users over the limit after recovery | time to detect "
+           "| time to full service | notes |", "|---" * 10 + "|"]
     for hist, r in rows:
         if "error" in r:
-            out.append(f"| {hist} | | | | | | | | **run failed**: {r['error']} |")
+            out.append(f"| {hist} | | | | | | | | | **run failed**: {r['error']} |")
             continue
         k, items = r["classes"], lambda d: ", ".join(f"{a} {b}" for a, b in sorted(d.items()))
         det = ", ".join(f"{n} {d[0]:.1f} s ({d[1]})" if d else f"{n} no 503 seen" for n, d in r["detect"].items())
@@ -581,14 +663,17 @@ def render(title, rows):
                  r["uncounted"] and f"2xx with no session counting {r['uncounted']}",
                  r["closes"] and "closes " + ", ".join(f"{c}×{n}" for c, n in sorted(r["closes"].items())),
                  r["recoveries"] and "recoveries: " + items(r["recoveries"]),
-                 r["cues"] and f"reload cues {r['cues']}",
+                 r["cues"] and f"reload cues {r['cues']}", r["limit_note"],
                  *(f"{n} /ready " + (f"non-200 in {c} polls" if c else "200 throughout")
                    for n, c in r["others_down"].items()),
                  r["conn_errors"] and "connect errors: " + items(r["conn_errors"]),
                  metrics and "metrics: " + items(metrics), logs and "log lines: " + logs]
         full = f"{r['full']:.1f} s" if r["full"] is not None else f"> {BOUND:g} s"
+        over, went = r["limit"]
+        limit = f"**{over}**" + (f" (excess gone {went:.1f} s after full service)" if went else "")
         out.append(f"| {hist} | {k['2xx']} / {k['504']} / {k['503']} / {k['other']} | {r['delivered']} "
-                   f"| **{r['lost']}** | {r['dups']} | {r['c1012']} ({r['needless']}) | {det} | {full} "
+                   f"({r['recovered']}) | **{r['lost']}** | {r['dups']} | {r['c1012']} ({r['needless']}) | {limit} "
+                   f"| {det} | {full} "
                    f"| {'; '.join(n for n in notes if n)} |")
     return "\n".join(out) + "\n"
 
@@ -627,7 +712,7 @@ def main():
                     run.setup()
                     run.execute()
                     row = run.judge()
-                    row.update(full=run.full, metrics=run.metrics)
+                    row.update(full=run.full, metrics=run.metrics, limit=run.limit)
                 except Exception as e:
                     row = {"error": f"{type(e).__name__}: {e}"}
                 finally:

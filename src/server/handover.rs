@@ -37,6 +37,10 @@ const HELLO: &[u8] = b"wsedge-handover 1\n";
 const MAX_SOCKETS: usize = 512;
 /// How long either side waits for the other.
 const WAIT: Duration = Duration::from_secs(10);
+/// How long a connected peer has to say who it is: a successor writes its hello at once, and
+/// peers are served one at a time (only one may get the sockets), so a silent one must not
+/// hold up the next for long.
+const HELLO_WAIT: Duration = Duration::from_secs(1);
 
 /// The other end of `conn` runs as this process's user, or the conversation stops here.
 fn same_user(conn: &UnixStream, who: &str) -> io::Result<()> {
@@ -188,30 +192,37 @@ pub(crate) fn serve(
     std::thread::Builder::new()
         .name("wsedge-handover".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                match hand_over(conn, &main, &admin) {
-                    Ok(()) => {
-                        log::info!("handover: a new process took over the listening sockets; draining");
-                        handle.shutdown();
-                        return;
-                    }
-                    Err(e) => log::warn!("handover: {e}; still serving"),
-                }
+            if serve_until_taken(&listener, &main, &admin) {
+                log::info!("handover: a new process took over the listening sockets; draining");
+                handle.shutdown();
             }
         })?;
     Ok(())
 }
 
+/// Serves peers one at a time until one takes the sockets (true) or the listener fails.
+fn serve_until_taken(listener: &UnixListener, main: &[TcpListener], admin: &[TcpListener]) -> bool {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        match hand_over(conn, main, admin) {
+            Ok(()) => return true,
+            Err(e) => log::warn!("handover: {e}; still serving"),
+        }
+    }
+    false
+}
+
 fn hand_over(mut conn: UnixStream, main: &[TcpListener], admin: &[TcpListener]) -> io::Result<()> {
     same_user(&conn, "a process asking for the listening sockets")?;
-    conn.set_read_timeout(Some(WAIT))?;
+    conn.set_read_timeout(Some(HELLO_WAIT))?;
     conn.set_write_timeout(Some(WAIT))?;
     let mut hello = [0u8; HELLO.len()];
-    conn.read_exact(&mut hello)?;
+    conn.read_exact(&mut hello)
+        .map_err(|e| bad(&format!("no hello within {HELLO_WAIT:?}: {e}")))?;
     if hello != HELLO {
         return Err(bad("not a wsedge successor"));
     }
+    conn.set_read_timeout(Some(WAIT))?;
     let fds: Vec<_> = main.iter().chain(admin).map(AsFd::as_fd).collect();
     let text = format!("main={} admin={}\n", main.len(), admin.len());
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
@@ -287,6 +298,24 @@ mod tests {
         let _ = b.read(&mut line).unwrap();
         drop(b);
         assert!(giver.join().unwrap().is_err());
+    }
+
+    #[test]
+    fn a_silent_peer_does_not_hold_up_the_successor() {
+        let dir = private_dir("silent");
+        let path = dir.join("h.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let main = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = main.local_addr().unwrap();
+        let giver = std::thread::spawn(move || serve_until_taken(&listener, &[main], &[]));
+        // Connected first, says nothing, stays connected.
+        let _silent = UnixStream::connect(&path).unwrap();
+        let inherited = take_over(&path, addr, None)
+            .unwrap()
+            .expect("taken over despite the silent peer");
+        inherited.ready();
+        assert!(giver.join().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A directory of this test's own, 0755.

@@ -24,16 +24,6 @@ fn small_window_socket(addr: SocketAddr, source: &str) -> TcpStream {
     s
 }
 
-fn from(addr: SocketAddr, source: &str) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    s.connect(&addr.into()).unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s
-}
-
 #[test]
 fn a_ping_flood_that_never_reads_is_closed_at_the_outbound_cap() {
     let server = start(Config {

@@ -205,6 +205,41 @@ fn bad_certificates_fail_at_start_and_plaintext_clients_are_dropped() {
 }
 
 #[test]
+fn an_address_over_its_share_is_refused_in_tls_not_in_plain_http() {
+    let p = pki("per-ip");
+    let s = start(Config {
+        max_connections_per_ip: 2,
+        tls_cert: Some(p.dir.join("cert.pem")),
+        tls_key: Some(p.dir.join("key.pem")),
+        ..config()
+    });
+    let addr = s.local_addr();
+    let _held: Vec<TcpStream> = (0..2).map(|_| from(addr, "127.0.0.5")).collect();
+    // The third socket gets one fatal access_denied alert record and EOF.
+    let mut third = from(addr, "127.0.0.5");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut third, &mut got);
+    assert_eq!(got, [21, 3, 3, 0, 2, 2, 49]);
+    // A real TLS client reads it as the alert it is.
+    let tcp = from(addr, "127.0.0.5");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client_config(&p.cert_pem, &[&rustls::version::TLS13]), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let err = tls.write_all(b"GET / HTTP/1.1\r\n\r\n").and_then(|_| tls.flush());
+    let err = match err {
+        Err(e) => e,
+        Ok(()) => std::io::Read::read(&mut tls, &mut [0; 16]).expect_err("refused"),
+    };
+    assert!(err.to_string().contains("AccessDenied"), "{err}");
+    // Other addresses are served.
+    let (mut ws, _) = wss(addr, "elsewhere", &p.cert_pem, &[&rustls::version::TLS13]);
+    ws.send(Message::text(r#"{"type":"ping","data":{}}"#)).unwrap();
+    assert_eq!(read_json(&mut ws)["type"], "pong");
+    assert!(s.handle().stats().refused_with(429) >= 2);
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+#[test]
 fn a_returning_client_resumes_its_session_from_a_ticket() {
     let p = pki("resume");
     let s = server(&p);

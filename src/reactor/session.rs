@@ -22,6 +22,10 @@ use crate::reactor::ctx::Ctx;
 /// Answer to a socket over `max_connections_per_ip`, written once without waiting.
 const TOO_MANY_FROM_ADDRESS: &[u8] =
     b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+/// The same refusal on a TLS listener: a fatal access_denied alert (49), unencrypted as alerts
+/// before a handshake are (RFC 8446 6). No plain HTTP on a TLS port, and no handshake work
+/// for an address that already holds its share.
+const TOO_MANY_FROM_ADDRESS_TLS: &[u8] = &[21, 3, 3, 0, 2, 2, 49];
 
 impl<H: ReactorHandler> Reactor<H> {
     /// Accepts every waiting connection on the main listener (or, with `admin`, on the admin
@@ -42,18 +46,17 @@ impl<H: ReactorHandler> Reactor<H> {
                         // One address holds its whole share: refuse before reading anything.
                         self.core.metrics.refused_with(429);
                         self.core.metrics.accepted.inc();
-                        let _ = io::Write::write(&mut sock, TOO_MANY_FROM_ADDRESS);
+                        let refusal = if rt.tls.is_some() && !admin {
+                            TOO_MANY_FROM_ADDRESS_TLS
+                        } else {
+                            TOO_MANY_FROM_ADDRESS
+                        };
+                        let _ = io::Write::write(&mut sock, refusal);
                         continue;
                     }
                     let _ = sock.set_nodelay(true);
                     let session = match (&rt.tls, admin) {
-                        (Some(tls), false) => match tls.session() {
-                            Some(s) => Some(s),
-                            None => {
-                                rt.per_ip.release(bucket);
-                                continue;
-                            }
-                        },
+                        (Some(tls), false) => Some(tls.session()),
                         _ => None,
                     };
                     let idx = self.core.insert_conn(crate::transport::Stream::Tcp(sock), bucket);

@@ -278,3 +278,16 @@ pub fn headless_chromium(profile: &std::path::Path) -> std::process::Command {
     .arg(format!("--user-data-dir={}", profile.display()));
     cmd
 }
+
+/// A TCP connection to `addr` from the loopback address `source` (127.0.0.2, ...): per-address
+/// limits see a separate client.
+#[allow(dead_code)]
+pub fn from(addr: std::net::SocketAddr, source: &str) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{source}:0").parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}

@@ -9,6 +9,7 @@
 # --tls: every server behind TLS with the same fresh ECDSA P-256 certificate (wsedge with
 # --tls-cert, Bun with BoringSSL, fastwebsockets with tokio-rustls), the generator speaking
 # wss://; adds idle memory per connection at 19,000 and handshakes with session resumption.
+# Env: WSEDGE_BIN (this wsedge binary instead of the fresh build: before/after comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -46,7 +47,7 @@ export NODE_PATH="$HOME_DIR/node/node_modules"
 
 command_for() {
   case "$1" in
-    wsedge) echo "./target/release/wsedge echo --listen 127.0.0.1:$2 --workers 1 --log-level warn${TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
+    wsedge) echo "${WSEDGE_BIN:-./target/release/wsedge} echo --listen 127.0.0.1:$2 --workers 1 --log-level warn${TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
     node-ws) echo "node scripts/peers/node-ws/server.js $2" ;;
     bun) echo "$HOME_DIR/node/node_modules/.bin/bun scripts/peers/bun/server.js $2" ;;
     tokio-tungstenite) echo "$HOME_DIR/rust-target/release/peer-tokio-tungstenite $2" ;;

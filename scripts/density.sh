@@ -4,6 +4,7 @@
 # over 127.0.0.2+, reads /proc/PID/status, stops the server. Bounded: ~1 minute.
 #   scripts/density.sh [--tls] [CONNS] [WORKERS]     (SERVER_FLAGS="..." adds server flags)
 # --tls: the server with a fresh self-signed certificate (openssl), the clients over wss://.
+# Env: WSEDGE_BIN (this server binary instead of the fresh build: before/after comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCHEME=ws
@@ -20,7 +21,7 @@ WORKERS=${2:-2}
 SECRET=density-bench-secret
 PORT=${PORT:-18080}
 cargo build --release --quiet --bin wsedge --bin wsedge-bench
-./target/release/wsedge serve --listen "127.0.0.1:$PORT" --workers "$WORKERS" --jwt-secret "$SECRET" \
+"${WSEDGE_BIN:-./target/release/wsedge}" serve --listen "127.0.0.1:$PORT" --workers "$WORKERS" --jwt-secret "$SECRET" \
   --max-connections $((CONNS + 100)) --max-connections-per-ip 0 --log-level warn ${SERVER_FLAGS:-} &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; [ -n "${CERTS:-}" ] && rm -rf "$CERTS"' EXIT

@@ -30,6 +30,7 @@ pub struct Target {
     pub tls: bool,
     /// Resume TLS sessions from earlier connections' tickets.
     pub tls_resume: bool,
+    pub tls_groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
 }
 
 impl Target {
@@ -47,6 +48,7 @@ impl Target {
             deflate: false,
             tls: crate::wire::is_tls(url),
             tls_resume: false,
+            tls_groups: crate::tls::DEFAULT_GROUPS.to_vec(),
         })
     }
 
@@ -115,7 +117,9 @@ impl Engine {
             wire_bytes: 0,
             last_close: None,
             inflater: None,
-            tls_config: target.tls.then(|| crate::tls::any_certificate(target.tls_resume)),
+            tls_config: target
+                .tls
+                .then(|| crate::tls::any_certificate(target.tls_resume, &target.tls_groups)),
             plain: Vec::new(),
             target,
         })

@@ -40,6 +40,11 @@ pub struct Common {
     /// ones (off: every handshake is a full one).
     #[arg(long)]
     pub tls_resume: bool,
+    /// Over wss://, the key exchange groups offered, in order, comma-separated (x25519, p256,
+    /// p384): a key share goes for the first. `p384,x25519` is what a client following rustls
+    /// 0.23.48's ring default offers.
+    #[arg(long, default_value = "x25519,p256,p384")]
+    pub tls_groups: String,
 }
 
 impl Common {
@@ -58,6 +63,7 @@ impl Common {
         Ok(Target {
             deflate: self.deflate,
             tls_resume: self.tls_resume,
+            tls_groups: crate::tls::groups(&self.tls_groups)?,
             ..Target::at(&self.url, tokens, per_user, self.sources)?
         })
     }

@@ -45,14 +45,30 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+use rustls::crypto::SupportedKxGroup;
+use rustls::crypto::ring::kx_group;
+
+/// X25519 first, as browsers and wsedge's own client offer it (ring's default order changes
+/// between rustls releases).
+pub const DEFAULT_GROUPS: [&dyn SupportedKxGroup; 3] = [kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+
+/// Key exchange groups from a list like `p384,x25519`.
+pub fn groups(list: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, String> {
+    list.split(',')
+        .map(|name| match name.trim() {
+            "x25519" => Ok(kx_group::X25519),
+            "p256" => Ok(kx_group::SECP256R1),
+            "p384" => Ok(kx_group::SECP384R1),
+            other => Err(format!("--tls-groups: unknown group {other:?} (x25519, p256, p384)")),
+        })
+        .collect()
+}
+
 /// `resume`: keep the server's tickets and resume with them (rustls's default); without it
-/// every connection makes a full handshake.
-pub fn any_certificate(resume: bool) -> Arc<rustls::ClientConfig> {
-    // X25519 first, as browsers and wsedge's own client offer it (ring's default order changes
-    // between rustls releases).
-    use rustls::crypto::ring::kx_group;
+/// every connection makes a full handshake. `groups`: the key exchange groups offered, in order.
+pub fn any_certificate(resume: bool, groups: &[&'static dyn SupportedKxGroup]) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::CryptoProvider {
-        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        kx_groups: groups.to_vec(),
         ..rustls::crypto::ring::default_provider()
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())

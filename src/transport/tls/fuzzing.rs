@@ -11,6 +11,7 @@ use rustls::crypto::ring::cipher_suite as cs;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use super::ServerConfigs;
 use super::record::PeerSealer;
 use super::{TlsSession, TlsShared};
 
@@ -28,6 +29,15 @@ pub fn suites() -> [rustls::SupportedCipherSuite; 6] {
 
 /// A client that trusts any certificate and speaks only `suite`.
 pub fn client_config(suite: rustls::SupportedCipherSuite, extract: bool) -> Arc<rustls::ClientConfig> {
+    client_config_with_groups(suite, extract, rustls::crypto::ring::default_provider().kx_groups)
+}
+
+/// The same, offering key exchange `groups` in that order (a key share for the first).
+pub fn client_config_with_groups(
+    suite: rustls::SupportedCipherSuite,
+    extract: bool,
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+) -> Arc<rustls::ClientConfig> {
     #[derive(Debug)]
     struct Any(Arc<rustls::crypto::CryptoProvider>);
     impl rustls::client::danger::ServerCertVerifier for Any {
@@ -63,6 +73,7 @@ pub fn client_config(suite: rustls::SupportedCipherSuite, extract: bool) -> Arc<
     }
     let provider = Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: vec![suite],
+        kx_groups: groups,
         ..rustls::crypto::ring::default_provider()
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -76,7 +87,7 @@ pub fn client_config(suite: rustls::SupportedCipherSuite, extract: bool) -> Arc<
 }
 
 /// A server configuration from PEM text (what `--tls-cert`/`--tls-key` files hold).
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Arc<rustls::ServerConfig> {
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Arc<super::ServerConfigs> {
     let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .expect("a PEM certificate");
@@ -88,10 +99,10 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Arc<rustls::ServerConfi
 /// the server has taken its Finished. Returns the server session.
 pub fn establish(
     client: &mut ClientConnection,
-    server: Arc<rustls::ServerConfig>,
+    server: Arc<super::ServerConfigs>,
     shared: &mut TlsShared,
 ) -> Option<TlsSession> {
-    let mut session = TlsSession::new(server)?;
+    let mut session = TlsSession::new(server);
     for _ in 0..8 {
         let mut up = Vec::new();
         while client.wants_write() {
@@ -127,10 +138,26 @@ impl Cuts {
     }
 }
 
+/// Record sizes around the limits: plaintext 2^14 - 1, 2^14, 2^14 + 1 and ciphertext bodies
+/// around 2^14 + 256 (TLS 1.3's limit) and 2^14 + 2048 (TLS 1.2's), reached with padding.
+const SIZES: [(usize, usize); 8] = [
+    (16_383, 0),
+    (16_384, 0),
+    (16_385, 0),
+    (16_000, 622),
+    (16_000, 623),
+    (16_000, 624),
+    (16_384, 2_000),
+    (16_384, 2_031),
+];
+
 /// The fuzz target's body. `data`: a byte choosing the suite and the cuts, then segments
 /// `[kind][len][len bytes]`: kind 0 application data, 1 a record of the type its first byte
-/// names, 2 raw bytes, 3 padded application data (TLS 1.3).
-pub fn records(server: &Arc<rustls::ServerConfig>, clients: &[Arc<rustls::ClientConfig>], data: &[u8]) {
+/// names, 2 raw bytes, 3 padded application data (TLS 1.3), 4 a record of a size around the
+/// limits (`len` picks it from `SIZES`), 5 `len` KeyUpdates in a row (the first byte of the
+/// segment says whether each asks for ours; every one is sealed under the client's first key,
+/// so the session changes keys once and refuses the rest), 6 an alert record of `len` bytes.
+pub fn records(server: &Arc<super::ServerConfigs>, clients: &[Arc<rustls::ClientConfig>], data: &[u8]) {
     let Some((&pick, mut rest)) = data.split_first() else {
         return;
     };
@@ -156,7 +183,7 @@ pub fn records(server: &Arc<rustls::ServerConfig>, clients: &[Arc<rustls::Client
     while let [kind, len, tail @ ..] = rest {
         let n = (*len as usize).min(tail.len());
         let bytes = &tail[..n];
-        match kind % 4 {
+        match kind % 7 {
             0 => {
                 sealer.seal(23, bytes, 0, &mut wire);
                 expected.extend_from_slice(bytes);
@@ -170,9 +197,29 @@ pub fn records(server: &Arc<rustls::ServerConfig>, clients: &[Arc<rustls::Client
                 only_data = false;
                 wire.extend_from_slice(bytes);
             }
-            _ => {
+            3 => {
                 sealer.seal(23, bytes, n % 7, &mut wire);
                 expected.extend_from_slice(bytes);
+            }
+            4 => {
+                only_data = false;
+                let (plain, padding) = SIZES[*len as usize % SIZES.len()];
+                sealer.seal(23, &vec![b'z'; plain], padding, &mut wire);
+                rest = tail;
+                continue;
+            }
+            5 => {
+                only_data = false;
+                let ask = bytes.first().copied().unwrap_or(0);
+                for i in 0..usize::from(*len).min(64) {
+                    sealer.seal(22, &[24, 0, 0, 1, (ask >> (i % 8)) & 1], 0, &mut wire);
+                }
+                rest = tail;
+                continue;
+            }
+            _ => {
+                only_data = false;
+                sealer.seal(21, bytes, 0, &mut wire);
             }
         }
         rest = &tail[n..];

@@ -14,6 +14,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;
+mod hello;
 mod record;
 mod session;
 #[cfg(test)]
@@ -43,10 +44,18 @@ pub enum TlsError {
 pub struct TlsConfig {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Arc<ServerConfigs>>,
 }
 
-fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// One certificate, two key exchange policies: every group, and X25519 alone for clients that
+/// list X25519 after a costlier group (see `hello`). They share the certificate, the ticket
+/// key and the session cache, so either resumes the other's sessions.
+pub struct ServerConfigs {
+    all: Arc<ServerConfig>,
+    x25519: Arc<ServerConfig>,
+}
+
+fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfigs>, TlsError> {
     let file_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::File {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -62,9 +71,35 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     build(certs, key_der)
 }
 
-fn build(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+fn build(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfigs>, TlsError> {
+    let all = configure(provider(), certs, key)?;
+    let x25519_only = rustls::crypto::CryptoProvider {
+        kx_groups: vec![rustls::crypto::ring::kx_group::X25519],
+        ..provider()
+    };
+    let mut x25519 = ServerConfig::builder_with_provider(Arc::new(x25519_only))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Pair(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(all.cert_resolver.clone());
+    x25519.alpn_protocols = all.alpn_protocols.clone();
+    x25519.ignore_client_order = all.ignore_client_order;
+    x25519.ticketer = all.ticketer.clone();
+    x25519.session_storage = all.session_storage.clone();
+    x25519.send_tls13_tickets = all.send_tls13_tickets;
+    x25519.enable_secret_extraction = all.enable_secret_extraction;
+    Ok(Arc::new(ServerConfigs {
+        all: Arc::new(all),
+        x25519: Arc::new(x25519),
+    }))
+}
+
+fn configure(
+    provider: rustls::crypto::CryptoProvider,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Pair(e.to_string()))?
         .with_no_client_auth()
@@ -81,7 +116,7 @@ fn build(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Re
     config.send_tls13_tickets = 1;
     // We seal and open application data ourselves once the handshake is done.
     config.enable_secret_extraction = true;
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// ring's suites with SHA-256 ones first: SHA-256 runs on the CPU's SHA extensions where
@@ -110,9 +145,9 @@ fn provider() -> rustls::crypto::CryptoProvider {
 /// Key exchange groups, X25519 first, for servers and clients alike: ring's own default order
 /// changed between rustls releases (0.23.48 puts P-384 first), and a P-384 handshake costs the
 /// server about five times the CPU of an X25519 one. A rustls server picks the first group of
-/// the client's list that it supports, so this order decides what our clients offer; a client
-/// that prefers P-384 still gets P-384 (it stays supported, for clients that offer nothing
-/// else).
+/// the client's list that it supports, so this order decides what our clients offer; on the
+/// server, a client that lists X25519 after P-256/P-384 is steered to X25519 (`hello`), and
+/// one that lists only P-256/P-384 gets those.
 pub(crate) const KX_GROUPS: [&dyn rustls::crypto::SupportedKxGroup; 3] = [
     rustls::crypto::ring::kx_group::X25519,
     rustls::crypto::ring::kx_group::SECP256R1,
@@ -137,9 +172,9 @@ impl TlsConfig {
     }
 
     /// A session for a new connection.
-    pub fn session(&self) -> Option<TlsSession> {
-        let config = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        TlsSession::new(config)
+    pub fn session(&self) -> TlsSession {
+        let configs = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        TlsSession::new(configs)
     }
 }
 

@@ -22,8 +22,13 @@ pub const HEADER: usize = 5;
 const TAG: usize = 16;
 /// The largest plaintext a record may carry (RFC 8446 5.1, RFC 5246 6.2.1).
 pub const MAX_PLAINTEXT: usize = 1 << 14;
-/// The largest ciphertext body accepted: TLS 1.3 allows 2^14 + 256, TLS 1.2 2^14 + 2048.
-const MAX_BODY: usize = MAX_PLAINTEXT + 2048;
+/// The largest ciphertext body accepted: TLS 1.3 allows 2^14 + 256 (RFC 8446 5.2), TLS 1.2
+/// 2^14 + 2048 (RFC 5246 6.2.3); longer is record_overflow.
+const MAX_BODY_13: usize = MAX_PLAINTEXT + 256;
+const MAX_BODY_12: usize = MAX_PLAINTEXT + 2048;
+/// Consecutive KeyUpdates, and consecutive empty records, accepted without application data
+/// between them (rustls's limits): each costs us work and sends nothing useful.
+const MAX_IN_A_ROW: u8 = 32;
 /// Records sealed with one AES-GCM key before it is replaced (TLS 1.3) or the connection ends
 /// (TLS 1.2), below the suites' confidentiality limits.
 const AES_GCM_LIMIT: u64 = 1 << 23;
@@ -41,6 +46,10 @@ const KEY_UPDATE: u8 = 24;
 pub enum RecordError {
     #[error("record too long ({0} bytes)")]
     Overflow(usize),
+    #[error("malformed {0}")]
+    Decode(&'static str),
+    #[error("{0} in a row with no data between")]
+    Abuse(&'static str),
     #[error("record failed authentication")]
     BadRecord,
     #[error("unexpected record type {0}")]
@@ -61,6 +70,8 @@ impl RecordError {
     pub fn alert(&self) -> Option<u8> {
         match self {
             RecordError::Overflow(_) => Some(22),
+            RecordError::Decode(_) => Some(50),
+            RecordError::Abuse(_) => Some(10),
             RecordError::Version(..) => Some(70),
             RecordError::BadRecord => Some(20),
             RecordError::Unexpected(_) | RecordError::KeyUpdate(_) => Some(10),
@@ -143,6 +154,9 @@ pub struct Traffic {
     rx: Keys,
     /// The peer asked for our KeyUpdate: sent with the next output.
     pub key_update_owed: bool,
+    /// KeyUpdates, and empty records, received since the last application data.
+    updates_in_a_row: u8,
+    empty_in_a_row: u8,
 }
 
 impl Traffic {
@@ -156,6 +170,8 @@ impl Traffic {
             tx,
             rx,
             key_update_owed: false,
+            updates_in_a_row: 0,
+            empty_in_a_row: 0,
         })
     }
 
@@ -188,7 +204,7 @@ impl Traffic {
         while buf.len() - pos >= HEADER {
             let typ = buf[pos];
             let len = u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
-            if len > MAX_BODY {
+            if len > if self.shape.tls12 { MAX_BODY_12 } else { MAX_BODY_13 } {
                 return Err(RecordError::Overflow(len));
             }
             if buf.len() - pos - HEADER < len {
@@ -215,13 +231,25 @@ impl Traffic {
             let from = pos + HEADER + start;
             pos += HEADER + len;
             match inner {
+                APPLICATION_DATA if plain_len == 0 => {
+                    self.empty_in_a_row += 1;
+                    if self.empty_in_a_row > MAX_IN_A_ROW {
+                        return Err(RecordError::Abuse("empty records"));
+                    }
+                }
                 APPLICATION_DATA => {
+                    self.empty_in_a_row = 0;
+                    self.updates_in_a_row = 0;
                     buf.copy_within(from..from + plain_len, out.plain);
                     out.plain += plain_len;
                 }
                 ALERT => {
+                    // One alert per record, two bytes (RFC 8446 6, 5.1).
+                    if plain_len != 2 {
+                        return Err(RecordError::Decode("alert"));
+                    }
                     // close_notify (level ignored, as TLS 1.3 says); anything else aborts.
-                    let desc = if plain_len == 2 { buf[from + 1] } else { 255 };
+                    let desc = buf[from + 1];
                     if desc != 0 {
                         return Err(RecordError::Alert(desc));
                     }
@@ -241,23 +269,32 @@ impl Traffic {
         Ok(out)
     }
 
-    /// TLS 1.3 post-handshake messages from a client: only KeyUpdate is valid.
-    fn on_handshake(&mut self, mut msg: &[u8]) -> Result<(), RecordError> {
-        while !msg.is_empty() {
-            if msg.len() < 5 || msg[0] != KEY_UPDATE || msg[1..4] != [0, 0, 1] || msg[4] > 1 {
-                return Err(RecordError::Unexpected(msg.first().copied().unwrap_or(0)));
+    /// TLS 1.3 post-handshake messages from a client: only KeyUpdate is valid, one whole
+    /// message ending its record (nothing may follow a key change under the old key, RFC 8446
+    /// 5.1), and no empty handshake records.
+    fn on_handshake(&mut self, msg: &[u8]) -> Result<(), RecordError> {
+        match msg {
+            [] => Err(RecordError::Unexpected(HANDSHAKE)),
+            [KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => {
+                self.updates_in_a_row += 1;
+                if self.updates_in_a_row > MAX_IN_A_ROW {
+                    return Err(RecordError::Abuse("key updates"));
+                }
+                let (seq, secrets) = self
+                    .kernel
+                    .update_rx_secret()
+                    .map_err(|e| RecordError::KeyUpdate(e.to_string()))?;
+                self.rx = Keys::new(seq, &secrets).ok_or(RecordError::BadRecord)?.0;
+                // Several requests while we are silent are answered by one KeyUpdate (4.6.3).
+                self.key_update_owed |= *request == 1;
+                Ok(())
             }
-            let (seq, secrets) = self
-                .kernel
-                .update_rx_secret()
-                .map_err(|e| RecordError::KeyUpdate(e.to_string()))?;
-            self.rx = Keys::new(seq, &secrets).ok_or(RecordError::BadRecord)?.0;
-            if msg[4] == 1 {
-                self.key_update_owed = true;
-            }
-            msg = &msg[5..];
+            [KEY_UPDATE, 0, 0, 1, _] => Err(RecordError::Decode("key update")),
+            [KEY_UPDATE, ..] if msg.len() > 5 => Err(RecordError::KeyUpdate(
+                "more after a KeyUpdate in the same record".into(),
+            )),
+            [typ, ..] => Err(RecordError::Unexpected(*typ)),
         }
-        Ok(())
     }
 
     /// Appends up to `limit` bytes of `plain` to `out` as records of at most [`MAX_PLAINTEXT`]
@@ -369,7 +406,8 @@ impl Shape {
         }
     }
 
-    /// Seals the plaintext written after `begin` in place and appends the tag.
+    /// Seals the plaintext written after `begin` in place and appends the tag. On failure the
+    /// record is taken out again: plaintext never stays in `out` unsealed.
     fn finish(
         self,
         keys: &mut Keys,
@@ -389,7 +427,10 @@ impl Shape {
             let header: [u8; HEADER] = out[start..start + HEADER].try_into().unwrap_or_default();
             key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[start + HEADER..])
         }
-        .map_err(|_| RecordError::BadRecord)?;
+        .map_err(|_| {
+            out.truncate(start);
+            RecordError::BadRecord
+        })?;
         out.extend_from_slice(tag.as_ref());
         keys.seq += 1;
         Ok(())

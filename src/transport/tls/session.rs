@@ -8,12 +8,12 @@
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError};
 
-use super::TlsShared;
+use super::hello::{self, Groups};
 use super::record::{RecordError, Traffic};
+use super::{ServerConfigs, TlsShared};
 
 /// The most a session keeps of an incomplete handshake flight or record.
 const MAX_KEPT: usize = 32 * 1024;
@@ -33,8 +33,12 @@ pub enum SessionError {
 }
 
 enum Stage {
+    /// Nothing read yet: the ClientHello decides which configuration rustls gets.
+    Hello(Arc<ServerConfigs>),
     Handshake(Box<UnbufferedServerConnection>),
     Traffic(Box<Traffic>),
+    /// A fatal alert was queued (or the handshake failed): nothing more is sealed or opened;
+    /// the keys are gone.
     Failed,
 }
 
@@ -44,6 +48,7 @@ pub struct TlsSession {
     kept: Vec<u8>,
     unsent: Vec<u8>,
     unsent_at: usize,
+    /// close_notify is queued: no application data is sealed after it.
     close_sent: bool,
 }
 
@@ -57,20 +62,20 @@ pub struct Received {
 }
 
 impl TlsSession {
-    pub fn new(config: Arc<ServerConfig>) -> Option<Self> {
-        let conn = UnbufferedServerConnection::new(config).ok()?;
-        Some(TlsSession {
-            stage: Stage::Handshake(Box::new(conn)),
+    pub fn new(configs: Arc<ServerConfigs>) -> Self {
+        TlsSession {
+            stage: Stage::Hello(configs),
             kept: Vec::new(),
             unsent: Vec::new(),
             unsent_at: 0,
             close_sent: false,
-        })
+        }
     }
 
     /// Bytes are waiting to go out (handshake records, an alert, a KeyUpdate owed).
     pub fn wants_write(&self) -> bool {
-        self.unsent.len() > self.unsent_at || matches!(&self.stage, Stage::Traffic(t) if t.key_update_owed)
+        self.unsent.len() > self.unsent_at
+            || matches!(&self.stage, Stage::Traffic(t) if t.key_update_owed && !self.close_sent)
     }
 
     /// Bytes of an incomplete record kept from the last read: the next read goes after them.
@@ -91,6 +96,16 @@ impl TlsSession {
     pub fn receive(&mut self, buf: &mut [u8], shared: &mut TlsShared) -> Result<Received, SessionError> {
         let mut out = Received::default();
         let mut at = 0;
+        if let Stage::Hello(configs) = &self.stage {
+            let config = match hello::groups(buf) {
+                Groups::Incomplete => None,
+                Groups::SteerToX25519 => Some(configs.x25519.clone()),
+                Groups::AsOffered => Some(configs.all.clone()),
+            };
+            if let Some(config) = config {
+                self.stage = Stage::Handshake(Box::new(UnbufferedServerConnection::new(config)?));
+            }
+        }
         if let Stage::Handshake(conn) = &mut self.stage {
             let (consumed, done, closed) = match handshake(conn, buf, &mut self.unsent, shared) {
                 Ok(r) => r,
@@ -123,6 +138,8 @@ impl TlsSession {
                     if let Some(desc) = e.alert() {
                         let _ = t.seal_alert(2, desc, &mut self.unsent);
                     }
+                    // The alert is the last record: dropping the keys makes it so.
+                    self.stage = Stage::Failed;
                     return Err(e.into());
                 }
             };
@@ -161,13 +178,37 @@ impl TlsSession {
         }
     }
 
-    /// Writes what is waiting; true once nothing is left.
+    /// Writes what is waiting; true once nothing is left. A KeyUpdate owed is sealed only
+    /// once everything before it is written: a peer that asks for many while not reading gets
+    /// one answer, and what waits here stays bounded.
     pub fn flush(&mut self, sock: &mut impl Write, shared: &mut TlsShared) -> io::Result<bool> {
+        if !self.write_unsent(sock)? {
+            return Ok(false);
+        }
         if let Stage::Traffic(t) = &mut self.stage
             && t.key_update_owed
+            && !self.close_sent
         {
-            t.seal(&[], 0, &mut self.unsent).map_err(io::Error::other)?;
+            self.unsent.clear();
+            self.unsent_at = 0;
+            if self.unsent.capacity() == 0 {
+                self.unsent = shared.take();
+            }
+            if let Err(e) = t.seal(&[], 0, &mut self.unsent) {
+                self.stage = Stage::Failed;
+                return Err(io::Error::other(e));
+            }
+            if !self.write_unsent(sock)? {
+                return Ok(false);
+            }
         }
+        self.unsent_at = 0;
+        shared.give(std::mem::take(&mut self.unsent));
+        Ok(true)
+    }
+
+    /// Writes `unsent` from `unsent_at`; true once all of it is written.
+    fn write_unsent(&mut self, sock: &mut impl Write) -> io::Result<bool> {
         while self.unsent_at < self.unsent.len() {
             match sock.write(&self.unsent[self.unsent_at..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -177,8 +218,6 @@ impl TlsSession {
                 Err(e) => return Err(e),
             }
         }
-        self.unsent_at = 0;
-        shared.give(std::mem::take(&mut self.unsent));
         Ok(true)
     }
 }
@@ -192,10 +231,16 @@ fn handshake(
     shared: &mut TlsShared,
 ) -> Result<((usize, usize), bool, bool), SessionError> {
     let mut at = 0;
+    // rustls is shown one record more each time it needs one, never what follows the record
+    // that ends the handshake: a KeyUpdate sent in the same flight as Finished is then ours
+    // to answer. (rustls would queue its answer and change its sending key, and the queued
+    // answer does not survive the hand-over to our record layer: the client would never hear
+    // of the new key.)
+    let mut limit = record_end(buf, 0);
     // Application data that came with the client's last flight (its first request, usually).
     let mut plain: Vec<u8> = Vec::new();
     let (done, closed) = loop {
-        let status = conn.process_tls_records(&mut buf[at..]);
+        let status = conn.process_tls_records(&mut buf[at..limit]);
         let discard = status.discard;
         let state = match status.state {
             Ok(s) => s,
@@ -228,6 +273,10 @@ fn handshake(
             }
             ConnectionState::BlockedHandshake => {
                 at += discard;
+                if limit < buf.len() {
+                    limit = record_end(buf, limit);
+                    continue;
+                }
                 break (false, false);
             }
             ConnectionState::WriteTraffic(_) => {
@@ -250,6 +299,17 @@ fn handshake(
     buf[..n].copy_from_slice(&plain);
     shared.give(plain);
     Ok(((at, n), done, closed))
+}
+
+/// Where the record starting at `from` ends, or the end of `buf` if it is not complete there.
+fn record_end(buf: &[u8], from: usize) -> usize {
+    match buf.get(from..from + super::record::HEADER) {
+        Some(h) => {
+            let end = from + super::record::HEADER + usize::from(u16::from_be_bytes([h[3], h[4]]));
+            end.min(buf.len())
+        }
+        None => buf.len(),
+    }
 }
 
 fn encode(
@@ -301,18 +361,24 @@ impl<W: Write> Write for Writer<'_, W> {
         if !self.session.flush(self.sock, self.shared)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let Stage::Traffic(t) = &mut self.session.stage else {
-            return Err(io::ErrorKind::WouldBlock.into());
+        let t = match &mut self.session.stage {
+            Stage::Traffic(t) if !self.session.close_sent => t,
+            // The handshake is not done yet: data waits in the output queue.
+            Stage::Hello(_) | Stage::Handshake(_) => return Err(io::ErrorKind::WouldBlock.into()),
+            // After close_notify or a fatal alert, nothing more: by construction, not by care.
+            _ => return Err(io::ErrorKind::BrokenPipe.into()),
         };
         let mut scratch = std::mem::take(&mut self.shared.scratch);
         scratch.clear();
         let taken = match t.seal(bufs, MAX_BATCH, &mut scratch) {
             Ok(n) => n,
             Err(e) => {
-                // What was sealed before the error (a close_notify at the key's limit) is
-                // offered to the socket once; the connection ends either way.
+                // What was sealed before the error (a close_notify at the key's limit: a
+                // failed record is never left in `scratch`) is offered to the socket once;
+                // the connection ends either way, and nothing is sealed after this.
                 let _ = self.sock.write(&scratch);
                 self.shared.scratch = scratch;
+                self.session.stage = Stage::Failed;
                 return Err(io::Error::other(e));
             }
         };

@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use wsedge::testing::tls;
 
 struct Setup {
-    server: Arc<rustls::ServerConfig>,
+    server: Arc<tls::ServerConfigs>,
     clients: Vec<Arc<rustls::ClientConfig>>,
 }
 

@@ -444,3 +444,40 @@ fn with_history_on_broadcasts_a_node_missed_are_filled_in_order() {
     assert_eq!((got, closed), (vec![2, 3, 4], None), "filled in order, nobody closed");
     assert_eq!(n1.handle().cluster_metrics().unwrap().gaps_lost.get(), 0);
 }
+
+/// A question to every node (room members here) is answered only with every node's answer,
+/// even when answers come back before Redis's reply that says how many to wait for. n1's
+/// replies are held until n2's answer and then n3's (held at n3 until then) reached n1.
+#[test]
+fn a_cluster_question_waits_for_every_answer_even_ahead_of_the_count() {
+    let redis = Redis::start();
+    let p = "early";
+    let (via1, via3) = (Proxy::new(redis.port), Proxy::new(redis.port));
+    let n1 = node(via1.url(), p, "n1", |_| {});
+    let _n2 = node(redis.url(), p, "n2", |_| {});
+    let n3 = node(via3.url(), p, "n3", |_| {});
+    let mut bob = connect_user(&redis, p, n3.local_addr(), "bob");
+    let (status, _) = json(
+        n3.local_addr(),
+        "PUT",
+        "/ws/rooms/lobby/members/bob",
+        Some(&admin()),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(recv_json(&mut bob)["type"], "room.joined");
+    // An answer from another node starts with 'A', the origin's length and name (wire.rs).
+    via1.count_on_subscriptions(b"A\x02n");
+    via1.hold_replies(true);
+    via3.hold_commands(true);
+    let a1 = n1.local_addr();
+    let asking =
+        std::thread::spawn(move || json(a1, "GET", "/ws/rooms/lobby/members", Some(&admin_token("root")), None));
+    wait_until("n2's answer reached n1", || via1.marker_seen() >= 1);
+    via3.hold_commands(false);
+    wait_until("n3's answer reached n1", || via1.marker_seen() >= 2);
+    via1.hold_replies(false);
+    let (status, body) = asking.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["members"], json!(["bob"]), "{body}");
+}

@@ -1,5 +1,14 @@
-//! A real `redis-server` for cluster tests: a free port, a temporary directory, no
+//! A real `redis-server` for cluster tests: a port reserved for it, a temporary directory, no
 //! persistence; stopped (by its PID) when dropped. `redis-cli` talks to it.
+//!
+//! Ports: a test run may be one of many test processes at once (`cargo test` runs binaries
+//! one by one, but people and CI run suites side by side). A port picked by binding port 0
+//! and then given to `redis-server` can be picked by another process in between, and two
+//! tests then share one Redis (with the same key prefix and node ids: answers from the other
+//! test's nodes). So each server's port is reserved: below the kernel's ephemeral range (no
+//! socket bound to port 0 gets it), locked by a file every test process checks, for as long as
+//! the server's owner lives (restarts on the same port included), and the server that answers
+//! is checked to be our child.
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -9,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub struct Redis {
     pub port: u16,
+    _reserved: ReservedPort,
     child: Option<Child>,
     dir: PathBuf,
     /// Extra `redis-server` arguments (a password, persistence), kept across restarts.
@@ -17,12 +27,43 @@ pub struct Redis {
     cli_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A port held for one test server (see the module comment).
+pub struct ReservedPort {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+/// Reserves a free port in 20000..32000 (under Linux's default ephemeral range, 32768-60999).
+pub fn reserve_port() -> ReservedPort {
+    let dir = std::env::temp_dir().join("wsedge-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos();
+    let mut x = u64::from(std::process::id()) << 32 | u64::from(nanos) | 1;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // another test process holds it
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue; // something else listens there
+        }
+        return ReservedPort { port, _lock: file };
+    }
+    panic!("no free port in 20000..32000 for a test server");
 }
 
 /// Installs Debian's `redis-server` (which brings `redis-cli`) once if it is missing, so
@@ -65,11 +106,13 @@ impl Redis {
     /// Starts a fresh server with extra arguments (`--requirepass`, `--appendonly yes`, ...).
     pub fn start_with(args: &[&str]) -> Redis {
         ensure_installed();
-        let port = free_port();
+        let reserved = reserve_port();
+        let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("wsedge-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis {
             port,
+            _reserved: reserved,
             child: None,
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -86,12 +129,14 @@ impl Redis {
     /// the certificate is also the CA `redis-cli` trusts).
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
         ensure_installed();
-        let port = free_port();
+        let reserved = reserve_port();
+        let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("wsedge-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
         let mut r = Redis {
             port,
+            _reserved: reserved,
             child: None,
             dir,
             args: [
@@ -157,6 +202,7 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (Debian package redis-server; .ci/run installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
@@ -167,6 +213,15 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The server answering is ours, not another test's.
+        let info = self.cli(&["INFO", "server"]);
+        let answering = info.lines().find_map(|l| l.trim().strip_prefix("process_id:"));
+        assert_eq!(
+            answering,
+            Some(pid.to_string().as_str()),
+            "another process's Redis answers on port {}",
+            self.port
+        );
     }
 
     /// Stops the server at once (SIGKILL): connections break as when Redis dies.
@@ -231,6 +286,7 @@ impl Drop for Redis {
 /// fail over (1 s without an answer).
 pub struct Sentinel {
     pub port: u16,
+    _reserved: ReservedPort,
     child: Child,
     dir: PathBuf,
 }
@@ -238,7 +294,8 @@ pub struct Sentinel {
 impl Sentinel {
     pub fn start(master_port: u16) -> Sentinel {
         ensure_installed();
-        let port = free_port();
+        let reserved = reserve_port();
+        let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("wsedge-sentinel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("sentinel.conf");
@@ -258,7 +315,12 @@ impl Sentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let s = Sentinel { port, child, dir };
+        let s = Sentinel {
+            port,
+            _reserved: reserved,
+            child,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while s.master_port() != Some(master_port) {
             assert!(Instant::now() < deadline, "the sentinel did not start");
@@ -321,6 +383,33 @@ struct ProxyState {
     unstalled: std::sync::Condvar,
     /// Both ends of every connection, to cut them.
     sockets: std::sync::Mutex<Vec<TcpStream>>,
+    /// Replies to command connections wait while closed.
+    replies: Gate,
+    /// Commands from command connections wait while closed.
+    commands: Gate,
+    /// Counted in what subscription connections receive.
+    marker: std::sync::Mutex<Vec<u8>>,
+    marker_seen: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
 }
 
 impl ProxyState {
@@ -370,6 +459,9 @@ impl Proxy {
                         }
                         first = false;
                         st1.wait_while_stalled();
+                        if !sub.load(Ordering::SeqCst) {
+                            st1.commands.pass();
+                        }
                         if u_out.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -381,9 +473,18 @@ impl Proxy {
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
                     while let Ok(n @ 1..) = u_in.read(&mut buf) {
-                        let silenced =
-                            subscriber.load(Ordering::SeqCst) && id < st2.frozen_below.load(Ordering::SeqCst);
+                        let is_sub = subscriber.load(Ordering::SeqCst);
+                        let silenced = is_sub && id < st2.frozen_below.load(Ordering::SeqCst);
                         st2.wait_while_stalled();
+                        if is_sub {
+                            let marker = st2.marker.lock().unwrap();
+                            if !marker.is_empty() {
+                                let seen = buf[..n].windows(marker.len()).filter(|w| *w == &marker[..]).count();
+                                st2.marker_seen.fetch_add(seen, Ordering::SeqCst);
+                            }
+                        } else {
+                            st2.replies.pass();
+                        }
                         if !silenced && c_out.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -417,6 +518,27 @@ impl Proxy {
         for s in self.state.sockets.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+    }
+
+    /// Holds (or lets go) what Redis sends to command connections; subscriptions pass.
+    pub fn hold_replies(&self, on: bool) {
+        self.state.replies.set(on);
+    }
+
+    /// Holds (or lets go) what command connections send to Redis; subscriptions pass.
+    pub fn hold_commands(&self, on: bool) {
+        self.state.commands.set(on);
+    }
+
+    /// From now on, counts `marker` in what subscription connections receive.
+    pub fn count_on_subscriptions(&self, marker: &[u8]) {
+        *self.state.marker.lock().unwrap() = marker.to_vec();
+        self.state.marker_seen.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many times the marker passed so far.
+    pub fn marker_seen(&self) -> usize {
+        self.state.marker_seen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Command connections made from now on are closed at their first command (or let through

@@ -62,6 +62,12 @@ pub(crate) struct InFlight {
     pub(super) waiting: usize,
     pub(super) answers: Answers,
     since: u32,
+    /// Requests to the other nodes whose publish Redis has not answered yet: until it has,
+    /// nobody knows how many nodes will answer.
+    pub(super) uncounted_requests: u16,
+    /// Other nodes' answers that came before that count (the answer travels on the
+    /// subscription, the count on the command connection: either may be read first).
+    pub(super) early_answers: usize,
 }
 
 /// Ticket layout: slab key (bits 0-23), ask index (24-39), serial (40-63).
@@ -90,6 +96,8 @@ impl Core {
             waiting: 1,
             answers: asks.iter().map(|_| Vec::new()).collect(),
             since: self.now,
+            uncounted_requests: 0,
+            early_answers: 0,
         });
         if key > 0xFF_FFFF || asks.len() > 0xFFFF {
             self.in_flight_asks.remove(key);
@@ -191,6 +199,11 @@ impl Core {
         };
         if let Some(slot) = f.answers.get_mut(i) {
             slot.push((from, answer));
+        }
+        if from == crate::ask::REMOTE && f.uncounted_requests > 0 {
+            // Not yet expected: counted off once Redis says how many nodes will answer.
+            f.early_answers += 1;
+            return;
         }
         f.waiting = f.waiting.saturating_sub(1);
         if f.waiting == 0 {

@@ -159,6 +159,7 @@ impl Core {
             }
         };
         let id = c.next_id();
+        let request = matches!(pending, Pending::Request { .. });
         c.pending.insert(id, pending);
         c.ops.push(EngineOp::Publish {
             id,
@@ -168,6 +169,9 @@ impl Core {
         });
         if let Some(f) = self.in_flight_asks.get_mut(key) {
             f.waiting += 1;
+            if request {
+                f.uncounted_requests = f.uncounted_requests.saturating_add(1);
+            }
         }
         now
     }
@@ -205,9 +209,29 @@ impl Core {
             ) => self.distribute(key, index, serial, ask, reactors),
             (Pending::Request { .. }, Ok(nodes)) => {
                 // Every node is subscribed to the request channel, this one included (and it
-                // carried out its own share already): the others answer.
+                // carried out its own share already): the others answer. Those that answered
+                // before this count are counted off now.
                 if let Some(f) = self.in_flight_asks.get_mut(key) {
-                    f.waiting += nodes.saturating_sub(1);
+                    f.uncounted_requests = f.uncounted_requests.saturating_sub(1);
+                    let expected = nodes.saturating_sub(1);
+                    let early = if f.uncounted_requests == 0 {
+                        std::mem::take(&mut f.early_answers)
+                    } else {
+                        // Early answers may belong to a request still uncounted.
+                        let n = f.early_answers.min(expected);
+                        f.early_answers -= n;
+                        n
+                    };
+                    f.waiting += expected.saturating_sub(early);
+                }
+            }
+            (Pending::Request { .. }, Err(_)) => {
+                // No count will come: answers already here stay, none more is awaited.
+                if let Some(f) = self.in_flight_asks.get_mut(key) {
+                    f.uncounted_requests = f.uncounted_requests.saturating_sub(1);
+                    if f.uncounted_requests == 0 {
+                        f.early_answers = 0;
+                    }
                 }
             }
             _ => {}

@@ -50,6 +50,7 @@ fn subscriber(addr: SocketAddr, user: &str) -> Ws {
 fn curl_reuses_one_connection_for_several_requests() {
     let server = start(config());
     let base = format!("http://{}", server.local_addr());
+    require("curl", "curl");
     let out = Command::new("curl")
         .args(["-s", "-w", "%{http_code} %{num_connects}\\n"])
         .args(["-o", "/dev/null"].repeat(4))

@@ -2,8 +2,8 @@
 //! the same suite in headless Chromium importing the copy the server serves at
 //! /client/wsedge.js (positions in localStorage), over plain and over TLS; and the served
 //! files themselves. Needs
-//! `node` (Node 20 gets `--experimental-websocket`) and Debian's `chromium` (installed with
-//! apt-get when missing, as root).
+//! `node` (Node 20 gets `--experimental-websocket`; Debian package `nodejs`) and Debian's
+//! `chromium` (the test stops at once naming a missing package; `.ci/run` installs them).
 mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -14,6 +14,7 @@ use common::*;
 use serde_json::json;
 
 fn node_version() -> u32 {
+    require("node", "nodejs");
     let out = Command::new("node")
         .arg("--version")
         .output()

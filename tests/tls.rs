@@ -123,6 +123,7 @@ fn websockets_and_the_admin_api_speak_tls_1_3_and_1_2() {
             }
         }
     }
+    require("curl", "curl");
     let out = std::process::Command::new("curl")
         .args(["-s", "--cacert"])
         .arg(p.dir.join("cert.pem"))

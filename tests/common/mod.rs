@@ -253,19 +253,24 @@ pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
     addr
 }
 
-/// Headless Debian `chromium` with a fresh profile in `profile`, quiet and offline (installed
-/// with apt-get when missing, as root; .ci/run does it first).
-pub fn headless_chromium(profile: &std::path::Path) -> std::process::Command {
-    if std::process::Command::new("chromium")
+/// A prerequisite program: present, or the test stops at once naming the package to install
+/// (tests never install system packages; `.ci/run` does on a fresh machine).
+pub fn require(program: &str, package: &str) {
+    let present = std::process::Command::new(program)
         .arg("--version")
-        .output()
-        .is_err()
-    {
-        let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
-        let _ = std::process::Command::new("apt-get")
-            .args(["install", "-y", "-q", "chromium"])
-            .status();
-    }
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        present,
+        "this test needs `{program}`: install it with `apt-get install {package}` (.ci/run does)"
+    );
+}
+
+/// Headless Debian `chromium` with a fresh profile in `profile`, quiet and offline.
+pub fn headless_chromium(profile: &std::path::Path) -> std::process::Command {
+    require("chromium", "chromium");
     let mut cmd = std::process::Command::new("chromium");
     cmd.args([
         "--headless",

@@ -66,35 +66,11 @@ pub fn reserve_port() -> ReservedPort {
     panic!("no free port in 20000..32000 for a test server");
 }
 
-/// Installs Debian's `redis-server` (which brings `redis-cli`) once if it is missing, so
-/// `cargo test` works on a fresh machine (as root; `.ci/run` installs it up front).
+/// `redis-server` and `redis-cli` are there (Debian's `redis-server` package brings both), or
+/// the test stops naming the package.
 fn ensure_installed() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let present = |cmd: &str| {
-            Command::new(cmd)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok()
-        };
-        if present("redis-server") && present("redis-cli") {
-            return;
-        }
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(
-            apt(&["update"]) && apt(&["install", "-y", "redis-server"]),
-            "cluster tests need redis-server; install it with: apt-get install redis-server"
-        );
-    });
+    super::require("redis-server", "redis-server");
+    super::require("redis-cli", "redis-server");
 }
 
 impl Redis {

@@ -11,6 +11,7 @@ use wsedge::app::{EchoApp, ProtocolApp};
 use wsedge::auth::{mint_hs256, mint_hs256_with};
 
 mod cli_client;
+mod cli_log;
 use wsedge::config::{DEFAULT_EVENTS, random_secret};
 use wsedge::{AuthMode, Config, JwtConfig, JwtKey, LimitPolicy, Server};
 
@@ -103,30 +104,6 @@ enum LogFormat {
 }
 
 /// JSON lines on stderr, for log pipelines.
-struct JsonLogger(log::LevelFilter);
-
-impl log::Log for JsonLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= self.0
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = serde_json::json!({
-            "ts": wsedge::protocol::Timestamp::now().to_string(),
-            "level": record.level().as_str(),
-            "target": record.target(),
-            "msg": record.args().to_string(),
-        });
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
-    }
-
-    fn flush(&self) {}
-}
-
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on (every reactor binds it with SO_REUSEPORT).
@@ -270,6 +247,10 @@ struct ServeArgs {
     /// stdout.
     #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Allow dev mode (no --jwt-secret or --jwt-public-key) on an address other than loopback:
+    /// without it such a start is refused, since dev mode prints an admin token.
+    #[arg(long, env = "WS_DEV")]
+    dev: bool,
     /// PEM public key file for RS*/PS*/ES*/EdDSA tokens.
     #[arg(long, env = "WS_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<std::path::PathBuf>,
@@ -355,7 +336,8 @@ fn main() {
         None => serve(cli.serve),
     };
     if let Err(e) = result {
-        eprintln!("wsedge: {e}");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "wsedge: {e}");
         std::process::exit(2);
     }
 }
@@ -367,16 +349,45 @@ fn init_logging(common: &Common) -> Result<(), String> {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
     let level: log::LevelFilter = spec.parse().map_err(|_| format!("unknown log level {spec:?}"))?;
-    match common.log_format {
-        LogFormat::Text => simple_logger::SimpleLogger::new()
-            .with_level(level)
-            .init()
-            .map_err(|e| e.to_string()),
-        LogFormat::Json => {
-            log::set_max_level(level);
-            log::set_boxed_logger(Box::new(JsonLogger(level))).map_err(|e| e.to_string())
+    let format = match common.log_format {
+        LogFormat::Text => cli_log::Format::Text,
+        LogFormat::Json => cli_log::Format::Json,
+    };
+    cli_log::init(level, format)
+}
+
+/// Dev mode's secret: kept in `$XDG_STATE_HOME/wsedge/dev-secret` (else
+/// `$HOME/.local/state/wsedge/dev-secret`), made (0600) on the first dev start and read on the
+/// next, so tokens printed once keep working after a restart. Returns the secret and the file,
+/// or a random secret and `None` when no such file can be kept.
+fn dev_secret_file() -> (String, Option<std::path::PathBuf>) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("wsedge"));
+    let Some(dir) = dir else {
+        return (random_secret(), None);
+    };
+    let path = dir.join("dev-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        if s.len() >= 16 {
+            return (s, Some(path));
         }
     }
+    let s = random_secret();
+    let written = std::fs::create_dir_all(&dir).is_ok()
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, s.as_bytes()))
+            .is_ok();
+    (s, written.then_some(path))
 }
 
 fn workers(n: usize) -> usize {
@@ -445,8 +456,17 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             JwtKey::PublicKeyPem(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
         }
         (None, None) => {
-            let s = random_secret();
-            dev_secret = Some(s.clone());
+            let public = [Some(a.listen), a.admin_listen]
+                .into_iter()
+                .flatten()
+                .find(|addr| !addr.ip().is_loopback());
+            if let (Some(addr), false) = (public, a.dev) {
+                return Err(format!(
+                    "dev mode (no --jwt-secret or --jwt-public-key) listens on loopback addresses only, and {addr}                      is not one: give --jwt-secret (or --jwt-public-key), or --dev to run dev mode there anyway"
+                ));
+            }
+            let (s, kept) = dev_secret_file();
+            dev_secret = Some((s.clone(), kept));
             JwtKey::Secret(s.into_bytes())
         }
     };
@@ -513,20 +533,37 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     };
     let signals = termination_signals()?;
     let server = Server::start(config, ProtocolApp::default()).map_err(|e| e.to_string())?;
-    if let Some(secret) = dev_secret {
+    if let Some((secret, kept)) = dev_secret {
         let admin = mint_hs256(secret.as_bytes(), "admin", Some("admin"), 24 * 3600).map_err(|e| e.to_string())?;
         // The user may join any room, so the README's examples work as they are.
         let mut rooms = serde_json::Map::new();
         rooms.insert("rooms".into(), serde_json::json!(["*"]));
         let user = mint_hs256_with(secret.as_bytes(), "user-1", 24 * 3600, &rooms).map_err(|e| e.to_string())?;
-        say!("wsedge DEV MODE: no --jwt-secret or --jwt-public-key given; using a random secret for this run.");
-        say!("  secret:      {secret}");
+        let tls = a.tls.tls_cert.is_some();
+        let (ws, http, insecure) = if tls {
+            ("wss", "https", "-k ")
+        } else {
+            ("ws", "http", "")
+        };
+        let addr = server.local_addr();
+        // The admin API also answers on --admin-listen (plain HTTP) when one is set.
+        let (admin_http, admin_addr) = match a.admin_listen {
+            Some(_) => ("http", server.admin_addr().unwrap_or(addr)),
+            None => (http, addr),
+        };
+        let insecure = if admin_http == "https" { insecure } else { "" };
+        say!("wsedge DEV MODE: no --jwt-secret or --jwt-public-key given.");
+        match kept {
+            Some(path) => say!(
+                "  secret:      {secret}  (kept in {}: tokens stay valid across restarts)",
+                path.display()
+            ),
+            None => say!("  secret:      {secret}  (random for this run: tokens end with it)"),
+        }
         say!("  admin token: {admin}");
-        say!("  connect:     ws://{}{}?token={user}", server.local_addr(), a.ws_path);
-        say!(
-            "  admin:       curl -H 'Authorization: Bearer {admin}' http://{}/ws/stats",
-            server.local_addr()
-        );
+        say!("  connect:     {ws}://{addr}{}?token={user}", a.ws_path);
+        say!("  admin:       curl {insecure}-H 'Authorization: Bearer {admin}' {admin_http}://{admin_addr}/ws/stats");
+        say!("  dashboard:   {admin_http}://{admin_addr}/dashboard#token={admin}");
     }
     run_until_signal(server, signals)
 }

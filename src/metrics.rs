@@ -9,6 +9,11 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 
+/// Log lines a logger dropped instead of waiting (its queue full, or its output broken): the
+/// binary's loggers count here, and `/metrics` shows it as `wsedge_log_lines_dropped_total`.
+/// A logger that cannot write must never block or stop the thread that logs.
+pub static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// A counter with a single writer: increments are a plain load and store (no locked
 /// instruction on the hot path); readers on other threads see a recent value.
 #[derive(Debug, Default)]

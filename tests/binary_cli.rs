@@ -105,9 +105,12 @@ impl Drop for Killer {
 /// Starts the binary on a free port and returns it with the lines it printed up to `until`.
 fn spawn(args: &[&str], envs: &[(&str, &str)], until: &str) -> (Killer, Vec<String>) {
     let mut cmd = Command::new(BIN);
+    // Dev mode keeps its secret under XDG_STATE_HOME: a directory of this test run's own.
+    let state = std::env::temp_dir().join(format!("wsedge-cli-state-{}", std::process::id()));
     cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .env("XDG_STATE_HOME", &state)
         .env_remove("WS_JWT_SECRET");
     for (k, v) in envs {
         cmd.env(k, v);
@@ -396,4 +399,174 @@ fn json_logs_record_connections_and_admin_requests() {
     assert!(!access.contains("token"), "the query is not logged: {access}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Tests never install system packages: a missing one stops the test at once, naming it.
+#[test]
+#[should_panic(expected = "apt-get install no-such-package")]
+fn a_missing_prerequisite_names_its_package() {
+    common::require("wsedge-no-such-program", "no-such-package");
+}
+
+/// Starts the binary with stderr piped; returns it and its address, read from the first line.
+fn spawn_logging_to_a_pipe(extra: &[&str]) -> (Killer, std::process::ChildStderr, std::net::SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--jwt-secret", "s", "--log-level", "debug"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // One byte at a time up to the first newline: nothing after it is read from the pipe.
+    let mut first = Vec::new();
+    let mut b = [0u8; 1];
+    while first.last() != Some(&b'\n') {
+        assert_eq!(std::io::Read::read(&mut stderr, &mut b).unwrap(), 1, "exited early");
+        first.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&first).to_string();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("first line: {line}"));
+    (Killer(child, None), stderr, addr)
+}
+
+fn health(addr: std::net::SocketAddr) -> u16 {
+    let mut s = raw(addr);
+    std::io::Write::write_all(&mut s, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    read_http(&mut s).0
+}
+
+fn exits_after_sigterm(child: &mut Killer) {
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    loop {
+        if child.0.try_wait().unwrap().is_some() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `wsedge ... 2>&1 | head -1`: once the reader is gone every log write fails; the server
+/// keeps serving and still shuts down on SIGTERM.
+#[test]
+fn a_broken_stderr_pipe_neither_stops_the_server_nor_its_shutdown() {
+    let (mut child, stderr, addr) = spawn_logging_to_a_pipe(&[]);
+    drop(stderr);
+    for _ in 0..5 {
+        assert_eq!(health(addr), 200);
+    }
+    exits_after_sigterm(&mut child);
+}
+
+/// A log reader that never reads: the pipe fills, and no reactor waits for it.
+#[test]
+fn a_stderr_nobody_reads_never_blocks_the_reactors() {
+    let (mut child, _stderr, addr) = spawn_logging_to_a_pipe(&["--workers", "1"]);
+    // Each request logs an access line at debug: far more than a pipe holds (64 KiB).
+    for _ in 0..2000 {
+        assert_eq!(health(addr), 200);
+    }
+    exits_after_sigterm(&mut child);
+}
+
+/// The banner's line starting with `key:`, without it.
+fn banner<'a>(lines: &'a [String], key: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {lines:?}"))
+        .trim()
+}
+
+#[test]
+fn dev_mode_on_a_public_address_needs_dev() {
+    let out = Command::new(BIN)
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("WS_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback") && err.contains("--dev"), "{err}");
+    let (_child, lines) = spawn(&["--listen", "0.0.0.0:0", "--dev"], &[], "connect:");
+    assert!(banner(&lines, "connect:").starts_with("ws://0.0.0.0:"), "{lines:?}");
+}
+
+#[test]
+fn the_dev_secret_survives_a_restart_so_printed_tokens_keep_working() {
+    let state = std::env::temp_dir().join(format!("wsedge-dev-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let env = [("XDG_STATE_HOME", state.to_str().unwrap())];
+    let (first, lines) = spawn(&["--listen", "127.0.0.1:0"], &env, "connect:");
+    let secret = banner(&lines, "secret:").split_whitespace().next().unwrap().to_string();
+    assert!(banner(&lines, "secret:").contains("kept in"), "{lines:?}");
+    let url = banner(&lines, "connect:").to_string();
+    drop(first);
+    let file = state.join("wsedge/dev-secret");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let (_second, lines) = spawn(&["--listen", "127.0.0.1:0"], &env, "connect:");
+    assert!(banner(&lines, "secret:").starts_with(&secret), "{lines:?}");
+    // The first run's token opens a connection on the second run.
+    let token = url.split("?token=").nth(1).unwrap();
+    let addr = banner(&lines, "connect:")
+        .strip_prefix("ws://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let (_ws, hello) = connect(addr.parse().unwrap(), token);
+    assert_eq!(hello["data"]["user_id"], "user-1");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn the_dev_banner_over_tls_prints_urls_that_work() {
+    require("curl", "curl");
+    let dir = std::env::temp_dir().join(format!("wsedge-dev-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (_child, lines) = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+        "dashboard:",
+    );
+    assert!(banner(&lines, "connect:").starts_with("wss://127.0.0.1:"), "{lines:?}");
+    assert!(
+        banner(&lines, "dashboard:").starts_with("https://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert!(banner(&lines, "dashboard:").contains("/dashboard#token="), "{lines:?}");
+    // The printed curl line, run as printed (its -k accepts the self-signed certificate).
+    let curl = banner(&lines, "admin:");
+    let header = curl.split('\'').nth(1).unwrap();
+    let url = curl.rsplit(' ').next().unwrap();
+    assert!(curl.starts_with("curl -k ") && url.starts_with("https://"), "{curl}");
+    let out = Command::new("curl")
+        .args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}", "-H", header, url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let _ = std::fs::remove_dir_all(&dir);
 }

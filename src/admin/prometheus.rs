@@ -22,6 +22,12 @@ pub(crate) fn render(h: &ServerHandle) -> String {
         .collect();
     metric("connections", "gauge", "Open WebSocket connections.", &per_reactor);
     metric(
+        "log_lines_dropped_total",
+        "counter",
+        "Log lines dropped rather than waited for (the log's queue full or its output broken).",
+        &one(crate::metrics::LOG_LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    metric(
         "accepted_total",
         "counter",
         "TCP connections accepted.",

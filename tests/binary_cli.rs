@@ -570,3 +570,53 @@ fn the_dev_banner_over_tls_prints_urls_that_work() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What an operator reads when Redis is not there at start: one warning naming the address
+/// (or the name that does not resolve), never "connection lost" for a link never made.
+#[test]
+fn redis_missing_at_start_is_logged_as_unreachable_and_the_server_runs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (url, says) in [
+        (
+            format!("redis://127.0.0.1:{port}"),
+            format!("cannot reach redis at 127.0.0.1:{port}"),
+        ),
+        (
+            "redis://no-such-host.invalid:6379".to_string(),
+            "cannot resolve redis host".to_string(),
+        ),
+    ] {
+        let mut child = Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                "s",
+                "--redis",
+                &url,
+                "--log-level",
+                "info",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let child = Killer(child, None);
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "exited: {seen:?}");
+            assert!(!line.contains("connection lost"), "{line}");
+            if line.contains(&says) {
+                break;
+            }
+            seen.push(line);
+        }
+        drop(child);
+    }
+}

@@ -481,3 +481,22 @@ fn a_cluster_question_waits_for_every_answer_even_ahead_of_the_count() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["members"], json!(["bob"]), "{body}");
 }
+
+/// Redis not there when the node starts, by address or by name: the node starts on its own
+/// (/ready 503, cluster down) and joins once Redis answers (an unresolvable name is retried).
+#[test]
+fn a_redis_missing_at_start_is_waited_for_not_fatal() {
+    let reserved = common::redis::reserve_port();
+    let url: RedisUrl = format!("redis://127.0.0.1:{}", reserved.port).parse().unwrap();
+    let n = node_config(url, "late", "n1", |_| {});
+    let n = start(n);
+    let (status, body) = ready(n.local_addr());
+    assert_eq!((status, body["cluster"].as_str()), (503, Some("down")), "{body}");
+    let _redis = Redis::start_on(reserved, &[]);
+    wait_long("the node joins once Redis answers", || ready(n.local_addr()).0 == 200);
+    // A name that does not resolve: started all the same, not ready.
+    let url: RedisUrl = "redis://no-such-host.invalid:6379".parse().unwrap();
+    let m = start(node_config(url, "late", "n2", |_| {}));
+    let (status, body) = ready(m.local_addr());
+    assert_eq!((status, body["cluster"].as_str()), (503, Some("down")), "{body}");
+}

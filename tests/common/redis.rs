@@ -81,8 +81,12 @@ impl Redis {
 
     /// Starts a fresh server with extra arguments (`--requirepass`, `--appendonly yes`, ...).
     pub fn start_with(args: &[&str]) -> Redis {
+        Redis::start_on(reserve_port(), args)
+    }
+
+    /// Starts a fresh server on a port reserved beforehand (a node may be pointed at it first).
+    pub fn start_on(reserved: ReservedPort, args: &[&str]) -> Redis {
         ensure_installed();
-        let reserved = reserve_port();
         let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("wsedge-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

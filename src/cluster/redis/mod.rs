@@ -30,7 +30,7 @@
 //!   forgotten them.
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ use crate::embed::{SourceId, TimerId};
 use crate::metrics::ClusterMetrics;
 use crate::reactor::reactor_ctx::ReactorCtx;
 
+mod address;
 mod history_ops;
 mod limit;
 mod link;
@@ -145,30 +146,28 @@ struct Shared {
 }
 
 impl RedisEngine {
-    /// Resolves the Redis address once (startup may block on DNS; the reactors never do).
+    /// Resolves the Redis address (startup may block on DNS; the reactors never do). A name
+    /// that does not resolve does not stop the start: like a Redis that does not answer, the
+    /// node starts on its own and joins once it can, a thread resolving the name again every
+    /// second meanwhile (a DNS record may come after the node, as in a cluster starting up).
     pub(crate) fn new(config: &Config, url: &RedisUrl, metrics: Arc<ClusterMetrics>) -> std::io::Result<Self> {
-        let resolve = |host: &str, port: u16| {
-            (host, port)
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| std::io::Error::other(format!("redis host {host:?} has no address")))
-        };
         let (master, sentinels) = match &url.sentinels {
-            None => (Some(resolve(&url.host, url.port)?), Vec::new()),
+            None => (address::resolve(&url.host, url.port).ok(), Vec::new()),
             Some(s) => {
                 let all = s
                     .hosts
                     .iter()
-                    .map(|(h, p)| resolve(h, *p))
+                    .map(|(h, p)| address::resolve(h, *p))
                     .collect::<Result<Vec<_>, _>>()?;
                 (None, all)
             }
         };
         let tls = match url.tls {
             false => None,
-            true => Some(tls_of(config, url)?),
+            true => Some(address::tls_of(config, url)?),
         };
-        Ok(RedisEngine {
+        let unresolved = master.is_none() && url.sentinels.is_none();
+        let engine = RedisEngine {
             shared: Arc::new(Shared {
                 url: url.clone(),
                 master: std::sync::Mutex::new(master),
@@ -189,23 +188,15 @@ impl RedisEngine {
                 history_ttl_ms: config.history_ttl.as_millis() as u64,
                 dedupe_window_ms: config.idempotency_window.as_millis().to_string(),
             }),
-        })
+        };
+        if unresolved {
+            let shared = engine.shared.clone();
+            std::thread::Builder::new()
+                .name("wsedge-redis-resolve".into())
+                .spawn(move || address::resolve_until_found(&shared))?;
+        }
+        Ok(engine)
     }
-}
-
-/// The TLS client configuration of `rediss://` (read once, at start).
-fn tls_of(config: &Config, url: &RedisUrl) -> std::io::Result<Tls> {
-    let roots = match &config.redis_ca {
-        Some(path) => crate::client::Roots::Pem(
-            std::fs::read(path).map_err(|e| std::io::Error::other(format!("--redis-ca {}: {e}", path.display())))?,
-        ),
-        None => crate::client::Roots::System,
-    };
-    let config =
-        crate::client::stream::tls_config(&roots, Vec::new()).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|e| std::io::Error::other(format!("redis host {:?}: {e}", url.host)))?;
-    Ok(Tls { config, name })
 }
 
 impl Engine for RedisEngine {
@@ -369,7 +360,12 @@ impl Half {
         link.since = Some(Instant::now());
         let what = if which == CMD { "command" } else { "subscription" };
         let Some(addr) = addr else {
-            link.failed(self.reactor, what, "no master yet: waiting for the sentinels".into());
+            let why = if shared.sentinels.is_empty() {
+                format!("redis host {:?} does not resolve yet", shared.url.host)
+            } else {
+                "no master yet: waiting for the sentinels".into()
+            };
+            link.failed(self.reactor, what, why);
             return self.lost(r, which);
         };
         link.addr = Some(addr);
@@ -675,6 +671,12 @@ impl ReactorEngine for Half {
             // only then are they all counted again (see `heartbeat_answered`).
             self.connected(source);
         }
+        // Whether this connection ever got made (a refusal at connect is not a lost link).
+        let (was_connected, addr) = match (source, self.sub.as_ref()) {
+            (CMD, _) => (self.cmd.conn.is_connected(), self.cmd.addr),
+            (_, Some(s)) => (s.link.conn.is_connected(), s.link.addr),
+            _ => (false, None),
+        };
         // Replies that arrived before a break are still good.
         let refused = if source == CMD {
             self.on_cmd_replies(r)
@@ -684,7 +686,11 @@ impl ReactorEngine for Half {
         let what = if source == CMD { "command" } else { "subscription" };
         let failure = match (result, refused) {
             (_, Some(why)) => Some(why),
-            (Err(e), None) => Some(format!("redis connection lost: {e}")),
+            (Err(e), None) if was_connected => Some(format!("redis connection lost: {e}")),
+            (Err(e), None) => Some(match addr {
+                Some(a) => format!("cannot reach redis at {a}: {e}"),
+                None => format!("cannot reach redis: {e}"),
+            }),
             (Ok(_), None) => None,
         };
         match failure {

@@ -99,6 +99,9 @@ struct RecoverData {
 #[derive(Deserialize)]
 struct RecoverFrom {
     offset: u64,
+    /// May be left out with offset 0: "from the first message kept, whatever the epoch" (a
+    /// client that has never seen the channel).
+    #[serde(default)]
     epoch: String,
     /// The position in this connection's `connection.established`: later messages were sent
     /// live on this connection and are not replayed.

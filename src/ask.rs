@@ -97,6 +97,9 @@ pub(crate) enum Ask {
         from: Option<(u64, Box<str>)>,
         /// Replay only up to this offset (the client had the later ones live).
         until: Option<u64>,
+        /// The user recovering: messages published with `exclude_user` naming them are left
+        /// out of the replay, as they were left out live.
+        reader: Option<Box<str>>,
     },
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct Entry {
     pub at_ms: u64,
     /// The WebSocket frame as delivered (channel, offset and epoch included).
     pub frame: Bytes,
+    /// The user it was not delivered to (`exclude_user`): not replayed to them either.
+    pub exclude_user: Option<Box<str>>,
 }
 
 struct Ring {
@@ -132,6 +134,7 @@ impl History {
         &mut self,
         channel: &str,
         now_ms: u64,
+        exclude_user: Option<Box<str>>,
         frame_of: impl FnOnce(&Position) -> Bytes,
     ) -> (Bytes, Position) {
         let epoch = &self.epoch;
@@ -156,6 +159,7 @@ impl History {
             offset: ring.top,
             at_ms: now_ms,
             frame: frame.clone(),
+            exclude_user,
         });
         while ring.entries.len() > self.size {
             drop_oldest(ring, &mut self.bytes, &mut self.messages);
@@ -168,7 +172,9 @@ impl History {
     }
 
     /// The messages after `offset` of `epoch` (up to `until`, if given), if all of them are
-    /// still kept and there are at most `max`.
+    /// still kept and there are at most `max`; those excluded for `reader` are left out (they
+    /// still count as kept: the offsets stay contiguous).
+    #[allow(clippy::too_many_arguments)]
     pub fn since(
         &mut self,
         channel: &str,
@@ -177,10 +183,13 @@ impl History {
         until: Option<u64>,
         max: usize,
         now_ms: u64,
+        reader: Option<&str>,
     ) -> Recovery {
         self.expire_channel(channel, now_ms);
         let pos = self.position(channel);
-        if epoch != pos.epoch || offset > pos.offset {
+        // Offset 0 with no epoch: a client that never saw the channel, from its beginning.
+        let first_time = offset == 0 && epoch.is_empty();
+        if (epoch != pos.epoch && !first_time) || offset > pos.offset {
             return Recovery::Lost(pos);
         }
         let last = until.map_or(pos.offset, |u| u.min(pos.offset));
@@ -203,6 +212,7 @@ impl History {
             .entries
             .iter()
             .filter(|e| e.offset > offset && e.offset <= last)
+            .filter(|e| reader.is_none() || e.exclude_user.as_deref() != reader)
             .map(|e| e.frame.clone())
             .collect();
         Recovery::Replay(frames, pos)
@@ -306,32 +316,32 @@ mod tests {
         let mut h = History::new(5, 10_000, 1 << 20, "e0");
         assert_eq!(h.position("c").offset, 0);
         for _ in 0..7 {
-            h.append("c", 0, frame);
+            h.append("c", 0, None, frame);
         }
         let pos = h.position("c");
         assert_eq!((pos.offset, pos.epoch.as_str()), (7, "e0"));
-        match h.since("c", 4, "e0", None, 300, 0) {
+        match h.since("c", 4, "e0", None, 300, 0, None) {
             Recovery::Replay(f, _) => assert_eq!(f, [Bytes::from("m5"), Bytes::from("m6"), Bytes::from("m7")]),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(h.since("c", 7, "e0", None, 300, 0), Recovery::Replay(f, _) if f.is_empty()));
+        assert!(matches!(h.since("c", 7, "e0", None, 300, 0, None), Recovery::Replay(f, _) if f.is_empty()));
         assert!(
-            matches!(h.since("c", 1, "e0", None, 300, 0), Recovery::Lost(_)),
+            matches!(h.since("c", 1, "e0", None, 300, 0, None), Recovery::Lost(_)),
             "2 was trimmed (size 5)"
         );
         assert!(
-            matches!(h.since("c", 4, "other", None, 300, 0), Recovery::Lost(_)),
+            matches!(h.since("c", 4, "other", None, 300, 0, None), Recovery::Lost(_)),
             "another epoch"
         );
         assert!(
-            matches!(h.since("c", 8, "e0", None, 300, 0), Recovery::Lost(_)),
+            matches!(h.since("c", 8, "e0", None, 300, 0, None), Recovery::Lost(_)),
             "from the future"
         );
         assert!(
-            matches!(h.since("c", 4, "e0", None, 2, 0), Recovery::Lost(_)),
+            matches!(h.since("c", 4, "e0", None, 2, 0, None), Recovery::Lost(_)),
             "more than max missing"
         );
-        match h.since("c", 4, "e0", Some(6), 2, 0) {
+        match h.since("c", 4, "e0", Some(6), 2, 0, None) {
             Recovery::Replay(f, pos) => {
                 assert_eq!(f, [Bytes::from("m5"), Bytes::from("m6")], "up to `until`");
                 assert_eq!(pos.offset, 7, "the position is still the channel's");
@@ -343,18 +353,18 @@ mod tests {
     #[test]
     fn ttl_budget_and_clear() {
         let mut h = History::new(100, 1000, 1 << 20, "e0");
-        h.append("c", 0, frame);
-        h.append("c", 900, frame);
+        h.append("c", 0, None, frame);
+        h.append("c", 900, None, frame);
         assert!(
-            matches!(h.since("c", 0, "e0", None, 300, 1500), Recovery::Lost(_)),
+            matches!(h.since("c", 0, "e0", None, 300, 1500, None), Recovery::Lost(_)),
             "the first expired"
         );
-        assert!(matches!(h.since("c", 1, "e0", None, 300, 1500), Recovery::Replay(f, _) if f.len() == 1));
+        assert!(matches!(h.since("c", 1, "e0", None, 300, 1500, None), Recovery::Replay(f, _) if f.len() == 1));
         h.expire(5000);
         assert_eq!(h.usage(), (0, 0, 0), "an idle channel goes, with its epoch");
         let mut h = History::new(100, 1000, 4, "e0");
         for _ in 0..3 {
-            h.append("c", 0, frame);
+            h.append("c", 0, None, frame);
         }
         assert_eq!(h.usage().1, 2, "two 2-byte frames fit a 4-byte budget");
         assert!(h.clear("c"));

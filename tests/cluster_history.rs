@@ -354,3 +354,63 @@ fn recoveries_arriving_together_are_each_exact() {
     }
     assert_eq!(recv_json(&mut ahead)["offset"], 31, "subscribed anyway");
 }
+
+/// On a cluster too: a first connect (`recover_offset=0`, no epoch) gets what was sent while
+/// the user had never connected, and a room message sent with `exclude_user` is not replayed
+/// to that user (the stream entry keeps the exclusion in its `x` field).
+#[test]
+fn first_connects_and_exclusions_hold_in_the_cluster_history() {
+    let redis = Redis::start();
+    let p = "firsts";
+    let n1 = node(&redis, p, "n1", |_| {});
+    let n2 = node(&redis, p, "n2", |_| {});
+    for i in 1..=3 {
+        send(n1.local_addr(), "newbie", i);
+    }
+    let path = format!("/ws?token={}&recover_offset=0", token("newbie"));
+    let mut ws = try_connect(n2.local_addr(), &path, &[]).unwrap();
+    let hello = recv_json(&mut ws);
+    assert_eq!(hello["data"]["recovery"]["recovered"], true, "{hello}");
+    for i in 1..=3 {
+        assert_eq!(recv_json(&mut ws)["data"]["i"], i);
+    }
+
+    let t = |u: &str| sign(json!({"sub": u, "exp": now() + 3600, "rooms": ["lobby"]}));
+    let room_msg = |i: u64, exclude: Option<&str>| {
+        let mut body = json!({"data": {"i": i}});
+        if let Some(u) = exclude {
+            body["exclude_user"] = json!(u);
+        }
+        let (status, body) = json(
+            n1.local_addr(),
+            "POST",
+            "/ws/rooms/lobby/messages",
+            Some(&admin()),
+            Some(body),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    let join = |ws: &mut Ws, recover: Value| {
+        send_json(
+            ws,
+            json!({"type": "join", "data": {"rooms": ["lobby"], "recover": recover}}),
+        );
+        let ack = recv_json(ws);
+        assert_eq!(ack["type"], "room.joined", "{ack}");
+        ack
+    };
+    let (mut hank, _) = connect(n2.local_addr(), &t("hank"));
+    join(&mut hank, json!({}));
+    wait_until("the room is subscribed", || {
+        redis.numsub(&format!("{p}:room:lobby")) >= 1
+    });
+    room_msg(1, None);
+    let epoch = recv_json(&mut hank)["epoch"].as_str().unwrap().to_string();
+    drop(hank);
+    room_msg(2, Some("hank"));
+    room_msg(3, None);
+    let (mut hank, _) = connect(n2.local_addr(), &t("hank"));
+    let ack = join(&mut hank, json!({"lobby": {"offset": 1, "epoch": epoch}}));
+    assert_eq!(ack["data"]["positions"]["lobby"]["recovered"], true, "{ack}");
+    assert_eq!(recv_json(&mut hank)["data"]["i"], 3, "2 excluded hank");
+}

@@ -599,3 +599,91 @@ fn the_byte_budget_bounds_history_and_metrics_show_it() {
         "{metrics}"
     );
 }
+
+/// `exclude_user` holds in history too: a room message sent with `exclude_user: hank` is not
+/// replayed to hank when he recovers (a chat sender does not get their own message back),
+/// while others recover it; the offsets stay contiguous.
+#[test]
+fn a_message_excluding_a_user_is_not_replayed_to_them() {
+    let server = start(Config { workers: 2, ..config() });
+    let addr = server.local_addr();
+    let token_of = |u: &str| sign(json!({"sub": u, "exp": now() + 3600, "rooms": ["lobby"]}));
+    let room_msg = |i: u64, exclude: Option<&str>| {
+        let mut body = json!({"data": {"i": i}});
+        if let Some(u) = exclude {
+            body["exclude_user"] = json!(u);
+        }
+        let (status, _) = json(addr, "POST", "/ws/rooms/lobby/messages", Some(&admin()), Some(body));
+        assert_eq!(status, 200);
+    };
+    let join = |ws: &mut Ws, recover: Value| {
+        send_json(
+            ws,
+            json!({"type": "join", "data": {"rooms": ["lobby"], "recover": recover}}),
+        );
+        let ack = recv_json(ws);
+        assert_eq!(ack["type"], "room.joined", "{ack}");
+        ack
+    };
+    let (mut hank, _) = connect(addr, &token_of("hank"));
+    let (mut joy, _) = connect(addr, &token_of("joy"));
+    join(&mut hank, json!({}));
+    join(&mut joy, json!({}));
+    room_msg(1, None);
+    let epoch = recv_json(&mut hank)["epoch"].as_str().unwrap().to_string();
+    assert_eq!(recv_json(&mut joy)["data"]["i"], 1);
+    drop(hank);
+    drop(joy);
+    room_msg(2, Some("hank"));
+    room_msg(3, None);
+    room_msg(4, Some("joy"));
+    // hank recovers 3 and 4; then 5 is sent live (to him); joy recovers 2, 3 and 5.
+    for (user, top, want) in [("hank", 4, vec![3, 4]), ("joy", 5, vec![2, 3, 5])] {
+        let (mut ws, _) = connect(addr, &token_of(user));
+        let ack = join(&mut ws, json!({"lobby": {"offset": 1, "epoch": epoch}}));
+        assert_eq!(
+            ack["data"]["positions"]["lobby"],
+            json!({"channel": "room:lobby", "offset": top, "epoch": epoch, "recovered": true}),
+            "{user}"
+        );
+        for i in want {
+            assert_eq!(recv_json(&mut ws)["data"]["i"], i, "{user}");
+        }
+        // Nothing more: the next message is the next live one.
+        room_msg(top + 1, None);
+        assert_eq!(recv_json(&mut ws)["data"]["i"], top + 1, "{user}");
+    }
+}
+
+/// A user who has never connected (no epoch to give) gets what was sent while they were away:
+/// `recover_offset=0` alone (or `{"offset": 0}` in `recover`) means "everything kept".
+#[test]
+fn a_first_connect_with_offset_zero_gets_what_was_sent_before() {
+    let server = start(config());
+    let addr = server.local_addr();
+    for i in 1..=3 {
+        send(addr, "newbie", i);
+    }
+    let t = sign(json!({"sub": "newbie", "exp": now() + 3600}));
+    let mut ws = try_connect(addr, &format!("/ws?token={t}&recover_offset=0"), &[]).unwrap();
+    let hello = recv_json(&mut ws);
+    assert_eq!(hello["type"], "connection.established");
+    assert_eq!(hello["data"]["recovery"]["recovered"], true, "{hello}");
+    assert_eq!(hello["data"]["recovery"]["offset"], 3, "{hello}");
+    for i in 1..=3 {
+        assert_eq!(recv_json(&mut ws)["data"]["i"], i);
+    }
+    // On an open connection, the same with the message.
+    send_json(
+        &mut ws,
+        json!({"type": "recover", "data": {"channels": {"user:newbie": {"offset": 0}}}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(ack["data"]["channels"]["user:newbie"]["recovered"], true, "{ack}");
+    for i in 1..=3 {
+        assert_eq!(recv_json(&mut ws)["data"]["i"], i);
+    }
+    // Any other offset still needs its epoch.
+    let err = try_connect(addr, &format!("/ws?token={t}&recover_offset=2"), &[]).unwrap_err();
+    assert!(format!("{err:?}").contains("400"), "{err:?}");
+}

@@ -217,6 +217,8 @@ pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
             Ok(o) => Some((o, e)),
             Err(_) => return Parsed::Reject(reject(400, "recover_offset must be a number")),
         },
+        // A first connect: everything kept, whatever the epoch (the client has none yet).
+        (Some(o), None) if o == "0" => Some((0, String::new())),
         _ => {
             return Parsed::Reject(reject(
                 400,

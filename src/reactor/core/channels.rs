@@ -170,9 +170,9 @@ impl Core {
             return self.hub_publish(channel, frame, exclude_user, dedupe, waiter);
         }
         let now_ms = self.now_ms;
-        let (frame, _) = self
-            .history
-            .append(&channel, now_ms, |pos| with_position(&frame, &channel, pos));
+        let (frame, _) = self.history.append(&channel, now_ms, exclude_user.clone(), |pos| {
+            with_position(&frame, &channel, pos)
+        });
         let reply = waiter.as_ref().map(|w| self.reply_to_of(w));
         for r in reactors {
             if r == self.id {
@@ -262,7 +262,10 @@ impl Core {
         self.fan_out_groups();
         let channel = format!("user:{user}");
         let max = self.rt.config.recovery_max;
-        match self.history.since(&channel, offset, epoch, until, max, self.now_ms) {
+        match self
+            .history
+            .since(&channel, offset, epoch, until, max, self.now_ms, Some(user))
+        {
             Recovery::Replay(frames, pos) => {
                 self.metrics.recoveries.inc();
                 (Some(frames), pos)
@@ -378,7 +381,12 @@ impl Core {
     }
 
     /// Answers a recovery (or, without `from`, only the position) here, the channel's home.
-    pub(super) fn recover_here(&mut self, channel: &str, from: Option<(u64, Box<str>)>) -> Answer {
+    pub(super) fn recover_here(
+        &mut self,
+        channel: &str,
+        from: Option<(u64, Box<str>)>,
+        reader: Option<&str>,
+    ) -> Answer {
         let Some((offset, epoch)) = from else {
             return Answer::Recovered {
                 frames: None,
@@ -386,7 +394,10 @@ impl Core {
             };
         };
         let max = self.rt.config.recovery_max;
-        match self.history.since(channel, offset, &epoch, None, max, self.now_ms) {
+        match self
+            .history
+            .since(channel, offset, &epoch, None, max, self.now_ms, reader)
+        {
             Recovery::Replay(frames, position) => Answer::Recovered {
                 frames: Some(frames),
                 position,
@@ -404,6 +415,7 @@ impl Core {
     pub fn recover_events(&mut self, idx: usize, items: Vec<RecoverItem>, finish: RecoveryFinish) {
         // Deliveries queued before now go to the subscribers they were meant for.
         self.fan_out_groups();
+        let reader: Option<Box<str>> = self.users.get(self.conns[idx].user).map(|u| u.id.as_str().into());
         let asks = items
             .iter()
             .map(|item| {
@@ -412,6 +424,7 @@ impl Core {
                     channel: item.channel.as_str().into(),
                     from: item.from.as_ref().map(|(o, e)| (*o, e.as_str().into())),
                     until: item.until,
+                    reader: reader.clone(),
                 };
                 (ask, vec![home])
             })

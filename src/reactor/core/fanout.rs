@@ -143,12 +143,19 @@ impl Core {
                 return self.hub_read(channel, since, limit, waiter);
             }
             Ask::ClearHistory { channel } if self.cluster.is_some() => return self.hub_clear(channel, waiter),
-            Ask::Recover { channel, from, until } if self.cluster.is_some() => {
-                return self.hub_recover(channel, from, until, waiter);
+            Ask::Recover {
+                channel,
+                from,
+                until,
+                reader,
+            } if self.cluster.is_some() => {
+                return self.hub_recover(channel, from, until, reader, waiter);
             }
             Ask::ReadHistory { channel, since, limit } => self.read_history(&channel, since, limit),
             Ask::ClearHistory { channel } => self.clear_history(&channel),
-            Ask::Recover { channel, from, .. } => self.recover_here(&channel, from),
+            Ask::Recover {
+                channel, from, reader, ..
+            } => self.recover_here(&channel, from, reader.as_deref()),
         };
         if let Some(w) = waiter {
             self.answer(w, answer);

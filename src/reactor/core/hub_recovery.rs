@@ -17,6 +17,8 @@ use crate::history::Position;
 pub(crate) struct RecoverWaiter {
     from: Option<(u64, Box<str>)>,
     until: Option<u64>,
+    /// Who recovers: entries stored with `exclude_user` naming them are left out.
+    reader: Option<Box<str>>,
     to: Option<ReplyTo>,
 }
 
@@ -33,7 +35,9 @@ impl RecoverWaiter {
         let p = &r.position;
         let frames = self.from.as_ref().and_then(|(offset, epoch)| {
             let offset = *offset;
-            if **epoch != *p.epoch || offset > p.offset || p.offset - offset > max {
+            // Offset 0 with no epoch: a client that never saw the channel, from its beginning.
+            let first_time = offset == 0 && epoch.is_empty();
+            if (**epoch != *p.epoch && !first_time) || offset > p.offset || p.offset - offset > max {
                 return None;
             }
             let mine = r.entries.iter().filter(|e| e.0 > offset);
@@ -41,6 +45,7 @@ impl RecoverWaiter {
             let whole = mine.clone().count() as u64 == p.offset - offset && first.is_none_or(|f| f == offset + 1);
             whole.then(|| {
                 mine.filter(|e| self.until.is_none_or(|u| e.0 <= u))
+                    .filter(|e| self.reader.is_none() || e.2.as_deref() != self.reader.as_deref())
                     .map(|e| e.1.clone())
                     .collect()
             })
@@ -59,11 +64,17 @@ impl Core {
         channel: Box<str>,
         from: Option<(u64, Box<str>)>,
         until: Option<u64>,
+        reader: Option<Box<str>>,
         w: Option<Waiter>,
     ) {
         let to = self.waiter_to(w);
         let Some(t) = self.track(&channel) else { return };
-        t.next_batch.push(RecoverWaiter { from, until, to });
+        t.next_batch.push(RecoverWaiter {
+            from,
+            until,
+            reader,
+            to,
+        });
         if t.recovering.is_none() {
             self.launch_recoveries(&channel);
         }

@@ -79,7 +79,7 @@ fn the_javascript_client_passes_its_suite_under_node() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("pass 5"), "{report}");
+    assert!(report.contains("pass 8"), "{report}");
 }
 
 /// One HTTP request from `listener`: (method, path, body).
@@ -176,7 +176,7 @@ fn run_in_chromium(env: serde_json::Value, tag: &str) {
     let _ = browser.wait();
     let _ = std::fs::remove_dir_all(&profile);
     let results = result["results"].as_array().unwrap_or_else(|| panic!("{result}"));
-    assert_eq!(results.len(), 5, "{result:#}");
+    assert_eq!(results.len(), 6, "{result:#}");
     for r in results {
         assert_eq!(r["ok"], true, "{r:#}");
     }
@@ -213,4 +213,48 @@ fn the_server_serves_the_client_and_its_types() {
     )
     .unwrap();
     assert_eq!(read_http(&mut sock).0, 404);
+}
+
+/// README's Node example, as it stands: the module fetched from the server, the example run
+/// beside it with a token, against this server.
+#[test]
+fn the_readme_node_example_runs_as_written() {
+    let s = start(config());
+    let addr = s.local_addr();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let block = readme
+        .split("<!-- node-example -->\n```js\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README has the Node example");
+    let dir = std::env::temp_dir().join(format!("wsedge-node-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("example.mjs"),
+        block.replace("127.0.0.1:8080", &addr.to_string()),
+    )
+    .unwrap();
+    // `curl -sO http://HOST/client/wsedge.js`, as README says.
+    require("curl", "curl");
+    let got = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sO", &format!("http://{addr}/client/wsedge.js")])
+        .status()
+        .unwrap();
+    assert!(got.success());
+    let mut cmd = Command::new("node");
+    if node_version() < 22 {
+        cmd.arg("--experimental-websocket");
+    }
+    let out = cmd
+        .current_dir(&dir)
+        .arg("example.mjs")
+        .env("TOKEN", token("readme-user"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("connected as readme-user"), "{text}");
+    assert!(text.contains("rtt "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

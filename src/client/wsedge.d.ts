@@ -68,6 +68,10 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** A WebSocket constructor (default: the global one). */
   WebSocket?: typeof WebSocket;
+  /** Messages send() may queue while not connected (default 1000); past it send() throws. */
+  maxQueued?: number;
+  /** ping()'s default timeout, ms (default 10000). */
+  pingTimeout?: number;
 }
 
 /** A server message: the protocol's envelope; history adds channel, offset, epoch. */
@@ -96,17 +100,22 @@ export class WsedgeClient {
   rtt: number | null;
   backoff: Backoff;
   on<K extends keyof ClientEvents>(type: K, listener: (event: ClientEvents[K]) => void): () => void;
-  connect(): Promise<void>;
+  /** Resolves with connection.established's data once connected (retrying as the backoff
+   * allows); rejects (an Error with `code` and `reason`) if the session ends for good first. */
+  connect(): Promise<any>;
   subscribe(events: string[]): void;
   unsubscribe(events: string[]): void;
   join(rooms: string[]): void;
   leave(rooms: string[]): void;
-  /** Resolves with the round trip in ms. */
-  ping(): Promise<number>;
-  /** Sends now, or in order once a RATE_LIMIT_EXCEEDED pause ends. */
+  /** Resolves with the round trip in ms; rejects after `timeout` ms (default pingTimeout)
+   * without a pong, or on close(). */
+  ping(timeout?: number): Promise<number>;
+  /** Sends now if connected; else queues (in order, at most maxQueued: then it throws)
+   * until the connection is established and any RATE_LIMIT_EXCEEDED pause is over. */
   send(message: { type: string; data?: unknown }): void;
   recoveredExactly(channel: string): boolean | null;
   position(channel: string): Position | null;
-  /** Closes with 1000; no reconnect. */
+  /** Closes with 1000; no reconnect; queued sends are discarded, pending pings rejected,
+   * a pending connect() rejected. */
   close(): void;
 }

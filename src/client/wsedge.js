@@ -117,6 +117,9 @@ export class WsedgeClient {
     this.refreshBefore = options.refreshBefore ?? 30000;
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     this.backoff = new Backoff(options.backoff || {});
+    this.maxQueued = options.maxQueued ?? 1000;
+    this.pingTimeout = options.pingTimeout ?? 10000;
+    this.opening = null;
     this.events = new Set();
     this.rooms = new Set();
     this.exact = new Map();
@@ -159,9 +162,27 @@ export class WsedgeClient {
     this.timers.add(t);
   }
 
-  /** Opens the first connection (later ones open by themselves). */
-  async connect() {
+  /**
+   * Opens the session: resolves with connection.established's data once a connection is
+   * established (after as many retries as the backoff allows), rejects when the session ends
+   * for good first (a final close code, maxAttempts spent, or close()). Later reconnects
+   * happen by themselves.
+   */
+  connect() {
     this.stopped = false;
+    if (!this.opening) {
+      let settle;
+      const promise = new Promise((resolve, reject) => {
+        settle = { resolve, reject };
+      });
+      this.opening = { promise, ...settle };
+      this.open().catch((e) => this.failed(this.ws, e));
+    }
+    return this.opening.promise;
+  }
+
+  /** One connection attempt. */
+  async open() {
     let token = this.token;
     if (this.getToken) {
       const exp = token && tokenExpiry(token);
@@ -180,6 +201,15 @@ export class WsedgeClient {
     this.ws = ws;
     ws.onmessage = (ev) => this.onMessage(ev.data);
     ws.onclose = (ev) => this.onClose(ws, ev.code, ev.reason);
+    // Node 20's WebSocket reports a refused or failed connection with `error` alone, never
+    // `close`: an error not followed by a close soon is taken as one (1006).
+    ws.onerror = () => this.later(() => this.onClose(ws, 1006, 'connection failed'), 100);
+  }
+
+  /** An attempt failed before a socket existed (a token provider threw, a bad URL). */
+  failed(ws, e) {
+    this.emit('error', e);
+    this.onClose(ws, 1006, String(e));
   }
 
   subscribe(events) {
@@ -202,18 +232,34 @@ export class WsedgeClient {
     this.sendNow({ type: 'leave', data: { rooms } });
   }
 
-  /** A protocol ping; resolves with the round trip in milliseconds (also kept in `rtt`). */
-  ping() {
+  /**
+   * A protocol ping; resolves with the round trip in milliseconds (also kept in `rtt`), or
+   * rejects if no pong comes within `timeout` ms (default: the pingTimeout option, 10000).
+   */
+  ping(timeout = this.pingTimeout) {
     const id = `p${++this.pingCount}`;
-    return new Promise((resolve) => {
-      this.pings.set(id, { at: performance.now(), resolve });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pings.delete(id);
+        reject(new Error(`wsedge: no pong within ${timeout} ms`));
+      }, timeout);
+      this.pings.set(id, { at: performance.now(), resolve, reject, timer });
       this.send({ type: 'ping', data: { pingId: id } });
     });
   }
 
-  /** Sends a message now, or when a rate-limit pause ends (in order). */
+  /**
+   * Sends a message now if the connection is open and nothing waits; otherwise queues it, in
+   * order, until the connection is (re)established and any RATE_LIMIT_EXCEEDED pause is over.
+   * At most `maxQueued` (1000) wait: past that it throws, nothing is dropped silently.
+   * close() discards what waits.
+   */
   send(message) {
-    if (Date.now() < this.pausedUntil || this.outbox.length) {
+    const open = this.ws && this.ws.readyState === 1 && this.connectedWs === this.ws;
+    if (!open || Date.now() < this.pausedUntil || this.outbox.length) {
+      if (this.outbox.length >= this.maxQueued) {
+        throw new Error(`wsedge: ${this.outbox.length} messages already wait to be sent (maxQueued)`);
+      }
       this.outbox.push(message);
       return;
     }
@@ -228,12 +274,28 @@ export class WsedgeClient {
     return this.store.get(channel);
   }
 
-  /** Closes with 1000 and stops reconnecting. */
+  /** Closes with 1000 and stops reconnecting; queued sends are discarded, pings rejected. */
   close() {
     this.stopped = true;
     this.timers.forEach(clearTimeout);
     this.timers.clear();
+    this.outbox = [];
+    for (const [id, p] of this.pings) {
+      clearTimeout(p.timer);
+      p.reject?.(new Error('wsedge: closed'));
+      this.pings.delete(id);
+    }
     if (this.ws) this.ws.close(1000);
+    else this.settle(new Error('wsedge: closed'));
+  }
+
+  /** Settles connect()'s promise: resolved with the greeting's data, or rejected. */
+  settle(outcome, data) {
+    const o = this.opening;
+    if (!o) return;
+    this.opening = null;
+    if (outcome instanceof Error) o.reject(outcome);
+    else o.resolve(data);
   }
 
   sendNow(message) {
@@ -277,6 +339,7 @@ export class WsedgeClient {
       case 'pong': {
         const p = this.pings.get(d.pingId);
         if (p) {
+          clearTimeout(p.timer);
           this.pings.delete(d.pingId);
           this.rtt = performance.now() - p.at;
           p.resolve(this.rtt);
@@ -317,6 +380,7 @@ export class WsedgeClient {
   }
 
   onEstablished(data) {
+    this.connectedWs = this.ws;
     this.connections += 1;
     this.backoff.connected();
     const reconnected = this.connections > 1;
@@ -334,10 +398,11 @@ export class WsedgeClient {
     if (this.rooms.size) this.sendMembership('join', 'rooms', [...this.rooms], 'room:');
     this.flushOutbox();
     this.scheduleRefresh();
+    this.settle(null, data);
   }
 
   flushOutbox() {
-    if (Date.now() < this.pausedUntil) return;
+    if (Date.now() < this.pausedUntil || this.connectedWs !== this.ws) return;
     while (this.outbox.length && this.ws && this.ws.readyState === 1) this.sendNow(this.outbox.shift());
   }
 
@@ -361,9 +426,16 @@ export class WsedgeClient {
   onClose(ws, code, reason) {
     if (ws !== this.ws) return;
     this.ws = null;
+    this.connectedWs = null;
     this.backoff.disconnected();
-    if (this.stopped) {
+    const final = () => {
       this.emit('closed', { code, reason });
+      const e = new Error(`wsedge: closed ${code}${reason ? ` ${reason}` : ''}`);
+      Object.assign(e, { code, reason });
+      this.settle(e);
+    };
+    if (this.stopped) {
+      final();
       return;
     }
     if (code === 1008 && reason === 'token expired') this.token = null;
@@ -371,17 +443,12 @@ export class WsedgeClient {
     const retryIn = again ? this.backoff.nextDelay() : null;
     if (retryIn === null) {
       this.stopped = true;
-      this.emit('closed', { code, reason });
+      final();
       return;
     }
     this.emit('disconnected', { code, reason, retryIn });
     this.later(() => {
-      if (!this.stopped) {
-        this.connect().catch((e) => {
-          this.emit('error', e);
-          this.onClose(this.ws, 1006, String(e));
-        });
-      }
+      if (!this.stopped) this.open().catch((e) => this.failed(this.ws, e));
     }, retryIn);
   }
 }

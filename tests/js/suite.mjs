@@ -197,13 +197,43 @@ export function suite(lib, env, makeStore) {
     }
   });
 
-  t('a bad token closes for good with the reason', async () => {
+  t('a bad token closes for good with the reason, and connect() rejects with it', async () => {
     const client = new WsedgeClient(env.ws, { token: 'not-a-token', store: makeStore() });
     const closed = next(client, 'closed');
-    await client.connect();
+    const err = await client.connect().then(
+      () => null,
+      (e) => e,
+    );
     const c = await closed;
     assert.equal(c.code, 1008);
     assert.match(c.reason, /^authentication failed: /);
+    assert.ok(err instanceof Error, 'connect() rejected');
+    assert.equal(err.code, 1008);
+  });
+
+  t('connect() resolves once connected; sends before that wait in order, bounded', async () => {
+    const client = new WsedgeClient(env.ws, { token: env.token, store: makeStore(), maxQueued: 2 });
+    try {
+      const pongs = [];
+      client.on('message', (m) => m.type === 'pong' && pongs.push(m.data.pingId));
+      client.send({ type: 'ping', data: { pingId: 'early-1' } });
+      client.send({ type: 'ping', data: { pingId: 'early-2' } });
+      let threw = null;
+      try {
+        client.send({ type: 'ping', data: { pingId: 'early-3' } });
+      } catch (e) {
+        threw = e;
+      }
+      assert.ok(threw instanceof Error, 'the third send over maxQueued throws');
+      const data = await client.connect();
+      assert.equal(data.user_id, env.user);
+      // Right after connect(): a ping goes out at once and is answered.
+      const rtt = await client.ping();
+      assert.ok(rtt >= 0);
+      assert.deepEqual(pongs.slice(0, 2), ['early-1', 'early-2']);
+    } finally {
+      client.close();
+    }
   });
 
   return tests;

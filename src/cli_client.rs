@@ -4,12 +4,16 @@
 //! Owns: reading stdin lines into messages, printing what arrives, reconnecting when asked.
 //! Everything WebSocket is `wsedge::client`.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use wsedge::client::{Backoff, Client, ClientConfig, ClientError, Message, Roots, SessionConfig, should_reconnect};
+use wsedge::client::{
+    Backoff, Client, ClientConfig, ClientError, Message, Roots, Session, SessionConfig, SessionEvent, TokenSource,
+    should_reconnect,
+};
 
 #[derive(Args)]
 pub struct ClientArgs {
@@ -29,6 +33,9 @@ pub struct ClientArgs {
     json: bool,
     /// Reconnect with backoff (full jitter; WS_RECONNECT_* settings) when the connection ends,
     /// except after a close code that means "don't" (1002, 1003, 1007, 1008, 1009, 1010).
+    /// With --token against a wsedge server this is a protocol session: subscribe/join lines
+    /// are remembered and made again after every reconnect, with recovery of what was missed
+    /// (the user's channel too); lines typed while disconnected wait and go out in order.
     #[arg(long)]
     reconnect: bool,
     /// Trust only the certificates in this PEM file for wss:// (a private CA or a self-signed
@@ -58,6 +65,13 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
         None => a.url.clone(),
     };
     let lines = stdin_lines();
+    if let (true, Some(token)) = (a.reconnect, &a.token) {
+        match protocol_session(&a, token, config.clone(), &lines)? {
+            Outcome::Done => return Ok(()),
+            // Not a wsedge server (no connection.established): plain reconnects below.
+            Outcome::NotProtocol => {}
+        }
+    }
     // WS_RECONNECT_BACKOFF_BASE / _MAX / WS_RECONNECT_MAX_ATTEMPTS, as the library reads them.
     let mut backoff = Backoff::new(SessionConfig::from_env().backoff, Backoff::random_seed());
     let mut stdin_done: Option<Instant> = None;
@@ -97,6 +111,102 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
                 wait(&mut backoff, &e)?;
             }
         }
+    }
+}
+
+enum Outcome {
+    Done,
+    NotProtocol,
+}
+
+/// `--reconnect --token` against a wsedge server: a [`Session`] that restores what the typed
+/// lines subscribed to and joined, and recovers what was missed.
+fn protocol_session(
+    a: &ClientArgs,
+    token: &str,
+    client: ClientConfig,
+    lines: &mpsc::Receiver<Option<String>>,
+) -> Result<Outcome, String> {
+    let config = SessionConfig {
+        client,
+        ..SessionConfig::from_env()
+    };
+    let mut session = Session::new(&a.url, TokenSource::Fixed(token.to_string()), config);
+    let linger = Duration::try_from_secs_f64(a.linger).unwrap_or_default();
+    let mut waiting: VecDeque<String> = VecDeque::new();
+    let mut stdin_done: Option<Instant> = None;
+    let mut greeted = false;
+    loop {
+        while let Ok(line) = lines.try_recv() {
+            match line {
+                Some(l) => waiting.push_back(l),
+                None => {
+                    stdin_done.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        while session.is_connected()
+            && let Some(l) = waiting.pop_front()
+        {
+            typed(&mut session, &l).map_err(|e| e.to_string())?;
+        }
+        if waiting.is_empty() && stdin_done.is_some_and(|t| t.elapsed() >= linger) {
+            session.close();
+            eprintln!("closed (1000)");
+            return Ok(Outcome::Done);
+        }
+        let event = match session.next_event_within(Duration::from_millis(20)) {
+            Ok(e) => e,
+            Err(ClientError::Protocol(p)) if !greeted && p.contains("connection.established") => {
+                return Ok(Outcome::NotProtocol);
+            }
+            Err(e) => return Err(format!("connection ended: {e}")),
+        };
+        match event {
+            Some(SessionEvent::Connected { data, reconnected }) => {
+                greeted = true;
+                eprintln!("{} to {}", if reconnected { "reconnected" } else { "connected" }, a.url);
+                let hello = serde_json::json!({"type": "connection.established", "data": data});
+                print(&Message::text(hello.to_string()), a.json);
+            }
+            Some(SessionEvent::Recovered { channel, exact }) => {
+                let how = if exact { "exactly" } else { "not exactly: reload it" };
+                eprintln!("recovered {channel} {how}");
+            }
+            Some(SessionEvent::Message(v)) => print(&Message::text(v.to_string()), a.json),
+            Some(SessionEvent::Disconnected { code, reason, retry_in }) => {
+                eprintln!(
+                    "closed ({code} {reason}); reconnecting in {:.1} s",
+                    retry_in.as_secs_f64()
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+/// A typed line in a session: membership changes go through the session (kept across
+/// reconnects), other JSON is sent as is, anything else as text.
+fn typed(session: &mut Session, line: &str) -> Result<(), ClientError> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return session.send_text(line);
+    };
+    let names = |key: &str| -> Option<Vec<String>> {
+        v["data"][key]
+            .as_array()?
+            .iter()
+            .map(|n| n.as_str().map(str::to_string))
+            .collect()
+    };
+    fn list(n: &[String]) -> Vec<&str> {
+        n.iter().map(String::as_str).collect()
+    }
+    match (v["type"].as_str(), names("events"), names("rooms")) {
+        (Some("subscribe"), Some(e), _) => session.subscribe(&list(&e)),
+        (Some("unsubscribe"), Some(e), _) => session.unsubscribe(&list(&e)),
+        (Some("join"), _, Some(r)) => session.join(&list(&r)),
+        (Some("leave"), _, Some(r)) => session.leave(&list(&r)),
+        _ => session.send(v),
     }
 }
 

@@ -620,3 +620,92 @@ fn redis_missing_at_start_is_logged_as_unreachable_and_the_server_runs() {
         drop(child);
     }
 }
+
+/// `wsedge client --reconnect --token T` is a session: after the server restarts it subscribes
+/// again (events typed before), and a message sent to the user while it was away comes once.
+#[test]
+fn client_reconnect_resubscribes_and_recovers() {
+    let cfg = || wsedge::Config { workers: 1, ..config() };
+    let server = start(cfg());
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/ws");
+    let mut child = Command::new(BIN)
+        .args(["client", &url, "--token", &token("cli-session"), "--reconnect"])
+        .env("WS_RECONNECT_BACKOFF_BASE", "0.05")
+        .env("WS_RECONNECT_BACKOFF_MAX", "0.2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Lines through a channel: a wait that never ends fails after 30 s instead of hanging.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut child = Killer(child, None);
+    let until = |what: &str| {
+        let mut seen = String::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no {what} ({e}); saw {seen}"));
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(what) {
+                return seen;
+            }
+        }
+    };
+    until("connection.established");
+    std::io::Write::write_all(
+        &mut stdin,
+        b"{\"type\":\"subscribe\",\"data\":{\"events\":[\"review.updated\"]}}\n",
+    )
+    .unwrap();
+    until("subscription.acknowledged");
+    let admin = admin_token("root");
+    let publish = |addr: std::net::SocketAddr, n: u64| {
+        let (status, _) = common::http::json(
+            addr,
+            "POST",
+            "/ws/events/review.updated",
+            Some(&admin),
+            Some(serde_json::json!({"data": {"n": n}})),
+        );
+        assert_eq!(status, 200);
+    };
+    publish(addr, 1);
+    assert!(until("\"type\":\"review.updated\"").contains("\"n\":1"));
+    // The server restarts on the same address: the client comes back and subscribes again.
+    drop(server);
+    let server = start(wsedge::Config { listen: addr, ..cfg() });
+    until("connection.established");
+    until("subscription.acknowledged");
+    publish(addr, 2);
+    assert!(until("\"type\":\"review.updated\"").contains("\"n\":2"));
+    // Kicked off; a message to the user while it is away arrives once (live or recovered).
+    let (status, _) = common::http::json(addr, "DELETE", "/ws/users/cli-session", Some(&admin), None);
+    assert_eq!(status, 200);
+    let (status, _) = common::http::json(
+        addr,
+        "POST",
+        "/ws/users/cli-session/messages",
+        Some(&admin),
+        Some(serde_json::json!({"type": "note", "data": {"once": true}})),
+    );
+    assert_eq!(status, 200);
+    until("\"once\":true");
+    publish(addr, 3);
+    let rest = until("\"type\":\"review.updated\"");
+    assert!(rest.contains("\"n\":3") && !rest.contains("once"), "once only: {rest}");
+    drop(stdin);
+    let _ = child.0.wait();
+    drop(server);
+}

@@ -282,8 +282,37 @@ impl Session {
     /// off, or a token provider that failed.
     pub fn next_event(&mut self) -> Result<SessionEvent, ClientError> {
         loop {
-            if let Some(e) = self.queued.pop_front() {
+            if let Some(e) = self.next_event_until(None)? {
                 return Ok(e);
+            }
+        }
+    }
+
+    /// Like [`Session::next_event`], but returns `Ok(None)` once `max` passed without an event
+    /// (a caller with other input to watch, like a command-line client reading stdin). A
+    /// backoff in progress is waited out whole.
+    pub fn next_event_within(&mut self, max: Duration) -> Result<Option<SessionEvent>, ClientError> {
+        self.next_event_until(Some(Instant::now() + max))
+    }
+
+    /// Whether a connection is open now.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Sends a text frame as it is (a typed line that is not JSON); nothing when not connected
+    /// (see [`Session::is_connected`]).
+    pub fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        match self.client.as_mut() {
+            Some(c) => c.send_text(text.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    fn next_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<SessionEvent>, ClientError> {
+        loop {
+            if let Some(e) = self.queued.pop_front() {
+                return Ok(Some(e));
             }
             if let Some(e) = self.ended.take() {
                 return Err(e);
@@ -294,26 +323,32 @@ impl Session {
                 }
                 if let Err(e) = self.connect() {
                     self.client = None;
-                    return self.after_failure(e);
+                    return self.after_failure(e).map(Some);
                 }
                 continue;
             }
             self.refresh_token_if_due()?;
-            let wait = self
-                .token_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return Ok(None);
+            }
+            let wait = [self.token_deadline(), deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.saturating_duration_since(now));
             let Some(client) = self.client.as_mut() else { continue };
             match client.recv_timeout(wait) {
                 Ok(None) => {}
                 Ok(Some(m)) => {
                     if let Some(event) = self.on_message(m) {
-                        return Ok(event);
+                        return Ok(Some(event));
                     }
                 }
                 Err(e) => {
                     self.client = None;
                     self.backoff.disconnected(Instant::now());
-                    return self.after_failure(e);
+                    return self.after_failure(e).map(Some);
                 }
             }
         }

@@ -329,3 +329,60 @@ impl Snapshot {
         self.refused.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n)
     }
 }
+
+/// Seconds of message rates a node keeps for its dashboard.
+pub const RATE_HISTORY_SECS: usize = 300;
+
+/// One second's totals (counters since start, summed over reactors).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct RateSample {
+    /// Unix seconds.
+    pub at: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub deliveries: u64,
+}
+
+/// The node's message totals once a second for the last [`RATE_HISTORY_SECS`] seconds: fixed
+/// memory (300 samples of 32 bytes), so a dashboard opened now draws the last five minutes.
+/// Sampled by whichever reactor starts a turn first in a new second, before that turn's work:
+/// a second with no turn anywhere saw no messages (the next sample's totals are unchanged).
+#[derive(Debug, Default)]
+pub struct RateHistory {
+    last: AtomicU64,
+    samples: std::sync::Mutex<std::collections::VecDeque<RateSample>>,
+}
+
+impl RateHistory {
+    /// Takes the sample of second `unix_secs` unless another reactor took it already.
+    pub fn sample<'a>(&self, unix_secs: u64, reactors: impl Iterator<Item = &'a ReactorMetrics> + Clone) {
+        let last = self.last.load(Ordering::Relaxed);
+        if last >= unix_secs
+            || self
+                .last
+                .compare_exchange(last, unix_secs, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let sum = |f: &dyn Fn(&ReactorMetrics) -> u64| reactors.clone().map(f).sum::<u64>();
+        let s = RateSample {
+            at: unix_secs,
+            messages_in: sum(&|r| r.messages_in.get()),
+            messages_out: sum(&|r| r.messages_out.get()),
+            deliveries: sum(&|r| r.fanout_deliveries.get()),
+        };
+        let mut q = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        while q.len() >= RATE_HISTORY_SECS {
+            q.pop_front();
+        }
+        q.push_back(s);
+    }
+
+    /// The samples of the last [`RATE_HISTORY_SECS`] seconds, oldest first.
+    pub fn samples(&self, now_unix_secs: u64) -> Vec<RateSample> {
+        let q = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let from = now_unix_secs.saturating_sub(RATE_HISTORY_SECS as u64);
+        q.iter().filter(|s| s.at > from).copied().collect()
+    }
+}

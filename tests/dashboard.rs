@@ -105,3 +105,94 @@ fn the_dashboard_shows_what_stats_and_metrics_say() {
     assert!(String::from_utf8_lossy(&dom.stdout).contains("admin token refused (HTTP 401)"));
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// The chart is full when the page opens (the node keeps its last minutes of rates:
+/// /ws/stats/history), and the operator's actions work from the page, pressed in Chromium:
+/// publish to a user and to an event, look up a user's connections and disconnect one, then
+/// the user, and read a channel's history.
+#[test]
+fn the_dashboard_opens_with_history_and_its_actions_work() {
+    let s = start(config());
+    let addr = s.local_addr();
+    let admin = admin_token("ops");
+    let (mut alice1, _) = connect(addr, &token("alice"));
+    let (mut alice2, _) = connect(addr, &token("alice"));
+    let (mut bob, _) = connect(addr, &token("bob"));
+    send_json(
+        &mut bob,
+        json!({"type": "subscribe", "data": {"events": ["review.updated"]}}),
+    );
+    assert_eq!(recv_json(&mut bob)["type"], "subscription.acknowledged");
+    // A few seconds of samples on the server before the page opens (each request is a turn).
+    wait_until("three seconds of rate samples", || {
+        send_json(&mut alice1, json!({"type": "ping", "data": {}}));
+        let _ = recv_json(&mut alice1);
+        let (_, h) = common::http::json(addr, "GET", "/ws/stats/history", Some(&admin), None);
+        h["data"]["samples"].as_array().is_some_and(|a| a.len() >= 3)
+    });
+    let mut page = common::cdp::Browser::open(&format!("http://{addr}/dashboard#token={admin}"));
+    page.wait_for("the first poll", "document.body.dataset.ready === 'true'");
+    let points = page.eval("Number(document.body.dataset.samples)").as_u64().unwrap();
+    assert!(
+        points >= 2,
+        "the chart starts with the server's history: {points} points"
+    );
+
+    let set = |page: &mut common::cdp::Browser, id: &str, value: &str| {
+        page.eval(&format!("document.getElementById('{id}').value = {}", json!(value)));
+    };
+    let press = |page: &mut common::cdp::Browser, id: &str| {
+        page.eval("delete document.getElementById('action_result').dataset.status");
+        page.eval(&format!("document.getElementById('{id}').click()"));
+        page.wait_for(id, "'status' in document.getElementById('action_result').dataset");
+        page.eval("document.getElementById('action_result').dataset.status")
+    };
+    // Publish to a user.
+    set(&mut page, "pub_kind", "user");
+    set(&mut page, "pub_name", "alice");
+    set(&mut page, "pub_type", "notice");
+    set(&mut page, "pub_data", r#"{"from": "the dashboard"}"#);
+    assert_eq!(press(&mut page, "pub_send"), "200");
+    for ws in [&mut alice1, &mut alice2] {
+        let m = recv_json(ws);
+        assert_eq!(
+            (m["type"].as_str(), m["data"]["from"].as_str()),
+            (Some("notice"), Some("the dashboard"))
+        );
+    }
+    // Publish to an event.
+    set(&mut page, "pub_kind", "event");
+    set(&mut page, "pub_name", "review.updated");
+    set(&mut page, "pub_data", r#"{"r": 7}"#);
+    assert_eq!(press(&mut page, "pub_send"), "200");
+    assert_eq!(recv_json(&mut bob)["data"]["r"], 7);
+    // Bad JSON is refused on the page, nothing sent.
+    set(&mut page, "pub_data", "{not json");
+    assert_eq!(press(&mut page, "pub_send"), "invalid");
+    // Presence and connections, then one disconnected from its row.
+    set(&mut page, "user_id", "alice");
+    assert_eq!(press(&mut page, "lookup"), "200");
+    page.wait_for("two rows", "document.body.dataset.presence === '2'");
+    page.eval("document.querySelector('#presence button').click()");
+    page.wait_for("one row left", "document.body.dataset.presence === '1'");
+    let closed = [&mut alice1, &mut alice2]
+        .into_iter()
+        .filter_map(|ws| {
+            ws.get_ref()
+                .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                .unwrap();
+            match ws.read() {
+                Ok(tungstenite::Message::Close(Some(f))) => Some(u16::from(f.code)),
+                _ => None,
+            }
+        })
+        .count();
+    assert_eq!(closed, 1, "exactly one of alice's connections closed");
+    // The user, whole.
+    assert_eq!(press(&mut page, "disconnect_user"), "200");
+    // A channel's history.
+    set(&mut page, "hist_channel", "user:alice");
+    assert_eq!(press(&mut page, "hist_read"), "200");
+    let shown = page.eval("document.getElementById('action_result').textContent");
+    assert!(shown.as_str().unwrap().contains("the dashboard"), "{shown}");
+}

@@ -120,6 +120,7 @@ fn is_admin_route(rest: &[&str]) -> bool {
     matches!(
         rest,
         ["stats"]
+            | ["stats", "history"]
             | ["connections"]
             | ["connections", _]
             | ["users", _]
@@ -248,6 +249,14 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, key: Opt
     let result = match rest {
         ["stats"] => match m {
             "GET" => Ok(stats(h)),
+            _ => now(not_allowed(&["GET"])),
+        },
+        ["stats", "history"] => match m {
+            "GET" => now(Response::success(json!({
+                "node_id": h.config().node_id,
+                "interval_seconds": 1,
+                "samples": h.rate_history(),
+            }))),
             _ => now(not_allowed(&["GET"])),
         },
         ["connections"] => match m {

@@ -69,6 +69,7 @@ impl<H: Handler> Harness<H> {
             started_at: 0,
             history_epoch: "test".into(),
             tls: None,
+            rates: Default::default(),
         });
         let mut listener = listener;
         super::register_listeners(&poll, &mut listener, None)?;

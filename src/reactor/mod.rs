@@ -240,6 +240,8 @@ pub(crate) struct Runtime {
     pub history_epoch: String,
     /// `--tls-cert`/`--tls-key`: the main listeners speak TLS.
     pub tls: Option<crate::transport::tls::TlsConfig>,
+    /// The node's message rates of the last minutes (the dashboard's chart).
+    pub rates: crate::metrics::RateHistory,
 }
 
 impl Runtime {

@@ -237,6 +237,15 @@ impl ServerHandle {
         self.rt.engine.as_ref().map(|_| &*self.rt.cluster_metrics)
     }
 
+    /// This node's message totals once a second over the last five minutes, oldest first (the
+    /// dashboard's chart; see [`crate::metrics::RateHistory`]).
+    pub fn rate_history(&self) -> Vec<crate::metrics::RateSample> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.rt.rates.samples(now)
+    }
+
     /// When this node started (Unix seconds).
     pub fn started_at(&self) -> u64 {
         self.rt.started_at

@@ -199,6 +199,7 @@ impl Server {
             started_at: crate::reactor::core::Core::unix_now().into(),
             history_epoch: crate::history::History::process_epoch(),
             tls,
+            rates: Default::default(),
         });
         let factory = Arc::new(factory);
         let mut reactors = Vec::new();

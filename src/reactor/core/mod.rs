@@ -267,7 +267,12 @@ impl Core {
             self.pool.trim();
         }
         self.now = now;
-        self.unix_now = unix_secs();
+        let unix = unix_secs();
+        if unix != self.unix_now {
+            // A new second: the node's rate sample, before this turn's work (one reactor takes it).
+            self.rt.rates.sample(unix, self.rt.links.iter().map(|l| &*l.metrics));
+        }
+        self.unix_now = unix;
     }
 
     /// Time until the next timer could be due (`None`: no timers at all).

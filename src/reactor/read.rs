@@ -86,9 +86,23 @@ impl<H: ReactorHandler> Reactor<H> {
         let Some(t) = self.core.tls_sessions.get_mut(&idx) else {
             return false;
         };
-        let received = match t.receive(cipher, &mut self.core.tls_shared) {
-            Ok(r) => r,
-            Err(e) => {
+        // A panic inside the TLS stack (a rustls bug an input found) ends this connection, not
+        // the reactor and with it the server; the session, in a state nobody knows, is dropped
+        // unflushed.
+        let shared = &mut self.core.tls_shared;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.receive(cipher, shared)));
+        let received = match outcome {
+            Err(_) => {
+                log::error!("tls: the TLS layer panicked on a connection's bytes; that connection is dropped");
+                self.core.metrics.protocol_errors.inc();
+                self.core.tls_sessions.remove(&idx);
+                if self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
+                    self.core.drop_conn(idx, 1006);
+                }
+                return false;
+            }
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 log::debug!("tls: {e}");
                 self.core.metrics.protocol_errors.inc();
                 // Whatever alert the session made goes out before the socket closes.

@@ -35,7 +35,9 @@ pub enum SessionError {
 enum Stage {
     /// Nothing read yet: the ClientHello decides which configuration rustls gets.
     Hello(Arc<ServerConfigs>),
-    Handshake(Box<UnbufferedServerConnection>),
+    /// rustls at work, and how many of the kept bytes it has been shown already (it may have
+    /// rewritten them in place, joining a message's fragments): those are shown again whole.
+    Handshake(Box<UnbufferedServerConnection>, usize),
     Traffic(Box<Traffic>),
     /// A fatal alert was queued (or the handshake failed): nothing more is sealed or opened;
     /// the keys are gone.
@@ -103,11 +105,11 @@ impl TlsSession {
                 Groups::AsOffered => Some(configs.all.clone()),
             };
             if let Some(config) = config {
-                self.stage = Stage::Handshake(Box::new(UnbufferedServerConnection::new(config)?));
+                self.stage = Stage::Handshake(Box::new(UnbufferedServerConnection::new(config)?), 0);
             }
         }
-        if let Stage::Handshake(conn) = &mut self.stage {
-            let (consumed, done, closed) = match handshake(conn, buf, &mut self.unsent, shared) {
+        if let Stage::Handshake(conn, seen) = &mut self.stage {
+            let (consumed, done, closed) = match handshake(conn, buf, &mut self.unsent, shared, seen) {
                 Ok(r) => r,
                 Err(e) => {
                     // The alert rustls queued for the failure, if any, goes out before closing.
@@ -119,7 +121,7 @@ impl TlsSession {
             out.plain = consumed.1;
             out.closed = closed;
             if done {
-                let Stage::Handshake(conn) = std::mem::replace(&mut self.stage, Stage::Failed) else {
+                let Stage::Handshake(conn, _) = std::mem::replace(&mut self.stage, Stage::Failed) else {
                     unreachable!("matched above")
                 };
                 let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
@@ -222,24 +224,36 @@ impl TlsSession {
     }
 }
 
-/// Drives the handshake over `buf`. Returns ((ciphertext consumed, plaintext placed at the
-/// front), handshake done, peer closed).
+/// Drives the handshake over `buf`, whose first `seen` bytes rustls was shown before (kept
+/// from the last read; updated for the next). Returns ((ciphertext consumed, plaintext placed
+/// at the front), handshake done, peer closed).
 fn handshake(
     conn: &mut UnbufferedServerConnection,
     buf: &mut [u8],
     unsent: &mut Vec<u8>,
     shared: &mut TlsShared,
+    seen: &mut usize,
 ) -> Result<((usize, usize), bool, bool), SessionError> {
     let mut at = 0;
     // rustls is shown one record more each time it needs one, never what follows the record
     // that ends the handshake: a KeyUpdate sent in the same flight as Finished is then ours
     // to answer. (rustls would queue its answer and change its sending key, and the queued
     // answer does not survive the hand-over to our record layer: the client would never hear
-    // of the new key.)
-    let mut limit = record_end(buf, 0);
+    // of the new key.) What it was shown before is shown again whole: rustls remembers how far
+    // it read, and may have moved fragments' payloads over their headers meanwhile, so those
+    // bytes can neither be cut shorter nor parsed as records again.
+    // The end of the last record shown (past the end of `buf` while it is incomplete).
+    let mut boundary = if *seen > 0 {
+        *seen
+    } else {
+        record_end(buf, 0).unwrap_or(0)
+    };
     // Application data that came with the client's last flight (its first request, usually).
     let mut plain: Vec<u8> = Vec::new();
     let (done, closed) = loop {
+        // Nothing new to show is fine: rustls may still have output to give or a state to
+        // report (the handshake's end comes after the tickets it encodes).
+        let limit = boundary.clamp(at, buf.len());
         let status = conn.process_tls_records(&mut buf[at..limit]);
         let discard = status.discard;
         let state = match status.state {
@@ -273,8 +287,11 @@ fn handshake(
             }
             ConnectionState::BlockedHandshake => {
                 at += discard;
-                if limit < buf.len() {
-                    limit = record_end(buf, limit);
+                // The record shown is whole and more bytes follow: the next record.
+                if boundary < buf.len()
+                    && let Some(next) = record_end(buf, boundary)
+                {
+                    boundary = next;
                     continue;
                 }
                 break (false, false);
@@ -294,6 +311,7 @@ fn handshake(
             }
         }
     };
+    *seen = boundary.saturating_sub(at);
     let n = plain.len();
     // Plaintext is never longer than the records it came in, all of them before `at`.
     buf[..n].copy_from_slice(&plain);
@@ -301,15 +319,11 @@ fn handshake(
     Ok(((at, n), done, closed))
 }
 
-/// Where the record starting at `from` ends, or the end of `buf` if it is not complete there.
-fn record_end(buf: &[u8], from: usize) -> usize {
-    match buf.get(from..from + super::record::HEADER) {
-        Some(h) => {
-            let end = from + super::record::HEADER + usize::from(u16::from_be_bytes([h[3], h[4]]));
-            end.min(buf.len())
-        }
-        None => buf.len(),
-    }
+/// Where the record starting at `from` ends (possibly past the end of `buf`), once its header
+/// is there.
+fn record_end(buf: &[u8], from: usize) -> Option<usize> {
+    let h = buf.get(from..from + super::record::HEADER)?;
+    Some(from + super::record::HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])))
 }
 
 fn encode(
@@ -364,7 +378,7 @@ impl<W: Write> Write for Writer<'_, W> {
         let t = match &mut self.session.stage {
             Stage::Traffic(t) if !self.session.close_sent => t,
             // The handshake is not done yet: data waits in the output queue.
-            Stage::Hello(_) | Stage::Handshake(_) => return Err(io::ErrorKind::WouldBlock.into()),
+            Stage::Hello(_) | Stage::Handshake(..) => return Err(io::ErrorKind::WouldBlock.into()),
             // After close_notify or a fatal alert, nothing more: by construction, not by care.
             _ => return Err(io::ErrorKind::BrokenPipe.into()),
         };

@@ -65,16 +65,21 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
         None => a.url.clone(),
     };
     let lines = stdin_lines();
+    // Lines (and the end of stdin) a protocol session read before it found no wsedge server.
+    let mut early: VecDeque<String> = VecDeque::new();
+    let mut stdin_done: Option<Instant> = None;
     if let (true, Some(token)) = (a.reconnect, &a.token) {
         match protocol_session(&a, token, config.clone(), &lines)? {
             Outcome::Done => return Ok(()),
             // Not a wsedge server (no connection.established): plain reconnects below.
-            Outcome::NotProtocol => {}
+            Outcome::NotProtocol { waiting, stdin_ended } => {
+                early = waiting;
+                stdin_done = stdin_ended;
+            }
         }
     }
     // WS_RECONNECT_BACKOFF_BASE / _MAX / WS_RECONNECT_MAX_ATTEMPTS, as the library reads them.
     let mut backoff = Backoff::new(SessionConfig::from_env().backoff, Backoff::random_seed());
-    let mut stdin_done: Option<Instant> = None;
     loop {
         let mut client = match Client::connect(&url, config.clone()) {
             Ok(c) => c,
@@ -90,6 +95,13 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
             a.url,
             client.subprotocol().map(|p| format!(" ({p})")).unwrap_or_default()
         );
+        while let Some(line) = early.pop_front() {
+            if let Err(e) = client.send_text(line.clone()) {
+                early.push_front(line);
+                eprintln!("{e}");
+                break;
+            }
+        }
         let ended = session(&mut client, &lines, &mut stdin_done, a.json, a.linger);
         backoff.disconnected(Instant::now());
         match ended {
@@ -116,7 +128,11 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
 
 enum Outcome {
     Done,
-    NotProtocol,
+    /// With the lines read meanwhile and whether stdin had ended.
+    NotProtocol {
+        waiting: VecDeque<String>,
+        stdin_ended: Option<Instant>,
+    },
 }
 
 /// `--reconnect --token` against a wsedge server: a [`Session`] that restores what the typed
@@ -148,7 +164,12 @@ fn protocol_session(
         while session.is_connected()
             && let Some(l) = waiting.pop_front()
         {
-            typed(&mut session, &l).map_err(|e| e.to_string())?;
+            if typed(&mut session, &l).is_err() {
+                // The connection broke under the write: the line waits for the next one (the
+                // session notices the break on its next read and reconnects).
+                waiting.push_front(l);
+                break;
+            }
         }
         if waiting.is_empty() && stdin_done.is_some_and(|t| t.elapsed() >= linger) {
             session.close();
@@ -158,7 +179,10 @@ fn protocol_session(
         let event = match session.next_event_within(Duration::from_millis(20)) {
             Ok(e) => e,
             Err(ClientError::Protocol(p)) if !greeted && p.contains("connection.established") => {
-                return Ok(Outcome::NotProtocol);
+                return Ok(Outcome::NotProtocol {
+                    waiting,
+                    stdin_ended: stdin_done,
+                });
             }
             Err(e) => return Err(format!("connection ended: {e}")),
         };

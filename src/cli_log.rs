@@ -8,13 +8,18 @@
 //! Owns: formatting and writing log lines. Does not touch: what is logged.
 
 use std::io::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 use wsedge::metrics::LOG_LINES_DROPPED;
 
 /// Lines waiting for the writer, at most.
 const QUEUE: usize = 16 * 1024;
+/// Lines handed to the writer and not yet written (for `flush`).
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// How long `flush` (at exit) waits for the writer.
+const FLUSH_WAIT: Duration = Duration::from_secs(1);
 
 pub enum Format {
     Text,
@@ -51,15 +56,24 @@ impl log::Log for Logger {
                 l
             }
         };
+        PENDING.fetch_add(1, Ordering::AcqRel);
         match self.lines.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                PENDING.fetch_sub(1, Ordering::AcqRel);
                 LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn flush(&self) {}
+    /// Waits (at most a second) until the lines logged so far are written: called at exit, so
+    /// the last lines (often the reason for exiting) are not lost with the queue.
+    fn flush(&self) {
+        let deadline = Instant::now() + FLUSH_WAIT;
+        while PENDING.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 /// Installs the logger: lines at `level` and above, to stderr.
@@ -73,6 +87,7 @@ pub fn init(level: log::LevelFilter, format: Format) -> Result<(), String> {
                 if stderr.lock().write_all(line.as_bytes()).is_err() {
                     LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
+                PENDING.fetch_sub(1, Ordering::AcqRel);
             }
         })
         .map_err(|e| format!("log writer: {e}"))?;

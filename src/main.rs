@@ -335,6 +335,7 @@ fn main() {
         Some(Command::Serve(s)) => serve(*s),
         None => serve(cli.serve),
     };
+    log::logger().flush();
     if let Err(e) = result {
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr().lock(), "wsedge: {e}");
@@ -371,23 +372,44 @@ fn dev_secret_file() -> (String, Option<std::path::PathBuf>) {
         return (random_secret(), None);
     };
     let path = dir.join("dev-secret");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let s = s.trim().to_string();
-        if s.len() >= 16 {
-            return (s, Some(path));
+    // Only a regular file of this user's, readable by nobody else, is trusted (not a link
+    // someone put there); the first start makes it whole or not at all, and a start racing
+    // another takes whichever secret landed first.
+    let trusted = |p: &std::path::Path| -> Option<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::symlink_metadata(p).ok()?;
+        let mine = m.uid() == rustix::process::geteuid().as_raw();
+        if !m.file_type().is_file() || !mine || m.mode() & 0o077 != 0 {
+            return None;
         }
+        let s = std::fs::read_to_string(p).ok()?.trim().to_string();
+        (s.len() >= 16).then_some(s)
+    };
+    if let Some(s) = trusted(&path) {
+        return (s, Some(path));
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        // Something else is there: not ours to use or replace.
+        return (random_secret(), None);
     }
     let s = random_secret();
-    let written = std::fs::create_dir_all(&dir).is_ok()
+    let tmp = dir.join(format!("dev-secret.{}", std::process::id()));
+    let made = std::fs::create_dir_all(&dir).is_ok()
         && std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&path)
+            .open(&tmp)
             .and_then(|mut f| std::io::Write::write_all(&mut f, s.as_bytes()))
             .is_ok();
-    (s, written.then_some(path))
+    // A hard link does not replace: if another start got there first, its secret stands.
+    let linked = made && std::fs::hard_link(&tmp, &path).is_ok();
+    let _ = std::fs::remove_file(&tmp);
+    match (linked, trusted(&path)) {
+        (true, _) => (s, Some(path)),
+        (false, Some(theirs)) => (theirs, Some(path)),
+        (false, None) => (s, None),
+    }
 }
 
 fn workers(n: usize) -> usize {
@@ -620,6 +642,7 @@ fn run_until_signal(server: wsedge::RunningServer, mut signals: signal_hook::ite
             }
             seen += 1;
             if seen > 1 {
+                log::logger().flush();
                 std::process::exit(130);
             }
             log::info!("signal {sig}: closing connections with 1001 and shutting down");

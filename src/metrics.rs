@@ -357,7 +357,8 @@ impl RateHistory {
     /// Takes the sample of second `unix_secs` unless another reactor took it already.
     pub fn sample<'a>(&self, unix_secs: u64, reactors: impl Iterator<Item = &'a ReactorMetrics> + Clone) {
         let last = self.last.load(Ordering::Relaxed);
-        if last >= unix_secs
+        // Any other second than the last one sampled (a clock stepped back samples again).
+        if last == unix_secs
             || self
                 .last
                 .compare_exchange(last, unix_secs, Ordering::AcqRel, Ordering::Relaxed)

@@ -170,15 +170,18 @@ export class WsedgeClient {
    */
   connect() {
     this.stopped = false;
-    if (!this.opening) {
-      let settle;
-      const promise = new Promise((resolve, reject) => {
-        settle = { resolve, reject };
-      });
-      this.opening = { promise, ...settle };
-      this.open().catch((e) => this.failed(this.ws, e));
-    }
-    return this.opening.promise;
+    if (this.opening) return this.opening.promise;
+    // Already connected: the greeting we have. A socket already opening settles the promise
+    // made here (no second socket); with none, one opens now (a pending retry is not awaited,
+    // and finds the socket there when it fires).
+    if (this.ws && this.connectedWs === this.ws) return Promise.resolve(this.greeting);
+    let settle;
+    const promise = new Promise((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    this.opening = { promise, ...settle };
+    if (!this.ws) this.open().catch((e) => this.failed(this.ws, e));
+    return promise;
   }
 
   /** One connection attempt. */
@@ -188,6 +191,8 @@ export class WsedgeClient {
       const exp = token && tokenExpiry(token);
       if (!token || (exp && exp * 1000 - this.refreshBefore <= Date.now())) {
         token = this.token = await this.getToken();
+        // close() while the provider was asked: no socket after all.
+        if (this.stopped || this.ws) return;
       }
     }
     const u = new URL(this.url);
@@ -285,8 +290,14 @@ export class WsedgeClient {
       p.reject?.(new Error('wsedge: closed'));
       this.pings.delete(id);
     }
-    if (this.ws) this.ws.close(1000);
-    else this.settle(new Error('wsedge: closed'));
+    const ws = this.ws;
+    if (!ws) {
+      this.settle(new Error('wsedge: closed'));
+      return;
+    }
+    ws.close(1000);
+    // A socket that already failed (Node 20: error, no close event) never sends close.
+    if (ws.readyState === 3) this.onClose(ws, 1006, 'closed');
   }
 
   /** Settles connect()'s promise: resolved with the greeting's data, or rejected. */
@@ -381,6 +392,7 @@ export class WsedgeClient {
 
   onEstablished(data) {
     this.connectedWs = this.ws;
+    this.greeting = data;
     this.connections += 1;
     this.backoff.connected();
     const reconnected = this.connections > 1;
@@ -448,7 +460,7 @@ export class WsedgeClient {
     }
     this.emit('disconnected', { code, reason, retryIn });
     this.later(() => {
-      if (!this.stopped) this.open().catch((e) => this.failed(this.ws, e));
+      if (!this.stopped && !this.ws) this.open().catch((e) => this.failed(this.ws, e));
     }, retryIn);
   }
 }

@@ -72,7 +72,9 @@ impl ReactorCtx<'_> {
     }
 
     /// Fires `on_timer(.., id)` once, `after` from now (rounded up to the reactor's 100 ms
-    /// tick; at least one tick). Setting the same id again adds another firing.
+    /// tick; at least one tick; never earlier). Setting the same id again adds another firing.
+    /// Beyond the timer wheel's span (about 102 s) it fires at the span's end, early: keep
+    /// your own deadline and set the timer again when it fires before it.
     pub fn set_timer(&mut self, id: TimerId, after: Duration) {
         self.core.set_app_timer(id, after, self.engine);
     }

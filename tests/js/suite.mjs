@@ -227,6 +227,9 @@ export function suite(lib, env, makeStore) {
       assert.ok(threw instanceof Error, 'the third send over maxQueued throws');
       const data = await client.connect();
       assert.equal(data.user_id, env.user);
+      // connect() again while connected: the same greeting, no second socket.
+      assert.equal((await client.connect()).user_id, env.user);
+      assert.equal(client.connections, 1);
       // Right after connect(): a ping goes out at once and is answered.
       const rtt = await client.ping();
       assert.ok(rtt >= 0);

@@ -19,9 +19,13 @@ pub(super) fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
 
 /// Resolves the plain URL's host every second until it resolves, then hands the address to
 /// the reactors (which connect on their next retry). Logged once per change of reason.
-pub(super) fn resolve_until_found(shared: &Shared) {
+pub(super) fn resolve_until_found(shared: &std::sync::Arc<Shared>) {
     let mut last: Option<String> = None;
     loop {
+        if std::sync::Arc::strong_count(shared) == 1 {
+            // Only this thread still holds the engine: the server is gone.
+            return;
+        }
         match resolve(&shared.url.host, shared.url.port) {
             Ok(addr) => {
                 log::info!("cluster: redis host {:?} resolves to {addr}", shared.url.host);

@@ -207,28 +207,25 @@ impl Core {
                 },
                 Ok(_),
             ) => self.distribute(key, index, serial, ask, reactors),
-            (Pending::Request { .. }, Ok(nodes)) => {
+            (Pending::Request { .. }, result) => {
                 // Every node is subscribed to the request channel, this one included (and it
-                // carried out its own share already): the others answer. Those that answered
-                // before this count are counted off now.
+                // carried out its own share already): the others answer; a failed publish
+                // reaches none. Answers that came before a count are credited now: as many as
+                // this count allows while other requests are still uncounted (they may be
+                // theirs), all of them once none is.
                 if let Some(f) = self.in_flight_asks.get_mut(key) {
                     f.uncounted_requests = f.uncounted_requests.saturating_sub(1);
-                    let expected = nodes.saturating_sub(1);
-                    let early = if f.uncounted_requests == 0 {
-                        std::mem::take(&mut f.early_answers)
+                    let expected = result.as_ref().map_or(0, |n| n.saturating_sub(1));
+                    f.waiting += expected;
+                    let owed = if f.uncounted_requests == 0 {
+                        f.early_answers
                     } else {
-                        // Early answers may belong to a request still uncounted.
-                        let n = f.early_answers.min(expected);
-                        f.early_answers -= n;
-                        n
+                        f.early_answers.min(expected)
                     };
-                    f.waiting += expected.saturating_sub(early);
-                }
-            }
-            (Pending::Request { .. }, Err(_)) => {
-                // No count will come: answers already here stay, none more is awaited.
-                if let Some(f) = self.in_flight_asks.get_mut(key) {
-                    f.uncounted_requests = f.uncounted_requests.saturating_sub(1);
+                    // The publish's own slot stays: it is answered just below.
+                    let credit = owed.min(f.waiting.saturating_sub(1));
+                    f.waiting -= credit;
+                    f.early_answers -= credit;
                     if f.uncounted_requests == 0 {
                         f.early_answers = 0;
                     }

@@ -125,10 +125,11 @@ impl Core {
     }
 
     /// An embedder's (or, with `engine`, the cluster engine's) timer `id`, due `after` from
-    /// now (at least one tick), and never before: the tick is counted from this turn's time
-    /// in milliseconds, not from the start of its tick (a timer set late in a tick would
-    /// otherwise fire up to a tick early, and a caller that checks its own deadline would
-    /// find it not yet due).
+    /// now (at least one tick), and never before within the wheel's span (1,023 ticks, about
+    /// 102 s): the tick is counted from this turn's time in milliseconds, not from the start
+    /// of its tick (a timer set late in a tick would otherwise fire up to a tick early, and a
+    /// caller that checks its own deadline would find it not yet due). A longer timer fires
+    /// at the span's end: its owner checks its own deadline and sets it again.
     pub fn set_app_timer(&mut self, id: u32, after: Duration, engine: bool) {
         let at = app_timer_tick(self.now_ms, after).max(self.now.saturating_add(1));
         let ns = if engine { ENGINE_TIMER_BIT } else { 0 };

@@ -533,7 +533,10 @@ fn the_dev_secret_survives_a_restart_so_printed_tokens_keep_working() {
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let (_third, lines) = spawn(&["--listen", "127.0.0.1:0"], &env, "connect:");
     let line = banner(&lines, "secret:");
-    assert!(line.contains("random for this run") && !line.starts_with(&secret), "{line}");
+    assert!(
+        line.contains("random for this run") && !line.starts_with(&secret),
+        "{line}"
+    );
     let _ = std::fs::remove_dir_all(&state);
 }
 

@@ -282,11 +282,19 @@ fn a_session_survives_a_server_restart_and_says_its_recovery_was_not_exact() {
         other => panic!("{other:?}"),
     }
     s.wait().unwrap();
+    // Sent while no server is there: it waits and goes out after the reconnect.
+    session
+        .send(json!({"type": "ping", "data": {"pingId": "while-away"}}))
+        .unwrap();
     let s = start(Config {
         listen: addr,
         ..config()
     });
-    let back = collect(&mut session, |e| recovered(e).len() == 2);
+    let pong = |e: &[SessionEvent]| {
+        e.iter()
+            .any(|e| matches!(e, SessionEvent::Message(v) if v["data"]["pingId"] == "while-away"))
+    };
+    let back = collect(&mut session, |e| recovered(e).len() == 2 && pong(e));
     // A new server: new epochs, so nothing could be recovered, and the client is told.
     assert_eq!(
         recovered(&back),

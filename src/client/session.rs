@@ -124,7 +124,13 @@ pub struct Session {
     connections: u32,
     retry_delay: Option<Duration>,
     ended: Option<ClientError>,
+    /// Messages sent while no connection was open: sent, in order, after the next connect's
+    /// restored subscriptions and rooms.
+    outbox: std::collections::VecDeque<Value>,
 }
+
+/// Messages [`Session::send`] keeps while disconnected, at most; past that it refuses.
+pub const MAX_QUEUED: usize = 1000;
 
 impl Session {
     /// A session for `url` (e.g. `wss://edge.example.com/ws`); nothing connects before the
@@ -151,6 +157,7 @@ impl Session {
             connections: 0,
             retry_delay: None,
             ended: None,
+            outbox: std::collections::VecDeque::new(),
         }
     }
 
@@ -268,10 +275,23 @@ impl Session {
         self.positions.get(channel).map(|p| (p.offset, p.epoch.as_str()))
     }
 
-    /// Sends a message. After a `RATE_LIMIT_EXCEEDED` it first waits out `retry_after`.
+    /// Sends a message. After a `RATE_LIMIT_EXCEEDED` it first waits out `retry_after`. While
+    /// no connection is open the message waits, in order, and goes out after the next
+    /// connect's restored subscriptions; at most [`MAX_QUEUED`] wait, and past that this
+    /// returns an error (`Protocol`): nothing is dropped silently. [`Session::close`] discards
+    /// what waits.
     pub fn send(&mut self, message: Value) -> Result<(), ClientError> {
         if let Some(until) = self.paused_until.take() {
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+        if self.client.is_none() {
+            if self.outbox.len() >= MAX_QUEUED {
+                return Err(ClientError::Protocol(format!(
+                    "{MAX_QUEUED} messages already wait for a connection"
+                )));
+            }
+            self.outbox.push_back(message);
+            return Ok(());
         }
         self.send_if_open(message)
     }
@@ -356,6 +376,7 @@ impl Session {
 
     /// Closes the connection (1000) and ends the session.
     pub fn close(&mut self) {
+        self.outbox.clear();
         if let Some(mut c) = self.client.take() {
             let _ = c.close(1000, "");
         }
@@ -447,6 +468,12 @@ impl Session {
         if !self.rooms.is_empty() {
             let rooms = self.rooms.iter().cloned().collect();
             self.send_membership("join", "rooms", rooms, "room:")?;
+        }
+        while let Some(m) = self.outbox.pop_front() {
+            if let Err(e) = self.send_if_open(m.clone()) {
+                self.outbox.push_front(m);
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -489,37 +489,6 @@ impl Half {
         link.was_up = true;
     }
 
-    /// With sentinels: when they name another master, connections made to the old one are
-    /// dropped, and connections waiting for a master are made at once.
-    fn follow_master(&mut self, r: &mut ReactorCtx<'_>) {
-        let moves = self.shared.master_moves.load(Ordering::Acquire);
-        if moves == self.seen_moves {
-            return;
-        }
-        self.seen_moves = moves;
-        let master = *self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
-        if self.cmd.conn.is_open() && self.cmd.addr != master {
-            self.cmd
-                .failed(self.reactor, "command", "the sentinels named another master".into());
-            self.lost(r, CMD);
-        }
-        if self.cmd.retrying {
-            self.connect(r, CMD);
-        }
-        let Some(sub) = self.sub.as_mut() else { return };
-        if sub.link.conn.is_open() && sub.link.addr != master {
-            sub.link.failed(
-                self.reactor,
-                "subscription",
-                "the sentinels named another master".into(),
-            );
-            self.sub_lost(r);
-        }
-        if self.sub.as_ref().is_some_and(|s| s.link.retrying) {
-            self.connect(r, SUB);
-        }
-    }
-
     /// Drops a command connection whose oldest reply is overdue, and a subscription that did
     /// not come up, or whose probe did not come back, within the timeout.
     fn check_deadlines(&mut self, r: &mut ReactorCtx<'_>) {

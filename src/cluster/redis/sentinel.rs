@@ -2,9 +2,10 @@
 //!
 //! Owns: one connection to a sentinel at a time (the next one after a failure), the question
 //! `SENTINEL get-master-addr-by-name` every half second, and publishing the answer to every
-//! reactor (`Shared::master`, `master_moves`). Does not touch: the master's connections (each
-//! reactor drops the ones made to an old master on its next tick, and every connection checks
-//! ROLE before it is used).
+//! reactor (`Shared::master`, `master_moves`), and each reactor following a move
+//! (`follow_master`: on its next tick it drops the connections made to the old master and
+//! makes waiting ones at once). Does not touch: what the connections carry (every connection
+//! checks ROLE before it is used).
 //!
 //! Polling rather than subscribing to `+switch-master` keeps the connection a plain
 //! request/reply one; a failover is seen within half a second of a sentinel knowing it.
@@ -146,5 +147,36 @@ impl Half {
             w.link.retrying = false;
         }
         self.watch_tick(r);
+    }
+
+    /// With sentinels: when they name another master, connections made to the old one are
+    /// dropped, and connections waiting for a master are made at once.
+    pub(super) fn follow_master(&mut self, r: &mut ReactorCtx<'_>) {
+        let moves = self.shared.master_moves.load(Ordering::Acquire);
+        if moves == self.seen_moves {
+            return;
+        }
+        self.seen_moves = moves;
+        let master = *self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
+        if self.cmd.conn.is_open() && self.cmd.addr != master {
+            self.cmd
+                .failed(self.reactor, "command", "the sentinels named another master".into());
+            self.lost(r, super::CMD);
+        }
+        if self.cmd.retrying {
+            self.connect(r, super::CMD);
+        }
+        let Some(sub) = self.sub.as_mut() else { return };
+        if sub.link.conn.is_open() && sub.link.addr != master {
+            sub.link.failed(
+                self.reactor,
+                "subscription",
+                "the sentinels named another master".into(),
+            );
+            self.sub_lost(r);
+        }
+        if self.sub.as_ref().is_some_and(|s| s.link.retrying) {
+            self.connect(r, super::SUB);
+        }
     }
 }

@@ -484,7 +484,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
                 .find(|addr| !addr.ip().is_loopback());
             if let (Some(addr), false) = (public, a.dev) {
                 return Err(format!(
-                    "dev mode (no --jwt-secret or --jwt-public-key) listens on loopback addresses only, and {addr}                      is not one: give --jwt-secret (or --jwt-public-key), or --dev to run dev mode there anyway"
+                    "dev mode (no --jwt-secret or --jwt-public-key) listens on loopback addresses only, and {addr} is not one: give --jwt-secret (or --jwt-public-key), or --dev to run dev mode there anyway"
                 ));
             }
             let (s, kept) = dev_secret_file();
@@ -583,6 +583,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             None => say!("  secret:      {secret}  (random for this run: tokens end with it)"),
         }
         say!("  admin token: {admin}");
+        say!("  user token:  {user}  (user-1, may join any room)");
         say!("  connect:     {ws}://{addr}{}?token={user}", a.ws_path);
         say!("  admin:       curl {insecure}-H 'Authorization: Bearer {admin}' {admin_http}://{admin_addr}/ws/stats");
         say!("  dashboard:   {admin_http}://{admin_addr}/dashboard#token={admin}");

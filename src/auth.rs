@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::config::{ConfigError, JwtConfig, JwtKey};
+use crate::config::{ConfigError, JwtConfig};
 
 /// Why a token was refused. Each variant is counted and named in the 1008 close reason.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,32 +107,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(cfg: &JwtConfig) -> Result<Self, ConfigError> {
-        use jsonwebtoken::AlgorithmFamily as F;
-        let family = cfg.algorithm.family();
-        let key = match (&cfg.key, family) {
-            (JwtKey::Secret(s), F::Hmac) => {
-                if s.is_empty() {
-                    return Err(ConfigError::Key("empty secret".into()));
-                }
-                Ok(DecodingKey::from_secret(s))
-            }
-            (JwtKey::PublicKeyPem(p), F::Rsa) => DecodingKey::from_rsa_pem(p),
-            (JwtKey::PublicKeyPem(p), F::Ec) => DecodingKey::from_ec_pem(p),
-            (JwtKey::PublicKeyPem(p), F::Ed) => DecodingKey::from_ed_pem(p),
-            (JwtKey::Secret(_), _) => {
-                return Err(ConfigError::Key(format!(
-                    "{:?} needs a public key, not a secret",
-                    cfg.algorithm
-                )));
-            }
-            (JwtKey::PublicKeyPem(_), _) => {
-                return Err(ConfigError::Key(format!(
-                    "{:?} needs a secret, not a public key",
-                    cfg.algorithm
-                )));
-            }
-        }
-        .map_err(|e| ConfigError::Key(e.to_string()))?;
+        let key = cfg.decoding_key()?;
         let mut validation = Validation::new(cfg.algorithm);
         validation.required_spec_claims = ["sub".to_string()].into();
         if cfg.require_exp {

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::routes::{delivered, kind_and_data, take_exclude_user};
+use super::message::{delivered, kind_and_data, take_exclude_user};
 use super::{Plan, Response};
 use crate::ask::Target;
 use crate::outgoing::Outgoing;
@@ -77,7 +77,7 @@ fn command(h: &ServerHandle, c: Value) -> Result<Outgoing, Response> {
         Some(Value::String(k)) => Some(k),
         Some(_) => return Err(Response::error(400, "'params.idempotency_key' must be a string")),
     };
-    let key = super::routes::idempotency_key(key.as_deref())?.map(str::to_string);
+    let key = super::message::idempotency_key(key.as_deref())?.map(str::to_string);
     let key = key.as_deref();
     let mut text = |name: &str| match params.remove(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),

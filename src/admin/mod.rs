@@ -9,6 +9,7 @@
 //! loop (`reactor::http`), so no thread is ever held by an admin client.
 
 mod batch;
+mod message;
 mod prometheus;
 mod routes;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+mod jwt_key;
 mod redis_url;
 pub use redis_url::{RedisUrl, Sentinels};
 
@@ -485,7 +486,7 @@ impl Config {
             return Err(ConfigError::WsPath(p.clone()));
         }
         if let AuthMode::Jwt(jwt) = &self.auth {
-            crate::auth::Verifier::new(jwt).map(drop)?;
+            jwt.decoding_key().map(drop)?;
         }
         Ok(())
     }

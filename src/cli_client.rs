@@ -15,6 +15,15 @@ use wsedge::client::{
     should_reconnect,
 };
 
+/// A status line on stderr (connected, closed, reconnecting); a stderr that is gone is
+/// ignored (eprintln! would panic and end the client mid-session).
+macro_rules! status {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Args)]
 pub struct ClientArgs {
     /// ws:// or wss:// URL, e.g. ws://127.0.0.1:8080/ws
@@ -90,7 +99,7 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         };
         backoff.connected(Instant::now());
-        eprintln!(
+        status!(
             "connected to {}{}",
             a.url,
             client.subprotocol().map(|p| format!(" ({p})")).unwrap_or_default()
@@ -98,7 +107,7 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
         while let Some(line) = early.pop_front() {
             if let Err(e) = client.send_text(line.clone()) {
                 early.push_front(line);
-                eprintln!("{e}");
+                status!("{e}");
                 break;
             }
         }
@@ -107,11 +116,11 @@ pub fn run(a: ClientArgs) -> Result<(), String> {
         match ended {
             Ok(()) => {
                 let code = client.close(1000, "").unwrap_or(1006);
-                eprintln!("closed ({code})");
+                status!("closed ({code})");
                 return Ok(());
             }
             Err(e) => {
-                eprintln!("{e}");
+                status!("{e}");
                 let code = e.close_code().unwrap_or(1006);
                 let reason = match &e {
                     ClientError::Closed { reason, .. } => reason.clone(),
@@ -173,7 +182,7 @@ fn protocol_session(
         }
         if waiting.is_empty() && stdin_done.is_some_and(|t| t.elapsed() >= linger) {
             session.close();
-            eprintln!("closed (1000)");
+            status!("closed (1000)");
             return Ok(Outcome::Done);
         }
         let event = match session.next_event_within(Duration::from_millis(20)) {
@@ -189,17 +198,17 @@ fn protocol_session(
         match event {
             Some(SessionEvent::Connected { data, reconnected }) => {
                 greeted = true;
-                eprintln!("{} to {}", if reconnected { "reconnected" } else { "connected" }, a.url);
+                status!("{} to {}", if reconnected { "reconnected" } else { "connected" }, a.url);
                 let hello = serde_json::json!({"type": "connection.established", "data": data});
                 print(&Message::text(hello.to_string()), a.json);
             }
             Some(SessionEvent::Recovered { channel, exact }) => {
                 let how = if exact { "exactly" } else { "not exactly: reload it" };
-                eprintln!("recovered {channel} {how}");
+                status!("recovered {channel} {how}");
             }
             Some(SessionEvent::Message(v)) => print(&Message::text(v.to_string()), a.json),
             Some(SessionEvent::Disconnected { code, reason, retry_in }) => {
-                eprintln!(
+                status!(
                     "closed ({code} {reason}); reconnecting in {:.1} s",
                     retry_in.as_secs_f64()
                 );
@@ -246,7 +255,7 @@ fn wait(backoff: &mut Backoff, e: &ClientError) -> Result<(), String> {
     let d = backoff
         .next_delay()
         .ok_or_else(|| format!("giving up after {} attempts: {e}", backoff.attempt()))?;
-    eprintln!("reconnecting in {:.1} s", d.as_secs_f64());
+    status!("reconnecting in {:.1} s", d.as_secs_f64());
     std::thread::sleep(d);
     Ok(())
 }

@@ -89,6 +89,13 @@ pub(crate) struct History {
     messages: usize,
 }
 
+/// Whether a recovery from `offset` of `epoch` can be answered in a channel now in `current`:
+/// the same epoch, or offset 0 with no epoch (a client that never saw the channel asks for
+/// everything kept). In memory and from Redis alike.
+pub(crate) fn same_epoch(offset: u64, epoch: &str, current: &str) -> bool {
+    epoch == current || (offset == 0 && epoch.is_empty())
+}
+
 /// A fresh epoch: 8 random hex digits.
 fn new_epoch() -> Box<str> {
     uuid::Uuid::new_v4().simple().to_string()[..8].into()
@@ -187,9 +194,7 @@ impl History {
     ) -> Recovery {
         self.expire_channel(channel, now_ms);
         let pos = self.position(channel);
-        // Offset 0 with no epoch: a client that never saw the channel, from its beginning.
-        let first_time = offset == 0 && epoch.is_empty();
-        if (epoch != pos.epoch && !first_time) || offset > pos.offset {
+        if !same_epoch(offset, epoch, &pos.epoch) || offset > pos.offset {
             return Recovery::Lost(pos);
         }
         let last = until.map_or(pos.offset, |u| u.min(pos.offset));

@@ -35,9 +35,7 @@ impl RecoverWaiter {
         let p = &r.position;
         let frames = self.from.as_ref().and_then(|(offset, epoch)| {
             let offset = *offset;
-            // Offset 0 with no epoch: a client that never saw the channel, from its beginning.
-            let first_time = offset == 0 && epoch.is_empty();
-            if (**epoch != *p.epoch && !first_time) || offset > p.offset || p.offset - offset > max {
+            if !crate::history::same_epoch(offset, epoch, &p.epoch) || offset > p.offset || p.offset - offset > max {
                 return None;
             }
             let mine = r.entries.iter().filter(|e| e.0 > offset);

@@ -2,10 +2,12 @@
 """Import cycles between the library's modules: a measure for the one-direction layering.
 
 Reads every file under src/ (the library: src/main.rs, src/cli_*.rs and src/bin/ are left
-out), takes each `crate::a::b` path it names (in `use` lines and in code) and `super::`
-paths, resolves each to the module file it lands in, and prints the strongly connected
-components of that graph with more than one module: every module in one of them reaches every
-other through imports. Exit status 1 if there is any (0: the modules form layers).
+out), takes each `crate::a::b`, `super::a` and `self::a` path its code names (comments and
+in-file unit tests left out), resolves each to the module file it lands in, and prints the
+strongly connected components of that graph with more than one module: every module in one of
+them reaches every other through imports. A child using its parent counts like any other
+import (a mod.rs is either a facade its children never use, or a layer above them). Exit
+status 1 if there is any (0: the modules form layers).
 Usage: scripts/module-cycles.py [--all]   (--all also prints each module's imports)
 """
 import os
@@ -39,15 +41,28 @@ def main():
     mods = dict(files())
     known = set(mods.values())
     edges = {m: set() for m in known}
-    path_re = re.compile(r"\b(crate|super(?:::super)*)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+    path_re = re.compile(r"\b(crate|self|super(?:::super)*)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+    comment_re = re.compile(r"//[^\n]*")
     for rel, mod in mods.items():
         text = open(os.path.join(SRC, rel), encoding="utf-8").read()
         # Tests inside a file do not count: they may reach anywhere.
         text = text.split("#[cfg(test)]\nmod tests")[0]
+        text = comment_re.sub("", text)
+        # A module's own children may be named bare (`use link::Link;` under `mod link;`).
+        children = re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)\s*;", text, re.M)
+        if children:
+            bare = re.compile(r"(?<![A-Za-z0-9_:])(" + "|".join(children) + r")((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+            text += "\n" + "\n".join(f"self::{c}{t}" for c, t in bare.findall(text))
+        # Grouped imports (`use super::{Core, Waiter};`) name each item after the prefix.
+        group_re = re.compile(r"\b((?:crate|self|super(?:::super)*)(?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^{}]*)\}")
+        for prefix, items in group_re.findall(text):
+            text += "\n" + "\n".join(f"{prefix}::{i.strip().split(' ')[0]}" for i in items.split(",") if i.strip())
         for head, tail in path_re.findall(text):
             segs = [s for s in tail.split("::") if s]
             if head == "crate":
                 base = []
+            elif head == "self":
+                base = mod.split("::") if mod else []
             else:
                 ups = head.count("super")
                 here = mod.split("::") if mod else []
@@ -60,7 +75,7 @@ def main():
                 if cand in known:
                     target = cand
                     break
-            if target and target != mod and target != "" and not mod.startswith(target + "::"):
+            if target and target != mod and target != "":
                 edges[mod].add(target)
     # Tarjan's strongly connected components.
     index, low, on, stack, sccs, counter = {}, {}, set(), [], [], [0]

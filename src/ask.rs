@@ -2,12 +2,14 @@
 //!
 //! Owns: the request and answer vocabulary shared by every caller of a reactor (a thread using
 //! `ServerHandle`, the admin API running on another reactor) and the types they return
-//! (`Target`, `ConnectionInfo`, `Census`). Does not touch: how a reactor carries a request out
+//! (`Target`, `ConnectionInfo`, `Census`), and what a send's answers add up to (`Delivery`,
+//! `HandleError`, `delivery_of`, `member_count`). Does not touch: how a reactor carries a request out
 //! (that is `reactor::core`) or how asks travel (the reactor's inbox).
 
 use std::sync::mpsc;
 use std::time::Instant;
 
+use thiserror::Error;
 use tungstenite::Bytes;
 
 /// Who a delivered frame goes to.
@@ -358,4 +360,76 @@ pub(crate) fn merge_pages(
         .then(|| page.last().and_then(|c| c.connection_id.parse().ok()))
         .flatten();
     (page, next)
+}
+
+/// Errors of [`crate::ServerHandle`] calls.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HandleError {
+    #[error("unknown event type {0:?}")]
+    UnknownEvent(String),
+    /// The message could not be handed to the cluster, so it was delivered nowhere.
+    #[error("cluster unavailable")]
+    ClusterUnavailable,
+    /// The message was handed to the cluster and no word came back (Redis stalled or the
+    /// connection broke): it may have reached some, all or none of the other nodes. Retry
+    /// with the same message id to have it delivered at most once.
+    #[error("cluster outcome unknown")]
+    ClusterOutcomeUnknown,
+}
+
+/// The outcome of a send: how many connections it reached and the message's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Connections reached on this node.
+    pub recipients: usize,
+    pub message_id: uuid::Uuid,
+    /// Nodes that received the message: in a cluster, Redis' count of the nodes subscribed to
+    /// its channel when it was published (this node among them if it had a matching
+    /// connection, or for messages to everyone); alone, 1.
+    pub nodes_reached: usize,
+    /// In a cluster: a message with this idempotency key was published within the window, so
+    /// this one was not delivered (`recipients` and `nodes_reached` are 0).
+    pub duplicate: bool,
+}
+
+/// A send's outcome from its answers: recipients on this node, nodes reached, or
+/// `ClusterUnavailable` if the cluster refused any part of it (that part reached no one).
+pub(crate) fn delivery_of(answers: &[Vec<(usize, Answer)>], message_id: uuid::Uuid) -> Result<Delivery, HandleError> {
+    let all = || answers.iter().flatten().map(|(_, a)| a);
+    if all().any(|a| matches!(a, Answer::Unknown)) {
+        return Err(HandleError::ClusterOutcomeUnknown);
+    }
+    if all().any(|a| matches!(a, Answer::Unavailable)) {
+        return Err(HandleError::ClusterUnavailable);
+    }
+    if all().any(|a| matches!(a, Answer::Duplicate)) {
+        return Ok(Delivery {
+            recipients: 0,
+            message_id,
+            nodes_reached: 0,
+            duplicate: true,
+        });
+    }
+    let nodes = all().filter_map(|a| match a {
+        Answer::Nodes(n) => Some(*n),
+        _ => None,
+    });
+    Ok(Delivery {
+        recipients: all().map(Answer::count).sum(),
+        message_id,
+        nodes_reached: nodes.max().unwrap_or(1),
+        duplicate: false,
+    })
+}
+
+/// A membership change's outcome: the user's connections over every answer (`None`: not
+/// connected anywhere).
+pub(crate) fn member_count(answers: &[(usize, Answer)]) -> Option<usize> {
+    answers
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Answer::Member(n) => *n,
+            _ => None,
+        })
+        .reduce(|a, b| a + b)
 }

@@ -137,54 +137,11 @@
 use std::sync::Arc;
 
 use crate::auth::Claims;
-use crate::handler::{Closed, Handler, Refusal};
+use crate::callback::{Closed, Refusal};
+pub use crate::callback::{Reply, SendStatus, SourceId, Ticket, TimerId};
+use crate::handler::Handler;
 pub use crate::reactor::ctx::Ctx;
 pub use crate::reactor::reactor_ctx::{Asks, ReactorCtx};
-
-/// What became of a message a handler sent, as uWebSockets' `SendStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStatus {
-    /// Queued, and the connection's backlog is at most a quarter of `max_outbound_bytes`: it
-    /// goes out with this turn's write (unless the client is not reading).
-    Sent,
-    /// Queued, but the backlog ([`Ctx::buffered_amount`]) is now over a quarter of
-    /// `max_outbound_bytes`: stop producing for this connection until
-    /// [`ReactorHandler::on_writable`], or it will be closed as a slow consumer.
-    Backpressure,
-    /// Not sent: the connection is closing or closed (or this message took it over
-    /// `max_outbound_bytes`, and it is being closed as a slow consumer).
-    Dropped,
-}
-
-/// Names an asynchronous ask a handler made; its answer arrives as
-/// [`ReactorHandler::on_reply`] with the same ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket(pub(crate) u64);
-
-/// The answer to an ask made from a reactor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// A message was queued to this many connections, over this node's reactors.
-    Delivered { recipients: usize },
-    /// In a cluster: the message could not be handed to Redis, so it reached no one.
-    ClusterUnavailable,
-    /// In a cluster: the message was handed to Redis but no word came back, so it may have
-    /// reached some, all or none of the other nodes (and none here).
-    ClusterOutcomeUnknown,
-    /// A room change was made for a connected user (with this many open connections), or
-    /// `None`: the user is not connected.
-    Member(Option<usize>),
-    /// Users and connections, summed over reactors (in a cluster, over nodes).
-    Census(crate::Census),
-}
-
-/// An embedder's own event source (socket, pipe, eventfd) registered on a reactor with
-/// [`ReactorCtx::register`]; its events arrive as [`ReactorHandler::on_source`].
-pub type SourceId = u32;
-
-/// An embedder's timer on a reactor ([`ReactorCtx::set_timer`]); it fires as
-/// [`ReactorHandler::on_timer`].
-pub type TimerId = u32;
 
 /// Application callbacks with per-reactor state; every method has a default that does nothing.
 ///

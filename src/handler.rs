@@ -7,35 +7,8 @@
 //! (see [`crate::embed`]). The built-in protocol server ([`crate::app::ProtocolApp`]) and the
 //! echo server ([`crate::app::EchoApp`]) are `Handler`s.
 
+pub use crate::callback::{Closed, Refusal};
 pub use crate::reactor::ctx::{Ctx, RefreshError, RoomRefusal};
-
-/// How a connection ended, for [`Handler::on_close`].
-#[derive(Debug, Clone)]
-pub struct Closed<'a> {
-    pub connection_id: uuid::Uuid,
-    pub user_id: Option<&'a str>,
-    /// The close code sent or received (1006 when the socket just went away).
-    pub code: u16,
-    /// Data messages received on this connection.
-    pub messages: u32,
-}
-
-/// An application's refusal of an upgrade: the HTTP status (4xx/5xx; anything else becomes 403)
-/// and a message for the response body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Refusal {
-            status: 403,
-            message: message.into(),
-        }
-    }
-}
 
 /// Application callbacks; every method has a default that does nothing.
 ///

@@ -29,6 +29,7 @@ mod admin;
 pub mod app;
 pub(crate) mod ask;
 pub mod auth;
+pub(crate) mod callback;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -44,6 +45,7 @@ pub mod protocol;
 pub(crate) mod reactor;
 pub mod server;
 pub(crate) mod timer;
+pub(crate) mod topology;
 pub(crate) mod transport;
 pub(crate) mod ws;
 
@@ -67,8 +69,8 @@ pub use ws::frame::encode_client_frame;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::admin::respond_for_testing as admin_response;
     pub use crate::cluster::wire::inspect_for_testing as inspect_cluster_payload;
+    pub use crate::server::handle::respond_for_testing as admin_response;
     /// Channel names of a cluster with this prefix and node.
     pub fn cluster_channels(prefix: &str, node: &str) -> crate::cluster::Channels {
         crate::cluster::Channels::new(prefix, node)

@@ -471,14 +471,20 @@ impl wsedge::cluster::Engine for Solo {
 }
 
 impl wsedge::cluster::ReactorEngine for SoloHalf {
-    fn on_start(&mut self, r: &mut wsedge::ReactorCtx<'_>) {
+    fn on_start(&mut self, r: &mut dyn wsedge::cluster::EngineHost) {
         r.set_timer(1, std::time::Duration::from_millis(100));
     }
-    fn on_source(&mut self, _: &mut wsedge::ReactorCtx<'_>, _: wsedge::SourceId, _: &wsedge::mio::event::Event) {}
-    fn on_timer(&mut self, _: &mut wsedge::ReactorCtx<'_>, _: wsedge::TimerId) {
+    fn on_source(
+        &mut self,
+        _: &mut dyn wsedge::cluster::EngineHost,
+        _: wsedge::SourceId,
+        _: &wsedge::mio::event::Event,
+    ) {
+    }
+    fn on_timer(&mut self, _: &mut dyn wsedge::cluster::EngineHost, _: wsedge::TimerId) {
         self.timers.fetch_add(1, Ordering::SeqCst);
     }
-    fn apply(&mut self, r: &mut wsedge::ReactorCtx<'_>, op: wsedge::cluster::EngineOp) {
+    fn apply(&mut self, r: &mut dyn wsedge::cluster::EngineHost, op: wsedge::cluster::EngineOp) {
         use wsedge::cluster::{Admission, EngineOp};
         self.applied.fetch_add(1, Ordering::SeqCst);
         match op {
@@ -487,7 +493,7 @@ impl wsedge::cluster::ReactorEngine for SoloHalf {
             _ => {}
         }
     }
-    fn flush(&mut self, _: &mut wsedge::ReactorCtx<'_>) {}
+    fn flush(&mut self, _: &mut dyn wsedge::cluster::EngineHost) {}
 }
 
 #[test]

@@ -16,15 +16,15 @@
 use serde_json::{Map, Value, json};
 
 use super::message::{delivered, kind_and_data, take_exclude_user};
-use super::{Plan, Response};
+use super::plan::AdminHost;
+use super::plan::{Plan, Response};
 use crate::ask::Target;
 use crate::outgoing::Outgoing;
-use crate::server::ServerHandle;
 
 /// Most commands in one batch.
 pub(crate) const MAX_COMMANDS: usize = 1000;
 
-pub(super) fn plan(h: &ServerHandle, mut body: Map<String, Value>) -> Result<Plan, Response> {
+pub(super) fn plan(h: &dyn AdminHost, mut body: Map<String, Value>) -> Result<Plan, Response> {
     let commands = match body.remove("commands") {
         Some(Value::Array(c)) if !c.is_empty() && c.len() <= MAX_COMMANDS => c,
         _ => {
@@ -41,7 +41,7 @@ pub(super) fn plan(h: &ServerHandle, mut body: Map<String, Value>) -> Result<Pla
         match command(h, c) {
             Ok(o) => {
                 let first = asks.len();
-                asks.extend(h.deliver_asks(&o));
+                asks.extend(h.topology().deliver_asks(&o));
                 parts.push(Ok((first..asks.len(), o.message_id)));
             }
             Err(e) => parts.push(Err(e)),
@@ -63,7 +63,7 @@ pub(super) fn plan(h: &ServerHandle, mut body: Map<String, Value>) -> Result<Pla
 }
 
 /// One command as the message it sends.
-fn command(h: &ServerHandle, c: Value) -> Result<Outgoing, Response> {
+fn command(h: &dyn AdminHost, c: Value) -> Result<Outgoing, Response> {
     let Value::Object(mut c) = c else {
         return Err(Response::error(400, "a command must be an object"));
     };

@@ -7,12 +7,12 @@
 
 use serde_json::{Value, json};
 
-use super::{Answers, Response};
+use super::plan::{Answers, Response};
 
 /// The answer to a message: this node's recipients (summed over its reactors) and the nodes
 /// that received it, or 503 if the cluster could not take it (then nobody got it).
 pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
-    match crate::server::delivery_of(answers, message_id) {
+    match crate::ask::delivery_of(answers, message_id) {
         Ok(d) if d.duplicate => Response::success(json!({
             "message_sent": false,
             "duplicate": true,
@@ -26,7 +26,7 @@ pub(super) fn delivered(answers: &Answers, message_id: uuid::Uuid) -> Response {
             "nodes_reached": d.nodes_reached,
             "message_id": message_id.to_string(),
         })),
-        Err(crate::server::HandleError::ClusterOutcomeUnknown) => Response::json(
+        Err(crate::ask::HandleError::ClusterOutcomeUnknown) => Response::json(
             504,
             &json!({
                 "status": "error",

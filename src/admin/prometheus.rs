@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::server::ServerHandle;
+use super::plan::AdminHost;
 
-pub(crate) fn render(h: &ServerHandle) -> String {
+pub(crate) fn render(h: &dyn AdminHost) -> String {
     let s = h.stats();
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {

@@ -7,11 +7,11 @@
 use serde_json::{Value, json};
 
 use super::message::{delivered, idempotency_key, kind_and_data, take_exclude_user};
-use super::{Plan, Response};
+use super::plan::AdminHost;
+use super::plan::{Plan, Response};
 use crate::ask::{Answer, Ask, Census, Target, merge_pages};
 use crate::http::upgrade::{PlainRequest, percent_decode};
 use crate::outgoing::Outgoing;
-use crate::server::ServerHandle;
 
 /// The path's segments, percent-decoded (`/ws/rooms/a%20b/` -> `["ws", "rooms", "a b"]`).
 fn segments(path: &str) -> Vec<String> {
@@ -22,7 +22,7 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
+pub(crate) fn route(h: &dyn AdminHost, req: &PlainRequest, body: &[u8]) -> Plan {
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
@@ -108,7 +108,7 @@ pub(crate) fn route(h: &ServerHandle, req: &PlainRequest, body: &[u8]) -> Plan {
 
 /// A refusal that does not need the body: an admin route without a valid admin token gets its
 /// 401/403 before a byte of the body is read.
-pub(crate) fn refuse_early(h: &ServerHandle, req: &PlainRequest) -> Option<Response> {
+pub(crate) fn refuse_early(h: &dyn AdminHost, req: &PlainRequest) -> Option<Response> {
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
@@ -147,7 +147,7 @@ fn only(method: &str, allowed: &[&str], f: impl FnOnce() -> Response) -> Respons
     }
 }
 
-fn authorize(h: &ServerHandle, req: &PlainRequest) -> Result<(), Response> {
+fn authorize(h: &dyn AdminHost, req: &PlainRequest) -> Result<(), Response> {
     let unauthorized = |why: &str| Response::error(401, why).with_header("WWW-Authenticate", "Bearer");
     let Some(verifier) = h.verifier() else {
         return Err(unauthorized("admin API needs JWT authentication configured"));
@@ -180,9 +180,9 @@ fn object_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> 
 }
 
 /// Delivers `o` to its targets; answers with the recipients reached.
-pub(super) fn send(h: &ServerHandle, o: Outgoing) -> Plan {
+pub(super) fn send(h: &dyn AdminHost, o: Outgoing) -> Plan {
     let id = o.message_id;
-    Plan::later(h.deliver_asks(&o), move |answers| delivered(&answers, id))
+    Plan::later(h.topology().deliver_asks(&o), move |answers| delivered(&answers, id))
 }
 
 /// Asks `reactors` once and makes the response from their answers.
@@ -197,7 +197,7 @@ fn total(answers: &[(usize, Answer)]) -> usize {
     answers.iter().map(|(_, a)| a.count()).sum()
 }
 
-fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, key: Option<&str>, body: &[u8]) -> Plan {
+fn admin(h: &dyn AdminHost, m: &str, rest: &[&str], query: Option<&str>, key: Option<&str>, body: &[u8]) -> Plan {
     let now = |r: Response| Ok(Plan::Now(r));
     let key = match idempotency_key(key) {
         Ok(k) => k,
@@ -228,7 +228,7 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, key: Opt
             "DELETE" => {
                 let user = user.to_string();
                 let target = Target::User(user.as_str().into());
-                let reactors = h.reactors_for(&target);
+                let reactors = h.topology().reactors_for(&target);
                 let why = Ask::Disconnect {
                     target,
                     code: 1000,
@@ -298,8 +298,8 @@ fn admin(h: &ServerHandle, m: &str, rest: &[&str], query: Option<&str>, key: Opt
                 };
                 Ok(ask(
                     change,
-                    vec![h.home_of(&user)],
-                    move |a| match crate::server::member_count(&a) {
+                    vec![h.topology().home_of(&user)],
+                    move |a| match crate::ask::member_count(&a) {
                         Some(n) => {
                             Response::success(json!({"room": room, "user_id": user, "member": add, "connections": n}))
                         }
@@ -336,7 +336,7 @@ fn post(
 
 /// `GET /ws/connections?user_id=&limit=&after=`: a page of connection info (default 100, at
 /// most 1000) and `next` (the id to pass as `after` for the next page, null at the end).
-fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
+fn list_connections(h: &dyn AdminHost, query: Option<&str>) -> Plan {
     let param = |name: &str| {
         query.and_then(|q| {
             q.split('&')
@@ -355,7 +355,7 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
         Some(Err(_)) => return Plan::Now(Response::error(400, "after must be a connection id")),
     };
     let user = param("user_id").filter(|u| !u.is_empty());
-    Plan::later(h.page_asks(user.as_deref(), after, limit), move |answers| {
+    Plan::later(h.topology().page_asks(user.as_deref(), after, limit), move |answers| {
         let pages = answers
             .into_iter()
             .flatten()
@@ -375,7 +375,7 @@ fn list_connections(h: &ServerHandle, query: Option<&str>) -> Plan {
 
 /// `GET /ws/history/{channel}?since=&limit=` and `DELETE /ws/history/{channel}`, answered by
 /// the channel's home reactor.
-fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Plan {
+fn history(h: &dyn AdminHost, m: &str, channel: &str, query: Option<&str>) -> Plan {
     let cfg = h.config();
     if !cfg.history_enabled() {
         return Plan::Now(Response::error(404, "history is off on this node"));
@@ -397,7 +397,7 @@ fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Pla
         let ask = Ask::ClearHistory {
             channel: channel.into(),
         };
-        return self::ask(ask, h.all_reactors(), move |a| match a.into_iter().next() {
+        return self::ask(ask, h.topology().all_reactors(), move |a| match a.into_iter().next() {
             Some((_, Answer::Cleared { existed, position })) => Response::success(json!({
                 "channel": name, "deleted": existed, "offset": position.offset, "epoch": position.epoch,
                 "position": position,
@@ -426,7 +426,7 @@ fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Pla
         since,
         limit,
     };
-    self::ask(ask, h.all_reactors(), move |a| match a.into_iter().next() {
+    self::ask(ask, h.topology().all_reactors(), move |a| match a.into_iter().next() {
         Some((_, Answer::History { messages, position })) => Response::success(json!({
             "channel": name, "messages": messages, "offset": position.offset, "epoch": position.epoch,
             "position": position,
@@ -436,9 +436,9 @@ fn history(h: &ServerHandle, m: &str, channel: &str, query: Option<&str>) -> Pla
 }
 
 /// `GET /ws/users/{user_id}/presence`: whether the user is connected, and where.
-fn presence(h: &ServerHandle, user: &str) -> Plan {
+fn presence(h: &dyn AdminHost, user: &str) -> Plan {
     let user_id = user.to_string();
-    Plan::later(h.page_asks(Some(user), None, 1000), move |answers| {
+    Plan::later(h.topology().page_asks(Some(user), None, 1000), move |answers| {
         let connections: Vec<Value> = answers
             .into_iter()
             .flatten()
@@ -458,10 +458,10 @@ fn presence(h: &ServerHandle, user: &str) -> Plan {
 }
 
 /// `GET /ws/rooms/{room}/members`: the users in the room (sorted), over every reactor.
-fn room_members(h: &ServerHandle, room: &str) -> Plan {
+fn room_members(h: &dyn AdminHost, room: &str) -> Plan {
     let name = room.to_string();
     let ask = Ask::RoomMembers { room: room.into() };
-    self::ask(ask, h.all_reactors(), move |answers| {
+    self::ask(ask, h.topology().all_reactors(), move |answers| {
         let mut users: Vec<String> = answers
             .into_iter()
             .filter_map(|(_, a)| match a {
@@ -476,9 +476,8 @@ fn room_members(h: &ServerHandle, room: &str) -> Plan {
     })
 }
 
-fn stats(h: &ServerHandle) -> Plan {
-    let h = h.clone();
-    Plan::later(vec![(Ask::Census, h.all_reactors())], move |answers| {
+fn stats(h: &dyn AdminHost) -> Plan {
+    Plan::later_reading(vec![(Ask::Census, h.topology().all_reactors())], move |answers, h| {
         let mut mine = Census::default();
         let mut others = Vec::new();
         for (_, a) in answers.into_iter().flatten() {
@@ -507,11 +506,11 @@ fn stats(h: &ServerHandle) -> Plan {
             nodes.push(node(&n.node_id, n.started_at, &n.census));
             census.merge(n.census.clone());
         }
-        let mut r = stats_response(&h, &census);
+        let mut r = stats_response(h, &census);
         if let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&r.body) {
             if let Some(Value::Object(data)) = body.get_mut("data") {
                 data.insert("nodes".into(), Value::Array(nodes));
-                data.insert("clustered".into(), Value::Bool(h.is_clustered()));
+                data.insert("clustered".into(), Value::Bool(h.topology().is_clustered()));
             }
             r.body = Value::Object(body).to_string().into_bytes();
         }
@@ -519,7 +518,7 @@ fn stats(h: &ServerHandle) -> Plan {
     })
 }
 
-fn stats_response(h: &ServerHandle, census: &Census) -> Response {
+fn stats_response(h: &dyn AdminHost, census: &Census) -> Response {
     let cfg = h.config();
     let histogram: serde_json::Map<String, Value> = census
         .histogram
@@ -561,11 +560,11 @@ fn stats_response(h: &ServerHandle, census: &Census) -> Response {
     }))
 }
 
-fn connection(h: &ServerHandle, m: &str, id: &str) -> Plan {
+fn connection(h: &dyn AdminHost, m: &str, id: &str) -> Plan {
     let Ok(id) = uuid::Uuid::parse_str(id) else {
         return Plan::Now(Response::error(400, "connection id must be a UUID"));
     };
-    let reactors: Vec<usize> = h.reactor_of(id).into_iter().collect();
+    let reactors: Vec<usize> = h.topology().reactor_of(&id).into_iter().collect();
     if m == "DELETE" {
         let close = Ask::Disconnect {
             target: Target::Connection(id),
@@ -613,7 +612,7 @@ fn users(b: &serde_json::Map<String, Value>) -> Result<Option<Vec<String>>, Resp
 }
 
 /// The event helpers.
-fn helper(h: &ServerHandle, name: &str, b: serde_json::Map<String, Value>) -> Result<Plan, Response> {
+fn helper(h: &dyn AdminHost, name: &str, b: serde_json::Map<String, Value>) -> Result<Plan, Response> {
     let progress = |b: &serde_json::Map<String, Value>| -> Result<u64, Response> {
         b.get("progress")
             .and_then(Value::as_u64)

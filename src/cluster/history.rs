@@ -12,9 +12,9 @@
 //! renews both keys' expiry (`--history-ttl` after the channel's last message) and publishes
 //! it to the nodes. The frame is made once, there; nodes deliver its bytes as they are.
 
-use bytes::Bytes;
 use redis_protocol::resp2::types::BytesFrame;
 
+use super::broker::{Appended, Range};
 use super::resp::bytes_of;
 use crate::history::Position;
 
@@ -102,27 +102,6 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return existed
 "#;
 
-/// A history publish Redis took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// Nodes the message was handed to.
-    pub nodes: usize,
-    pub position: Position,
-    /// This node is subscribed to the channel (its own copy comes back through the
-    /// subscription, in order).
-    pub echo: bool,
-    /// The publish's idempotency key was seen within the window: nothing was kept or sent.
-    pub duplicate: bool,
-}
-
-/// A channel's position and the messages asked for, oldest first: offset, frame, and the
-/// user it skips.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Range {
-    pub position: Position,
-    pub entries: Vec<(u64, Bytes, Option<Box<str>>)>,
-}
-
 fn int_of(f: &BytesFrame) -> Option<i64> {
     match f {
         BytesFrame::Integer(n) => Some(*n),
@@ -202,6 +181,7 @@ pub(crate) fn open_object(frame: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn bulk(s: &str) -> BytesFrame {
         BytesFrame::BulkString(Bytes::copy_from_slice(s.as_bytes()))

@@ -18,8 +18,8 @@ use mio::net::TcpStream;
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
 
-use crate::embed::SourceId;
-use crate::reactor::reactor_ctx::ReactorCtx;
+use crate::callback::SourceId;
+use crate::cluster::broker::EngineHost;
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -66,7 +66,7 @@ impl Conn {
     }
 
     /// Starts connecting (the outcome arrives as events on the source).
-    pub fn connect(&mut self, r: &mut ReactorCtx<'_>, addr: SocketAddr, tls: Option<&Tls>) -> io::Result<()> {
+    pub fn connect(&mut self, r: &mut dyn EngineHost, addr: SocketAddr, tls: Option<&Tls>) -> io::Result<()> {
         self.close(r);
         if let Some(t) = tls {
             let session = rustls::ClientConnection::new(t.config.clone(), t.name.clone()).map_err(io::Error::other)?;
@@ -89,7 +89,7 @@ impl Conn {
     }
 
     /// Drops the socket and whatever was unwritten or unread.
-    pub fn close(&mut self, r: &mut ReactorCtx<'_>) {
+    pub fn close(&mut self, r: &mut dyn EngineHost) {
         if let Some(mut s) = self.sock.take() {
             let _ = r.deregister(&mut s);
         }

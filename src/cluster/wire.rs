@@ -242,7 +242,11 @@ pub(crate) fn parse(p: &[u8]) -> Option<Wire<'_>> {
 /// For the fuzz target: everything a node does with a payload from Redis before it touches a
 /// connection (parse, the request or answer body, the frame slice); returns its kind.
 #[cfg(feature = "testing")]
-pub fn inspect_for_testing(channels: &super::Channels, channel: &[u8], payload: &[u8]) -> Option<&'static str> {
+pub fn inspect_for_testing(
+    channels: &super::channels::Channels,
+    channel: &[u8],
+    payload: &[u8],
+) -> Option<&'static str> {
     let _ = channels.parse(channel);
     Some(match parse(payload)? {
         Wire::Deliver { frame_at, .. } => {

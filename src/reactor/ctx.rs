@@ -7,15 +7,17 @@ use serde::Serialize;
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::{Command, Core, Target};
+use super::core::Core;
+use super::runtime::Command;
 use crate::ask::Ask;
+use crate::ask::Target;
+use crate::callback::SendStatus;
 use crate::config::Config;
 use crate::conn::{NONE, Phase, flags};
-use crate::embed::SendStatus;
 use crate::limits::RateLimited;
 use crate::protocol::{ErrorCode, write_envelope, write_error, write_rate_limited};
 use crate::reactor::users::NO_EXPIRY;
-use crate::server::ServerHandle;
+use crate::server::handle::ServerHandle;
 use crate::ws::encode_frame;
 
 /// Why a room join was refused.
@@ -87,6 +89,8 @@ impl Ctx<'_> {
     /// Items with a `room` join that room (for the whole user) instead of subscribing an event;
     /// check them with [`may_join_room`](Self::may_join_room) first.
     pub fn subscribe_with_positions(&mut self, items: Vec<crate::history::RecoverItem>, finish: RecoveryFinish) {
+        let finish: crate::reactor::core::RecoveryFinish =
+            Box::new(move |core, idx, outcomes| finish(&mut Ctx { core, idx }, outcomes));
         self.core.recover_events(self.idx, items, finish);
     }
 
@@ -138,7 +142,7 @@ impl Ctx<'_> {
             let position = o.and_then(|o| o.position).unwrap_or_default();
             ack(ctx, recovered, &position);
         });
-        self.core.recover_events(self.idx, vec![item], finish);
+        self.subscribe_with_positions(vec![item], finish);
         true
     }
 
@@ -309,7 +313,11 @@ impl Ctx<'_> {
         let now = std::time::Instant::now();
         if self.core.cluster.is_some() {
             let all: Vec<usize> = (0..self.core.rt.links.len()).collect();
-            let ask = crate::reactor::core::deliver_ask(&self.core.rt, Target::All, frame, None, now, &all, None);
+            let ask = self
+                .core
+                .rt
+                .topology
+                .deliver_ask(Target::All, frame, None, now, &all, None);
             self.core.fire_and_forget(vec![(ask, all)]);
             return 0;
         }

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use mio::{Poll, Waker};
 
-use super::{Link, Reactor, Runtime, WAKER};
+use super::Reactor;
+use super::runtime::{Link, Runtime, WAKER};
 use crate::auth::Verifier;
 use crate::config::{AuthMode, Config};
 use crate::handler::Handler;
@@ -56,7 +57,9 @@ impl<H: Handler> Harness<H> {
                 Err(e) => return Err(e),
             }
         };
+        let topology = crate::topology::Topology::new(&config, 1, verifier.is_some(), false);
         let rt = Arc::new(Runtime {
+            topology,
             config,
             verifier,
             admission: Admission::default(),
@@ -95,7 +98,7 @@ impl<H: Handler> Harness<H> {
         let generation = r.core.conns[idx].generation;
         let mut buf = Vec::new();
         for chunk in chunks {
-            if r.core.live(super::conn_token(idx, generation)).is_none() {
+            if r.core.live(super::runtime::conn_token(idx, generation)).is_none() {
                 break;
             }
             buf.clear();
@@ -113,7 +116,7 @@ impl<H: Handler> Harness<H> {
 
     /// Connections, users and rooms still held (all should be gone after `feed`, users once
     /// their rate window cools).
-    pub fn census(&self) -> super::Census {
+    pub fn census(&self) -> crate::ask::Census {
         self.reactor.core.census()
     }
 
@@ -178,9 +181,8 @@ impl<H: Handler> Harness<H> {
         let Some(bit) = r.core.rt.config.event_bit(event) else {
             return false;
         };
-        let handle = crate::server::ServerHandle::from_runtime(r.core.rt.clone());
         let o = crate::outgoing::Outgoing::envelope(crate::ask::Target::Subscribers(bit), event, data);
-        for (ask, _) in handle.deliver_asks(&o) {
+        for (ask, _) in r.core.rt.clone().topology.deliver_asks(&o) {
             r.core.carry_out(ask, None);
         }
         r.core.fan_out_groups();

@@ -11,277 +11,30 @@
 mod noisy;
 pub(crate) mod core;
 pub mod ctx;
+mod engine_ctx;
 #[cfg(feature = "testing")]
 pub mod harness;
 pub mod reactor_ctx;
 mod read;
 pub(crate) mod rooms;
+pub(crate) mod runtime;
 mod session;
 mod slots;
 pub(crate) mod users;
 
-use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 
-use crate::auth::{Claims, Verifier};
-use crate::config::Config;
+use self::core::Core;
+use self::ctx::Ctx;
+use self::runtime::{ADMIN_LISTENER, Command, ENGINE_SOURCE_BIT, LISTENER, Runtime, SOURCE_BIT, TICK, WAKER, abandon};
 use crate::conn::Phase;
 use crate::embed::ReactorHandler;
-use crate::limits::Admission;
-use crate::metrics::ReactorMetrics;
-use crate::reactor::ctx::Ctx;
-
-pub(crate) use self::core::Core;
-
-/// Reserved tokens sit at the top of the token space; connection tokens are
-/// `generation << 32 | slab index` and never reach them.
-pub(crate) const LISTENER: Token = Token(usize::MAX);
-pub(crate) const WAKER: Token = Token(usize::MAX - 1);
-pub(crate) const ADMIN_LISTENER: Token = Token(usize::MAX - 2);
-
-thread_local! {
-    /// Set on reactor threads: calls that would wait for reactors must not wait there.
-    static ON_REACTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// True on a reactor thread (inside a handler callback).
-pub(crate) fn on_reactor_thread() -> bool {
-    ON_REACTOR.with(|c| c.get())
-}
-
-/// Timer resolution.
-pub(crate) const TICK: Duration = Duration::from_millis(100);
-
-pub(crate) fn conn_token(idx: usize, generation: u32) -> Token {
-    Token(((generation as usize) << 32) | idx)
-}
-
-pub(crate) fn split_token(t: Token) -> (usize, u32) {
-    (t.0 & 0xFFFF_FFFF, (t.0 >> 32) as u32)
-}
-
-use crate::ask::{Answer, Ask, ReplyTo};
-pub use crate::ask::{Census, ConnectionInfo, Target};
-
-/// A socket that authenticated on one reactor and belongs to its user's home reactor.
-pub(crate) struct Handover {
-    pub sock: crate::transport::Stream,
-    /// The peer's per-IP bucket, already counted (the socket keeps its place).
-    pub ip_bucket: u16,
-    pub claims: Claims,
-    pub accept: String,
-    pub bearer: bool,
-    /// permessage-deflate was negotiated.
-    pub deflate: bool,
-    /// The connection's TLS session (TLS listeners).
-    pub tls: Option<crate::transport::tls::TlsSession>,
-    /// Frames the client sent right after its request.
-    pub leftover: Vec<u8>,
-    /// Where to recover the user's channel from (query `recover_offset`, `recover_epoch`).
-    pub recover: Option<(u64, String)>,
-}
-
-pub(crate) enum Command {
-    Adopt(Box<Handover>),
-    /// Carry out `ask` and send the answer to `reply` (none: fire and forget).
-    Ask {
-        ask: Ask,
-        reply: Option<ReplyTo>,
-    },
-    /// The answer of reactor `from` to an ask this reactor made (`ticket` names its request in
-    /// flight).
-    Answer {
-        ticket: u64,
-        from: usize,
-        answer: Answer,
-    },
-    /// Another reactor's interest in a cluster channel rose or fell (to reactor 0, which holds
-    /// the node's subscriptions).
-    Interest {
-        channel: Box<[u8]>,
-        on: bool,
-    },
-    /// Carry out a plan's asks as this reactor's own (the cluster's part included) and send
-    /// every answer to a waiting thread.
-    Plan {
-        asks: Vec<(Ask, Vec<usize>)>,
-        reply: mpsc::Sender<crate::admin::Answers>,
-    },
-    /// Panic on the reactor thread outside any handler (tests of reactor death).
-    #[cfg(feature = "testing")]
-    InjectPanic,
-    /// Stop accepting and close everything; say when the listener is closed.
-    Shutdown {
-        listener_closed: Option<mpsc::Sender<()>>,
-    },
-}
-
-/// How other threads reach a reactor.
-pub(crate) struct Link {
-    inbox: Mutex<Vec<Command>>,
-    waker: Waker,
-    pub metrics: Arc<ReactorMetrics>,
-    pub stopped: AtomicBool,
-    /// The reactor thread panicked (outside any handler callback).
-    pub dead: AtomicBool,
-    /// Fire-and-forget commands dropped because the inbox was full.
-    pub inbox_drops: std::sync::atomic::AtomicU64,
-}
-
-/// Fire-and-forget commands a reactor may have waiting before more are dropped.
-const INBOX_LIMIT: usize = 65_536;
-
-impl Link {
-    pub fn new(waker: Waker) -> Self {
-        Link {
-            inbox: Mutex::new(Vec::new()),
-            waker,
-            metrics: Arc::default(),
-            stopped: AtomicBool::new(false),
-            dead: AtomicBool::new(false),
-            inbox_drops: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Posts a command; wakes the reactor only if its inbox was empty. Returns false if the
-    /// reactor has stopped.
-    pub fn send(&self, cmd: Command) -> bool {
-        self.post(cmd, usize::MAX)
-    }
-
-    /// Posts a fire-and-forget command unless `INBOX_LIMIT` commands are already waiting (the
-    /// reactor is far behind); a dropped command is counted. Returns false if not posted.
-    pub fn send_lossy(&self, cmd: Command) -> bool {
-        let posted = self.post(cmd, INBOX_LIMIT);
-        if !posted {
-            self.inbox_drops.fetch_add(1, Ordering::Relaxed);
-        }
-        posted
-    }
-
-    fn post(&self, cmd: Command, limit: usize) -> bool {
-        if self.stopped.load(Ordering::Acquire) {
-            return false;
-        }
-        let was_empty = {
-            let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= limit {
-                return false;
-            }
-            q.push(cmd);
-            q.len() == 1
-        };
-        if was_empty && let Err(e) = self.waker.wake() {
-            log::error!("waking reactor failed: {e}");
-        }
-        true
-    }
-
-    /// Answers every waiting ask with `Lost` (the reactor will never carry them out), so no
-    /// caller, thread or reactor, waits for it.
-    pub fn abandon_inbox(&self, me: usize, links: &[Link]) {
-        let cmds = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
-        abandon(cmds, me, links);
-    }
-
-    fn take_all(&self, into: &mut Vec<Command>) {
-        let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *q, into);
-    }
-}
-
-/// Sends reactor `from`'s `answer` where `to` says: to a waiting thread, or into the asking
-/// reactor's inbox.
-pub(crate) fn reply(links: &[Link], from: usize, to: ReplyTo, answer: Answer) {
-    match to {
-        ReplyTo::Thread(tx) => {
-            let _ = tx.send((from, answer));
-        }
-        ReplyTo::Reactor { reactor, ticket } => {
-            if let Some(link) = links.get(reactor) {
-                link.send(Command::Answer { ticket, from, answer });
-            }
-        }
-    }
-}
-
-/// Answers the asks among reactor `from`'s `cmds` as lost (it stopped before carrying them
-/// out).
-fn abandon(cmds: Vec<Command>, from: usize, links: &[Link]) {
-    for cmd in cmds {
-        if let Command::Ask { ask, reply: Some(to) } = cmd {
-            reply(links, from, to, Answer::lost_for(&ask));
-        }
-    }
-}
-
-/// What every reactor shares (read-only after start, except atomics).
-pub(crate) struct Runtime {
-    pub config: Config,
-    pub verifier: Option<Verifier>,
-    pub admission: Admission,
-    pub per_ip: crate::limits::PerIpAdmission,
-    pub links: Vec<Link>,
-    pub local_addr: SocketAddr,
-    /// Set when draining starts (`/ready` answers 503).
-    pub draining: AtomicBool,
-    /// The cluster engine (`None`: this node runs alone).
-    pub engine: Option<Arc<dyn crate::cluster::Engine>>,
-    pub cluster_metrics: Arc<crate::metrics::ClusterMetrics>,
-    /// Unix seconds.
-    pub started_at: u64,
-    /// The epoch of every channel's history since this process started.
-    pub history_epoch: String,
-    /// `--tls-cert`/`--tls-key`: the main listeners speak TLS.
-    pub tls: Option<crate::transport::tls::TlsConfig>,
-    /// The node's message rates of the last minutes (the dashboard's chart).
-    pub rates: crate::metrics::RateHistory,
-}
-
-impl Runtime {
-    /// The reactor that keeps a channel's history and gives out its offsets: a user's channel
-    /// lives with the user's connections; other channels are spread by a hash of their name.
-    pub fn channel_home(&self, channel: &str) -> usize {
-        if self.engine.is_some() {
-            // A cluster node's hub: the reactor holding its subscription.
-            return 0;
-        }
-        if let Some(user) = channel.strip_prefix("user:") {
-            return self.home_of(user);
-        }
-        self.home_of(channel)
-    }
-
-    /// The reactor a connection id names (its byte 4), if this node has it.
-    pub fn reactor_of(&self, id: &uuid::Uuid) -> Option<usize> {
-        let r = id.as_bytes()[4] as usize;
-        (r < self.links.len()).then_some(r)
-    }
-
-    /// The reactors that may hold connections matching `target`.
-    pub fn reactors_for(&self, target: &Target) -> Vec<usize> {
-        match target {
-            Target::User(u) if self.verifier.is_some() => vec![self.home_of(u)],
-            Target::Connection(id) => self.reactor_of(id).into_iter().collect(),
-            _ => (0..self.links.len()).collect(),
-        }
-    }
-
-    /// The reactor that owns every connection of `user_id` (a fixed hash, the same on all
-    /// threads).
-    pub fn home_of(&self, user_id: &str) -> usize {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        user_id.hash(&mut h);
-        (h.finish() % self.links.len() as u64) as usize
-    }
-}
 
 pub(crate) struct Reactor<H: ReactorHandler> {
     core: Core,
@@ -302,9 +55,19 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     /// This reactor's half of the cluster engine.
     engine: Option<Box<dyn crate::cluster::ReactorEngine>>,
     /// Handshakes waiting for the cluster's per-user limit, by admission id.
-    admitting: std::collections::HashMap<u64, Box<session::Admitting>>,
+    admitting: std::collections::HashMap<u64, Box<Admitting>>,
     /// Their slots (their bytes stay unread until the verdict).
     admitting_slots: std::collections::HashSet<usize>,
+}
+
+/// A handshake waiting for the cluster's per-user limit.
+struct Admitting {
+    idx: usize,
+    generation: u32,
+    connection: uuid::Uuid,
+    claims: crate::auth::Claims,
+    accept: String,
+    leftover: Vec<u8>,
 }
 
 /// Connections still to be closed by a drain.
@@ -330,12 +93,6 @@ pub(crate) fn register_listeners(
     }
     Ok(())
 }
-
-/// Tokens of embedders' own sources: this bit plus the `SourceId` (never a connection token,
-/// whose top bit is clear, nor a reserved one, whose bits 32-62 are set).
-pub(crate) const SOURCE_BIT: usize = 1 << 63;
-/// With `SOURCE_BIT`: a source of the cluster engine, not the handler.
-pub(crate) const ENGINE_SOURCE_BIT: usize = 1 << 62;
 
 impl<H: ReactorHandler> Reactor<H> {
     /// A reactor whose listeners are already registered on `poll`.
@@ -373,7 +130,7 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// Runs until shutdown completes.
     pub fn run(mut self) {
-        ON_REACTOR.with(|c| c.set(true));
+        runtime::mark_reactor_thread();
         self.core.update_clock(Instant::now());
         self.with_engine(|e, r| e.on_start(r));
         self.with_reactor_ctx(|h, r| h.on_start(r));
@@ -601,7 +358,7 @@ impl<H: ReactorHandler> Reactor<H> {
 
     pub(super) fn report_closed(&mut self) {
         while let Some(c) = self.core.closed.pop() {
-            let closed = crate::handler::Closed {
+            let closed = crate::callback::Closed {
                 connection_id: uuid::Uuid::from_bytes(c.id),
                 user_id: c.user.as_deref(),
                 code: c.code,
@@ -632,14 +389,7 @@ impl<H: ReactorHandler> Reactor<H> {
         let core = &mut self.core;
         let registry = self.poll.registry();
         if catch_unwind(AssertUnwindSafe(|| {
-            f(
-                handler,
-                &mut reactor_ctx::ReactorCtx {
-                    core,
-                    registry,
-                    engine: false,
-                },
-            )
+            f(handler, &mut reactor_ctx::ReactorCtx { core, registry })
         }))
         .is_err()
         {
@@ -649,22 +399,12 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// Runs a cluster engine callback; a panic is contained, counted and logged (the engine
     /// half stays: its state is whatever the panic left).
-    fn with_engine(
-        &mut self,
-        f: impl FnOnce(&mut dyn crate::cluster::ReactorEngine, &mut reactor_ctx::ReactorCtx<'_>),
-    ) {
+    fn with_engine(&mut self, f: impl FnOnce(&mut dyn crate::cluster::ReactorEngine, &mut engine_ctx::EngineCtx<'_>)) {
         let Some(mut engine) = self.engine.take() else { return };
         let core = &mut self.core;
         let registry = self.poll.registry();
         let r = catch_unwind(AssertUnwindSafe(|| {
-            f(
-                &mut *engine,
-                &mut reactor_ctx::ReactorCtx {
-                    core,
-                    registry,
-                    engine: true,
-                },
-            )
+            f(&mut *engine, &mut engine_ctx::EngineCtx { core, registry })
         }));
         self.engine = Some(engine);
         if r.is_err() {
@@ -734,25 +474,5 @@ impl<H: ReactorHandler> Reactor<H> {
         if let Some(idx) = idx.filter(|&i| self.core.conns.contains(i)) {
             self.core.close_or_drop(idx, 1011, "internal error");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lossy_posts_stop_at_the_inbox_limit_and_are_counted() {
-        let poll = Poll::new().unwrap();
-        let link = Link::new(Waker::new(poll.registry(), WAKER).unwrap());
-        for _ in 0..INBOX_LIMIT {
-            assert!(link.send_lossy(Command::Shutdown { listener_closed: None }));
-        }
-        assert!(!link.send_lossy(Command::Shutdown { listener_closed: None }));
-        assert_eq!(link.inbox_drops.load(Ordering::Relaxed), 1);
-        assert!(
-            link.send(Command::Shutdown { listener_closed: None }),
-            "commands callers wait on are never dropped"
-        );
     }
 }

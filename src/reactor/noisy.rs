@@ -45,7 +45,7 @@ impl NoisyLog {
 /// not even formatted when the line is held back.
 macro_rules! noisy {
     ($core:expr, $level:ident, $($arg:tt)*) => {{
-        let core: &mut $crate::reactor::Core = $core;
+        let core = &mut *$core;
         if log::log_enabled!(log::Level::$level) && core.noisy.allow(core.now) {
             log::log!(log::Level::$level, $($arg)*);
         }

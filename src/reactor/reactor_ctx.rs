@@ -12,21 +12,19 @@ use serde::Serialize;
 
 use super::core::Core;
 use super::core::ReplyKind;
-use super::{ENGINE_SOURCE_BIT, SOURCE_BIT};
+use super::runtime::{ENGINE_SOURCE_BIT, SOURCE_BIT};
+use crate::ask::HandleError;
 use crate::ask::{Ask, Target};
-use crate::cluster::{Admission, EngineError, HistoryAnswer};
+use crate::callback::{SourceId, Ticket, TimerId};
 use crate::config::Config;
-use crate::embed::{SourceId, Ticket, TimerId};
 use crate::outgoing::Outgoing;
-use crate::server::{HandleError, ServerHandle};
+use crate::server::handle::ServerHandle;
 
 /// A handler's view of its reactor, in [`crate::ReactorHandler::on_start`], `on_source`,
 /// `on_timer` and `on_reply`.
 pub struct ReactorCtx<'r> {
     pub(crate) core: &'r mut Core,
     pub(crate) registry: &'r mio::Registry,
-    /// The cluster engine's context: its source and timer ids live apart from the handler's.
-    pub(crate) engine: bool,
 }
 
 impl ReactorCtx<'_> {
@@ -54,7 +52,7 @@ impl ReactorCtx<'_> {
         id: SourceId,
         interest: Interest,
     ) -> io::Result<()> {
-        self.registry.register(source, source_token(id, self.engine), interest)
+        self.registry.register(source, source_token(id, false), interest)
     }
 
     pub fn reregister<S: mio::event::Source + ?Sized>(
@@ -63,8 +61,7 @@ impl ReactorCtx<'_> {
         id: SourceId,
         interest: Interest,
     ) -> io::Result<()> {
-        self.registry
-            .reregister(source, source_token(id, self.engine), interest)
+        self.registry.reregister(source, source_token(id, false), interest)
     }
 
     pub fn deregister<S: mio::event::Source + ?Sized>(&mut self, source: &mut S) -> io::Result<()> {
@@ -76,61 +73,7 @@ impl ReactorCtx<'_> {
     /// Beyond the timer wheel's span (about 102 s) it fires at the span's end, early: keep
     /// your own deadline and set the timer again when it fires before it.
     pub fn set_timer(&mut self, id: TimerId, after: Duration) {
-        self.core.set_app_timer(id, after, self.engine);
-    }
-
-    /// For engines: the publish `id` (an [`EngineOp::Publish`](crate::cluster::EngineOp::Publish)) reached `Ok(nodes)`, or was
-    /// not handed to the cluster.
-    pub fn published(&mut self, id: u64, result: Result<usize, EngineError>) {
-        self.core.cluster_published(id, result);
-    }
-
-    /// For engines: a message another node published on `channel` (as the node that
-    /// published it made the payload).
-    pub fn received(&mut self, channel: &[u8], payload: bytes::Bytes) {
-        self.core.cluster_received(channel, payload);
-    }
-
-    /// For engines: queues an [`EngineOp::Register`](crate::cluster::EngineOp::Register) for every open connection of an
-    /// authenticated user on this reactor (when the engine's store lost them).
-    pub fn register_connections(&mut self) {
-        self.core.cluster_register_all();
-    }
-
-    /// For engines: the cluster's decision on admission `id` (an [`EngineOp::Admit`](crate::cluster::EngineOp::Admit)).
-    pub fn admitted(&mut self, id: u64, verdict: Admission) {
-        self.core.cluster_admitted(id, verdict);
-    }
-
-    /// For engines: the answer to history op `id` (an [`EngineOp::PublishHistory`](crate::cluster::EngineOp::PublishHistory),
-    /// `HistoryRange` or `HistoryClear`).
-    pub fn history(&mut self, id: u64, result: Result<HistoryAnswer, EngineError>) {
-        self.core.hub_history_answer(id, result);
-    }
-
-    /// For engines (reactor 0): Redis confirmed that the node is (or is no longer) subscribed
-    /// to `channel`.
-    pub fn subscription(&mut self, channel: &[u8], subscribed: bool) {
-        self.core.hub_subscription(channel, subscribed);
-    }
-
-    /// For engines (reactor 0): the subscription connection broke; what it was subscribed to
-    /// will be confirmed again as it comes back.
-    pub fn subscription_lost(&mut self) {
-        self.core.hub_subscription_lost();
-    }
-
-    /// For engines (reactor 0): the subscription is back after it was lost. Whatever it
-    /// missed meanwhile cannot be filled without history: with history off, this node's
-    /// connections are closed with 1012 so that they reconnect and reload.
-    pub fn subscription_restored(&mut self) {
-        self.core.cluster_subscription_restored();
-    }
-
-    /// For engines: the cluster-wide per-user limit closes this node's connection
-    /// `connection` (1008 `connection limit exceeded`).
-    pub fn evict(&mut self, connection: uuid::Uuid) {
-        self.core.cluster_evict(connection);
+        self.core.set_app_timer(id, after, false);
     }
 
     /// Calls on every reactor that answer later (see [`Asks`]).
@@ -139,7 +82,7 @@ impl ReactorCtx<'_> {
     }
 }
 
-fn source_token(id: SourceId, engine: bool) -> Token {
+pub(crate) fn source_token(id: SourceId, engine: bool) -> Token {
     Token(SOURCE_BIT | if engine { ENGINE_SOURCE_BIT } else { 0 } | id as usize)
 }
 
@@ -152,12 +95,8 @@ pub struct Asks<'r> {
 }
 
 impl Asks<'_> {
-    fn handle(&self) -> ServerHandle {
-        ServerHandle::from_runtime(self.core.rt.clone())
-    }
-
     fn send(&mut self, o: Outgoing) -> Ticket {
-        let asks = self.handle().deliver_asks(&o);
+        let asks = self.core.rt.topology.deliver_asks(&o);
         let t = self.core.handler_ask(ReplyKind::Delivered, asks);
         // This reactor's share goes out now, in order with anything the handler sends next.
         self.core.fan_out_groups();
@@ -221,13 +160,13 @@ impl Asks<'_> {
             user: user_id.into(),
             add,
         };
-        let home = self.handle().home_of(user_id);
+        let home = self.core.rt.topology.home_of(user_id);
         self.core.handler_ask(ReplyKind::Member, vec![(ask, vec![home])])
     }
 
     /// Users and connections over every reactor; replies `Census`.
     pub fn census(&mut self) -> Ticket {
-        let all = self.handle().all_reactors();
+        let all = self.core.rt.topology.all_reactors();
         self.core.handler_ask(ReplyKind::Census, vec![(Ask::Census, all)])
     }
 }

@@ -7,14 +7,15 @@ use std::io;
 
 use mio::Interest;
 
-use super::{Command, Handover, Reactor};
+use super::runtime::{Command, Handover};
+use super::{Admitting, Reactor};
 use crate::auth::Claims;
 use crate::cluster::Admission;
 use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
 use crate::embed::ReactorHandler;
 use crate::http::upgrade::{self, Parsed, UpgradeRequest};
-use crate::http::{write_error, write_switching_protocols};
+use crate::http::write_error;
 use crate::protocol::ErrorCode;
 use crate::reactor::core::Core;
 use crate::reactor::ctx::Ctx;
@@ -205,7 +206,7 @@ impl<H: ReactorHandler> Reactor<H> {
             .unwrap_or_else(|_| {
                 self.core.metrics.handler_panics.inc();
                 log::error!("reactor {}: on_upgrade panicked; refusing with 500", self.core.id);
-                Err(crate::handler::Refusal {
+                Err(crate::callback::Refusal {
                     status: 500,
                     message: "internal error".into(),
                 })
@@ -225,7 +226,7 @@ impl<H: ReactorHandler> Reactor<H> {
             return;
         }
         if let Some(claims) = claims {
-            let home = rt.home_of(&claims.user_id);
+            let home = rt.topology.home_of(&claims.user_id);
             if rt.links[home].stopped.load(std::sync::atomic::Ordering::Acquire) {
                 // The user's home reactor is gone (it panicked, or the server is stopping).
                 self.core.conns[idx].flags &= !flags::COUNTED;
@@ -460,26 +461,5 @@ impl<H: ReactorHandler> Reactor<H> {
             self.core.close_with(oldest, 1008, "connection limit exceeded");
         }
         true
-    }
-}
-
-/// A handshake waiting for the cluster's per-user limit.
-pub(super) struct Admitting {
-    idx: usize,
-    generation: u32,
-    connection: uuid::Uuid,
-    claims: Claims,
-    accept: String,
-    leftover: Vec<u8>,
-}
-
-impl Core {
-    /// Queues the 101 response as urgent bytes: nothing (a pong for a ping sent along with the
-    /// request) may overtake it, and a slow-consumer discard never drops it.
-    pub(crate) fn write_101(&mut self, idx: usize, accept: &str) {
-        let mut resp = Vec::with_capacity(160);
-        let deflate = !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx);
-        write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER), deflate);
-        self.queue_urgent(idx, &resp);
     }
 }

@@ -11,45 +11,16 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use serde::Serialize;
-use thiserror::Error;
 use tungstenite::Bytes;
 
+use crate::admin::AdminHost;
 use crate::ask::{Answer, Ask, Census, ConnectionInfo, ReplyTo, Target, merge_pages};
-use crate::auth::Verifier;
+pub use crate::ask::{Delivery, HandleError};
+use crate::ask::{delivery_of, member_count};
 use crate::config::Config;
 use crate::metrics::{ClusterMetrics, Snapshot};
 use crate::outgoing::Outgoing;
-use crate::reactor::{Command, Runtime};
-
-/// Errors of [`ServerHandle`] calls.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum HandleError {
-    #[error("unknown event type {0:?}")]
-    UnknownEvent(String),
-    /// The message could not be handed to the cluster, so it was delivered nowhere.
-    #[error("cluster unavailable")]
-    ClusterUnavailable,
-    /// The message was handed to the cluster and no word came back (Redis stalled or the
-    /// connection broke): it may have reached some, all or none of the other nodes. Retry
-    /// with the same message id to have it delivered at most once.
-    #[error("cluster outcome unknown")]
-    ClusterOutcomeUnknown,
-}
-
-/// The outcome of a send: how many connections it reached and the message's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// Connections reached on this node.
-    pub recipients: usize,
-    pub message_id: uuid::Uuid,
-    /// Nodes that received the message: in a cluster, Redis' count of the nodes subscribed to
-    /// its channel when it was published (this node among them if it had a matching
-    /// connection, or for messages to everyone); alone, 1.
-    pub nodes_reached: usize,
-    /// In a cluster: a message with this idempotency key was published within the window, so
-    /// this one was not delivered (`recipients` and `nodes_reached` are 0).
-    pub duplicate: bool,
-}
+use crate::reactor::runtime::{Command, Runtime};
 
 /// Thread-safe access to a running server: `Clone + Send + Sync`.
 #[derive(Clone)]
@@ -60,53 +31,11 @@ pub struct ServerHandle {
 /// How long a handle call waits for reactors to report delivery counts.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A send's outcome from its answers: recipients on this node, nodes reached, or
-/// `ClusterUnavailable` if the cluster refused any part of it (that part reached no one).
-pub(crate) fn delivery_of(answers: &[Vec<(usize, Answer)>], message_id: uuid::Uuid) -> Result<Delivery, HandleError> {
-    let all = || answers.iter().flatten().map(|(_, a)| a);
-    if all().any(|a| matches!(a, Answer::Unknown)) {
-        return Err(HandleError::ClusterOutcomeUnknown);
-    }
-    if all().any(|a| matches!(a, Answer::Unavailable)) {
-        return Err(HandleError::ClusterUnavailable);
-    }
-    if all().any(|a| matches!(a, Answer::Duplicate)) {
-        return Ok(Delivery {
-            recipients: 0,
-            message_id,
-            nodes_reached: 0,
-            duplicate: true,
-        });
-    }
-    let nodes = all().filter_map(|a| match a {
-        Answer::Nodes(n) => Some(*n),
-        _ => None,
-    });
-    Ok(Delivery {
-        recipients: all().map(Answer::count).sum(),
-        message_id,
-        nodes_reached: nodes.max().unwrap_or(1),
-        duplicate: false,
-    })
-}
-
-/// A membership change's outcome: the user's connections over every answer (`None`: not
-/// connected anywhere).
-pub(crate) fn member_count(answers: &[(usize, Answer)]) -> Option<usize> {
-    answers
-        .iter()
-        .filter_map(|(_, a)| match a {
-            Answer::Member(n) => *n,
-            _ => None,
-        })
-        .reduce(|a, b| a + b)
-}
-
 /// How long a call may wait for reactors' replies: not at all on a reactor thread (a handler
 /// callback), since a reactor waiting for itself, or for a reactor waiting for it, would stall
 /// every connection it holds. The command is still carried out.
 fn reply_wait() -> Duration {
-    if crate::reactor::on_reactor_thread() {
+    if crate::reactor::runtime::on_reactor_thread() {
         Duration::ZERO
     } else {
         REPLY_TIMEOUT
@@ -128,16 +57,7 @@ impl ServerHandle {
 
     /// Counters summed over reactors.
     pub fn stats(&self) -> Snapshot {
-        let metrics: Vec<_> = self.rt.links.iter().map(|l| l.metrics.clone()).collect();
-        let mut snapshot = Snapshot::collect(&metrics);
-        snapshot.dead_reactors = self.dead_reactors() as u64;
-        snapshot.inbox_drops = self
-            .rt
-            .links
-            .iter()
-            .map(|l| l.inbox_drops.load(Ordering::Relaxed))
-            .sum();
-        snapshot
+        self.rt.stats()
     }
 
     /// Open WebSockets server-wide.
@@ -147,16 +67,11 @@ impl ServerHandle {
 
     /// Describes an open connection by its public id (`None` if unknown or closed).
     pub fn connection_info(&self, id: uuid::Uuid) -> Option<ConnectionInfo> {
-        let reactor = self.reactor_of(id)?;
+        let reactor = self.rt.topology.reactor_of(&id)?;
         match self.ask_wait(&Ask::Inspect { id }, &[reactor]).pop() {
             Some((_, Answer::Info(info))) => info,
             _ => None,
         }
-    }
-
-    /// The reactor a connection id names, if there is one.
-    pub(crate) fn reactor_of(&self, id: uuid::Uuid) -> Option<usize> {
-        self.rt.reactor_of(&id)
     }
 
     /// One page of open connections, in a stable order (reactor, then slot), optionally only
@@ -168,7 +83,7 @@ impl ServerHandle {
         after: Option<uuid::Uuid>,
         limit: usize,
     ) -> (Vec<ConnectionInfo>, Option<uuid::Uuid>) {
-        let asks = self.page_asks(user, after, limit);
+        let asks = self.rt.topology.page_asks(user, after, limit);
         let pages = asks
             .into_iter()
             .flat_map(|(ask, reactors)| self.ask_wait(&ask, &reactors))
@@ -180,39 +95,10 @@ impl ServerHandle {
         merge_pages(pages, limit.clamp(1, 1000))
     }
 
-    /// The asks that make up one page of connections: every reactor from the one `after`
-    /// names on is asked for a full page at once (the first from just past `after`), and the
-    /// answers are merged in order.
-    pub(crate) fn page_asks(
-        &self,
-        user: Option<&str>,
-        after: Option<uuid::Uuid>,
-        limit: usize,
-    ) -> Vec<(Ask, Vec<usize>)> {
-        let limit = limit.clamp(1, 1000);
-        // A connection id carries its slot (bytes 0-3) and reactor (byte 4) in the clear.
-        let (first, start) = after.map_or((0, 0), |id| {
-            let b = id.as_bytes();
-            (b[4] as usize, u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 1)
-        });
-        let only = user.filter(|_| self.rt.verifier.is_some()).map(|u| self.rt.home_of(u));
-        (first..self.rt.links.len())
-            .filter(|r| only.is_none_or(|h| h == *r))
-            .map(|r| {
-                let ask = Ask::List {
-                    start: if r == first { start } else { 0 },
-                    limit,
-                    user: user.map(Into::into),
-                };
-                (ask, vec![r])
-            })
-            .collect()
-    }
-
     /// Users and connections per user, over every reactor.
     pub fn census(&self) -> Census {
         let mut total = Census::default();
-        for (_, a) in self.ask_all(Ask::Census, self.all_reactors()) {
+        for (_, a) in self.ask_all(Ask::Census, self.rt.topology.all_reactors()) {
             match a {
                 Answer::Census(c) => total.merge(c),
                 Answer::Node(n) => total.merge(n.census),
@@ -220,10 +106,6 @@ impl ServerHandle {
             }
         }
         total
-    }
-
-    pub(crate) fn all_reactors(&self) -> Vec<usize> {
-        (0..self.rt.links.len()).collect()
     }
 
     /// Sends `{"type": event_type, "data": data, ...}` to every connection subscribed to
@@ -234,16 +116,13 @@ impl ServerHandle {
 
     /// The cluster engine's counters (`None`: this node runs alone).
     pub fn cluster_metrics(&self) -> Option<&ClusterMetrics> {
-        self.rt.engine.as_ref().map(|_| &*self.rt.cluster_metrics)
+        self.rt.cluster_metrics()
     }
 
     /// This node's message totals once a second over the last five minutes, oldest first (the
     /// dashboard's chart; see [`crate::metrics::RateHistory`]).
     pub fn rate_history(&self) -> Vec<crate::metrics::RateSample> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.rt.rates.samples(now)
+        self.rt.rate_history()
     }
 
     /// When this node started (Unix seconds).
@@ -253,7 +132,7 @@ impl ServerHandle {
 
     /// True if this node is a cluster member (a `--redis` engine, or one of yours).
     pub fn is_clustered(&self) -> bool {
-        self.rt.engine.is_some()
+        self.rt.topology.is_clustered()
     }
 
     /// [`publish`](Self::publish), also returning the message id.
@@ -380,29 +259,8 @@ impl ServerHandle {
     /// Delivers a message to its targets and waits for the recipient count.
     fn send(&self, o: Outgoing) -> Result<Delivery, HandleError> {
         let message_id = o.message_id;
-        let answers = self.carry_out_waiting(self.deliver_asks(&o));
+        let answers = self.carry_out_waiting(self.rt.topology.deliver_asks(&o));
         delivery_of(&answers, message_id)
-    }
-
-    /// The asks that deliver `o`: one per target, to each reactor that may hold it.
-    pub(crate) fn deliver_asks(&self, o: &Outgoing) -> Vec<(Ask, Vec<usize>)> {
-        let now = std::time::Instant::now();
-        o.targets
-            .iter()
-            .map(|t| {
-                let reactors = self.reactors_for(t);
-                let ask = crate::reactor::core::deliver_ask(
-                    &self.rt,
-                    t.clone(),
-                    o.frame.clone(),
-                    o.exclude_user.clone(),
-                    now,
-                    &reactors,
-                    o.dedupe.clone(),
-                );
-                (ask, reactors)
-            })
-            .collect()
     }
 
     /// Carries out a plan's asks by waiting for each reactor's answers (threads only; on a
@@ -455,11 +313,7 @@ impl ServerHandle {
 
     /// True while draining (and after).
     pub fn is_draining(&self) -> bool {
-        self.rt.draining.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn verifier(&self) -> Option<&Verifier> {
-        self.rt.verifier.as_ref()
+        self.rt.is_draining()
     }
 
     /// Adds a connected user to a room (no token check: this is the server's decision). Returns
@@ -479,13 +333,8 @@ impl ServerHandle {
             user: user_id.into(),
             add,
         };
-        let answers = self.ask_all(ask, vec![self.rt.home_of(user_id)]);
+        let answers = self.ask_all(ask, vec![self.rt.topology.home_of(user_id)]);
         member_count(&answers)
-    }
-
-    /// The reactor holding `user_id`'s connections.
-    pub(crate) fn home_of(&self, user_id: &str) -> usize {
-        self.rt.home_of(user_id)
     }
 
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient);
@@ -502,7 +351,7 @@ impl ServerHandle {
         frame: Bytes,
         exclude_user: Option<&str>,
     ) -> Result<usize, HandleError> {
-        let reactors = self.reactors_for(&target);
+        let reactors = self.rt.topology.reactors_for(&target);
         let ask = Ask::Deliver {
             target,
             frame,
@@ -516,18 +365,13 @@ impl ServerHandle {
 
     /// Starts the close handshake on every connection matching `target`; returns how many.
     pub fn disconnect(&self, target: Target, code: u16, reason: &str) -> usize {
-        let reactors = self.reactors_for(&target);
+        let reactors = self.rt.topology.reactors_for(&target);
         let ask = Ask::Disconnect {
             target,
             code,
             reason: reason.into(),
         };
         self.ask_all(ask, reactors).iter().map(|(_, a)| a.count()).sum()
-    }
-
-    /// The reactors that may hold connections matching `target`.
-    pub(crate) fn reactors_for(&self, target: &Target) -> Vec<usize> {
-        self.rt.reactors_for(target)
     }
 
     /// Posts `ask` to each of `reactors` and collects their answers (a reactor that stopped
@@ -545,10 +389,10 @@ impl ServerHandle {
         // A channel's asks go to its home reactor; a sequenced message is answered from there
         // by every reactor it fans out to.
         let asked: Vec<usize> = match ask {
-            Ask::Sequence { channel, .. } if post(self.rt.channel_home(channel)) => reactors.to_vec(),
+            Ask::Sequence { channel, .. } if post(self.rt.topology.channel_home(channel)) => reactors.to_vec(),
             Ask::Sequence { .. } => Vec::new(),
             Ask::ReadHistory { channel, .. } | Ask::ClearHistory { channel } => {
-                let home = self.rt.channel_home(channel);
+                let home = self.rt.topology.channel_home(channel);
                 if post(home) { vec![home] } else { Vec::new() }
             }
             _ => reactors.iter().copied().filter(|&r| post(r)).collect(),
@@ -609,6 +453,33 @@ impl ServerHandle {
 
     /// Reactors that stopped because of a panic. While any has, `/ready` answers 503.
     pub fn dead_reactors(&self) -> usize {
-        self.rt.links.iter().filter(|l| l.dead.load(Ordering::Acquire)).count()
+        self.rt.dead_reactors()
     }
+}
+
+/// For fuzz targets: the status and body the admin API gives a complete request (carrying a
+/// plan out by waiting for the reactors), or `None` if the bytes are not a complete request.
+#[cfg(feature = "testing")]
+pub fn respond_for_testing(handle: &ServerHandle, bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
+    use crate::admin::{self, Plan, Response};
+    use crate::http::upgrade::{self, Parsed};
+    let cfg = handle.config();
+    let r = match upgrade::parse(bytes, cfg.max_request_bytes, cfg.ws_path.as_deref()) {
+        Parsed::Partial => return None,
+        Parsed::Reject(r) => Response::error(r.status, r.message),
+        Parsed::Upgrade(..) => Response::error(400, "WebSocket upgrades are served on the main listener"),
+        Parsed::Plain(req) => match admin::check_head(&*handle.rt, &req) {
+            Some(r) => r,
+            None if bytes.len() < req.head_len + req.content_length => return None,
+            None => match admin::plan(
+                &*handle.rt,
+                &req,
+                &bytes[req.head_len..req.head_len + req.content_length],
+            ) {
+                Plan::Now(r) => r,
+                Plan::Later { asks, finish } => finish(handle.carry_out_waiting(asks), &*handle.rt),
+            },
+        },
+    };
+    Some((r.status, r.body))
 }

@@ -4,11 +4,10 @@
 //! engine's choice, thread spawning, reactors run on the embedder's threads, and reactor death.
 //! Does not touch: connection state (commands go through each reactor's inbox).
 
-mod handle;
+pub(crate) mod handle;
 mod handover;
 
 pub use handle::{Delivery, HandleError, ServerHandle};
-pub(crate) use handle::{delivery_of, member_count};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +24,8 @@ use crate::config::{AuthMode, Config, ConfigError};
 use crate::embed::HandlerFactory;
 use crate::limits::Admission;
 use crate::metrics::ClusterMetrics;
-use crate::reactor::{Link, Reactor, Runtime, WAKER};
+use crate::reactor::Reactor;
+use crate::reactor::runtime::{Link, Runtime, WAKER};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -186,7 +186,9 @@ impl Server {
             (None, None) => None,
             _ => return Err(ServerError::TlsPair),
         };
+        let topology = crate::topology::Topology::new(&config, links.len(), verifier.is_some(), engine.is_some());
         let rt = Arc::new(Runtime {
+            topology,
             config,
             verifier,
             admission: Admission::default(),

@@ -8,10 +8,11 @@
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::{Expect, Half, Script};
+use crate::cluster::broker::EngineHost;
+use crate::cluster::broker::{EngineError, EngineOp, HistoryAnswer};
 use crate::cluster::history::{parse_appended, parse_range};
-use crate::cluster::{EngineError, EngineOp, HistoryAnswer, wire};
+use crate::cluster::wire;
 use crate::history::Position;
-use crate::reactor::reactor_ctx::ReactorCtx;
 
 /// A history op waiting for its reply.
 pub(super) enum Pending {
@@ -43,7 +44,7 @@ impl Pending {
 }
 
 /// Answers a history op that will not run.
-pub(super) fn fail(r: &mut ReactorCtx<'_>, op: EngineOp) {
+pub(super) fn fail(r: &mut dyn EngineHost, op: EngineOp) {
     if let EngineOp::PublishHistory { id, .. } | EngineOp::HistoryRange { id, .. } | EngineOp::HistoryClear { id, .. } =
         op
     {
@@ -52,7 +53,7 @@ pub(super) fn fail(r: &mut ReactorCtx<'_>, op: EngineOp) {
 }
 
 impl Half {
-    pub(super) fn apply_history(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
+    pub(super) fn apply_history(&mut self, r: &mut dyn EngineHost, op: EngineOp) {
         if !self.is_up() {
             if matches!(op, EngineOp::PublishHistory { .. }) {
                 self.shared.metrics.publish_failures.inc();
@@ -97,7 +98,11 @@ impl Half {
                         epoch.as_bytes(),
                         exclude_user.as_deref().unwrap_or("").as_bytes(),
                         window.as_bytes(),
-                        if *name == *crate::cluster::ALL { b"1" } else { b"0" },
+                        if *name == *crate::cluster::broker::ALL {
+                            b"1"
+                        } else {
+                            b"0"
+                        },
                     ],
                 );
             }
@@ -167,7 +172,7 @@ impl Half {
     }
 
     /// The node is now subscribed to `channel`: the ops waiting for it run.
-    pub(super) fn unpark(&mut self, r: &mut ReactorCtx<'_>, channel: &[u8]) {
+    pub(super) fn unpark(&mut self, r: &mut dyn EngineHost, channel: &[u8]) {
         let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(c, _)| **c == *channel);
@@ -177,7 +182,7 @@ impl Half {
         }
     }
 
-    pub(super) fn history_reply(&mut self, r: &mut ReactorCtx<'_>, p: Pending, f: BytesFrame) {
+    pub(super) fn history_reply(&mut self, r: &mut dyn EngineHost, p: Pending, f: BytesFrame) {
         let answer = match (&p, &f) {
             (_, BytesFrame::Error(e)) => {
                 log::warn!("cluster: a history script failed: {e}");

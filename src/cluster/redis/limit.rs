@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, Expect, Half, HeldAdmission, MAX_UNSENT_RELEASES, Script};
+use crate::cluster::broker::Admission;
+use crate::cluster::broker::EngineHost;
 use crate::cluster::resp::bytes_of;
-use crate::cluster::{Admission, wire};
-use crate::reactor::reactor_ctx::ReactorCtx;
+use crate::cluster::wire;
 
 /// A user's connection list lives this long after its last change (a safety net: entries of
 /// dead incarnations are dropped by the scripts themselves).
@@ -139,7 +140,7 @@ impl Half {
 
     pub(super) fn admit(
         &mut self,
-        r: &mut ReactorCtx<'_>,
+        r: &mut dyn EngineHost,
         id: u64,
         user: &str,
         connection: uuid::Uuid,
@@ -192,7 +193,7 @@ impl Half {
     }
 
     /// The register script's reply: this node's connections to close.
-    pub(super) fn registered(&mut self, r: &mut ReactorCtx<'_>, f: BytesFrame) {
+    pub(super) fn registered(&mut self, r: &mut dyn EngineHost, f: BytesFrame) {
         match f {
             BytesFrame::Array(ids) => {
                 for id in ids.iter().filter_map(bytes_of) {

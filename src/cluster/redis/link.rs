@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use super::super::resp::Conn;
+use crate::callback::SourceId;
 use crate::config::RedisUrl;
-use crate::embed::SourceId;
 
 pub(super) struct Link {
     pub conn: Conn,

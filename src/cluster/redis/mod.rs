@@ -38,11 +38,13 @@ use std::time::{Duration, Instant};
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::resp::Tls;
-use super::{Admission, Channels, Engine, EngineError, EngineOp, ReactorEngine, wire};
+use crate::callback::{SourceId, TimerId};
+use crate::cluster::broker::EngineHost;
+use crate::cluster::broker::{Admission, Engine, EngineError, EngineOp, ReactorEngine};
+use crate::cluster::channels::Channels;
+use crate::cluster::wire;
 use crate::config::{Config, RedisUrl};
-use crate::embed::{SourceId, TimerId};
 use crate::metrics::ClusterMetrics;
-use crate::reactor::reactor_ctx::ReactorCtx;
 
 mod address;
 mod history_ops;
@@ -343,7 +345,7 @@ impl Half {
         self.send(&cmd, what);
     }
 
-    fn connect(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
+    fn connect(&mut self, r: &mut dyn EngineHost, which: SourceId) {
         let addr = *self.shared.master.lock().unwrap_or_else(|e| e.into_inner());
         let shared = self.shared.clone();
         if which == CMD {
@@ -403,7 +405,7 @@ impl Half {
 
     /// A connection broke, stalled or could not be made: answer what it had in flight by what
     /// is known, and retry later.
-    fn lost(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
+    fn lost(&mut self, r: &mut dyn EngineHost, which: SourceId) {
         if which != CMD {
             return self.sub_lost(r);
         }
@@ -491,7 +493,7 @@ impl Half {
 
     /// Drops a command connection whose oldest reply is overdue, and a subscription that did
     /// not come up, or whose probe did not come back, within the timeout.
-    fn check_deadlines(&mut self, r: &mut ReactorCtx<'_>) {
+    fn check_deadlines(&mut self, r: &mut dyn EngineHost) {
         let timeout = self.shared.timeout;
         if self.expect.front().is_some_and(|a| a.at.elapsed() >= timeout) {
             self.shared.metrics.timeouts.inc();
@@ -525,7 +527,7 @@ impl Half {
 
     /// A reconnect timer fired: connect if the backoff is over, wait out what is left of it if
     /// not, nothing if the link was made again meanwhile (a timer of an earlier backoff).
-    fn reconnect_when_due(&mut self, r: &mut ReactorCtx<'_>, which: SourceId) {
+    fn reconnect_when_due(&mut self, r: &mut dyn EngineHost, which: SourceId) {
         let (link, timer) = match which {
             CMD => (Some(&self.cmd), RECONNECT_CMD),
             _ => (self.sub.as_ref().map(|s| &s.link), RECONNECT_SUB),
@@ -537,7 +539,7 @@ impl Half {
         }
     }
 
-    fn tick(&mut self, r: &mut ReactorCtx<'_>) {
+    fn tick(&mut self, r: &mut dyn EngineHost) {
         r.set_timer(TICK, TICK_EVERY);
         // Backstop: a link whose backoff is over reconnects even if its timer was missed.
         if self.cmd.retry_due() {
@@ -607,7 +609,7 @@ impl Half {
 }
 
 impl ReactorEngine for Half {
-    fn on_start(&mut self, r: &mut ReactorCtx<'_>) {
+    fn on_start(&mut self, r: &mut dyn EngineHost) {
         self.watch_tick(r);
         self.connect(r, CMD);
         if self.sub.is_some() {
@@ -616,7 +618,7 @@ impl ReactorEngine for Half {
         r.set_timer(TICK, TICK_EVERY);
     }
 
-    fn on_source(&mut self, r: &mut ReactorCtx<'_>, source: SourceId, event: &mio::event::Event) {
+    fn on_source(&mut self, r: &mut dyn EngineHost, source: SourceId, event: &mio::event::Event) {
         let mut frames = std::mem::take(&mut self.frames);
         if source == WATCH {
             let Some(w) = self.watch.as_mut() else { return };
@@ -679,7 +681,7 @@ impl ReactorEngine for Half {
         }
     }
 
-    fn on_timer(&mut self, r: &mut ReactorCtx<'_>, timer: TimerId) {
+    fn on_timer(&mut self, r: &mut dyn EngineHost, timer: TimerId) {
         match timer {
             ADMIT_WAIT => {
                 for a in std::mem::take(&mut self.held_admissions) {
@@ -695,7 +697,7 @@ impl ReactorEngine for Half {
         }
     }
 
-    fn apply(&mut self, r: &mut ReactorCtx<'_>, op: EngineOp) {
+    fn apply(&mut self, r: &mut dyn EngineHost, op: EngineOp) {
         match op {
             EngineOp::Publish {
                 id,
@@ -755,7 +757,7 @@ impl ReactorEngine for Half {
         }
     }
 
-    fn flush(&mut self, r: &mut ReactorCtx<'_>) {
+    fn flush(&mut self, r: &mut dyn EngineHost) {
         if !self.held_admissions.is_empty() && self.is_up() {
             // After this turn's registrations went out, so they count.
             for a in std::mem::take(&mut self.held_admissions) {

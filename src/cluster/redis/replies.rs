@@ -12,9 +12,9 @@ use redis_protocol::resp2::types::BytesFrame;
 
 use super::link::is_auth_error;
 use super::{Expect, Half};
+use crate::cluster::broker::EngineHost;
+use crate::cluster::broker::{Admission, EngineError};
 use crate::cluster::resp::bytes_of;
-use crate::cluster::{Admission, EngineError};
-use crate::reactor::reactor_ctx::ReactorCtx;
 
 impl Half {
     /// Refreshes this node's liveness key. Its value names this process, so a second live
@@ -61,7 +61,7 @@ impl Half {
         }
     }
 
-    pub(super) fn on_cmd_replies(&mut self, r: &mut ReactorCtx<'_>) -> Option<String> {
+    pub(super) fn on_cmd_replies(&mut self, r: &mut dyn EngineHost) -> Option<String> {
         let mut failure = None;
         for f in std::mem::take(&mut self.frames) {
             let Some(a) = self.expect.pop_front() else {

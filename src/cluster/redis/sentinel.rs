@@ -18,8 +18,8 @@ use redis_protocol::resp2::types::BytesFrame;
 
 use super::link::Link;
 use super::{Half, WATCH};
+use crate::cluster::broker::EngineHost;
 use crate::cluster::resp::bytes_of;
-use crate::reactor::reactor_ctx::ReactorCtx;
 
 const ASK_EVERY: Duration = Duration::from_millis(500);
 
@@ -54,7 +54,7 @@ fn master_of(f: &BytesFrame) -> Option<SocketAddr> {
 
 impl Half {
     /// Every tick on reactor 0: keeps a sentinel connection and asks it for the master.
-    pub(super) fn watch_tick(&mut self, r: &mut ReactorCtx<'_>) {
+    pub(super) fn watch_tick(&mut self, r: &mut dyn EngineHost) {
         let timeout = self.shared.timeout;
         let Some(w) = self.watch.as_mut() else { return };
         if w.asked.is_some_and(|t| t.elapsed() >= timeout) {
@@ -93,7 +93,7 @@ impl Half {
     }
 
     /// The sentinel answered (or its connection broke).
-    pub(super) fn on_watch_frames(&mut self, r: &mut ReactorCtx<'_>, broken: Option<String>) {
+    pub(super) fn on_watch_frames(&mut self, r: &mut dyn EngineHost, broken: Option<String>) {
         let frames = std::mem::take(&mut self.frames);
         let Some(w) = self.watch.as_mut() else { return };
         for f in frames {
@@ -124,7 +124,7 @@ impl Half {
     }
 
     /// Drops the sentinel connection; the next one is asked after a backoff.
-    fn watch_lost(&mut self, r: &mut ReactorCtx<'_>) {
+    fn watch_lost(&mut self, r: &mut dyn EngineHost) {
         let n = self.shared.sentinels.len().max(1);
         let Some(w) = self.watch.as_mut() else { return };
         w.link.conn.close(r);
@@ -137,7 +137,7 @@ impl Half {
     }
 
     /// The backoff after a sentinel failure is over.
-    pub(super) fn watch_retry(&mut self, r: &mut ReactorCtx<'_>) {
+    pub(super) fn watch_retry(&mut self, r: &mut dyn EngineHost) {
         match self.watch.as_mut().and_then(|w| w.link.retry_left()) {
             Some(left) if left.is_zero() => {}
             Some(left) => return r.set_timer(super::RECONNECT_WATCH, left),
@@ -151,7 +151,7 @@ impl Half {
 
     /// With sentinels: when they name another master, connections made to the old one are
     /// dropped, and connections waiting for a master are made at once.
-    pub(super) fn follow_master(&mut self, r: &mut ReactorCtx<'_>) {
+    pub(super) fn follow_master(&mut self, r: &mut dyn EngineHost) {
         let moves = self.shared.master_moves.load(Ordering::Acquire);
         if moves == self.seen_moves {
             return;

@@ -13,9 +13,9 @@ use redis_protocol::resp2::types::BytesFrame;
 
 use super::Half;
 use super::link::{Link, is_auth_error};
+use crate::cluster::broker::EngineHost;
 use crate::cluster::resp::bytes_of;
 use crate::cluster::wire;
-use crate::reactor::reactor_ctx::ReactorCtx;
 
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command.
 const SUBSCRIBE_BATCH: usize = 1000;
@@ -167,7 +167,7 @@ impl Sub {
 impl Half {
     /// Frames read from the subscription connection. Returns an error reply Redis sent on it
     /// (the connection is then dropped: a subscription that refuses commands is not one).
-    pub(super) fn on_sub_frames(&mut self, r: &mut ReactorCtx<'_>) -> Option<String> {
+    pub(super) fn on_sub_frames(&mut self, r: &mut dyn EngineHost) -> Option<String> {
         let frames = std::mem::take(&mut self.frames);
         let mut failure = None;
         for f in frames {
@@ -234,7 +234,7 @@ impl Half {
 
     /// The control channels are confirmed: the node receives again. If the subscription had
     /// been lost, the reactor hears that its connections may have missed messages.
-    fn subscription_up(&mut self, r: &mut ReactorCtx<'_>) {
+    fn subscription_up(&mut self, r: &mut dyn EngineHost) {
         self.shared.sub_up.store(true, Ordering::Release);
         self.shared.reached.fetch_add(1, Ordering::AcqRel);
         let Some(sub) = self.sub.as_mut() else { return };
@@ -250,7 +250,7 @@ impl Half {
 
     /// Redis confirmed a SUBSCRIBE or UNSUBSCRIBE of `channel`: once none is outstanding, the
     /// reactor hears whether the node is subscribed to it.
-    fn confirmation(&mut self, r: &mut ReactorCtx<'_>, channel: &[u8]) {
+    fn confirmation(&mut self, r: &mut dyn EngineHost, channel: &[u8]) {
         if *channel == *self.shared.channels.all() {
             // Everyone's channel keeps history too: the hub fills what a break missed.
             r.subscription(channel, true);
@@ -273,7 +273,7 @@ impl Half {
     }
 
     /// The subscription connection failed (or was dropped as stalled).
-    pub(super) fn sub_lost(&mut self, r: &mut ReactorCtx<'_>) {
+    pub(super) fn sub_lost(&mut self, r: &mut dyn EngineHost) {
         let Some(sub) = self.sub.as_mut() else { return };
         if self.shared.sub_up.swap(false, Ordering::AcqRel) {
             log::warn!("cluster: subscription to redis lost; reconnecting");

@@ -16,8 +16,8 @@ use mio::Token;
 use super::{Core, Waiter, ticks};
 use crate::admin::{Answers, Finish};
 use crate::ask::{Answer, Ask, ReplyTo};
-use crate::embed::{Reply, Ticket};
-use crate::reactor::Command;
+use crate::callback::{Reply, Ticket};
+use crate::reactor::runtime::Command;
 
 /// Answers from other reactors are waited for this long; then the result is made from what
 /// came (a reactor that stopped never answers).
@@ -130,7 +130,7 @@ impl Core {
         }
         let home = match &ask {
             Ask::ReadHistory { channel, .. } | Ask::ClearHistory { channel } | Ask::Recover { channel, .. } => {
-                Some(self.rt.channel_home(channel))
+                Some(self.rt.topology.channel_home(channel))
             }
             _ => None,
         };

@@ -8,16 +8,15 @@
 //! protocol messages around a recovery (the application).
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::{Core, Waiter};
-use crate::ask::{Answer, Ask, ReplyTo, Target};
+use crate::ask::{Answer, Ask, ReplyTo};
 use crate::conn::Phase;
 use crate::history::{Position, Recovery};
-use crate::reactor::Command;
+use crate::reactor::runtime::Command;
 
 /// Messages a connection still has to receive from a recovery, and live ones of the same
 /// connection queued behind them, fed as its backlog drains.
@@ -50,7 +49,9 @@ pub(crate) struct PendingRecovery {
 }
 
 pub(crate) use crate::history::{RecoverItem, RecoveryOutcome};
-pub(crate) use crate::reactor::ctx::RecoveryFinish;
+/// Runs once every channel of a recovery has answered: with the connection's slot and the
+/// outcomes (the handler API wraps the embedder's callback in one of these).
+pub(crate) type RecoveryFinish = Box<dyn FnOnce(&mut Core, usize, Vec<crate::history::RecoveryOutcome>) + Send>;
 
 /// The payload of one whole unmasked (server) frame: what follows its 2-, 4- or 10-byte
 /// header, when the header's length says exactly that.
@@ -207,7 +208,7 @@ impl Core {
                 })
             });
             if !posted && let Some(to) = &reply {
-                crate::reactor::reply(&self.rt.links, r, to.clone(), Answer::Count(0));
+                crate::reactor::runtime::reply(&self.rt.links, r, to.clone(), Answer::Count(0));
             }
         }
     }
@@ -216,7 +217,7 @@ impl Core {
     /// answers for every reactor in `reactors`; `waiting` grows by that many.
     pub(super) fn send_sequence(&mut self, key: usize, i: usize, serial: u32, ask: Ask, reactors: Vec<usize>) {
         let Ask::Sequence { channel, .. } = &ask else { return };
-        let home = self.rt.channel_home(channel);
+        let home = self.rt.topology.channel_home(channel);
         // On a cluster node the hub answers twice: the cluster's word and the count here.
         let n = if self.cluster.is_some() { 2 } else { reactors.len() };
         if let Some(f) = self.in_flight_asks.get_mut(key) {
@@ -419,7 +420,7 @@ impl Core {
         let asks = items
             .iter()
             .map(|item| {
-                let home = self.rt.channel_home(&item.channel);
+                let home = self.rt.topology.channel_home(&item.channel);
                 let ask = Ask::Recover {
                     channel: item.channel.as_str().into(),
                     from: item.from.as_ref().map(|(o, e)| (*o, e.as_str().into())),
@@ -525,7 +526,7 @@ impl Core {
             .filter(|((_, join, _), _)| matches!(join, Join::Already))
             .filter_map(|((channel, _, _), o)| Some((channel.clone(), o.position.as_ref()?.offset)))
             .collect();
-        (p.finish)(&mut crate::reactor::ctx::Ctx { core: self, idx }, outcomes);
+        (p.finish)(self, idx, outcomes);
         if let Some(mut r) = self.replays.remove(&idx) {
             for (channel, through) in already {
                 r.live = r
@@ -588,44 +589,6 @@ impl Core {
         self.metrics.history_channels.set(channels as u64);
         self.metrics.history_messages.set(messages as u64);
         self.metrics.history_bytes.set(bytes as u64);
-    }
-}
-
-/// The ask that delivers a message to `target`: sequenced through its channel when the
-/// channel keeps history, else a plain delivery.
-pub(crate) fn deliver_ask(
-    rt: &crate::reactor::Runtime,
-    target: Target,
-    frame: Bytes,
-    exclude_user: Option<Box<str>>,
-    published_at: Instant,
-    reactors: &[usize],
-    dedupe: Option<Box<str>>,
-) -> Ask {
-    let history = rt.config.history_enabled();
-    let channel = match &target {
-        // On a cluster node a message to everyone is kept too (unchanged, in the stream
-        // `all`), so a node whose subscription broke can fill what it missed.
-        Target::All if history && rt.engine.is_some() => Some(crate::cluster::ALL.to_string()),
-        t => history.then(|| t.channel(&rt.config.subscribable_events)).flatten(),
-    };
-    match channel {
-        Some(channel) => Ask::Sequence {
-            channel: channel.into(),
-            target,
-            frame,
-            exclude_user,
-            published_at,
-            reactors: reactors.to_vec(),
-            dedupe,
-        },
-        None => Ask::Deliver {
-            target,
-            frame,
-            exclude_user,
-            published_at,
-            dedupe,
-        },
     }
 }
 

@@ -14,9 +14,10 @@ use tungstenite::Bytes;
 use super::Core;
 use super::asks::Owner;
 use crate::ask::{Answer, Ask, CLUSTER, NodeCensus, REMOTE, RemoteAsk, Target, merge_answers};
+use crate::cluster::channels::ChannelKind;
 use crate::cluster::wire::{self, Wire};
-use crate::cluster::{Admission, ChannelKind, Channels, EngineError, EngineOp};
-use crate::reactor::Command;
+use crate::cluster::{Admission, Channels, EngineError, EngineOp};
+use crate::reactor::runtime::Command;
 
 /// This reactor's cluster state.
 pub(crate) struct CoreCluster {
@@ -87,10 +88,10 @@ impl Core {
     pub(super) fn reactors_for_ask(&self, ask: &Ask) -> Vec<usize> {
         let rt = &self.rt;
         match ask {
-            Ask::Deliver { target, .. } | Ask::Disconnect { target, .. } => rt.reactors_for(target),
-            Ask::Membership { user, .. } => vec![rt.home_of(user)],
-            Ask::List { user: Some(u), .. } => rt.reactors_for(&Target::User(u.clone())),
-            Ask::Inspect { id } => rt.reactor_of(id).into_iter().collect(),
+            Ask::Deliver { target, .. } | Ask::Disconnect { target, .. } => rt.topology.reactors_for(target),
+            Ask::Membership { user, .. } => vec![rt.topology.home_of(user)],
+            Ask::List { user: Some(u), .. } => rt.topology.reactors_for(&Target::User(u.clone())),
+            Ask::Inspect { id } => rt.topology.reactor_of(id).into_iter().collect(),
             _ => (0..rt.links.len()).collect(),
         }
     }

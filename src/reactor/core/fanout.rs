@@ -76,12 +76,7 @@ impl Core {
 
     /// Up to `limit` open connections from slot `start` on (or, with `user`, that user's
     /// connections here), for a paged listing.
-    pub fn list_connections(
-        &self,
-        start: usize,
-        limit: usize,
-        user: Option<&str>,
-    ) -> Vec<crate::reactor::ConnectionInfo> {
+    pub fn list_connections(&self, start: usize, limit: usize, user: Option<&str>) -> Vec<crate::ask::ConnectionInfo> {
         let slots: Vec<usize> = match user {
             Some(u) => {
                 let mut v = Vec::new();
@@ -164,7 +159,7 @@ impl Core {
 
     fn answer(&mut self, waiter: Waiter, answer: Answer) {
         match waiter {
-            Waiter::Reply(to) => crate::reactor::reply(&self.rt.links, self.id, to, answer),
+            Waiter::Reply(to) => crate::reactor::runtime::reply(&self.rt.links, self.id, to, answer),
             Waiter::Local { key, ask } => self.answer_local(key, ask, answer),
         }
     }

@@ -22,7 +22,6 @@ use crate::admin::{self, Answers, Finish, Plan, Response};
 use crate::ask::Ask;
 use crate::conn::{Input, flags};
 use crate::http::upgrade::{self, Parsed};
-use crate::server::ServerHandle;
 
 /// A request must be complete this long after its first byte (trickling buys no time).
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
@@ -155,7 +154,7 @@ impl Core {
 
     /// Parses and plans every complete request in the connection's input, in order.
     fn serve_http(&mut self, idx: usize) {
-        let handle = ServerHandle::from_runtime(self.rt.clone());
+        let rt = self.rt.clone();
         let (max_head, ws_path) = (self.rt.config.max_request_bytes, self.rt.config.ws_path.clone());
         loop {
             let Some(h) = self.http.get(&idx) else { return };
@@ -223,7 +222,7 @@ impl Core {
                 }
                 Parsed::Plain(mut req) => {
                     req.admin_port = admin_port;
-                    if let Some(refusal) = admin::check_head(&handle, &req) {
+                    if let Some(refusal) = admin::check_head(&*rt, &req) {
                         // The body (if any) is never read: the connection closes after this.
                         self.owe_final(idx, refusal, Some((&req.method, &req.path)));
                         break;
@@ -244,7 +243,7 @@ impl Core {
                         break;
                     }
                     let body = &buf[req.head_len..end];
-                    let plan = catch_unwind(AssertUnwindSafe(|| admin::plan(&handle, &req, body)))
+                    let plan = catch_unwind(AssertUnwindSafe(|| admin::plan(&*rt, &req, body)))
                         .unwrap_or_else(|_| Plan::Now(internal_error()));
                     (req, plan)
                 }
@@ -366,7 +365,8 @@ impl Core {
 
     /// A plan's answers are in: its response goes to its connection (if still there).
     pub(super) fn http_plan_done(&mut self, conn: Token, seq: u64, finish: Finish, answers: Answers) {
-        let resp = catch_unwind(AssertUnwindSafe(|| finish(answers))).unwrap_or_else(|_| internal_error());
+        let rt = self.rt.clone();
+        let resp = catch_unwind(AssertUnwindSafe(|| finish(answers, &*rt))).unwrap_or_else(|_| internal_error());
         if let Some(idx) = self.live(conn).filter(|&i| self.conns[i].phase == Phase::Http) {
             self.fulfil(idx, seq, resp);
             self.pump_http(idx);
@@ -463,4 +463,15 @@ impl Core {
 fn internal_error() -> Response {
     log::error!("admin request handling panicked; answering 500");
     Response::error(500, "internal error")
+}
+
+impl Core {
+    /// Queues the 101 response as urgent bytes: nothing (a pong for a ping sent along with the
+    /// request) may overtake it, and a slow-consumer discard never drops it.
+    pub(crate) fn write_101(&mut self, idx: usize, accept: &str) {
+        let mut resp = Vec::with_capacity(160);
+        let deflate = !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx);
+        crate::http::write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER), deflate);
+        self.queue_urgent(idx, &resp);
+    }
 }

@@ -174,7 +174,7 @@ impl Core {
             &json,
         );
         self.deliver(
-            &crate::reactor::Target::User(user.into()),
+            &crate::ask::Target::User(user.into()),
             &frame.into(),
             None,
             std::time::Instant::now(),
@@ -274,12 +274,12 @@ impl Core {
         }
     }
 
-    pub fn connection_info(&self, idx: usize) -> crate::reactor::ConnectionInfo {
+    pub fn connection_info(&self, idx: usize) -> crate::ask::ConnectionInfo {
         let c = &self.conns[idx];
         let user = (c.user != NONE).then(|| self.users.get(c.user)).flatten();
         let profile = user.and_then(|u| u.extras.as_deref());
         let events = &self.rt.config.subscribable_events;
-        crate::reactor::ConnectionInfo {
+        crate::ask::ConnectionInfo {
             node_id: self.rt.config.node_id.clone(),
             connection_id: uuid::Uuid::from_bytes(self.conn_id(idx)).to_string(),
             user_id: user.map(|u| u.id.to_string()),
@@ -308,8 +308,8 @@ impl Core {
         }
     }
 
-    pub fn census(&self) -> crate::reactor::Census {
-        let mut census = crate::reactor::Census {
+    pub fn census(&self) -> crate::ask::Census {
+        let mut census = crate::ask::Census {
             histogram: vec![0],
             rooms: self.rooms.len(),
             ..Default::default()

@@ -25,16 +25,17 @@ mod hub_recovery;
 mod timers;
 
 pub(crate) use asks::ReplyKind;
-pub(crate) use channels::deliver_ask;
+pub(crate) use channels::RecoveryFinish;
 #[cfg(feature = "testing")]
 pub use channels::with_position;
 pub(crate) use fanout::Waiter;
 mod membership;
 
 use super::rooms::Rooms;
+use super::runtime::{Runtime, TICK, conn_token, split_token};
 use super::slots::SlotSet;
 use super::users::Users;
-use super::{Runtime, TICK, Target, conn_token, split_token};
+use crate::ask::Target;
 use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
 use crate::protocol::IdGen;
@@ -161,7 +162,7 @@ pub(crate) struct Core {
     /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
     groups: Vec<fanout::Group>,
     /// Handler asks answered, for the loop to hand to `on_reply`.
-    pub handler_replies: Vec<(crate::embed::Ticket, crate::embed::Reply)>,
+    pub handler_replies: Vec<(crate::callback::Ticket, crate::callback::Reply)>,
     /// Embedder timers that fired this turn, for `on_timer`.
     pub fired_timers: Vec<u32>,
     /// The cluster engine's timers that fired this turn.

@@ -13,7 +13,7 @@ use mio::Token;
 
 use super::{APP_TIMER_KEY, Core, ENGINE_TIMER_BIT, TOKEN_EXPIRED, USER_KEY};
 use crate::conn::Phase;
-use crate::reactor::TICK;
+use crate::reactor::runtime::TICK;
 use crate::reactor::users::NO_EXPIRY;
 
 impl Core {

@@ -90,3 +90,33 @@ pub mod testing {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+#[doc = include_str!("docs/protocol.md")]
+#[cfg(doctest)]
+pub struct ProtocolDoctests;
+#[doc = include_str!("docs/history.md")]
+#[cfg(doctest)]
+pub struct HistoryDoctests;
+#[doc = include_str!("docs/clients.md")]
+#[cfg(doctest)]
+pub struct ClientsDoctests;
+#[doc = include_str!("docs/admin-api.md")]
+#[cfg(doctest)]
+pub struct AdminApiDoctests;
+#[doc = include_str!("docs/configuration.md")]
+#[cfg(doctest)]
+pub struct ConfigurationDoctests;
+#[doc = include_str!("docs/tls-and-compression.md")]
+#[cfg(doctest)]
+pub struct TlsAndCompressionDoctests;
+#[doc = include_str!("docs/cluster.md")]
+#[cfg(doctest)]
+pub struct ClusterDoctests;
+#[doc = include_str!("docs/embedding.md")]
+#[cfg(doctest)]
+pub struct EmbeddingDoctests;
+#[doc = include_str!("docs/architecture.md")]
+#[cfg(doctest)]
+pub struct ArchitectureDoctests;
+#[doc = include_str!("docs/benchmarks.md")]
+#[cfg(doctest)]
+pub struct BenchmarksDoctests;

@@ -1,6 +1,6 @@
 //! Real faults under a real `redis-server`: a Redis frozen with SIGSTOP, one node's link
 //! stalled, cut or refusing commands through a TCP proxy, wrong credentials, a node killed and
-//! started again with the same id. Each test checks a promise of README's "Failure modes":
+//! started again with the same id. Each test checks a promise of src/docs/cluster.md's "Failure modes":
 //! a 200 means delivered (or recoverable), an unknown outcome says so, faults are seen, and
 //! nobody is locked out by connections that no longer exist.
 mod common;

@@ -215,18 +215,18 @@ fn the_server_serves_the_client_and_its_types() {
     assert_eq!(read_http(&mut sock).0, 404);
 }
 
-/// README's Node example, as it stands: the module fetched from the server, the example run
-/// beside it with a token, against this server.
+/// The Node example of src/docs/clients.md, as it stands: the module fetched from the server,
+/// the example run beside it with a token, against this server.
 #[test]
 fn the_readme_node_example_runs_as_written() {
     let s = start(config());
     let addr = s.local_addr();
-    let readme = std::fs::read_to_string("README.md").unwrap();
-    let block = readme
+    let page = std::fs::read_to_string("src/docs/clients.md").unwrap();
+    let block = page
         .split("<!-- node-example -->\n```js\n")
         .nth(1)
         .and_then(|rest| rest.split("\n```").next())
-        .expect("README has the Node example");
+        .expect("src/docs/clients.md has the Node example");
     let dir = std::env::temp_dir().join(format!("wsedge-node-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -234,7 +234,7 @@ fn the_readme_node_example_runs_as_written() {
         block.replace("127.0.0.1:8080", &addr.to_string()),
     )
     .unwrap();
-    // `curl -sO http://HOST/client/wsedge.js`, as README says.
+    // `curl -sO http://HOST/client/wsedge.js`, as src/docs/clients.md says.
     require("curl", "curl");
     let got = Command::new("curl")
         .current_dir(&dir)

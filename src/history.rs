@@ -276,9 +276,14 @@ impl History {
 
     /// Drops messages older than the TTL everywhere, and channels idle that long (their epoch
     /// goes with them: a later message starts a new one). Called about once a second.
+    ///
+    /// A channel with nothing kept answers "offset 0 of the current epoch", so once any
+    /// channel is forgotten the current epoch is replaced: a client holding offset 0 (or any
+    /// offset) of the old one cannot be told it missed nothing; it is told to reload.
     pub fn expire(&mut self, now_ms: u64) {
         let ttl = self.ttl_ms;
         let (bytes, messages) = (&mut self.bytes, &mut self.messages);
+        let before = self.channels.len();
         self.channels.retain(|_, ring| {
             while ring
                 .entries
@@ -289,6 +294,9 @@ impl History {
             }
             !(ring.entries.is_empty() && now_ms.saturating_sub(ring.last_ms) > ttl)
         });
+        if self.channels.len() < before {
+            self.epoch = new_epoch();
+        }
         if self.channels.capacity() > 2 * self.channels.len() + 64 {
             self.channels.shrink_to_fit();
         }
@@ -367,6 +375,12 @@ mod tests {
         assert!(matches!(h.since("c", 1, "e0", None, 300, 1500, None), Recovery::Replay(f, _) if f.len() == 1));
         h.expire(5000);
         assert_eq!(h.usage(), (0, 0, 0), "an idle channel goes, with its epoch");
+        let pos = h.position("c");
+        assert_eq!(pos.offset, 0);
+        assert_ne!(pos.epoch, "e0", "a forgotten channel is not at offset 0 of its old epoch");
+        assert!(matches!(h.since("c", 0, "e0", None, 300, 5000, None), Recovery::Lost(_)));
+        let (_, next) = h.append("c", 5000, None, frame);
+        assert_eq!((next.offset, next.epoch), (1, pos.epoch), "its next message starts the new one");
         let mut h = History::new(100, 1000, 4, "e0");
         for _ in 0..3 {
             h.append("c", 0, None, frame);

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Import cycles between the library's modules: a measure for the one-direction layering.
+"""Import cycles between the library's modules: the check that the layers import only downward.
 
 Reads every file under src/ (the library: src/main.rs, src/cli_*.rs and src/bin/ are left
 out), takes each `crate::a::b`, `super::a` and `self::a` path its code names (comments and
-in-file unit tests left out), resolves each to the module file it lands in, and prints the
-strongly connected components of that graph with more than one module: every module in one of
-them reaches every other through imports. A child using its parent counts like any other
-import (a mod.rs is either a facade its children never use, or a layer above them). Exit
-status 1 if there is any (0: the modules form layers).
-Usage: scripts/module-cycles.py [--all]   (--all also prints each module's imports)
+in-file unit tests left out; grouped imports `use super::{A, B}` and a module's own children
+named bare, `link::Link` under `mod link;`, followed too), resolves each to the module file it
+lands in, and prints the strongly connected components of that graph with more than one
+module: every module in one of them reaches every other through imports. A child using its
+parent counts like any other import (a mod.rs is either a facade its children never use, or a
+layer above them). Exit status 1 if there is any (0: the modules form layers).
+
+Usage: scripts/module-cycles.py [--all] [--why FROM TO]
+  --all       also print each module's imports
+  --why A B   print the lines of module A that import module B
 """
 import os
 import re
@@ -16,6 +20,9 @@ import sys
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 SKIP = ("main.rs", "cli_client.rs", "cli_log.rs")
+PATH_RE = re.compile(r"\b(crate|self|super(?:::super)*)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+GROUP_RE = re.compile(r"\b((?:crate|self|super(?:::super)*)(?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^{}]*)\}")
+MOD_RE = re.compile(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)\s*;", re.M)
 
 
 def module_of(rel):
@@ -37,47 +44,58 @@ def files():
                 yield rel, module_of(rel)
 
 
-def main():
+def paths_in(line, children):
+    """The (head, tail) module paths one line of code names."""
+    if children:
+        # A module's own children named bare are `self::` paths.
+        line = re.sub(r"(?<![A-Za-z0-9_:])(" + "|".join(children) + r")::", r"self::\1::", line)
+    found = PATH_RE.findall(line)
+    for prefix, items in GROUP_RE.findall(line):
+        for item in items.split(","):
+            name = item.strip().split(" ")[0]
+            if name and name != "self":
+                found += PATH_RE.findall(f"{prefix}::{name}")
+    return found
+
+
+def resolve(head, tail, mod, known):
+    segs = [s for s in tail.split("::") if s]
+    here = mod.split("::") if mod else []
+    if head == "crate":
+        base = []
+    elif head == "self":
+        base = here
+    else:
+        ups = head.count("super")
+        base = here[: len(here) - ups] if len(here) >= ups else []
+    # The longest prefix that names a module.
+    for k in range(len(segs), -1, -1):
+        cand = "::".join(base + segs[:k])
+        if cand in known:
+            return cand
+    return None
+
+
+def graph():
     mods = dict(files())
     known = set(mods.values())
-    edges = {m: set() for m in known}
-    path_re = re.compile(r"\b(crate|self|super(?:::super)*)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
-    comment_re = re.compile(r"//[^\n]*")
+    edges = {m: {} for m in known}
     for rel, mod in mods.items():
         text = open(os.path.join(SRC, rel), encoding="utf-8").read()
         # Tests inside a file do not count: they may reach anywhere.
         text = text.split("#[cfg(test)]\nmod tests")[0]
-        text = comment_re.sub("", text)
-        # A module's own children may be named bare (`use link::Link;` under `mod link;`).
-        children = re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)\s*;", text, re.M)
-        if children:
-            bare = re.compile(r"(?<![A-Za-z0-9_:])(" + "|".join(children) + r")((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
-            text += "\n" + "\n".join(f"self::{c}{t}" for c, t in bare.findall(text))
-        # Grouped imports (`use super::{Core, Waiter};`) name each item after the prefix.
-        group_re = re.compile(r"\b((?:crate|self|super(?:::super)*)(?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^{}]*)\}")
-        for prefix, items in group_re.findall(text):
-            text += "\n" + "\n".join(f"{prefix}::{i.strip().split(' ')[0]}" for i in items.split(",") if i.strip())
-        for head, tail in path_re.findall(text):
-            segs = [s for s in tail.split("::") if s]
-            if head == "crate":
-                base = []
-            elif head == "self":
-                base = mod.split("::") if mod else []
-            else:
-                ups = head.count("super")
-                here = mod.split("::") if mod else []
-                # A mod.rs is its directory's module: `super` from it leaves the directory.
-                base = here[: len(here) - ups] if len(here) >= ups else []
-            # The longest prefix that names a module.
-            target = None
-            for k in range(len(segs), -1, -1):
-                cand = "::".join(base + segs[:k])
-                if cand in known:
-                    target = cand
-                    break
-            if target and target != mod and target != "":
-                edges[mod].add(target)
-    # Tarjan's strongly connected components.
+        children = MOD_RE.findall(text)
+        for number, line in enumerate(text.split("\n"), 1):
+            code = re.sub(r"//.*", "", line)
+            for head, tail in paths_in(code, children):
+                target = resolve(head, tail, mod, known)
+                if target and target != mod and target != "":
+                    edges[mod].setdefault(target, []).append(f"src/{rel}:{number}: {code.strip()}")
+    return known, edges
+
+
+def components(edges):
+    """Tarjan's strongly connected components."""
     index, low, on, stack, sccs, counter = {}, {}, set(), [], [], [0]
     sys.setrecursionlimit(10000)
 
@@ -105,17 +123,33 @@ def main():
     for v in sorted(edges):
         if v not in index:
             visit(v)
-    cycles = [sorted(c) for c in sccs if len(c) > 1]
+    return [sorted(c) for c in sccs if len(c) > 1]
+
+
+def main():
+    known, edges = graph()
+    if "--why" in sys.argv:
+        i = sys.argv.index("--why")
+        a, b = sys.argv[i + 1], sys.argv[i + 2]
+        for line in edges.get(a, {}).get(b, []):
+            print(line)
+        return 0
     if "--all" in sys.argv:
         for m in sorted(edges):
             print(f"{m or 'crate'} -> {', '.join(sorted(edges[m])) or '-'}")
         print()
+    cycles = components(edges)
     print(f"{len(known)} modules, {sum(len(e) for e in edges.values())} imports between them")
     if not cycles:
         print("no import cycle: the modules form layers")
         return 0
     for c in sorted(cycles, key=len, reverse=True):
         print(f"cycle of {len(c)} modules: {', '.join(c)}")
+        inside = set(c)
+        for m in c:
+            for t in sorted(edges[m]):
+                if t in inside:
+                    print(f"  {m} -> {t}   ({edges[m][t][0].split(': ', 1)[0]})")
     return 1
 
 

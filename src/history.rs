@@ -377,10 +377,20 @@ mod tests {
         assert_eq!(h.usage(), (0, 0, 0), "an idle channel goes, with its epoch");
         let pos = h.position("c");
         assert_eq!(pos.offset, 0);
-        assert_ne!(pos.epoch, "e0", "a forgotten channel is not at offset 0 of its old epoch");
-        assert!(matches!(h.since("c", 0, "e0", None, 300, 5000, None), Recovery::Lost(_)));
+        assert_ne!(
+            pos.epoch, "e0",
+            "a forgotten channel is not at offset 0 of its old epoch"
+        );
+        assert!(matches!(
+            h.since("c", 0, "e0", None, 300, 5000, None),
+            Recovery::Lost(_)
+        ));
         let (_, next) = h.append("c", 5000, None, frame);
-        assert_eq!((next.offset, next.epoch), (1, pos.epoch), "its next message starts the new one");
+        assert_eq!(
+            (next.offset, next.epoch),
+            (1, pos.epoch),
+            "its next message starts the new one"
+        );
         let mut h = History::new(100, 1000, 4, "e0");
         for _ in 0..3 {
             h.append("c", 0, None, frame);

@@ -122,9 +122,9 @@ impl Topology {
         }
     }
 
-    /// The asks that deliver `o`: one per target, to each reactor that may hold it.
-    pub fn deliver_asks(&self, o: &Outgoing) -> Vec<(Ask, Vec<usize>)> {
-        let now = Instant::now();
+    /// The asks that deliver `o`, published at `now`: one per target, to each reactor that
+    /// may hold it.
+    pub fn deliver_asks(&self, o: &Outgoing, now: Instant) -> Vec<(Ask, Vec<usize>)> {
         o.targets
             .iter()
             .map(|t| {

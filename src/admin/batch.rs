@@ -41,7 +41,7 @@ pub(super) fn plan(h: &dyn AdminHost, mut body: Map<String, Value>) -> Result<Pl
         match command(h, c) {
             Ok(o) => {
                 let first = asks.len();
-                asks.extend(h.topology().deliver_asks(&o));
+                asks.extend(h.topology().deliver_asks(&o, std::time::Instant::now()));
                 parts.push(Ok((first..asks.len(), o.message_id)));
             }
             Err(e) => parts.push(Err(e)),

@@ -182,7 +182,10 @@ fn object_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> 
 /// Delivers `o` to its targets; answers with the recipients reached.
 pub(super) fn send(h: &dyn AdminHost, o: Outgoing) -> Plan {
     let id = o.message_id;
-    Plan::later(h.topology().deliver_asks(&o), move |answers| delivered(&answers, id))
+    Plan::later(
+        h.topology().deliver_asks(&o, std::time::Instant::now()),
+        move |answers| delivered(&answers, id),
+    )
 }
 
 /// Asks `reactors` once and makes the response from their answers.

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Backoff, BackoffPolicy, Client, ClientConfig, ClientError, Message, should_reconnect};
+use super::backoff::{Backoff, BackoffPolicy, should_reconnect};
+use super::connection::{Client, ClientConfig, env_secs};
+use super::error::ClientError;
+use tungstenite::Message;
 
 /// Where the session's tokens come from.
 pub enum TokenSource {
@@ -68,10 +71,10 @@ impl SessionConfig {
         {
             c.backoff.max_attempts = n;
         }
-        if let Some(d) = super::env_secs("WS_RECONNECT_BACKOFF_BASE") {
+        if let Some(d) = env_secs("WS_RECONNECT_BACKOFF_BASE") {
             c.backoff.base = d;
         }
-        if let Some(d) = super::env_secs("WS_RECONNECT_BACKOFF_MAX") {
+        if let Some(d) = env_secs("WS_RECONNECT_BACKOFF_MAX") {
             c.backoff.cap = d;
         }
         c

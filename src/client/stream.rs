@@ -11,7 +11,19 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use super::{ClientError, Roots};
+use super::error::ClientError;
+
+/// Which certificate authorities a `wss://` client trusts.
+#[derive(Debug, Clone, Default)]
+pub enum Roots {
+    /// The operating system's store (e.g. /etc/ssl/certs).
+    #[default]
+    System,
+    /// Mozilla's list, compiled in (webpki-roots): for machines without a store.
+    Bundled,
+    /// Only the certificates in this PEM text (a private CA, or a self-signed server).
+    Pem(Vec<u8>),
+}
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 

@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use thiserror::Error;
-
+mod error;
 mod jwt_key;
 mod redis_url;
+pub use error::{ConfigError, MAX_EVENT_TYPES};
 pub use redis_url::{RedisUrl, Sentinels};
 
 /// The built-in subscribable event types.
@@ -27,9 +27,6 @@ pub const DEFAULT_EVENTS: [&str; 12] = [
     "file.processing",
     "file.ready",
 ];
-
-/// Subscriptions are a bit set per connection, so at most this many event types.
-pub const MAX_EVENT_TYPES: usize = 64;
 
 /// What happens when a user opens one connection more than `max_connections_per_user`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,44 +268,6 @@ pub fn random_secret() -> String {
     let a = uuid::Uuid::new_v4().simple().to_string();
     let b = uuid::Uuid::new_v4().simple().to_string();
     a + &b
-}
-
-/// A configuration that cannot run.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("{0} must be greater than zero")]
-    Zero(&'static str),
-    #[error("workers must be between 1 and 255, got {0}")]
-    Workers(usize),
-    #[error("connection_timeout ({timeout:?}) must be longer than heartbeat_interval ({heartbeat:?})")]
-    TimeoutNotAfterHeartbeat { heartbeat: Duration, timeout: Duration },
-    #[error("at most {MAX_EVENT_TYPES} subscribable event types, got {0}")]
-    TooManyEvents(usize),
-    #[error("subscribable event types must be non-empty and unique: {0:?}")]
-    BadEvent(String),
-    #[error("ws_path must start with '/', got {0:?}")]
-    WsPath(String),
-    #[error("node_id must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
-    NodeId(String),
-    #[error("redis URL: {0}")]
-    RedisUrl(String),
-    #[error("redis_prefix must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
-    RedisPrefix(String),
-    #[error("JWT key: {0}")]
-    Key(String),
-    #[error("{name} must be between {min} and {max}, got {value}")]
-    OutOfRange {
-        name: &'static str,
-        min: u64,
-        max: u64,
-        value: u64,
-    },
-    #[error("{name} must be at most {max_secs} seconds, got {value:?}")]
-    TooLong {
-        name: &'static str,
-        max_secs: u64,
-        value: Duration,
-    },
 }
 
 /// Upper bounds that keep every derived quantity (ticks, deadlines, buffer sizes, counters)

@@ -11,7 +11,7 @@
 //!   failovers; `rediss+sentinel://` uses TLS to the sentinels and the master. The password is
 //!   the master's; sentinels are asked without one.
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Where the cluster's Redis is.
 #[derive(Clone, PartialEq, Eq)]

@@ -90,7 +90,10 @@ impl Ctx<'_> {
     /// check them with [`may_join_room`](Self::may_join_room) first.
     pub fn subscribe_with_positions(&mut self, items: Vec<crate::history::RecoverItem>, finish: RecoveryFinish) {
         let finish: crate::reactor::core::RecoveryFinish =
-            Box::new(move |core, idx, outcomes| finish(&mut Ctx { core, idx }, outcomes));
+            Box::new(move |core, idx, outcomes| match core.downcast_mut::<Core>() {
+                Some(core) => finish(&mut Ctx { core, idx }, outcomes),
+                None => log::error!("a recovery finished on something other than a reactor core"),
+            });
         self.core.recover_events(self.idx, items, finish);
     }
 
@@ -310,7 +313,7 @@ impl Ctx<'_> {
         let mut v = Vec::with_capacity(text.len() + 10);
         encode_frame(&mut v, OpCode::Data(Data::Text), text.as_bytes());
         let frame = Bytes::from(v);
-        let now = std::time::Instant::now();
+        let now = self.core.instant;
         if self.core.cluster.is_some() {
             let all: Vec<usize> = (0..self.core.rt.links.len()).collect();
             let ask = self

@@ -6,9 +6,11 @@
 //! queued output is dropped with the connection, so nothing is ever sent on the socket).
 //!
 //! Also a deterministic simulation (`sim_*`): connections on simulated streams
-//! (`transport::sim`), and loop turns run by hand with the loop's own steps, each stream read
-//! while it has bytes and written while it has output, every read and write of the reactor
-//! short, refused or reset as the stream's seed decides.
+//! (`transport::sim`), and loop turns run with the loop's own turn (`begin_turn`, readiness,
+//! `end_turn`), each stream read while it has bytes and written while it has output, every
+//! read and write of the reactor short, refused or reset as the stream's seed decides. Time is
+//! virtual: it starts when the harness is made and moves only by [`Harness::advance`], so
+//! heartbeats, timeouts, token expiry, rate windows and history TTL run deterministically.
 
 use std::io;
 use std::sync::Arc;
@@ -27,6 +29,10 @@ use crate::transport::sim::{self, SimClient};
 
 pub struct Harness<H: Handler> {
     reactor: Reactor<crate::embed::Shared<H>>,
+    /// The virtual clock: its origin, how far it has moved, and Unix time at the origin.
+    origin: Instant,
+    elapsed: std::time::Duration,
+    unix_origin_ms: u64,
     /// Simulated connections: their token and the test's end.
     sims: Vec<(mio::Token, SimClient)>,
     /// The server side of one loopback connection; every fed connection uses a duplicate.
@@ -77,8 +83,16 @@ impl<H: Handler> Harness<H> {
         let mut listener = listener;
         super::register_listeners(&poll, &mut listener, None)?;
         let handler = crate::embed::HandlerFactory::make(Arc::new(handler), 0);
+        // Virtual time starts now (tokens are checked against the system clock when they
+        // arrive, so their expiry must be measured from the same origin).
+        let (origin, unix_origin_ms) = (Instant::now(), super::runtime::unix_ms_now());
+        let mut reactor = Reactor::new(0, rt, handler, poll, (listener, None), (origin, unix_origin_ms));
+        reactor.start();
         Ok(Harness {
-            reactor: Reactor::new(0, rt, handler, poll, listener, None),
+            reactor,
+            origin,
+            elapsed: std::time::Duration::ZERO,
+            unix_origin_ms,
             sims: Vec::new(),
             socket,
             _client: client,
@@ -88,8 +102,9 @@ impl<H: Handler> Harness<H> {
     /// Feeds `chunks` to a fresh connection, each as one read, then drops the connection (and
     /// everything it queued). Timers due by now fire first, so state does not pile up.
     pub fn feed(&mut self, chunks: &[&[u8]]) -> io::Result<()> {
+        let (now, unix_ms) = self.now();
         let r = &mut self.reactor;
-        r.core.update_clock(Instant::now());
+        r.begin_turn(now, unix_ms);
         r.fire_timers();
         let sock = mio::net::TcpStream::from_std(self.socket.try_clone()?);
         let bucket = r.core.rt.per_ip.bucket(std::net::Ipv4Addr::LOCALHOST.into());
@@ -139,39 +154,40 @@ impl<H: Handler> Harness<H> {
     /// reset) is read, timers and queued work run, output is written (and written again for
     /// each stream that has some left: its writable edge).
     pub fn sim_turn(&mut self) {
+        let (now, unix_ms) = self.now();
         let r = &mut self.reactor;
-        r.core.update_clock(Instant::now());
-        let readable: Vec<mio::Token> = self
-            .sims
-            .iter()
-            .filter(|(_, c)| c.readable())
-            .map(|(t, _)| *t)
-            .collect();
-        for token in readable {
-            r.on_readable(token, false);
-        }
-        for token in std::mem::take(&mut r.read_again) {
-            r.on_readable(token, true);
-        }
+        r.begin_turn(now, unix_ms);
+        // The poll's events: every stream with bytes (or its end) is readable; every stream
+        // may have room, so each gets a writable edge (a spurious one writes nothing).
         r.drain_inbox();
-        r.fire_timers();
-        r.drain_batch();
-        r.after_callbacks();
-        r.core.flush_dirty();
-        if !r.core.reupgrades.is_empty() {
-            r.take_reupgrades();
-            r.core.flush_dirty();
+        for (token, client) in &self.sims {
+            r.on_ready(*token, client.readable(), false, true);
         }
-        if r.core.has_replays() {
-            r.core.feed_replays();
-            r.core.flush_dirty();
-        }
-        for (token, _) in &self.sims {
-            r.core.on_writable(*token);
-        }
-        r.report_writable();
-        r.report_closed();
+        r.end_turn(now);
         self.sims.retain(|(t, _)| r.core.live(*t).is_some());
+    }
+
+    /// Moves the virtual clock forward by `by`, in turns of at most one tick each (as a
+    /// reactor with timers wakes every tick), so every timer due on the way fires in order.
+    pub fn advance(&mut self, by: std::time::Duration) {
+        let target = self.elapsed + by;
+        while self.elapsed < target {
+            self.elapsed = (self.elapsed + super::runtime::TICK).min(target);
+            self.sim_turn();
+        }
+    }
+
+    /// The virtual clock: this instant and Unix milliseconds.
+    fn now(&self) -> (Instant, u64) {
+        (
+            self.origin + self.elapsed,
+            self.unix_origin_ms + self.elapsed.as_millis() as u64,
+        )
+    }
+
+    /// Virtual time since the harness was made.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.elapsed
     }
 
     /// Publishes `data` as event `event` to its subscribers (as `ServerHandle::publish` does,
@@ -182,7 +198,7 @@ impl<H: Handler> Harness<H> {
             return false;
         };
         let o = crate::outgoing::Outgoing::envelope(crate::ask::Target::Subscribers(bit), event, data);
-        for (ask, _) in r.core.rt.clone().topology.deliver_asks(&o) {
+        for (ask, _) in r.core.rt.clone().topology.deliver_asks(&o, r.core.instant) {
             r.core.carry_out(ask, None);
         }
         r.core.fan_out_groups();

@@ -95,21 +95,22 @@ pub(crate) fn register_listeners(
 }
 
 impl<H: ReactorHandler> Reactor<H> {
-    /// A reactor whose listeners are already registered on `poll`.
+    /// A reactor whose listeners are already registered on `poll`, its clock starting at
+    /// `start` (Unix time `unix_ms`).
     pub fn new(
         id: usize,
         rt: Arc<Runtime>,
         handler: H,
         poll: Poll,
-        listener: TcpListener,
-        admin_listener: Option<TcpListener>,
+        (listener, admin_listener): (TcpListener, Option<TcpListener>),
+        (start, unix_ms): (Instant, u64),
     ) -> Self {
         let engine = rt.engine.as_ref().map(|e| e.reactor_half(id));
         Reactor {
             engine,
             admitting: std::collections::HashMap::new(),
             admitting_slots: std::collections::HashSet::new(),
-            core: Core::new(id, rt),
+            core: Core::new(id, rt, start, unix_ms),
             handler,
             poll,
             listener: Some(listener),
@@ -123,7 +124,7 @@ impl<H: ReactorHandler> Reactor<H> {
             drain: Drain {
                 queue: Vec::new(),
                 total: 0,
-                started: Instant::now(),
+                started: start,
             },
         }
     }
@@ -131,88 +132,129 @@ impl<H: ReactorHandler> Reactor<H> {
     /// Runs until shutdown completes.
     pub fn run(mut self) {
         runtime::mark_reactor_thread();
-        self.core.update_clock(Instant::now());
+        self.start();
+        let mut events = Events::with_capacity(1024);
+        while self.poll_turn(&mut events, None) {}
+        self.stop();
+    }
+
+    /// Before the first turn: the engine and the handler start.
+    pub(crate) fn start(&mut self) {
         self.with_engine(|e, r| e.on_start(r));
         self.with_reactor_ctx(|h, r| h.on_start(r));
         self.after_callbacks();
-        let mut events = Events::with_capacity(1024);
-        loop {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                log::error!("reactor {}: poll failed: {e}", self.core.id);
-                break;
+    }
+
+    /// One turn on the real clock: waits for events (at most `limit`, and no longer than the
+    /// next timer), then runs the turn. False once the reactor has finished (drained, or its
+    /// poll failed).
+    pub(crate) fn poll_turn(&mut self, events: &mut Events, limit: Option<Duration>) -> bool {
+        let timeout = match (self.poll_timeout(), limit) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        };
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return true;
             }
-            let turn_start = Instant::now();
-            self.core.update_clock(turn_start);
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept_all(false),
-                    ADMIN_LISTENER => self.accept_all(true),
-                    WAKER => self.drain_inbox(),
-                    token if token.0 & (SOURCE_BIT | ENGINE_SOURCE_BIT) == SOURCE_BIT | ENGINE_SOURCE_BIT => {
-                        let source = token.0 as u32;
-                        self.with_engine(|e, r| e.on_source(r, source, event));
-                        // Deliveries from other nodes in this read go out as groups.
-                        self.core.fan_out_groups();
-                        self.finish_admissions();
-                    }
-                    token if token.0 & SOURCE_BIT != 0 => {
-                        let source = token.0 as u32;
-                        self.with_reactor_ctx(|h, r| h.on_source(r, source, event));
-                    }
-                    token => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(token, event.is_read_closed() || event.is_error());
-                        }
-                        if event.is_writable() {
-                            self.core.on_writable(token);
-                        }
-                    }
-                }
-            }
-            if self.core.has_http_resumes() {
-                let again = self.core.resume_http();
-                self.read_again.extend(again);
-            }
-            for token in std::mem::take(&mut self.read_again) {
-                self.on_readable(token, true);
-            }
-            if self.accept_paused {
-                self.accept_paused = false;
-                self.accept_all(false);
-                self.accept_all(true);
-            }
-            self.fire_timers();
-            self.drain_batch();
-            self.after_callbacks();
-            self.pump_engine();
-            self.core.flush_dirty();
-            if !self.core.reupgrades.is_empty() {
-                // Upgrades that waited for earlier answers to be written.
-                self.take_reupgrades();
-                self.core.flush_dirty();
-            }
-            if self.core.has_replays() {
-                // Recoveries continue as their connections' backlogs drain.
-                self.core.feed_replays();
-                self.core.flush_dirty();
-            }
-            self.core.observe_written();
-            self.report_writable();
-            self.report_closed();
-            self.core
-                .metrics
-                .loop_busy_us
-                .set(turn_start.elapsed().as_micros() as u64);
-            if let Some(until) = self.draining_until
-                && ((self.core.conns.is_empty() && self.drain.queue.is_empty()) || Instant::now() >= until)
-            {
-                break;
-            }
+            log::error!("reactor {}: poll failed: {e}", self.core.id);
+            return false;
         }
+        let turn_start = Instant::now();
+        self.begin_turn(turn_start, runtime::unix_ms_now());
+        for event in events.iter() {
+            self.on_poll_event(event);
+        }
+        let go_on = self.end_turn(Instant::now());
+        self.core
+            .metrics
+            .loop_busy_us
+            .set(turn_start.elapsed().as_micros() as u64);
+        go_on
+    }
+
+    /// A turn starts at `now` (Unix time `unix_ms`): the clock every decision of the turn uses.
+    pub(crate) fn begin_turn(&mut self, now: Instant, unix_ms: u64) {
+        self.core.update_clock(now, unix_ms);
+    }
+
+    fn on_poll_event(&mut self, event: &mio::event::Event) {
+        match event.token() {
+            LISTENER => self.accept_all(false),
+            ADMIN_LISTENER => self.accept_all(true),
+            WAKER => self.drain_inbox(),
+            token if token.0 & (SOURCE_BIT | ENGINE_SOURCE_BIT) == SOURCE_BIT | ENGINE_SOURCE_BIT => {
+                let source = token.0 as u32;
+                self.with_engine(|e, r| e.on_source(r, source, event));
+                // Deliveries from other nodes in this read go out as groups.
+                self.core.fan_out_groups();
+                self.finish_admissions();
+            }
+            token if token.0 & SOURCE_BIT != 0 => {
+                let source = token.0 as u32;
+                self.with_reactor_ctx(|h, r| h.on_source(r, source, event));
+            }
+            token => self.on_ready(
+                token,
+                event.is_readable() || event.is_read_closed() || event.is_error(),
+                event.is_read_closed() || event.is_error(),
+                event.is_writable(),
+            ),
+        }
+    }
+
+    /// A connection's readiness: bytes (or its end) to read, room to write.
+    pub(crate) fn on_ready(&mut self, token: Token, readable: bool, closed: bool, writable: bool) {
+        if readable {
+            self.on_readable(token, closed);
+        }
+        if writable {
+            self.core.on_writable(token);
+        }
+    }
+
+    /// The rest of a turn, after its events: paused work resumed, timers, queued work, one
+    /// flush of every dirty connection, callbacks told what closed or drained. `now`: when
+    /// the writes ended (for publish latency). False once the reactor has finished draining.
+    pub(crate) fn end_turn(&mut self, now: Instant) -> bool {
+        if self.core.has_http_resumes() {
+            let again = self.core.resume_http();
+            self.read_again.extend(again);
+        }
+        for token in std::mem::take(&mut self.read_again) {
+            self.on_readable(token, true);
+        }
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.accept_all(false);
+            self.accept_all(true);
+        }
+        self.fire_timers();
+        self.drain_batch();
+        self.after_callbacks();
+        self.pump_engine();
+        self.core.flush_dirty();
+        if !self.core.reupgrades.is_empty() {
+            // Upgrades that waited for earlier answers to be written.
+            self.take_reupgrades();
+            self.core.flush_dirty();
+        }
+        if self.core.has_replays() {
+            // Recoveries continue as their connections' backlogs drain.
+            self.core.feed_replays();
+            self.core.flush_dirty();
+        }
+        self.core.observe_written(now);
+        self.report_writable();
+        self.report_closed();
+        !self
+            .draining_until
+            .is_some_and(|until| (self.core.conns.is_empty() && self.drain.queue.is_empty()) || now >= until)
+    }
+
+    /// After the last turn: anything still asked is answered as lost, every connection is
+    /// dropped and reported closed.
+    pub(crate) fn stop(&mut self) {
         let link = &self.core.rt.links[self.core.id];
         link.stopped.store(true, Ordering::Release);
         // Answer anything still queued so no caller waits for a reply that never comes.
@@ -239,7 +281,7 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         let mut t = self.core.until_next_timer();
         if let Some(until) = self.draining_until {
-            let left = until.saturating_duration_since(Instant::now());
+            let left = until.saturating_duration_since(self.core.instant);
             t = Some(t.map_or(left, |x| x.min(left)));
         }
         t
@@ -289,7 +331,7 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         // The admin listener stays open until the reactor exits: probes keep hearing "draining"
         // and metrics keep being scraped.
-        let now = Instant::now();
+        let now = self.core.instant;
         self.draining_until = Some(now + cfg.drain_window + cfg.shutdown_timeout);
         let mut open = Vec::new();
         let all: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
@@ -315,7 +357,11 @@ impl<H: ReactorHandler> Reactor<H> {
             return;
         }
         let window = self.core.rt.config.drain_window.as_secs_f64();
-        let elapsed = self.drain.started.elapsed().as_secs_f64();
+        let elapsed = self
+            .core
+            .instant
+            .saturating_duration_since(self.drain.started)
+            .as_secs_f64();
         let due = if window <= 0.0 || elapsed >= window {
             self.drain.total
         } else {

@@ -46,6 +46,13 @@ pub(crate) fn split_token(t: Token) -> (usize, u32) {
     (t.0 & 0xFFFF_FFFF, (t.0 >> 32) as u32)
 }
 
+/// Unix milliseconds by the system clock (the loop reads it once per turn).
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Marks this thread as a reactor's (for [`on_reactor_thread`]).
 pub(crate) fn mark_reactor_thread() {
     ON_REACTOR.with(|c| c.set(true));

@@ -379,7 +379,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 return;
             }
         }
-        self.core.conns[idx].opened_at = Core::unix_now();
+        self.core.conns[idx].opened_at = (self.core.unix_now as u32).max(1);
         self.core.index_open(idx);
         self.core.arm_expiry(idx);
         let m = &self.core.metrics;

@@ -259,7 +259,7 @@ impl ServerHandle {
     /// Delivers a message to its targets and waits for the recipient count.
     fn send(&self, o: Outgoing) -> Result<Delivery, HandleError> {
         let message_id = o.message_id;
-        let answers = self.carry_out_waiting(self.rt.topology.deliver_asks(&o));
+        let answers = self.carry_out_waiting(self.rt.topology.deliver_asks(&o, std::time::Instant::now()));
         delivery_of(&answers, message_id)
     }
 

@@ -198,7 +198,7 @@ impl Server {
             draining: AtomicBool::new(false),
             engine,
             cluster_metrics,
-            started_at: crate::reactor::core::Core::unix_now().into(),
+            started_at: crate::reactor::runtime::unix_ms_now() / 1000,
             history_epoch: crate::history::History::process_epoch(),
             tls,
             rates: Default::default(),
@@ -274,7 +274,8 @@ impl<F: HandlerFactory> ReactorRunner<F> {
         let died = rt.clone();
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let handler = factory.make(index);
-            Reactor::new(index, rt, handler, poll, listener, admin).run();
+            let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
+            Reactor::new(index, rt, handler, poll, (listener, admin), clock).run();
         }));
         if ran.is_err() {
             reactor_died(&died, index);

@@ -6,7 +6,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::Shared;
+use super::state::Shared;
 use crate::cluster::resp::Tls;
 use crate::config::{Config, RedisUrl};
 

@@ -7,41 +7,12 @@
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{Expect, Half, Script};
+use super::state::{Expect, Half, Pending, Script};
 use crate::cluster::broker::EngineHost;
 use crate::cluster::broker::{EngineError, EngineOp, HistoryAnswer};
 use crate::cluster::history::{parse_appended, parse_range};
 use crate::cluster::wire;
 use crate::history::Position;
-
-/// A history op waiting for its reply.
-pub(super) enum Pending {
-    /// A publish on pub/sub channel `channel`.
-    Publish {
-        id: u64,
-        channel: Box<[u8]>,
-    },
-    Range {
-        id: u64,
-    },
-    /// A clear that started `epoch`.
-    Clear {
-        id: u64,
-        epoch: String,
-    },
-}
-
-impl Pending {
-    pub fn is_publish(&self) -> bool {
-        matches!(self, Pending::Publish { .. })
-    }
-
-    pub fn id(&self) -> u64 {
-        match self {
-            Pending::Publish { id, .. } | Pending::Range { id } | Pending::Clear { id, .. } => *id,
-        }
-    }
-}
 
 /// Answers a history op that will not run.
 pub(super) fn fail(r: &mut dyn EngineHost, op: EngineOp) {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{ADMIT_WAIT, ADMIT_WAIT_FOR, Expect, Half, HeldAdmission, MAX_UNSENT_RELEASES, Script};
+use super::state::{ADMIT_WAIT, ADMIT_WAIT_FOR, Expect, Half, HeldAdmission, MAX_UNSENT_RELEASES, Script};
 use crate::cluster::broker::Admission;
 use crate::cluster::broker::EngineHost;
 use crate::cluster::resp::bytes_of;

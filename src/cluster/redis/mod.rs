@@ -30,14 +30,10 @@
 //!   forgotten them.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use redis_protocol::resp2::types::BytesFrame;
-
-use super::resp::Tls;
 use crate::callback::{SourceId, TimerId};
 use crate::cluster::broker::EngineHost;
 use crate::cluster::broker::{Admission, Engine, EngineError, EngineOp, ReactorEngine};
@@ -52,28 +48,11 @@ mod limit;
 mod link;
 mod replies;
 mod sentinel;
+mod state;
 mod subscription;
 
 use link::Link;
-use subscription::Sub;
-
-const CMD: SourceId = 1;
-const SUB: SourceId = 2;
-/// Reactor 0's connection to a sentinel.
-const WATCH: SourceId = 3;
-const RECONNECT_CMD: TimerId = 1;
-const RECONNECT_SUB: TimerId = 2;
-/// Every reactor's check of its deadlines; reactor 0 also keeps liveness and the probe.
-const TICK: TimerId = 3;
-/// Admissions held while this reactor's own connection is being made again give up then.
-const ADMIT_WAIT: TimerId = 4;
-const ADMIT_WAIT_FOR: Duration = Duration::from_secs(1);
-const RECONNECT_WATCH: TimerId = 5;
-const TICK_EVERY: Duration = Duration::from_millis(250);
-const PROBE_EVERY: Duration = Duration::from_millis(500);
-/// Releases kept while Redis is away, at most (beyond this, the oldest are dropped and
-/// logged: their entries expire with the user's key).
-const MAX_UNSENT_RELEASES: usize = 1_000_000;
+use state::*;
 
 /// The scripts each command connection loads (`Script` indexes them).
 const SCRIPTS: [&str; 6] = [
@@ -85,66 +64,9 @@ const SCRIPTS: [&str; 6] = [
     super::history::DEDUPE_PUBLISH_SCRIPT,
 ];
 
-#[derive(Clone, Copy)]
-enum Script {
-    Admit = 0,
-    Publish = 1,
-    Range = 2,
-    Clear = 3,
-    Register = 4,
-    Dedupe = 5,
-}
-
-const ALL_SCRIPTS: [Script; 6] = [
-    Script::Admit,
-    Script::Publish,
-    Script::Range,
-    Script::Clear,
-    Script::Register,
-    Script::Dedupe,
-];
-
 /// The Redis engine of `--redis`.
 pub struct RedisEngine {
     shared: Arc<Shared>,
-}
-
-struct Shared {
-    url: RedisUrl,
-    /// The Redis of a plain URL; with sentinels, the master they named last (`None` until
-    /// one answered).
-    master: std::sync::Mutex<Option<SocketAddr>>,
-    /// Bumped when the sentinels name another master: links on the old one are dropped.
-    master_moves: AtomicU64,
-    /// The sentinels' addresses (empty without sentinels).
-    sentinels: Vec<SocketAddr>,
-    /// `rediss://`: the TLS client configuration and the name the certificate must carry.
-    tls: Option<Tls>,
-    node: String,
-    channels: Channels,
-    node_ttl: Duration,
-    timeout: Duration,
-    /// This process's incarnation: the value of its liveness key, and part of every entry it
-    /// makes in a user's connection set.
-    instance: String,
-    metrics: Arc<ClusterMetrics>,
-    /// Reactor 0's subscription connection is subscribed to the control channels.
-    sub_up: AtomicBool,
-    /// Per reactor: its command connection is connected (the node is up, and `/ready` 200,
-    /// only while every reactor can publish: any of them may take a request).
-    cmd_up: Vec<AtomicBool>,
-    /// Bumped whenever one of the node's connections gets an answer from Redis (not merely a
-    /// TCP connection: a frozen Redis or a refused password accepts those): reactors waiting
-    /// out a backoff try at once (so a node comes back whole, not one reactor at a time).
-    reached: AtomicU64,
-    /// Bumped when Redis forgot this node (its liveness key was gone): every reactor counts
-    /// its connections again.
-    reregister: AtomicU64,
-    /// Messages kept per history channel, and for how long after its last one (0: no history).
-    history_size: usize,
-    history_ttl_ms: u64,
-    /// How long an idempotency key is remembered (ms, as text for the scripts).
-    dedupe_window_ms: String,
 }
 
 impl RedisEngine {
@@ -214,7 +136,7 @@ impl Engine for RedisEngine {
             expect: VecDeque::new(),
             script_sha: Default::default(),
             sub: (reactor == 0).then(|| Sub::new(Link::new(SUB))),
-            watch: (reactor == 0 && !self.shared.sentinels.is_empty()).then(sentinel::Watch::new),
+            watch: (reactor == 0 && !self.shared.sentinels.is_empty()).then(Watch::new),
             seen_moves: 0,
             probe: None,
             probe_nonce: 0,
@@ -233,86 +155,6 @@ impl Engine for RedisEngine {
             parked: Vec::new(),
         })
     }
-}
-
-/// What a reply on the command connection answers, in order.
-enum Expect {
-    Ignore,
-    /// AUTH or SELECT: an error means the node cannot work on this connection.
-    Setup,
-    /// ROLE (with sentinels): anything but a master means the sentinels moved on.
-    Role,
-    /// The liveness SET ... GET: the value it replaced.
-    Heartbeat,
-    Publish(u64),
-    Admit(u64),
-    /// A connection counted again: the reply lists this node's connections to close.
-    Register,
-    /// A release (sent again if its reply does not come).
-    Release {
-        user: Box<str>,
-        connection: uuid::Uuid,
-    },
-    /// The probe's PUBLISH (its nonce).
-    Probe(u64),
-    ScriptLoad(Script),
-    History(history_ops::Pending),
-}
-
-/// A command waiting for its reply: what it answers, where it ends in the connection's byte
-/// stream (was it written whole?) and when it was sent (is Redis late?).
-struct Awaited {
-    what: Expect,
-    end: u64,
-    at: Instant,
-}
-
-struct Half {
-    reactor: usize,
-    shared: Arc<Shared>,
-    cmd: Link,
-    expect: VecDeque<Awaited>,
-    script_sha: [Option<bytes::Bytes>; SCRIPTS.len()],
-    sub: Option<Sub>,
-    /// Reactor 0's sentinel connection (with `redis+sentinel://`).
-    watch: Option<sentinel::Watch>,
-    seen_moves: u64,
-    /// The probe in flight: its nonce and when it was sent.
-    probe: Option<(u64, Instant)>,
-    probe_nonce: u64,
-    last_probe: Option<Instant>,
-    last_heartbeat: Option<Instant>,
-    /// Heartbeats answered since the process started (the first one finds no key of ours).
-    heartbeats: u64,
-    seen_reached: u64,
-    /// Redis answered on the current command connection (its scripts are loaded): until then
-    /// this reactor cannot publish, and the node is not up. Reset whenever the connection is
-    /// closed or made again.
-    cmd_ready: bool,
-    seen_reregister: u64,
-    /// Releases not yet taken by Redis (it was away): sent when it is back.
-    unsent_releases: VecDeque<(Box<str>, uuid::Uuid)>,
-    /// This reactor admitted connections on its own count (or a recount of them failed):
-    /// they are counted in Redis once its command connection is ready again.
-    counted_alone: bool,
-    /// The liveness heartbeat was refused once (logged loudly once).
-    heartbeat_refused: bool,
-    /// When this reactor last checked an idle command connection with PING.
-    last_cmd_ping: Option<Instant>,
-    frames: Vec<BytesFrame>,
-    /// Admissions waiting for this reactor's command connection while the node still reaches
-    /// Redis (reconnects are per reactor, each with its own backoff).
-    held_admissions: Vec<HeldAdmission>,
-    /// History ops that wait until the node is subscribed to their channel (reactor 0).
-    parked: Vec<(Box<[u8]>, EngineOp)>,
-}
-
-struct HeldAdmission {
-    id: u64,
-    user: Box<str>,
-    connection: uuid::Uuid,
-    limit: usize,
-    evict: bool,
 }
 
 impl Half {

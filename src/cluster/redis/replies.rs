@@ -11,7 +11,7 @@ use std::time::Instant;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::link::is_auth_error;
-use super::{Expect, Half};
+use super::state::{Expect, Half};
 use crate::cluster::broker::EngineHost;
 use crate::cluster::broker::{Admission, EngineError};
 use crate::cluster::resp::bytes_of;

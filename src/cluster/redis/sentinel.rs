@@ -16,33 +16,11 @@ use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::link::Link;
-use super::{Half, WATCH};
+use super::state::{CMD, Half, RECONNECT_WATCH, SUB};
 use crate::cluster::broker::EngineHost;
 use crate::cluster::resp::bytes_of;
 
 const ASK_EVERY: Duration = Duration::from_millis(500);
-
-/// Reactor 0's connection to the sentinels.
-pub(super) struct Watch {
-    pub link: Link,
-    /// The sentinel asked (index into `Shared::sentinels`).
-    next: usize,
-    /// The question in flight, and when it was sent.
-    asked: Option<Instant>,
-    last_asked: Option<Instant>,
-}
-
-impl Watch {
-    pub fn new() -> Self {
-        Watch {
-            link: Link::new(WATCH),
-            next: 0,
-            asked: None,
-            last_asked: None,
-        }
-    }
-}
 
 /// A master address from the sentinel's reply (`[ip, port]`).
 fn master_of(f: &BytesFrame) -> Option<SocketAddr> {
@@ -132,7 +110,7 @@ impl Half {
         w.next = (w.next + 1) % n;
         if !w.link.retrying {
             let delay = w.link.retry_later();
-            r.set_timer(super::RECONNECT_WATCH, delay);
+            r.set_timer(RECONNECT_WATCH, delay);
         }
     }
 
@@ -140,7 +118,7 @@ impl Half {
     pub(super) fn watch_retry(&mut self, r: &mut dyn EngineHost) {
         match self.watch.as_mut().and_then(|w| w.link.retry_left()) {
             Some(left) if left.is_zero() => {}
-            Some(left) => return r.set_timer(super::RECONNECT_WATCH, left),
+            Some(left) => return r.set_timer(RECONNECT_WATCH, left),
             None => return,
         }
         if let Some(w) = self.watch.as_mut() {
@@ -161,10 +139,10 @@ impl Half {
         if self.cmd.conn.is_open() && self.cmd.addr != master {
             self.cmd
                 .failed(self.reactor, "command", "the sentinels named another master".into());
-            self.lost(r, super::CMD);
+            self.lost(r, CMD);
         }
         if self.cmd.retrying {
-            self.connect(r, super::CMD);
+            self.connect(r, CMD);
         }
         let Some(sub) = self.sub.as_mut() else { return };
         if sub.link.conn.is_open() && sub.link.addr != master {
@@ -176,7 +154,7 @@ impl Half {
             self.sub_lost(r);
         }
         if self.sub.as_ref().is_some_and(|s| s.link.retrying) {
-            self.connect(r, super::SUB);
+            self.connect(r, SUB);
         }
     }
 }

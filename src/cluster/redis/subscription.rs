@@ -5,164 +5,15 @@
 //! arrival. Does not touch: the command connection (the probe is published there) or what a
 //! received message means (handed to the reactor with `r.received`).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::Half;
-use super::link::{Link, is_auth_error};
+use super::link::is_auth_error;
+use super::state::Half;
 use crate::cluster::broker::EngineHost;
 use crate::cluster::resp::bytes_of;
 use crate::cluster::wire;
-
-/// Channels per SUBSCRIBE / UNSUBSCRIBE command.
-const SUBSCRIBE_BATCH: usize = 1000;
-
-/// Reactor 0's subscriptions.
-pub(super) struct Sub {
-    pub link: Link,
-    /// Per channel: reactors with interest, and whether it is subscribed on the current
-    /// connection (one entry per channel: with a channel per user, this is the node's largest
-    /// cluster structure).
-    pub channels: HashMap<Box<[u8]>, Interest>,
-    /// Channels whose interest changed since the last flush.
-    pub changed: Vec<Box<[u8]>>,
-    /// The subscription was up and then lost: when it is back, the node's connections may
-    /// have missed messages.
-    pub lost_since_up: bool,
-    /// Commands sent on it whose replies have not all come: when each was sent and how many
-    /// replies it still owes (a SUBSCRIBE of n channels is answered n times). One overdue
-    /// means the subscription is stalled, even while the command connection is away.
-    pub awaiting: VecDeque<(Instant, usize)>,
-    /// When the last PING went out (it checks the connection while nothing else is sent).
-    pub last_ping: Option<Instant>,
-}
-
-#[derive(Default)]
-pub(super) struct Interest {
-    pub reactors: u32,
-    pub subscribed: bool,
-    /// SUBSCRIBE / UNSUBSCRIBE commands for the channel not yet confirmed: while any is, the
-    /// node cannot tell whether Redis has it subscribed.
-    pub unconfirmed: u16,
-}
-
-impl Interest {
-    /// Redis confirmed the subscription: every later publish on the channel reaches the node.
-    pub fn confirmed(&self) -> bool {
-        self.subscribed && self.unconfirmed == 0
-    }
-}
-
-impl Sub {
-    pub fn new(link: Link) -> Self {
-        Sub {
-            link,
-            channels: HashMap::new(),
-            changed: Vec::new(),
-            lost_since_up: false,
-            awaiting: VecDeque::new(),
-            last_ping: None,
-        }
-    }
-
-    fn sent(&mut self, replies: usize) {
-        if replies > 0 {
-            self.awaiting.push_back((Instant::now(), replies));
-        }
-    }
-
-    /// One reply of the oldest command came.
-    fn answered(&mut self) {
-        if let Some(front) = self.awaiting.front_mut() {
-            front.1 -= 1;
-            if front.1 == 0 {
-                self.awaiting.pop_front();
-            }
-        }
-    }
-
-    /// When the oldest unanswered command was sent.
-    pub fn oldest_unanswered(&self) -> Option<Instant> {
-        self.awaiting.front().map(|(at, _)| *at)
-    }
-
-    /// Checks the connection with a PING (answered `pong` in subscribed mode).
-    pub fn ping(&mut self) {
-        self.link.conn.command(&[b"PING"]);
-        self.sent(1);
-        self.last_ping = Some(Instant::now());
-    }
-
-    /// A new connection: the setup commands (`setup`), the control channels, then every
-    /// channel of interest again (on the next flush).
-    pub fn start(&mut self, setup: &[Vec<&[u8]>], control: [&[u8]; 3]) {
-        for c in setup {
-            self.link.conn.command(c);
-        }
-        self.awaiting.clear();
-        self.last_ping = None;
-        let mut cmd: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-        cmd.extend(control);
-        self.link.conn.command(&cmd);
-        self.sent(control.len());
-        self.channels.retain(|_, i| i.reactors > 0);
-        for i in self.channels.values_mut() {
-            i.subscribed = false;
-            i.unconfirmed = 0;
-        }
-        self.changed = self.channels.keys().cloned().collect();
-    }
-
-    pub fn apply_interest(&mut self, channel: Box<[u8]>, on: bool) {
-        let i = self.channels.entry(channel.clone()).or_default();
-        if on {
-            i.reactors += 1;
-        } else {
-            i.reactors = i.reactors.saturating_sub(1);
-        }
-        // While the connection is being made again, every channel is subscribed anew anyway.
-        if self.link.conn.is_open() {
-            self.changed.push(channel);
-        }
-    }
-
-    /// Sends the subscription changes of this turn as few commands.
-    pub fn reconcile(&mut self) {
-        if self.changed.is_empty() || !self.link.conn.is_open() {
-            return;
-        }
-        let mut add: Vec<Box<[u8]>> = Vec::new();
-        let mut drop: Vec<Box<[u8]>> = Vec::new();
-        for ch in std::mem::take(&mut self.changed) {
-            let Some(i) = self.channels.get_mut(&ch) else { continue };
-            let wanted = i.reactors > 0;
-            if wanted != i.subscribed {
-                i.subscribed = wanted;
-                i.unconfirmed = i.unconfirmed.saturating_add(1);
-                if wanted {
-                    add.push(ch.clone());
-                } else {
-                    drop.push(ch.clone());
-                }
-            }
-            if !wanted && i.unconfirmed == 0 {
-                self.channels.remove(&ch);
-            }
-        }
-        for (verb, list) in [(&b"SUBSCRIBE"[..], add), (&b"UNSUBSCRIBE"[..], drop)] {
-            for batch in list.chunks(SUBSCRIBE_BATCH) {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
-                args.push(verb);
-                args.extend(batch.iter().map(|c| &c[..]));
-                self.link.conn.command(&args);
-                self.sent(batch.len());
-            }
-        }
-    }
-}
 
 impl Half {
     /// Frames read from the subscription connection. Returns an error reply Redis sent on it
@@ -288,7 +139,7 @@ impl Half {
         sub.link.conn.close(r);
         if !sub.link.retrying {
             let delay = sub.link.retry_later();
-            r.set_timer(super::RECONNECT_SUB, delay);
+            r.set_timer(super::state::RECONNECT_SUB, delay);
         }
         self.update_up();
     }

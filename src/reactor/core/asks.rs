@@ -11,10 +11,10 @@
 
 use std::time::Duration;
 
-use mio::Token;
-
-use super::{Core, Waiter, ticks};
-use crate::admin::{Answers, Finish};
+use super::state::asks::{InFlight, Owner, ReplyKind, split_ticket, ticket};
+use super::state::fanout::Waiter;
+use super::{Core, ticks};
+use crate::admin::Answers;
 use crate::ask::{Answer, Ask, ReplyTo};
 use crate::callback::{Reply, Ticket};
 use crate::reactor::runtime::Command;
@@ -22,66 +22,6 @@ use crate::reactor::runtime::Command;
 /// Answers from other reactors are waited for this long; then the result is made from what
 /// came (a reactor that stopped never answers).
 const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Who asked, and so what the answers become.
-pub(crate) enum Owner {
-    /// An admin request: `finish` makes the response owed as `seq` on connection `conn`.
-    Http { conn: Token, seq: u64, finish: Finish },
-    /// A handler call: the answers become a `Reply` of this kind.
-    Handler(ReplyKind),
-    /// A thread waiting on a channel for the answers (a `ServerHandle` call in a cluster).
-    Thread(std::sync::mpsc::Sender<Answers>),
-    /// Nobody waits (a handler's fire-and-forget broadcast in a cluster).
-    Nobody,
-    /// A connection's subscriptions with recovery (see `channels`): each answer subscribes it
-    /// as it comes; the last one lets `finish` acknowledge, then the replays go out.
-    Recovery(Box<super::channels::PendingRecovery>),
-    /// A delivery of this node's own publish carried out for the hub: the sum of the counts
-    /// goes to the publisher as one answer.
-    Forward(crate::ask::ReplyTo),
-    /// Another node's request: the merged answer goes back to it (reactor `reactor`, ticket
-    /// `ticket` there).
-    Remote {
-        origin: Box<str>,
-        reactor: usize,
-        ticket: u64,
-    },
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum ReplyKind {
-    Delivered,
-    Member,
-    Census,
-}
-
-/// Asks waiting for answers.
-pub(crate) struct InFlight {
-    pub(super) owner: Option<Owner>,
-    pub(super) serial: u32,
-    pub(super) waiting: usize,
-    pub(super) answers: Answers,
-    since: u32,
-    /// Requests to the other nodes whose publish Redis has not answered yet: until it has,
-    /// nobody knows how many nodes will answer.
-    pub(super) uncounted_requests: u16,
-    /// Other nodes' answers that came before that count (the answer travels on the
-    /// subscription, the count on the command connection: either may be read first).
-    pub(super) early_answers: usize,
-}
-
-/// Ticket layout: slab key (bits 0-23), ask index (24-39), serial (40-63).
-pub(super) fn ticket(key: usize, ask: usize, serial: u32) -> u64 {
-    (key as u64 & 0xFF_FFFF) | ((ask as u64 & 0xFFFF) << 24) | (u64::from(serial & 0xFF_FFFF) << 40)
-}
-
-fn split_ticket(t: u64) -> (usize, usize, u32) {
-    (
-        (t & 0xFF_FFFF) as usize,
-        ((t >> 24) & 0xFFFF) as usize,
-        (t >> 40) as u32,
-    )
-}
 
 impl Core {
     /// Sends `asks` (each to its reactors) for `owner`; returns the ticket, or `None` if the

@@ -6,78 +6,16 @@
 //! answered, messages from other nodes delivered here, and this reactor's interest in channels.
 //! Does not touch: Redis or sockets (the engine does, fed from `ops` by the loop).
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use tungstenite::Bytes;
 
 use super::Core;
-use super::asks::Owner;
+use super::state::asks::{Owner, ticket};
+use super::state::cluster::Pending;
 use crate::ask::{Answer, Ask, CLUSTER, NodeCensus, REMOTE, RemoteAsk, Target, merge_answers};
 use crate::cluster::channels::ChannelKind;
 use crate::cluster::wire::{self, Wire};
-use crate::cluster::{Admission, Channels, EngineError, EngineOp};
+use crate::cluster::{Admission, EngineError, EngineOp};
 use crate::reactor::runtime::Command;
-
-/// This reactor's cluster state.
-pub(crate) struct CoreCluster {
-    pub channels: Channels,
-    /// Work for the engine, handed over by the loop (in order).
-    pub ops: Vec<EngineOp>,
-    next_id: u64,
-    pending: HashMap<u64, Pending>,
-    /// Cluster-wide admissions decided this turn, for the loop to finish the handshakes.
-    pub admitted: Vec<(u64, Admission)>,
-    /// Open connections admitted on this node's own count (Redis was away): when they are
-    /// counted in Redis they rank as the newest, after every connection the cluster admitted.
-    admitted_alone: std::collections::HashSet<uuid::Uuid>,
-    /// Channels with history (reactor 0 only).
-    pub hub: super::hub::Hub,
-}
-
-/// A publish waiting for the engine.
-enum Pending {
-    /// Ask `ask` of in-flight entry `key`: carried out here once the cluster has the message.
-    Deliver {
-        key: usize,
-        serial: u32,
-        index: usize,
-        ask: Ask,
-        reactors: Vec<usize>,
-    },
-    /// Ask `index` of in-flight entry `key` went to every node: each other node will answer.
-    Request { key: usize, serial: u32, index: usize },
-}
-
-impl CoreCluster {
-    pub fn new(prefix: &str, node: &str) -> Self {
-        CoreCluster {
-            channels: Channels::new(prefix, node),
-            ops: Vec::new(),
-            next_id: 0,
-            pending: HashMap::new(),
-            admitted: Vec::new(),
-            admitted_alone: Default::default(),
-            hub: Default::default(),
-        }
-    }
-
-    pub fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    /// The channel a delivery to `target` is published on (one connection: every node's).
-    fn channel_of(&self, target: &Target, events: &[String]) -> Option<Box<[u8]>> {
-        Some(match target {
-            Target::All => self.channels.all(),
-            Target::Subscribers(bit) => self.channels.event(events.get(*bit as usize)?),
-            Target::User(u) => self.channels.user(u),
-            Target::Room(r) => self.channels.room(r),
-            Target::Connection(_) => self.channels.nodes(),
-        })
-    }
-}
 
 impl Core {
     fn node(&self) -> &str {
@@ -147,7 +85,7 @@ impl Core {
                 let Some(remote) = RemoteAsk::of(other) else {
                     return Some((ask, reactors));
                 };
-                let ticket = super::asks::ticket(key, index, serial);
+                let ticket = ticket(key, index, serial);
                 let body = serde_json::to_vec(&remote).unwrap_or_default();
                 let payload = wire::request(node, me, ticket, &body);
                 (
@@ -321,7 +259,7 @@ impl Core {
                 let (Some(target), Some(name)) = (target, c.channels.history_name(channel)) else {
                     return self.malformed("a message with history on a channel that keeps none");
                 };
-                let m = super::hub::Incoming::Message {
+                let m = super::state::hub::Incoming::Message {
                     offset,
                     epoch: epoch.into(),
                     target,
@@ -335,7 +273,7 @@ impl Core {
             Some(Wire::Marker { origin, id }) => {
                 if let (true, Some(name)) = (origin == me, c.channels.history_name(channel)) {
                     let name = name.to_string();
-                    self.hub_incoming(&name, super::hub::Incoming::Marker(id));
+                    self.hub_incoming(&name, super::state::hub::Incoming::Marker(id));
                 }
             }
             Some(Wire::Probe { .. }) => {}
@@ -379,7 +317,7 @@ impl Core {
     /// Queues a delivery from another node on this node's reactors (grouped with the others of
     /// the same read: fanned out once by the loop).
     fn deliver_from_cluster(&mut self, target: Target, frame: Bytes, exclude_user: Option<Box<str>>) {
-        let now = Instant::now();
+        let now = self.instant;
         let ask = Ask::Deliver {
             target,
             frame,
@@ -532,9 +470,7 @@ impl Core {
         let mut slots = Vec::new();
         let limit = self.rt.config.max_connections_per_user;
         let evict = self.rt.config.per_user_limit_policy == crate::config::LimitPolicy::EvictOldest;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = self.unix_ms;
         self.index_open_slots(&mut slots);
         for idx in slots {
             let Some(c) = self.conns.get(idx).filter(|c| c.phase == crate::conn::Phase::Open) else {

@@ -14,31 +14,13 @@ use std::time::Instant;
 
 use tungstenite::Bytes;
 
+use super::state::fanout::{Group, Waiter};
 use super::{Core, NONE, Phase, Target};
-use crate::ask::{Answer, Ask, ReplyTo};
+use crate::ask::{Answer, Ask};
 
 /// Most bytes of frames one group collects before a new group starts.
 const GROUP_BYTES: usize = 256 * 1024;
 
-/// Who waits for a delivery's recipient count.
-pub(crate) enum Waiter {
-    Reply(ReplyTo),
-    /// Ask `ask` of this reactor's admin plan `key`.
-    Local {
-        key: usize,
-        ask: usize,
-    },
-}
-
-/// Consecutive deliveries to one target, their frames back to back.
-pub(crate) struct Group {
-    target: Target,
-    exclude_user: Option<Box<str>>,
-    frames: Vec<u8>,
-    messages: u64,
-    published_at: Instant,
-    waiters: Vec<Waiter>,
-}
 use crate::reactor::slots::SlotSet;
 
 impl Core {
@@ -240,11 +222,11 @@ impl Core {
 
     /// Records the latency of every message whose last recipient here has had it written
     /// (called after the end-of-turn flush).
-    pub fn observe_written(&mut self) {
+    /// Records the publish latency of messages fully written by `now` (the caller's clock).
+    pub fn observe_written(&mut self, now: Instant) {
         if self.in_flight.is_empty() {
             return;
         }
-        let now = Instant::now();
         let metrics = &self.metrics;
         self.in_flight.retain(|(at, frame)| {
             if frame.is_unique() {

@@ -12,11 +12,12 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::Token;
 
-use super::asks::Owner;
+use super::state::asks::Owner;
+use super::state::http::{HttpConn, Owed};
 use super::{Core, Phase, ticks};
 use crate::admin::{self, Answers, Finish, Plan, Response};
 use crate::ask::Ask;
@@ -34,40 +35,6 @@ const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 /// Plain HTTP connections a reactor keeps; past it, the longest-idle one between requests is
 /// closed to make room (idle keep-alive sockets cannot crowd out health checks).
 const HTTP_CONNECTIONS: usize = 1024;
-
-/// One HTTP connection's state (kept beside the slab, only for HTTP connections).
-pub(crate) struct HttpConn {
-    /// Tick of the first byte of the request being received (`None`: between requests).
-    request_started: Option<u32>,
-    /// When that request started, for the access log.
-    request_clock: Instant,
-    /// Responses owed, oldest first.
-    owed: VecDeque<Owed>,
-    next_seq: u64,
-    /// No further requests are read: close once what is owed is written.
-    closing: bool,
-    /// Reading is paused (too much owed or unwritten); resumed by `resume_http`.
-    paused: bool,
-    /// Requests answered, so the first request may be timed from accept.
-    served: u32,
-    /// Order of this connection's last request among the reactor's (for closing the
-    /// longest-idle one).
-    last_request: u64,
-    /// The current request's head was accepted; its body completes at this many input bytes
-    /// (no re-parsing or re-checking the token while a body arrives).
-    body_until: Option<usize>,
-}
-
-struct Owed {
-    seq: u64,
-    head_only: bool,
-    keep_alive: bool,
-    /// Serialized once known.
-    bytes: Option<Vec<u8>>,
-    method: Box<str>,
-    path: Box<str>,
-    started: Instant,
-}
 
 impl Core {
     /// Turns a connection whose first request is plain HTTP (or one accepted on the admin
@@ -92,7 +59,7 @@ impl Core {
             idx,
             HttpConn {
                 request_started: started,
-                request_clock: Instant::now(),
+                request_clock: self.instant,
                 owed: VecDeque::new(),
                 next_seq: 0,
                 closing: false,
@@ -142,7 +109,7 @@ impl Core {
             && h.request_started.is_none()
         {
             h.request_started = Some(now);
-            h.request_clock = Instant::now();
+            h.request_clock = self.instant;
         }
         self.serve_http(idx);
     }
@@ -277,7 +244,7 @@ impl Core {
                 started: h.request_clock,
             });
             h.request_started = more.then_some(now);
-            h.request_clock = Instant::now();
+            h.request_clock = self.instant;
             h.body_until = None;
             h.last_request = self.http_requests;
             self.http_requests += 1;

@@ -21,20 +21,16 @@
 //! epoch), nothing can tell what was missed: the next message carries the new epoch, which
 //! tells clients to reload.
 
-use std::collections::{HashMap, VecDeque};
-
 use tungstenite::Bytes;
 
+use super::state::hub::{Hub, Incoming, OwnPublish, Query, Track, name_hash, target_of, to_of};
 use super::{Core, Waiter};
-use crate::ask::{Answer, Ask, CLUSTER, ReplyTo, Target};
-use crate::cluster::{EngineError, EngineOp, HistoryAnswer, Range};
+use crate::ask::{Answer, Ask, CLUSTER, ReplyTo};
+use crate::cluster::{EngineError, EngineOp, HistoryAnswer};
 
 /// A node's publish whose copy did not come back through the subscription this long after
 /// Redis took it (the subscription broke meanwhile) is answered as reaching no one here.
 const ECHO_WAIT_MS: u64 = 2_000;
-/// A recovery's channel stays subscribed this long after its answer, so the connection's own
-/// interest (on its way from its reactor) arrives first and the node never unsubscribes.
-pub(super) const PHANTOM_MS: u64 = 1_000;
 /// Gaps larger than this are not filled: the connections recover instead.
 const MAX_FILL: u64 = 10_000;
 /// A channel with no message for this long keeps only its position here.
@@ -44,161 +40,6 @@ const FILL_RETRY_MS: u64 = 500;
 /// Fills failing while the node is up, at most, before the channel's connections here are
 /// told (closed 1012) rather than kept waiting.
 const MAX_FILL_ERRORS: u8 = 20;
-
-#[derive(Default)]
-pub(crate) struct Hub {
-    pub(super) next_id: u64,
-    publishes: HashMap<u64, OwnPublish>,
-    pub(super) queries: HashMap<u64, Query>,
-    /// Channels with something going on here: recent messages, held ones, recoveries.
-    pub(super) tracks: HashMap<Box<str>, Track>,
-    /// Quiet channels this node is subscribed to, compactly: where each stands here (a hash
-    /// of its name → last offset delivered, epoch), to find what a broken subscription missed.
-    quiet: HashMap<u64, (u64, u32)>,
-    /// Recovery interest to drop, with when.
-    pub(super) phantoms: Vec<(Box<[u8]>, u64)>,
-}
-
-/// This node's publish to a channel with history.
-struct OwnPublish {
-    to: Option<ReplyTo>,
-    /// Redis took it and this node is subscribed: its copy is on the way.
-    echo_at: Option<u64>,
-    /// Its copy came back and was delivered (the count is answered).
-    delivered: bool,
-}
-
-pub(super) enum Query {
-    /// Recoveries of one channel asked together.
-    Recover {
-        channel: Box<str>,
-        waiters: Vec<super::hub_recovery::RecoverWaiter>,
-        reply: Option<Result<Range, EngineError>>,
-        /// The marker came through the subscription.
-        marked: bool,
-    },
-    Fill {
-        channel: Box<str>,
-        /// Offset before which the gap ends (the first held message), if known.
-        upto: Option<u64>,
-    },
-    Read {
-        to: Option<ReplyTo>,
-    },
-    Clear {
-        to: Option<ReplyTo>,
-    },
-}
-
-/// A message (or a recovery's marker) of a channel as the subscription brought it.
-pub(crate) enum Incoming {
-    Message {
-        offset: u64,
-        epoch: Box<str>,
-        target: Target,
-        frame: Bytes,
-        exclude_user: Option<Box<str>>,
-        /// This node's publish id, if it published it.
-        own: Option<u64>,
-    },
-    Marker(u64),
-}
-
-/// This node's position in one channel.
-pub(super) struct Track {
-    pub(super) epoch: Box<str>,
-    /// Last offset delivered here (`None`: not known yet, the next message sets it).
-    pub(super) last: Option<u64>,
-    held: VecDeque<Incoming>,
-    /// A fill from the stream is in flight.
-    filling: bool,
-    /// A fill Redis could not answer (the command connection was away): asked again at this
-    /// time (ms), up to this offset. Loss is concluded only from what the stream says.
-    fill_again: Option<(u64, Option<u64>)>,
-    /// Fills that failed while the node was up (Redis answered with an error): past a bound
-    /// the channel stops waiting and its connections here are told.
-    fill_errors: u8,
-    /// A recovery's marker was reached and its reply is not in.
-    pub(super) waiting_for: Option<u64>,
-    /// The subscription broke since the last message: fill from `last` once it is back.
-    stale: bool,
-    touched_ms: u64,
-    /// The recovery query in flight.
-    pub(super) recovering: Option<u64>,
-    /// Recoveries that came meanwhile: asked together when it is answered.
-    pub(super) next_batch: Vec<super::hub_recovery::RecoverWaiter>,
-}
-
-impl Track {
-    fn new(now_ms: u64) -> Self {
-        Track {
-            epoch: "".into(),
-            last: None,
-            held: VecDeque::new(),
-            filling: false,
-            fill_again: None,
-            fill_errors: 0,
-            waiting_for: None,
-            stale: false,
-            touched_ms: now_ms,
-            recovering: None,
-            next_batch: Vec::new(),
-        }
-    }
-
-    fn blocked(&self) -> bool {
-        self.filling || self.fill_again.is_some() || self.waiting_for.is_some()
-    }
-
-    fn idle(&self) -> bool {
-        !self.blocked() && self.held.is_empty() && self.recovering.is_none() && self.next_batch.is_empty()
-    }
-}
-
-impl Hub {
-    /// Keeps where a retired track stood (a quiet channel is looked at again whenever its
-    /// subscription is confirmed anew). Epochs are 8 hex digits (made by wsedge's scripts).
-    fn keep_quiet(&mut self, name: &str, t: &Track) {
-        let epoch = u32::from_str_radix(&t.epoch, 16).ok().filter(|_| t.epoch.len() == 8);
-        if let (Some(last), Some(epoch)) = (t.last, epoch) {
-            self.quiet.insert(name_hash(name), (last, epoch));
-        }
-    }
-}
-
-fn name_hash(name: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    h.finish()
-}
-
-/// The target of a history channel name.
-fn target_of(name: &str, events: &[String]) -> Option<Target> {
-    if name == crate::cluster::ALL {
-        return Some(Target::All);
-    }
-    let (kind, rest) = name.split_once(':')?;
-    match kind {
-        "event" => events
-            .iter()
-            .position(|e| e == rest)
-            .map(|b| Target::Subscribers(b as u32)),
-        "room" => Some(Target::Room(rest.into())),
-        "user" => Some(Target::User(rest.into())),
-        _ => None,
-    }
-}
-
-fn to_of(w: Option<Waiter>, me: usize, serial: impl Fn(usize) -> u32) -> Option<ReplyTo> {
-    match w? {
-        Waiter::Reply(to) => Some(to),
-        Waiter::Local { key, ask } => Some(ReplyTo::Reactor {
-            reactor: me,
-            ticket: super::asks::ticket(key, ask, serial(key)),
-        }),
-    }
-}
 
 impl Core {
     pub(super) fn hub(&mut self) -> Option<&mut Hub> {
@@ -477,7 +318,7 @@ impl Core {
                             target,
                             frame,
                             exclude_user,
-                            published_at: std::time::Instant::now(),
+                            published_at: self.instant,
                             dedupe: None,
                         });
                     }
@@ -543,7 +384,7 @@ impl Core {
             target,
             frame,
             exclude_user,
-            published_at: std::time::Instant::now(),
+            published_at: self.instant,
             dedupe: None,
         };
         let to = own.and_then(|id| {
@@ -553,7 +394,7 @@ impl Core {
         match (own, to) {
             (Some(id), Some(to)) => {
                 let reactors = self.reactors_for_ask(&ask);
-                let _ = self.send_asks(super::asks::Owner::Forward(to), vec![(ask, reactors)]);
+                let _ = self.send_asks(super::state::asks::Owner::Forward(to), vec![(ask, reactors)]);
                 self.own_delivered(id, Some(()));
             }
             (own, _) => {

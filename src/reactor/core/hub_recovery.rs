@@ -7,53 +7,11 @@
 //! admin reads and deletes. Does not touch: the order of live messages (`hub`) or the replay
 //! to the connection (`channels`).
 
-use super::hub::{PHANTOM_MS, Query};
+use super::state::channels::frame_json;
+use super::state::hub::{PHANTOM_MS, Query, RecoverWaiter};
 use super::{Core, Waiter};
-use crate::ask::{Answer, ReplyTo};
+use crate::ask::Answer;
 use crate::cluster::{EngineError, EngineOp, HistoryAnswer, Range};
-use crate::history::Position;
-
-/// One connection's recovery (or position) of a channel.
-pub(crate) struct RecoverWaiter {
-    from: Option<(u64, Box<str>)>,
-    until: Option<u64>,
-    /// Who recovers: entries stored with `exclude_user` naming them are left out.
-    reader: Option<Box<str>>,
-    to: Option<ReplyTo>,
-}
-
-impl RecoverWaiter {
-    /// The answer from `range` (shared frames): exactly the messages after the waiter's
-    /// offset, or none at all.
-    fn answer(&self, range: &Result<Range, EngineError>, max: u64) -> Answer {
-        let Ok(r) = range else {
-            return Answer::Recovered {
-                frames: None,
-                position: Position::default(),
-            };
-        };
-        let p = &r.position;
-        let frames = self.from.as_ref().and_then(|(offset, epoch)| {
-            let offset = *offset;
-            if !crate::history::same_epoch(offset, epoch, &p.epoch) || offset > p.offset || p.offset - offset > max {
-                return None;
-            }
-            let mine = r.entries.iter().filter(|e| e.0 > offset);
-            let first = r.entries.iter().find(|e| e.0 > offset).map(|e| e.0);
-            let whole = mine.clone().count() as u64 == p.offset - offset && first.is_none_or(|f| f == offset + 1);
-            whole.then(|| {
-                mine.filter(|e| self.until.is_none_or(|u| e.0 <= u))
-                    .filter(|e| self.reader.is_none() || e.2.as_deref() != self.reader.as_deref())
-                    .map(|e| e.1.clone())
-                    .collect()
-            })
-        });
-        Answer::Recovered {
-            frames,
-            position: p.clone(),
-        }
-    }
-}
 
 impl Core {
     /// `Ask::Recover` on a cluster node: joins the channel's next batch (see the module).
@@ -180,11 +138,7 @@ impl Core {
             Query::Read { to } => {
                 let answer = match result {
                     Ok(HistoryAnswer::Range(r)) => Answer::History {
-                        messages: r
-                            .entries
-                            .iter()
-                            .map(|(_, f, _)| super::channels::frame_json(f))
-                            .collect(),
+                        messages: r.entries.iter().map(|(_, f, _)| frame_json(f)).collect(),
                         position: r.position,
                     },
                     _ => Answer::Unavailable,

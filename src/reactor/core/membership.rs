@@ -177,7 +177,7 @@ impl Core {
             &crate::ask::Target::User(user.into()),
             &frame.into(),
             None,
-            std::time::Instant::now(),
+            self.instant,
         );
     }
 

@@ -7,7 +7,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use slab::Slab;
@@ -22,13 +22,14 @@ mod fanout;
 mod http;
 mod hub;
 mod hub_recovery;
+pub(crate) mod state;
 mod timers;
 
-pub(crate) use asks::ReplyKind;
-pub(crate) use channels::RecoveryFinish;
+pub(crate) use state::asks::ReplyKind;
+pub(crate) use state::channels::RecoveryFinish;
 #[cfg(feature = "testing")]
-pub use channels::with_position;
-pub(crate) use fanout::Waiter;
+pub use state::channels::with_position;
+pub(crate) use state::fanout::Waiter;
 mod membership;
 
 use super::rooms::Rooms;
@@ -44,10 +45,6 @@ use crate::ws::encode_close;
 
 /// Close reason (with code 1008) when the user's token expires.
 pub(crate) const TOKEN_EXPIRED: &str = "token expired";
-
-fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// Timer keys with this bit name a user entry (cleanup of a cooled-down rate window), not a
 /// connection.
@@ -103,6 +100,11 @@ pub(crate) struct Core {
     id_key: std::hash::RandomState,
     next_generation: u32,
     start: Instant,
+    /// This turn's instant, as the caller gave it (the loop reads the clock once per turn;
+    /// the simulation passes a virtual one). Nothing in the core reads a clock itself.
+    pub instant: Instant,
+    /// Unix milliseconds at the start of this turn, as the caller gave it.
+    pub unix_ms: u64,
     /// Current tick (TICK units since `start`).
     pub now: u32,
     /// Milliseconds since `start`, for rate windows.
@@ -147,10 +149,10 @@ pub(crate) struct Core {
     /// and this reactor's copy of the frame (see `deliver`).
     in_flight: Vec<(Instant, Bytes)>,
     /// HTTP connections' state, by slab index (see `http`).
-    http: std::collections::HashMap<usize, http::HttpConn>,
+    http: std::collections::HashMap<usize, state::http::HttpConn>,
     /// Admin plans waiting for other reactors' answers, and the serial that keeps a late
     /// answer from reaching a reused entry.
-    in_flight_asks: Slab<asks::InFlight>,
+    in_flight_asks: Slab<state::asks::InFlight>,
     ask_serial: u32,
     /// Paused HTTP connections to serve and read again.
     http_resume: Vec<Token>,
@@ -160,7 +162,7 @@ pub(crate) struct Core {
     /// the reactor runs them through the handshake (`Reactor::take_reupgrades`).
     pub reupgrades: Vec<(usize, u32, Vec<u8>)>,
     /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
-    groups: Vec<fanout::Group>,
+    groups: Vec<state::fanout::Group>,
     /// Handler asks answered, for the loop to hand to `on_reply`.
     pub handler_replies: Vec<(crate::callback::Ticket, crate::callback::Reply)>,
     /// Embedder timers that fired this turn, for `on_timer`.
@@ -168,11 +170,11 @@ pub(crate) struct Core {
     /// The cluster engine's timers that fired this turn.
     pub fired_engine_timers: Vec<u32>,
     /// The cluster side of this reactor (`None`: the node runs alone).
-    pub cluster: Option<Box<cluster::CoreCluster>>,
+    pub cluster: Option<Box<state::cluster::CoreCluster>>,
     /// History of the channels homed here, recoveries being fed, and when history was last
     /// swept (see `channels`).
     pub history: crate::history::History,
-    replays: std::collections::HashMap<usize, channels::Replay>,
+    replays: std::collections::HashMap<usize, state::channels::Replay>,
     history_swept_ms: u64,
     /// Recoveries asked for in upgrade requests, until the connection opens; and the outcome
     /// of the one being opened, for the handler's greeting.
@@ -185,7 +187,8 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub fn new(id: usize, rt: Arc<Runtime>) -> Self {
+    /// A core whose clock starts at `start` (tick 0), Unix time `unix_ms`.
+    pub fn new(id: usize, rt: Arc<Runtime>, start: Instant, unix_ms: u64) -> Self {
         let c = &rt.config;
         let ticks = Ticks {
             heartbeat: ticks(c.heartbeat_interval),
@@ -203,7 +206,7 @@ impl Core {
         let cluster = rt
             .engine
             .as_ref()
-            .map(|_| Box::new(cluster::CoreCluster::new(&c.redis_prefix, &c.node_id)));
+            .map(|_| Box::new(state::cluster::CoreCluster::new(&c.redis_prefix, &c.node_id)));
         Core {
             id,
             metrics: rt.links[id].metrics.clone(),
@@ -218,10 +221,12 @@ impl Core {
             ids: IdGen::from_os(),
             id_key: std::hash::RandomState::new(),
             next_generation: 1,
-            start: Instant::now(),
+            start,
+            instant: start,
+            unix_ms,
             now: 0,
             now_ms: 0,
-            unix_now: unix_secs(),
+            unix_now: unix_ms / 1000,
             ticks,
             queued: 0,
             closed: Vec::new(),
@@ -258,35 +263,6 @@ impl Core {
             writable_watch: std::collections::HashSet::new(),
             writable_again: Vec::new(),
         }
-    }
-
-    pub fn update_clock(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.start);
-        self.now_ms = elapsed.as_millis() as u64;
-        let now = (self.now_ms / TICK.as_millis() as u64) as u32;
-        if now / 10 != self.now / 10 {
-            self.pool.trim();
-        }
-        self.now = now;
-        let unix = unix_secs();
-        if unix != self.unix_now {
-            // A new second: the node's rate sample, before this turn's work (one reactor takes it).
-            self.rt.rates.sample(unix, self.rt.links.iter().map(|l| &*l.metrics));
-        }
-        self.unix_now = unix;
-    }
-
-    /// Time until the next timer could be due (`None`: no timers at all).
-    pub fn until_next_timer(&self) -> Option<Duration> {
-        (!self.wheel.is_empty()).then_some(TICK)
-    }
-
-    pub fn advance_wheel(&mut self, fired: &mut Vec<u64>) {
-        self.wheel.advance(self.now as u64, fired);
-    }
-
-    fn schedule(&mut self, idx: usize, generation: u32, at: u32) {
-        self.wheel.schedule(conn_token(idx, generation).0 as u64, at as u64);
     }
 
     /// The connection at `token`, if it is still the same connection.
@@ -656,7 +632,7 @@ impl Core {
                 "connection closed: id={} user={} code={code} duration={}s messages={}",
                 uuid::Uuid::from_bytes(id),
                 user.as_deref().unwrap_or("-"),
-                Self::unix_now().saturating_sub(c.opened_at),
+                (self.unix_now as u32).saturating_sub(c.opened_at),
                 c.messages
             );
             self.closed.push(ClosedRecord {
@@ -789,12 +765,5 @@ impl Core {
                 self.drop_conn(idx, 1000);
             }
         }
-    }
-
-    /// Unix seconds, for `opened_at`.
-    pub fn unix_now() -> u32 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs().max(1) as u32)
     }
 }

@@ -7,16 +7,45 @@
 //! for the loop).
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
 use super::{APP_TIMER_KEY, Core, ENGINE_TIMER_BIT, TOKEN_EXPIRED, USER_KEY};
 use crate::conn::Phase;
-use crate::reactor::runtime::TICK;
+use crate::reactor::runtime::{TICK, conn_token};
 use crate::reactor::users::NO_EXPIRY;
 
 impl Core {
+    /// Starts a turn at `now`, Unix time `unix_ms` (the caller's clock: real or virtual).
+    pub fn update_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.instant = now;
+        self.unix_ms = unix_ms;
+        let elapsed = now.saturating_duration_since(self.start);
+        self.now_ms = elapsed.as_millis() as u64;
+        let now = (self.now_ms / TICK.as_millis() as u64) as u32;
+        if now / 10 != self.now / 10 {
+            self.pool.trim();
+        }
+        self.now = now;
+        let unix = unix_ms / 1000;
+        if unix != self.unix_now {
+            // A new second: the node's rate sample, before this turn's work (one reactor takes it).
+            self.rt.rates.sample(unix, self.rt.links.iter().map(|l| &*l.metrics));
+        }
+        self.unix_now = unix;
+    }
+    /// Time until the next timer could be due (`None`: no timers at all).
+    pub fn until_next_timer(&self) -> Option<Duration> {
+        (!self.wheel.is_empty()).then_some(TICK)
+    }
+    pub fn advance_wheel(&mut self, fired: &mut Vec<u64>) {
+        self.wheel.advance(self.now as u64, fired);
+    }
+    pub(super) fn schedule(&mut self, idx: usize, generation: u32, at: u32) {
+        self.wheel.schedule(conn_token(idx, generation).0 as u64, at as u64);
+    }
+
     /// A timer fired for `key`; acts if the connection's real deadline has come, else re-arms.
     pub fn on_timer(&mut self, key: u64) {
         if key & APP_TIMER_KEY == APP_TIMER_KEY {

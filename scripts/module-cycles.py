@@ -10,8 +10,9 @@ module: every module in one of them reaches every other through imports. A child
 parent counts like any other import (a mod.rs is either a facade its children never use, or a
 layer above them). Exit status 1 if there is any (0: the modules form layers).
 
-Usage: scripts/module-cycles.py [--all] [--why FROM TO]
+Usage: scripts/module-cycles.py [--all] [--layers] [--why FROM TO]
   --all       also print each module's imports
+  --layers    print the modules by layer (0: imports no other module; n: imports one of n-1)
   --why A B   print the lines of module A that import module B
 """
 import os
@@ -139,6 +140,19 @@ def main():
             print(f"{m or 'crate'} -> {', '.join(sorted(edges[m])) or '-'}")
         print()
     cycles = components(edges)
+    if "--layers" in sys.argv and not cycles:
+        depth = {}
+
+        def level(m):
+            if m not in depth:
+                depth[m] = 1 + max((level(t) for t in edges[m]), default=-1)
+            return depth[m]
+
+        for m in edges:
+            level(m)
+        for d in range(max(depth.values()) + 1):
+            print(f"layer {d}: {', '.join(sorted(m or 'crate' for m in depth if depth[m] == d))}")
+        print()
     print(f"{len(known)} modules, {sum(len(e) for e in edges.values())} imports between them")
     if not cycles:
         print("no import cycle: the modules form layers")

@@ -99,7 +99,7 @@ impl Topology {
         let channel = match &target {
             // On a cluster node a message to everyone is kept too (unchanged, in the stream
             // `all`), so a node whose subscription broke can fill what it missed.
-            Target::All if self.history && self.clustered => Some(crate::cluster::ALL.to_string()),
+            Target::All if self.history && self.clustered => Some(crate::cluster::broker::ALL.to_string()),
             t => self.history.then(|| t.channel(&self.events)).flatten(),
         };
         match channel {

@@ -293,7 +293,7 @@ impl Ctx<'_> {
 
     /// The event-type bit set (bit i = `config().subscribable_events[i]`).
     pub fn subscriptions(&self) -> u64 {
-        self.core.conns[self.idx].subscriptions
+        self.core.subscriptions_of(self.idx)
     }
 
     pub fn set_subscriptions(&mut self, bits: u64) {

@@ -53,7 +53,7 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     draining_until: Option<Instant>,
     drain: Drain,
     /// This reactor's half of the cluster engine.
-    engine: Option<Box<dyn crate::cluster::ReactorEngine>>,
+    engine: Option<Box<dyn crate::cluster::broker::ReactorEngine>>,
     /// Handshakes waiting for the cluster's per-user limit, by admission id.
     admitting: std::collections::HashMap<u64, Box<Admitting>>,
     /// Their slots (their bytes stay unread until the verdict).
@@ -445,7 +445,10 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// Runs a cluster engine callback; a panic is contained, counted and logged (the engine
     /// half stays: its state is whatever the panic left).
-    fn with_engine(&mut self, f: impl FnOnce(&mut dyn crate::cluster::ReactorEngine, &mut engine_ctx::EngineCtx<'_>)) {
+    fn with_engine(
+        &mut self,
+        f: impl FnOnce(&mut dyn crate::cluster::broker::ReactorEngine, &mut engine_ctx::EngineCtx<'_>),
+    ) {
         let Some(mut engine) = self.engine.take() else { return };
         let core = &mut self.core;
         let registry = self.poll.registry();

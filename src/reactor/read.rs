@@ -161,7 +161,7 @@ impl<H: ReactorHandler> Reactor<H> {
     pub(super) fn on_frame_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
         let max = self.core.rt.config.max_message_size;
         let deflate = !self.core.deflate_slots.is_empty() && self.core.deflate_slots.contains(idx);
-        let mut boxed = self.core.conns[idx].input.take();
+        let mut boxed = self.core.take_input(idx);
         let mut local = Input::default();
         let keep = {
             let inp = boxed.as_deref_mut().unwrap_or(&mut local);
@@ -220,14 +220,12 @@ impl<H: ReactorHandler> Reactor<H> {
             }
             !(pending.is_empty() && decoder.is_idle())
         };
-        let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) else {
+        if self.core.conns.get(idx).is_none_or(|c| c.generation != generation) {
             return;
-        };
-        c.input = if keep {
-            Some(boxed.unwrap_or_else(|| Box::new(local)))
-        } else {
-            None
-        };
+        }
+        if keep {
+            self.core.set_input(idx, Some(boxed.unwrap_or_else(|| Box::new(local))));
+        }
     }
 
     /// A whole compressed message: inflated with the reactor's decompressor (at most
@@ -324,7 +322,7 @@ impl<H: ReactorHandler> Reactor<H> {
     /// follows), so input is discarded while the close frame is written and the socket
     /// half-closed; the connection is dropped at EOF or the close timeout.
     fn close_discarding(&mut self, idx: usize, code: u16, reason: &str) {
-        self.core.conns[idx].input = None;
+        self.core.set_input(idx, None);
         self.core.close_with(idx, code, reason);
         self.core.conns[idx].phase = Phase::Discarding;
     }

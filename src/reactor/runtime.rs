@@ -227,7 +227,7 @@ pub(crate) struct Runtime {
     /// Set when draining starts (`/ready` answers 503).
     pub draining: AtomicBool,
     /// The cluster engine (`None`: this node runs alone).
-    pub engine: Option<Arc<dyn crate::cluster::Engine>>,
+    pub engine: Option<Arc<dyn crate::cluster::broker::Engine>>,
     pub cluster_metrics: Arc<crate::metrics::ClusterMetrics>,
     /// Unix seconds.
     pub started_at: u64,

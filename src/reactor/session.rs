@@ -10,7 +10,7 @@ use mio::Interest;
 use super::runtime::{Command, Handover};
 use super::{Admitting, Reactor};
 use crate::auth::Claims;
-use crate::cluster::Admission;
+use crate::cluster::broker::Admission;
 use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
 use crate::embed::ReactorHandler;
@@ -105,7 +105,7 @@ impl<H: ReactorHandler> Reactor<H> {
     pub(super) fn on_handshake_bytes(&mut self, idx: usize, data: &[u8]) {
         let cfg = &self.core.rt.config;
         let (max, ws_path) = (cfg.max_request_bytes, cfg.ws_path.clone());
-        let mut input = self.core.conns[idx].input.take();
+        let mut input = self.core.take_input(idx);
         let buf: &[u8] = match input.as_mut() {
             Some(inp) => {
                 inp.pending.extend_from_slice(data);
@@ -122,7 +122,7 @@ impl<H: ReactorHandler> Reactor<H> {
                     })
                 });
                 inp.pending.shrink_to_fit();
-                self.core.conns[idx].input = Some(inp);
+                self.core.set_input(idx, Some(inp));
             }
             Parsed::Reject(r) => {
                 self.core.metrics.refused_with(r.status);

@@ -59,10 +59,8 @@ impl std::ops::Deref for UserId {
 
 pub struct User {
     pub id: UserId,
-    /// Oldest connection (evicted first), or NONE.
+    /// Oldest connection (evicted first), or NONE; the newest is the end of its list.
     pub head: u32,
-    /// Newest connection, or NONE.
-    pub tail: u32,
     pub count: u32,
     /// Latest `exp` (Unix seconds) among the tokens this user presented here; `NO_EXPIRY` for
     /// a token without one. Only ever moves later, so lazily re-armed timers stay correct.
@@ -82,6 +80,15 @@ pub struct Users {
 }
 
 impl Users {
+    /// A table with room for `n` users before it grows.
+    pub fn with_capacity(n: usize) -> Self {
+        Users {
+            index: HashTable::with_capacity(n),
+            entries: Slab::with_capacity(n),
+            hasher: RandomState::new(),
+        }
+    }
+
     pub fn find(&self, id: &str) -> Option<u32> {
         let h = self.hasher.hash_one(id);
         self.index.find(h, |&i| &*self.entries[i as usize].id == id).copied()
@@ -95,7 +102,6 @@ impl Users {
         let i = self.entries.insert(User {
             id: UserId::new(id),
             head: NONE,
-            tail: NONE,
             count: 0,
             expires_at: 0,
             rate: SlidingWindow::default(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::engine::{Driver, Engine, Target};
-use crate::proc_stats::{cpu_us, memory, open_files};
+use crate::proc_stats::{anon_memory, cpu_us, memory, open_files};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -123,6 +123,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let target = Target::at(&a.url, tokens, a.per_user.max(1), a.sources)?;
     let mut e = Engine::new(target).map_err(|err| err.to_string())?;
     let (rss_before, _) = memory(a.pid)?;
+    let anon_before = anon_memory(a.pid)?;
     let cpu_before = cpu_us(Some(a.pid));
     let fds_before = open_files(a.pid);
 
@@ -161,6 +162,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let idle_cpu_percent =
         (cpu_us(Some(a.pid)) - idle_cpu_before) as f64 / idle_start.elapsed().as_micros() as f64 * 100.0;
     let (rss_idle, hwm) = memory(a.pid)?;
+    let anon_idle = anon_memory(a.pid)?;
     let server_cpu_us = cpu_us(Some(a.pid)) - cpu_before;
     let fds = open_files(a.pid);
 
@@ -178,6 +180,8 @@ pub fn run(a: Args) -> Result<(), String> {
         "bytes_per_connection_after_handshakes": per_conn(rss_handshaken).round(),
         "bytes_per_connection_after_messages": per_conn(rss_messaged).round(),
         "bytes_per_connection_idle": per_conn(rss_idle).round(),
+        // The same without the executable's pages that the first handshakes fault in.
+        "anon_bytes_per_connection_idle": ((anon_idle as f64 - anon_before as f64) / n).round(),
         "connections_per_second": (n / ramp.as_secs_f64()).round(),
         "message_round_trip_secs": msgs.as_secs_f64(),
         "server_cpu_us_per_connection": (server_cpu_us as f64 / n).round(),

@@ -15,6 +15,20 @@ pub fn memory(pid: u32) -> Result<(u64, u64), String> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
+/// `RssAnon` of a process, in bytes: resident memory that is the process's own (heap, stacks,
+/// anonymous maps), without the pages of its executable and libraries that running code faults
+/// in (a fixed cost, not a per-connection one).
+pub fn anon_memory(pid: u32) -> Result<u64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024))
+}
+
 /// User + system CPU time of a process (or `self`), in microseconds.
 pub fn cpu_us(pid: Option<u32>) -> u64 {
     let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));

@@ -363,7 +363,7 @@ impl Core {
         r.answered.push((i, frames.unwrap_or_default()));
         match join {
             Join::Event(bit) => {
-                let bits = self.conns[idx].subscriptions | 1 << bit;
+                let bits = self.subscriptions_of(idx) | 1 << bit;
                 self.set_subscriptions(idx, bits);
             }
             Join::Room(room) => {

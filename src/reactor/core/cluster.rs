@@ -12,9 +12,9 @@ use super::Core;
 use super::state::asks::{Owner, ticket};
 use super::state::cluster::Pending;
 use crate::ask::{Answer, Ask, CLUSTER, NodeCensus, REMOTE, RemoteAsk, Target, merge_answers};
+use crate::cluster::broker::{Admission, EngineError, EngineOp};
 use crate::cluster::channels::ChannelKind;
 use crate::cluster::wire::{self, Wire};
-use crate::cluster::{Admission, EngineError, EngineOp};
 use crate::reactor::runtime::Command;
 
 impl Core {

@@ -29,9 +29,21 @@ impl Core {
         self.open_slots.insert(idx);
     }
 
+    /// A connection's event subscriptions (a bit set over `subscribable_events`), read from
+    /// the subscriber index: the connection record keeps no copy (8 bytes per connection).
+    pub fn subscriptions_of(&self, idx: usize) -> u64 {
+        let mut bits = 0;
+        for (bit, set) in self.subscribers.iter().enumerate() {
+            if set.contains(idx) {
+                bits |= 1 << bit;
+            }
+        }
+        bits
+    }
+
     /// Replaces a connection's event subscriptions (a bit set over `subscribable_events`).
     pub fn set_subscriptions(&mut self, idx: usize, bits: u64) {
-        let old = std::mem::replace(&mut self.conns[idx].subscriptions, bits);
+        let old = self.subscriptions_of(idx);
         self.index_subscriptions(idx, old, bits);
     }
 

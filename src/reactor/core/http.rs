@@ -47,13 +47,14 @@ impl Core {
         c.phase = Phase::Http;
         c.mark = self.now;
         let generation = c.generation;
-        c.input = (!bytes.is_empty()).then(|| {
+        let started = (!bytes.is_empty()).then_some(c.last_seen);
+        let input = (!bytes.is_empty()).then(|| {
             Box::new(Input {
                 pending: bytes,
                 ..Input::default()
             })
         });
-        let started = c.input.is_some().then_some(c.last_seen);
+        self.set_input(idx, input);
         self.http_requests += 1;
         self.http.insert(
             idx,
@@ -98,8 +99,7 @@ impl Core {
             return;
         }
         let now = self.now;
-        let c = &mut self.conns[idx];
-        let input = c.input.get_or_insert_with(Box::default);
+        let input = self.inputs.entry(idx).or_default();
         if input.pending.try_reserve(data.len()).is_err() {
             self.drop_conn(idx, 1006);
             return;
@@ -135,7 +135,7 @@ impl Core {
                 }
                 break;
             }
-            let Some(input) = self.conns[idx].input.as_ref().filter(|i| !i.pending.is_empty()) else {
+            let Some(input) = self.inputs.get(&idx).filter(|i| !i.pending.is_empty()) else {
                 break;
             };
             let buf = &input.pending;
@@ -159,7 +159,7 @@ impl Core {
                     // A keep-alive connection that served plain requests now upgrades (Node's
                     // fetch and WebSocket share one connection pool): it becomes a handshake
                     // like a new connection's, with the same timeout and limits.
-                    let bytes = self.conns[idx].input.take().map(|i| i.pending).unwrap_or_default();
+                    let bytes = self.take_input(idx).map(|i| i.pending).unwrap_or_default();
                     self.http.remove(&idx);
                     let now = self.now;
                     let c = &mut self.conns[idx];
@@ -217,8 +217,7 @@ impl Core {
             };
             let end = req.head_len + req.content_length;
             let now = self.now;
-            let c = &mut self.conns[idx];
-            let more = match c.input.as_mut() {
+            let more = match self.input_mut(idx) {
                 Some(i) => {
                     i.pending.drain(..end);
                     !i.pending.is_empty()
@@ -226,8 +225,9 @@ impl Core {
                 None => false,
             };
             if !more {
-                c.input = None;
+                self.set_input(idx, None);
             }
+            let c = &mut self.conns[idx];
             c.mark = now;
             let Some(h) = self.http.get_mut(&idx) else { return };
             let keep_alive = req.keep_alive && !self.rt.draining.load(std::sync::atomic::Ordering::Acquire);
@@ -277,7 +277,7 @@ impl Core {
             path: request.map_or("-", |r| r.1).into(),
             started: h.request_clock,
         });
-        if let Some(i) = self.conns[idx].input.as_mut() {
+        if let Some(i) = self.input_mut(idx) {
             i.pending = Vec::new();
         }
         self.fulfil(idx, seq, resp);

@@ -26,7 +26,7 @@ use tungstenite::Bytes;
 use super::state::hub::{Hub, Incoming, OwnPublish, Query, Track, name_hash, target_of, to_of};
 use super::{Core, Waiter};
 use crate::ask::{Answer, Ask, CLUSTER, ReplyTo};
-use crate::cluster::{EngineError, EngineOp, HistoryAnswer};
+use crate::cluster::broker::{EngineError, EngineOp, HistoryAnswer};
 
 /// A node's publish whose copy did not come back through the subscription this long after
 /// Redis took it (the subscription broke meanwhile) is answered as reaching no one here.
@@ -78,7 +78,7 @@ impl Core {
         w: Option<Waiter>,
     ) {
         let to = self.waiter_to(w);
-        let object = if *channel == *crate::cluster::ALL {
+        let object = if *channel == *crate::cluster::broker::ALL {
             Some(frame.to_vec())
         } else {
             crate::cluster::history::open_object(&frame).map(<[u8]>::to_vec)

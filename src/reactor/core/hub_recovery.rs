@@ -11,7 +11,7 @@ use super::state::channels::frame_json;
 use super::state::hub::{PHANTOM_MS, Query, RecoverWaiter};
 use super::{Core, Waiter};
 use crate::ask::Answer;
-use crate::cluster::{EngineError, EngineOp, HistoryAnswer, Range};
+use crate::cluster::broker::{EngineError, EngineOp, HistoryAnswer, Range};
 
 impl Core {
     /// `Ask::Recover` on a cluster node: joins the channel's next batch (see the module).

@@ -197,11 +197,15 @@ impl Core {
         e.allowed_rooms = claims.rooms.clone();
     }
 
-    /// Appends connection `idx` as the newest of user `u`.
+    /// Appends connection `idx` as the newest of user `u` (the list is walked to its end: it
+    /// is as long as the per-user limit, and a user entry keeps no tail, 4 bytes each).
     pub fn link_user(&mut self, idx: usize, u: u32) {
         let Some(user) = self.users.get_mut(u) else { return };
-        let prev_tail = user.tail;
-        user.tail = idx as u32;
+        let mut prev_tail = user.head;
+        while prev_tail != NONE && self.conns[prev_tail as usize].next_of_user != NONE {
+            prev_tail = self.conns[prev_tail as usize].next_of_user;
+        }
+        let Some(user) = self.users.get_mut(u) else { return };
         if user.head == NONE {
             user.head = idx as u32;
         }
@@ -244,9 +248,6 @@ impl Core {
         if user.head == idx as u32 {
             user.head = next;
         }
-        if user.tail == idx as u32 {
-            user.tail = prev;
-        }
         user.count -= 1;
         let empty = user.count == 0;
         if self.conns[idx].opened_at != 0 {
@@ -279,6 +280,7 @@ impl Core {
         let user = (c.user != NONE).then(|| self.users.get(c.user)).flatten();
         let profile = user.and_then(|u| u.extras.as_deref());
         let events = &self.rt.config.subscribable_events;
+        let subscriptions = self.subscriptions_of(idx);
         crate::ask::ConnectionInfo {
             node_id: self.rt.config.node_id.clone(),
             connection_id: uuid::Uuid::from_bytes(self.conn_id(idx)).to_string(),
@@ -294,7 +296,7 @@ impl Core {
             subscriptions: events
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| c.subscriptions & (1 << i) != 0)
+                .filter(|(i, _)| subscriptions & (1 << i) != 0)
                 .map(|(_, e)| e.clone())
                 .collect(),
             rooms: if c.user == NONE {

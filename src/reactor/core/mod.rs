@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use mio::Token;
 use slab::Slab;
 use tungstenite::Bytes;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 mod asks;
 mod channels;
@@ -31,13 +30,14 @@ pub(crate) use state::channels::RecoveryFinish;
 pub use state::channels::with_position;
 pub(crate) use state::fanout::Waiter;
 mod membership;
+mod output;
 
 use super::rooms::Rooms;
 use super::runtime::{Runtime, TICK, conn_token, split_token};
 use super::slots::SlotSet;
 use super::users::Users;
 use crate::ask::Target;
-use crate::conn::{Conn, NONE, OutQueue, Phase, Pool, flags};
+use crate::conn::{Conn, NONE, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
 use crate::protocol::IdGen;
 use crate::timer::TimerWheel;
@@ -95,6 +95,10 @@ pub(crate) struct Core {
     /// Scratch for serializing one message before framing it.
     pub scratch: Vec<u8>,
     pub pool: Pool,
+    /// Incomplete input (a partial request or frame, a fragmented message's state) of the
+    /// connections that have some: an idle connection holds none, and its record keeps no
+    /// pointer for it (8 bytes each).
+    inputs: crate::conn::BySlot<Box<crate::conn::Input>>,
     pub ids: IdGen,
     /// Key of the connection-id hash.
     id_key: std::hash::RandomState,
@@ -189,6 +193,14 @@ pub(crate) struct Core {
 impl Core {
     /// A core whose clock starts at `start` (tick 0), Unix time `unix_ms`.
     pub fn new(id: usize, rt: Arc<Runtime>, start: Instant, unix_ms: u64) -> Self {
+        // The connection and user tables are sized once for this reactor's share of
+        // `max_connections` (untouched capacity costs no memory): growing by doubling would
+        // copy them, and the allocator keeps the old copies resident.
+        let per_reactor = rt
+            .config
+            .max_connections
+            .div_ceil(rt.config.workers.max(1))
+            .min(1 << 20);
         let c = &rt.config;
         let ticks = Ticks {
             heartbeat: ticks(c.heartbeat_interval),
@@ -211,13 +223,14 @@ impl Core {
             id,
             metrics: rt.links[id].metrics.clone(),
             rt,
-            conns: Slab::new(),
-            users: Users::default(),
+            conns: Slab::with_capacity(per_reactor),
+            users: Users::with_capacity(per_reactor),
             rooms: Rooms::default(),
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
             dirty: Vec::new(),
             scratch: Vec::new(),
             pool: Pool::default(),
+            inputs: Default::default(),
             ids: IdGen::from_os(),
             id_key: std::hash::RandomState::new(),
             next_generation: 1,
@@ -388,69 +401,6 @@ impl Core {
             .map(|_| idx)
     }
 
-    pub fn mark_dirty(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        if !c.has(flags::DIRTY) {
-            c.flags |= flags::DIRTY;
-            self.dirty.push(idx as u32);
-        }
-    }
-
-    /// Pushes onto the connection's outbound queue (taken from the pool if it has none),
-    /// counts the bytes `push` reports, and marks the connection for the end-of-turn flush.
-    fn enqueue(&mut self, idx: usize, push: impl FnOnce(&mut OutQueue, &mut Pool) -> usize) {
-        let pool = &mut self.pool;
-        let out = self.conns[idx].output.get_or_insert_with(|| pool.queue());
-        self.queued += push(out, pool);
-        self.mark_dirty(idx);
-    }
-
-    /// Queues raw bytes (an HTTP response).
-    pub fn queue_raw(&mut self, idx: usize, bytes: &[u8]) {
-        self.enqueue(idx, |out, pool| {
-            out.push_owned(bytes, pool);
-            bytes.len()
-        });
-    }
-
-    /// Frames `payload` and queues it behind earlier output (encoded straight into the queue).
-    pub fn queue_frame(&mut self, idx: usize, opcode: OpCode, payload: &[u8]) {
-        let first = match opcode {
-            OpCode::Data(Data::Text) => 0x81,
-            OpCode::Data(Data::Binary) => 0x82,
-            _ => 0,
-        };
-        if first != 0
-            && payload.len() >= self.rt.config.compression_min_size
-            && !self.deflate_slots.is_empty()
-            && self.deflate_slots.contains(idx)
-        {
-            // Negotiated permessage-deflate: compressed with the reactor's compressor.
-            let mut d = self.deflater.take().unwrap_or_default();
-            let frame = d.frame(first, payload);
-            self.enqueue(idx, |out, pool| {
-                out.push_owned(frame, pool);
-                frame.len()
-            });
-            self.deflater = Some(d);
-        } else {
-            self.enqueue(idx, |out, pool| out.push_frame(opcode, payload, pool));
-        }
-        self.metrics.messages_out.inc();
-        self.enforce_cap(idx);
-    }
-
-    /// Queues a control frame (pong, ping) at the next frame boundary, ahead of any backlog.
-    /// Its bytes count against the outbound cap like any other (a client that sends pings and
-    /// never reads is a slow consumer).
-    pub fn queue_urgent(&mut self, idx: usize, frame: &[u8]) {
-        self.enqueue(idx, |out, pool| {
-            out.push_urgent(frame, pool);
-            frame.len()
-        });
-        self.enforce_cap(idx);
-    }
-
     /// Counts a control frame from the peer; false once it sent more than
     /// `max_control_frames_per_second` in the current second (the caller closes it).
     pub fn control_frame_allowed(&mut self, idx: usize) -> bool {
@@ -476,52 +426,6 @@ impl Core {
             c.flags &= !flags::COUNTED;
             self.rt.admission.release();
         }
-    }
-
-    /// Queues a shared frame to an open connection; false if it was not open or belongs to
-    /// user `excluded` (a user index, `NONE` for nobody).
-    /// `frame` may hold several messages (`messages`, for the counters).
-    fn push_shared(&mut self, idx: usize, frame: &Bytes, excluded: u32, messages: u64) -> bool {
-        let c = &self.conns[idx];
-        if c.phase != Phase::Open || (excluded != NONE && c.user == excluded) {
-            return false;
-        }
-        if !self.replays.is_empty() && self.divert_to_replay(idx, frame) {
-            return true;
-        }
-        let frame = if !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx) {
-            self.deflated_form(frame)
-        } else {
-            frame.clone()
-        };
-        self.enqueue(idx, |out, _| {
-            let n = frame.len();
-            out.push_shared(frame);
-            n
-        });
-        self.metrics.fanout_deliveries.add(messages);
-        self.metrics.messages_out.add(messages);
-        self.enforce_cap(idx);
-        true
-    }
-
-    /// Closes a consumer whose backlog is over `max_outbound_bytes`.
-    fn enforce_cap(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        if c.queued_bytes() <= self.rt.config.max_outbound_bytes || c.phase != Phase::Open {
-            return;
-        }
-        if let Some(out) = c.output.as_mut() {
-            self.queued -= out.discard_backlog(&mut self.pool);
-        }
-        self.metrics.slow_consumer_closes.inc();
-        noisy!(
-            self,
-            Info,
-            "closing slow consumer (outbound queue over {} bytes)",
-            self.rt.config.max_outbound_bytes
-        );
-        self.close_with(idx, 1008, "slow consumer: outbound queue limit exceeded");
     }
 
     /// Starts the close handshake: queues a close frame after pending output, then waits for
@@ -582,8 +486,8 @@ impl Core {
         let c = &mut self.conns[idx];
         c.phase = Phase::Discarding;
         c.mark = self.now;
-        c.input = None;
         let generation = c.generation;
+        self.set_input(idx, None);
         self.schedule(idx, generation, self.now + self.ticks.close);
         self.mark_dirty(idx);
     }
@@ -596,6 +500,8 @@ impl Core {
         self.unlink_user(idx);
         let user = self.departed_users.remove(&idx);
         let id = self.conn_id(idx);
+        let subscriptions = self.subscriptions_of(idx);
+        self.set_input(idx, None);
         let c = self.conns.remove(idx);
         if c.phase == Phase::Http {
             self.http.remove(&idx);
@@ -609,7 +515,7 @@ impl Core {
         if !self.writable_watch.is_empty() {
             self.writable_watch.remove(&idx);
         }
-        self.index_subscriptions(idx, c.subscriptions, 0);
+        self.index_subscriptions(idx, subscriptions, 0);
         self.open_slots.remove(idx);
         if !self.tls_sessions.is_empty() {
             self.tls_sessions.remove(&idx);
@@ -660,110 +566,12 @@ impl Core {
             Phase::Open => {
                 // Gone without a close frame: deliver what is queued, then close (1006).
                 c.close_code = 1006;
-                c.input = None;
+                self.set_input(idx, None);
                 self.enter_closing(idx);
                 self.mark_dirty(idx);
             }
             Phase::Closing | Phase::Discarding => self.mark_dirty(idx),
             Phase::Http => self.http_peer_eof(idx),
-        }
-    }
-
-    pub fn on_writable(&mut self, token: Token) {
-        if let Some(idx) = self.live(token) {
-            self.flush(idx);
-        }
-    }
-
-    pub fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for &idx in &dirty {
-            let idx = idx as usize;
-            if let Some(c) = self.conns.get_mut(idx) {
-                c.flags &= !flags::DIRTY;
-                self.flush(idx);
-            }
-        }
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
-        self.metrics.queued_bytes.set(self.queued as u64);
-    }
-
-    /// Writes what the socket takes; finishes closes whose output is done.
-    pub(crate) fn flush(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        let mut tls = if self.tls_sessions.is_empty() {
-            None
-        } else {
-            self.tls_sessions.get_mut(&idx)
-        };
-        if let Some(t) = tls.as_deref_mut()
-            && c.output.is_none()
-            && let Err(e) = t.flush(&mut c.sock, &mut self.tls_shared)
-        {
-            // Handshake records or a close_notify with no output behind them.
-            log::debug!("tls write failed: {e}");
-            self.drop_conn(idx, 1006);
-            return;
-        }
-        if let Some(out) = c.output.as_mut() {
-            let written = match tls {
-                Some(t) => out.write_to(
-                    &mut crate::transport::tls::Writer {
-                        session: t,
-                        shared: &mut self.tls_shared,
-                        sock: &mut c.sock,
-                    },
-                    &mut self.pool,
-                ),
-                None => out.write_to(&mut c.sock, &mut self.pool),
-            };
-            match written {
-                Ok(n) => {
-                    self.queued -= n;
-                    self.metrics.bytes_out.add(n as u64);
-                }
-                Err(e) => {
-                    log::debug!("write failed: {e}");
-                    self.drop_conn(idx, 1006);
-                    return;
-                }
-            }
-            let drained = out.is_empty();
-            if c.phase == Phase::Http {
-                self.wake_http(idx);
-            }
-            if drained && !self.writable_watch.is_empty() && self.writable_watch.remove(&idx) {
-                let token = self.token_of(idx);
-                self.writable_again.push(token);
-            }
-            let c = &mut self.conns[idx];
-            if !drained {
-                return;
-            }
-            if let Some(q) = c.output.take() {
-                self.pool.recycle(q);
-            }
-        }
-        let c = &mut self.conns[idx];
-        if matches!(c.phase, Phase::Closing | Phase::Discarding) {
-            if !c.has(flags::FIN_SENT) {
-                if let Some(t) = self.tls_sessions.get_mut(&idx) {
-                    // close_notify, then FIN once every record is out.
-                    t.close_notify();
-                    if !t.flush(&mut c.sock, &mut self.tls_shared).unwrap_or(true) {
-                        return;
-                    }
-                }
-                // FIN after the close frame (or response): the peer reads everything, then EOF.
-                c.sock.shutdown_write();
-                c.flags |= flags::FIN_SENT;
-            }
-            if c.has(flags::CLOSE_RECEIVED) {
-                self.drop_conn(idx, 1000);
-            }
         }
     }
 }

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use crate::ask::{Ask, Target};
-use crate::cluster::{Admission, Channels, EngineOp};
+use crate::cluster::broker::{Admission, EngineOp};
+use crate::cluster::channels::Channels;
 
 /// This reactor's cluster state.
 pub(crate) struct CoreCluster {

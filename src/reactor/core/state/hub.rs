@@ -11,7 +11,7 @@ use tungstenite::Bytes;
 
 use super::fanout::Waiter;
 use crate::ask::{Answer, ReplyTo, Target};
-use crate::cluster::{EngineError, Range};
+use crate::cluster::broker::{EngineError, Range};
 use crate::history::Position;
 
 #[derive(Default)]
@@ -144,7 +144,7 @@ pub(crate) fn name_hash(name: &str) -> u64 {
 
 /// The target of a history channel name.
 pub(crate) fn target_of(name: &str, events: &[String]) -> Option<Target> {
-    if name == crate::cluster::ALL {
+    if name == crate::cluster::broker::ALL {
         return Some(Target::All);
     }
     let (kind, rest) = name.split_once(':')?;

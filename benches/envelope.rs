@@ -2,7 +2,8 @@
 //! included). Why: this is the protocol server's per-message cost beyond framing.
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use wsedge::protocol::{IdGen, Timestamp, data_as, parse_client_message, write_envelope};
+use wsedge::Timestamp;
+use wsedge::testing::{IdGen, data_as, parse_client_message, write_envelope};
 
 #[derive(serde::Deserialize)]
 struct Ping<'a> {

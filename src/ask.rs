@@ -375,6 +375,11 @@ pub enum HandleError {
     /// with the same message id to have it delivered at most once.
     #[error("cluster outcome unknown")]
     ClusterOutcomeUnknown,
+    /// Called inside a handler callback, on a reactor thread, where no call may wait for the
+    /// reactors (a reactor waiting for itself): nothing was done. Use `ctx.asks()` (or
+    /// `ReactorCtx::asks`), whose answers come back as `on_reply`.
+    #[error("a ServerHandle call that waits cannot run on a reactor thread; use ctx.asks()")]
+    OnReactorThread,
 }
 
 /// The outcome of a send: how many connections it reached and the message's id.

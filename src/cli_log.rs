@@ -41,7 +41,7 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let ts = wsedge::protocol::Timestamp::now().to_string();
+        let ts = wsedge::Timestamp::now().to_string();
         let line = match self.format {
             Format::Text => format!("{ts} {:<5} [{}] {}\n", record.level(), record.target(), record.args()),
             Format::Json => {

@@ -138,9 +138,12 @@ use std::sync::Arc;
 
 use crate::auth::Claims;
 use crate::callback::{Closed, Refusal};
+#[doc(no_inline)]
 pub use crate::callback::{Reply, SendStatus, SourceId, Ticket, TimerId};
 use crate::handler::Handler;
+#[doc(no_inline)]
 pub use crate::reactor::ctx::Ctx;
+#[doc(no_inline)]
 pub use crate::reactor::reactor_ctx::{Asks, ReactorCtx};
 
 /// Application callbacks with per-reactor state; every method has a default that does nothing.
@@ -170,8 +173,12 @@ pub trait ReactorHandler: 'static {
     /// The *server* is draining and about to close this connection with 1001 (say goodbye,
     /// send a reconnect hint). Not about this connection's backlog (that is `on_writable`).
     fn on_server_draining(&mut self, _ctx: &mut Ctx<'_>) {}
-    /// The connection is gone (after `on_open`).
-    fn on_close(&mut self, _closed: &Closed<'_>) {}
+    /// The connection is gone (after `on_open`); `r` is the reactor it was on (set timers,
+    /// make asks, tell others).
+    fn on_close(&mut self, _r: &mut ReactorCtx<'_>, _closed: &Closed<'_>) {}
+    /// The reactor has finished: every connection is closed and reported, and no callback
+    /// follows. Deregister and close your own sources here.
+    fn on_stop(&mut self, _r: &mut ReactorCtx<'_>) {}
     /// An event on a source registered with [`ReactorCtx::register`].
     fn on_source(&mut self, _r: &mut ReactorCtx<'_>, _source: SourceId, _event: &mio::event::Event) {}
     /// A timer set with [`ReactorCtx::set_timer`] fired.
@@ -182,33 +189,73 @@ pub trait ReactorHandler: 'static {
 
 /// Makes one [`ReactorHandler`] per reactor (ws-rs' `Factory`). Any shared [`Handler`] is a
 /// factory too (every reactor calls the same value), so `Server::start(config, handler)` keeps
-/// working; [`per_reactor`] turns a closure into a factory.
+/// working; [`per_reactor`] turns a closure into a factory, and [`each_reactor`] hands each
+/// reactor a value made beforehand (a socket, a channel end).
 pub trait HandlerFactory: Send + Sync + 'static {
     type Handler: ReactorHandler;
     /// Called once per reactor, on that reactor's thread, with its index.
     fn make(self: Arc<Self>, reactor: usize) -> Self::Handler;
+    /// Called before any reactor starts, with the number of reactors: a factory that cannot
+    /// make that many handlers says why (`Server::start` fails with `ServerError::Factory`).
+    fn check(&self, _reactors: usize) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// A factory from a closure: `per_reactor(|reactor| MyHandler::new(reactor))`.
+/// A factory from a closure: `per_reactor(|reactor| MyHandler::new(reactor))`. The closure
+/// may keep state of its own (it is `FnMut`; reactors call it one at a time).
 pub fn per_reactor<F, H>(make: F) -> PerReactor<F>
 where
-    F: Fn(usize) -> H + Send + Sync + 'static,
+    F: FnMut(usize) -> H + Send + 'static,
     H: ReactorHandler,
 {
-    PerReactor(make)
+    PerReactor(std::sync::Mutex::new(make))
 }
 
 /// See [`per_reactor`].
-pub struct PerReactor<F>(F);
+pub struct PerReactor<F>(std::sync::Mutex<F>);
 
 impl<F, H> HandlerFactory for PerReactor<F>
 where
-    F: Fn(usize) -> H + Send + Sync + 'static,
+    F: FnMut(usize) -> H + Send + 'static,
     H: ReactorHandler,
 {
     type Handler = H;
     fn make(self: Arc<Self>, reactor: usize) -> H {
-        (self.0)(reactor)
+        let mut make = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (make)(reactor)
+    }
+}
+
+/// A factory from handlers made beforehand, one per reactor in order: each reactor takes its
+/// own (so a handler may own a socket or a channel end, with no lock and no `Option`). There
+/// must be exactly as many as reactors (`workers`); otherwise the server does not start.
+pub fn each_reactor<H: ReactorHandler + Send>(handlers: Vec<H>) -> EachReactor<H> {
+    EachReactor(std::sync::Mutex::new(handlers.into_iter().map(Some).collect()))
+}
+
+/// See [`each_reactor`].
+pub struct EachReactor<H>(std::sync::Mutex<Vec<Option<H>>>);
+
+impl<H: ReactorHandler + Send> HandlerFactory for EachReactor<H> {
+    type Handler = H;
+    fn make(self: Arc<Self>, reactor: usize) -> H {
+        let taken = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(reactor)
+            .and_then(Option::take);
+        // `check` ran before any reactor started, with the same count: every slot is filled.
+        taken.expect("each_reactor: one handler per reactor (checked at start)")
+    }
+    fn check(&self, reactors: usize) -> Result<(), String> {
+        let n = self.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if n == reactors {
+            Ok(())
+        } else {
+            Err(format!("each_reactor got {n} handlers for {reactors} reactors"))
+        }
     }
 }
 
@@ -220,6 +267,7 @@ impl<H: Handler> HandlerFactory for H {
 }
 
 /// A shared [`Handler`] seen as a per-reactor one: every reactor calls the same value.
+#[doc(hidden)]
 pub struct Shared<H>(Arc<H>);
 
 impl<H: Handler> ReactorHandler for Shared<H> {
@@ -244,7 +292,7 @@ impl<H: Handler> ReactorHandler for Shared<H> {
     fn on_server_draining(&mut self, ctx: &mut Ctx<'_>) {
         self.0.on_server_draining(ctx)
     }
-    fn on_close(&mut self, closed: &Closed<'_>) {
+    fn on_close(&mut self, _r: &mut ReactorCtx<'_>, closed: &Closed<'_>) {
         self.0.on_close(closed)
     }
 }

@@ -7,7 +7,9 @@
 //! (see [`crate::embed`]). The built-in protocol server ([`crate::app::ProtocolApp`]) and the
 //! echo server ([`crate::app::EchoApp`]) are `Handler`s.
 
+#[doc(no_inline)]
 pub use crate::callback::{Closed, Refusal};
+#[doc(no_inline)]
 pub use crate::reactor::ctx::{Ctx, RefreshError, RoomRefusal};
 
 /// Application callbacks; every method has a default that does nothing.
@@ -15,9 +17,10 @@ pub use crate::reactor::ctx::{Ctx, RefreshError, RoomRefusal};
 /// Every callback runs on the reactor thread that owns the connection, between that reactor's
 /// reads and writes: it must not block (no waiting on locks held elsewhere, no blocking I/O, no
 /// sleeping), or every connection of that reactor waits with it. A panic in a callback closes
-/// only its connection (with 1011). `ServerHandle` calls made from a callback are carried out
-/// but do not wait for replies; [`Ctx::asks`] gives the answers, as
-/// [`crate::ReactorHandler::on_reply`] (a handler with replies is a `ReactorHandler`).
+/// only its connection (with 1011). `ServerHandle` calls that wait for reactors refuse to run
+/// inside a callback (`Err(HandleError::OnReactorThread)`, nothing done); [`Ctx::asks`] makes
+/// the same calls without waiting, answered as [`crate::ReactorHandler::on_reply`] (a handler
+/// with replies is a `ReactorHandler`).
 pub trait Handler: Send + Sync + 'static {
     /// Decides an upgrade whose token (if auth is on) is already verified: `claims` is `None`
     /// only for anonymous servers. Runs on the accepting reactor, before the per-user limit.

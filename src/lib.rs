@@ -36,12 +36,12 @@ pub mod config;
 pub(crate) mod conn;
 pub mod embed;
 pub mod handler;
-pub mod history;
+pub(crate) mod history;
 pub(crate) mod http;
-pub mod limits;
+pub(crate) mod limits;
 pub mod metrics;
 pub(crate) mod outgoing;
-pub mod protocol;
+pub(crate) mod protocol;
 pub(crate) mod reactor;
 pub mod server;
 pub(crate) mod timer;
@@ -52,14 +52,20 @@ pub(crate) mod ws;
 pub use ask::{Census, ConnectionInfo, Target};
 pub use config::{AuthMode, Config, ConfigError, JwtConfig, JwtKey, LimitPolicy};
 pub use embed::{
-    HandlerFactory, ReactorCtx, ReactorHandler, Reply, SendStatus, SourceId, Ticket, TimerId, per_reactor,
+    HandlerFactory, ReactorCtx, ReactorHandler, Reply, SendStatus, SourceId, Ticket, TimerId, each_reactor, per_reactor,
 };
 pub use handler::{Closed, Ctx, Handler, RefreshError, Refusal, RoomRefusal};
+pub use history::{Position, RecoverItem, RecoveryOutcome};
 pub use metrics::Snapshot;
 /// The `mio` this crate runs on: register your own sources with [`ReactorCtx::register`].
 pub use mio;
-pub use server::{Delivery, HandleError, Prepared, ReactorRunner, RunningServer, Server, ServerError, ServerHandle};
+pub use protocol::{ErrorCode, Timestamp};
+pub use server::{
+    Delivery, HandleError, Prepared, ReactorDriver, ReactorRunner, RunningServer, Server, ServerError, ServerHandle,
+};
 pub use transport::tls::TlsError;
+/// The `uuid` crate this one uses: connection and message ids are [`uuid::Uuid`]s.
+pub use uuid;
 pub use ws::Violation;
 /// A masked client frame (for clients and load generators; servers never mask).
 pub use ws::frame::encode_client_frame;
@@ -77,6 +83,7 @@ pub mod testing {
     }
     pub use crate::conn::{OutQueue, Pool};
     pub use crate::http::upgrade::{Parsed, parse as parse_upgrade};
+    pub use crate::protocol::{IdGen, data_as, parse_client_message, write_envelope};
     pub use crate::reactor::core::with_position;
     pub use crate::reactor::harness::Harness;
     pub use crate::reactor::rooms::{glob_match, valid_room_name};

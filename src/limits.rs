@@ -147,10 +147,6 @@ impl PerIpAdmission {
     pub fn release(&self, bucket: u16) {
         let _ = self.buckets[bucket as usize].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
-
-    pub fn count(&self, bucket: u16) -> u32 {
-        self.buckets[bucket as usize].load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// A counter with a single writer: increments are a plain load and store (no locked
 /// instruction on the hot path); readers on other threads see a recent value.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     #[inline]
@@ -42,14 +42,14 @@ impl Counter {
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram's buckets.
-pub const LATENCY_BUCKETS: [f64; 14] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
 /// A latency histogram with a single writer (see [`Counter`]): counts per bucket (not
 /// cumulative; readers add them up), the sum in microseconds, and the count.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [Counter; LATENCY_BUCKETS.len()],
     sum_us: Counter,
     count: Counter,
@@ -66,8 +66,9 @@ impl Histogram {
     }
 }
 
-/// A histogram summed over reactors: cumulative counts per bucket of [`LATENCY_BUCKETS`], the
-/// sum in seconds and the count (observations above the last bucket only count in `+Inf`).
+/// A histogram summed over reactors: cumulative counts per latency bucket (0.1 ms to 10 s,
+/// as `/metrics` lists them in `le`), the sum in seconds and the count (observations above
+/// the last bucket only count in `+Inf`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct HistogramSnapshot {
     pub cumulative: Vec<u64>,
@@ -93,11 +94,11 @@ impl HistogramSnapshot {
 }
 
 /// HTTP statuses a handshake can be refused with, for per-status counts.
-pub const REFUSAL_STATUSES: [u16; 10] = [400, 403, 404, 405, 408, 426, 429, 431, 500, 503];
+pub(crate) const REFUSAL_STATUSES: [u16; 10] = [400, 403, 404, 405, 408, 426, 429, 431, 500, 503];
 
 /// One reactor's counters.
 #[derive(Debug, Default)]
-pub struct ReactorMetrics {
+pub(crate) struct ReactorMetrics {
     /// Recoveries answered `recovered: true` / `false`.
     pub recoveries: Counter,
     pub recoveries_lost: Counter,
@@ -268,7 +269,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn collect(reactors: &[std::sync::Arc<ReactorMetrics>]) -> Self {
+    pub(crate) fn collect(reactors: &[std::sync::Arc<ReactorMetrics>]) -> Self {
         let sum = |f: &dyn Fn(&ReactorMetrics) -> u64| reactors.iter().map(|r| f(r)).sum::<u64>();
         Snapshot {
             connections: sum(&|r| r.connections.get()),
@@ -331,7 +332,7 @@ impl Snapshot {
 }
 
 /// Seconds of message rates a node keeps for its dashboard.
-pub const RATE_HISTORY_SECS: usize = 300;
+pub(crate) const RATE_HISTORY_SECS: usize = 300;
 
 /// One second's totals (counters since start, summed over reactors).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -348,7 +349,7 @@ pub struct RateSample {
 /// Sampled by whichever reactor starts a turn first in a new second, before that turn's work:
 /// a second with no turn anywhere saw no messages (the next sample's totals are unchanged).
 #[derive(Debug, Default)]
-pub struct RateHistory {
+pub(crate) struct RateHistory {
     last: AtomicU64,
     samples: std::sync::Mutex<std::collections::VecDeque<RateSample>>,
 }

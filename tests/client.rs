@@ -91,7 +91,8 @@ fn each_failure_has_its_own_error() {
     assert_eq!(c.recv_json().unwrap()["type"], "connection.established");
     assert_eq!(
         s.handle()
-            .disconnect(wsedge::Target::User("cid".into()), 4001, "go away"),
+            .disconnect(wsedge::Target::User("cid".into()), 4001, "go away")
+            .unwrap(),
         1
     );
     match c.recv() {
@@ -220,7 +221,11 @@ fn a_session_comes_back_with_its_subscriptions_and_rooms_and_recovers_exactly() 
     assert_eq!(texts(&live).len(), 3);
 
     // The connection is closed (1012: come back); meanwhile one more message on each channel.
-    assert_eq!(h.disconnect(wsedge::Target::User("sam".into()), 1012, "restart"), 1);
+    assert_eq!(
+        h.disconnect(wsedge::Target::User("sam".into()), 1012, "restart")
+            .unwrap(),
+        1
+    );
     match session.next_event().unwrap() {
         SessionEvent::Disconnected {
             code: 1012, retry_in, ..

@@ -21,10 +21,7 @@ impl ProtocolHooks for Chat {
             .and_then(|v| v["text"].as_str().map(str::to_string));
         match text {
             Some(t) => ctx.send_message("chat.sent", json!({"echo": t, "from": ctx.user_id()})),
-            None => ctx.send_error(
-                wsedge::protocol::ErrorCode::InvalidMessageFormat,
-                "chat.send needs data.text",
-            ),
+            None => ctx.send_error(wsedge::ErrorCode::InvalidMessageFormat, "chat.send needs data.text"),
         };
         true
     }

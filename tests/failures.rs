@@ -64,45 +64,49 @@ fn a_dead_reactor_is_visible_and_the_exit_is_a_failure() {
     let (_, _, metrics) = common::http::request(admin, "GET", "/metrics", Some(&admin_token("metrics")), None);
     assert!(metrics.contains("wsedge_dead_reactors 1"), "{metrics}");
     // Calls that need the dead reactor answer at once instead of waiting for it.
-    let _ = handle.census();
+    let _ = handle.census().unwrap();
     let err = server.wait().expect_err("a dead reactor makes wait() fail");
     assert!(matches!(err, wsedge::ServerError::ReactorDied(1)), "{err}");
 }
 
-/// Calls back into the server from inside a callback, then answers.
+/// Calls back into the server from inside a callback, then answers with what it was told.
 struct Reentrant(Arc<AtomicUsize>);
 impl Handler for Reentrant {
     fn on_text(&self, ctx: &mut Ctx<'_>, _text: &str) {
         let h = ctx.handle();
         let census = h.census();
-        let _ = h.broadcast("system.notification", serde_json::json!({"m": 1}));
-        self.0.fetch_add(1 + census.connections, Ordering::SeqCst);
-        ctx.send_text("done");
+        let sent = h.broadcast("system.notification", serde_json::json!({"m": 1}));
+        self.0.fetch_add(1, Ordering::SeqCst);
+        ctx.send_text(&format!("done: {census:?} {sent:?}"));
     }
 }
 
 #[test]
-fn a_handler_calling_the_handle_does_not_wait_for_its_own_reactor() {
+fn a_handler_calling_the_handle_is_refused_at_once_not_stalled_or_answered_wrong() {
     let calls = Arc::new(AtomicUsize::new(0));
     let server = Server::start(config(), Reentrant(calls.clone())).unwrap();
     let mut ws = try_connect(server.local_addr(), &format!("/ws?token={}", token("r")), &[]).unwrap();
-    // Before, the reactor waited 10 s for its own reply; the client's 5 s read timeout would
-    // fail here.
+    // Once, the reactor waited 10 s for its own reply (the client's 5 s read timeout would
+    // fail here); then it answered without waiting, and wrongly (a census of 0). Now both
+    // calls are refused, and nothing is sent.
     ws.send(Message::text("go")).unwrap();
-    let mut got = Vec::new();
-    while got.len() < 2 {
+    let reply = loop {
         match ws.read().expect("answer without stalling") {
-            Message::Text(t) => got.push(t.to_string()),
+            Message::Text(t) => break t.to_string(),
             _ => continue,
         }
-    }
-    assert!(got.contains(&"done".to_string()), "{got:?}");
-    assert!(got.iter().any(|t| t.contains("system.notification")), "{got:?}");
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "no waiting: the census comes back empty"
-    );
+    };
+    assert_eq!(reply, "done: Err(OnReactorThread) Err(OnReactorThread)");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The refused broadcast reached no one: the next message is the answer to the next text.
+    ws.send(Message::text("again")).unwrap();
+    let next = loop {
+        match ws.read().expect("second answer") {
+            Message::Text(t) => break t.to_string(),
+            _ => continue,
+        }
+    };
+    assert!(next.starts_with("done:"), "{next}");
 }
 
 /// A second server on a port another one holds fails clearly, unless both share it on purpose.

@@ -79,15 +79,15 @@ fn connection_info_and_census_through_the_handle() {
     send_json(&mut a, json!({"type": "subscribe", "data": {"events": ["file.ready"]}}));
     recv_json(&mut a);
     let id = uuid::Uuid::parse_str(hello["data"]["connection_id"].as_str().unwrap()).unwrap();
-    let info = server.handle().connection_info(id).expect("known connection");
+    let info = server.handle().connection_info(id).unwrap().expect("known connection");
     assert_eq!(info.user_id.as_deref(), Some("info-user"));
     assert_eq!(info.email.as_deref(), Some("i@example.com"));
     assert_eq!(info.name.as_deref(), Some("Info"));
     assert_eq!(info.subscriptions, vec!["file.ready".to_string()]);
     assert_eq!(info.message_count, 1);
     assert!(info.peer_address.unwrap().starts_with("127.0.0.1:"));
-    assert!(server.handle().connection_info(uuid::Uuid::new_v4()).is_none());
-    let census = server.handle().census();
+    assert!(server.handle().connection_info(uuid::Uuid::new_v4()).unwrap().is_none());
+    let census = server.handle().census().unwrap();
     assert_eq!(
         (census.connections, census.unique_users, census.max_connections_per_user),
         (3, 2, 2)

@@ -280,7 +280,7 @@ impl Session {
 
     /// Sends a message. After a `RATE_LIMIT_EXCEEDED` it first waits out `retry_after`. While
     /// no connection is open the message waits, in order, and goes out after the next
-    /// connect's restored subscriptions; at most [`MAX_QUEUED`] wait, and past that this
+    /// connect's restored subscriptions; at most `MAX_QUEUED` (1,000) wait, and past that this
     /// returns an error (`Protocol`): nothing is dropped silently. [`Session::close`] discards
     /// what waits.
     pub fn send(&mut self, message: Value) -> Result<(), ClientError> {

@@ -196,7 +196,8 @@ impl Ctx<'_> {
         &self.core.rt.config
     }
 
-    /// A handle for work beyond this callback (other threads, other reactors).
+    /// A handle for work beyond this callback (to give to other threads): its calls that wait
+    /// for reactors answer `Err(HandleError::OnReactorThread)` here; use [`asks`](Self::asks).
     pub fn handle(&self) -> ServerHandle {
         ServerHandle::from_runtime(self.core.rt.clone())
     }

@@ -138,6 +138,12 @@ impl<H: ReactorHandler> Reactor<H> {
         self.stop();
     }
 
+    /// The poll's descriptor (for an embedder's own event loop).
+    pub(crate) fn poll_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
     /// Before the first turn: the engine and the handler start.
     pub(crate) fn start(&mut self) {
         self.with_engine(|e, r| e.on_start(r));
@@ -265,6 +271,7 @@ impl<H: ReactorHandler> Reactor<H> {
             self.core.drop_conn(idx, 1006);
         }
         self.report_closed();
+        self.with_reactor_ctx(|h, r| h.on_stop(r));
         log::debug!("reactor {} stopped", self.core.id);
     }
 
@@ -410,10 +417,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 code: c.code,
                 messages: c.messages,
             };
-            let handler = &mut self.handler;
-            if catch_unwind(AssertUnwindSafe(|| handler.on_close(&closed))).is_err() {
-                self.handler_panicked(None);
-            }
+            self.with_reactor_ctx(|h, r| h.on_close(r, &closed));
         }
     }
 

@@ -37,8 +37,9 @@ impl ReactorCtx<'_> {
         &self.core.rt.config
     }
 
-    /// A handle for work beyond this callback (other threads). Its calls do not wait when made
-    /// on a reactor thread; use [`asks`](Self::asks) for answers.
+    /// A handle for work beyond this callback (to give to other threads). Its calls that wait
+    /// for reactors answer `Err(HandleError::OnReactorThread)` on a reactor thread; use
+    /// [`asks`](Self::asks) here.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle::from_runtime(self.core.rt.clone())
     }
@@ -74,6 +75,11 @@ impl ReactorCtx<'_> {
     /// your own deadline and set the timer again when it fires before it.
     pub fn set_timer(&mut self, id: TimerId, after: Duration) {
         self.core.set_app_timer(id, after, false);
+    }
+
+    /// Cancels every pending firing of timer `id` (a later `set_timer(id, ..)` arms it again).
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.core.cancel_app_timer(id);
     }
 
     /// Calls on every reactor that answer later (see [`Asks`]).

@@ -55,7 +55,13 @@ pub(crate) fn unix_ms_now() -> u64 {
 
 /// Marks this thread as a reactor's (for [`on_reactor_thread`]).
 pub(crate) fn mark_reactor_thread() {
-    ON_REACTOR.with(|c| c.set(true));
+    set_reactor_thread(true);
+}
+
+/// Marks (or unmarks) this thread as running a reactor's turn: an embedder that drives a
+/// reactor turn by turn is on a reactor thread only during a turn.
+pub(crate) fn set_reactor_thread(on: bool) {
+    ON_REACTOR.with(|c| c.set(on));
 }
 
 /// Tokens of embedders' own sources: this bit plus the `SourceId` (never a connection token,

@@ -31,6 +31,17 @@ pub struct ServerHandle {
 /// How long a handle call waits for reactors to report delivery counts.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Calls that wait for reactors refuse to run on a reactor thread (inside a handler callback):
+/// the reactor would wait for itself, so the answer could only be wrong. They return
+/// [`HandleError::OnReactorThread`] and do nothing; callbacks use `ctx.asks()`, whose answers
+/// arrive as `on_reply`.
+fn off_reactor() -> Result<(), HandleError> {
+    if crate::reactor::runtime::on_reactor_thread() {
+        return Err(HandleError::OnReactorThread);
+    }
+    Ok(())
+}
+
 /// How long a call may wait for reactors' replies: not at all on a reactor thread (a handler
 /// callback), since a reactor waiting for itself, or for a reactor waiting for it, would stall
 /// every connection it holds. The command is still carried out.
@@ -66,12 +77,15 @@ impl ServerHandle {
     }
 
     /// Describes an open connection by its public id (`None` if unknown or closed).
-    pub fn connection_info(&self, id: uuid::Uuid) -> Option<ConnectionInfo> {
-        let reactor = self.rt.topology.reactor_of(&id)?;
-        match self.ask_wait(&Ask::Inspect { id }, &[reactor]).pop() {
+    pub fn connection_info(&self, id: uuid::Uuid) -> Result<Option<ConnectionInfo>, HandleError> {
+        off_reactor()?;
+        let Some(reactor) = self.rt.topology.reactor_of(&id) else {
+            return Ok(None);
+        };
+        Ok(match self.ask_wait(&Ask::Inspect { id }, &[reactor]).pop() {
             Some((_, Answer::Info(info))) => info,
             _ => None,
-        }
+        })
     }
 
     /// One page of open connections, in a stable order (reactor, then slot), optionally only
@@ -82,7 +96,8 @@ impl ServerHandle {
         user: Option<&str>,
         after: Option<uuid::Uuid>,
         limit: usize,
-    ) -> (Vec<ConnectionInfo>, Option<uuid::Uuid>) {
+    ) -> Result<(Vec<ConnectionInfo>, Option<uuid::Uuid>), HandleError> {
+        off_reactor()?;
         let asks = self.rt.topology.page_asks(user, after, limit);
         let pages = asks
             .into_iter()
@@ -92,11 +107,12 @@ impl ServerHandle {
                 _ => None,
             })
             .collect();
-        merge_pages(pages, limit.clamp(1, 1000))
+        Ok(merge_pages(pages, limit.clamp(1, 1000)))
     }
 
     /// Users and connections per user, over every reactor.
-    pub fn census(&self) -> Census {
+    pub fn census(&self) -> Result<Census, HandleError> {
+        off_reactor()?;
         let mut total = Census::default();
         for (_, a) in self.ask_all(Ask::Census, self.rt.topology.all_reactors()) {
             match a {
@@ -105,7 +121,7 @@ impl ServerHandle {
                 _ => {}
             }
         }
-        total
+        Ok(total)
     }
 
     /// Sends `{"type": event_type, "data": data, ...}` to every connection subscribed to
@@ -120,7 +136,7 @@ impl ServerHandle {
     }
 
     /// This node's message totals once a second over the last five minutes, oldest first (the
-    /// dashboard's chart; see [`crate::metrics::RateHistory`]).
+    /// dashboard's chart).
     pub fn rate_history(&self) -> Vec<crate::metrics::RateSample> {
         self.rt.rate_history()
     }
@@ -202,62 +218,9 @@ impl ServerHandle {
 
     // ---- event helpers ----
 
-    /// `upload.progress` `{upload_id, progress, timestamp}` to the user.
-    pub fn upload_progress(&self, user_id: &str, upload_id: &str, progress: u64) -> Result<Delivery, HandleError> {
-        self.send(Outgoing::upload_progress(user_id, upload_id, progress))
-    }
-
-    /// `upload.completed` `{upload_id, result, timestamp}` to the user.
-    pub fn upload_completed(
-        &self,
-        user_id: &str,
-        upload_id: &str,
-        result: serde_json::Value,
-    ) -> Result<Delivery, HandleError> {
-        self.send(Outgoing::upload_completed(user_id, upload_id, result))
-    }
-
-    /// `upload.error` `{upload_id, error, timestamp}` to the user.
-    pub fn upload_error(&self, user_id: &str, upload_id: &str, error: &str) -> Result<Delivery, HandleError> {
-        self.send(Outgoing::upload_error(user_id, upload_id, error))
-    }
-
-    /// `system.notification` `{message, level, timestamp}` to the given users, or to everyone.
-    pub fn system_notification(
-        &self,
-        message: &str,
-        level: &str,
-        target_users: Option<&[String]>,
-    ) -> Result<Delivery, HandleError> {
-        self.send(Outgoing::system_notification(message, level, target_users))
-    }
-
-    /// `review.updated` `{review_id, changes, timestamp}` to the given users, or to the
-    /// subscribers of `review.updated`.
-    pub fn review_updated(
-        &self,
-        review_id: &str,
-        changes: serde_json::Value,
-        target_users: Option<&[String]>,
-    ) -> Result<Delivery, HandleError> {
-        let bit = self.rt.config.event_bit("review.updated");
-        self.send(Outgoing::review_updated(review_id, changes, target_users, bit))
-    }
-
-    /// `file.processing` (status "processing") or `file.ready` (any other status)
-    /// `{file_id, status, progress?, timestamp}` to the user.
-    pub fn file_status(
-        &self,
-        user_id: &str,
-        file_id: &str,
-        status: &str,
-        progress: Option<u64>,
-    ) -> Result<Delivery, HandleError> {
-        self.send(Outgoing::file_status(user_id, file_id, status, progress))
-    }
-
     /// Delivers a message to its targets and waits for the recipient count.
-    fn send(&self, o: Outgoing) -> Result<Delivery, HandleError> {
+    pub(crate) fn send(&self, o: Outgoing) -> Result<Delivery, HandleError> {
+        off_reactor()?;
         let message_id = o.message_id;
         let answers = self.carry_out_waiting(self.rt.topology.deliver_asks(&o, std::time::Instant::now()));
         delivery_of(&answers, message_id)
@@ -318,23 +281,24 @@ impl ServerHandle {
 
     /// Adds a connected user to a room (no token check: this is the server's decision). Returns
     /// the user's open connections, or `None` if the user is not connected.
-    pub fn add_to_room(&self, room: &str, user_id: &str) -> Option<usize> {
+    pub fn add_to_room(&self, room: &str, user_id: &str) -> Result<Option<usize>, HandleError> {
         self.membership(room, user_id, true)
     }
 
     /// Removes a user from a room; `None` if the user is not connected.
-    pub fn remove_from_room(&self, room: &str, user_id: &str) -> Option<usize> {
+    pub fn remove_from_room(&self, room: &str, user_id: &str) -> Result<Option<usize>, HandleError> {
         self.membership(room, user_id, false)
     }
 
-    fn membership(&self, room: &str, user_id: &str, add: bool) -> Option<usize> {
+    fn membership(&self, room: &str, user_id: &str, add: bool) -> Result<Option<usize>, HandleError> {
+        off_reactor()?;
         let ask = Ask::Membership {
             room: room.into(),
             user: user_id.into(),
             add,
         };
         let answers = self.ask_all(ask, vec![self.rt.topology.home_of(user_id)]);
-        member_count(&answers)
+        Ok(member_count(&answers))
     }
 
     /// Queues a pre-encoded frame to `target` (encoded once, shared by every recipient);
@@ -351,6 +315,7 @@ impl ServerHandle {
         frame: Bytes,
         exclude_user: Option<&str>,
     ) -> Result<usize, HandleError> {
+        off_reactor()?;
         let reactors = self.rt.topology.reactors_for(&target);
         let ask = Ask::Deliver {
             target,
@@ -364,18 +329,20 @@ impl ServerHandle {
     }
 
     /// Starts the close handshake on every connection matching `target`; returns how many.
-    pub fn disconnect(&self, target: Target, code: u16, reason: &str) -> usize {
+    pub fn disconnect(&self, target: Target, code: u16, reason: &str) -> Result<usize, HandleError> {
+        off_reactor()?;
         let reactors = self.rt.topology.reactors_for(&target);
         let ask = Ask::Disconnect {
             target,
             code,
             reason: reason.into(),
         };
-        self.ask_all(ask, reactors).iter().map(|(_, a)| a.count()).sum()
+        Ok(self.ask_all(ask, reactors).iter().map(|(_, a)| a.count()).sum())
     }
 
     /// Posts `ask` to each of `reactors` and collects their answers (a reactor that stopped
-    /// is left out). On a reactor thread it does not wait at all (see `reply_wait`).
+    /// is left out). Never reached on a reactor thread (see `off_reactor`); `reply_wait` would
+    /// not wait there either.
     fn ask_wait(&self, ask: &Ask, reactors: &[usize]) -> Vec<(usize, Answer)> {
         let (tx, rx) = mpsc::channel();
         let post = |r: usize| {

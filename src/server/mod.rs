@@ -45,6 +45,10 @@ pub enum ServerError {
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("tls: --tls-cert and --tls-key go together")]
     TlsPair,
+    /// The handler factory cannot make a handler for every reactor (see
+    /// [`HandlerFactory::check`]).
+    #[error("handler factory: {0}")]
+    Factory(String),
 }
 
 /// Entry point: [`Server::start`] (reactor threads owned by the server), or
@@ -103,6 +107,7 @@ impl Server {
         engine: Option<Arc<dyn Engine>>,
     ) -> Result<Prepared<F>, ServerError> {
         config.validate()?;
+        factory.check(config.workers).map_err(ServerError::Factory)?;
         let cluster_metrics = Arc::new(ClusterMetrics::default());
         let engine = match (engine, &config.redis) {
             (Some(e), _) => Some(e),
@@ -282,6 +287,93 @@ impl<F: HandlerFactory> ReactorRunner<F> {
             return Err(ServerError::ReactorDied(1));
         }
         Ok(())
+    }
+
+    /// Makes this reactor's handler (on this thread) and hands the loop to you, to run one
+    /// turn at a time with [`ReactorDriver::turn`] (from the thread that will drive it; the
+    /// handler never leaves it). Its poll's descriptor ([`AsRawFd`](std::os::fd::AsRawFd))
+    /// can sit in your own epoll or `mio::Poll`: when it is readable, a turn has work.
+    pub fn into_driver(self) -> ReactorDriver<F::Handler> {
+        let ReactorRunner {
+            index,
+            rt,
+            factory,
+            poll,
+            listener,
+            admin,
+        } = self;
+        let handler = factory.make(index);
+        let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
+        let reactor = Reactor::new(index, rt.clone(), handler, poll, (listener, admin), clock);
+        ReactorDriver {
+            reactor: Some(reactor),
+            events: mio::Events::with_capacity(1024),
+            started: false,
+            rt,
+            index,
+        }
+    }
+}
+
+/// A reactor run turn by turn by its embedder (see [`ReactorRunner::into_driver`]).
+pub struct ReactorDriver<H: crate::embed::ReactorHandler> {
+    /// `None` once finished (drained, or died of a panic).
+    reactor: Option<Reactor<H>>,
+    events: mio::Events,
+    started: bool,
+    rt: Arc<Runtime>,
+    index: usize,
+}
+
+impl<H: crate::embed::ReactorHandler> ReactorDriver<H> {
+    /// Runs one turn: waits for events at most `timeout` (`Some(Duration::ZERO)`: not at
+    /// all; `None`: until there is work or a timer is due), then handles them, fires due
+    /// timers and writes. `Ok(true)` while the reactor runs; `Ok(false)` once it has drained
+    /// and stopped (every connection closed, `on_stop` called); `Err` if it died of a panic
+    /// outside any handler callback (the rest of the server then drains).
+    pub fn turn(&mut self, timeout: Option<std::time::Duration>) -> Result<bool, ServerError> {
+        let Some(reactor) = self.reactor.as_mut() else {
+            return Ok(false);
+        };
+        let (events, started) = (&mut self.events, &mut self.started);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::reactor::runtime::set_reactor_thread(true);
+            if !*started {
+                *started = true;
+                reactor.start();
+            }
+            let go_on = reactor.poll_turn(events, timeout);
+            if !go_on {
+                reactor.stop();
+            }
+            crate::reactor::runtime::set_reactor_thread(false);
+            go_on
+        }));
+        match ran {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.reactor = None;
+                Ok(false)
+            }
+            Err(_) => {
+                crate::reactor::runtime::set_reactor_thread(false);
+                self.reactor = None;
+                reactor_died(&self.rt, self.index);
+                Err(ServerError::ReactorDied(1))
+            }
+        }
+    }
+
+    /// This reactor's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl<H: crate::embed::ReactorHandler> std::os::fd::AsRawFd for ReactorDriver<H> {
+    /// The reactor's poll (an epoll descriptor); -1 once the reactor has finished.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.reactor.as_ref().map_or(-1, |r| r.poll_fd())
     }
 }
 

@@ -169,6 +169,8 @@ pub(crate) struct Core {
     groups: Vec<state::fanout::Group>,
     /// Handler asks answered, for the loop to hand to `on_reply`.
     pub handler_replies: Vec<(crate::callback::Ticket, crate::callback::Reply)>,
+    /// Epochs of the embedder timers ever cancelled (see `timers`).
+    cancelled_timers: std::collections::HashMap<u32, u32>,
     /// Embedder timers that fired this turn, for `on_timer`.
     pub fired_timers: Vec<u32>,
     /// The cluster engine's timers that fired this turn.
@@ -265,6 +267,7 @@ impl Core {
             reupgrades: Vec::new(),
             groups: Vec::new(),
             handler_replies: Vec::new(),
+            cancelled_timers: Default::default(),
             fired_timers: Vec::new(),
             fired_engine_timers: Vec::new(),
             cluster,

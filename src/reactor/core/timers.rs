@@ -16,6 +16,11 @@ use crate::conn::Phase;
 use crate::reactor::runtime::{TICK, conn_token};
 use crate::reactor::users::NO_EXPIRY;
 
+/// An embedder timer's key carries the timer's epoch (bits 33-61): `cancel_timer` moves the
+/// epoch on, and entries of an older one are dropped when they fire.
+const TIMER_EPOCH_SHIFT: u32 = 33;
+const TIMER_EPOCH_MASK: u32 = (1 << 29) - 1;
+
 impl Core {
     /// Starts a turn at `now`, Unix time `unix_ms` (the caller's clock: real or virtual).
     pub fn update_clock(&mut self, now: Instant, unix_ms: u64) {
@@ -52,7 +57,12 @@ impl Core {
             if key & ENGINE_TIMER_BIT != 0 {
                 self.fired_engine_timers.push(key as u32);
             } else {
-                self.fired_timers.push(key as u32);
+                let id = key as u32;
+                let epoch = (key >> TIMER_EPOCH_SHIFT) as u32 & TIMER_EPOCH_MASK;
+                let current = self.cancelled_timers.get(&id).map_or(0, |e| e & TIMER_EPOCH_MASK);
+                if epoch == current {
+                    self.fired_timers.push(id);
+                }
             }
             return;
         }
@@ -162,7 +172,21 @@ impl Core {
     pub fn set_app_timer(&mut self, id: u32, after: Duration, engine: bool) {
         let at = app_timer_tick(self.now_ms, after).max(self.now.saturating_add(1));
         let ns = if engine { ENGINE_TIMER_BIT } else { 0 };
-        self.wheel.schedule(APP_TIMER_KEY | ns | u64::from(id), u64::from(at));
+        let epoch = if engine {
+            0
+        } else {
+            self.cancelled_timers.get(&id).copied().unwrap_or(0)
+        };
+        let key = APP_TIMER_KEY | ns | u64::from(epoch & TIMER_EPOCH_MASK) << TIMER_EPOCH_SHIFT | u64::from(id);
+        self.wheel.schedule(key, u64::from(at));
+    }
+
+    /// Cancels every firing of the handler's timer `id` set so far (later `set_timer` calls
+    /// arm it again). The wheel keeps the entries until they come due; each then finds its
+    /// epoch stale and is dropped. Only timers ever cancelled have an entry here.
+    pub fn cancel_app_timer(&mut self, id: u32) {
+        let epoch = self.cancelled_timers.entry(id).or_insert(0);
+        *epoch = epoch.wrapping_add(1);
     }
 }
 

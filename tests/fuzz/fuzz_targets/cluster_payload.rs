@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = inspect_cluster_payload(&channels, channel, payload);
 
     // Any bytes as a "frame": unchanged unless one whole unmasked text frame holding a JSON object.
-    let pos = wsedge::history::Position {
+    let pos = wsedge::Position {
         offset: data.len() as u64,
         epoch: "e".into(),
     };

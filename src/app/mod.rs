@@ -4,6 +4,9 @@
 //! upload.cancel) and the echo/broadcast behaviour for conformance suites and peer benchmarks.
 //! Does not touch: frames, sockets or limits enforcement beyond asking `Ctx`.
 
+mod helpers;
+
+pub use helpers::EventHelpers;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};

@@ -110,8 +110,9 @@ impl Conn {
     }
 }
 
-/// Hashes a slab index for the reactor's side tables (`Core::inputs`): one multiply, and the
-/// high bits (which the table's probing uses) vary with every bit of the index.
+/// Hashes a slab index for the reactor's side tables (`Core::inputs`): one multiply by an odd
+/// constant (a bijection, so no two indices collide), whose high bits (the table's control
+/// bytes) also vary with every bit of the index.
 #[derive(Default)]
 pub struct SlotHasher(u64);
 

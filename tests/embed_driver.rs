@@ -28,8 +28,13 @@ impl ReactorHandler for Probe {
         r.set_timer(1, Duration::from_millis(100));
         r.set_timer(2, Duration::from_millis(100));
         r.cancel_timer(2);
+        // Due in the same tick as timer 1, and cancelled by it: it must not fire either.
+        r.set_timer(3, Duration::from_millis(100));
     }
-    fn on_timer(&mut self, _r: &mut ReactorCtx<'_>, timer: TimerId) {
+    fn on_timer(&mut self, r: &mut ReactorCtx<'_>, timer: TimerId) {
+        if timer == 1 {
+            r.cancel_timer(3);
+        }
         let _ = self.seen.send(Seen::Timer(timer));
     }
     fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) {
@@ -57,6 +62,8 @@ fn a_reactor_driven_turn_by_turn_fires_timers_reports_closes_and_stops() {
         std::os::fd::AsRawFd::as_raw_fd(&driver) >= 0,
         "a poll descriptor to nest"
     );
+    // This thread drives the reactor: a call that would wait for it is refused, not stalled.
+    assert!(matches!(handle.census(), Err(HandleError::OnReactorThread)));
     let client = std::thread::spawn(move || {
         let mut ws = try_connect(addr, &format!("/ws?token={}", token("driven")), &[]).unwrap();
         ws.send(tungstenite::Message::text("echo me")).unwrap();
@@ -84,6 +91,10 @@ fn a_reactor_driven_turn_by_turn_fires_timers_reports_closes_and_stops() {
     assert!(
         !seen.contains(&Seen::Timer(2)),
         "a cancelled timer never fires: {seen:?}"
+    );
+    assert!(
+        !seen.contains(&Seen::Timer(3)),
+        "nor one cancelled in the same turn: {seen:?}"
     );
     assert!(seen.contains(&Seen::Closed { code: 1000, reactor: 0 }), "{seen:?}");
     assert_eq!(seen.last(), Some(&Seen::Stopped), "on_stop comes last: {seen:?}");

@@ -1,9 +1,11 @@
 //! The reactor driven with no sockets (`transport::sim`): many connections whose every read
 //! and write the reactor makes is short, refused with `WouldBlock`, or reset, as a seeded
-//! generator decides; the clients' own bytes arrive in random pieces too. Whatever the seed,
-//! every client that is not reset completes its handshake, gets each of its pongs and each
-//! published message exactly once and in order, and closes with 1000; reset clients are
-//! dropped; nothing is left behind. A failure names its seed, and the run replays it.
+//! generator decides; the clients' own bytes arrive in random pieces too. Half the clients
+//! speak TLS (a rustls client over the simulated bytes, the server's session as a TLS
+//! listener would give it), so the record layer sees the same cuts. Whatever the seed, every
+//! client that is not reset completes its handshake, gets each of its pongs and each published
+//! message exactly once and in order, and closes with 1000; reset clients are dropped; nothing
+//! is left behind. A failure names its seed, and the run replays it.
 mod common;
 use common::*;
 use serde_json::{Value, json};
@@ -22,8 +24,60 @@ enum Stage {
     Closed,
 }
 
-struct Client {
+/// A client's side of the wire: the simulated stream, and for TLS the rustls client whose
+/// records travel on it.
+struct Wire {
     end: SimClient,
+    tls: Option<rustls::ClientConnection>,
+}
+
+impl Wire {
+    /// Hands the reactor application bytes (sealed first, on TLS).
+    fn send(&mut self, bytes: &[u8]) {
+        match &mut self.tls {
+            None => self.end.send(bytes),
+            Some(t) => {
+                std::io::Write::write_all(&mut t.writer(), bytes).unwrap();
+                self.flush_tls();
+            }
+        }
+    }
+
+    /// TLS records the client owes (handshake, data, alerts) onto the stream.
+    fn flush_tls(&mut self) {
+        if let Some(t) = &mut self.tls {
+            let mut out = Vec::new();
+            while t.wants_write() {
+                t.write_tls(&mut out).unwrap();
+            }
+            if !out.is_empty() {
+                self.end.send(&out);
+            }
+        }
+    }
+
+    /// Application bytes the reactor wrote (opened first, on TLS).
+    fn take_received(&mut self) -> Vec<u8> {
+        let raw = self.end.take_received();
+        let Some(t) = &mut self.tls else { return raw };
+        let mut rd = &raw[..];
+        while !rd.is_empty() {
+            t.read_tls(&mut rd).unwrap();
+            t.process_new_packets().expect("records the server sealed open");
+        }
+        let mut plain = Vec::new();
+        match std::io::Read::read_to_end(&mut t.reader(), &mut plain) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("TLS read: {e}"),
+        }
+        self.flush_tls();
+        plain
+    }
+}
+
+struct Client {
+    end: Wire,
     /// Bytes still to hand to the reactor (in random pieces).
     outbox: Vec<u8>,
     inbox: Vec<u8>,
@@ -48,6 +102,7 @@ impl Client {
         let n = 1 + rng.below(self.outbox.len() as u64) as usize;
         let piece: Vec<u8> = self.outbox.drain(..n).collect();
         self.end.send(&piece);
+        self.end.flush_tls();
     }
 
     /// Takes what the reactor wrote: the 101, then frames.
@@ -108,9 +163,25 @@ fn run(seed: u64) {
     };
     let mut h = Harness::new(config, wsedge::app::ProtocolApp::default()).unwrap();
     let mut rng = Rng::new(seed);
+    let (server_tls, client_tls) = tls_pair(seed);
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|i| {
-            let end = h.sim_connect(seed.wrapping_mul(1000) + i as u64).expect("admitted");
+            let stream_seed = seed.wrapping_mul(1000) + i as u64;
+            let end = if i % 2 == 1 {
+                let end = h.sim_connect_tls(stream_seed, &server_tls).expect("admitted");
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut wire = Wire {
+                    end,
+                    tls: Some(rustls::ClientConnection::new(client_tls.clone(), name).unwrap()),
+                };
+                wire.flush_tls();
+                wire
+            } else {
+                Wire {
+                    end: h.sim_connect(stream_seed).expect("admitted"),
+                    tls: None,
+                }
+            };
             let request = upgrade_request(&format!("/ws?token={}", token(&format!("u{}", i % 7))));
             Client {
                 end,
@@ -142,7 +213,7 @@ fn run(seed: u64) {
         if turn % 50 == 7 {
             let i = rng.below(CLIENTS as u64) as usize;
             if clients[i].stage != Stage::Closed && !clients[i].reset && rng.chance(50) {
-                clients[i].end.reset();
+                clients[i].end.end.reset();
                 clients[i].reset = true;
             }
         }
@@ -160,7 +231,7 @@ fn run(seed: u64) {
         }
         if clients.iter().all(|c| c.reset || c.stage == Stage::Closed) {
             for c in clients.iter().filter(|c| !c.reset) {
-                c.end.close();
+                c.end.end.close();
             }
             for _ in 0..200 {
                 h.sim_turn();
@@ -181,6 +252,15 @@ fn run(seed: u64) {
         assert_eq!(c.close_code, Some(1000), "seed {seed}, client {i}: {:?}", c.stage);
     }
     assert!(survivors > CLIENTS / 2, "seed {seed}: most clients stay");
+    let tls_done = clients
+        .iter()
+        .filter(|c| !c.reset)
+        .filter(|c| c.end.tls.as_ref().is_some_and(|t| !t.is_handshaking()))
+        .count();
+    assert!(
+        tls_done >= CLIENTS / 8,
+        "seed {seed}: TLS clients completed too ({tls_done})"
+    );
     assert_eq!(h.sim_open(), 0, "seed {seed}: every connection is gone");
     assert_eq!(h.census().connections, 0, "seed {seed}");
 }
@@ -190,4 +270,20 @@ fn many_connections_with_short_refused_and_reset_io_get_everything_once_in_order
     for seed in 1..=12 {
         run(seed);
     }
+}
+
+/// A TLS listener's configuration (a fresh self-signed certificate for `localhost`) and a
+/// client that trusts it, on the suite the seed picks.
+fn tls_pair(
+    seed: u64,
+) -> (
+    std::sync::Arc<wsedge::testing::tls::ServerConfigs>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let server =
+        wsedge::testing::tls::server_config(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes());
+    let suites = wsedge::testing::tls::suites();
+    let client = wsedge::testing::tls::client_config(suites[seed as usize % suites.len()], false);
+    (server, client)
 }

@@ -150,6 +150,24 @@ impl<H: Handler> Harness<H> {
         Some(client)
     }
 
+    /// [`sim_connect`](Self::sim_connect) on a TLS listener: the connection gets a TLS session
+    /// of `configs` (as the loop's accept gives one on a `--tls-cert` listener), and the test
+    /// speaks TLS on the returned end (a rustls client over its bytes).
+    pub fn sim_connect_tls(
+        &mut self,
+        seed: u64,
+        configs: &Arc<crate::transport::tls::ServerConfigs>,
+    ) -> Option<SimClient> {
+        let client = self.sim_connect(seed)?;
+        let r = &mut self.reactor;
+        let (token, _) = self.sims.last()?;
+        let idx = r.core.live(*token)?;
+        r.core
+            .tls_sessions
+            .insert(idx, crate::transport::tls::TlsSession::new(configs.clone()));
+        Some(client)
+    }
+
     /// One loop turn over the simulated connections: each with bytes (or its EOF, or its
     /// reset) is read, timers and queued work run, output is written (and written again for
     /// each stream that has some left: its writable edge).
@@ -163,7 +181,7 @@ impl<H: Handler> Harness<H> {
         for (token, client) in &self.sims {
             r.on_ready(*token, client.readable(), false, true);
         }
-        r.end_turn(now);
+        r.end_turn(&|| now);
         self.sims.retain(|(t, _)| r.core.live(*t).is_some());
     }
 

@@ -132,10 +132,12 @@ impl<H: ReactorHandler> Reactor<H> {
     /// Runs until shutdown completes.
     pub fn run(mut self) {
         runtime::mark_reactor_thread();
+        self.begin_turn(Instant::now(), runtime::unix_ms_now());
         self.start();
         let mut events = Events::with_capacity(1024);
         while self.poll_turn(&mut events, None) {}
         self.stop();
+        runtime::set_reactor_thread(false);
     }
 
     /// The poll's descriptor (for an embedder's own event loop).
@@ -171,7 +173,7 @@ impl<H: ReactorHandler> Reactor<H> {
         for event in events.iter() {
             self.on_poll_event(event);
         }
-        let go_on = self.end_turn(Instant::now());
+        let go_on = self.end_turn(&Instant::now);
         self.core
             .metrics
             .loop_busy_us
@@ -220,9 +222,10 @@ impl<H: ReactorHandler> Reactor<H> {
     }
 
     /// The rest of a turn, after its events: paused work resumed, timers, queued work, one
-    /// flush of every dirty connection, callbacks told what closed or drained. `now`: when
-    /// the writes ended (for publish latency). False once the reactor has finished draining.
-    pub(crate) fn end_turn(&mut self, now: Instant) -> bool {
+    /// flush of every dirty connection, callbacks told what closed or drained. `clock` is read
+    /// once the writes are done (publish latency, the drain's end): the real clock in the
+    /// loop, the virtual one in the simulation. False once the reactor has finished draining.
+    pub(crate) fn end_turn(&mut self, clock: &dyn Fn() -> Instant) -> bool {
         if self.core.has_http_resumes() {
             let again = self.core.resume_http();
             self.read_again.extend(again);
@@ -250,6 +253,7 @@ impl<H: ReactorHandler> Reactor<H> {
             self.core.feed_replays();
             self.core.flush_dirty();
         }
+        let now = clock();
         self.core.observe_written(now);
         self.report_writable();
         self.report_closed();
@@ -401,8 +405,11 @@ impl<H: ReactorHandler> Reactor<H> {
         self.fired = fired;
         self.core.expire_asks();
         self.core.expire_history();
-        for timer in std::mem::take(&mut self.core.fired_timers) {
-            self.with_reactor_ctx(|h, r| h.on_timer(r, timer));
+        for (timer, epoch) in std::mem::take(&mut self.core.fired_timers) {
+            // A timer cancelled by an earlier callback of this same turn does not fire.
+            if self.core.app_timer_live(timer, epoch) {
+                self.with_reactor_ctx(|h, r| h.on_timer(r, timer));
+            }
         }
         for timer in std::mem::take(&mut self.core.fired_engine_timers) {
             self.with_engine(|e, r| e.on_timer(r, timer));

@@ -59,8 +59,10 @@ impl std::ops::Deref for UserId {
 
 pub struct User {
     pub id: UserId,
-    /// Oldest connection (evicted first), or NONE; the newest is the end of its list.
+    /// Oldest connection (evicted first), or NONE.
     pub head: u32,
+    /// Newest connection, or NONE: appending stays O(1) whatever the per-user limit.
+    pub tail: u32,
     pub count: u32,
     /// Latest `exp` (Unix seconds) among the tokens this user presented here; `NO_EXPIRY` for
     /// a token without one. Only ever moves later, so lazily re-armed timers stay correct.
@@ -102,6 +104,7 @@ impl Users {
         let i = self.entries.insert(User {
             id: UserId::new(id),
             head: NONE,
+            tail: NONE,
             count: 0,
             expires_at: 0,
             rate: SlidingWindow::default(),

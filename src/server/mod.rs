@@ -107,7 +107,6 @@ impl Server {
         engine: Option<Arc<dyn Engine>>,
     ) -> Result<Prepared<F>, ServerError> {
         config.validate()?;
-        factory.check(config.workers).map_err(ServerError::Factory)?;
         let cluster_metrics = Arc::new(ClusterMetrics::default());
         let engine = match (engine, &config.redis) {
             (Some(e), _) => Some(e),
@@ -142,6 +141,8 @@ impl Server {
             .unwrap_or_default();
         // Every inherited socket is served (connections may wait in any of their queues).
         config.workers = config.workers.max(main.len()).max(admin_std.len());
+        // After a handover the successor runs as many reactors as sockets it was given.
+        factory.check(config.workers).map_err(ServerError::Factory)?;
         let local_addr = main[0].local_addr()?;
         while main.len() < config.workers {
             main.push(bind_reuseport(local_addr)?);
@@ -282,6 +283,7 @@ impl<F: HandlerFactory> ReactorRunner<F> {
             let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
             Reactor::new(index, rt, handler, poll, (listener, admin), clock).run();
         }));
+        crate::reactor::runtime::set_reactor_thread(false);
         if ran.is_err() {
             reactor_died(&died, index);
             return Err(ServerError::ReactorDied(1));
@@ -302,11 +304,23 @@ impl<F: HandlerFactory> ReactorRunner<F> {
             listener,
             admin,
         } = self;
-        let handler = factory.make(index);
-        let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
-        let reactor = Reactor::new(index, rt.clone(), handler, poll, (listener, admin), clock);
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory.make(index)));
+        let reactor = match made {
+            Ok(handler) => {
+                let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
+                Some(Reactor::new(index, rt.clone(), handler, poll, (listener, admin), clock))
+            }
+            Err(_) => {
+                reactor_died(&rt, index);
+                None
+            }
+        };
+        // The driving thread is this reactor's thread from now on (until the driver is
+        // dropped): a ServerHandle call there that would wait for reactors is refused, since
+        // this reactor cannot turn while its thread waits.
+        crate::reactor::runtime::set_reactor_thread(true);
         ReactorDriver {
-            reactor: Some(reactor),
+            reactor,
             events: mio::Events::with_capacity(1024),
             started: false,
             rt,
@@ -340,13 +354,14 @@ impl<H: crate::embed::ReactorHandler> ReactorDriver<H> {
             crate::reactor::runtime::set_reactor_thread(true);
             if !*started {
                 *started = true;
+                // Timers set in on_start count from now, not from when the driver was made.
+                reactor.begin_turn(std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
                 reactor.start();
             }
             let go_on = reactor.poll_turn(events, timeout);
             if !go_on {
                 reactor.stop();
             }
-            crate::reactor::runtime::set_reactor_thread(false);
             go_on
         }));
         match ran {
@@ -356,7 +371,6 @@ impl<H: crate::embed::ReactorHandler> ReactorDriver<H> {
                 Ok(false)
             }
             Err(_) => {
-                crate::reactor::runtime::set_reactor_thread(false);
                 self.reactor = None;
                 reactor_died(&self.rt, self.index);
                 Err(ServerError::ReactorDied(1))
@@ -367,6 +381,17 @@ impl<H: crate::embed::ReactorHandler> ReactorDriver<H> {
     /// This reactor's index.
     pub fn index(&self) -> usize {
         self.index
+    }
+}
+
+impl<H: crate::embed::ReactorHandler> Drop for ReactorDriver<H> {
+    /// A driver dropped before its reactor finished stops it there: its connections close
+    /// (1006), its asks are answered as lost, and nobody waits for it any more.
+    fn drop(&mut self) {
+        if let Some(mut reactor) = self.reactor.take() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.stop()));
+        }
+        crate::reactor::runtime::set_reactor_thread(false);
     }
 }
 

@@ -197,15 +197,11 @@ impl Core {
         e.allowed_rooms = claims.rooms.clone();
     }
 
-    /// Appends connection `idx` as the newest of user `u` (the list is walked to its end: it
-    /// is as long as the per-user limit, and a user entry keeps no tail, 4 bytes each).
+    /// Appends connection `idx` as the newest of user `u`.
     pub fn link_user(&mut self, idx: usize, u: u32) {
         let Some(user) = self.users.get_mut(u) else { return };
-        let mut prev_tail = user.head;
-        while prev_tail != NONE && self.conns[prev_tail as usize].next_of_user != NONE {
-            prev_tail = self.conns[prev_tail as usize].next_of_user;
-        }
-        let Some(user) = self.users.get_mut(u) else { return };
+        let prev_tail = user.tail;
+        user.tail = idx as u32;
         if user.head == NONE {
             user.head = idx as u32;
         }
@@ -247,6 +243,9 @@ impl Core {
         let Some(user) = self.users.get_mut(u) else { return };
         if user.head == idx as u32 {
             user.head = next;
+        }
+        if user.tail == idx as u32 {
+            user.tail = prev;
         }
         user.count -= 1;
         let empty = user.count == 0;

@@ -171,8 +171,8 @@ pub(crate) struct Core {
     pub handler_replies: Vec<(crate::callback::Ticket, crate::callback::Reply)>,
     /// Epochs of the embedder timers ever cancelled (see `timers`).
     cancelled_timers: std::collections::HashMap<u32, u32>,
-    /// Embedder timers that fired this turn, for `on_timer`.
-    pub fired_timers: Vec<u32>,
+    /// Embedder timers that fired this turn (with their epoch), for `on_timer`.
+    pub fired_timers: Vec<(u32, u32)>,
     /// The cluster engine's timers that fired this turn.
     pub fired_engine_timers: Vec<u32>,
     /// The cluster side of this reactor (`None`: the node runs alone).

@@ -59,9 +59,8 @@ impl Core {
             } else {
                 let id = key as u32;
                 let epoch = (key >> TIMER_EPOCH_SHIFT) as u32 & TIMER_EPOCH_MASK;
-                let current = self.cancelled_timers.get(&id).map_or(0, |e| e & TIMER_EPOCH_MASK);
-                if epoch == current {
-                    self.fired_timers.push(id);
+                if self.app_timer_live(id, epoch) {
+                    self.fired_timers.push((id, epoch));
                 }
             }
             return;
@@ -181,9 +180,15 @@ impl Core {
         self.wheel.schedule(key, u64::from(at));
     }
 
+    /// True if timer `id` armed in `epoch` has not been cancelled since.
+    pub fn app_timer_live(&self, id: u32, epoch: u32) -> bool {
+        self.cancelled_timers.get(&id).map_or(0, |e| e & TIMER_EPOCH_MASK) == epoch
+    }
+
     /// Cancels every firing of the handler's timer `id` set so far (later `set_timer` calls
     /// arm it again). The wheel keeps the entries until they come due; each then finds its
-    /// epoch stale and is dropped. Only timers ever cancelled have an entry here.
+    /// epoch stale and is dropped. Only timers ever cancelled have an entry here (one per
+    /// distinct id: reuse ids rather than cancelling a new one per connection).
     pub fn cancel_app_timer(&mut self, id: u32) {
         let epoch = self.cancelled_timers.entry(id).or_insert(0);
         *epoch = epoch.wrapping_add(1);

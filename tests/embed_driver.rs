@@ -140,3 +140,71 @@ fn a_waiting_server_handle_call_inside_a_callback_is_refused_not_answered_wrong(
     // The same call from any other thread waits and answers.
     assert_eq!(server.handle().census().unwrap().connections, 3);
 }
+
+/// Anonymous connections in a room the application names: each joins on its own in `on_open`,
+/// a message from one reaches the others, and the room goes with its last member.
+struct Lobby;
+impl Handler for Lobby {
+    fn on_open(&self, ctx: &mut Ctx<'_>) {
+        assert_eq!(ctx.add_to_room("lobby"), Ok(true));
+        assert_eq!(ctx.add_to_room("lobby"), Ok(false), "already in it");
+        assert_eq!(ctx.rooms(), vec!["lobby".to_string()]);
+    }
+    fn on_text(&self, ctx: &mut Ctx<'_>, text: &str) {
+        if text == "leave" {
+            assert!(ctx.leave_room("lobby"));
+            ctx.send_text("left");
+            return;
+        }
+        ctx.asks().send_to_room("lobby", "chat", text, None);
+    }
+}
+
+fn next_text(ws: &mut common::Ws) -> String {
+    loop {
+        match ws.read().expect("a message") {
+            tungstenite::Message::Text(t) => return t.to_string(),
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn anonymous_connections_join_rooms_the_application_names() {
+    let cfg = wsedge::Config {
+        auth: wsedge::AuthMode::Anonymous,
+        workers: 2,
+        ..config()
+    };
+    let server = Server::start(cfg, Lobby).unwrap();
+    let addr = server.local_addr();
+    let mut a = try_connect(addr, "/ws", &[]).unwrap();
+    let mut b = try_connect(addr, "/ws", &[]).unwrap();
+    let mut c = try_connect(addr, "/ws", &[]).unwrap();
+    wait_until("three open, one room per reactor that has a member", || {
+        let census = server.handle().census().unwrap();
+        census.connections == 3 && census.rooms >= 1
+    });
+    a.send(tungstenite::Message::text("hello")).unwrap();
+    for ws in [&mut a, &mut b, &mut c] {
+        let m: serde_json::Value = serde_json::from_str(&next_text(ws)).unwrap();
+        assert_eq!((m["type"].as_str(), m["data"].as_str()), (Some("chat"), Some("hello")));
+    }
+    c.send(tungstenite::Message::text("leave")).unwrap();
+    assert_eq!(next_text(&mut c), "left");
+    b.send(tungstenite::Message::text("again")).unwrap();
+    for ws in [&mut a, &mut b] {
+        let m: serde_json::Value = serde_json::from_str(&next_text(ws)).unwrap();
+        assert_eq!(m["data"], "again");
+    }
+    c.send(tungstenite::Message::text("ping-self")).unwrap();
+    // c left: the message it sends to the room reaches a and b, not c itself.
+    for ws in [&mut a, &mut b] {
+        assert!(next_text(ws).contains("ping-self"));
+    }
+    drop((a, b, c));
+    wait_until("the room goes with its last member", || {
+        let census = server.handle().census().unwrap();
+        census.connections == 0 && census.rooms == 0
+    });
+}

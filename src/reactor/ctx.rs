@@ -373,16 +373,45 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Leaves `room`; false if the user was not in it.
-    pub fn leave_room(&mut self, room: &str) -> bool {
+    /// Puts this connection in `room` because the application decides so: no token check
+    /// (rooms name whatever topics the application wants). An authenticated connection's
+    /// whole user joins, as with [`join_room`](Self::join_room); an anonymous connection
+    /// joins on its own, until it closes. `Ok(false)`: already a member. Refused only for an
+    /// invalid name or `max_rooms_per_user` rooms already.
+    pub fn add_to_room(&mut self, room: &str) -> Result<bool, RoomRefusal> {
+        if !crate::reactor::rooms::valid_room_name(room) {
+            return Err(RoomRefusal::InvalidName);
+        }
+        let mine = self.rooms();
+        if mine.len() >= self.core.rt.config.max_rooms_per_user && !mine.iter().any(|r| r == room) {
+            return Err(RoomRefusal::TooManyRooms);
+        }
         let u = self.core.conns[self.idx].user;
-        u != NONE && self.core.set_user_room(u, room, false)
+        Ok(if u == NONE {
+            self.core.set_connection_room(self.idx, room, true)
+        } else {
+            self.core.set_user_room(u, room, true)
+        })
     }
 
-    /// Rooms this connection's user is in.
+    /// Leaves `room` (the whole user, or an anonymous connection alone); false if not in it.
+    pub fn leave_room(&mut self, room: &str) -> bool {
+        let u = self.core.conns[self.idx].user;
+        if u == NONE {
+            self.core.set_connection_room(self.idx, room, false)
+        } else {
+            self.core.set_user_room(u, room, false)
+        }
+    }
+
+    /// Rooms this connection is in (its user's, or its own when anonymous).
     pub fn rooms(&self) -> Vec<String> {
         let u = self.core.conns[self.idx].user;
-        if u == NONE { Vec::new() } else { self.core.user_rooms(u) }
+        if u == NONE {
+            self.core.connection_rooms(self.idx)
+        } else {
+            self.core.user_rooms(u)
+        }
     }
 
     /// This connection's data of type `T`, created with `T::default()` on first use. Stored

@@ -8,6 +8,9 @@ use super::{Core, NONE, Phase, USER_KEY, flags};
 use crate::reactor::rooms::{glob_match, valid_room_name};
 use crate::reactor::users::{Extras, NO_EXPIRY};
 
+/// A room member with this bit is an anonymous connection (its slot), not a user index.
+const ANON_MEMBER: u32 = 1 << 31;
+
 impl Core {
     /// Open connections of every member of `room` on this reactor.
     pub(super) fn room_connections(&self, room: &str) -> Vec<usize> {
@@ -15,10 +18,69 @@ impl Core {
         let Some(r) = self.rooms.find(room).and_then(|r| self.rooms.get(r)) else {
             return out;
         };
-        for &u in &r.members {
-            self.user_connections(u, &mut out);
+        for &m in &r.members {
+            if m & ANON_MEMBER != 0 {
+                let idx = (m & !ANON_MEMBER) as usize;
+                if self.conns.get(idx).is_some_and(|c| c.phase == Phase::Open) {
+                    out.push(idx);
+                }
+            } else {
+                self.user_connections(m, &mut out);
+            }
         }
         out
+    }
+
+    /// Puts the anonymous connection `idx` in `room` (or takes it out): its membership is the
+    /// connection's own, gone when it closes. True if anything changed.
+    pub fn set_connection_room(&mut self, idx: usize, room: &str, add: bool) -> bool {
+        if !valid_room_name(room) {
+            return false;
+        }
+        let existing = self.rooms.find(room);
+        let at = existing.and_then(|r| self.anon_rooms.get(&idx)?.iter().position(|&(x, _)| x == r));
+        match (add, at) {
+            (true, Some(_)) | (false, None) => false,
+            (true, None) => {
+                let (r, pos) = self.rooms.add(room, ANON_MEMBER | idx as u32);
+                self.anon_rooms.entry(idx).or_default().push((r, pos));
+                if existing.is_none() {
+                    self.room_interest(room, true);
+                }
+                true
+            }
+            (false, Some(i)) => {
+                let Some(list) = self.anon_rooms.get_mut(&idx) else {
+                    return false;
+                };
+                let (r, pos) = list.swap_remove(i);
+                if list.is_empty() {
+                    self.anon_rooms.remove(&idx);
+                }
+                self.room_member_removed(r, pos);
+                true
+            }
+        }
+    }
+
+    /// Rooms the anonymous connection `idx` is in.
+    pub fn connection_rooms(&self, idx: usize) -> Vec<String> {
+        let rooms = self.anon_rooms.get(&idx).map_or(&[][..], |v| &v[..]);
+        rooms
+            .iter()
+            .filter_map(|&(r, _)| self.rooms.get(r))
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    /// Takes a closing anonymous connection out of its rooms.
+    pub(super) fn leave_connection_rooms(&mut self, idx: usize) {
+        if self.anon_rooms.is_empty() {
+            return;
+        }
+        for (r, pos) in self.anon_rooms.remove(&idx).unwrap_or_default() {
+            self.room_member_removed(r, pos);
+        }
     }
 
     /// The ids of the users in `room` that have connections here.
@@ -28,6 +90,7 @@ impl Core {
         };
         r.members
             .iter()
+            .filter(|&&m| m & ANON_MEMBER == 0)
             .filter_map(|&u| self.users.get(u))
             .filter(|u| u.count > 0)
             .map(|u| u.id.to_string())
@@ -105,6 +168,17 @@ impl Core {
         let Some(moved) = moved else {
             return;
         };
+        if moved & ANON_MEMBER != 0 {
+            let slot = (moved & !ANON_MEMBER) as usize;
+            if let Some(entry) = self
+                .anon_rooms
+                .get_mut(&slot)
+                .and_then(|list| list.iter_mut().find(|(x, _)| *x == r))
+            {
+                entry.1 = pos;
+            }
+            return;
+        }
         if let Some(e) = self.users.get_mut(moved).and_then(|m| m.extras.as_mut())
             && let Some(entry) = e.rooms.iter_mut().find(|(x, _)| *x == r)
         {
@@ -299,7 +373,7 @@ impl Core {
                 .map(|(_, e)| e.clone())
                 .collect(),
             rooms: if c.user == NONE {
-                Vec::new()
+                self.connection_rooms(idx)
             } else {
                 self.user_rooms(c.user)
             },

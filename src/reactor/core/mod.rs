@@ -149,6 +149,9 @@ pub(crate) struct Core {
     pending_compact_at: usize,
     /// User ids of open connections already unlinked from their user (closing), for `on_close`.
     departed_users: std::collections::HashMap<usize, Box<str>>,
+    /// Rooms of the anonymous connections that are in some (by slot: room and position in
+    /// its member list); a connection with a user is in its user's rooms instead.
+    anon_rooms: crate::conn::BySlot<Vec<(u32, u32)>>,
     /// Messages queued here and not yet written to every recipient: when they were published
     /// and this reactor's copy of the frame (see `deliver`).
     in_flight: Vec<(Instant, Bytes)>,
@@ -256,6 +259,7 @@ impl Core {
             deflated: None,
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
+            anon_rooms: Default::default(),
             pending: std::collections::VecDeque::new(),
             pending_compact_at: PENDING_COMPACT_AT,
             in_flight: Vec::new(),
@@ -505,6 +509,7 @@ impl Core {
         let id = self.conn_id(idx);
         let subscriptions = self.subscriptions_of(idx);
         self.set_input(idx, None);
+        self.leave_connection_rooms(idx);
         let c = self.conns.remove(idx);
         if c.phase == Phase::Http {
             self.http.remove(&idx);

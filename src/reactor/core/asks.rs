@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::state::asks::{InFlight, Owner, ReplyKind, split_ticket, ticket};
+use super::state::asks::{Owner, ReplyKind, split_ticket, ticket};
 use super::state::fanout::Waiter;
 use super::{Core, ticks};
 use crate::admin::Answers;
@@ -27,28 +27,9 @@ impl Core {
     /// Sends `asks` (each to its reactors) for `owner`; returns the ticket, or `None` if the
     /// table is too full to name it (far beyond any real load).
     pub(super) fn send_asks(&mut self, owner: Owner, asks: Vec<(Ask, Vec<usize>)>) -> Option<u64> {
-        self.ask_serial = self.ask_serial.wrapping_add(1) & 0xFF_FFFF;
-        let serial = self.ask_serial;
-        let key = self.in_flight_asks.insert(InFlight {
-            owner: Some(owner),
-            serial,
-            // One for this call itself, so no answer completes the asks while they are sent.
-            waiting: 1,
-            answers: asks.iter().map(|_| Vec::new()).collect(),
-            since: self.now,
-            uncounted_requests: 0,
-            early_answers: 0,
-        });
-        if key > 0xFF_FFFF || asks.len() > 0xFFFF {
-            self.in_flight_asks.remove(key);
-            return None;
-        }
         // Another node's request is this node's share only; anything else is the cluster's too.
-        let clustered = self.cluster.is_some()
-            && !matches!(
-                self.in_flight_asks[key].owner,
-                Some(Owner::Remote { .. } | Owner::Forward(_))
-            );
+        let clustered = self.cluster.is_some() && !matches!(owner, Owner::Remote { .. } | Owner::Forward(_));
+        let (key, serial) = self.asks.open(owner, asks.len(), self.now)?;
         for (i, (ask, reactors)) in asks.into_iter().enumerate() {
             let now = if clustered {
                 self.cluster_step(key, serial, i, ask, reactors)
@@ -75,11 +56,11 @@ impl Core {
             _ => None,
         };
         for r in home.map_or(reactors, |h| vec![h]) {
-            if !self.in_flight_asks.contains(key) {
+            let Some(f) = self.asks.get_mut(key) else {
                 return;
-            }
+            };
             if r == self.id {
-                self.in_flight_asks[key].waiting += 1;
+                f.waiting += 1;
                 self.carry_out(ask.clone(), Some(Waiter::Local { key, ask: i }));
                 continue;
             }
@@ -94,7 +75,9 @@ impl Core {
                     reply,
                 })
             });
-            let f = &mut self.in_flight_asks[key];
+            let Some(f) = self.asks.get_mut(key) else {
+                return;
+            };
             if posted {
                 f.waiting += 1;
             } else {
@@ -105,7 +88,7 @@ impl Core {
 
     /// The serial of in-flight entry `key` (0 if gone).
     pub(super) fn serial_of(&self, key: usize) -> u32 {
-        self.in_flight_asks.get(key).map_or(0, |f| f.serial)
+        self.asks.serial_of(key)
     }
 
     /// An answer from this reactor to ask `ask` of entry `key` (`usize::MAX`: none, only the
@@ -117,7 +100,7 @@ impl Core {
     /// Reactor `from` answered an ask of ours.
     pub fn on_answer(&mut self, ticket: u64, from: usize, answer: Answer) {
         let (key, i, serial) = split_ticket(ticket);
-        if self.in_flight_asks.get(key).is_some_and(|f| f.serial == serial) {
+        if self.asks.is_current(key, serial) {
             self.record_answer(key, i, from, answer);
         }
     }
@@ -126,7 +109,7 @@ impl Core {
     /// at once: see `channels`) and completes the entry once nothing more is awaited.
     pub(super) fn record_answer(&mut self, key: usize, i: usize, from: usize, answer: Answer) {
         let recovering = self
-            .in_flight_asks
+            .asks
             .get(key)
             .is_some_and(|f| matches!(f.owner, Some(Owner::Recovery(_))));
         let answer = if recovering {
@@ -134,7 +117,7 @@ impl Core {
         } else {
             answer
         };
-        let Some(f) = self.in_flight_asks.get_mut(key) else {
+        let Some(f) = self.asks.get_mut(key) else {
             return;
         };
         if let Some(slot) = f.answers.get_mut(i) {
@@ -152,7 +135,9 @@ impl Core {
     }
 
     fn complete(&mut self, key: usize) {
-        let mut f = self.in_flight_asks.remove(key);
+        let Some(mut f) = self.asks.remove(key) else {
+            return;
+        };
         let answers = std::mem::take(&mut f.answers);
         match f.owner.take() {
             Some(Owner::Http { conn, seq, finish }) => self.http_plan_done(conn, seq, finish, answers),
@@ -182,17 +167,10 @@ impl Core {
 
     /// Completes asks whose answers are overdue with what came (called every tick).
     pub fn expire_asks(&mut self) {
-        if self.in_flight_asks.is_empty() {
+        if self.asks.is_empty() {
             return;
         }
-        let limit = ticks(ANSWER_DEADLINE);
-        let now = self.now;
-        let overdue: Vec<usize> = self
-            .in_flight_asks
-            .iter()
-            .filter(|(_, f)| now.wrapping_sub(f.since) >= limit)
-            .map(|(k, _)| k)
-            .collect();
+        let overdue = self.asks.overdue(self.now, ticks(ANSWER_DEADLINE));
         for key in overdue {
             log::warn!("a reactor did not answer in {ANSWER_DEADLINE:?}; going on with what came");
             self.complete(key);
@@ -206,8 +184,7 @@ impl Core {
             Some(t) => Ticket(t),
             None => {
                 // Never aliases a live ticket: serials only go up to 2^24 and this one is spent.
-                self.ask_serial = self.ask_serial.wrapping_add(1) & 0xFF_FFFF;
-                let t = Ticket(ticket(0xFF_FFFF, 0, self.ask_serial));
+                let t = Ticket(ticket(0xFF_FFFF, 0, self.asks.next_serial()));
                 self.handler_replies.push((t, reply_of(kind, Vec::new())));
                 t
             }

@@ -99,7 +99,7 @@ impl Core {
         let home = self.rt.topology.channel_home(channel);
         // On a cluster node the hub answers twice: the cluster's word and the count here.
         let n = if self.cluster.is_some() { 2 } else { reactors.len() };
-        if let Some(f) = self.in_flight_asks.get_mut(key) {
+        if let Some(f) = self.asks.get_mut(key) {
             f.waiting += n;
         }
         if home == self.id {
@@ -339,8 +339,7 @@ impl Core {
         let Answer::Recovered { frames, position } = answer else {
             return answer;
         };
-        let Some(super::state::asks::Owner::Recovery(p)) = self.in_flight_asks.get(key).and_then(|f| f.owner.as_ref())
-        else {
+        let Some(super::state::asks::Owner::Recovery(p)) = self.asks.get(key).and_then(|f| f.owner.as_ref()) else {
             return Answer::Recovered { frames, position };
         };
         let conn = p.conn;

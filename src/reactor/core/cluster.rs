@@ -106,7 +106,7 @@ impl Core {
             payload,
             dedupe,
         });
-        if let Some(f) = self.in_flight_asks.get_mut(key) {
+        if let Some(f) = self.asks.get_mut(key) {
             f.waiting += 1;
             if request {
                 f.uncounted_requests = f.uncounted_requests.saturating_add(1);
@@ -125,7 +125,7 @@ impl Core {
                 (*key, *serial, *index)
             }
         };
-        if self.in_flight_asks.get(key).is_none_or(|f| f.serial != serial) {
+        if self.asks.get(key).is_none_or(|f| f.serial != serial) {
             // The asker stopped waiting, but Redis took the message: the other nodes have it,
             // so this node's share still goes out.
             if let (Pending::Deliver { ask, .. }, Ok(_)) = (pending, &result) {
@@ -152,7 +152,7 @@ impl Core {
                 // reaches none. Answers that came before a count are credited now: as many as
                 // this count allows while other requests are still uncounted (they may be
                 // theirs), all of them once none is.
-                if let Some(f) = self.in_flight_asks.get_mut(key) {
+                if let Some(f) = self.asks.get_mut(key) {
                     f.uncounted_requests = f.uncounted_requests.saturating_sub(1);
                     let expected = result.as_ref().map_or(0, |n| n.saturating_sub(1));
                     f.waiting += expected;
@@ -172,7 +172,7 @@ impl Core {
             }
             _ => {}
         }
-        if let Some(slot) = self.in_flight_asks.get_mut(key).and_then(|f| f.answers.get_mut(index)) {
+        if let Some(slot) = self.asks.get_mut(key).and_then(|f| f.answers.get_mut(index)) {
             slot.push((CLUSTER, word));
         }
         self.answer_local(key, usize::MAX, Answer::Lost);

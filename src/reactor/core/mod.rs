@@ -159,8 +159,7 @@ pub(crate) struct Core {
     http: std::collections::HashMap<usize, state::http::HttpConn>,
     /// Admin plans waiting for other reactors' answers, and the serial that keeps a late
     /// answer from reaching a reused entry.
-    in_flight_asks: Slab<state::asks::InFlight>,
-    ask_serial: u32,
+    asks: state::asks::AskTable,
     /// Paused HTTP connections to serve and read again.
     http_resume: Vec<Token>,
     /// HTTP requests (and connections) seen, as an order for `HttpConn::last_request`.
@@ -264,8 +263,7 @@ impl Core {
             pending_compact_at: PENDING_COMPACT_AT,
             in_flight: Vec::new(),
             http: std::collections::HashMap::new(),
-            in_flight_asks: Slab::new(),
-            ask_serial: 0,
+            asks: Default::default(),
             http_resume: Vec::new(),
             http_requests: 0,
             reupgrades: Vec::new(),

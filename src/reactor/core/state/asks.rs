@@ -1,7 +1,8 @@
 //! The table of asks in flight: who asked (`Owner`), what the answers become, the tickets that
 //! name them.
 //!
-//! Owns: these records. Does not touch: carrying asks out (`core::asks`).
+//! Owns: these records and the table that holds them ([`AskTable`]: entries, serials,
+//! overdue entries). Does not touch: carrying asks out or what answers become (`core::asks`).
 
 use mio::Token;
 
@@ -45,7 +46,7 @@ pub(crate) struct InFlight {
     pub(crate) serial: u32,
     pub(crate) waiting: usize,
     pub(crate) answers: Answers,
-    pub(crate) since: u32,
+    since: u32,
     /// Requests to the other nodes whose publish Redis has not answered yet: until it has,
     /// nobody knows how many nodes will answer.
     pub(crate) uncounted_requests: u16,
@@ -65,4 +66,76 @@ pub(crate) fn split_ticket(t: u64) -> (usize, usize, u32) {
         ((t >> 24) & 0xFFFF) as usize,
         (t >> 40) as u32,
     )
+}
+
+/// The asks this reactor has in flight, by slab key; a serial per entry keeps a late answer
+/// from reaching a reused key.
+#[derive(Default)]
+pub(crate) struct AskTable {
+    entries: slab::Slab<InFlight>,
+    serial: u32,
+}
+
+impl AskTable {
+    /// A fresh serial (24 bits, never 0 once wrapped past: tickets carry it).
+    pub(crate) fn next_serial(&mut self) -> u32 {
+        self.serial = self.serial.wrapping_add(1) & 0xFF_FFFF;
+        self.serial
+    }
+
+    /// Opens an entry for `owner` waiting on `asks` asks, since tick `now`; `None` if its key
+    /// or ask count would not fit a ticket (far beyond any real load).
+    pub(crate) fn open(&mut self, owner: Owner, asks: usize, now: u32) -> Option<(usize, u32)> {
+        let serial = self.next_serial();
+        let key = self.entries.insert(InFlight {
+            owner: Some(owner),
+            serial,
+            // One for the sending itself, so no answer completes the asks while they are sent.
+            waiting: 1,
+            answers: (0..asks).map(|_| Vec::new()).collect(),
+            since: now,
+            uncounted_requests: 0,
+            early_answers: 0,
+        });
+        if key > 0xFF_FFFF || asks > 0xFFFF {
+            self.entries.remove(key);
+            return None;
+        }
+        Some((key, serial))
+    }
+
+    pub(crate) fn get(&self, key: usize) -> Option<&InFlight> {
+        self.entries.get(key)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut InFlight> {
+        self.entries.get_mut(key)
+    }
+
+    /// True while entry `key` is the one `serial` named.
+    pub(crate) fn is_current(&self, key: usize, serial: u32) -> bool {
+        self.entries.get(key).is_some_and(|f| f.serial == serial)
+    }
+
+    /// The serial of entry `key` (0 if gone).
+    pub(crate) fn serial_of(&self, key: usize) -> u32 {
+        self.entries.get(key).map_or(0, |f| f.serial)
+    }
+
+    pub(crate) fn remove(&mut self, key: usize) -> Option<InFlight> {
+        self.entries.try_remove(key)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries opened at least `limit` ticks before tick `now`.
+    pub(crate) fn overdue(&self, now: u32, limit: u32) -> Vec<usize> {
+        self.entries
+            .iter()
+            .filter(|(_, f)| now.wrapping_sub(f.since) >= limit)
+            .map(|(k, _)| k)
+            .collect()
+    }
 }

@@ -243,7 +243,7 @@ impl<H: ReactorHandler> Reactor<H> {
         self.after_callbacks();
         self.pump_engine();
         self.core.flush_dirty();
-        if !self.core.reupgrades.is_empty() {
+        if !self.core.http.reupgrades.is_empty() {
             // Upgrades that waited for earlier answers to be written.
             self.take_reupgrades();
             self.core.flush_dirty();

@@ -132,7 +132,7 @@ impl<H: ReactorHandler> Reactor<H> {
     /// Keep-alive HTTP connections that asked to upgrade: their request goes through the
     /// WebSocket handshake now.
     pub(super) fn take_reupgrades(&mut self) {
-        while let Some((idx, generation, bytes)) = self.core.reupgrades.pop() {
+        while let Some((idx, generation, bytes)) = self.core.http.reupgrades.pop() {
             if self
                 .core
                 .conns

@@ -10,14 +10,13 @@
 //! for its body. Its plan either answers at once or asks reactors: this one carries its share
 //! out on the spot, the others answer through this reactor's inbox. Nothing waits.
 
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use mio::Token;
 
 use super::state::asks::Owner;
-use super::state::http::{HttpConn, Owed};
+use super::state::http::Owed;
 use super::{Core, Phase, ticks};
 use crate::admin::{self, Answers, Finish, Plan, Response};
 use crate::ask::Ask;
@@ -55,21 +54,7 @@ impl Core {
             })
         });
         self.set_input(idx, input);
-        self.http_requests += 1;
-        self.http.insert(
-            idx,
-            HttpConn {
-                request_started: started,
-                request_clock: self.instant,
-                owed: VecDeque::new(),
-                next_seq: 0,
-                closing: false,
-                paused: false,
-                served: 0,
-                body_until: None,
-                last_request: self.http_requests,
-            },
-        );
+        self.http.open(idx, started, self.instant);
         self.schedule(
             idx,
             generation,
@@ -80,13 +65,7 @@ impl Core {
 
     /// Closes the HTTP connection idle (between requests, nothing owed) the longest.
     fn close_longest_idle_http(&mut self) {
-        let oldest = self
-            .http
-            .iter()
-            .filter(|(_, h)| h.request_started.is_none() && h.owed.is_empty() && !h.closing)
-            .min_by_key(|(_, h)| h.last_request)
-            .map(|(i, _)| *i);
-        if let Some(i) = oldest {
+        if let Some(i) = self.http.longest_idle() {
             log::debug!("closing the longest-idle HTTP connection (over {HTTP_CONNECTIONS} on this reactor)");
             self.drop_conn(i, 1006);
         }
@@ -94,7 +73,7 @@ impl Core {
 
     /// Bytes read from an HTTP connection.
     pub fn on_http_bytes(&mut self, idx: usize, data: &[u8]) {
-        if self.http.get(&idx).is_none_or(|h| h.closing) {
+        if self.http.get(idx).is_none_or(|h| h.closing) {
             // No further request will be read: what follows is dropped, never buffered.
             return;
         }
@@ -105,7 +84,7 @@ impl Core {
             return;
         }
         input.pending.extend_from_slice(data);
-        if let Some(h) = self.http.get_mut(&idx)
+        if let Some(h) = self.http.get_mut(idx)
             && h.request_started.is_none()
         {
             h.request_started = Some(now);
@@ -116,7 +95,7 @@ impl Core {
 
     /// Reading is paused for this connection (its requests wait in the socket).
     pub fn http_paused(&self, idx: usize) -> bool {
-        self.conns[idx].phase == Phase::Http && self.http.get(&idx).is_some_and(|h| h.paused)
+        self.conns[idx].phase == Phase::Http && self.http.get(idx).is_some_and(|h| h.paused)
     }
 
     /// Parses and plans every complete request in the connection's input, in order.
@@ -124,13 +103,13 @@ impl Core {
         let rt = self.rt.clone();
         let (max_head, ws_path) = (self.rt.config.max_request_bytes, self.rt.config.ws_path.clone());
         loop {
-            let Some(h) = self.http.get(&idx) else { return };
+            let Some(h) = self.http.get(idx) else { return };
             if h.closing {
                 break;
             }
             let unwritten = self.conns[idx].queued_bytes();
             if h.owed.len() >= PIPELINE_DEPTH || unwritten >= OUTPUT_HIGH_WATER {
-                if let Some(h) = self.http.get_mut(&idx) {
+                if let Some(h) = self.http.get_mut(idx) {
                     h.paused = true;
                 }
                 break;
@@ -160,7 +139,7 @@ impl Core {
                     // fetch and WebSocket share one connection pool): it becomes a handshake
                     // like a new connection's, with the same timeout and limits.
                     let bytes = self.take_input(idx).map(|i| i.pending).unwrap_or_default();
-                    self.http.remove(&idx);
+                    self.http.remove(idx);
                     let now = self.now;
                     let c = &mut self.conns[idx];
                     c.phase = Phase::Handshake;
@@ -168,13 +147,13 @@ impl Core {
                     let generation = c.generation;
                     self.track_pending(idx);
                     self.schedule(idx, generation, now + self.ticks.handshake);
-                    self.reupgrades.push((idx, generation, bytes));
+                    self.http.reupgrades.push((idx, generation, bytes));
                     return;
                 }
                 Parsed::Upgrade(..) if !admin_port => {
                     // Pipelined behind answers still owed: it waits (reading paused) until they
                     // are written, then upgrades as above.
-                    if let Some(h) = self.http.get_mut(&idx) {
+                    if let Some(h) = self.http.get_mut(idx) {
                         h.paused = true;
                     }
                     break;
@@ -197,7 +176,7 @@ impl Core {
                     let end = req.head_len + req.content_length;
                     if buf.len() < end {
                         let mut go_ahead = false;
-                        if let Some(h) = self.http.get_mut(&idx) {
+                        if let Some(h) = self.http.get_mut(idx) {
                             h.body_until = Some(end);
                             // Only when nothing is owed ahead of it: a `100` between pipelined
                             // responses would break their framing (the client then sends the
@@ -229,7 +208,8 @@ impl Core {
             }
             let c = &mut self.conns[idx];
             c.mark = now;
-            let Some(h) = self.http.get_mut(&idx) else { return };
+            let order = self.http.next_request();
+            let Some(h) = self.http.get_mut(idx) else { return };
             let keep_alive = req.keep_alive && !self.rt.draining.load(std::sync::atomic::Ordering::Acquire);
             let seq = h.next_seq;
             h.next_seq += 1;
@@ -246,8 +226,7 @@ impl Core {
             h.request_started = more.then_some(now);
             h.request_clock = self.instant;
             h.body_until = None;
-            h.last_request = self.http_requests;
-            self.http_requests += 1;
+            h.last_request = order;
             if !keep_alive {
                 h.closing = true;
             }
@@ -264,7 +243,7 @@ impl Core {
     /// Owes `resp` as the connection's last response (it closes once that is written).
     /// (`request`: its method and path when the head was read, for the access log.)
     fn owe_final(&mut self, idx: usize, resp: Response, request: Option<(&str, &str)>) {
-        let Some(h) = self.http.get_mut(&idx) else { return };
+        let Some(h) = self.http.get_mut(idx) else { return };
         let seq = h.next_seq;
         h.next_seq += 1;
         h.closing = true;
@@ -286,7 +265,7 @@ impl Core {
     /// Serializes the response owed as `seq`.
     fn fulfil(&mut self, idx: usize, seq: u64, resp: Response) {
         let peer = self.conns[idx].sock.peer_addr();
-        let Some(h) = self.http.get_mut(&idx) else { return };
+        let Some(h) = self.http.get_mut(idx) else { return };
         let Some(o) = h.owed.iter_mut().find(|o| o.seq == seq) else {
             return;
         };
@@ -300,7 +279,7 @@ impl Core {
     /// last owed response is queued on a closing connection.
     fn pump_http(&mut self, idx: usize) {
         loop {
-            let Some(h) = self.http.get_mut(&idx) else { return };
+            let Some(h) = self.http.get_mut(idx) else { return };
             match h.owed.front_mut() {
                 Some(o) if o.bytes.is_some() => {
                     let bytes = o.bytes.take().unwrap_or_default();
@@ -309,7 +288,7 @@ impl Core {
                 }
                 Some(_) => return,
                 None if h.closing => {
-                    self.http.remove(&idx);
+                    self.http.remove(idx);
                     self.enter_discarding(idx);
                     return;
                 }
@@ -345,17 +324,18 @@ impl Core {
     /// has come down is queued to read and serve again.
     pub fn wake_http(&mut self, idx: usize) {
         let unwritten = self.conns[idx].queued_bytes();
-        let Some(h) = self.http.get_mut(&idx) else { return };
+        let Some(h) = self.http.get_mut(idx) else { return };
         if h.paused && h.owed.len() < PIPELINE_DEPTH && unwritten < OUTPUT_HIGH_WATER {
             h.paused = false;
-            self.http_resume.push(self.token_of(idx));
+            let token = self.token_of(idx);
+            self.http.resume_later(token);
         }
     }
 
     /// Serves the requests already buffered by connections that were paused; returns the
     /// tokens whose sockets should be read again.
     pub fn resume_http(&mut self) -> Vec<Token> {
-        let tokens = std::mem::take(&mut self.http_resume);
+        let tokens = self.http.take_resumes();
         let mut read = Vec::with_capacity(tokens.len());
         for t in tokens {
             if let Some(idx) = self.live(t).filter(|&i| self.conns[i].phase == Phase::Http) {
@@ -370,13 +350,13 @@ impl Core {
     }
 
     pub fn has_http_resumes(&self) -> bool {
-        !self.http_resume.is_empty()
+        self.http.has_resumes()
     }
 
     /// The peer half-closed: answer what it asked, then close.
     pub fn http_peer_eof(&mut self, idx: usize) {
         self.conns[idx].flags |= flags::CLOSE_RECEIVED;
-        if let Some(h) = self.http.get_mut(&idx) {
+        if let Some(h) = self.http.get_mut(idx) {
             h.closing = true;
         }
         self.pump_http(idx);
@@ -385,7 +365,7 @@ impl Core {
 
     /// Draining or closing the server: no further requests; close once what is owed is out.
     pub fn http_close(&mut self, idx: usize) {
-        if let Some(h) = self.http.get_mut(&idx) {
+        if let Some(h) = self.http.get_mut(idx) {
             h.closing = true;
         }
         self.pump_http(idx);
@@ -396,7 +376,7 @@ impl Core {
         let now = self.now;
         let generation = self.conns[idx].generation;
         let mark = self.conns[idx].mark;
-        let Some(h) = self.http.get(&idx) else { return };
+        let Some(h) = self.http.get(idx) else { return };
         let request = ticks(REQUEST_DEADLINE);
         let at = match h.request_started {
             Some(t) if now.wrapping_sub(t) >= request => {

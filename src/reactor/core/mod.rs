@@ -155,18 +155,10 @@ pub(crate) struct Core {
     /// Messages queued here and not yet written to every recipient: when they were published
     /// and this reactor's copy of the frame (see `deliver`).
     in_flight: Vec<(Instant, Bytes)>,
-    /// HTTP connections' state, by slab index (see `http`).
-    http: std::collections::HashMap<usize, state::http::HttpConn>,
-    /// Admin plans waiting for other reactors' answers, and the serial that keeps a late
-    /// answer from reaching a reused entry.
+    /// The plain HTTP connections (see `http`).
+    pub http: state::http::HttpConns,
+    /// Admin plans and handler calls waiting for other reactors' answers.
     asks: state::asks::AskTable,
-    /// Paused HTTP connections to serve and read again.
-    http_resume: Vec<Token>,
-    /// HTTP requests (and connections) seen, as an order for `HttpConn::last_request`.
-    http_requests: u64,
-    /// Keep-alive HTTP connections whose next request is a WebSocket upgrade, with its bytes:
-    /// the reactor runs them through the handshake (`Reactor::take_reupgrades`).
-    pub reupgrades: Vec<(usize, u32, Vec<u8>)>,
     /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
     groups: Vec<state::fanout::Group>,
     /// Handler asks answered, for the loop to hand to `on_reply`.
@@ -262,11 +254,8 @@ impl Core {
             pending: std::collections::VecDeque::new(),
             pending_compact_at: PENDING_COMPACT_AT,
             in_flight: Vec::new(),
-            http: std::collections::HashMap::new(),
+            http: Default::default(),
             asks: Default::default(),
-            http_resume: Vec::new(),
-            http_requests: 0,
-            reupgrades: Vec::new(),
             groups: Vec::new(),
             handler_replies: Vec::new(),
             cancelled_timers: Default::default(),
@@ -510,7 +499,7 @@ impl Core {
         self.leave_connection_rooms(idx);
         let c = self.conns.remove(idx);
         if c.phase == Phase::Http {
-            self.http.remove(&idx);
+            self.http.remove(idx);
         }
         if !self.replays.is_empty() {
             self.replays.remove(&idx);

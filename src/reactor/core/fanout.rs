@@ -21,24 +21,16 @@ use crate::ask::{Answer, Ask};
 /// Most bytes of frames one group collects before a new group starts.
 const GROUP_BYTES: usize = 256 * 1024;
 
-use crate::reactor::slots::SlotSet;
-
 impl Core {
     /// Records that the connection at `idx` is open (a publish to everyone reaches it).
     pub fn index_open(&mut self, idx: usize) {
-        self.open_slots.insert(idx);
+        self.index.open(idx);
     }
 
     /// A connection's event subscriptions (a bit set over `subscribable_events`), read from
     /// the subscriber index: the connection record keeps no copy (8 bytes per connection).
     pub fn subscriptions_of(&self, idx: usize) -> u64 {
-        let mut bits = 0;
-        for (bit, set) in self.subscribers.iter().enumerate() {
-            if set.contains(idx) {
-                bits |= 1 << bit;
-            }
-        }
-        bits
+        self.index.subscriptions_of(idx)
     }
 
     /// Replaces a connection's event subscriptions (a bit set over `subscribable_events`).
@@ -53,17 +45,10 @@ impl Core {
         while changed != 0 {
             let bit = changed.trailing_zeros() as usize;
             changed &= changed - 1;
-            if self.subscribers.len() <= bit {
-                self.subscribers.resize_with(bit + 1, Default::default);
-            }
-            let was_empty = self.subscribers[bit].is_empty();
-            if new & (1 << bit) != 0 {
-                self.subscribers[bit].insert(idx);
-            } else {
-                self.subscribers[bit].remove(idx);
-            }
-            if self.cluster.is_some() && was_empty != self.subscribers[bit].is_empty() {
-                self.event_interest(bit, was_empty);
+            let on = new & (1 << bit) != 0;
+            if self.index.set(idx, bit, on) && self.cluster.is_some() {
+                // The event's first subscriber here arrived (on), or its last one left.
+                self.event_interest(bit, on);
             }
         }
     }
@@ -82,7 +67,7 @@ impl Core {
                 v.truncate(limit);
                 v
             }
-            None => self.open_slots.from(start, limit),
+            None => self.index.open_from(start, limit),
         };
         slots
             .into_iter()
@@ -93,14 +78,12 @@ impl Core {
 
     /// Every slot of an open connection (for the cluster's bookkeeping).
     pub(super) fn index_open_slots(&self, into: &mut Vec<usize>) {
-        self.open_slots.for_each(|i| into.push(i));
+        self.index.for_each_open(|i| into.push(i));
     }
 
     /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
     fn subscribers_of(&self, bit: u32) -> Vec<usize> {
-        self.subscribers
-            .get(bit as usize)
-            .map_or_else(Vec::new, SlotSet::to_vec)
+        self.index.subscribers_of(bit)
     }
 
     /// Carries out a request from another thread or reactor; a delivery is queued into the
@@ -258,27 +241,26 @@ impl Core {
         match target {
             Target::All => {
                 // Taken out while pushing: a push never drops a connection.
-                let open = std::mem::take(&mut self.open_slots);
+                let open = self.index.take_open();
                 open.for_each(|idx| {
                     if self.push_shared(idx, frame, ex, messages) {
                         n += 1;
                     }
                 });
-                self.open_slots = open;
+                self.index.put_open(open);
             }
             Target::Subscribers(bit) => {
-                let Some(slot) = self.subscribers.get_mut(*bit as usize) else {
-                    return 0;
-                };
                 // Taken out while pushing: a push never drops a connection (a slow consumer
                 // is only closed), so the index does not change meanwhile.
-                let set = std::mem::take(slot);
+                let Some(set) = self.index.take_event(*bit) else {
+                    return 0;
+                };
                 set.for_each(|idx| {
                     if self.push_shared(idx, frame, ex, messages) {
                         n += 1;
                     }
                 });
-                self.subscribers[*bit as usize] = set;
+                self.index.put_event(*bit, set);
             }
             Target::User(user) => {
                 let mut cur = self
@@ -315,12 +297,12 @@ impl Core {
     /// Closes every open connection matching `target`; returns how many.
     pub fn disconnect(&mut self, target: &Target, code: u16, reason: &str) -> usize {
         let matching: Vec<usize> = match target {
-            Target::All => self
-                .open_slots
-                .to_vec()
-                .into_iter()
-                .filter(|&i| self.conns[i].phase == Phase::Open)
-                .collect(),
+            Target::All => {
+                let mut open = Vec::new();
+                self.index.for_each_open(|i| open.push(i));
+                open.retain(|&i| self.conns[i].phase == Phase::Open);
+                open
+            }
             Target::Subscribers(bit) => self
                 .subscribers_of(*bit)
                 .into_iter()

@@ -118,13 +118,9 @@ pub(crate) struct Core {
     ticks: Ticks,
     queued: usize,
     pub closed: Vec<ClosedRecord>,
-    /// Per event type (index: the event's bit), a bitmap over slab indices of its subscribers:
-    /// a publish walks 64 slots per word in slab order (cache-friendly when most connections
-    /// subscribe, and skipping empty words when few do) instead of every connection.
-    subscribers: Vec<SlotSet>,
-    /// Slots of connections that opened (cleared when dropped): a publish to everyone visits
-    /// these, not the whole slab.
-    open_slots: SlotSet,
+    /// Who a publish reaches: per event, its subscribers' slots; and every open slot (see
+    /// `state::fanout::SubscriberIndex`).
+    index: state::fanout::SubscriberIndex,
     /// TLS sessions of the connections of TLS listeners (plain connections have none).
     pub tls_sessions: std::collections::HashMap<usize, crate::transport::tls::TlsSession>,
     /// Buffers this reactor's TLS connections borrow while they read and write.
@@ -240,8 +236,7 @@ impl Core {
             queued: 0,
             closed: Vec::new(),
             noisy: Default::default(),
-            subscribers: Vec::new(),
-            open_slots: SlotSet::default(),
+            index: Default::default(),
             deflate_slots: SlotSet::default(),
             tls_sessions: std::collections::HashMap::new(),
             tls_shared: Default::default(),
@@ -511,7 +506,7 @@ impl Core {
             self.writable_watch.remove(&idx);
         }
         self.index_subscriptions(idx, subscriptions, 0);
-        self.open_slots.remove(idx);
+        self.index.close(idx);
         if !self.tls_sessions.is_empty() {
             self.tls_sessions.remove(&idx);
         }

@@ -59,8 +59,6 @@ const GENERATION_MASK: u32 = 0x7FFF_FFFF;
 const WHEEL_SLOTS: usize = 1024;
 /// Ticks a pending handshake must have waited before the pending limit may evict it (1 s).
 const PENDING_MIN_AGE: u32 = 10;
-/// The pending-handshake list is compacted when it reaches this length (or the limit).
-const PENDING_COMPACT_AT: usize = 1024;
 
 /// A closed connection, reported to `Handler::on_close` by the loop.
 pub(crate) struct ClosedRecord {
@@ -138,11 +136,8 @@ pub(crate) struct Core {
     /// Handlers' typed per-connection data, only for connections that have some (flag
     /// `HAS_DATA`), so connections that need none pay nothing.
     pub conn_data: std::collections::HashMap<usize, Box<dyn std::any::Any + Send>>,
-    /// Accepted connections in accept order, for the pending-handshake limit (entries whose
-    /// handshake ended are dropped lazily).
-    pending: std::collections::VecDeque<Token>,
-    /// Length of `pending` at which it is compacted next.
-    pending_compact_at: usize,
+    /// Accepted connections in accept order, for the pending-handshake limit.
+    pending: state::pending::PendingHandshakes,
     /// User ids of open connections already unlinked from their user (closing), for `on_close`.
     departed_users: std::collections::HashMap<usize, Box<str>>,
     /// Rooms of the anonymous connections that are in some (by slot: room and position in
@@ -246,8 +241,7 @@ impl Core {
             conn_data: std::collections::HashMap::new(),
             departed_users: std::collections::HashMap::new(),
             anon_rooms: Default::default(),
-            pending: std::collections::VecDeque::new(),
-            pending_compact_at: PENDING_COMPACT_AT,
+            pending: Default::default(),
             in_flight: Vec::new(),
             http: Default::default(),
             asks: Default::default(),
@@ -307,38 +301,30 @@ impl Core {
     /// are dropped (legitimate clients finish in milliseconds; idle ones would hold descriptors
     /// until the handshake timeout).
     pub fn track_pending(&mut self, idx: usize) {
-        self.pending.push_back(self.token_of(idx));
         let limit = (self.rt.config.max_pending_handshakes / self.rt.links.len()).max(1);
-        // Compact well before the limit too, so the list tracks the few connections actually
-        // pending instead of growing with every accept until it reaches the limit.
-        if self.pending.len() <= limit.min(self.pending_compact_at) {
+        let token = self.token_of(idx);
+        if !self.pending.push(token, limit) {
             return;
         }
         // Forget the connections that finished (or gave up) their handshake, then evict.
         let conns = &self.conns;
-        self.pending.retain(|&t| {
+        self.pending.compact(|t| {
             let (i, g) = split_token(t);
             conns
                 .get(i)
                 .is_some_and(|c| c.generation == g && c.phase == Phase::Handshake)
         });
-        if self.pending.capacity() > 4 * PENDING_COMPACT_AT.max(self.pending.len()) {
-            self.pending.shrink_to(2 * self.pending.len());
-        }
-        // Next compaction once the list has doubled: during a connect storm with thousands
-        // legitimately pending, compacting on every accept was quadratic.
-        self.pending_compact_at = PENDING_COMPACT_AT.max(2 * self.pending.len());
         while self.pending.len() > limit {
             // Only connections pending for a while are evicted: a burst of young ones (a
             // reconnect storm after a restart) is let through; idle sockets age past this.
-            let Some(&t) = self.pending.front() else { break };
+            let Some(t) = self.pending.oldest() else { break };
             if self
                 .live(t)
                 .is_some_and(|i| self.now.wrapping_sub(self.conns[i].mark) < PENDING_MIN_AGE)
             {
                 break;
             }
-            self.pending.pop_front();
+            self.pending.forget_oldest();
             if let Some(i) = self.live(t) {
                 self.metrics.refused_with(408);
                 log::debug!("dropping the oldest pending handshake (over {limit} on this reactor)");

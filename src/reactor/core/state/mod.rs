@@ -8,3 +8,4 @@ pub(crate) mod cluster;
 pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod hub;
+pub(crate) mod pending;

@@ -8,7 +8,9 @@ named bare, `link::Link` under `mod link;`, followed too), resolves each to the 
 lands in, and prints the strongly connected components of that graph with more than one
 module: every module in one of them reaches every other through imports. A child using its
 parent counts like any other import (a mod.rs is either a facade its children never use, or a
-layer above them). Exit status 1 if there is any (0: the modules form layers).
+layer above them). The same is checked between top-level modules (a directory counted as one:
+`reactor -> admin` and `admin -> reactor::rooms` is a cycle). Exit status 1 if there is any
+(0: the modules form layers).
 
 Usage: scripts/module-cycles.py [--all] [--layers] [--why FROM TO]
   --all       also print each module's imports
@@ -139,6 +141,16 @@ def main():
         for m in sorted(edges):
             print(f"{m or 'crate'} -> {', '.join(sorted(edges[m])) or '-'}")
         print()
+    top = {}
+    for m, targets in edges.items():
+        a = m.split("::")[0]
+        top.setdefault(a, {}) if a else None
+        for t, lines in targets.items():
+            b = t.split("::")[0]
+            if a and b and a != b:
+                top.setdefault(a, {}).setdefault(b, lines)
+                top.setdefault(b, {})
+    top_cycles = components(top)
     cycles = components(edges)
     if "--layers" in sys.argv and not cycles:
         depth = {}
@@ -154,9 +166,18 @@ def main():
             print(f"layer {d}: {', '.join(sorted(m or 'crate' for m in depth if depth[m] == d))}")
         print()
     print(f"{len(known)} modules, {sum(len(e) for e in edges.values())} imports between them")
-    if not cycles:
-        print("no import cycle: the modules form layers")
+    for c in sorted(top_cycles, key=len, reverse=True):
+        print(f"cycle of {len(c)} top-level modules: {', '.join(c)}")
+        inside = set(c)
+        for m in c:
+            for t in sorted(top[m]):
+                if t in inside:
+                    print(f"  {m} -> {t}   ({top[m][t][0].split(': ', 1)[0]})")
+    if not cycles and not top_cycles:
+        print("no import cycle: the modules form layers, and so do the top-level modules")
         return 0
+    if not cycles:
+        return 1
     for c in sorted(cycles, key=len, reverse=True):
         print(f"cycle of {len(c)} modules: {', '.join(c)}")
         inside = set(c)

@@ -35,6 +35,7 @@ pub mod cluster;
 pub mod config;
 pub(crate) mod conn;
 pub mod embed;
+pub(crate) mod handle;
 pub mod handler;
 pub(crate) mod history;
 pub(crate) mod http;
@@ -43,6 +44,8 @@ pub mod metrics;
 pub(crate) mod outgoing;
 pub(crate) mod protocol;
 pub(crate) mod reactor;
+pub(crate) mod rooms;
+pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod timer;
 pub(crate) mod topology;
@@ -76,7 +79,7 @@ pub use ws::frame::encode_client_frame;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::cluster::wire::inspect_for_testing as inspect_cluster_payload;
-    pub use crate::server::handle::respond_for_testing as admin_response;
+    pub use crate::handle::respond_for_testing as admin_response;
     /// Channel names of a cluster with this prefix and node.
     pub fn cluster_channels(prefix: &str, node: &str) -> crate::cluster::Channels {
         crate::cluster::Channels::new(prefix, node)
@@ -86,7 +89,7 @@ pub mod testing {
     pub use crate::protocol::{IdGen, data_as, parse_client_message, write_envelope};
     pub use crate::reactor::core::with_position;
     pub use crate::reactor::harness::Harness;
-    pub use crate::reactor::rooms::{glob_match, valid_room_name};
+    pub use crate::rooms::{glob_match, valid_room_name};
     pub use crate::timer::TimerWheel;
     pub use crate::transport::sim::{Rng, SimClient};
     pub use crate::transport::tls::fuzzing as tls;

@@ -385,7 +385,7 @@ fn history(h: &dyn AdminHost, m: &str, channel: &str, query: Option<&str>) -> Pl
     }
     let known = match channel.split_once(':') {
         Some(("event", e)) => cfg.event_bit(e).is_some(),
-        Some(("room", r)) => crate::reactor::rooms::valid_room_name(r),
+        Some(("room", r)) => crate::rooms::valid_room_name(r),
         Some(("user", u)) => !u.is_empty(),
         _ => false,
     };

@@ -4,7 +4,7 @@
 //! envelopes) or delivery (the handle's asks).
 
 use crate::ask::{Delivery, HandleError};
-use crate::server::handle::ServerHandle;
+use crate::handle::ServerHandle;
 
 /// The seed systems' event helpers (`upload.progress`, `system.notification`, ...) as calls on
 /// a [`ServerHandle`]: `use wsedge::app::EventHelpers;`. Each sends one envelope and waits for

@@ -8,16 +8,16 @@ use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::core::Core;
-use super::runtime::Command;
 use crate::ask::Ask;
 use crate::ask::Target;
 use crate::callback::SendStatus;
 use crate::config::Config;
 use crate::conn::{NONE, Phase, flags};
+use crate::handle::ServerHandle;
 use crate::limits::RateLimited;
 use crate::protocol::{ErrorCode, write_envelope, write_error, write_rate_limited};
 use crate::reactor::users::NO_EXPIRY;
-use crate::server::handle::ServerHandle;
+use crate::runtime::Command;
 use crate::ws::encode_frame;
 
 /// Why a room join was refused.
@@ -355,7 +355,7 @@ impl Ctx<'_> {
         if u == NONE {
             return Err(RoomRefusal::Anonymous);
         }
-        if !crate::reactor::rooms::valid_room_name(room) {
+        if !crate::rooms::valid_room_name(room) {
             return Err(RoomRefusal::InvalidName);
         }
         if !self.core.may_join(self.idx, room) {
@@ -379,7 +379,7 @@ impl Ctx<'_> {
     /// joins on its own, until it closes. `Ok(false)`: already a member. Refused only for an
     /// invalid name or `max_rooms_per_user` rooms already.
     pub fn add_to_room(&mut self, room: &str) -> Result<bool, RoomRefusal> {
-        if !crate::reactor::rooms::valid_room_name(room) {
+        if !crate::rooms::valid_room_name(room) {
             return Err(RoomRefusal::InvalidName);
         }
         let mine = self.rooms();

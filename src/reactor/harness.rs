@@ -20,15 +20,15 @@ use std::time::Instant;
 use mio::{Poll, Waker};
 
 use super::Reactor;
-use super::runtime::{Link, Runtime, WAKER};
 use crate::auth::Verifier;
 use crate::config::{AuthMode, Config};
-use crate::handler::Handler;
 use crate::limits::{Admission, PerIpAdmission};
+use crate::reactor::handler::Handler;
+use crate::runtime::{Link, Runtime, WAKER};
 use crate::transport::sim::{self, SimClient};
 
 pub struct Harness<H: Handler> {
-    reactor: Reactor<crate::embed::Shared<H>>,
+    reactor: Reactor<crate::reactor::embed::Shared<H>>,
     /// The virtual clock: its origin, how far it has moved, and Unix time at the origin.
     origin: Instant,
     elapsed: std::time::Duration,
@@ -82,10 +82,10 @@ impl<H: Handler> Harness<H> {
         });
         let mut listener = listener;
         super::register_listeners(&poll, &mut listener, None)?;
-        let handler = crate::embed::HandlerFactory::make(Arc::new(handler), 0);
+        let handler = crate::reactor::embed::HandlerFactory::make(Arc::new(handler), 0);
         // Virtual time starts now (tokens are checked against the system clock when they
         // arrive, so their expiry must be measured from the same origin).
-        let (origin, unix_origin_ms) = (Instant::now(), super::runtime::unix_ms_now());
+        let (origin, unix_origin_ms) = (Instant::now(), crate::runtime::unix_ms_now());
         let mut reactor = Reactor::new(0, rt, handler, poll, (listener, None), (origin, unix_origin_ms));
         reactor.start();
         Ok(Harness {
@@ -113,7 +113,7 @@ impl<H: Handler> Harness<H> {
         let generation = r.core.conns[idx].generation;
         let mut buf = Vec::new();
         for chunk in chunks {
-            if r.core.live(super::runtime::conn_token(idx, generation)).is_none() {
+            if r.core.live(crate::runtime::conn_token(idx, generation)).is_none() {
                 break;
             }
             buf.clear();
@@ -190,7 +190,7 @@ impl<H: Handler> Harness<H> {
     pub fn advance(&mut self, by: std::time::Duration) {
         let target = self.elapsed + by;
         while self.elapsed < target {
-            self.elapsed = (self.elapsed + super::runtime::TICK).min(target);
+            self.elapsed = (self.elapsed + crate::runtime::TICK).min(target);
             self.sim_turn();
         }
     }

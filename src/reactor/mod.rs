@@ -11,13 +11,13 @@
 mod noisy;
 pub(crate) mod core;
 pub mod ctx;
+pub(crate) mod embed;
 mod engine_ctx;
+pub(crate) mod handler;
 #[cfg(feature = "testing")]
 pub mod harness;
 pub mod reactor_ctx;
 mod read;
-pub(crate) mod rooms;
-pub(crate) mod runtime;
 mod session;
 mod slots;
 pub(crate) mod users;
@@ -32,9 +32,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use self::core::Core;
 use self::ctx::Ctx;
-use self::runtime::{ADMIN_LISTENER, Command, ENGINE_SOURCE_BIT, LISTENER, Runtime, SOURCE_BIT, TICK, WAKER, abandon};
 use crate::conn::Phase;
-use crate::embed::ReactorHandler;
+use crate::reactor::embed::ReactorHandler;
+use crate::runtime::{ADMIN_LISTENER, Command, ENGINE_SOURCE_BIT, LISTENER, Runtime, SOURCE_BIT, TICK, WAKER, abandon};
 
 pub(crate) struct Reactor<H: ReactorHandler> {
     core: Core,
@@ -131,13 +131,13 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// Runs until shutdown completes.
     pub fn run(mut self) {
-        runtime::mark_reactor_thread();
-        self.begin_turn(Instant::now(), runtime::unix_ms_now());
+        crate::runtime::mark_reactor_thread();
+        self.begin_turn(Instant::now(), crate::runtime::unix_ms_now());
         self.start();
         let mut events = Events::with_capacity(1024);
         while self.poll_turn(&mut events, None) {}
         self.stop();
-        runtime::set_reactor_thread(false);
+        crate::runtime::set_reactor_thread(false);
     }
 
     /// The poll's descriptor (for an embedder's own event loop).
@@ -169,7 +169,7 @@ impl<H: ReactorHandler> Reactor<H> {
             return false;
         }
         let turn_start = Instant::now();
-        self.begin_turn(turn_start, runtime::unix_ms_now());
+        self.begin_turn(turn_start, crate::runtime::unix_ms_now());
         for event in events.iter() {
             self.on_poll_event(event);
         }

@@ -12,13 +12,13 @@ use serde::Serialize;
 
 use super::core::Core;
 use super::core::ReplyKind;
-use super::runtime::{ENGINE_SOURCE_BIT, SOURCE_BIT};
 use crate::ask::HandleError;
 use crate::ask::{Ask, Target};
 use crate::callback::{SourceId, Ticket, TimerId};
 use crate::config::Config;
+use crate::handle::ServerHandle;
 use crate::outgoing::Outgoing;
-use crate::server::handle::ServerHandle;
+use crate::runtime::{ENGINE_SOURCE_BIT, SOURCE_BIT};
 
 /// A handler's view of its reactor, in [`crate::ReactorHandler::on_start`], `on_source`,
 /// `on_timer` and `on_reply`.

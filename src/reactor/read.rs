@@ -9,7 +9,7 @@ use mio::Token;
 
 use super::{READ_BUDGET, Reactor};
 use crate::conn::{Input, Phase, flags};
-use crate::embed::ReactorHandler;
+use crate::reactor::embed::ReactorHandler;
 use crate::ws::{Event, Violation};
 
 impl<H: ReactorHandler> Reactor<H> {

@@ -7,18 +7,18 @@ use std::io;
 
 use mio::Interest;
 
-use super::runtime::{Command, Handover};
 use super::{Admitting, Reactor};
 use crate::auth::Claims;
 use crate::cluster::broker::Admission;
 use crate::config::LimitPolicy;
 use crate::conn::{Input, Phase, flags};
-use crate::embed::ReactorHandler;
 use crate::http::upgrade::{self, Parsed, UpgradeRequest};
 use crate::http::write_error;
 use crate::protocol::ErrorCode;
 use crate::reactor::core::Core;
 use crate::reactor::ctx::Ctx;
+use crate::reactor::embed::ReactorHandler;
+use crate::runtime::{Command, Handover};
 
 /// Answer to a socket over `max_connections_per_ip`, written once without waiting.
 const TOO_MANY_FROM_ADDRESS: &[u8] =

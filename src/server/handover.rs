@@ -30,7 +30,7 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
-use super::handle::ServerHandle;
+use crate::handle::ServerHandle;
 
 const HELLO: &[u8] = b"wsedge-handover 1\n";
 /// More listening sockets than any predecessor has (one per reactor, main and admin).

@@ -4,10 +4,9 @@
 //! engine's choice, thread spawning, reactors run on the embedder's threads, and reactor death.
 //! Does not touch: connection state (commands go through each reactor's inbox).
 
-pub(crate) mod handle;
 mod handover;
 
-pub use handle::{Delivery, HandleError, ServerHandle};
+pub use crate::handle::{Delivery, HandleError, ServerHandle};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use crate::embed::HandlerFactory;
 use crate::limits::Admission;
 use crate::metrics::ClusterMetrics;
 use crate::reactor::Reactor;
-use crate::reactor::runtime::{Link, Runtime, WAKER};
+use crate::runtime::{Link, Runtime, WAKER};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -204,7 +203,7 @@ impl Server {
             draining: AtomicBool::new(false),
             engine,
             cluster_metrics,
-            started_at: crate::reactor::runtime::unix_ms_now() / 1000,
+            started_at: crate::runtime::unix_ms_now() / 1000,
             history_epoch: crate::history::History::process_epoch(),
             tls,
             rates: Default::default(),
@@ -280,10 +279,10 @@ impl<F: HandlerFactory> ReactorRunner<F> {
         let died = rt.clone();
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let handler = factory.make(index);
-            let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
+            let clock = (std::time::Instant::now(), crate::runtime::unix_ms_now());
             Reactor::new(index, rt, handler, poll, (listener, admin), clock).run();
         }));
-        crate::reactor::runtime::set_reactor_thread(false);
+        crate::runtime::set_reactor_thread(false);
         if ran.is_err() {
             reactor_died(&died, index);
             return Err(ServerError::ReactorDied(1));
@@ -307,7 +306,7 @@ impl<F: HandlerFactory> ReactorRunner<F> {
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory.make(index)));
         let reactor = match made {
             Ok(handler) => {
-                let clock = (std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
+                let clock = (std::time::Instant::now(), crate::runtime::unix_ms_now());
                 Some(Reactor::new(index, rt.clone(), handler, poll, (listener, admin), clock))
             }
             Err(_) => {
@@ -318,7 +317,7 @@ impl<F: HandlerFactory> ReactorRunner<F> {
         // The driving thread is this reactor's thread from now on (until the driver is
         // dropped): a ServerHandle call there that would wait for reactors is refused, since
         // this reactor cannot turn while its thread waits.
-        crate::reactor::runtime::set_reactor_thread(true);
+        crate::runtime::set_reactor_thread(true);
         ReactorDriver {
             reactor,
             events: mio::Events::with_capacity(1024),
@@ -351,11 +350,11 @@ impl<H: crate::embed::ReactorHandler> ReactorDriver<H> {
         };
         let (events, started) = (&mut self.events, &mut self.started);
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::reactor::runtime::set_reactor_thread(true);
+            crate::runtime::set_reactor_thread(true);
             if !*started {
                 *started = true;
                 // Timers set in on_start count from now, not from when the driver was made.
-                reactor.begin_turn(std::time::Instant::now(), crate::reactor::runtime::unix_ms_now());
+                reactor.begin_turn(std::time::Instant::now(), crate::runtime::unix_ms_now());
                 reactor.start();
             }
             let go_on = reactor.poll_turn(events, timeout);
@@ -391,7 +390,7 @@ impl<H: crate::embed::ReactorHandler> Drop for ReactorDriver<H> {
         if let Some(mut reactor) = self.reactor.take() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.stop()));
         }
-        crate::reactor::runtime::set_reactor_thread(false);
+        crate::runtime::set_reactor_thread(false);
     }
 }
 

@@ -17,7 +17,7 @@ use super::{Core, ticks};
 use crate::admin::Answers;
 use crate::ask::{Answer, Ask, ReplyTo};
 use crate::callback::{Reply, Ticket};
-use crate::reactor::runtime::Command;
+use crate::runtime::Command;
 
 /// Answers from other reactors are waited for this long; then the result is made from what
 /// came (a reactor that stopped never answers).

@@ -16,7 +16,7 @@ use crate::ask::{Answer, Ask, ReplyTo};
 use crate::conn::Phase;
 use crate::history::{Position, Recovery};
 use crate::history::{RecoverItem, RecoveryOutcome};
-use crate::reactor::runtime::Command;
+use crate::runtime::Command;
 
 impl Core {
     /// Where the answers of the reactors a sequenced message fans out to go: the same place
@@ -87,7 +87,7 @@ impl Core {
                 })
             });
             if !posted && let Some(to) = &reply {
-                crate::reactor::runtime::reply(&self.rt.links, r, to.clone(), Answer::Count(0));
+                crate::runtime::reply(&self.rt.links, r, to.clone(), Answer::Count(0));
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::ask::{Answer, Ask, CLUSTER, NodeCensus, REMOTE, RemoteAsk, Target, me
 use crate::cluster::broker::{Admission, EngineError, EngineOp};
 use crate::cluster::channels::ChannelKind;
 use crate::cluster::wire::{self, Wire};
-use crate::reactor::runtime::Command;
+use crate::runtime::Command;
 
 impl Core {
     fn node(&self) -> &str {

@@ -136,7 +136,7 @@ impl Core {
 
     fn answer(&mut self, waiter: Waiter, answer: Answer) {
         match waiter {
-            Waiter::Reply(to) => crate::reactor::runtime::reply(&self.rt.links, self.id, to, answer),
+            Waiter::Reply(to) => crate::runtime::reply(&self.rt.links, self.id, to, answer),
             Waiter::Local { key, ask } => self.answer_local(key, ask, answer),
         }
     }

@@ -61,7 +61,7 @@ impl Core {
     pub(super) fn hub_reply(&mut self, to: &Option<ReplyTo>, from: usize, answer: Answer) {
         match to {
             Some(ReplyTo::Reactor { reactor, ticket }) if *reactor == self.id => self.on_answer(*ticket, from, answer),
-            Some(to) => crate::reactor::runtime::reply(&self.rt.links, from, to.clone(), answer),
+            Some(to) => crate::runtime::reply(&self.rt.links, from, to.clone(), answer),
             None => {}
         }
     }

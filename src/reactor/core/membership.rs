@@ -5,8 +5,8 @@
 //! Does not touch: sockets, queues or timers beyond scheduling a user entry's cleanup.
 
 use super::{Core, NONE, Phase, USER_KEY, flags};
-use crate::reactor::rooms::{glob_match, valid_room_name};
 use crate::reactor::users::{Extras, NO_EXPIRY};
+use crate::rooms::{glob_match, valid_room_name};
 
 /// A room member with this bit is an anonymous connection (its slot), not a user index.
 const ANON_MEMBER: u32 = 1 << 31;

@@ -32,14 +32,14 @@ pub(crate) use state::fanout::Waiter;
 mod membership;
 mod output;
 
-use super::rooms::Rooms;
-use super::runtime::{Runtime, TICK, conn_token, split_token};
 use super::slots::SlotSet;
 use super::users::Users;
 use crate::ask::Target;
 use crate::conn::{Conn, NONE, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
 use crate::protocol::IdGen;
+use crate::rooms::Rooms;
+use crate::runtime::{Runtime, TICK, conn_token, split_token};
 use crate::timer::TimerWheel;
 use crate::ws::encode_close;
 

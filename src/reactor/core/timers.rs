@@ -13,8 +13,8 @@ use mio::Token;
 
 use super::{APP_TIMER_KEY, Core, ENGINE_TIMER_BIT, TOKEN_EXPIRED, USER_KEY};
 use crate::conn::Phase;
-use crate::reactor::runtime::{TICK, conn_token};
 use crate::reactor::users::NO_EXPIRY;
+use crate::runtime::{TICK, conn_token};
 
 /// An embedder timer's key carries the timer's epoch (bits 33-61): `cancel_timer` moves the
 /// epoch on, and entries of an older one are dropped when they fire.

@@ -20,7 +20,7 @@ use crate::ask::{delivery_of, member_count};
 use crate::config::Config;
 use crate::metrics::{ClusterMetrics, Snapshot};
 use crate::outgoing::Outgoing;
-use crate::reactor::runtime::{Command, Runtime};
+use crate::runtime::{Command, Runtime};
 
 /// Thread-safe access to a running server: `Clone + Send + Sync`.
 #[derive(Clone)]
@@ -36,7 +36,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`HandleError::OnReactorThread`] and do nothing; callbacks use `ctx.asks()`, whose answers
 /// arrive as `on_reply`.
 fn off_reactor() -> Result<(), HandleError> {
-    if crate::reactor::runtime::on_reactor_thread() {
+    if crate::runtime::on_reactor_thread() {
         return Err(HandleError::OnReactorThread);
     }
     Ok(())
@@ -46,7 +46,7 @@ fn off_reactor() -> Result<(), HandleError> {
 /// callback), since a reactor waiting for itself, or for a reactor waiting for it, would stall
 /// every connection it holds. The command is still carried out.
 fn reply_wait() -> Duration {
-    if crate::reactor::runtime::on_reactor_thread() {
+    if crate::runtime::on_reactor_thread() {
         Duration::ZERO
     } else {
         REPLY_TIMEOUT

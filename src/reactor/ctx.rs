@@ -73,7 +73,7 @@ impl Ctx<'_> {
             return None;
         }
         let channel = format!("user:{}", self.user_id()?);
-        let pos = self.core.history.position(&channel);
+        let pos = self.core.channels.history.position(&channel);
         Some((channel, pos))
     }
 
@@ -101,7 +101,7 @@ impl Ctx<'_> {
     /// (`recover_offset`, `recover_epoch`): recovered or not, and the user channel's position.
     /// When recovered, the missing messages are queued right after `on_open` returns.
     pub fn opening_recovery(&self) -> Option<(bool, crate::history::Position)> {
-        self.core.opening_recovery.clone()
+        self.core.channels.opening_recovery.clone()
     }
 
     /// True on a cluster node.
@@ -112,7 +112,7 @@ impl Ctx<'_> {
     /// In `on_open` on a cluster node: the recovery the upgrade request asked for
     /// (`recover_offset`, `recover_epoch`), for [`recover_user_from`](Self::recover_user_from).
     pub fn take_recovery_request(&mut self) -> Option<(u64, String)> {
-        self.core.connect_recoveries.remove(&self.idx)
+        self.core.channels.connect_recoveries.remove(&self.idx)
     }
 
     /// On a cluster node: the position of this connection's user channel and, with `from`
@@ -232,7 +232,7 @@ impl Ctx<'_> {
             return SendStatus::Dropped;
         }
         if self.buffered_amount() > self.core.rt.config.max_outbound_bytes / 4 {
-            self.core.writable_watch.insert(self.idx);
+            self.core.embedder.writable_watch.insert(self.idx);
             SendStatus::Backpressure
         } else {
             SendStatus::Sent
@@ -272,7 +272,7 @@ impl Ctx<'_> {
         if limit == 0 || u == NONE {
             return Ok(());
         }
-        let now = self.core.now_ms;
+        let now = self.core.clock.now_ms;
         let Some(user) = self.core.users.get_mut(u) else {
             return Ok(());
         };
@@ -314,7 +314,7 @@ impl Ctx<'_> {
         let mut v = Vec::with_capacity(text.len() + 10);
         encode_frame(&mut v, OpCode::Data(Data::Text), text.as_bytes());
         let frame = Bytes::from(v);
-        let now = self.core.instant;
+        let now = self.core.clock.instant;
         if self.core.cluster.is_some() {
             let all: Vec<usize> = (0..self.core.rt.links.len()).collect();
             let ask = self
@@ -421,6 +421,7 @@ impl Ctx<'_> {
         c.flags |= flags::HAS_DATA;
         let slot = self
             .core
+            .embedder
             .conn_data
             .entry(self.idx)
             .or_insert_with(|| Box::new(T::default()));

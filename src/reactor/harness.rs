@@ -163,6 +163,7 @@ impl<H: Handler> Harness<H> {
         let (token, _) = self.sims.last()?;
         let idx = r.core.live(*token)?;
         r.core
+            .codecs
             .tls_sessions
             .insert(idx, crate::transport::tls::TlsSession::new(configs.clone()));
         Some(client)
@@ -216,7 +217,7 @@ impl<H: Handler> Harness<H> {
             return false;
         };
         let o = crate::outgoing::Outgoing::envelope(crate::ask::Target::Subscribers(bit), event, data);
-        for (ask, _) in r.core.rt.clone().topology.deliver_asks(&o, r.core.instant) {
+        for (ask, _) in r.core.rt.clone().topology.deliver_asks(&o, r.core.clock.instant) {
             r.core.carry_out(ask, None);
         }
         r.core.fan_out_groups();

@@ -280,7 +280,8 @@ impl<H: ReactorHandler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.core.has_http_resumes() || !self.core.handler_replies.is_empty() || self.core.has_engine_ops() {
+        if self.core.has_http_resumes() || !self.core.embedder.handler_replies.is_empty() || self.core.has_engine_ops()
+        {
             return Some(Duration::ZERO);
         }
         if !self.read_again.is_empty() || self.accept_paused || !self.drain.queue.is_empty() {
@@ -292,7 +293,7 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         let mut t = self.core.until_next_timer();
         if let Some(until) = self.draining_until {
-            let left = until.saturating_duration_since(self.core.instant);
+            let left = until.saturating_duration_since(self.core.clock.instant);
             t = Some(t.map_or(left, |x| x.min(left)));
         }
         t
@@ -342,7 +343,7 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         // The admin listener stays open until the reactor exits: probes keep hearing "draining"
         // and metrics keep being scraped.
-        let now = self.core.instant;
+        let now = self.core.clock.instant;
         self.draining_until = Some(now + cfg.drain_window + cfg.shutdown_timeout);
         let mut open = Vec::new();
         let all: Vec<usize> = self.core.conns.iter().map(|(i, _)| i).collect();
@@ -370,6 +371,7 @@ impl<H: ReactorHandler> Reactor<H> {
         let window = self.core.rt.config.drain_window.as_secs_f64();
         let elapsed = self
             .core
+            .clock
             .instant
             .saturating_duration_since(self.drain.started)
             .as_secs_f64();
@@ -405,13 +407,13 @@ impl<H: ReactorHandler> Reactor<H> {
         self.fired = fired;
         self.core.expire_asks();
         self.core.expire_history();
-        for (timer, epoch) in std::mem::take(&mut self.core.fired_timers) {
+        for (timer, epoch) in std::mem::take(&mut self.core.timers.fired_timers) {
             // A timer cancelled by an earlier callback of this same turn does not fire.
             if self.core.app_timer_live(timer, epoch) {
                 self.with_reactor_ctx(|h, r| h.on_timer(r, timer));
             }
         }
-        for timer in std::mem::take(&mut self.core.fired_engine_timers) {
+        for timer in std::mem::take(&mut self.core.timers.fired_engine_timers) {
             self.with_engine(|e, r| e.on_timer(r, timer));
         }
     }
@@ -500,10 +502,10 @@ impl<H: ReactorHandler> Reactor<H> {
     fn after_callbacks(&mut self) {
         // Replies may lead to more asks, answered locally at once: bounded rounds per turn.
         for _ in 0..16 {
-            if self.core.handler_replies.is_empty() {
+            if self.core.embedder.handler_replies.is_empty() {
                 break;
             }
-            for (ticket, reply) in std::mem::take(&mut self.core.handler_replies) {
+            for (ticket, reply) in std::mem::take(&mut self.core.embedder.handler_replies) {
                 self.with_reactor_ctx(|h, r| h.on_reply(r, ticket, reply));
             }
         }
@@ -513,10 +515,10 @@ impl<H: ReactorHandler> Reactor<H> {
     /// `on_writable` for connections whose backlog drained after a `Backpressure` send; what
     /// they send is written at once.
     fn report_writable(&mut self) {
-        if self.core.writable_again.is_empty() {
+        if self.core.embedder.writable_again.is_empty() {
             return;
         }
-        for token in std::mem::take(&mut self.core.writable_again) {
+        for token in std::mem::take(&mut self.core.embedder.writable_again) {
             if let Some(idx) = self
                 .core
                 .live(token)

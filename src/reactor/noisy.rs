@@ -46,7 +46,7 @@ impl NoisyLog {
 macro_rules! noisy {
     ($core:expr, $level:ident, $($arg:tt)*) => {{
         let core = &mut *$core;
-        if log::log_enabled!(log::Level::$level) && core.noisy.allow(core.now) {
+        if log::log_enabled!(log::Level::$level) && core.noisy.allow(core.clock.now) {
             log::log!(log::Level::$level, $($arg)*);
         }
     }};

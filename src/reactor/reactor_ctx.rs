@@ -102,7 +102,7 @@ pub struct Asks<'r> {
 
 impl Asks<'_> {
     fn send(&mut self, o: Outgoing) -> Ticket {
-        let asks = self.core.rt.topology.deliver_asks(&o, self.core.instant);
+        let asks = self.core.rt.topology.deliver_asks(&o, self.core.clock.instant);
         let t = self.core.handler_ask(ReplyKind::Delivered, asks);
         // This reactor's share goes out now, in order with anything the handler sends next.
         self.core.fan_out_groups();

@@ -28,12 +28,12 @@ impl<H: ReactorHandler> Reactor<H> {
         let generation = self.core.conns[idx].generation;
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut reads = 0;
-        let is_tls = !self.core.tls_sessions.is_empty() && self.core.tls_sessions.contains_key(&idx);
+        let is_tls = self.core.codecs.is_tls(idx);
         while let Some(c) = self.core.conns.get_mut(idx).filter(|c| c.generation == generation) {
             // A TLS connection's incomplete record from its last read goes in front of the new
             // bytes (copied there once the read brought some).
             let kept = match is_tls {
-                true => self.core.tls_sessions.get(&idx).map_or(0, |t| t.kept_len()),
+                true => self.core.codecs.tls_sessions.get(&idx).map_or(0, |t| t.kept_len()),
                 false => 0,
             };
             match c.sock.read(&mut buf[kept..]) {
@@ -42,11 +42,11 @@ impl<H: ReactorHandler> Reactor<H> {
                     break;
                 }
                 Ok(n) => {
-                    c.last_seen = self.core.now;
+                    c.last_seen = self.core.clock.now;
                     self.core.metrics.bytes_in.add(n as u64);
                     if is_tls {
-                        if let Some(t) = self.core.tls_sessions.get_mut(&idx) {
-                            t.restore_kept(&mut buf[..kept], &mut self.core.tls_shared);
+                        if let Some(t) = self.core.codecs.tls_sessions.get_mut(&idx) {
+                            t.restore_kept(&mut buf[..kept], &mut self.core.codecs.tls_shared);
                         }
                         if !self.on_tls_bytes(idx, generation, &mut buf[..kept + n]) {
                             break;
@@ -83,19 +83,19 @@ impl<H: ReactorHandler> Reactor<H> {
     /// plaintext it carried is handled as any connection's bytes, in place; records the session
     /// owes the peer (handshake, alerts) are written now. False if the connection is gone.
     fn on_tls_bytes(&mut self, idx: usize, generation: u32, cipher: &mut [u8]) -> bool {
-        let Some(t) = self.core.tls_sessions.get_mut(&idx) else {
+        let Some(t) = self.core.codecs.tls_sessions.get_mut(&idx) else {
             return false;
         };
         // A panic inside the TLS stack (a rustls bug an input found) ends this connection, not
         // the reactor and with it the server; the session, in a state nobody knows, is dropped
         // unflushed.
-        let shared = &mut self.core.tls_shared;
+        let shared = &mut self.core.codecs.tls_shared;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.receive(cipher, shared)));
         let received = match outcome {
             Err(_) => {
                 log::error!("tls: the TLS layer panicked on a connection's bytes; that connection is dropped");
                 self.core.metrics.protocol_errors.inc();
-                self.core.tls_sessions.remove(&idx);
+                self.core.codecs.tls_sessions.remove(&idx);
                 if self.core.conns.get(idx).is_some_and(|c| c.generation == generation) {
                     self.core.drop_conn(idx, 1006);
                 }
@@ -117,7 +117,7 @@ impl<H: ReactorHandler> Reactor<H> {
             self.on_bytes(idx, generation, &mut cipher[..received.plain]);
         }
         let alive = self.core.conns.get(idx).is_some_and(|c| c.generation == generation);
-        if alive && self.core.tls_sessions.get(&idx).is_some_and(|t| t.wants_write()) {
+        if alive && self.core.codecs.tls_sessions.get(&idx).is_some_and(|t| t.wants_write()) {
             self.core.flush(idx);
         }
         let alive = self.core.conns.get(idx).is_some_and(|c| c.generation == generation);
@@ -160,7 +160,7 @@ impl<H: ReactorHandler> Reactor<H> {
     /// in `data` are handled in place; only a trailing incomplete frame is copied.
     pub(super) fn on_frame_bytes(&mut self, idx: usize, generation: u32, data: &mut [u8]) {
         let max = self.core.rt.config.max_message_size;
-        let deflate = !self.core.deflate_slots.is_empty() && self.core.deflate_slots.contains(idx);
+        let deflate = self.core.codecs.deflates(idx);
         let mut boxed = self.core.take_input(idx);
         let mut local = Input::default();
         let keep = {
@@ -233,7 +233,7 @@ impl<H: ReactorHandler> Reactor<H> {
     /// handled as the text or binary message it is.
     fn on_compressed(&mut self, idx: usize, generation: u32, text: bool, payload: &[u8]) -> bool {
         let max = self.core.rt.config.max_message_size;
-        let mut inflater = self.core.inflater.take().unwrap_or_default();
+        let mut inflater = self.core.codecs.inflater.take().unwrap_or_default();
         self.core.metrics.inflations.inc();
         let alive = match inflater.inflate(payload, max) {
             Err(v) => {
@@ -249,7 +249,7 @@ impl<H: ReactorHandler> Reactor<H> {
             },
             Ok(message) => self.on_event(idx, generation, Event::Binary(message)),
         };
-        self.core.inflater = Some(inflater);
+        self.core.codecs.inflater = Some(inflater);
         alive
     }
 

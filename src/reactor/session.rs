@@ -62,7 +62,7 @@ impl<H: ReactorHandler> Reactor<H> {
                     };
                     let idx = self.core.insert_conn(crate::transport::Stream::Tcp(sock), bucket);
                     if let Some(s) = session {
-                        self.core.tls_sessions.insert(idx, s);
+                        self.core.codecs.tls_sessions.insert(idx, s);
                     }
                     if self.register(idx) {
                         if admin {
@@ -181,7 +181,7 @@ impl<H: ReactorHandler> Reactor<H> {
             c.flags |= flags::BEARER;
         }
         if rt.config.compression && u.offers_deflate {
-            self.core.deflate_slots.insert(idx);
+            self.core.codecs.deflate_slots.insert(idx);
         }
         let claims = match &rt.verifier {
             None => None,
@@ -240,10 +240,10 @@ impl<H: ReactorHandler> Reactor<H> {
             if home != self.core.id {
                 let mut conn = self.core.conns.remove(idx);
                 let _ = conn.sock.deregister(self.poll.registry());
-                let deflate = self.core.deflate_slots.contains(idx);
-                let tls = self.core.tls_sessions.remove(&idx);
+                let deflate = self.core.codecs.deflate_slots.contains(idx);
+                let tls = self.core.codecs.tls_sessions.remove(&idx);
                 if deflate {
-                    self.core.deflate_slots.remove(idx);
+                    self.core.codecs.deflate_slots.remove(idx);
                 }
                 self.core.metrics.handovers.inc();
                 let h = Handover {
@@ -264,7 +264,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 return;
             }
             if let Some(r) = u.recover {
-                self.core.connect_recoveries.insert(idx, r);
+                self.core.channels.connect_recoveries.insert(idx, r);
             }
             self.open_session(idx, Some(claims), &u.accept, leftover);
         } else {
@@ -282,13 +282,13 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         self.core.conns[idx].flags |= flags::COUNTED | if h.bearer { flags::BEARER } else { 0 };
         if h.deflate {
-            self.core.deflate_slots.insert(idx);
+            self.core.codecs.deflate_slots.insert(idx);
         }
         if let Some(t) = h.tls {
-            self.core.tls_sessions.insert(idx, t);
+            self.core.codecs.tls_sessions.insert(idx, t);
         }
         if let Some(r) = h.recover {
-            self.core.connect_recoveries.insert(idx, r);
+            self.core.channels.connect_recoveries.insert(idx, r);
         }
         if self.draining_until.is_some() {
             // Its handshake began before the drain: it completes, then closes with 1001 in a
@@ -366,7 +366,7 @@ impl<H: ReactorHandler> Reactor<H> {
         // others first (a recovery it asked for covers them, and must not see them twice).
         self.core.fan_out_groups();
         self.core.write_101(idx, accept);
-        let now = self.core.now;
+        let now = self.core.clock.now;
         let c = &mut self.core.conns[idx];
         c.phase = Phase::Open;
         c.last_seen = now;
@@ -379,7 +379,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 return;
             }
         }
-        self.core.conns[idx].opened_at = (self.core.unix_now as u32).max(1);
+        self.core.conns[idx].opened_at = (self.core.clock.unix_now as u32).max(1);
         self.core.index_open(idx);
         self.core.arm_expiry(idx);
         let m = &self.core.metrics;
@@ -401,9 +401,9 @@ impl<H: ReactorHandler> Reactor<H> {
         // application's greeting says how it went), replayed right after it.
         let replay = self.core.begin_connect_recovery(idx);
         self.with_ctx(idx, |h, ctx| h.on_open(ctx));
-        self.core.opening_recovery = None;
-        if !self.core.connect_recoveries.is_empty() {
-            self.core.connect_recoveries.remove(&idx);
+        self.core.channels.opening_recovery = None;
+        if !self.core.channels.connect_recoveries.is_empty() {
+            self.core.channels.connect_recoveries.remove(&idx);
         }
         if let Some(frames) = replay
             && self.core.conns.get(idx).is_some_and(|c| c.generation == generation)

@@ -11,9 +11,10 @@
 
 use std::time::Duration;
 
+use super::Core;
 use super::state::asks::{Owner, ReplyKind, split_ticket, ticket};
+use super::state::clock::ticks;
 use super::state::fanout::Waiter;
-use super::{Core, ticks};
 use crate::admin::Answers;
 use crate::ask::{Answer, Ask, ReplyTo};
 use crate::callback::{Reply, Ticket};
@@ -29,7 +30,7 @@ impl Core {
     pub(super) fn send_asks(&mut self, owner: Owner, asks: Vec<(Ask, Vec<usize>)>) -> Option<u64> {
         // Another node's request is this node's share only; anything else is the cluster's too.
         let clustered = self.cluster.is_some() && !matches!(owner, Owner::Remote { .. } | Owner::Forward(_));
-        let (key, serial) = self.asks.open(owner, asks.len(), self.now)?;
+        let (key, serial) = self.asks.open(owner, asks.len(), self.clock.now)?;
         for (i, (ask, reactors)) in asks.into_iter().enumerate() {
             let now = if clustered {
                 self.cluster_step(key, serial, i, ask, reactors)
@@ -143,7 +144,9 @@ impl Core {
             Some(Owner::Http { conn, seq, finish }) => self.http_plan_done(conn, seq, finish, answers),
             Some(Owner::Handler(kind)) => {
                 let reply = reply_of(kind, answers);
-                self.handler_replies.push((Ticket(ticket(key, 0, f.serial)), reply));
+                self.embedder
+                    .handler_replies
+                    .push((Ticket(ticket(key, 0, f.serial)), reply));
             }
             Some(Owner::Thread(tx)) => {
                 let _ = tx.send(answers);
@@ -170,7 +173,7 @@ impl Core {
         if self.asks.is_empty() {
             return;
         }
-        let overdue = self.asks.overdue(self.now, ticks(ANSWER_DEADLINE));
+        let overdue = self.asks.overdue(self.clock.now, ticks(ANSWER_DEADLINE));
         for key in overdue {
             log::warn!("a reactor did not answer in {ANSWER_DEADLINE:?}; going on with what came");
             self.complete(key);
@@ -185,7 +188,7 @@ impl Core {
             None => {
                 // Never aliases a live ticket: serials only go up to 2^24 and this one is spent.
                 let t = Ticket(ticket(0xFF_FFFF, 0, self.asks.next_serial()));
-                self.handler_replies.push((t, reply_of(kind, Vec::new())));
+                self.embedder.handler_replies.push((t, reply_of(kind, Vec::new())));
                 t
             }
         }

@@ -49,10 +49,13 @@ impl Core {
         if self.cluster.is_some() {
             return self.hub_publish(channel, frame, exclude_user, dedupe, waiter);
         }
-        let now_ms = self.now_ms;
-        let (frame, _) = self.history.append(&channel, now_ms, exclude_user.clone(), |pos| {
-            with_position(&frame, &channel, pos)
-        });
+        let now_ms = self.clock.now_ms;
+        let (frame, _) = self
+            .channels
+            .history
+            .append(&channel, now_ms, exclude_user.clone(), |pos| {
+                with_position(&frame, &channel, pos)
+            });
         let reply = waiter.as_ref().map(|w| self.reply_to_of(w));
         for r in reactors {
             if r == self.id {
@@ -143,8 +146,9 @@ impl Core {
         let channel = format!("user:{user}");
         let max = self.rt.config.recovery_max;
         match self
+            .channels
             .history
-            .since(&channel, offset, epoch, until, max, self.now_ms, Some(user))
+            .since(&channel, offset, epoch, until, max, self.clock.now_ms, Some(user))
         {
             Recovery::Replay(frames, pos) => {
                 self.metrics.recoveries.inc();
@@ -160,20 +164,20 @@ impl Core {
     /// The recovery connection `idx` asked for in its upgrade request, if any: its outcome is
     /// kept in `opening_recovery` for the handler's greeting; returns the frames to replay.
     pub fn begin_connect_recovery(&mut self, idx: usize) -> Option<Vec<Bytes>> {
-        if self.connect_recoveries.is_empty() {
+        if self.channels.connect_recoveries.is_empty() {
             return None;
         }
         if self.cluster.is_some() {
             // Answered later, from Redis: the handler takes the request (`Ctx::recover_user`).
             return None;
         }
-        let (offset, epoch) = self.connect_recoveries.remove(&idx)?;
+        let (offset, epoch) = self.channels.connect_recoveries.remove(&idx)?;
         let user = self.users.get(self.conns[idx].user)?.id.as_str().to_string();
         if !self.rt.config.history_enabled() {
             return None;
         }
         let (frames, pos) = self.user_channel_since(&user, offset, &epoch, None);
-        self.opening_recovery = Some((frames.is_some(), pos));
+        self.channels.opening_recovery = Some((frames.is_some(), pos));
         frames
     }
 
@@ -183,7 +187,11 @@ impl Core {
             return;
         }
         let generation = self.conns[idx].generation;
-        let r = self.replays.entry(idx).or_insert_with(|| Replay::new(generation));
+        let r = self
+            .channels
+            .replays
+            .entry(idx)
+            .or_insert_with(|| Replay::new(generation));
         r.frames.extend(frames);
         if !self.replay_within_bounds(idx) {
             return;
@@ -196,11 +204,15 @@ impl Core {
     /// takes, so it is closed as a slow consumer. Returns false if it was.
     fn replay_within_bounds(&mut self, idx: usize) -> bool {
         let limit = self.rt.config.recovery_max.max(256) * 4;
-        let waiting = self.replays.get(&idx).map_or(0, |r| r.frames.len() + r.live.len());
+        let waiting = self
+            .channels
+            .replays
+            .get(&idx)
+            .map_or(0, |r| r.frames.len() + r.live.len());
         if waiting <= limit {
             return true;
         }
-        self.replays.remove(&idx);
+        self.channels.replays.remove(&idx);
         self.metrics.slow_consumer_closes.inc();
         self.close_with(idx, 1008, "slow consumer: outbound queue limit exceeded");
         false
@@ -209,7 +221,7 @@ impl Core {
     /// A live message for a connection whose replay is still being fed waits behind it.
     /// Returns true if it was taken.
     pub(super) fn divert_to_replay(&mut self, idx: usize, frame: &Bytes) -> bool {
-        match self.replays.get_mut(&idx) {
+        match self.channels.replays.get_mut(&idx) {
             Some(r) if r.held => r.live.push_back(frame.clone()),
             Some(r) => r.frames.push_back(frame.clone()),
             None => return false,
@@ -221,10 +233,12 @@ impl Core {
     /// Moves replay frames into the connection's queue while it holds under half the cap.
     fn feed_replay(&mut self, idx: usize) {
         let cap = self.rt.config.max_outbound_bytes / 2;
-        if self.replays.get(&idx).is_some_and(|r| r.held) {
+        if self.channels.replays.get(&idx).is_some_and(|r| r.held) {
             return;
         }
-        let Some(mut r) = self.replays.remove(&idx) else { return };
+        let Some(mut r) = self.channels.replays.remove(&idx) else {
+            return;
+        };
         let alive = self
             .conns
             .get(idx)
@@ -241,20 +255,20 @@ impl Core {
             self.metrics.messages_out.inc();
         }
         if !r.frames.is_empty() {
-            self.replays.insert(idx, r);
+            self.channels.replays.insert(idx, r);
         }
     }
 
     pub fn has_replays(&self) -> bool {
-        !self.replays.is_empty()
+        !self.channels.replays.is_empty()
     }
 
     /// After a flush: feeds every replay whose connection has room again.
     pub fn feed_replays(&mut self) {
-        if self.replays.is_empty() {
+        if self.channels.replays.is_empty() {
             return;
         }
-        let idxs: Vec<usize> = self.replays.keys().copied().collect();
+        let idxs: Vec<usize> = self.channels.replays.keys().copied().collect();
         for idx in idxs {
             self.feed_replay(idx);
         }
@@ -270,13 +284,14 @@ impl Core {
         let Some((offset, epoch)) = from else {
             return Answer::Recovered {
                 frames: None,
-                position: self.history.position(channel),
+                position: self.channels.history.position(channel),
             };
         };
         let max = self.rt.config.recovery_max;
         match self
+            .channels
             .history
-            .since(channel, offset, &epoch, None, max, self.now_ms, reader)
+            .since(channel, offset, &epoch, None, max, self.clock.now_ms, reader)
         {
             Recovery::Replay(frames, position) => Answer::Recovered {
                 frames: Some(frames),
@@ -313,7 +328,11 @@ impl Core {
             // Its own user channel: the connection is in it already, so its live messages wait
             // from now on (those the replay also holds are dropped when it is answered).
             let generation = self.conns[idx].generation;
-            self.replays.entry(idx).or_insert_with(|| Replay::new(generation)).held = true;
+            self.channels
+                .replays
+                .entry(idx)
+                .or_insert_with(|| Replay::new(generation))
+                .held = true;
         }
         let pending = PendingRecovery {
             conn: self.token_of(idx),
@@ -357,7 +376,11 @@ impl Core {
         // covers: out to the current subscribers first, before this connection joins.
         self.fan_out_groups();
         let generation = self.conns[idx].generation;
-        let r = self.replays.entry(idx).or_insert_with(|| Replay::new(generation));
+        let r = self
+            .channels
+            .replays
+            .entry(idx)
+            .or_insert_with(|| Replay::new(generation));
         r.held = true;
         r.answered.push((i, frames.unwrap_or_default()));
         match join {
@@ -406,7 +429,7 @@ impl Core {
             .filter_map(|((channel, _, _), o)| Some((channel.clone(), o.position.as_ref()?.offset)))
             .collect();
         (p.finish)(self as &mut dyn std::any::Any, idx, outcomes);
-        if let Some(mut r) = self.replays.remove(&idx) {
+        if let Some(mut r) = self.channels.replays.remove(&idx) {
             for (channel, through) in already {
                 r.live = r
                     .live
@@ -425,7 +448,7 @@ impl Core {
             r.frames.extend(live);
             r.held = false;
             if !r.frames.is_empty() {
-                self.replays.insert(idx, r);
+                self.channels.replays.insert(idx, r);
                 self.feed_replay(idx);
             }
         }
@@ -433,7 +456,7 @@ impl Core {
 
     /// Reads a channel's history here (its home): messages after `since`, at most `limit`.
     pub(super) fn read_history(&mut self, channel: &str, since: u64, limit: usize) -> Answer {
-        let (entries, pos) = self.history.read(channel, since, limit, self.now_ms);
+        let (entries, pos) = self.channels.history.read(channel, since, limit, self.clock.now_ms);
         let messages = entries.into_iter().map(|e| frame_json(&e.frame)).collect();
         Answer::History {
             messages,
@@ -443,28 +466,28 @@ impl Core {
 
     /// Deletes a channel's history here (its home); its next message starts a new epoch.
     pub(super) fn clear_history(&mut self, channel: &str) -> Answer {
-        let existed = self.history.clear(channel);
+        let existed = self.channels.history.clear(channel);
         Answer::Cleared {
             existed,
-            position: self.history.position(channel),
+            position: self.channels.history.position(channel),
         }
     }
 
     /// Drops expired history (about once a second) and reports what is kept.
     pub fn expire_history(&mut self) {
         if self.cluster.is_some() {
-            if self.id == 0 && self.now_ms.saturating_sub(self.history_swept_ms) >= 1000 {
-                self.history_swept_ms = self.now_ms;
+            if self.id == 0 && self.clock.now_ms.saturating_sub(self.channels.history_swept_ms) >= 1000 {
+                self.channels.history_swept_ms = self.clock.now_ms;
                 self.hub_tick();
             }
             return;
         }
-        if self.now_ms.saturating_sub(self.history_swept_ms) >= 1000 {
-            self.history_swept_ms = self.now_ms;
-            self.history.expire(self.now_ms);
+        if self.clock.now_ms.saturating_sub(self.channels.history_swept_ms) >= 1000 {
+            self.channels.history_swept_ms = self.clock.now_ms;
+            self.channels.history.expire(self.clock.now_ms);
         }
         // Every turn: three stores, so /metrics is current after a publish.
-        let (channels, messages, bytes) = self.history.usage();
+        let (channels, messages, bytes) = self.channels.history.usage();
         self.metrics.history_channels.set(channels as u64);
         self.metrics.history_messages.set(messages as u64);
         self.metrics.history_bytes.set(bytes as u64);

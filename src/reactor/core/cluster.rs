@@ -317,7 +317,7 @@ impl Core {
     /// Queues a delivery from another node on this node's reactors (grouped with the others of
     /// the same read: fanned out once by the loop).
     fn deliver_from_cluster(&mut self, target: Target, frame: Bytes, exclude_user: Option<Box<str>>) {
-        let now = self.instant;
+        let now = self.clock.instant;
         let ask = Ask::Deliver {
             target,
             frame,
@@ -470,7 +470,7 @@ impl Core {
         let mut slots = Vec::new();
         let limit = self.rt.config.max_connections_per_user;
         let evict = self.rt.config.per_user_limit_policy == crate::config::LimitPolicy::EvictOldest;
-        let now_ms = self.unix_ms;
+        let now_ms = self.clock.unix_ms;
         self.index_open_slots(&mut slots);
         for idx in slots {
             let Some(c) = self.conns.get(idx).filter(|c| c.phase == crate::conn::Phase::Open) else {

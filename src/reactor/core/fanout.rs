@@ -24,13 +24,13 @@ const GROUP_BYTES: usize = 256 * 1024;
 impl Core {
     /// Records that the connection at `idx` is open (a publish to everyone reaches it).
     pub fn index_open(&mut self, idx: usize) {
-        self.index.open(idx);
+        self.fanout.index.open(idx);
     }
 
     /// A connection's event subscriptions (a bit set over `subscribable_events`), read from
     /// the subscriber index: the connection record keeps no copy (8 bytes per connection).
     pub fn subscriptions_of(&self, idx: usize) -> u64 {
-        self.index.subscriptions_of(idx)
+        self.fanout.index.subscriptions_of(idx)
     }
 
     /// Replaces a connection's event subscriptions (a bit set over `subscribable_events`).
@@ -46,7 +46,7 @@ impl Core {
             let bit = changed.trailing_zeros() as usize;
             changed &= changed - 1;
             let on = new & (1 << bit) != 0;
-            if self.index.set(idx, bit, on) && self.cluster.is_some() {
+            if self.fanout.index.set(idx, bit, on) && self.cluster.is_some() {
                 // The event's first subscriber here arrived (on), or its last one left.
                 self.event_interest(bit, on);
             }
@@ -67,7 +67,7 @@ impl Core {
                 v.truncate(limit);
                 v
             }
-            None => self.index.open_from(start, limit),
+            None => self.fanout.index.open_from(start, limit),
         };
         slots
             .into_iter()
@@ -78,12 +78,12 @@ impl Core {
 
     /// Every slot of an open connection (for the cluster's bookkeeping).
     pub(super) fn index_open_slots(&self, into: &mut Vec<usize>) {
-        self.index.for_each_open(|i| into.push(i));
+        self.fanout.index.for_each_open(|i| into.push(i));
     }
 
     /// Connections subscribed to event `bit` (any phase; delivery checks the phase).
     fn subscribers_of(&self, bit: u32) -> Vec<usize> {
-        self.index.subscribers_of(bit)
+        self.fanout.index.subscribers_of(bit)
     }
 
     /// Carries out a request from another thread or reactor; a delivery is queued into the
@@ -150,11 +150,11 @@ impl Core {
         published_at: Instant,
         waiter: Option<Waiter>,
     ) {
-        let joins = self.groups.last().is_some_and(|g| {
+        let joins = self.fanout.groups.last().is_some_and(|g| {
             g.target == target && g.exclude_user == exclude_user && g.frames.len() + frame.len() <= GROUP_BYTES
         });
         if !joins {
-            self.groups.push(Group {
+            self.fanout.groups.push(Group {
                 target,
                 exclude_user,
                 frames: Vec::with_capacity(frame.len()),
@@ -163,7 +163,7 @@ impl Core {
                 waiters: Vec::new(),
             });
         }
-        if let Some(g) = self.groups.last_mut() {
+        if let Some(g) = self.fanout.groups.last_mut() {
             g.frames.extend_from_slice(frame);
             g.messages += 1;
             g.waiters.extend(waiter);
@@ -173,7 +173,7 @@ impl Core {
     /// Fans out every queued group, in order, and answers its waiters (each delivery of a
     /// group reached the same connections).
     pub fn fan_out_groups(&mut self) {
-        for g in std::mem::take(&mut self.groups) {
+        for g in std::mem::take(&mut self.fanout.groups) {
             let ex = g
                 .exclude_user
                 .as_deref()
@@ -183,7 +183,7 @@ impl Core {
             let local = Bytes::from(g.frames).clone();
             let n = self.deliver_to(&g.target, &local, ex, g.messages);
             if n > 0 {
-                self.in_flight.push((g.published_at, local));
+                self.fanout.in_flight.push((g.published_at, local));
             }
             for w in g.waiters {
                 self.answer(w, Answer::Count(n));
@@ -210,7 +210,7 @@ impl Core {
         let local = Bytes::copy_from_slice(frame).clone();
         let n = self.deliver_to(target, &local, ex, 1);
         if n > 0 {
-            self.in_flight.push((published_at, local));
+            self.fanout.in_flight.push((published_at, local));
         }
         n
     }
@@ -219,11 +219,11 @@ impl Core {
     /// (called after the end-of-turn flush).
     /// Records the publish latency of messages fully written by `now` (the caller's clock).
     pub fn observe_written(&mut self, now: Instant) {
-        if self.in_flight.is_empty() {
+        if self.fanout.in_flight.is_empty() {
             return;
         }
         let metrics = &self.metrics;
-        self.in_flight.retain(|(at, frame)| {
+        self.fanout.in_flight.retain(|(at, frame)| {
             if frame.is_unique() {
                 metrics.publish_latency.observe(now.saturating_duration_since(*at));
                 false
@@ -236,23 +236,23 @@ impl Core {
     /// Queues `frame` (holding `messages` messages) to every open connection matching `target`
     /// except user `ex`'s; returns how many.
     fn deliver_to(&mut self, target: &Target, frame: &Bytes, ex: u32, messages: u64) -> usize {
-        self.forget_deflated();
+        self.fanout.forget_deflated();
         let mut n = 0;
         match target {
             Target::All => {
                 // Taken out while pushing: a push never drops a connection.
-                let open = self.index.take_open();
+                let open = self.fanout.index.take_open();
                 open.for_each(|idx| {
                     if self.push_shared(idx, frame, ex, messages) {
                         n += 1;
                     }
                 });
-                self.index.put_open(open);
+                self.fanout.index.put_open(open);
             }
             Target::Subscribers(bit) => {
                 // Taken out while pushing: a push never drops a connection (a slow consumer
                 // is only closed), so the index does not change meanwhile.
-                let Some(set) = self.index.take_event(*bit) else {
+                let Some(set) = self.fanout.index.take_event(*bit) else {
                     return 0;
                 };
                 set.for_each(|idx| {
@@ -260,7 +260,7 @@ impl Core {
                         n += 1;
                     }
                 });
-                self.index.put_event(*bit, set);
+                self.fanout.index.put_event(*bit, set);
             }
             Target::User(user) => {
                 let mut cur = self
@@ -299,7 +299,7 @@ impl Core {
         let matching: Vec<usize> = match target {
             Target::All => {
                 let mut open = Vec::new();
-                self.index.for_each_open(|i| open.push(i));
+                self.fanout.index.for_each_open(|i| open.push(i));
                 open.retain(|&i| self.conns[i].phase == Phase::Open);
                 open
             }

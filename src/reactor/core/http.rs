@@ -16,8 +16,9 @@ use std::time::Duration;
 use mio::Token;
 
 use super::state::asks::Owner;
+use super::state::clock::ticks;
 use super::state::http::Owed;
-use super::{Core, Phase, ticks};
+use super::{Core, Phase};
 use crate::admin::{self, Answers, Finish, Plan, Response};
 use crate::ask::Ask;
 use crate::conn::{Input, flags};
@@ -44,7 +45,7 @@ impl Core {
         }
         let c = &mut self.conns[idx];
         c.phase = Phase::Http;
-        c.mark = self.now;
+        c.mark = self.clock.now;
         let generation = c.generation;
         let started = (!bytes.is_empty()).then_some(c.last_seen);
         let input = (!bytes.is_empty()).then(|| {
@@ -54,11 +55,11 @@ impl Core {
             })
         });
         self.set_input(idx, input);
-        self.http.open(idx, started, self.instant);
+        self.http.open(idx, started, self.clock.instant);
         self.schedule(
             idx,
             generation,
-            self.now + ticks(REQUEST_DEADLINE).min(self.ticks.handshake),
+            self.clock.now + ticks(REQUEST_DEADLINE).min(self.clock.ticks.handshake),
         );
         self.serve_http(idx);
     }
@@ -77,7 +78,7 @@ impl Core {
             // No further request will be read: what follows is dropped, never buffered.
             return;
         }
-        let now = self.now;
+        let now = self.clock.now;
         let input = self.inputs.entry(idx).or_default();
         if input.pending.try_reserve(data.len()).is_err() {
             self.drop_conn(idx, 1006);
@@ -88,7 +89,7 @@ impl Core {
             && h.request_started.is_none()
         {
             h.request_started = Some(now);
-            h.request_clock = self.instant;
+            h.request_clock = self.clock.instant;
         }
         self.serve_http(idx);
     }
@@ -140,13 +141,13 @@ impl Core {
                     // like a new connection's, with the same timeout and limits.
                     let bytes = self.take_input(idx).map(|i| i.pending).unwrap_or_default();
                     self.http.remove(idx);
-                    let now = self.now;
+                    let now = self.clock.now;
                     let c = &mut self.conns[idx];
                     c.phase = Phase::Handshake;
                     c.mark = now;
                     let generation = c.generation;
                     self.track_pending(idx);
-                    self.schedule(idx, generation, now + self.ticks.handshake);
+                    self.schedule(idx, generation, now + self.clock.ticks.handshake);
                     self.http.reupgrades.push((idx, generation, bytes));
                     return;
                 }
@@ -195,7 +196,7 @@ impl Core {
                 }
             };
             let end = req.head_len + req.content_length;
-            let now = self.now;
+            let now = self.clock.now;
             let more = match self.input_mut(idx) {
                 Some(i) => {
                     i.pending.drain(..end);
@@ -224,7 +225,7 @@ impl Core {
                 started: h.request_clock,
             });
             h.request_started = more.then_some(now);
-            h.request_clock = self.instant;
+            h.request_clock = self.clock.instant;
             h.body_until = None;
             h.last_request = order;
             if !keep_alive {
@@ -373,7 +374,7 @@ impl Core {
 
     /// The connection's timer: the whole-request deadline (408), or the keep-alive idle limit.
     pub fn http_timer(&mut self, idx: usize) {
-        let now = self.now;
+        let now = self.clock.now;
         let generation = self.conns[idx].generation;
         let mark = self.conns[idx].mark;
         let Some(h) = self.http.get(idx) else { return };
@@ -392,7 +393,7 @@ impl Core {
                 // Idle: before the first request as long as a handshake may take, then the
                 // keep-alive limit.
                 let idle = if h.served == 0 {
-                    self.ticks.handshake
+                    self.clock.ticks.handshake
                 } else {
                     ticks(KEEP_ALIVE_IDLE)
                 };
@@ -417,7 +418,7 @@ impl Core {
     /// request) may overtake it, and a slow-consumer discard never drops it.
     pub(crate) fn write_101(&mut self, idx: usize, accept: &str) {
         let mut resp = Vec::with_capacity(160);
-        let deflate = !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx);
+        let deflate = self.codecs.deflates(idx);
         crate::http::write_switching_protocols(&mut resp, accept, self.conns[idx].has(flags::BEARER), deflate);
         self.queue_urgent(idx, &resp);
     }

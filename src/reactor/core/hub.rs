@@ -110,7 +110,7 @@ impl Core {
 
     /// The engine answered history op `id`.
     pub fn hub_history_answer(&mut self, id: u64, result: Result<HistoryAnswer, EngineError>) {
-        let now_ms = self.now_ms;
+        let now_ms = self.clock.now_ms;
         let Some(hub) = self.hub() else { return };
         if let Some(p) = hub.publishes.get_mut(&id) {
             let (word, done) = match &result {
@@ -144,7 +144,7 @@ impl Core {
 
     /// A message or marker of channel `name` from the subscription.
     pub(super) fn hub_incoming(&mut self, name: &str, m: Incoming) {
-        let now_ms = self.now_ms;
+        let now_ms = self.clock.now_ms;
         if matches!(m, Incoming::Marker(_)) && self.hub().is_some_and(|h| !h.tracks.contains_key(name)) {
             return; // no recovery of this channel waits here
         }
@@ -158,7 +158,7 @@ impl Core {
 
     /// The channel's track, made if needed (from where it stood, if it was quiet).
     pub(super) fn track(&mut self, name: &str) -> Option<&mut Track> {
-        let now_ms = self.now_ms;
+        let now_ms = self.clock.now_ms;
         let hub = self.hub()?;
         if !hub.tracks.contains_key(name) {
             let mut t = Track::new(now_ms);
@@ -257,7 +257,7 @@ impl Core {
     /// A fill came back: the missing messages go out in order, or, if the stream no longer
     /// has them, the channel's connections here are closed to recover.
     fn filled(&mut self, name: &str, upto: Option<u64>, result: Result<HistoryAnswer, EngineError>) {
-        let now_ms = self.now_ms;
+        let now_ms = self.clock.now_ms;
         let node_up = self.rt.cluster_metrics.up.load(std::sync::atomic::Ordering::Acquire);
         let events = self.rt.config.subscribable_events.clone();
         let Some(t) = self.hub().and_then(|h| h.tracks.get_mut(name)) else {
@@ -318,7 +318,7 @@ impl Core {
                             target,
                             frame,
                             exclude_user,
-                            published_at: self.instant,
+                            published_at: self.clock.instant,
                             dedupe: None,
                         });
                     }
@@ -384,7 +384,7 @@ impl Core {
             target,
             frame,
             exclude_user,
-            published_at: self.instant,
+            published_at: self.clock.instant,
             dedupe: None,
         };
         let to = own.and_then(|id| {
@@ -471,7 +471,7 @@ impl Core {
     /// About once a second: drops recovery interest that is due, answers publishes whose copy
     /// never came back, and shrinks quiet channels to their position.
     pub fn hub_tick(&mut self) {
-        let now_ms = self.now_ms;
+        let now_ms = self.clock.now_ms;
         let Some(hub) = self.hub() else { return };
         let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut hub.phantoms)
             .into_iter()

@@ -196,7 +196,7 @@ impl Core {
             self.hub_reply(&w.to, 0, answer);
         }
         let pubsub = self.cluster.as_ref().map(|c| c.channels.of_history(channel));
-        let at = self.now_ms + PHANTOM_MS;
+        let at = self.clock.now_ms + PHANTOM_MS;
         let Some(hub) = self.hub() else { return };
         if let Some(pubsub) = pubsub {
             hub.phantoms.push((pubsub, at));

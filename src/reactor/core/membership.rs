@@ -4,7 +4,7 @@
 //! Owns: the consistency between `Conn::user`/`next_of_user`, the user table and the room index.
 //! Does not touch: sockets, queues or timers beyond scheduling a user entry's cleanup.
 
-use super::{Core, NONE, Phase, USER_KEY, flags};
+use super::{Core, NONE, Phase, flags};
 use crate::reactor::users::{Extras, NO_EXPIRY};
 use crate::rooms::{glob_match, valid_room_name};
 
@@ -38,24 +38,24 @@ impl Core {
             return false;
         }
         let existing = self.rooms.find(room);
-        let at = existing.and_then(|r| self.anon_rooms.get(&idx)?.iter().position(|&(x, _)| x == r));
+        let at = existing.and_then(|r| self.embedder.anon_rooms.get(&idx)?.iter().position(|&(x, _)| x == r));
         match (add, at) {
             (true, Some(_)) | (false, None) => false,
             (true, None) => {
                 let (r, pos) = self.rooms.add(room, ANON_MEMBER | idx as u32);
-                self.anon_rooms.entry(idx).or_default().push((r, pos));
+                self.embedder.anon_rooms.entry(idx).or_default().push((r, pos));
                 if existing.is_none() {
                     self.room_interest(room, true);
                 }
                 true
             }
             (false, Some(i)) => {
-                let Some(list) = self.anon_rooms.get_mut(&idx) else {
+                let Some(list) = self.embedder.anon_rooms.get_mut(&idx) else {
                     return false;
                 };
                 let (r, pos) = list.swap_remove(i);
                 if list.is_empty() {
-                    self.anon_rooms.remove(&idx);
+                    self.embedder.anon_rooms.remove(&idx);
                 }
                 self.room_member_removed(r, pos);
                 true
@@ -65,7 +65,7 @@ impl Core {
 
     /// Rooms the anonymous connection `idx` is in.
     pub fn connection_rooms(&self, idx: usize) -> Vec<String> {
-        let rooms = self.anon_rooms.get(&idx).map_or(&[][..], |v| &v[..]);
+        let rooms = self.embedder.anon_rooms.get(&idx).map_or(&[][..], |v| &v[..]);
         rooms
             .iter()
             .filter_map(|&(r, _)| self.rooms.get(r))
@@ -75,10 +75,10 @@ impl Core {
 
     /// Takes a closing anonymous connection out of its rooms.
     pub(super) fn leave_connection_rooms(&mut self, idx: usize) {
-        if self.anon_rooms.is_empty() {
+        if self.embedder.anon_rooms.is_empty() {
             return;
         }
-        for (r, pos) in self.anon_rooms.remove(&idx).unwrap_or_default() {
+        for (r, pos) in self.embedder.anon_rooms.remove(&idx).unwrap_or_default() {
             self.room_member_removed(r, pos);
         }
     }
@@ -171,6 +171,7 @@ impl Core {
         if moved & ANON_MEMBER != 0 {
             let slot = (moved & !ANON_MEMBER) as usize;
             if let Some(entry) = self
+                .embedder
                 .anon_rooms
                 .get_mut(&slot)
                 .and_then(|list| list.iter_mut().find(|(x, _)| *x == r))
@@ -251,7 +252,7 @@ impl Core {
             &crate::ask::Target::User(user.into()),
             &frame.into(),
             None,
-            self.instant,
+            self.clock.instant,
         );
     }
 
@@ -325,7 +326,7 @@ impl Core {
         let empty = user.count == 0;
         if self.conns[idx].opened_at != 0 {
             // Remembered for `on_close`: the user entry may be gone by the time the socket is.
-            self.departed_users.insert(idx, user.id.as_str().into());
+            self.embedder.departed_users.insert(idx, user.id.as_str().into());
         }
         if self.cluster.is_some() {
             let id = user.id.as_str().to_string();
@@ -342,8 +343,8 @@ impl Core {
             if self.rt.config.rate_limit_messages == 0 {
                 self.users.remove(u);
             } else {
-                self.wheel
-                    .schedule(USER_KEY | u as u64, (self.now + self.ticks.rate_window) as u64);
+                self.timers
+                    .schedule_user(u, self.clock.now + self.clock.ticks.rate_window);
             }
         }
     }

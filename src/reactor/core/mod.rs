@@ -7,16 +7,14 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::Token;
 use slab::Slab;
-use tungstenite::Bytes;
 
 mod asks;
 mod channels;
 pub(crate) mod cluster;
-mod compress;
 mod fanout;
 mod http;
 mod hub;
@@ -32,31 +30,18 @@ pub(crate) use state::fanout::Waiter;
 mod membership;
 mod output;
 
-use super::slots::SlotSet;
 use super::users::Users;
 use crate::ask::Target;
 use crate::conn::{Conn, NONE, Phase, Pool, flags};
 use crate::metrics::ReactorMetrics;
 use crate::protocol::IdGen;
 use crate::rooms::Rooms;
-use crate::runtime::{Runtime, TICK, conn_token, split_token};
-use crate::timer::TimerWheel;
+use crate::runtime::{Runtime, conn_token, split_token};
 use crate::ws::encode_close;
 
 /// Close reason (with code 1008) when the user's token expires.
 pub(crate) const TOKEN_EXPIRED: &str = "token expired";
 
-/// Timer keys with this bit name a user entry (cleanup of a cooled-down rate window), not a
-/// connection.
-const USER_KEY: u64 = 1 << 63;
-/// Timer keys with these bits name an embedder's timer (`ReactorCtx::set_timer`); user-entry
-/// keys never set bit 62.
-const APP_TIMER_KEY: u64 = USER_KEY | 1 << 62;
-/// With `APP_TIMER_KEY`: a timer of the cluster engine, not the handler.
-const ENGINE_TIMER_BIT: u64 = 1 << 32;
-/// Generations stay below 2^31 so a connection key never sets `USER_KEY`.
-const GENERATION_MASK: u32 = 0x7FFF_FFFF;
-const WHEEL_SLOTS: usize = 1024;
 /// Ticks a pending handshake must have waited before the pending limit may evict it (1 s).
 const PENDING_MIN_AGE: u32 = 10;
 
@@ -68,19 +53,9 @@ pub(crate) struct ClosedRecord {
     pub messages: u32,
 }
 
-/// Durations converted to ticks once.
-struct Ticks {
-    heartbeat: u32,
-    timeout: u32,
-    handshake: u32,
-    close: u32,
-    rate_window: u32,
-}
-
-fn ticks(d: Duration) -> u32 {
-    (d.as_millis().div_ceil(TICK.as_millis())).clamp(1, u32::MAX as u128 / 4) as u32
-}
-
+/// One reactor's state. The core itself owns the sessions (the slab of connections, the
+/// user table, rooms, partial input, output scheduling); each other side is an object owning
+/// its fields, with its own methods, in `state`.
 pub(crate) struct Core {
     pub id: usize,
     pub rt: Arc<Runtime>,
@@ -88,7 +63,6 @@ pub(crate) struct Core {
     pub conns: Slab<Conn>,
     pub users: Users,
     pub rooms: Rooms,
-    wheel: TimerWheel,
     dirty: Vec<u32>,
     /// Scratch for serializing one message before framing it.
     pub scratch: Vec<u8>,
@@ -101,80 +75,30 @@ pub(crate) struct Core {
     /// Key of the connection-id hash.
     id_key: std::hash::RandomState,
     next_generation: u32,
-    start: Instant,
-    /// This turn's instant, as the caller gave it (the loop reads the clock once per turn;
-    /// the simulation passes a virtual one). Nothing in the core reads a clock itself.
-    pub instant: Instant,
-    /// Unix milliseconds at the start of this turn, as the caller gave it.
-    pub unix_ms: u64,
-    /// Current tick (TICK units since `start`).
-    pub now: u32,
-    /// Milliseconds since `start`, for rate windows.
-    pub now_ms: u64,
-    /// Unix seconds at the start of this turn, for token expiry.
-    pub unix_now: u64,
-    ticks: Ticks,
     queued: usize,
     pub closed: Vec<ClosedRecord>,
-    /// Who a publish reaches: per event, its subscribers' slots; and every open slot (see
-    /// `state::fanout::SubscriberIndex`).
-    index: state::fanout::SubscriberIndex,
-    /// TLS sessions of the connections of TLS listeners (plain connections have none).
-    pub tls_sessions: std::collections::HashMap<usize, crate::transport::tls::TlsSession>,
-    /// Buffers this reactor's TLS connections borrow while they read and write.
-    pub tls_shared: crate::transport::tls::TlsShared,
-    /// Slots of connections that negotiated permessage-deflate (a bit each: nothing in `Conn`).
-    pub deflate_slots: SlotSet,
-    /// The reactor's compressor and decompressor (made on first use; reset per message).
-    pub deflater: Option<Box<crate::ws::deflate::Deflater>>,
-    pub inflater: Option<Box<crate::ws::deflate::Inflater>>,
-    /// The compressed form of the frame being fanned out (its address and length, and the
-    /// bytes): made for the first recipient that negotiated compression, shared by the rest.
-    deflated: Option<(usize, usize, Bytes)>,
     /// Budget for log lines about client-triggered events.
     pub noisy: super::noisy::NoisyLog,
-    /// Handlers' typed per-connection data, only for connections that have some (flag
-    /// `HAS_DATA`), so connections that need none pay nothing.
-    pub conn_data: std::collections::HashMap<usize, Box<dyn std::any::Any + Send>>,
+    /// This turn's time, as the caller gave it.
+    pub clock: state::clock::Clock,
+    /// Every deadline of the reactor, on one wheel.
+    pub timers: state::timers::Timers,
+    /// Who a publish reaches, deliveries waiting to be fanned out, messages in flight.
+    fanout: state::fanout::Fanout,
+    /// TLS sessions and permessage-deflate state (side tables by slot).
+    pub codecs: state::codecs::Codecs,
+    /// The embedder's per-connection data, anonymous rooms, writable watches, handler replies.
+    pub embedder: state::embedder::EmbedderTables,
     /// Accepted connections in accept order, for the pending-handshake limit.
     pending: state::pending::PendingHandshakes,
-    /// User ids of open connections already unlinked from their user (closing), for `on_close`.
-    departed_users: std::collections::HashMap<usize, Box<str>>,
-    /// Rooms of the anonymous connections that are in some (by slot: room and position in
-    /// its member list); a connection with a user is in its user's rooms instead.
-    anon_rooms: crate::conn::BySlot<Vec<(u32, u32)>>,
-    /// Messages queued here and not yet written to every recipient: when they were published
-    /// and this reactor's copy of the frame (see `deliver`).
-    in_flight: Vec<(Instant, Bytes)>,
     /// The plain HTTP connections (see `http`).
     pub http: state::http::HttpConns,
     /// Admin plans and handler calls waiting for other reactors' answers.
     asks: state::asks::AskTable,
-    /// Deliveries asked for in this run of asks, not yet fanned out (see `fanout`).
-    groups: Vec<state::fanout::Group>,
-    /// Handler asks answered, for the loop to hand to `on_reply`.
-    pub handler_replies: Vec<(crate::callback::Ticket, crate::callback::Reply)>,
-    /// Epochs of the embedder timers ever cancelled (see `timers`).
-    cancelled_timers: std::collections::HashMap<u32, u32>,
-    /// Embedder timers that fired this turn (with their epoch), for `on_timer`.
-    pub fired_timers: Vec<(u32, u32)>,
-    /// The cluster engine's timers that fired this turn.
-    pub fired_engine_timers: Vec<u32>,
     /// The cluster side of this reactor (`None`: the node runs alone).
     pub cluster: Option<Box<state::cluster::CoreCluster>>,
-    /// History of the channels homed here, recoveries being fed, and when history was last
-    /// swept (see `channels`).
-    pub history: crate::history::History,
-    replays: std::collections::HashMap<usize, state::channels::Replay>,
-    history_swept_ms: u64,
-    /// Recoveries asked for in upgrade requests, until the connection opens; and the outcome
-    /// of the one being opened, for the handler's greeting.
-    pub connect_recoveries: std::collections::HashMap<usize, (u64, String)>,
-    pub opening_recovery: Option<(bool, crate::history::Position)>,
-    /// Connections told `Backpressure`, waiting for their backlog to drain.
-    pub writable_watch: std::collections::HashSet<usize>,
-    /// Of those, the ones that drained this turn, for `on_writable`.
-    pub writable_again: Vec<Token>,
+    /// History of the channels homed here and recoveries in progress (see `channels`).
+    pub channels: state::channels::ChannelState,
 }
 
 impl Core {
@@ -189,13 +113,6 @@ impl Core {
             .div_ceil(rt.config.workers.max(1))
             .min(1 << 20);
         let c = &rt.config;
-        let ticks = Ticks {
-            heartbeat: ticks(c.heartbeat_interval),
-            timeout: ticks(c.connection_timeout),
-            handshake: ticks(c.handshake_timeout),
-            close: ticks(c.close_timeout),
-            rate_window: ticks(c.rate_limit_window),
-        };
         let history = crate::history::History::new(
             c.history_size,
             c.history_ttl.as_millis() as u64,
@@ -209,11 +126,11 @@ impl Core {
         Core {
             id,
             metrics: rt.links[id].metrics.clone(),
+            clock: state::clock::Clock::new(&rt.config, start, unix_ms),
             rt,
             conns: Slab::with_capacity(per_reactor),
             users: Users::with_capacity(per_reactor),
             rooms: Rooms::default(),
-            wheel: TimerWheel::new(WHEEL_SLOTS, 0),
             dirty: Vec::new(),
             scratch: Vec::new(),
             pool: Pool::default(),
@@ -221,43 +138,18 @@ impl Core {
             ids: IdGen::from_os(),
             id_key: std::hash::RandomState::new(),
             next_generation: 1,
-            start,
-            instant: start,
-            unix_ms,
-            now: 0,
-            now_ms: 0,
-            unix_now: unix_ms / 1000,
-            ticks,
             queued: 0,
             closed: Vec::new(),
             noisy: Default::default(),
-            index: Default::default(),
-            deflate_slots: SlotSet::default(),
-            tls_sessions: std::collections::HashMap::new(),
-            tls_shared: Default::default(),
-            deflater: None,
-            inflater: None,
-            deflated: None,
-            conn_data: std::collections::HashMap::new(),
-            departed_users: std::collections::HashMap::new(),
-            anon_rooms: Default::default(),
+            timers: Default::default(),
+            fanout: Default::default(),
+            codecs: Default::default(),
+            embedder: Default::default(),
             pending: Default::default(),
-            in_flight: Vec::new(),
             http: Default::default(),
             asks: Default::default(),
-            groups: Vec::new(),
-            handler_replies: Vec::new(),
-            cancelled_timers: Default::default(),
-            fired_timers: Vec::new(),
-            fired_engine_timers: Vec::new(),
             cluster,
-            history,
-            replays: std::collections::HashMap::new(),
-            history_swept_ms: 0,
-            connect_recoveries: std::collections::HashMap::new(),
-            opening_recovery: None,
-            writable_watch: std::collections::HashSet::new(),
-            writable_again: Vec::new(),
+            channels: state::channels::ChannelState::new(history),
         }
     }
 
@@ -285,13 +177,15 @@ impl Core {
     /// already been counted in the per-IP table; the connection releases it when dropped.
     pub fn insert_conn(&mut self, sock: crate::transport::Stream, ip_bucket: u16) -> usize {
         let generation = self.next_generation;
-        self.next_generation = (self.next_generation + 1) & GENERATION_MASK;
-        let idx = self.conns.insert(Conn::new(sock, generation, self.now, ip_bucket));
+        self.next_generation = (self.next_generation + 1) & state::timers::GENERATION_MASK;
+        let idx = self
+            .conns
+            .insert(Conn::new(sock, generation, self.clock.now, ip_bucket));
         // The connection's one wheel entry: due at whichever check comes first after accept.
         self.schedule(
             idx,
             generation,
-            self.now + self.ticks.handshake.min(self.ticks.heartbeat),
+            self.clock.now + self.clock.ticks.handshake.min(self.clock.ticks.heartbeat),
         );
         idx
     }
@@ -320,7 +214,7 @@ impl Core {
             let Some(t) = self.pending.oldest() else { break };
             if self
                 .live(t)
-                .is_some_and(|i| self.now.wrapping_sub(self.conns[i].mark) < PENDING_MIN_AGE)
+                .is_some_and(|i| self.clock.now.wrapping_sub(self.conns[i].mark) < PENDING_MIN_AGE)
             {
                 break;
             }
@@ -383,7 +277,7 @@ impl Core {
         if limit == 0 {
             return true;
         }
-        let second = (self.now / 10) as u8;
+        let second = (self.clock.now / 10) as u8;
         let c = &mut self.conns[idx];
         if c.control_second != second {
             c.control_second = second;
@@ -432,11 +326,11 @@ impl Core {
     fn enter_closing(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         c.phase = Phase::Closing;
-        c.mark = self.now;
+        c.mark = self.clock.now;
         let generation = c.generation;
         self.release_slot(idx);
         self.unlink_user(idx);
-        self.schedule(idx, generation, self.now + self.ticks.close);
+        self.schedule(idx, generation, self.clock.now + self.clock.ticks.close);
     }
 
     /// Closes an open WebSocket with a close frame; drops anything else at once.
@@ -460,10 +354,10 @@ impl Core {
     pub(super) fn enter_discarding(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
         c.phase = Phase::Discarding;
-        c.mark = self.now;
+        c.mark = self.clock.now;
         let generation = c.generation;
         self.set_input(idx, None);
-        self.schedule(idx, generation, self.now + self.ticks.close);
+        self.schedule(idx, generation, self.clock.now + self.clock.ticks.close);
         self.mark_dirty(idx);
     }
 
@@ -473,7 +367,7 @@ impl Core {
             return;
         }
         self.unlink_user(idx);
-        let user = self.departed_users.remove(&idx);
+        let user = self.embedder.departed_users.remove(&idx);
         let id = self.conn_id(idx);
         let subscriptions = self.subscriptions_of(idx);
         self.set_input(idx, None);
@@ -482,25 +376,25 @@ impl Core {
         if c.phase == Phase::Http {
             self.http.remove(idx);
         }
-        if !self.replays.is_empty() {
-            self.replays.remove(&idx);
+        if !self.channels.replays.is_empty() {
+            self.channels.replays.remove(&idx);
         }
-        if !self.connect_recoveries.is_empty() {
-            self.connect_recoveries.remove(&idx);
+        if !self.channels.connect_recoveries.is_empty() {
+            self.channels.connect_recoveries.remove(&idx);
         }
-        if !self.writable_watch.is_empty() {
-            self.writable_watch.remove(&idx);
+        if !self.embedder.writable_watch.is_empty() {
+            self.embedder.writable_watch.remove(&idx);
         }
         self.index_subscriptions(idx, subscriptions, 0);
-        self.index.close(idx);
-        if !self.tls_sessions.is_empty() {
-            self.tls_sessions.remove(&idx);
+        self.fanout.index.close(idx);
+        if !self.codecs.tls_sessions.is_empty() {
+            self.codecs.tls_sessions.remove(&idx);
         }
-        if !self.deflate_slots.is_empty() {
-            self.deflate_slots.remove(idx);
+        if !self.codecs.deflate_slots.is_empty() {
+            self.codecs.deflate_slots.remove(idx);
         }
         if c.has(flags::HAS_DATA) {
-            self.conn_data.remove(&idx);
+            self.embedder.conn_data.remove(&idx);
         }
         if c.has(flags::COUNTED) {
             self.rt.admission.release();
@@ -514,7 +408,7 @@ impl Core {
                 "connection closed: id={} user={} code={code} duration={}s messages={}",
                 uuid::Uuid::from_bytes(id),
                 user.as_deref().unwrap_or("-"),
-                (self.unix_now as u32).saturating_sub(c.opened_at),
+                (self.clock.unix_now as u32).saturating_sub(c.opened_at),
                 c.messages
             );
             self.closed.push(ClosedRecord {

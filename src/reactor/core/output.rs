@@ -72,17 +72,17 @@ impl Core {
         };
         if first != 0
             && payload.len() >= self.rt.config.compression_min_size
-            && !self.deflate_slots.is_empty()
-            && self.deflate_slots.contains(idx)
+            && !self.codecs.deflate_slots.is_empty()
+            && self.codecs.deflate_slots.contains(idx)
         {
             // Negotiated permessage-deflate: compressed with the reactor's compressor.
-            let mut d = self.deflater.take().unwrap_or_default();
+            let mut d = self.codecs.deflater.take().unwrap_or_default();
             let frame = d.frame(first, payload);
             self.enqueue(idx, |out, pool| {
                 out.push_owned(frame, pool);
                 frame.len()
             });
-            self.deflater = Some(d);
+            self.codecs.deflater = Some(d);
         } else {
             self.enqueue(idx, |out, pool| out.push_frame(opcode, payload, pool));
         }
@@ -107,11 +107,13 @@ impl Core {
         if c.phase != Phase::Open || (excluded != NONE && c.user == excluded) {
             return false;
         }
-        if !self.replays.is_empty() && self.divert_to_replay(idx, frame) {
+        if !self.channels.replays.is_empty() && self.divert_to_replay(idx, frame) {
             return true;
         }
-        let frame = if !self.deflate_slots.is_empty() && self.deflate_slots.contains(idx) {
-            self.deflated_form(frame)
+        let frame = if self.codecs.deflates(idx) {
+            let min = self.rt.config.compression_min_size;
+            self.fanout
+                .deflated_form(frame, &mut self.codecs.deflater, min, &self.metrics)
         } else {
             frame.clone()
         };
@@ -166,14 +168,14 @@ impl Core {
     /// Writes what the socket takes; finishes closes whose output is done.
     pub(crate) fn flush(&mut self, idx: usize) {
         let c = &mut self.conns[idx];
-        let mut tls = if self.tls_sessions.is_empty() {
+        let mut tls = if self.codecs.tls_sessions.is_empty() {
             None
         } else {
-            self.tls_sessions.get_mut(&idx)
+            self.codecs.tls_sessions.get_mut(&idx)
         };
         if let Some(t) = tls.as_deref_mut()
             && c.output.is_none()
-            && let Err(e) = t.flush(&mut c.sock, &mut self.tls_shared)
+            && let Err(e) = t.flush(&mut c.sock, &mut self.codecs.tls_shared)
         {
             // Handshake records or a close_notify with no output behind them.
             log::debug!("tls write failed: {e}");
@@ -185,7 +187,7 @@ impl Core {
                 Some(t) => out.write_to(
                     &mut crate::transport::tls::Writer {
                         session: t,
-                        shared: &mut self.tls_shared,
+                        shared: &mut self.codecs.tls_shared,
                         sock: &mut c.sock,
                     },
                     &mut self.pool,
@@ -207,9 +209,9 @@ impl Core {
             if c.phase == Phase::Http {
                 self.wake_http(idx);
             }
-            if drained && !self.writable_watch.is_empty() && self.writable_watch.remove(&idx) {
+            if drained && !self.embedder.writable_watch.is_empty() && self.embedder.writable_watch.remove(&idx) {
                 let token = self.token_of(idx);
-                self.writable_again.push(token);
+                self.embedder.writable_again.push(token);
             }
             let c = &mut self.conns[idx];
             if !drained {
@@ -222,10 +224,10 @@ impl Core {
         let c = &mut self.conns[idx];
         if matches!(c.phase, Phase::Closing | Phase::Discarding) {
             if !c.has(flags::FIN_SENT) {
-                if let Some(t) = self.tls_sessions.get_mut(&idx) {
+                if let Some(t) = self.codecs.tls_sessions.get_mut(&idx) {
                     // close_notify, then FIN once every record is out.
                     t.close_notify();
-                    if !t.flush(&mut c.sock, &mut self.tls_shared).unwrap_or(true) {
+                    if !t.flush(&mut c.sock, &mut self.codecs.tls_shared).unwrap_or(true) {
                         return;
                     }
                 }

@@ -4,12 +4,38 @@
 //! Owns: these records and pure functions over frames. Does not touch: sequencing or
 //! recovering (`core::channels`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::history::Position;
+use crate::history::{History, Position};
+
+/// The channels side of the reactor.
+pub(crate) struct ChannelState {
+    /// History of the channels homed here.
+    pub(crate) history: History,
+    /// Recoveries being fed, by slot.
+    pub(crate) replays: HashMap<usize, Replay>,
+    /// When history was last swept for expired entries (milliseconds of the core's clock).
+    pub(crate) history_swept_ms: u64,
+    /// Recoveries asked for in upgrade requests, until the connection opens.
+    pub(crate) connect_recoveries: HashMap<usize, (u64, String)>,
+    /// The outcome of the recovery of the connection being opened, for the handler's greeting.
+    pub(crate) opening_recovery: Option<(bool, Position)>,
+}
+
+impl ChannelState {
+    pub(crate) fn new(history: History) -> Self {
+        ChannelState {
+            history,
+            replays: HashMap::new(),
+            history_swept_ms: 0,
+            connect_recoveries: HashMap::new(),
+            opening_recovery: None,
+        }
+    }
+}
 
 /// Messages a connection still has to receive from a recovery, and live ones of the same
 /// connection queued behind them, fed as its backlog drains.

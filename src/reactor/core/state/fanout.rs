@@ -1,12 +1,62 @@
 //! Who a publish reaches (the subscriber index), deliveries waiting to be fanned out together,
 //! and who waits for their counts.
 //!
-//! Owns: these records and the index's bitmaps. Does not touch: fanning out (`core::fanout`).
+//! Owns: these records, the index's bitmaps, the messages in flight and the compressed form of
+//! the frame being fanned out. Does not touch: fanning out (`core::fanout`) or who negotiated
+//! compression (`state::codecs`).
 
 use std::time::Instant;
 
+use tungstenite::Bytes;
+
 use crate::ask::{ReplyTo, Target};
+use crate::metrics::ReactorMetrics;
 use crate::reactor::slots::SlotSet;
+use crate::ws::deflate::Deflater;
+
+/// The fan-out side of the reactor.
+#[derive(Default)]
+pub(crate) struct Fanout {
+    /// Who a publish reaches: per event, its subscribers' slots; and every open slot.
+    pub(crate) index: SubscriberIndex,
+    /// Deliveries asked for in this run of asks, not yet fanned out (see `core::fanout`).
+    pub(crate) groups: Vec<Group>,
+    /// Messages queued here and not yet written to every recipient: when they were published
+    /// and this reactor's copy of the frame (see `core::fanout::deliver`).
+    pub(crate) in_flight: Vec<(Instant, Bytes)>,
+    /// The compressed form of the frame being fanned out (its address and length, and the
+    /// bytes): made for the first recipient that negotiated compression, shared by the rest.
+    deflated: Option<(usize, usize, Bytes)>,
+}
+
+impl Fanout {
+    /// `frame` compressed for connections that negotiated permessage-deflate: once per frame
+    /// fanned out, messages under `min` bytes left as they are.
+    pub(crate) fn deflated_form(
+        &mut self,
+        frame: &Bytes,
+        deflater: &mut Option<Box<Deflater>>,
+        min: usize,
+        metrics: &ReactorMetrics,
+    ) -> Bytes {
+        let key = (frame.as_ptr() as usize, frame.len());
+        if let Some((p, l, b)) = &self.deflated
+            && (*p, *l) == key
+        {
+            return b.clone();
+        }
+        let compressed = Bytes::from(deflater.get_or_insert_with(Box::default).compress_frames(frame, min));
+        metrics.compressions.inc();
+        self.deflated = Some((key.0, key.1, compressed.clone()));
+        compressed
+    }
+
+    /// Forgets the compressed form of the last frame (called before each fan-out, so an address
+    /// reused by a later frame never matches).
+    pub(crate) fn forget_deflated(&mut self) {
+        self.deflated = None;
+    }
+}
 
 /// Who waits for a delivery's recipient count.
 pub(crate) enum Waiter {

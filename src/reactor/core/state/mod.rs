@@ -4,8 +4,12 @@
 
 pub(crate) mod asks;
 pub(crate) mod channels;
+pub(crate) mod clock;
 pub(crate) mod cluster;
+pub(crate) mod codecs;
+pub(crate) mod embedder;
 pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod pending;
+pub(crate) mod timers;

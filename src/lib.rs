@@ -29,6 +29,7 @@ mod admin;
 pub mod app;
 pub(crate) mod ask;
 pub mod auth;
+pub(crate) mod bridge;
 pub(crate) mod callback;
 pub mod client;
 pub mod cluster;

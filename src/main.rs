@@ -12,7 +12,7 @@ use wsedge::auth::{mint_hs256, mint_hs256_with};
 
 mod cli_client;
 mod cli_log;
-use wsedge::config::{DEFAULT_EVENTS, random_secret};
+use wsedge::config::{BackendConfig, DEFAULT_EVENTS, Forwarding, LifecycleEvents, random_secret};
 use wsedge::{AuthMode, Config, JwtConfig, JwtKey, LimitPolicy, Server};
 
 #[derive(Parser)]
@@ -50,6 +50,55 @@ enum Policy {
 fn secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
     Duration::try_from_secs_f64(v).map_err(|e| format!("{e}"))
+}
+
+/// The backend bridge: client messages, rpcs and lifecycle events to an HTTP backend.
+#[derive(Args, Clone)]
+struct BackendArgs {
+    /// The backend's URL (http://host[:port]/path): batches of forwarded messages, rpcs and
+    /// lifecycle events are POSTed there.
+    #[arg(long, env = "WS_BACKEND_URL")]
+    backend_url: Option<String>,
+    /// Client message types forwarded to the backend, comma-separated (`rpc` for calls that
+    /// get a result), e.g. `chat,upload.cancel,rpc`.
+    #[arg(long, env = "WS_FORWARD", default_value = "")]
+    forward: String,
+    /// Lifecycle events sent to the backend, comma-separated: connect, disconnect, join,
+    /// leave, subscribe, unsubscribe, or all.
+    #[arg(long, env = "WS_BACKEND_EVENTS", default_value = "")]
+    backend_events: String,
+    /// Seconds one backend request may take (connect included) before it is retried.
+    #[arg(long, env = "WS_BACKEND_TIMEOUT", default_value = "5", value_parser = secs)]
+    backend_timeout: Duration,
+    /// Seconds an item may wait for the backend, retries included, before its sender gets
+    /// an error.
+    #[arg(long, env = "WS_BACKEND_DEADLINE", default_value = "10", value_parser = secs)]
+    backend_deadline: Duration,
+    /// Items per reactor waiting for the backend or in flight; past it new ones fail at once.
+    #[arg(long, env = "WS_BACKEND_QUEUE", default_value_t = 10_000)]
+    backend_queue: usize,
+    /// Items per request.
+    #[arg(long, env = "WS_BACKEND_BATCH", default_value_t = 500)]
+    backend_batch: usize,
+}
+
+impl BackendArgs {
+    fn config(&self) -> Result<(Option<BackendConfig>, Forwarding, LifecycleEvents), String> {
+        let backend = match &self.backend_url {
+            Some(url) => {
+                let mut b = BackendConfig::from_url(url).map_err(|e| e.to_string())?;
+                b.timeout = self.backend_timeout;
+                b.deadline = self.backend_deadline;
+                b.queue = self.backend_queue;
+                b.batch = self.backend_batch;
+                Some(b)
+            }
+            None => None,
+        };
+        let forward = Forwarding::parse(&self.forward).map_err(|e| e.to_string())?;
+        let events = LifecycleEvents::parse(&self.backend_events).map_err(|e| e.to_string())?;
+        Ok((backend, forward, events))
+    }
 }
 
 /// permessage-deflate (RFC 7692), always without context takeover: nothing per connection.
@@ -119,6 +168,8 @@ struct ServeArgs {
     tls: TlsArgs,
     #[command(flatten)]
     compression: CompressionArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Open WebSockets in total; over it upgrades get HTTP 503.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 1000)]
     max_connections: usize,
@@ -497,7 +548,11 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     } else {
         a.events.clone()
     };
+    let (backend, forward, backend_events) = a.backend.config()?;
     let config = Config {
+        backend,
+        forward,
+        backend_events,
         listen: a.listen,
         workers: workers(a.common.workers),
         max_connections: a.max_connections,

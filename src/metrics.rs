@@ -153,6 +153,39 @@ pub(crate) struct ReactorMetrics {
     /// Time from a publish to the socket write that gave its last recipient on this reactor
     /// the message.
     pub publish_latency: Histogram,
+    /// The backend bridge's counters (all zero without `--backend-url`).
+    pub backend: BackendMetrics,
+}
+
+/// One reactor's backend bridge counters.
+#[derive(Debug, Default)]
+pub(crate) struct BackendMetrics {
+    /// Items (messages, rpcs, events) the backend took (a 2xx answer to their batch).
+    pub forwarded: Counter,
+    /// Items sent again after a failed request.
+    pub retried: Counter,
+    /// Items given up on (queue full, deadline passed, batch refused); their senders were told.
+    pub failed: Counter,
+    /// Requests (batches) sent.
+    pub requests: Counter,
+    /// Responses that could not be read or did not match the batch.
+    pub bad_responses: Counter,
+    /// Items waiting or in flight (gauge).
+    pub queue_depth: Counter,
+    /// A batch's request to its answer.
+    pub latency: Histogram,
+}
+
+/// The backend bridge's counters summed over reactors.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BackendSnapshot {
+    pub forwarded: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub requests: u64,
+    pub bad_responses: u64,
+    pub queue_depth: u64,
+    pub latency: HistogramSnapshot,
 }
 
 impl ReactorMetrics {
@@ -266,6 +299,7 @@ pub struct Snapshot {
     pub history_bytes: u64,
     pub recoveries: u64,
     pub recoveries_lost: u64,
+    pub backend: BackendSnapshot,
 }
 
 impl Snapshot {
@@ -314,6 +348,15 @@ impl Snapshot {
             history_bytes: sum(&|r| r.history_bytes.get()),
             recoveries: sum(&|r| r.recoveries.get()),
             recoveries_lost: sum(&|r| r.recoveries_lost.get()),
+            backend: BackendSnapshot {
+                forwarded: sum(&|r| r.backend.forwarded.get()),
+                retried: sum(&|r| r.backend.retried.get()),
+                failed: sum(&|r| r.backend.failed.get()),
+                requests: sum(&|r| r.backend.requests.get()),
+                bad_responses: sum(&|r| r.backend.bad_responses.get()),
+                queue_depth: sum(&|r| r.backend.queue_depth.get()),
+                latency: HistogramSnapshot::collect(reactors.iter().map(|r| &r.backend.latency)),
+            },
         }
     }
 

@@ -23,6 +23,17 @@ pub enum ErrorCode {
     /// A `token.refresh` whose token was refused (the connection stays open until its current
     /// token expires).
     InvalidToken,
+    /// A forwarded message or rpc did not reach the backend (`outcome: "not_delivered"`), or
+    /// no answer came before the deadline (`outcome: "unknown"`).
+    BackendUnavailable,
+    /// The backend refused the batch the message was in (an HTTP 4xx, in `status`).
+    BackendRejected,
+    /// The backend answered an rpc with an error (in `error`).
+    RpcError,
+    /// An rpc was sent and no answer came before the deadline: it may or may not have run.
+    RpcTimeout,
+    /// The backend took the batch but gave no result for this rpc.
+    RpcNoResult,
 }
 
 /// An RFC 3339 UTC timestamp with microseconds, e.g. `2025-01-08T10:30:00.123456Z`.
@@ -182,6 +193,8 @@ struct Incoming<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
 }
 
 /// A validated client message.
@@ -190,6 +203,8 @@ pub struct ClientMessage<'a> {
     pub kind: Cow<'a, str>,
     /// `data` as raw JSON (`None` when absent or null).
     pub data: Option<&'a RawValue>,
+    /// The client's own `id` for the message (forwarded messages and rpcs echo it).
+    pub id: Option<&'a RawValue>,
 }
 
 /// Parses a text message into type and data. Errors carry the `INVALID_MESSAGE_FORMAT` text.
@@ -209,7 +224,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, &'static st
         }
     })?;
     let kind = msg.kind.ok_or("Message must have 'type' field")?;
-    Ok(ClientMessage { kind, data: msg.data })
+    Ok(ClientMessage {
+        kind,
+        data: msg.data,
+        id: msg.id,
+    })
 }
 
 /// Deserializes `data` as `T`, treating a missing `data` as `{}`.

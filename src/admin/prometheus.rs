@@ -317,17 +317,63 @@ pub(crate) fn render(h: &dyn AdminHost) -> String {
         "1 while the server drains.",
         &one(u64::from(h.is_draining())),
     );
-    let l = &s.publish_latency;
-    let name = "wsedge_message_latency_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from a publish to the socket write that gave its last recipient on a reactor the message.\n# TYPE {name} histogram"
+    if h.config().backend.is_some() {
+        let b = &s.backend;
+        for (name, help, v) in [
+            (
+                "backend_forwarded_total",
+                "Items (messages, rpcs, events) the backend took.",
+                b.forwarded,
+            ),
+            (
+                "backend_retried_total",
+                "Items sent again after a failed backend request.",
+                b.retried,
+            ),
+            (
+                "backend_failed_total",
+                "Items given up on (queue full, deadline passed, batch refused).",
+                b.failed,
+            ),
+            ("backend_requests_total", "Batches sent to the backend.", b.requests),
+            (
+                "backend_bad_responses_total",
+                "Backend responses that could not be read or did not match their batch.",
+                b.bad_responses,
+            ),
+        ] {
+            metric(name, "counter", help, &one(v));
+        }
+        metric(
+            "backend_queue_depth",
+            "gauge",
+            "Items waiting for the backend or in flight.",
+            &one(b.queue_depth),
+        );
+    }
+    histogram(
+        &mut out,
+        "wsedge_message_latency_seconds",
+        "Time from a publish to the socket write that gave its last recipient on a reactor the message.",
+        &s.publish_latency,
     );
+    if h.config().backend.is_some() {
+        histogram(
+            &mut out,
+            "wsedge_backend_latency_seconds",
+            "Time from a batch's request to the backend's answer.",
+            &s.backend.latency,
+        );
+    }
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, l: &crate::metrics::HistogramSnapshot) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (bound, n) in crate::metrics::LATENCY_BUCKETS.iter().zip(&l.cumulative) {
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
     }
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", l.count);
     let _ = writeln!(out, "{name}_sum {}", l.sum_seconds);
     let _ = writeln!(out, "{name}_count {}", l.count);
-    out
 }

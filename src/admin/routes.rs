@@ -124,6 +124,7 @@ fn is_admin_route(rest: &[&str]) -> bool {
             | ["stats", "history"]
             | ["connections"]
             | ["connections", _]
+            | ["connections", _, "messages"]
             | ["users", _]
             | ["users", _, "messages"]
             | ["users", _, "presence"]
@@ -252,6 +253,16 @@ fn admin(h: &dyn AdminHost, m: &str, rest: &[&str], query: Option<&str>, key: Op
             "GET" => Ok(room_members(h, room)),
             _ => now(not_allowed(&["GET"])),
         },
+        ["connections", id, "messages"] => post(m, body, |b| {
+            let Ok(id) = uuid::Uuid::parse_str(id) else {
+                return Err(Response::error(400, "connection id must be a UUID"));
+            };
+            let (kind, data) = kind_and_data(b, None)?;
+            Ok(send(
+                h,
+                Outgoing::envelope_keyed(key, Target::Connection(id), &kind, data),
+            ))
+        }),
         ["users", user, "messages"] => post(m, body, |b| {
             let (kind, data) = kind_and_data(b, None)?;
             Ok(send(

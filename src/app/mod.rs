@@ -4,6 +4,7 @@
 //! upload.cancel) and the echo/broadcast behaviour for conformance suites and peer benchmarks.
 //! Does not touch: frames, sockets or limits enforcement beyond asking `Ctx`.
 
+mod forward;
 mod helpers;
 
 pub use helpers::EventHelpers;
@@ -298,7 +299,9 @@ impl Handler for ProtocolApp {
                     upload_id: Some(serde_json::Value::String(id)),
                 }) if !id.is_empty() => {
                     ctx.count_upload_cancel();
-                    self.hooks.on_upload_cancel(ctx, &id);
+                    if !forward::forward(ctx, "upload.cancel", msg.id, msg.data) {
+                        self.hooks.on_upload_cancel(ctx, &id);
+                    }
                 }
                 _ => {
                     ctx.send_error(
@@ -307,6 +310,7 @@ impl Handler for ProtocolApp {
                     );
                 }
             },
+            other if forward::forward(ctx, other, msg.id, msg.data) => {}
             other if self.hooks.on_message(ctx, other, msg.data) => {}
             other => {
                 let shown: String = other.chars().take(64).collect();
@@ -402,6 +406,8 @@ impl ProtocolApp {
         let finish = Box::new(
             move |ctx: &mut Ctx<'_>, outcomes: Vec<crate::history::RecoveryOutcome>| {
                 let positions = positions_of(&named, outcomes);
+                let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
+                forward::membership_event(ctx, "join", &names);
                 let memberships = ctx.rooms();
                 ctx.send_message(
                     "room.joined",
@@ -445,6 +451,8 @@ impl ProtocolApp {
         }
         let finish = Box::new(
             move |ctx: &mut Ctx<'_>, outcomes: Vec<crate::history::RecoveryOutcome>| {
+                let names: Vec<&str> = valid.iter().map(String::as_str).collect();
+                forward::membership_event(ctx, "subscribe", &names);
                 let bits = ctx.subscriptions();
                 let current: Vec<&str> = ctx
                     .config()
@@ -605,6 +613,7 @@ impl ProtocolApp {
                 });
             }
         }
+        forward::membership_event(ctx, action, &accepted);
         let memberships = ctx.rooms();
         let kind = if action == "join" { "room.joined" } else { "room.left" };
         ctx.send_message(
@@ -664,6 +673,7 @@ impl ProtocolApp {
             log::debug!("invalid subscription events from {}: {invalid:?}", ctx.connection_id());
         }
         ctx.set_subscriptions(bits);
+        forward::membership_event(ctx, action, &valid);
         let cfg = ctx.config();
         let current: Vec<&str> = cfg
             .subscribable_events

@@ -26,6 +26,10 @@ pub enum ConfigError {
     WsPath(String),
     #[error("node_id must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
     NodeId(String),
+    #[error("backend URL: {0}")]
+    BackendUrl(String),
+    #[error("forwarding: {0}")]
+    Forward(String),
     #[error("redis URL: {0}")]
     RedisUrl(String),
     #[error("redis_prefix must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]

@@ -6,9 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod backend;
 mod error;
 mod jwt_key;
 mod redis_url;
+pub use backend::{BUILT_IN_TYPES, BackendConfig, Forwarding, LifecycleEvents};
 pub use error::{ConfigError, MAX_EVENT_TYPES};
 pub use redis_url::{RedisUrl, Sentinels};
 
@@ -207,6 +209,13 @@ pub struct Config {
     /// On shutdown, connections are closed in batches spread over this window, so clients do
     /// not all reconnect at once. Default 5 s; zero closes everything at once.
     pub drain_window: Duration,
+    /// The backend bridge (`--backend-url`): forwarded messages, rpcs and lifecycle events
+    /// go there. None: nothing is forwarded.
+    pub backend: Option<BackendConfig>,
+    /// Client message types forwarded to the backend (`--forward`).
+    pub forward: Forwarding,
+    /// Lifecycle events sent to the backend (`--backend-events`).
+    pub backend_events: LifecycleEvents,
     pub auth: AuthMode,
 }
 
@@ -256,6 +265,9 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(300),
             admin_max_body: 64 * 1024,
             drain_window: Duration::from_secs(5),
+            backend: None,
+            forward: Forwarding::default(),
+            backend_events: LifecycleEvents::default(),
             // Secure by default: a random secret nobody knows, so nothing authenticates until
             // a key is configured.
             auth: AuthMode::Jwt(JwtConfig::hs256(random_secret())),
@@ -446,6 +458,28 @@ impl Config {
         }
         if let AuthMode::Jwt(jwt) = &self.auth {
             jwt.decoding_key().map(drop)?;
+        }
+        self.validate_backend()
+    }
+
+    fn validate_backend(&self) -> Result<(), ConfigError> {
+        let Some(b) = &self.backend else {
+            if !self.forward.types.is_empty() || self.backend_events.any() {
+                return Err(ConfigError::Forward(
+                    "--forward and --backend-events need --backend-url".into(),
+                ));
+            }
+            return Ok(());
+        };
+        for (name, value, min, max) in [
+            ("backend_queue", b.queue as u64, 1, 1_000_000),
+            ("backend_batch", b.batch as u64, 1, 10_000),
+            ("backend_timeout (ms)", b.timeout.as_millis() as u64, 1, 60_000),
+            ("backend_deadline (ms)", b.deadline.as_millis() as u64, 1, 600_000),
+        ] {
+            if value < min || value > max {
+                return Err(ConfigError::OutOfRange { name, min, max, value });
+            }
         }
         Ok(())
     }

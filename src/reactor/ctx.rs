@@ -456,6 +456,31 @@ impl Ctx<'_> {
         Ok((expiry != NO_EXPIRY).then_some(u64::from(expiry)))
     }
 
+    /// True if client messages of type `kind` go to the backend (`--forward`).
+    pub(crate) fn forwards(&self, kind: &str) -> bool {
+        let c = &self.core.rt.config;
+        c.backend.is_some() && c.forward.forwards(kind)
+    }
+
+    /// Queues this connection's message (or rpc) for the backend; returns its message id.
+    pub(crate) fn forward(
+        &mut self,
+        client_id: Option<&serde_json::value::RawValue>,
+        what: crate::bridge::Forwarded<'_>,
+    ) -> uuid::Uuid {
+        self.core.forward(self.idx, client_id, what)
+    }
+
+    /// The lifecycle events the backend wants (`--backend-events`).
+    pub(crate) fn lifecycle(&self) -> crate::config::LifecycleEvents {
+        self.core.rt.config.backend_events
+    }
+
+    /// Queues lifecycle event `event` of this connection for the backend.
+    pub(crate) fn backend_event(&mut self, event: &str, fields: serde_json::Value) {
+        self.core.backend_event(self.idx, event, fields);
+    }
+
     /// Counts an `upload.cancel` handed to the application (for metrics).
     pub fn count_upload_cancel(&mut self) {
         self.core.metrics.upload_cancels.inc();

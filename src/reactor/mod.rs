@@ -9,6 +9,7 @@
 
 #[macro_use]
 mod noisy;
+mod bridge_ctx;
 pub(crate) mod core;
 pub mod ctx;
 pub(crate) mod embed;
@@ -54,6 +55,8 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     drain: Drain,
     /// This reactor's half of the cluster engine.
     engine: Option<Box<dyn crate::cluster::broker::ReactorEngine>>,
+    /// This reactor's backend bridge (`--backend-url`).
+    bridge: Option<Box<crate::bridge::Bridge>>,
     /// Handshakes waiting for the cluster's per-user limit, by admission id.
     admitting: std::collections::HashMap<u64, Box<Admitting>>,
     /// Their slots (their bytes stay unread until the verdict).
@@ -106,8 +109,16 @@ impl<H: ReactorHandler> Reactor<H> {
         (start, unix_ms): (Instant, u64),
     ) -> Self {
         let engine = rt.engine.as_ref().map(|e| e.reactor_half(id));
+        let bridge = rt.config.backend.clone().map(|b| {
+            Box::new(crate::bridge::Bridge::new(
+                b,
+                rt.config.node_id.clone(),
+                rt.links[id].metrics.clone(),
+            ))
+        });
         Reactor {
             engine,
+            bridge,
             admitting: std::collections::HashMap::new(),
             admitting_slots: std::collections::HashSet::new(),
             core: Core::new(id, rt, start, unix_ms),
@@ -191,6 +202,9 @@ impl<H: ReactorHandler> Reactor<H> {
             LISTENER => self.accept_all(false),
             ADMIN_LISTENER => self.accept_all(true),
             WAKER => self.drain_inbox(),
+            token if token == reactor_ctx::source_token(bridge_ctx::BRIDGE_ID, true) => {
+                self.with_bridge(|b, r| b.on_event(r, event));
+            }
             token if token.0 & (SOURCE_BIT | ENGINE_SOURCE_BIT) == SOURCE_BIT | ENGINE_SOURCE_BIT => {
                 let source = token.0 as u32;
                 self.with_engine(|e, r| e.on_source(r, source, event));
@@ -242,6 +256,7 @@ impl<H: ReactorHandler> Reactor<H> {
         self.drain_batch();
         self.after_callbacks();
         self.pump_engine();
+        self.pump_bridge();
         self.core.flush_dirty();
         if !self.core.http.reupgrades.is_empty() {
             // Upgrades that waited for earlier answers to be written.
@@ -280,7 +295,10 @@ impl<H: ReactorHandler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.core.has_http_resumes() || !self.core.embedder.handler_replies.is_empty() || self.core.has_engine_ops()
+        if self.core.has_http_resumes()
+            || !self.core.embedder.handler_replies.is_empty()
+            || self.core.has_engine_ops()
+            || self.core.has_outbox()
         {
             return Some(Duration::ZERO);
         }
@@ -414,7 +432,11 @@ impl<H: ReactorHandler> Reactor<H> {
             }
         }
         for timer in std::mem::take(&mut self.core.timers.fired_engine_timers) {
-            self.with_engine(|e, r| e.on_timer(r, timer));
+            if timer == bridge_ctx::BRIDGE_ID {
+                self.with_bridge(|b, r| b.on_timer(r));
+            } else {
+                self.with_engine(|e, r| e.on_timer(r, timer));
+            }
         }
     }
 
@@ -496,6 +518,35 @@ impl<H: ReactorHandler> Reactor<H> {
             self.after_callbacks();
         }
         self.with_engine(|e, r| e.flush(r));
+    }
+
+    /// Runs a backend bridge callback; a panic is contained, counted and logged.
+    fn with_bridge(&mut self, f: impl FnOnce(&mut crate::bridge::Bridge, &mut bridge_ctx::BridgeCtx<'_>)) {
+        let Some(mut bridge) = self.bridge.take() else { return };
+        let core = &mut self.core;
+        let registry = self.poll.registry();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            f(&mut bridge, &mut bridge_ctx::BridgeCtx { core, registry })
+        }));
+        self.bridge = Some(bridge);
+        if r.is_err() {
+            self.core.metrics.handler_panics.inc();
+            log::error!("reactor {}: the backend bridge panicked", self.core.id);
+        }
+    }
+
+    /// Hands the bridge the items this turn made, then lets it send what waits.
+    fn pump_bridge(&mut self) {
+        if self.bridge.is_none() {
+            return;
+        }
+        let items = self.core.take_outbox();
+        self.with_bridge(|b, r| {
+            for item in items {
+                b.push(r, item);
+            }
+            b.flush(r);
+        });
     }
 
     /// Hands the handler its answered asks, then reports closed connections.

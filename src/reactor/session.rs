@@ -401,6 +401,13 @@ impl<H: ReactorHandler> Reactor<H> {
         // application's greeting says how it went), replayed right after it.
         let replay = self.core.begin_connect_recovery(idx);
         self.with_ctx(idx, |h, ctx| h.on_open(ctx));
+        if self.core.rt.config.backend_events.connect
+            && self.core.conns.get(idx).is_some_and(|c| c.generation == generation)
+        {
+            let peer = self.core.conns[idx].sock.peer_addr().map(|a| a.to_string());
+            self.core
+                .backend_event(idx, "connect", serde_json::json!({ "remote_addr": peer }));
+        }
         self.core.channels.opening_recovery = None;
         if !self.core.channels.connect_recoveries.is_empty() {
             self.core.channels.connect_recoveries.remove(&idx);

@@ -13,6 +13,7 @@ use tungstenite::{Message, WebSocket};
 use wsedge::app::ProtocolApp;
 use wsedge::{AuthMode, Config, JwtConfig, RunningServer, Server};
 
+pub mod backend;
 pub mod cdp;
 pub mod http;
 pub mod redis;

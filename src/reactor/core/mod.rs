@@ -13,6 +13,7 @@ use mio::Token;
 use slab::Slab;
 
 mod asks;
+mod backend;
 mod channels;
 pub(crate) mod cluster;
 mod fanout;
@@ -99,6 +100,8 @@ pub(crate) struct Core {
     pub cluster: Option<Box<state::cluster::CoreCluster>>,
     /// History of the channels homed here and recoveries in progress (see `channels`).
     pub channels: state::channels::ChannelState,
+    /// Items for the backend bridge made this turn (see `backend`); empty without one.
+    outbox: Vec<crate::bridge::Item>,
 }
 
 impl Core {
@@ -150,6 +153,7 @@ impl Core {
             asks: Default::default(),
             cluster,
             channels: state::channels::ChannelState::new(history),
+            outbox: Vec::new(),
         }
     }
 
@@ -411,6 +415,15 @@ impl Core {
                 (self.clock.unix_now as u32).saturating_sub(c.opened_at),
                 c.messages
             );
+            if self.rt.config.backend_events.disconnect {
+                let fields = serde_json::json!({
+                    "code": code,
+                    "reason": close_meaning(code),
+                    "duration_ms": u64::from((self.clock.unix_now as u32).saturating_sub(c.opened_at)) * 1000,
+                    "messages_in": c.messages,
+                });
+                self.backend_disconnect(id, user.as_deref(), fields);
+            }
             self.closed.push(ClosedRecord {
                 id,
                 user,
@@ -443,5 +456,25 @@ impl Core {
             Phase::Closing | Phase::Discarding => self.mark_dirty(idx),
             Phase::Http => self.http_peer_eof(idx),
         }
+    }
+}
+
+/// What a close code means, for the `disconnect` event (the reason text sent on the wire is
+/// not kept per connection).
+fn close_meaning(code: u16) -> &'static str {
+    match code {
+        1000 => "normal closure",
+        1001 => "going away",
+        1002 => "protocol error",
+        1003 => "unsupported data",
+        1005 => "no status",
+        1006 => "abnormal closure",
+        1007 => "invalid payload",
+        1008 => "policy violation",
+        1009 => "message too big",
+        1011 => "internal error",
+        1012 => "service restart",
+        1013 => "try again later",
+        _ => "other",
     }
 }

@@ -1,0 +1,52 @@
+//! The backend bridge's view of its reactor: [`BridgeCtx`] implements [`BridgeHost`] over
+//! the reactor's core and registry.
+//!
+//! Owns: the bridge's one source token and timer id (in the engine's namespace, with
+//! [`BRIDGE_ID`] set). Does not touch: what the bridge does (`bridge`) or the frames its
+//! answers become (`core::backend`).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use mio::event::Source;
+
+use super::core::Core;
+use super::reactor_ctx::source_token;
+use crate::bridge::wire::Outcome;
+use crate::bridge::{BridgeHost, Failure, Sender};
+use crate::callback::SourceId;
+
+/// The bridge's source and timer id in the engine's namespace (engines use small ids).
+pub(crate) const BRIDGE_ID: SourceId = 1 << 31;
+
+pub(crate) struct BridgeCtx<'r> {
+    pub core: &'r mut Core,
+    pub registry: &'r mio::Registry,
+}
+
+impl BridgeHost for BridgeCtx<'_> {
+    fn now(&self) -> Instant {
+        self.core.clock.instant
+    }
+
+    fn register(&mut self, source: &mut dyn Source, interest: Interest) -> io::Result<()> {
+        self.registry.register(source, source_token(BRIDGE_ID, true), interest)
+    }
+
+    fn deregister(&mut self, source: &mut dyn Source) -> io::Result<()> {
+        self.registry.deregister(source)
+    }
+
+    fn set_timer(&mut self, after: Duration) {
+        self.core.set_app_timer(BRIDGE_ID, after, true);
+    }
+
+    fn failed(&mut self, sender: &Sender, failure: Failure) {
+        self.core.backend_failed(sender, failure);
+    }
+
+    fn answered(&mut self, sender: &Sender, outcome: Outcome) {
+        self.core.backend_answered(sender, outcome);
+    }
+}

@@ -1,0 +1,220 @@
+//! The core's side of the backend bridge: forwarded messages, rpcs and lifecycle events made
+//! into items (with the sender's identity) for the bridge, and the bridge's answers and
+//! failures written to their connections.
+//!
+//! Owns: the outbox of items made this turn (handed to the bridge by the loop) and the frames
+//! a sender gets back (`rpc.result`, and errors with the message's ids and outcome). Does not
+//! touch: batching, the backend connection or retries (`bridge`).
+
+use mio::Token;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::Core;
+use crate::bridge::wire::{self, Identity, Outcome};
+use crate::bridge::{Failure, Forwarded, Item, Sender};
+use crate::conn::Phase;
+use crate::protocol::{ErrorCode, Timestamp, write_envelope};
+
+#[derive(Serialize)]
+struct BackendError<'a> {
+    code: ErrorCode,
+    message: &'a str,
+    message_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct RpcResult<'a> {
+    id: Option<&'a RawValue>,
+    message_id: String,
+    result: &'a RawValue,
+}
+
+impl Core {
+    /// The identity of connection `idx` as items carry it.
+    fn identity(&self, idx: usize) -> (uuid::Uuid, Option<&str>, Option<&str>, Option<&str>, bool) {
+        let c = &self.conns[idx];
+        let user = self.users.get(c.user);
+        let extras = user.and_then(|u| u.extras.as_deref());
+        (
+            uuid::Uuid::from_bytes(self.conn_id(idx)),
+            user.map(|u| u.id.as_str()),
+            extras.and_then(|e| e.email.as_deref()),
+            extras.and_then(|e| e.name.as_deref()),
+            c.has(crate::conn::flags::ADMIN),
+        )
+    }
+
+    /// Queues a client message (or rpc) of connection `idx` for the backend; returns its
+    /// message id. Nothing is queued without a backend (the caller checks `forwards`).
+    pub(crate) fn forward(&mut self, idx: usize, client_id: Option<&RawValue>, what: Forwarded<'_>) -> uuid::Uuid {
+        let message_id = self.ids.uuid();
+        let Some(b) = &self.rt.config.backend else {
+            return message_id;
+        };
+        let deadline = self.clock.instant + b.deadline;
+        let (connection_id, user_id, email, name, is_admin) = self.identity(idx);
+        let who = Identity {
+            connection_id,
+            user_id,
+            email,
+            name,
+            is_admin,
+            node_id: &self.rt.config.node_id,
+        };
+        let (json, rpc, client_id) = match what {
+            Forwarded::Message { kind, data } => (
+                wire::message_item(message_id, &who, Timestamp::now(), kind, client_id, data),
+                false,
+                client_id,
+            ),
+            Forwarded::Rpc { id, method, params } => (
+                wire::rpc_item(message_id, &who, Timestamp::now(), id, method, params),
+                true,
+                Some(id),
+            ),
+        };
+        let sender = Sender {
+            conn: self.token_of(idx),
+            message_id,
+            client_id: client_id.map(ToOwned::to_owned),
+            rpc,
+        };
+        self.outbox.push(Item {
+            json,
+            sender: Some(sender),
+            deadline,
+            sent: false,
+        });
+        message_id
+    }
+
+    /// Queues lifecycle event `event` of connection `idx` (`fields`: its own fields).
+    pub(crate) fn backend_event(&mut self, idx: usize, event: &str, fields: serde_json::Value) {
+        let Some(b) = &self.rt.config.backend else { return };
+        let deadline = self.clock.instant + b.deadline;
+        let event_id = self.ids.uuid();
+        let (connection_id, user_id, email, name, is_admin) = self.identity(idx);
+        let who = Identity {
+            connection_id,
+            user_id,
+            email,
+            name,
+            is_admin,
+            node_id: &self.rt.config.node_id,
+        };
+        let json = wire::event_item(event, event_id, &who, Timestamp::now(), fields);
+        self.outbox.push(Item {
+            json,
+            sender: None,
+            deadline,
+            sent: false,
+        });
+    }
+
+    /// Queues the `disconnect` event of a connection already removed (its id and user given).
+    pub(super) fn backend_disconnect(&mut self, id: [u8; 16], user: Option<&str>, fields: serde_json::Value) {
+        let Some(b) = &self.rt.config.backend else { return };
+        let event_id = self.ids.uuid();
+        let who = Identity {
+            connection_id: uuid::Uuid::from_bytes(id),
+            user_id: user,
+            email: None,
+            name: None,
+            is_admin: false,
+            node_id: &self.rt.config.node_id,
+        };
+        let json = wire::event_item("disconnect", event_id, &who, Timestamp::now(), fields);
+        self.outbox.push(Item {
+            json,
+            sender: None,
+            deadline: self.clock.instant + b.deadline,
+            sent: false,
+        });
+    }
+
+    /// The items made since the loop last asked.
+    pub(crate) fn take_outbox(&mut self) -> Vec<Item> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub(crate) fn has_outbox(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// The open connection `conn` still is (the same generation), if any.
+    fn sender_conn(&self, conn: Token) -> Option<usize> {
+        self.live(conn).filter(|i| self.conns[*i].phase == Phase::Open)
+    }
+
+    /// Tells the sender of an item that it failed.
+    pub(crate) fn backend_failed(&mut self, s: &Sender, f: Failure) {
+        let Some(idx) = self.sender_conn(s.conn) else { return };
+        let (code, message, outcome, status) = match f {
+            Failure::NotDelivered(why) => (ErrorCode::BackendUnavailable, why, Some("not_delivered"), None),
+            Failure::Unknown(why) if s.rpc => (ErrorCode::RpcTimeout, why, Some("unknown"), None),
+            Failure::Unknown(why) => (ErrorCode::BackendUnavailable, why, Some("unknown"), None),
+            Failure::Rejected(st) => (
+                ErrorCode::BackendRejected,
+                "the backend refused the message",
+                None,
+                Some(st),
+            ),
+            Failure::NoResult(why) => (ErrorCode::RpcNoResult, why, Some("delivered"), None),
+        };
+        let data = BackendError {
+            code,
+            message,
+            message_id: s.message_id.hyphenated().to_string(),
+            id: s.client_id.as_deref(),
+            outcome,
+            status,
+            error: None,
+        };
+        self.send_envelope(idx, "error", data);
+    }
+
+    /// Gives an rpc's sender the backend's answer.
+    pub(crate) fn backend_answered(&mut self, s: &Sender, outcome: Outcome) {
+        let Some(idx) = self.sender_conn(s.conn) else { return };
+        match outcome {
+            Outcome::Result(result) => {
+                let data = RpcResult {
+                    id: s.client_id.as_deref(),
+                    message_id: s.message_id.hyphenated().to_string(),
+                    result: &result,
+                };
+                self.send_envelope(idx, "rpc.result", data);
+            }
+            Outcome::Error(error) => {
+                let data = BackendError {
+                    code: ErrorCode::RpcError,
+                    message: "the backend answered the rpc with an error",
+                    message_id: s.message_id.hyphenated().to_string(),
+                    id: s.client_id.as_deref(),
+                    outcome: None,
+                    status: None,
+                    error: Some(&error),
+                };
+                self.send_envelope(idx, "error", data);
+            }
+        }
+    }
+
+    fn send_envelope<D: Serialize>(&mut self, idx: usize, kind: &str, data: D) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        write_envelope(&mut buf, &mut self.ids, kind, data);
+        self.queue_frame(idx, OpCode::Data(Data::Text), &buf);
+        self.scratch = buf;
+    }
+}

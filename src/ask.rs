@@ -83,6 +83,13 @@ pub(crate) enum Ask {
         /// See `Deliver`.
         dedupe: Option<Box<str>>,
     },
+    /// The backend's answer (`Ok`: a result, `Err`: an error) to rpc `message_id` of
+    /// connection `connection`; answers `Count` (1: it was waiting there).
+    RpcReply {
+        connection: uuid::Uuid,
+        message_id: uuid::Uuid,
+        outcome: Result<Box<serde_json::value::RawValue>, Box<serde_json::value::RawValue>>,
+    },
     /// On the channel's home reactor: kept messages after `since`; answers `History`.
     ReadHistory {
         channel: Box<str>,
@@ -184,6 +191,11 @@ pub(crate) enum RemoteAsk {
     RoomMembers {
         room: Box<str>,
     },
+    RpcReply {
+        connection: uuid::Uuid,
+        message_id: uuid::Uuid,
+        outcome: Result<Box<serde_json::value::RawValue>, Box<serde_json::value::RawValue>>,
+    },
 }
 
 impl RemoteAsk {
@@ -205,6 +217,15 @@ impl RemoteAsk {
             Ask::List { user: Some(u), .. } => RemoteAsk::UserConnections { user: u.clone() },
             Ask::Census => RemoteAsk::Census,
             Ask::RoomMembers { room } => RemoteAsk::RoomMembers { room: room.clone() },
+            Ask::RpcReply {
+                connection,
+                message_id,
+                outcome,
+            } => RemoteAsk::RpcReply {
+                connection: *connection,
+                message_id: *message_id,
+                outcome: outcome.clone(),
+            },
             Ask::Deliver { .. }
             | Ask::List { user: None, .. }
             | Ask::Sequence { .. }
@@ -226,6 +247,15 @@ impl RemoteAsk {
             },
             RemoteAsk::Census => Ask::Census,
             RemoteAsk::RoomMembers { room } => Ask::RoomMembers { room },
+            RemoteAsk::RpcReply {
+                connection,
+                message_id,
+                outcome,
+            } => Ask::RpcReply {
+                connection,
+                message_id,
+                outcome,
+            },
         }
     }
 }

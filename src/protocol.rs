@@ -30,10 +30,9 @@ pub enum ErrorCode {
     BackendRejected,
     /// The backend answered an rpc with an error (in `error`).
     RpcError,
-    /// An rpc was sent and no answer came before the deadline: it may or may not have run.
+    /// No answer to an rpc came before its deadline (`outcome`: `unknown` if the backend may
+    /// not even have it, `delivered` if it took it and did not answer).
     RpcTimeout,
-    /// The backend took the batch but gave no result for this rpc.
-    RpcNoResult,
 }
 
 /// An RFC 3339 UTC timestamp with microseconds, e.g. `2025-01-08T10:30:00.123456Z`.

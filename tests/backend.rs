@@ -103,7 +103,7 @@ fn messages_sent_while_a_request_is_in_flight_go_in_one_batch() {
 }
 
 #[test]
-fn rpcs_get_results_errors_and_no_result_errors() {
+fn rpcs_get_results_and_errors_in_the_batch_response() {
     let backend = Backend::start(|batch| {
         let items = batch["items"].as_array().unwrap();
         let m = &items[0];
@@ -133,12 +133,6 @@ fn rpcs_get_results_errors_and_no_result_errors() {
     assert_eq!(e["data"]["code"], "RPC_ERROR");
     assert_eq!(e["data"]["id"], "f");
     assert_eq!(e["data"]["error"], json!({"code": "NOPE", "message": "no"}));
-    send_json(&mut ws, json!({"type": "rpc", "id": "n", "data": {"method": "other"}}));
-    let e = next_of(&mut ws, "error");
-    assert_eq!(
-        (e["data"]["code"].clone(), e["data"]["outcome"].clone()),
-        (json!("RPC_NO_RESULT"), json!("delivered"))
-    );
     // Malformed rpcs never reach the backend.
     send_json(&mut ws, json!({"type": "rpc", "data": {"method": "add"}}));
     assert_eq!(next_of(&mut ws, "error")["data"]["code"], "INVALID_MESSAGE_FORMAT");
@@ -344,4 +338,75 @@ fn admin_sends_to_one_connection_by_id() {
         Some(json!({"type": "x"})),
     );
     assert_eq!(status, 401);
+}
+
+#[test]
+fn rpcs_answered_later_through_the_admin_route_or_timed_out() {
+    let backend = Backend::accepting();
+    let server = bridged(&backend, "rpc", "", |b| b.deadline = Duration::from_millis(800));
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("kim"));
+    let conn = hello["data"]["connection_id"].as_str().unwrap().to_string();
+    let admin = admin_token("root");
+    send_json(
+        &mut ws,
+        json!({"type": "rpc", "id": "later", "data": {"method": "slow.job"}}),
+    );
+    let mid = backend.item(|i| i["id"] == "later")["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let route = format!("/ws/connections/{conn}/rpc");
+    // A 2xx without a result: the rpc waits for the route (the reply may race the batch's
+    // answer being read, so wait until the route finds it).
+    let mut status = 0;
+    wait_until("the rpc waits", || {
+        let body = json!({"message_id": mid, "result": {"done": true}});
+        status = http::json(addr, "POST", &route, Some(&admin), Some(body)).0;
+        status != 404
+    });
+    assert_eq!(status, 200);
+    let r = next_of(&mut ws, "rpc.result");
+    assert_eq!(
+        (r["data"]["id"].clone(), r["data"]["result"].clone()),
+        (json!("later"), json!({"done": true}))
+    );
+    // Answered once: a second answer finds nothing waiting.
+    let (status, _) = http::json(
+        addr,
+        "POST",
+        &route,
+        Some(&admin),
+        Some(json!({"message_id": mid, "result": 1})),
+    );
+    assert_eq!(status, 404);
+    for bad in [
+        json!({"message_id": "x", "result": 1}),
+        json!({"message_id": mid}),
+        json!({"message_id": mid, "result": 1, "error": 2}),
+    ] {
+        assert_eq!(http::json(addr, "POST", &route, Some(&admin), Some(bad)).0, 400);
+    }
+    // An error answer, then one never answered.
+    send_json(&mut ws, json!({"type": "rpc", "id": 7, "data": {"method": "m"}}));
+    let mid = backend.item(|i| i["id"] == 7)["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until("the rpc waits", || {
+        let body = json!({"message_id": mid, "error": {"reason": "denied"}});
+        http::json(addr, "POST", &route, Some(&admin), Some(body)).0 != 404
+    });
+    let e = next_of(&mut ws, "error");
+    assert_eq!(
+        (e["data"]["code"].clone(), e["data"]["error"].clone()),
+        (json!("RPC_ERROR"), json!({"reason": "denied"}))
+    );
+    send_json(&mut ws, json!({"type": "rpc", "id": 8, "data": {"method": "m"}}));
+    let e = next_of(&mut ws, "error");
+    assert_eq!(
+        (e["data"]["code"].clone(), e["data"]["outcome"].clone()),
+        (json!("RPC_TIMEOUT"), json!("delivered"))
+    );
+    assert_eq!(e["data"]["id"], 8);
 }

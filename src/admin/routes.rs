@@ -125,6 +125,7 @@ fn is_admin_route(rest: &[&str]) -> bool {
             | ["connections"]
             | ["connections", _]
             | ["connections", _, "messages"]
+            | ["connections", _, "rpc"]
             | ["users", _]
             | ["users", _, "messages"]
             | ["users", _, "presence"]
@@ -263,6 +264,7 @@ fn admin(h: &dyn AdminHost, m: &str, rest: &[&str], query: Option<&str>, key: Op
                 Outgoing::envelope_keyed(key, Target::Connection(id), &kind, data),
             ))
         }),
+        ["connections", id, "rpc"] => post(m, body, |b| rpc_reply(h, id, b)),
         ["users", user, "messages"] => post(m, body, |b| {
             let (kind, data) = kind_and_data(b, None)?;
             Ok(send(
@@ -346,6 +348,36 @@ fn post(
         return Ok(Plan::Now(not_allowed(&["POST"])));
     }
     f(object_body(body)?)
+}
+
+/// `POST /ws/connections/{id}/rpc` `{"message_id", "result" | "error"}`: the backend's answer
+/// to an rpc it took without answering, to the connection that sent it, on whatever node.
+fn rpc_reply(h: &dyn AdminHost, id: &str, b: serde_json::Map<String, Value>) -> Result<Plan, Response> {
+    let Ok(connection) = uuid::Uuid::parse_str(id) else {
+        return Err(Response::error(400, "connection id must be a UUID"));
+    };
+    let Some(Ok(message_id)) = b.get("message_id").and_then(Value::as_str).map(uuid::Uuid::parse_str) else {
+        return Err(Response::error(400, "message_id must be the rpc's message id (a UUID)"));
+    };
+    let raw = |v: &Value| serde_json::value::to_raw_value(v).map_err(|_| Response::error(400, "bad JSON value"));
+    let outcome = match (b.get("result"), b.get("error")) {
+        (Some(r), None) => Ok(raw(r)?),
+        (None, Some(e)) => Err(raw(e)?),
+        _ => return Err(Response::error(400, "give exactly one of result and error")),
+    };
+    let reactors = h.topology().reactor_of(&connection).into_iter().collect();
+    let reply = Ask::RpcReply {
+        connection,
+        message_id,
+        outcome,
+    };
+    Ok(ask(reply, reactors, move |a| match total(&a) {
+        0 => Response::error(
+            404,
+            "no rpc with this message id is waiting on this connection (answered, timed out, or never sent)",
+        ),
+        _ => Response::success(json!({"delivered": true, "message_id": message_id.to_string()})),
+    }))
 }
 
 /// `GET /ws/connections?user_id=&limit=&after=`: a page of connection info (default 100, at

@@ -36,6 +36,9 @@ pub(crate) trait BridgeHost {
     fn failed(&mut self, sender: &Sender, failure: Failure);
     /// The backend answered rpc `sender`.
     fn answered(&mut self, sender: &Sender, outcome: wire::Outcome);
+    /// The backend took rpc `sender` without answering it yet: its answer may come through
+    /// the admin route until `deadline`.
+    fn awaiting(&mut self, sender: &Sender, deadline: Instant);
 }
 
 /// Most bytes of items in one request.
@@ -80,8 +83,6 @@ pub(crate) enum Failure {
     /// The backend answered the request with this status (a 4xx other than 408 and 429): it
     /// refused the batch; not retried.
     Rejected(u16),
-    /// A 2xx came without a result for this rpc, or with a malformed body.
-    NoResult(&'static str),
 }
 
 /// One thing to forward: its JSON object and who to tell if it fails.
@@ -345,21 +346,15 @@ impl Bridge {
         }
     }
 
+    /// Hands each rpc of an accepted batch its result, or leaves it waiting for the admin
+    /// route (no result in the body, or a body that could not be read).
     fn deliver_results(
         &mut self,
         h: &mut dyn BridgeHost,
         batch: Vec<Item>,
         results: Result<Vec<(String, wire::Outcome)>, &'static str>,
     ) {
-        let mut results = match results {
-            Ok(r) => r,
-            Err(why) => {
-                for s in batch.iter().filter_map(|i| i.sender.as_ref()).filter(|s| s.rpc) {
-                    h.failed(s, Failure::NoResult(why));
-                }
-                return;
-            }
-        };
+        let mut results = results.unwrap_or_default();
         let mut matched = 0;
         for item in &batch {
             let Some(s) = item.sender.as_ref().filter(|s| s.rpc) else {
@@ -372,7 +367,7 @@ impl Bridge {
                     let (_, outcome) = results.swap_remove(i);
                     h.answered(s, outcome);
                 }
-                None => h.failed(s, Failure::NoResult("the backend's answer has no result for this rpc")),
+                None => h.awaiting(s, item.deadline),
             }
         }
         if !results.is_empty() {

@@ -49,4 +49,8 @@ impl BridgeHost for BridgeCtx<'_> {
     fn answered(&mut self, sender: &Sender, outcome: Outcome) {
         self.core.backend_answered(sender, outcome);
     }
+
+    fn awaiting(&mut self, sender: &Sender, deadline: Instant) {
+        self.core.backend_awaiting(sender, deadline);
+    }
 }

@@ -425,6 +425,7 @@ impl<H: ReactorHandler> Reactor<H> {
         self.fired = fired;
         self.core.expire_asks();
         self.core.expire_history();
+        self.core.expire_rpcs();
         for (timer, epoch) in std::mem::take(&mut self.core.timers.fired_timers) {
             // A timer cancelled by an earlier callback of this same turn does not fire.
             if self.core.app_timer_live(timer, epoch) {

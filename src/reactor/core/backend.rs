@@ -169,7 +169,6 @@ impl Core {
                 None,
                 Some(st),
             ),
-            Failure::NoResult(why) => (ErrorCode::RpcNoResult, why, Some("delivered"), None),
         };
         let data = BackendError {
             code,
@@ -181,6 +180,80 @@ impl Core {
             error: None,
         };
         self.send_envelope(idx, "error", data);
+    }
+
+    /// The backend took rpc `s` and will answer through the admin route, until `deadline`.
+    pub(crate) fn backend_awaiting(&mut self, s: &Sender, deadline: std::time::Instant) {
+        if self.sender_conn(s.conn).is_none() {
+            return;
+        }
+        let cap = self.rt.config.backend.as_ref().map_or(0, |b| b.queue);
+        if self.rpcs.len() >= cap {
+            let data = BackendError {
+                code: ErrorCode::RpcTimeout,
+                message: "too many rpcs waiting for the backend's answer",
+                message_id: s.message_id.hyphenated().to_string(),
+                id: s.client_id.as_deref(),
+                outcome: Some("delivered"),
+                status: None,
+                error: None,
+            };
+            if let Some(idx) = self.sender_conn(s.conn) {
+                self.send_envelope(idx, "error", data);
+            }
+            return;
+        }
+        let w = crate::reactor::core::state::rpc::Waiting {
+            conn: s.conn,
+            client_id: s.client_id.clone(),
+            deadline,
+        };
+        self.rpcs.insert(s.message_id, w);
+    }
+
+    /// Rpcs past their deadline with no answer: their senders get `RPC_TIMEOUT`.
+    pub(crate) fn expire_rpcs(&mut self) {
+        for (message_id, w) in self.rpcs.expired(self.clock.instant) {
+            let Some(idx) = self.sender_conn(w.conn) else { continue };
+            let data = BackendError {
+                code: ErrorCode::RpcTimeout,
+                message: "the backend took the rpc and did not answer before the deadline",
+                message_id: message_id.hyphenated().to_string(),
+                id: w.client_id.as_deref(),
+                outcome: Some("delivered"),
+                status: None,
+                error: None,
+            };
+            self.send_envelope(idx, "error", data);
+        }
+    }
+
+    /// An answer from the admin route to rpc `message_id` of connection `connection`: 1 if
+    /// that rpc was waiting here (its sender gets the answer), else 0.
+    pub(crate) fn rpc_reply(
+        &mut self,
+        connection: &uuid::Uuid,
+        message_id: &uuid::Uuid,
+        outcome: &Result<Box<RawValue>, Box<RawValue>>,
+    ) -> usize {
+        let Some(idx) = self.find_by_id(connection) else {
+            return 0;
+        };
+        let Some(w) = self.rpcs.take(message_id, self.token_of(idx)) else {
+            return 0;
+        };
+        let s = Sender {
+            conn: w.conn,
+            message_id: *message_id,
+            client_id: w.client_id,
+            rpc: true,
+        };
+        let outcome = match outcome {
+            Ok(r) => Outcome::Result(r.clone()),
+            Err(e) => Outcome::Error(e.clone()),
+        };
+        self.backend_answered(&s, outcome);
+        1
     }
 
     /// Gives an rpc's sender the backend's answer.

@@ -29,7 +29,9 @@ impl Core {
             Ask::Deliver { target, .. } | Ask::Disconnect { target, .. } => rt.topology.reactors_for(target),
             Ask::Membership { user, .. } => vec![rt.topology.home_of(user)],
             Ask::List { user: Some(u), .. } => rt.topology.reactors_for(&Target::User(u.clone())),
-            Ask::Inspect { id } => rt.topology.reactor_of(id).into_iter().collect(),
+            Ask::Inspect { id } | Ask::RpcReply { connection: id, .. } => {
+                rt.topology.reactor_of(id).into_iter().collect()
+            }
             _ => (0..rt.links.len()).collect(),
         }
     }

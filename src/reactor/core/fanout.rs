@@ -109,6 +109,11 @@ impl Core {
             Ask::List { start, limit, user } => Answer::Page(self.list_connections(start, limit, user.as_deref())),
             Ask::Census => Answer::Census(self.census()),
             Ask::RoomMembers { room } => Answer::Users(self.room_members(&room)),
+            Ask::RpcReply {
+                connection,
+                message_id,
+                outcome,
+            } => Answer::Count(self.rpc_reply(&connection, &message_id, &outcome)),
             ask @ Ask::Sequence { .. } => return self.sequence(ask, waiter),
             // On a cluster node the hub (reactor 0) asks Redis and answers later.
             Ask::ReadHistory { channel, since, limit } if self.cluster.is_some() => {

@@ -102,6 +102,8 @@ pub(crate) struct Core {
     pub channels: state::channels::ChannelState,
     /// Items for the backend bridge made this turn (see `backend`); empty without one.
     outbox: Vec<crate::bridge::Item>,
+    /// Rpcs the backend took and will answer through the admin route (see `backend`).
+    rpcs: state::rpc::PendingRpcs,
 }
 
 impl Core {
@@ -154,6 +156,7 @@ impl Core {
             cluster,
             channels: state::channels::ChannelState::new(history),
             outbox: Vec::new(),
+            rpcs: Default::default(),
         }
     }
 

@@ -12,4 +12,5 @@ pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod pending;
+pub(crate) mod rpc;
 pub(crate) mod timers;

@@ -1,0 +1,63 @@
+//! Rpcs the backend took and has not answered yet: an answer may come later through the
+//! admin route (`POST /ws/connections/{id}/rpc`), until the rpc's deadline.
+//!
+//! Owns: the table by message id and its deadlines. Does not touch: frames (the core writes
+//! the answer or the timeout error).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use mio::Token;
+use serde_json::value::RawValue;
+
+/// An rpc waiting for its answer.
+pub(crate) struct Waiting {
+    pub(crate) conn: Token,
+    pub(crate) client_id: Option<Box<RawValue>>,
+    pub(crate) deadline: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct PendingRpcs {
+    by_id: HashMap<uuid::Uuid, Waiting>,
+    /// The earliest deadline (none: nothing waits), so most ticks look at one number.
+    next: Option<Instant>,
+}
+
+impl PendingRpcs {
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(crate) fn insert(&mut self, message_id: uuid::Uuid, w: Waiting) {
+        self.next = Some(self.next.map_or(w.deadline, |n| n.min(w.deadline)));
+        self.by_id.insert(message_id, w);
+    }
+
+    /// The rpc `message_id` of connection `conn`, taken out.
+    pub(crate) fn take(&mut self, message_id: &uuid::Uuid, conn: Token) -> Option<Waiting> {
+        match self.by_id.get(message_id) {
+            Some(w) if w.conn == conn => self.by_id.remove(message_id),
+            _ => None,
+        }
+    }
+
+    /// The rpcs whose deadline has passed at `now`, taken out (with their message ids).
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(uuid::Uuid, Waiting)> {
+        if self.next.is_none_or(|n| n > now) {
+            return Vec::new();
+        }
+        let ids: Vec<uuid::Uuid> = self
+            .by_id
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let out = ids
+            .into_iter()
+            .filter_map(|id| self.by_id.remove(&id).map(|w| (id, w)))
+            .collect();
+        self.next = self.by_id.values().map(|w| w.deadline).min();
+        out
+    }
+}

@@ -59,6 +59,13 @@ struct BackendArgs {
     /// lifecycle events are POSTed there.
     #[arg(long, env = "WS_BACKEND_URL")]
     backend_url: Option<String>,
+    /// Instead of --backend-url: a Redis stream (over --redis) that every forwarded message,
+    /// rpc and lifecycle event is XADDed to, for consumers in a consumer group.
+    #[arg(long, env = "WS_BACKEND_STREAM")]
+    backend_stream: Option<String>,
+    /// Entries the backend stream keeps, about (XADD MAXLEN ~).
+    #[arg(long, env = "WS_BACKEND_STREAM_MAXLEN", default_value_t = 100_000)]
+    backend_stream_maxlen: usize,
     /// Client message types forwarded to the backend, comma-separated (`rpc` for calls that
     /// get a result), e.g. `chat,upload.cancel,rpc`.
     #[arg(long, env = "WS_FORWARD", default_value = "")]
@@ -84,9 +91,20 @@ struct BackendArgs {
 
 impl BackendArgs {
     fn config(&self) -> Result<(Option<BackendConfig>, Forwarding, LifecycleEvents), String> {
-        let backend = match &self.backend_url {
-            Some(url) => {
-                let mut b = BackendConfig::from_url(url).map_err(|e| e.to_string())?;
+        let target = match (&self.backend_url, &self.backend_stream) {
+            (Some(_), Some(_)) => return Err("give --backend-url or --backend-stream, not both".into()),
+            (Some(url), None) => Some(BackendConfig::from_url(url)),
+            (None, Some(key)) => Some(BackendConfig::stream(key).map(|mut b| {
+                if let wsedge::config::BackendTarget::Stream { maxlen, .. } = &mut b.target {
+                    *maxlen = self.backend_stream_maxlen;
+                }
+                b
+            })),
+            (None, None) => None,
+        };
+        let backend = match target {
+            Some(b) => {
+                let mut b = b.map_err(|e| e.to_string())?;
                 b.timeout = self.backend_timeout;
                 b.deadline = self.backend_deadline;
                 b.queue = self.backend_queue;

@@ -108,6 +108,10 @@ enum State {
 
 pub(crate) struct Bridge {
     cfg: BackendConfig,
+    /// Where the backend is and its `Host` and path.
+    addr: std::net::SocketAddr,
+    host: String,
+    path: String,
     node_id: String,
     metrics: std::sync::Arc<ReactorMetrics>,
     queue: VecDeque<Item>,
@@ -127,9 +131,16 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    pub(crate) fn new(cfg: BackendConfig, node_id: String, metrics: std::sync::Arc<ReactorMetrics>) -> Self {
-        Bridge {
+    /// A bridge to an HTTP backend (`None` for any other target).
+    pub(crate) fn new(cfg: BackendConfig, node_id: String, metrics: std::sync::Arc<ReactorMetrics>) -> Option<Self> {
+        let crate::config::BackendTarget::Http { addr, host, path } = cfg.target.clone() else {
+            return None;
+        };
+        Some(Bridge {
             cfg,
+            addr,
+            host,
+            path,
             node_id,
             metrics,
             queue: VecDeque::new(),
@@ -143,7 +154,7 @@ impl Bridge {
             failures: 0,
             problem: None,
             timer_at: None,
-        }
+        })
     }
 
     /// Items waiting or in flight.
@@ -197,13 +208,13 @@ impl Bridge {
             self.in_flight.iter().map(|i| &i.json[..]),
         );
         self.request.clear();
-        http::write_request(&mut self.request, &self.cfg.host, &self.cfg.path, &batch_id, &body);
+        http::write_request(&mut self.request, &self.host, &self.path, &batch_id, &body);
         self.response.clear();
         self.started = Some(now);
         self.metrics.backend.requests.inc();
         self.arm(h, now + self.cfg.timeout);
         if self.conn.is_none() {
-            match mio::net::TcpStream::connect(self.cfg.addr) {
+            match mio::net::TcpStream::connect(self.addr) {
                 Ok(mut s) => {
                     let _ = s.set_nodelay(true);
                     if let Err(e) = h.register(&mut s, Interest::READABLE | Interest::WRITABLE) {

@@ -103,6 +103,14 @@ pub enum EngineOp {
     /// Forget channel `name`'s history (its next message starts a new epoch); answer with
     /// `r.history(id, HistoryAnswer::Cleared ..)`.
     HistoryClear { id: u64, name: Box<str> },
+    /// Append `item` (a forwarded message, rpc or lifecycle event, as JSON) to stream
+    /// `stream`, trimmed to about `maxlen` entries; answer with `r.appended(id, result)`.
+    Append {
+        id: u64,
+        stream: Box<[u8]>,
+        maxlen: usize,
+        item: Vec<u8>,
+    },
     /// Count an open connection again (after the engine lost what it knew, e.g. Redis
     /// restarted empty, or took this node for dead); `since`: its rank, Unix milliseconds
     /// (when it opened; for one admitted while the cluster could not be asked, now). If the user is now over `limit` across the cluster, the policy picks the
@@ -190,6 +198,9 @@ pub trait EngineHost {
     /// cannot be filled without history: with history off, this node's connections are closed
     /// with 1012 so that they reconnect and reload.
     fn subscription_restored(&mut self);
+    /// The append `id` (an [`EngineOp::Append`]) is in the stream, or not (`Unavailable`), or
+    /// its outcome is unknown.
+    fn appended(&mut self, id: u64, result: Result<(), EngineError>);
     /// The cluster-wide per-user limit closes this node's connection `connection` (1008
     /// `connection limit exceeded`).
     fn evict(&mut self, connection: uuid::Uuid);

@@ -9,16 +9,28 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 
-/// The backend as configured (`--backend-url` and its companions).
+/// Where forwarded items go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendTarget {
+    /// `--backend-url`: POSTed in batches.
+    Http {
+        /// Where the URL's host resolved (once, at startup).
+        addr: SocketAddr,
+        /// `Host` header: the URL's host and port as written.
+        host: String,
+        /// The URL's path (and query); `/` when it has none.
+        path: String,
+    },
+    /// `--backend-stream`: one `XADD` per item to this Redis stream (over `--redis`), trimmed
+    /// to about `maxlen` entries.
+    Stream { key: String, maxlen: usize },
+}
+
+/// The backend as configured (`--backend-url` or `--backend-stream`, and their companions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// Where the URL's host resolved (once, at startup).
-    pub addr: SocketAddr,
-    /// `Host` header: the URL's host and port as written.
-    pub host: String,
-    /// The URL's path (and query); `/` when it has none.
-    pub path: String,
-    /// One request's time to answer, connect included. Default 5 s.
+    pub target: BackendTarget,
+    /// One HTTP request's time to answer, connect included. Default 5 s.
     pub timeout: Duration,
     /// How long an item may wait for the backend, retries included, before its sender is
     /// told it failed. Default 10 s.
@@ -60,15 +72,39 @@ impl BackendConfig {
             .map_err(|e| bad(&format!("cannot resolve the host ({e})")))?
             .next()
             .ok_or_else(|| bad("the host resolves to no address"))?;
-        Ok(BackendConfig {
+        Ok(BackendConfig::with_target(BackendTarget::Http {
             addr,
             host: authority.to_string(),
             path: path.to_string(),
+        }))
+    }
+
+    /// Items `XADD`ed to Redis stream `key` (1-256 bytes), trimmed to about 100,000 entries.
+    pub fn stream(key: &str) -> Result<Self, ConfigError> {
+        if key.is_empty() || key.len() > 256 || key.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(ConfigError::BackendUrl(format!(
+                "a stream key is 1-256 bytes without spaces or control characters: {key:?}"
+            )));
+        }
+        Ok(BackendConfig::with_target(BackendTarget::Stream {
+            key: key.to_string(),
+            maxlen: 100_000,
+        }))
+    }
+
+    fn with_target(target: BackendTarget) -> Self {
+        BackendConfig {
+            target,
             timeout: Duration::from_secs(5),
             deadline: Duration::from_secs(10),
             queue: 10_000,
             batch: 500,
-        })
+        }
+    }
+
+    /// True for `--backend-stream`.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.target, BackendTarget::Stream { .. })
     }
 }
 
@@ -171,10 +207,20 @@ mod tests {
     #[test]
     fn backend_urls() {
         let b = BackendConfig::from_url("http://127.0.0.1:9000/ws-events?x=1").unwrap();
-        assert_eq!((b.host.as_str(), b.path.as_str()), ("127.0.0.1:9000", "/ws-events?x=1"));
-        assert_eq!(b.addr.port(), 9000);
+        let BackendTarget::Http { addr, host, path } = b.target else {
+            panic!("http")
+        };
+        assert_eq!(
+            (host.as_str(), path.as_str(), addr.port()),
+            ("127.0.0.1:9000", "/ws-events?x=1", 9000)
+        );
         let b = BackendConfig::from_url("http://localhost").unwrap();
-        assert_eq!((b.addr.port(), b.path.as_str()), (80, "/"));
+        let BackendTarget::Http { addr, path, .. } = b.target else {
+            panic!("http")
+        };
+        assert_eq!((addr.port(), path.as_str()), (80, "/"));
+        assert!(BackendConfig::stream("app:inbox").unwrap().is_stream());
+        assert!(BackendConfig::stream("").is_err() && BackendConfig::stream("a b").is_err());
         for bad in ["https://x", "ftp://x", "http://", "http://u@h/", "http://h/a b"] {
             assert!(BackendConfig::from_url(bad).is_err(), "{bad}");
         }

@@ -10,7 +10,7 @@ mod backend;
 mod error;
 mod jwt_key;
 mod redis_url;
-pub use backend::{BUILT_IN_TYPES, BackendConfig, Forwarding, LifecycleEvents};
+pub use backend::{BUILT_IN_TYPES, BackendConfig, BackendTarget, Forwarding, LifecycleEvents};
 pub use error::{ConfigError, MAX_EVENT_TYPES};
 pub use redis_url::{RedisUrl, Sentinels};
 
@@ -466,11 +466,19 @@ impl Config {
         let Some(b) = &self.backend else {
             if !self.forward.types.is_empty() || self.backend_events.any() {
                 return Err(ConfigError::Forward(
-                    "--forward and --backend-events need --backend-url".into(),
+                    "--forward and --backend-events need --backend-url or --backend-stream".into(),
                 ));
             }
             return Ok(());
         };
+        if let BackendTarget::Stream { maxlen, .. } = &b.target {
+            if self.redis.is_none() {
+                return Err(ConfigError::Forward("--backend-stream needs --redis".into()));
+            }
+            if *maxlen == 0 {
+                return Err(ConfigError::Zero("backend_stream_maxlen"));
+            }
+        }
         for (name, value, min, max) in [
             ("backend_queue", b.queue as u64, 1, 1_000_000),
             ("backend_batch", b.batch as u64, 1, 10_000),

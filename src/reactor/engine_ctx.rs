@@ -80,6 +80,10 @@ impl EngineHost for EngineCtx<'_> {
         self.core.cluster_subscription_restored();
     }
 
+    fn appended(&mut self, id: u64, result: Result<(), EngineError>) {
+        self.core.stream_appended(id, result);
+    }
+
     fn evict(&mut self, connection: uuid::Uuid) {
         self.core.cluster_evict(connection);
     }

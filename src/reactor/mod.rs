@@ -109,13 +109,12 @@ impl<H: ReactorHandler> Reactor<H> {
         (start, unix_ms): (Instant, u64),
     ) -> Self {
         let engine = rt.engine.as_ref().map(|e| e.reactor_half(id));
-        let bridge = rt.config.backend.clone().map(|b| {
-            Box::new(crate::bridge::Bridge::new(
-                b,
-                rt.config.node_id.clone(),
-                rt.links[id].metrics.clone(),
-            ))
-        });
+        let bridge = rt
+            .config
+            .backend
+            .clone()
+            .and_then(|b| crate::bridge::Bridge::new(b, rt.config.node_id.clone(), rt.links[id].metrics.clone()))
+            .map(Box::new);
         Reactor {
             engine,
             bridge,

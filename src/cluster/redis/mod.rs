@@ -266,6 +266,16 @@ impl Half {
                     };
                     r.published(id, Err(why));
                 }
+                Expect::Append(id) => {
+                    r.appended(
+                        id,
+                        Err(if ran {
+                            EngineError::Unknown
+                        } else {
+                            EngineError::Unavailable
+                        }),
+                    );
+                }
                 Expect::Admit(id) => {
                     self.counted_alone = true;
                     r.admitted(id, Admission::Local);
@@ -596,6 +606,31 @@ impl ReactorEngine for Half {
                 self.apply_history(r, op)
             }
             EngineOp::Release { user, connection } => self.release(&user, connection),
+            EngineOp::Append {
+                id,
+                stream,
+                maxlen,
+                item,
+            } => {
+                if !self.is_up() {
+                    r.appended(id, Err(EngineError::Unavailable));
+                    return;
+                }
+                let maxlen = maxlen.to_string();
+                self.send(
+                    &[
+                        b"XADD",
+                        &stream,
+                        b"MAXLEN",
+                        b"~",
+                        maxlen.as_bytes(),
+                        b"*",
+                        b"item",
+                        &item,
+                    ],
+                    Expect::Append(id),
+                );
+            }
         }
     }
 

@@ -91,6 +91,11 @@ impl Half {
                     self.shared.metrics.publish_failures.inc();
                     r.published(id, Err(EngineError::Unavailable));
                 }
+                (Expect::Append(id), BytesFrame::BulkString(_)) => r.appended(id, Ok(())),
+                (Expect::Append(id), other) => {
+                    log::warn!("backend stream: XADD failed: {other:?}");
+                    r.appended(id, Err(EngineError::Unavailable));
+                }
                 (Expect::Admit(id), BytesFrame::Integer(n)) => r.admitted(
                     id,
                     if n == 1 {

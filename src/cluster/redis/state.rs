@@ -118,6 +118,8 @@ pub(super) enum Expect {
     /// The liveness SET ... GET: the value it replaced.
     Heartbeat,
     Publish(u64),
+    /// An XADD of a forwarded item.
+    Append(u64),
     Admit(u64),
     /// A connection counted again: the reply lists this node's connections to close.
     Register,

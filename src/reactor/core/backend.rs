@@ -14,6 +14,8 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use super::Core;
 use crate::bridge::wire::{self, Identity, Outcome};
 use crate::bridge::{Failure, Forwarded, Item, Sender};
+use crate::cluster::broker::{EngineError, EngineOp};
+use crate::config::BackendTarget;
 use crate::conn::Phase;
 use crate::protocol::{ErrorCode, Timestamp, write_envelope};
 
@@ -89,7 +91,7 @@ impl Core {
             client_id: client_id.map(ToOwned::to_owned),
             rpc,
         };
-        self.outbox.push(Item {
+        self.queue_item(Item {
             json,
             sender: Some(sender),
             deadline,
@@ -113,7 +115,7 @@ impl Core {
             node_id: &self.rt.config.node_id,
         };
         let json = wire::event_item(event, event_id, &who, Timestamp::now(), fields);
-        self.outbox.push(Item {
+        self.queue_item(Item {
             json,
             sender: None,
             deadline,
@@ -134,12 +136,72 @@ impl Core {
             node_id: &self.rt.config.node_id,
         };
         let json = wire::event_item("disconnect", event_id, &who, Timestamp::now(), fields);
-        self.outbox.push(Item {
+        let deadline = self.clock.instant + b.deadline;
+        self.queue_item(Item {
             json,
             sender: None,
-            deadline: self.clock.instant + b.deadline,
+            deadline,
             sent: false,
         });
+    }
+
+    /// Hands an item to its transport: the bridge's outbox (HTTP), or an `XADD` through the
+    /// cluster engine (a Redis stream), at most `--backend-queue` of them unconfirmed.
+    fn queue_item(&mut self, item: Item) {
+        let Some(b) = &self.rt.config.backend else { return };
+        let BackendTarget::Stream { key, maxlen } = &b.target else {
+            self.outbox.push(item);
+            return;
+        };
+        let (stream, maxlen, queue) = (key.as_bytes().into(), *maxlen, b.queue);
+        if self.appends.by_id.len() >= queue || self.cluster.is_none() {
+            self.metrics.backend.failed.inc();
+            if let Some(s) = &item.sender {
+                self.backend_failed(s, Failure::NotDelivered("backend queue full"));
+            }
+            return;
+        }
+        let id = self.appends.next_id();
+        self.appends.by_id.insert(id, item.sender);
+        self.metrics.backend.queue_depth.set(self.appends.by_id.len() as u64);
+        if let Some(c) = self.cluster.as_mut() {
+            c.ops.push(EngineOp::Append {
+                id,
+                stream,
+                maxlen,
+                item: item.json,
+            });
+        }
+    }
+
+    /// Redis confirmed (or not) the `XADD` of append `id`.
+    pub(crate) fn stream_appended(&mut self, id: u64, result: Result<(), EngineError>) {
+        let Some(sender) = self.appends.by_id.remove(&id) else {
+            return;
+        };
+        self.metrics.backend.queue_depth.set(self.appends.by_id.len() as u64);
+        let failure = match result {
+            Ok(()) => {
+                self.metrics.backend.forwarded.inc();
+                if let Some(s) = sender.filter(|s| s.rpc) {
+                    let deadline = self.clock.instant
+                        + self
+                            .rt
+                            .config
+                            .backend
+                            .as_ref()
+                            .map_or_else(Default::default, |b| b.deadline);
+                    self.backend_awaiting(&s, deadline);
+                }
+                return;
+            }
+            Err(EngineError::Unknown) => Failure::Unknown("redis took the XADD but did not confirm it"),
+            Err(_) => Failure::NotDelivered("redis is unavailable"),
+        };
+        self.metrics.backend.failed.inc();
+        if let Some(s) = &sender {
+            self.backend_failed(s, failure);
+        }
     }
 
     /// The items made since the loop last asked.

@@ -104,6 +104,8 @@ pub(crate) struct Core {
     outbox: Vec<crate::bridge::Item>,
     /// Rpcs the backend took and will answer through the admin route (see `backend`).
     rpcs: state::rpc::PendingRpcs,
+    /// Items written to the backend's Redis stream, not yet confirmed (see `backend`).
+    appends: state::rpc::Appends,
 }
 
 impl Core {
@@ -157,6 +159,7 @@ impl Core {
             channels: state::channels::ChannelState::new(history),
             outbox: Vec::new(),
             rpcs: Default::default(),
+            appends: Default::default(),
         }
     }
 

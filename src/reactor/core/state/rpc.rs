@@ -1,8 +1,9 @@
-//! Rpcs the backend took and has not answered yet: an answer may come later through the
-//! admin route (`POST /ws/connections/{id}/rpc`), until the rpc's deadline.
+//! What waits on the backend outside the HTTP bridge: rpcs the backend took and has not
+//! answered yet (an answer may come later through the admin route,
+//! `POST /ws/connections/{id}/rpc`, until the rpc's deadline), and items written to the
+//! backend's Redis stream whose `XADD` Redis has not confirmed.
 //!
-//! Owns: the table by message id and its deadlines. Does not touch: frames (the core writes
-//! the answer or the timeout error).
+//! Owns: these tables. Does not touch: frames (the core writes answers and errors).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -15,6 +16,20 @@ pub(crate) struct Waiting {
     pub(crate) conn: Token,
     pub(crate) client_id: Option<Box<RawValue>>,
     pub(crate) deadline: Instant,
+}
+
+/// Items handed to the engine as `XADD`s, by append id: who to tell how it went.
+#[derive(Default)]
+pub(crate) struct Appends {
+    pub(crate) by_id: HashMap<u64, Option<crate::bridge::Sender>>,
+    next_id: u64,
+}
+
+impl Appends {
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
 }
 
 #[derive(Default)]

@@ -12,7 +12,7 @@ use wsedge::auth::{mint_hs256, mint_hs256_with};
 
 mod cli_client;
 mod cli_log;
-use wsedge::config::{BackendConfig, DEFAULT_EVENTS, Forwarding, LifecycleEvents, random_secret};
+use wsedge::config::{AuthProxyConfig, BackendConfig, DEFAULT_EVENTS, Forwarding, LifecycleEvents, random_secret};
 use wsedge::{AuthMode, Config, JwtConfig, JwtKey, LimitPolicy, Server};
 
 #[derive(Parser)]
@@ -87,9 +87,30 @@ struct BackendArgs {
     /// Items per request.
     #[arg(long, env = "WS_BACKEND_BATCH", default_value_t = 500)]
     backend_batch: usize,
+    /// Authentication by the backend: upgrades are let in (with the user and claims it
+    /// answers) or refused (with its status) by this URL instead of by a JWT.
+    #[arg(long, env = "WS_AUTH_PROXY")]
+    auth_proxy: Option<String>,
+    /// Request headers the auth proxy sees, comma-separated.
+    #[arg(long, env = "WS_AUTH_PROXY_HEADERS", default_value = "cookie,authorization")]
+    auth_proxy_headers: String,
+    /// Seconds an accepting answer is reused for the same headers and path (0: never).
+    #[arg(long, env = "WS_AUTH_PROXY_CACHE", default_value = "0", value_parser = secs)]
+    auth_proxy_cache: Duration,
 }
 
 impl BackendArgs {
+    fn auth_proxy(&self) -> Result<Option<AuthProxyConfig>, String> {
+        let Some(url) = &self.auth_proxy else { return Ok(None) };
+        let mut a = AuthProxyConfig::from_url(url).map_err(|e| e.to_string())?;
+        a.headers = (self.auth_proxy_headers.split(','))
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        a.cache = self.auth_proxy_cache;
+        Ok(Some(a))
+    }
+
     fn config(&self) -> Result<(Option<BackendConfig>, Forwarding, LifecycleEvents), String> {
         let target = match (&self.backend_url, &self.backend_stream) {
             (Some(_), Some(_)) => return Err("give --backend-url or --backend-stream, not both".into()),
@@ -571,6 +592,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         backend,
         forward,
         backend_events,
+        auth_proxy: a.backend.auth_proxy()?,
         listen: a.listen,
         workers: workers(a.common.workers),
         max_connections: a.max_connections,

@@ -94,7 +94,7 @@ impl HistogramSnapshot {
 }
 
 /// HTTP statuses a handshake can be refused with, for per-status counts.
-pub(crate) const REFUSAL_STATUSES: [u16; 10] = [400, 403, 404, 405, 408, 426, 429, 431, 500, 503];
+pub(crate) const REFUSAL_STATUSES: [u16; 11] = [400, 401, 403, 404, 405, 408, 426, 429, 431, 500, 503];
 
 /// One reactor's counters.
 #[derive(Debug, Default)]
@@ -155,6 +155,8 @@ pub(crate) struct ReactorMetrics {
     pub publish_latency: Histogram,
     /// The backend bridge's counters (all zero without `--backend-url`).
     pub backend: BackendMetrics,
+    /// The auth proxy's counters (all zero without `--auth-proxy`).
+    pub auth_proxy: BackendMetrics,
 }
 
 /// One reactor's backend bridge counters.
@@ -174,6 +176,21 @@ pub(crate) struct BackendMetrics {
     pub queue_depth: Counter,
     /// A batch's request to its answer.
     pub latency: Histogram,
+}
+
+impl BackendSnapshot {
+    fn collect(reactors: &[std::sync::Arc<ReactorMetrics>], of: fn(&ReactorMetrics) -> &BackendMetrics) -> Self {
+        let sum = |f: &dyn Fn(&BackendMetrics) -> u64| reactors.iter().map(|r| f(of(r))).sum::<u64>();
+        BackendSnapshot {
+            forwarded: sum(&|b| b.forwarded.get()),
+            retried: sum(&|b| b.retried.get()),
+            failed: sum(&|b| b.failed.get()),
+            requests: sum(&|b| b.requests.get()),
+            bad_responses: sum(&|b| b.bad_responses.get()),
+            queue_depth: sum(&|b| b.queue_depth.get()),
+            latency: HistogramSnapshot::collect(reactors.iter().map(|r| &of(r).latency)),
+        }
+    }
 }
 
 /// The backend bridge's counters summed over reactors.
@@ -300,6 +317,7 @@ pub struct Snapshot {
     pub recoveries: u64,
     pub recoveries_lost: u64,
     pub backend: BackendSnapshot,
+    pub auth_proxy: BackendSnapshot,
 }
 
 impl Snapshot {
@@ -348,15 +366,8 @@ impl Snapshot {
             history_bytes: sum(&|r| r.history_bytes.get()),
             recoveries: sum(&|r| r.recoveries.get()),
             recoveries_lost: sum(&|r| r.recoveries_lost.get()),
-            backend: BackendSnapshot {
-                forwarded: sum(&|r| r.backend.forwarded.get()),
-                retried: sum(&|r| r.backend.retried.get()),
-                failed: sum(&|r| r.backend.failed.get()),
-                requests: sum(&|r| r.backend.requests.get()),
-                bad_responses: sum(&|r| r.backend.bad_responses.get()),
-                queue_depth: sum(&|r| r.backend.queue_depth.get()),
-                latency: HistogramSnapshot::collect(reactors.iter().map(|r| &r.backend.latency)),
-            },
+            backend: BackendSnapshot::collect(reactors, |r| &r.backend),
+            auth_proxy: BackendSnapshot::collect(reactors, |r| &r.auth_proxy),
         }
     }
 

@@ -357,6 +357,14 @@ pub(crate) fn render(h: &dyn AdminHost) -> String {
         "Time from a publish to the socket write that gave its last recipient on a reactor the message.",
         &s.publish_latency,
     );
+    if h.config().auth_proxy.is_some() {
+        histogram(
+            &mut out,
+            "wsedge_auth_proxy_latency_seconds",
+            "Time from a batch's request to the auth proxy's answer.",
+            &s.auth_proxy.latency,
+        );
+    }
     if h.config().backend.is_some() {
         histogram(
             &mut out,

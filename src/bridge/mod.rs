@@ -70,6 +70,8 @@ pub(crate) struct Sender {
     pub(crate) client_id: Option<Box<RawValue>>,
     /// An rpc: it gets a result or an error in any case.
     pub(crate) rpc: bool,
+    /// An authentication check of a handshake (`conn` is still in its upgrade).
+    pub(crate) auth: bool,
 }
 
 /// Why an item has no answer.
@@ -106,7 +108,15 @@ enum State {
     Backoff { until: Instant },
 }
 
+/// Which counters a bridge keeps: the backend's or the auth proxy's.
+#[derive(Clone, Copy)]
+pub(crate) enum Role {
+    Backend,
+    AuthProxy,
+}
+
 pub(crate) struct Bridge {
+    role: Role,
     cfg: BackendConfig,
     /// Where the backend is and its `Host` and path.
     addr: std::net::SocketAddr,
@@ -132,11 +142,17 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     /// A bridge to an HTTP backend (`None` for any other target).
-    pub(crate) fn new(cfg: BackendConfig, node_id: String, metrics: std::sync::Arc<ReactorMetrics>) -> Option<Self> {
+    pub(crate) fn new(
+        role: Role,
+        cfg: BackendConfig,
+        node_id: String,
+        metrics: std::sync::Arc<ReactorMetrics>,
+    ) -> Option<Self> {
         let crate::config::BackendTarget::Http { addr, host, path } = cfg.target.clone() else {
             return None;
         };
         Some(Bridge {
+            role,
             cfg,
             addr,
             host,
@@ -157,6 +173,13 @@ impl Bridge {
         })
     }
 
+    fn m(&self) -> &crate::metrics::BackendMetrics {
+        match self.role {
+            Role::Backend => &self.metrics.backend,
+            Role::AuthProxy => &self.metrics.auth_proxy,
+        }
+    }
+
     /// Items waiting or in flight.
     pub(crate) fn depth(&self) -> usize {
         self.queue.len() + self.in_flight.len()
@@ -165,7 +188,7 @@ impl Bridge {
     /// Queues `item`, or fails it at once if the queue is full.
     pub(crate) fn push(&mut self, h: &mut dyn BridgeHost, item: Item) {
         if self.depth() >= self.cfg.queue || self.queued_bytes + item.json.len() > QUEUE_BYTES {
-            self.metrics.backend.failed.inc();
+            self.m().failed.inc();
             if let Some(s) = &item.sender {
                 h.failed(s, Failure::NotDelivered("backend queue full"));
             }
@@ -173,7 +196,7 @@ impl Bridge {
         }
         self.queued_bytes += item.json.len();
         self.queue.push_back(item);
-        self.metrics.backend.queue_depth.set(self.depth() as u64);
+        self.m().queue_depth.set(self.depth() as u64);
     }
 
     /// End of a loop turn: if nothing is in flight, send what waits.
@@ -211,7 +234,7 @@ impl Bridge {
         http::write_request(&mut self.request, &self.host, &self.path, &batch_id, &body);
         self.response.clear();
         self.started = Some(now);
-        self.metrics.backend.requests.inc();
+        self.m().requests.inc();
         self.arm(h, now + self.cfg.timeout);
         if self.conn.is_none() {
             match mio::net::TcpStream::connect(self.addr) {
@@ -301,7 +324,7 @@ impl Bridge {
             Ok(None) if eof => self.request_failed(h, "backend closed the connection mid-response".into(), true),
             Ok(None) => {}
             Err(e) => {
-                self.metrics.backend.bad_responses.inc();
+                self.m().bad_responses.inc();
                 self.request_failed(h, format!("bad response from the backend: {e}"), true);
             }
         }
@@ -310,17 +333,17 @@ impl Bridge {
     fn answered(&mut self, h: &mut dyn BridgeHost, r: http::Response) {
         let now = h.now();
         if let Some(t) = self.started.take() {
-            self.metrics.backend.latency.observe(now.saturating_duration_since(t));
+            self.m().latency.observe(now.saturating_duration_since(t));
         }
         match r.status {
             200..=299 => {
                 self.works(h);
                 let batch = std::mem::take(&mut self.in_flight);
-                self.metrics.backend.forwarded.add(batch.len() as u64);
+                self.m().forwarded.add(batch.len() as u64);
                 let results = match wire::parse_results(&r.body) {
                     Ok(results) => Ok(results),
                     Err(why) => {
-                        self.metrics.backend.bad_responses.inc();
+                        self.m().bad_responses.inc();
                         log::warn!("backend answered a batch with a bad body: {why}");
                         Err(why)
                     }
@@ -332,7 +355,7 @@ impl Bridge {
                 } else {
                     self.drop_conn(h);
                 }
-                self.metrics.backend.queue_depth.set(self.depth() as u64);
+                self.m().queue_depth.set(self.depth() as u64);
                 self.flush(h);
             }
             408 | 429 | 500..=599 => self.request_failed(h, format!("backend answered {}", r.status), true),
@@ -341,7 +364,7 @@ impl Bridge {
                 self.works(h);
                 log::warn!("backend refused a batch with status {status}");
                 let batch = std::mem::take(&mut self.in_flight);
-                self.metrics.backend.failed.add(batch.len() as u64);
+                self.m().failed.add(batch.len() as u64);
                 for item in &batch {
                     if let Some(s) = &item.sender {
                         h.failed(s, Failure::Rejected(status));
@@ -382,7 +405,7 @@ impl Bridge {
             }
         }
         if !results.is_empty() {
-            self.metrics.backend.bad_responses.inc();
+            self.m().bad_responses.inc();
             log::warn!(
                 "backend answered {} result(s) for message ids not in the batch (or not rpcs); {matched} matched",
                 results.len()
@@ -397,14 +420,14 @@ impl Bridge {
         self.drop_conn(h);
         self.started = None;
         if self.problem.as_deref() == Some(why.as_str()) {
-            log::debug!("{why}; retrying with backoff");
+            log::debug!("{}: {why}; retrying with backoff", self.name());
         } else {
-            log::warn!("{why}; retrying with backoff");
+            log::warn!("{}: {why}; retrying with backoff", self.name());
             self.problem = Some(why);
         }
         let batch = std::mem::take(&mut self.in_flight);
         if !batch.is_empty() {
-            self.metrics.backend.retried.add(batch.len() as u64);
+            self.m().retried.add(batch.len() as u64);
         }
         for mut item in batch.into_iter().rev() {
             item.sent |= sent;
@@ -419,12 +442,24 @@ impl Bridge {
         self.state = State::Backoff { until: now + delay };
         self.arm(h, now + delay);
         self.expire(h, now);
+        // A deadline inside the backoff is kept to the moment, not to the backoff's end.
+        if let Some(first) = self.queue.front() {
+            let at = first.deadline;
+            self.arm(h, at);
+        }
     }
 
     fn works(&mut self, _h: &mut dyn BridgeHost) {
         self.failures = 0;
         if self.problem.take().is_some() {
-            log::info!("the backend answers again");
+            log::info!("{} answers again", self.name());
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.role {
+            Role::Backend => "backend",
+            Role::AuthProxy => "auth proxy",
         }
     }
 
@@ -442,7 +477,7 @@ impl Bridge {
         while self.queue.front().is_some_and(|i| i.deadline <= now) {
             let item = self.queue.pop_front().expect("front exists");
             self.queued_bytes -= item.json.len();
-            self.metrics.backend.failed.inc();
+            self.m().failed.inc();
             if let Some(s) = &item.sender {
                 h.failed(
                     s,
@@ -454,7 +489,7 @@ impl Bridge {
                 );
             }
         }
-        self.metrics.backend.queue_depth.set(self.depth() as u64);
+        self.m().queue_depth.set(self.depth() as u64);
     }
 
     /// Makes sure a timer fires at `at` (or earlier).

@@ -133,6 +133,86 @@ pub(crate) fn event_item(
     serde_json::to_vec(&item).unwrap_or_default()
 }
 
+/// `{"kind":"auth", "message_id", "path", "headers", "remote_addr", "node_id", "at"}`: a
+/// handshake asking to be let in.
+pub(crate) fn auth_item(
+    message_id: uuid::Uuid,
+    target: &str,
+    headers: &[(String, String)],
+    remote_addr: Option<String>,
+    node_id: &str,
+    at: Timestamp,
+) -> Vec<u8> {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        headers.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    let item = serde_json::json!({
+        "kind": "auth",
+        "message_id": message_id.hyphenated().to_string(),
+        "path": target,
+        "headers": headers,
+        "remote_addr": remote_addr,
+        "node_id": node_id,
+        "at": at.to_string(),
+    });
+    serde_json::to_vec(&item).unwrap_or_default()
+}
+
+/// An auth proxy's accepting answer (`result`): who the user is.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuthAccept {
+    pub(crate) user_id: String,
+    #[serde(default)]
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) email: Option<String>,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) rooms: Option<Vec<String>>,
+    /// Unix seconds after which the connection is closed (1008 token expired).
+    #[serde(default)]
+    pub(crate) exp: Option<u64>,
+}
+
+/// An auth proxy's refusal (`error`): the status the client gets (400-599; else 403).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuthRefusal {
+    #[serde(default)]
+    pub(crate) status: Option<u16>,
+    #[serde(default)]
+    pub(crate) message: Option<String>,
+}
+
+/// What the auth proxy said about a handshake: who the user is, or the status and message
+/// the client is refused with.
+pub(crate) type AuthVerdict = Result<crate::auth::Claims, (u16, String)>;
+
+/// The proxy's answer (`None`: the bridge could not get one) as a verdict.
+pub(crate) fn verdict_of(answer: Option<Outcome>) -> AuthVerdict {
+    match answer {
+        Some(Outcome::Result(raw)) => match serde_json::from_str::<AuthAccept>(raw.get()) {
+            Ok(a) if !a.user_id.is_empty() && a.user_id.len() <= 256 => Ok(crate::auth::Claims {
+                user_id: a.user_id.into(),
+                admin: a.role.as_deref() == Some("admin"),
+                email: a.email.map(Into::into),
+                name: a.name.map(Into::into),
+                rooms: a.rooms,
+                expires_at: a.exp,
+            }),
+            _ => {
+                log::warn!("auth proxy: an accepting answer without a valid user_id (1-256 bytes)");
+                Err((503, "authentication backend answered badly".into()))
+            }
+        },
+        Some(Outcome::Error(raw)) => {
+            let r: AuthRefusal = serde_json::from_str(raw.get()).unwrap_or_default();
+            let status = r.status.filter(|s| (400..600).contains(s)).unwrap_or(403);
+            Err((status, r.message.unwrap_or_else(|| "authentication refused".into())))
+        }
+        None => Err((503, "authentication backend unavailable".into())),
+    }
+}
+
 /// Appends the batch body: `{"batch_id", "node_id", "items": [..]}`.
 pub(crate) fn write_batch<'a>(out: &mut Vec<u8>, batch_id: &str, node_id: &str, items: impl Iterator<Item = &'a [u8]>) {
     out.extend_from_slice(b"{\"batch_id\":\"");

@@ -108,6 +108,29 @@ impl BackendConfig {
     }
 }
 
+/// Authentication by the backend (`--auth-proxy`): the upgrade request's chosen headers go
+/// to the backend (batched like forwarded items), which answers with the user and claims or
+/// a refusal; the handshake waits, bounded by the handshake timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthProxyConfig {
+    /// Where to ask (an HTTP target; its timeout and deadline are the handshake timeout).
+    pub backend: BackendConfig,
+    /// Request headers passed on, lower-case (default `cookie`, `authorization`).
+    pub headers: Vec<String>,
+    /// How long an accepted answer is reused for the same headers and path (0: never).
+    pub cache: Duration,
+}
+
+impl AuthProxyConfig {
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        Ok(AuthProxyConfig {
+            backend: BackendConfig::from_url(url)?,
+            headers: vec!["cookie".into(), "authorization".into()],
+            cache: Duration::ZERO,
+        })
+    }
+}
+
 /// Client message types that go to the backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Forwarding {

@@ -10,7 +10,7 @@ mod backend;
 mod error;
 mod jwt_key;
 mod redis_url;
-pub use backend::{BUILT_IN_TYPES, BackendConfig, BackendTarget, Forwarding, LifecycleEvents};
+pub use backend::{AuthProxyConfig, BUILT_IN_TYPES, BackendConfig, BackendTarget, Forwarding, LifecycleEvents};
 pub use error::{ConfigError, MAX_EVENT_TYPES};
 pub use redis_url::{RedisUrl, Sentinels};
 
@@ -216,6 +216,9 @@ pub struct Config {
     pub forward: Forwarding,
     /// Lifecycle events sent to the backend (`--backend-events`).
     pub backend_events: LifecycleEvents,
+    /// Authentication by the backend (`--auth-proxy`): replaces JWT verification of upgrades
+    /// (the admin API keeps its admin tokens).
+    pub auth_proxy: Option<AuthProxyConfig>,
     pub auth: AuthMode,
 }
 
@@ -268,6 +271,7 @@ impl Default for Config {
             backend: None,
             forward: Forwarding::default(),
             backend_events: LifecycleEvents::default(),
+            auth_proxy: None,
             // Secure by default: a random secret nobody knows, so nothing authenticates until
             // a key is configured.
             auth: AuthMode::Jwt(JwtConfig::hs256(random_secret())),

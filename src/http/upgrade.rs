@@ -75,6 +75,33 @@ pub enum Parsed {
 }
 
 /// Parses the request head in `buf`. `ws_path` of `None` accepts any path.
+/// The request target and the headers named in `names` (lower-case) of a complete request
+/// head, for the auth proxy (repeated headers joined with `, `; `cookie` with `; `).
+pub fn chosen_headers(head: &[u8], names: &[String]) -> (String, Vec<(String, String)>) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return (String::new(), Vec::new());
+    }
+    let target = req.path.unwrap_or("/").to_string();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        if !names.contains(&name) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(h.value).into_owned();
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => {
+                v.push_str(if name == "cookie" { "; " } else { ", " });
+                v.push_str(&value);
+            }
+            None => out.push((name, value)),
+        }
+    }
+    (target, out)
+}
+
 pub fn parse(buf: &[u8], max_bytes: usize, ws_path: Option<&str>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);

@@ -19,10 +19,14 @@ use crate::callback::SourceId;
 
 /// The bridge's source and timer id in the engine's namespace (engines use small ids).
 pub(crate) const BRIDGE_ID: SourceId = 1 << 31;
+/// The auth proxy's bridge's.
+pub(crate) const AUTH_ID: SourceId = (1 << 31) | 1;
 
 pub(crate) struct BridgeCtx<'r> {
     pub core: &'r mut Core,
     pub registry: &'r mio::Registry,
+    /// `BRIDGE_ID` or `AUTH_ID`.
+    pub id: SourceId,
 }
 
 impl BridgeHost for BridgeCtx<'_> {
@@ -31,7 +35,7 @@ impl BridgeHost for BridgeCtx<'_> {
     }
 
     fn register(&mut self, source: &mut dyn Source, interest: Interest) -> io::Result<()> {
-        self.registry.register(source, source_token(BRIDGE_ID, true), interest)
+        self.registry.register(source, source_token(self.id, true), interest)
     }
 
     fn deregister(&mut self, source: &mut dyn Source) -> io::Result<()> {
@@ -39,18 +43,31 @@ impl BridgeHost for BridgeCtx<'_> {
     }
 
     fn set_timer(&mut self, after: Duration) {
-        self.core.set_app_timer(BRIDGE_ID, after, true);
+        self.core.set_app_timer(self.id, after, true);
     }
 
     fn failed(&mut self, sender: &Sender, failure: Failure) {
+        if sender.auth {
+            let verdict = crate::bridge::wire::verdict_of(None);
+            return self.core.auth_answers.push((sender.conn, verdict));
+        }
         self.core.backend_failed(sender, failure);
     }
 
     fn answered(&mut self, sender: &Sender, outcome: Outcome) {
+        if sender.auth {
+            let verdict = crate::bridge::wire::verdict_of(Some(outcome));
+            return self.core.auth_answers.push((sender.conn, verdict));
+        }
         self.core.backend_answered(sender, outcome);
     }
 
     fn awaiting(&mut self, sender: &Sender, deadline: Instant) {
+        if sender.auth {
+            // An auth check needs its answer in the response.
+            let refusal = Err((503, "the authentication backend gave no answer".to_string()));
+            return self.core.auth_answers.push((sender.conn, refusal));
+        }
         self.core.backend_awaiting(sender, deadline);
     }
 }

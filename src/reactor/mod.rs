@@ -9,6 +9,8 @@
 
 #[macro_use]
 mod noisy;
+mod auth_proxy;
+mod auth_state;
 mod bridge_ctx;
 pub(crate) mod core;
 pub mod ctx;
@@ -33,6 +35,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use self::core::Core;
 use self::ctx::Ctx;
+use crate::bridge::{Bridge, Role};
 use crate::conn::Phase;
 use crate::reactor::embed::ReactorHandler;
 use crate::runtime::{ADMIN_LISTENER, Command, ENGINE_SOURCE_BIT, LISTENER, Runtime, SOURCE_BIT, TICK, WAKER, abandon};
@@ -57,6 +60,9 @@ pub(crate) struct Reactor<H: ReactorHandler> {
     engine: Option<Box<dyn crate::cluster::broker::ReactorEngine>>,
     /// This reactor's backend bridge (`--backend-url`).
     bridge: Option<Box<crate::bridge::Bridge>>,
+    /// This reactor's bridge to the auth proxy (`--auth-proxy`), and the handshakes waiting.
+    auth_bridge: Option<Box<crate::bridge::Bridge>>,
+    auth: auth_state::AuthProxyState,
     /// Handshakes waiting for the cluster's per-user limit, by admission id.
     admitting: std::collections::HashMap<u64, Box<Admitting>>,
     /// Their slots (their bytes stay unread until the verdict).
@@ -109,15 +115,23 @@ impl<H: ReactorHandler> Reactor<H> {
         (start, unix_ms): (Instant, u64),
     ) -> Self {
         let engine = rt.engine.as_ref().map(|e| e.reactor_half(id));
-        let bridge = rt
-            .config
-            .backend
-            .clone()
-            .and_then(|b| crate::bridge::Bridge::new(b, rt.config.node_id.clone(), rt.links[id].metrics.clone()))
+        let metrics = rt.links[id].metrics.clone();
+        let node = rt.config.node_id.clone();
+        let bridge = (rt.config.backend.clone())
+            .and_then(|b| Bridge::new(Role::Backend, b, node.clone(), metrics.clone()))
             .map(Box::new);
+        let auth_bridge = rt.config.auth_proxy.as_ref().and_then(|a| {
+            let mut b = a.backend.clone();
+            let wait = auth_state::auth_wait(&rt.config);
+            (b.timeout, b.deadline) = (wait, wait);
+            b.queue = rt.config.max_pending_handshakes;
+            Bridge::new(Role::AuthProxy, b, node.clone(), metrics.clone()).map(Box::new)
+        });
         Reactor {
             engine,
             bridge,
+            auth_bridge,
+            auth: Default::default(),
             admitting: std::collections::HashMap::new(),
             admitting_slots: std::collections::HashSet::new(),
             core: Core::new(id, rt, start, unix_ms),
@@ -202,7 +216,11 @@ impl<H: ReactorHandler> Reactor<H> {
             ADMIN_LISTENER => self.accept_all(true),
             WAKER => self.drain_inbox(),
             token if token == reactor_ctx::source_token(bridge_ctx::BRIDGE_ID, true) => {
-                self.with_bridge(|b, r| b.on_event(r, event));
+                self.with_bridge(false, |b, r| b.on_event(r, event));
+            }
+            token if token == reactor_ctx::source_token(bridge_ctx::AUTH_ID, true) => {
+                self.with_bridge(true, |b, r| b.on_event(r, event));
+                self.finish_auths();
             }
             token if token.0 & (SOURCE_BIT | ENGINE_SOURCE_BIT) == SOURCE_BIT | ENGINE_SOURCE_BIT => {
                 let source = token.0 as u32;
@@ -433,7 +451,10 @@ impl<H: ReactorHandler> Reactor<H> {
         }
         for timer in std::mem::take(&mut self.core.timers.fired_engine_timers) {
             if timer == bridge_ctx::BRIDGE_ID {
-                self.with_bridge(|b, r| b.on_timer(r));
+                self.with_bridge(false, |b, r| b.on_timer(r));
+            } else if timer == bridge_ctx::AUTH_ID {
+                self.with_bridge(true, |b, r| b.on_timer(r));
+                self.finish_auths();
             } else {
                 self.with_engine(|e, r| e.on_timer(r, timer));
             }
@@ -520,15 +541,22 @@ impl<H: ReactorHandler> Reactor<H> {
         self.with_engine(|e, r| e.flush(r));
     }
 
-    /// Runs a backend bridge callback; a panic is contained, counted and logged.
-    fn with_bridge(&mut self, f: impl FnOnce(&mut crate::bridge::Bridge, &mut bridge_ctx::BridgeCtx<'_>)) {
-        let Some(mut bridge) = self.bridge.take() else { return };
+    /// Runs a callback of the backend bridge (or, with `auth`, the auth proxy's); a panic is
+    /// contained, counted and logged.
+    fn with_bridge(&mut self, auth: bool, f: impl FnOnce(&mut Bridge, &mut bridge_ctx::BridgeCtx<'_>)) {
+        let slot = if auth { &mut self.auth_bridge } else { &mut self.bridge };
+        let Some(mut bridge) = slot.take() else { return };
         let core = &mut self.core;
         let registry = self.poll.registry();
+        let id = if auth {
+            bridge_ctx::AUTH_ID
+        } else {
+            bridge_ctx::BRIDGE_ID
+        };
         let r = catch_unwind(AssertUnwindSafe(|| {
-            f(&mut bridge, &mut bridge_ctx::BridgeCtx { core, registry })
+            f(&mut bridge, &mut bridge_ctx::BridgeCtx { core, registry, id })
         }));
-        self.bridge = Some(bridge);
+        *(if auth { &mut self.auth_bridge } else { &mut self.bridge }) = Some(bridge);
         if r.is_err() {
             self.core.metrics.handler_panics.inc();
             log::error!("reactor {}: the backend bridge panicked", self.core.id);
@@ -537,11 +565,15 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// Hands the bridge the items this turn made, then lets it send what waits.
     fn pump_bridge(&mut self) {
+        if self.auth_bridge.is_some() {
+            self.with_bridge(true, |b, r| b.flush(r));
+            self.finish_auths();
+        }
         if self.bridge.is_none() {
             return;
         }
         let items = self.core.take_outbox();
-        self.with_bridge(|b, r| {
+        self.with_bridge(false, |b, r| {
             for item in items {
                 b.push(r, item);
             }

@@ -138,7 +138,10 @@ impl<H: ReactorHandler> Reactor<H> {
             }
             Parsed::Upgrade(u, n) => {
                 let leftover = buf[n..].to_vec();
-                self.begin_session(idx, u, leftover);
+                // What the auth proxy is to see of the request (only with one configured).
+                let asked = (self.core.rt.config.auth_proxy.as_ref())
+                    .map(|a| crate::http::upgrade::chosen_headers(&buf[..n], &a.headers));
+                self.begin_session(idx, u, leftover, asked);
             }
         }
     }
@@ -150,7 +153,13 @@ impl<H: ReactorHandler> Reactor<H> {
     }
 
     /// A valid upgrade request: global limit, then authentication, then the home reactor.
-    fn begin_session(&mut self, idx: usize, u: UpgradeRequest, leftover: Vec<u8>) {
+    fn begin_session(
+        &mut self,
+        idx: usize,
+        u: UpgradeRequest,
+        leftover: Vec<u8>,
+        asked: Option<(String, Vec<(String, String)>)>,
+    ) {
         let rt = self.core.rt.clone();
         let allowed = &rt.config.allowed_origins;
         if let Some(origin) = &u.origin
@@ -183,6 +192,9 @@ impl<H: ReactorHandler> Reactor<H> {
         if rt.config.compression && u.offers_deflate {
             self.core.codecs.deflate_slots.insert(idx);
         }
+        if let Some(asked) = asked {
+            return self.begin_auth(idx, u, leftover, asked);
+        }
         let claims = match &rt.verifier {
             None => None,
             Some(v) => match v.verify(u.token.as_deref()) {
@@ -201,6 +213,19 @@ impl<H: ReactorHandler> Reactor<H> {
                 }
             },
         };
+        self.continue_session(idx, u, leftover, claims);
+    }
+
+    /// An authenticated upgrade (or an anonymous one): the handler's say, then the user's
+    /// home reactor.
+    pub(super) fn continue_session(
+        &mut self,
+        idx: usize,
+        u: UpgradeRequest,
+        leftover: Vec<u8>,
+        claims: Option<Claims>,
+    ) {
+        let rt = self.core.rt.clone();
         let handler = &mut self.handler;
         let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_upgrade(claims.as_ref())))
             .unwrap_or_else(|_| {
@@ -323,7 +348,8 @@ impl<H: ReactorHandler> Reactor<H> {
 
     /// True while connection `idx` waits for the cluster's verdict (its bytes stay unread).
     pub(super) fn is_admitting(&self, idx: usize) -> bool {
-        !self.admitting_slots.is_empty() && self.admitting_slots.contains(&idx)
+        (!self.admitting_slots.is_empty() && self.admitting_slots.contains(&idx))
+            || (!self.auth.waiting.is_empty() && self.auth.waiting.contains_key(&idx))
     }
 
     /// Opens the sessions the cluster decided on this turn.

@@ -90,6 +90,7 @@ impl Core {
             message_id,
             client_id: client_id.map(ToOwned::to_owned),
             rpc,
+            auth: false,
         };
         self.queue_item(Item {
             json,
@@ -309,6 +310,7 @@ impl Core {
             message_id: *message_id,
             client_id: w.client_id,
             rpc: true,
+            auth: false,
         };
         let outcome = match outcome {
             Ok(r) => Outcome::Result(r.clone()),

@@ -106,6 +106,8 @@ pub(crate) struct Core {
     rpcs: state::rpc::PendingRpcs,
     /// Items written to the backend's Redis stream, not yet confirmed (see `backend`).
     appends: state::rpc::Appends,
+    /// The auth proxy's verdicts on handshakes this turn, for the loop.
+    pub auth_answers: Vec<(Token, crate::bridge::wire::AuthVerdict)>,
 }
 
 impl Core {
@@ -160,6 +162,7 @@ impl Core {
             outbox: Vec::new(),
             rpcs: Default::default(),
             appends: Default::default(),
+            auth_answers: Vec::new(),
         }
     }
 

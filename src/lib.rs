@@ -79,6 +79,7 @@ pub use ws::frame::encode_client_frame;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::bridge::fuzz_response as backend_response;
     pub use crate::cluster::wire::inspect_for_testing as inspect_cluster_payload;
     pub use crate::handle::respond_for_testing as admin_response;
     /// Channel names of a cluster with this prefix and node.

@@ -154,3 +154,53 @@ fn redis_down_is_reported_to_the_sender() {
         }
     }
 }
+
+#[test]
+fn replies_and_sends_by_connection_id_reach_another_node() {
+    let redis = Redis::start();
+    redis.cli(&["XGROUP", "CREATE", STREAM, "workers", "$", "MKSTREAM"]);
+    let n1 = streamed(&redis, "s4");
+    let n2 = streamed(&redis, "s5");
+    let (mut ws, hello) = connect(n1.local_addr(), &token("dee"));
+    let conn = hello["data"]["connection_id"].as_str().unwrap().to_string();
+    let admin = admin_token("root");
+    // A send by connection id through the other node.
+    let body = json!({"type": "notice", "data": {"n": 1}});
+    let (status, r) = http::json(
+        n2.local_addr(),
+        "POST",
+        &format!("/ws/connections/{conn}/messages"),
+        Some(&admin),
+        Some(body),
+    );
+    assert_eq!(status, 200, "{r}");
+    loop {
+        let m = recv_json(&mut ws);
+        if m["type"] == "notice" {
+            assert_eq!(m["data"]["n"], 1);
+            break;
+        }
+    }
+    // An rpc answered through the other node.
+    send_json(&mut ws, json!({"type": "rpc", "id": "x", "data": {"method": "m"}}));
+    let (_, rpc) = until(&redis, "w1", |v| v["kind"] == "rpc");
+    let route = format!("/ws/connections/{conn}/rpc");
+    let body = json!({"message_id": rpc["message_id"], "result": "from n2"});
+    let (status, r) = http::json(n2.local_addr(), "POST", &route, Some(&admin), Some(body.clone()));
+    assert_eq!(status, 200, "{r}");
+    loop {
+        let m = recv_json(&mut ws);
+        if m["type"] == "rpc.result" {
+            assert_eq!(
+                (m["data"]["id"].clone(), m["data"]["result"].clone()),
+                (json!("x"), json!("from n2"))
+            );
+            break;
+        }
+    }
+    // Answered: nothing waits any more, on any node.
+    assert_eq!(
+        http::json(n2.local_addr(), "POST", &route, Some(&admin), Some(body)).0,
+        404
+    );
+}

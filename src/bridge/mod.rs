@@ -534,3 +534,25 @@ impl Bridge {
         }
     }
 }
+
+/// The response parser, the results reader and the auth verdict on arbitrary bytes (for the
+/// fuzz target): never panics, never reports a body over the bound, and a response found in
+/// a prefix is the response found in the whole.
+#[cfg(feature = "testing")]
+pub fn fuzz_response(data: &[u8]) {
+    let full = http::parse_response(data);
+    if let Ok(Some(r)) = &full {
+        assert!(r.body.len() <= http::MAX_BODY);
+        if let Ok(results) = wire::parse_results(&r.body) {
+            for (_, outcome) in results {
+                let _ = wire::verdict_of(Some(outcome));
+            }
+        }
+    }
+    for cut in [data.len() / 3, data.len() / 2, data.len().saturating_sub(1)] {
+        if let Ok(Some(r)) = http::parse_response(&data[..cut]) {
+            // A complete response never changes when more bytes follow it.
+            assert_eq!(Ok(Some(r)), full);
+        }
+    }
+}

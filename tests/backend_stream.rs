@@ -204,3 +204,75 @@ fn replies_and_sends_by_connection_id_reach_another_node() {
         404
     );
 }
+
+#[test]
+fn the_python_stream_consumer_example_answers_rpcs() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "this test needs redis-py: `pip install redis` (.ci/run does)");
+    let redis = Redis::start();
+    let server = streamed(&redis, "s6");
+    let addr = server.local_addr();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut consumer = std::process::Command::new("python3")
+        .args([
+            "scripts/examples/stream_consumer.py",
+            "--redis",
+            &url,
+            "--stream",
+            STREAM,
+            "--group",
+            "workers",
+        ])
+        .args([
+            "--consumer",
+            "c1",
+            "--wsedge",
+            &format!("http://{addr}"),
+            "--admin-token",
+            &admin_token("b"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let (mut ws, _) = connect(addr, &token("eli"));
+    // The consumer creates the group from the stream's start: nothing sent before it is lost.
+    send_json(
+        &mut ws,
+        json!({"type": "rpc", "id": "sum", "data": {"method": "math.add", "params": [20, 22]}}),
+    );
+    let result = loop {
+        let m = recv_json_long(&mut ws);
+        if m["type"] == "rpc.result" {
+            break m;
+        }
+    };
+    assert_eq!(
+        (result["data"]["id"].clone(), result["data"]["result"].clone()),
+        (json!("sum"), json!(42))
+    );
+    // Every entry is acknowledged once handled (the answer goes out just before its XACK).
+    wait_until("every entry acknowledged", || {
+        redis
+            .cli(&["XPENDING", STREAM, "workers"])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            == "0"
+    });
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+}
+
+/// A message within 20 s (python and its imports start slower than the socket timeout).
+fn recv_json_long(ws: &mut Ws) -> Value {
+    ws.get_mut()
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let m = recv_json(ws);
+    ws.get_mut().set_read_timeout(Some(TIMEOUT)).unwrap();
+    m
+}

@@ -218,6 +218,18 @@ impl Engine {
         }
     }
 
+    /// Queues several masked text frames and writes them together (one write for all).
+    pub fn send_texts<'t>(&mut self, id: usize, texts: impl Iterator<Item = &'t [u8]>) {
+        let Some(c) = self.clients.get_mut(id) else { return };
+        for text in texts {
+            self.mask_seed = self.mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            encode_masked_text(&mut c.wbuf, text, self.mask_seed.to_le_bytes());
+        }
+        if c.state == State::Open {
+            Self::flush(c);
+        }
+    }
+
     /// Sends a close frame and drops the connection.
     pub fn close(&mut self, id: usize) {
         if let Some(mut c) = self.clients.try_remove(id) {

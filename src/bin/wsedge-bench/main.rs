@@ -2,10 +2,11 @@
 //! 20,000 files) and reads the server's memory and CPU from `/proc/PID`.
 //!
 //! Scenarios: `density` (idle connections and RSS per connection), `handshake`, `echo`,
-//! `fanout`, `churn`, `hold`, `recover-storm`, `reconnect-storm` (mio-driven, one thread: the generator never blocks on one client).
+//! `fanout`, `churn`, `hold`, `recover-storm`, `reconnect-storm`, `forward` (mio-driven, one thread: the generator never blocks on one client).
 
 mod density;
 mod engine;
+mod forward;
 mod hold;
 mod proc_stats;
 mod publisher;
@@ -45,6 +46,8 @@ enum Scenario {
     RestartStream(restart::Args),
     /// N clients reconnect with full-jitter backoff while the server restarts: attempts over time.
     ReconnectStorm(reconnect::Args),
+    /// C clients' messages forwarded by the backend bridge, measured at a sink backend.
+    Forward(forward::Args),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Scenario::RecoverStorm(a) => storm::run(a),
         Scenario::RestartStream(a) => restart::run(a),
         Scenario::ReconnectStorm(a) => reconnect::run(a),
+        Scenario::Forward(a) => forward::run(a),
     };
     if let Err(e) = result {
         eprintln!("wsedge-bench: {e}");

@@ -48,7 +48,7 @@ pub struct Common {
 }
 
 impl Common {
-    fn target(&self, users: usize, per_user: usize) -> Result<Target, String> {
+    pub(crate) fn target(&self, users: usize, per_user: usize) -> Result<Target, String> {
         let tokens = match &self.secret {
             Some(s) => Some(
                 (0..users.max(1))
@@ -70,7 +70,7 @@ impl Common {
 }
 
 /// Server and client CPU over a measured interval.
-struct Cpu {
+pub(crate) struct Cpu {
     pid: Option<u32>,
     also: Vec<u32>,
     server0: u64,
@@ -82,7 +82,7 @@ impl Cpu {
         Self::start_all(pid, Vec::new())
     }
 
-    fn start_all(pid: Option<u32>, also: Vec<u32>) -> Self {
+    pub(crate) fn start_all(pid: Option<u32>, also: Vec<u32>) -> Self {
         let mut c = Cpu {
             pid,
             also,
@@ -98,7 +98,7 @@ impl Cpu {
     }
 
     /// (server CPU µs, client CPU µs) since start.
-    fn stop(&self) -> (Option<u64>, u64) {
+    pub(crate) fn stop(&self) -> (Option<u64>, u64) {
         (
             self.pid.map(|_| self.server_now() - self.server0),
             cpu_us(None) - self.client0,
@@ -135,15 +135,15 @@ impl<D: Driver> Driver for Measured<'_, D> {
     }
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-fn us(h: &Histogram<u64>, q: f64) -> u64 {
+pub(crate) fn us(h: &Histogram<u64>, q: f64) -> u64 {
     if h.is_empty() { 0 } else { h.value_at_quantile(q) }
 }
 
-fn print(report: Value, json_out: bool) {
+pub(crate) fn print(report: Value, json_out: bool) {
     if json_out {
         println!("{report}");
         return;
@@ -156,7 +156,7 @@ fn print(report: Value, json_out: bool) {
     }
 }
 
-fn per_unit(cpu: Option<u64>, units: u64) -> Value {
+pub(crate) fn per_unit(cpu: Option<u64>, units: u64) -> Value {
     match cpu {
         Some(c) if units > 0 => json!((c as f64 / units as f64 * 100.0).round() / 100.0),
         _ => Value::Null,

@@ -105,6 +105,9 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("docs/protocol.md")]
 #[cfg(doctest)]
 pub struct ProtocolDoctests;
+#[doc = include_str!("docs/backend.md")]
+#[cfg(doctest)]
+pub struct BackendDoctests;
 #[doc = include_str!("docs/history.md")]
 #[cfg(doctest)]
 pub struct HistoryDoctests;

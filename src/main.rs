@@ -587,12 +587,12 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     } else {
         a.events.clone()
     };
-    let (backend, forward, backend_events) = a.backend.config()?;
+    let (backend, forward, backend_events) = a.backend.config().map_err(|e| format!("invalid configuration: {e}"))?;
     let config = Config {
         backend,
         forward,
         backend_events,
-        auth_proxy: a.backend.auth_proxy()?,
+        auth_proxy: a.backend.auth_proxy().map_err(|e| format!("invalid configuration: {e}"))?,
         listen: a.listen,
         workers: workers(a.common.workers),
         max_connections: a.max_connections,

@@ -592,7 +592,10 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         backend,
         forward,
         backend_events,
-        auth_proxy: a.backend.auth_proxy().map_err(|e| format!("invalid configuration: {e}"))?,
+        auth_proxy: a
+            .backend
+            .auth_proxy()
+            .map_err(|e| format!("invalid configuration: {e}"))?,
         listen: a.listen,
         workers: workers(a.common.workers),
         max_connections: a.max_connections,

@@ -410,3 +410,52 @@ fn rpcs_answered_later_through_the_admin_route_or_timed_out() {
     );
     assert_eq!(e["data"]["id"], 8);
 }
+
+#[test]
+fn bad_answers_are_bounded_counted_and_never_crash() {
+    let mut n = 0;
+    let backend = Backend::start(move |batch| {
+        n += 1;
+        match n {
+            // Not JSON at all, with a 2xx: the batch is taken; its rpc waits for the route.
+            1 => Answer::Reply(200, "<html>oops</html>".into()),
+            // Results for ids that are not in the batch.
+            2 => Answer::Reply(
+                200,
+                json!({"results": [{"message_id": "00000000-0000-0000-0000-000000000000", "result": 1}]}).to_string(),
+            ),
+            // Slowloris: a head, then nothing more.
+            3 => Answer::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{".to_vec()),
+            // Chunked garbage.
+            4 => Answer::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec()),
+            _ => Answer::Reply(200, results(batch, |_| json!("finally"))),
+        }
+    });
+    let server = bridged(&backend, "rpc", "", |b| {
+        b.timeout = Duration::from_millis(300);
+        b.deadline = Duration::from_millis(900);
+    });
+    let (mut ws, _) = connect(server.local_addr(), &token("jo"));
+    send_json(&mut ws, json!({"type": "rpc", "id": "a", "data": {"method": "m"}}));
+    let e = next_of(&mut ws, "error");
+    assert_eq!(
+        (e["data"]["code"].clone(), e["data"]["outcome"].clone()),
+        (json!("RPC_TIMEOUT"), json!("delivered"))
+    );
+    send_json(&mut ws, json!({"type": "rpc", "id": "b", "data": {"method": "m"}}));
+    let e = next_of(&mut ws, "error");
+    assert_eq!(
+        (e["data"]["code"].clone(), e["data"]["id"].clone()),
+        (json!("RPC_TIMEOUT"), json!("b"))
+    );
+    // Two broken responses in a row are retried; the third attempt answers.
+    send_json(&mut ws, json!({"type": "rpc", "id": "c", "data": {"method": "m"}}));
+    let r = next_of(&mut ws, "rpc.result");
+    assert_eq!(
+        (r["data"]["id"].clone(), r["data"]["result"].clone()),
+        (json!("c"), json!("finally"))
+    );
+    let m = server.handle().stats();
+    assert!(m.backend.bad_responses >= 3, "{:?}", m.backend);
+    assert!(m.backend.retried >= 2, "{:?}", m.backend);
+}

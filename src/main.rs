@@ -97,17 +97,37 @@ struct BackendArgs {
     /// Seconds an accepting answer is reused for the same headers and path (0: never).
     #[arg(long, env = "WS_AUTH_PROXY_CACHE", default_value = "0", value_parser = secs)]
     auth_proxy_cache: Duration,
+    /// Also ask the auth proxy before joins and/or subscribes: join, subscribe (comma-separated).
+    #[arg(long, env = "WS_AUTH_PROXY_CHECK", default_value = "")]
+    auth_proxy_check: String,
 }
 
 impl BackendArgs {
     fn auth_proxy(&self) -> Result<Option<AuthProxyConfig>, String> {
-        let Some(url) = &self.auth_proxy else { return Ok(None) };
+        let Some(url) = &self.auth_proxy else {
+            if !self.auth_proxy_check.trim().is_empty() {
+                return Err("--auth-proxy-check needs --auth-proxy".into());
+            }
+            return Ok(None);
+        };
         let mut a = AuthProxyConfig::from_url(url).map_err(|e| e.to_string())?;
         a.headers = (self.auth_proxy_headers.split(','))
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .collect();
         a.cache = self.auth_proxy_cache;
+        for c in self
+            .auth_proxy_check
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            match c {
+                "join" => a.check_joins = true,
+                "subscribe" => a.check_subscribes = true,
+                other => return Err(format!("--auth-proxy-check takes join and subscribe, not {other:?}")),
+            }
+        }
         Ok(Some(a))
     }
 

@@ -21,14 +21,30 @@ fn proxy() -> Backend {
         }
         let results: Vec<Value> = items
             .iter()
-            .map(|i| match i["headers"]["cookie"].as_str() {
-                Some("session=good") => json!({"message_id": i["message_id"], "result": {
-                    "user_id": "u-good", "name": "Good", "rooms": ["lobby"], "exp": now() + 3600}}),
-                _ => json!({"message_id": i["message_id"], "error": {"status": 401, "message": "bad session"}}),
+            .map(|i| match i["kind"].as_str() {
+                Some("may_join") => match i["room"].as_str() {
+                    Some(r) if r.starts_with("ok") => json!({"message_id": i["message_id"], "result": true}),
+                    _ => json!({"message_id": i["message_id"], "error": {"message": "members only"}}),
+                },
+                Some("may_subscribe") => {
+                    json!({"message_id": i["message_id"], "result": i["event"] == "system.notification"})
+                }
+                _ => auth_answer(i),
             })
             .collect();
         Answer::Reply(200, json!({ "results": results }).to_string())
     })
+}
+
+fn auth_answer(i: &Value) -> Value {
+    match i["headers"]["cookie"].as_str() {
+        Some("session=any") => json!({"message_id": i["message_id"], "result": {"user_id": "u-any", "rooms": ["*"]}}),
+        _ => match i["headers"]["cookie"].as_str() {
+            Some("session=good") => json!({"message_id": i["message_id"], "result": {
+                    "user_id": "u-good", "name": "Good", "rooms": ["lobby"], "exp": now() + 3600}}),
+            _ => json!({"message_id": i["message_id"], "error": {"status": 401, "message": "bad session"}}),
+        },
+    }
 }
 
 fn proxied(backend_url: &str, tune: impl FnOnce(&mut wsedge::Config)) -> wsedge::RunningServer {
@@ -131,4 +147,42 @@ fn accepting_answers_are_cached_for_the_configured_time() {
     // One question for the good session, and each refusal asked again (refusals are never
     // cached).
     assert_eq!(server.handle().stats().auth_proxy.requests, 3);
+}
+
+#[test]
+fn joins_and_subscribes_can_be_checked_with_the_backend() {
+    let backend = proxy();
+    let server = proxied(&backend.url(), |c| {
+        let a = c.auth_proxy.as_mut().unwrap();
+        (a.check_joins, a.check_subscribes) = (true, true);
+    });
+    let mut ws = upgrade_with_cookie(server.local_addr(), "session=any").expect("let in");
+    recv_json(&mut ws);
+    send_json(
+        &mut ws,
+        json!({"type": "join", "data": {"rooms": ["ok-1", "secret", "ok-1", 7]}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(ack["type"], "room.joined", "{ack}");
+    assert_eq!(ack["data"]["rooms"], json!(["ok-1", "ok-1"]));
+    let refused = ack["data"]["refused"].as_array().unwrap();
+    assert!(
+        refused.contains(&json!({"room": "secret", "reason": "members only"})),
+        "{ack}"
+    );
+    assert!(refused.iter().any(|r| r["room"] == 7), "{ack}");
+    assert_eq!(ack["data"]["memberships"], json!(["ok-1"]));
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"events": ["system.notification", "file.ready"]}}),
+    );
+    let ack = recv_json(&mut ws);
+    assert_eq!(ack["data"]["events"], json!(["system.notification"]), "{ack}");
+    assert_eq!(
+        ack["data"]["refused"],
+        json!([{"event": "file.ready", "reason": "refused by the backend"}])
+    );
+    // Leaving and unsubscribing are never checked.
+    send_json(&mut ws, json!({"type": "leave", "data": {"rooms": ["ok-1"]}}));
+    assert_eq!(recv_json(&mut ws)["data"]["rooms"], json!(["ok-1"]));
 }

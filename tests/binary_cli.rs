@@ -52,6 +52,7 @@ fn help_lists_flags_env_vars_and_defaults() {
         "--auth-proxy",
         "--auth-proxy-headers",
         "--auth-proxy-cache",
+        "--auth-proxy-check",
         "token",
         "echo",
     ] {
@@ -78,6 +79,8 @@ fn out_of_range_settings_are_refused_at_startup_with_a_clear_error() {
         &["--backend-url", "http://127.0.0.1:9/x", "--backend-stream", "k"],
         &["--backend-stream", "k", "--forward", "chat"],
         &["--auth-proxy", "ftp://127.0.0.1/auth"],
+        &["--auth-proxy-check", "join"],
+        &["--auth-proxy", "http://127.0.0.1:9/auth", "--auth-proxy-check", "publish"],
     ] {
         let out = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", "s"])

@@ -98,3 +98,43 @@ pub(super) fn membership_event(ctx: &mut Ctx<'_>, event: &str, names: &[&str]) {
     };
     ctx.backend_event(event, serde_json::json!({ field: names }));
 }
+
+/// Asks the backend (`--auth-proxy-check`) about each name of a `join` or `subscribe`
+/// (`kind`: `may_join`, `may_subscribe`), then runs `then` with the items it allowed (and those
+/// that are not names: the request's own checks refuse them) and the refused ones with reasons.
+pub(super) fn gate(
+    ctx: &mut Ctx<'_>,
+    kind: &str,
+    items: Vec<serde_json::Value>,
+    then: impl FnOnce(&mut Ctx<'_>, Vec<serde_json::Value>, Vec<(serde_json::Value, String)>) + Send + 'static,
+) {
+    let mut names: Vec<String> = Vec::new();
+    for name in items.iter().filter_map(serde_json::Value::as_str) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    let asked = names.clone();
+    ctx.check_permissions(kind, names, move |ctx, verdicts| {
+        let refusals: Vec<(&String, String)> = asked
+            .iter()
+            .zip(verdicts)
+            .filter_map(|(name, v)| v.err().map(|why| (name, why)))
+            .collect();
+        let mut kept = Vec::new();
+        let mut denied = Vec::new();
+        for item in items {
+            let refusal = item
+                .as_str()
+                .and_then(|s| refusals.iter().find(|(n, _)| n.as_str() == s));
+            match refusal {
+                Some((_, why)) if !denied.iter().any(|(d, _): &(serde_json::Value, String)| *d == item) => {
+                    denied.push((item, why.clone()))
+                }
+                Some(_) => {}
+                None => kept.push(item),
+            }
+        }
+        then(ctx, kept, denied);
+    });
+}

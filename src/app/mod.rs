@@ -150,6 +150,9 @@ struct SubscriptionAck<'a> {
     events: Vec<&'a str>,
     invalid_events: Vec<&'a serde_json::Value>,
     subscriptions: Vec<&'a str>,
+    /// Events the backend refused (`--auth-proxy-check subscribe`), with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refused: Vec<Value>,
 }
 
 /// The most of a `pingId` echoed back: a scalar of bounded size, never a structure the client
@@ -358,13 +361,16 @@ impl ProtocolApp {
     /// acknowledgement carries each room's exact position (`positions`); rooms named in
     /// `recover` get their missing messages right after it.
     fn join_recovering(
-        &self,
         ctx: &mut Ctx<'_>,
         rooms: Vec<serde_json::Value>,
         recover: std::collections::BTreeMap<String, RecoverFrom>,
+        denied: Vec<(Value, String)>,
     ) {
         let mut accepted: Vec<String> = Vec::new();
-        let mut refused = Vec::new();
+        let mut refused: Vec<Value> = denied
+            .into_iter()
+            .map(|(room, reason)| json!({"room": room, "reason": reason}))
+            .collect();
         let mut items = Vec::new();
         let mut named = Vec::new();
         let mut member_of = ctx.rooms();
@@ -422,11 +428,15 @@ impl ProtocolApp {
     /// the acknowledgement's `positions`), and those named in `recover` get the messages after
     /// the client's offset first (`recovered: true`) or nothing (`recovered: false`).
     fn subscribe_at_positions(
-        &self,
         ctx: &mut Ctx<'_>,
         events: Vec<serde_json::Value>,
         recover: std::collections::BTreeMap<String, RecoverFrom>,
+        denied: Vec<(Value, String)>,
     ) {
+        let refused: Vec<Value> = denied
+            .into_iter()
+            .map(|(event, reason)| json!({"event": event, "reason": reason}))
+            .collect();
         let mut valid: Vec<String> = Vec::new();
         let mut invalid = Vec::new();
         let mut items = Vec::new();
@@ -463,13 +473,16 @@ impl ProtocolApp {
                     .map(|(_, e)| e.as_str())
                     .collect();
                 let positions = positions_of(&valid, outcomes);
-                let ack = serde_json::json!({
+                let mut ack = serde_json::json!({
                     "action": "subscribe",
                     "events": valid,
                     "invalid_events": invalid,
                     "subscriptions": current,
                     "positions": positions,
                 });
+                if !refused.is_empty() {
+                    ack["refused"] = Value::Array(refused);
+                }
                 ctx.send_message("subscription.acknowledged", ack);
             },
         );
@@ -583,11 +596,33 @@ impl ProtocolApp {
                 return;
             }
         };
+        if action == "join" && ctx.permission_checks().0 {
+            return forward::gate(ctx, "may_join", rooms, move |ctx, kept, denied| {
+                Self::join_or_leave(ctx, "join", kept, recover, denied)
+            });
+        }
+        Self::join_or_leave(ctx, action, rooms, recover, Vec::new());
+    }
+
+    /// `join` / `leave` of `rooms` (those in `denied` were refused by the backend already).
+    fn join_or_leave(
+        ctx: &mut Ctx<'_>,
+        action: &str,
+        rooms: Vec<Value>,
+        recover: std::collections::BTreeMap<String, RecoverFrom>,
+        denied: Vec<(Value, String)>,
+    ) {
         if action == "join" && ctx.keeps_history() {
-            return self.join_recovering(ctx, rooms, recover);
+            return Self::join_recovering(ctx, rooms, recover, denied);
         }
         let mut accepted = Vec::new();
-        let mut refused = Vec::new();
+        let mut refused: Vec<Refused<'_>> = denied
+            .iter()
+            .map(|(room, reason)| Refused {
+                room,
+                reason: reason.clone(),
+            })
+            .collect();
         for room in &rooms {
             let Some(name) = room.as_str() else {
                 refused.push(Refused {
@@ -648,8 +683,24 @@ impl ProtocolApp {
                 return;
             }
         };
+        if action == "subscribe" && ctx.permission_checks().1 {
+            return forward::gate(ctx, "may_subscribe", events, move |ctx, kept, denied| {
+                Self::subscribe_or_not(ctx, "subscribe", kept, recover, denied)
+            });
+        }
+        Self::subscribe_or_not(ctx, action, events, recover, Vec::new());
+    }
+
+    /// `subscribe` / `unsubscribe` of `events` (those in `denied` refused by the backend).
+    fn subscribe_or_not(
+        ctx: &mut Ctx<'_>,
+        action: &str,
+        events: Vec<Value>,
+        recover: std::collections::BTreeMap<String, RecoverFrom>,
+        denied: Vec<(Value, String)>,
+    ) {
         if action == "subscribe" && ctx.keeps_history() {
-            return self.subscribe_at_positions(ctx, events, recover);
+            return Self::subscribe_at_positions(ctx, events, recover, denied);
         }
         let mut bits = ctx.subscriptions();
         let mut valid = Vec::new();
@@ -682,11 +733,16 @@ impl ProtocolApp {
             .filter(|(i, _)| bits & (1 << i) != 0)
             .map(|(_, e)| e.as_str())
             .collect();
+        let refused: Vec<Value> = denied
+            .into_iter()
+            .map(|(event, reason)| json!({"event": event, "reason": reason}))
+            .collect();
         let ack = SubscriptionAck {
             action,
             events: valid,
             invalid_events: invalid,
             subscriptions: current,
+            refused,
         };
         let mut buf = Vec::new();
         if let Err(e) = serde_json::to_writer(&mut buf, &ack) {

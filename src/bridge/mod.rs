@@ -72,6 +72,8 @@ pub(crate) struct Sender {
     pub(crate) rpc: bool,
     /// An authentication check of a handshake (`conn` is still in its upgrade).
     pub(crate) auth: bool,
+    /// With `auth`: a permission check of an open connection (a join or a subscribe).
+    pub(crate) check: bool,
 }
 
 /// Why an item has no answer.

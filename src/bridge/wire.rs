@@ -213,6 +213,19 @@ pub(crate) fn verdict_of(answer: Option<Outcome>) -> AuthVerdict {
     }
 }
 
+/// A permission check's answer: `true` allows; `false`, anything else, or an error refuses
+/// (with the error's `message`, if it has one).
+pub(crate) fn permission_of(outcome: Outcome) -> Result<(), String> {
+    match outcome {
+        Outcome::Result(v) if v.get() == "true" => Ok(()),
+        Outcome::Result(_) => Err("refused by the backend".into()),
+        Outcome::Error(e) => {
+            let r: AuthRefusal = serde_json::from_str(e.get()).unwrap_or_default();
+            Err(r.message.unwrap_or_else(|| "refused by the backend".into()))
+        }
+    }
+}
+
 /// Appends the batch body: `{"batch_id", "node_id", "items": [..]}`.
 pub(crate) fn write_batch<'a>(out: &mut Vec<u8>, batch_id: &str, node_id: &str, items: impl Iterator<Item = &'a [u8]>) {
     out.extend_from_slice(b"{\"batch_id\":\"");

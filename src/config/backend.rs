@@ -119,6 +119,10 @@ pub struct AuthProxyConfig {
     pub headers: Vec<String>,
     /// How long an accepted answer is reused for the same headers and path (0: never).
     pub cache: Duration,
+    /// Ask the proxy before a client joins a room (`may_join`) or subscribes to an event
+    /// (`may_subscribe`) too.
+    pub check_joins: bool,
+    pub check_subscribes: bool,
 }
 
 impl AuthProxyConfig {
@@ -127,6 +131,8 @@ impl AuthProxyConfig {
             backend: BackendConfig::from_url(url)?,
             headers: vec!["cookie".into(), "authorization".into()],
             cache: Duration::ZERO,
+            check_joins: false,
+            check_subscribes: false,
         })
     }
 }

@@ -54,6 +54,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 client_id: None,
                 rpc: true,
                 auth: true,
+                check: false,
             }),
             deadline: now + auth_wait(&self.core.rt.config),
             sent: false,

@@ -47,6 +47,10 @@ impl BridgeHost for BridgeCtx<'_> {
     }
 
     fn failed(&mut self, sender: &Sender, failure: Failure) {
+        if sender.check {
+            let refusal = Err("the permission check could not be made".to_string());
+            return self.core.check_answered(&sender.message_id, refusal);
+        }
         if sender.auth {
             let verdict = crate::bridge::wire::verdict_of(None);
             return self.core.auth_answers.push((sender.conn, verdict));
@@ -55,6 +59,11 @@ impl BridgeHost for BridgeCtx<'_> {
     }
 
     fn answered(&mut self, sender: &Sender, outcome: Outcome) {
+        if sender.check {
+            return self
+                .core
+                .check_answered(&sender.message_id, crate::bridge::wire::permission_of(outcome));
+        }
         if sender.auth {
             let verdict = crate::bridge::wire::verdict_of(Some(outcome));
             return self.core.auth_answers.push((sender.conn, verdict));
@@ -63,6 +72,10 @@ impl BridgeHost for BridgeCtx<'_> {
     }
 
     fn awaiting(&mut self, sender: &Sender, deadline: Instant) {
+        if sender.check {
+            let refusal = Err("the backend gave no answer".to_string());
+            return self.core.check_answered(&sender.message_id, refusal);
+        }
         if sender.auth {
             // An auth check needs its answer in the response.
             let refusal = Err((503, "the authentication backend gave no answer".to_string()));

@@ -471,6 +471,27 @@ impl Ctx<'_> {
         self.core.forward(self.idx, client_id, what)
     }
 
+    /// Whether joins and subscribes are checked with the auth proxy (`--auth-proxy-check`).
+    pub(crate) fn permission_checks(&self) -> (bool, bool) {
+        (self.core.rt.config.auth_proxy.as_ref()).map_or((false, false), |a| (a.check_joins, a.check_subscribes))
+    }
+
+    /// Asks the auth proxy whether this connection may `kind` (`may_join`, `may_subscribe`)
+    /// each of `names`; `finish` runs with the verdicts (allowed, or the refusal's reason).
+    pub(crate) fn check_permissions(
+        &mut self,
+        kind: &str,
+        names: Vec<String>,
+        finish: impl FnOnce(&mut Ctx<'_>, Vec<Result<(), String>>) + Send + 'static,
+    ) {
+        let finish: crate::reactor::core::CheckFinish =
+            Box::new(move |core, idx, verdicts| match core.downcast_mut::<Core>() {
+                Some(core) => finish(&mut Ctx { core, idx }, verdicts),
+                None => log::error!("a permission check finished on something other than a reactor core"),
+            });
+        self.core.check_permissions(self.idx, kind, names, finish);
+    }
+
     /// The lifecycle events the backend wants (`--backend-events`).
     pub(crate) fn lifecycle(&self) -> crate::config::LifecycleEvents {
         self.core.rt.config.backend_events

@@ -566,7 +566,13 @@ impl<H: ReactorHandler> Reactor<H> {
     /// Hands the bridge the items this turn made, then lets it send what waits.
     fn pump_bridge(&mut self) {
         if self.auth_bridge.is_some() {
-            self.with_bridge(true, |b, r| b.flush(r));
+            let checks = self.core.take_auth_outbox();
+            self.with_bridge(true, |b, r| {
+                for item in checks {
+                    b.push(r, item);
+                }
+                b.flush(r);
+            });
             self.finish_auths();
         }
         if self.bridge.is_none() {

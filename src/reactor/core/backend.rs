@@ -18,6 +18,7 @@ use crate::cluster::broker::{EngineError, EngineOp};
 use crate::config::BackendTarget;
 use crate::conn::Phase;
 use crate::protocol::{ErrorCode, Timestamp, write_envelope};
+use crate::reactor::core::state::rpc::{CheckFinish, CheckGroup};
 
 #[derive(Serialize)]
 struct BackendError<'a> {
@@ -91,6 +92,7 @@ impl Core {
             client_id: client_id.map(ToOwned::to_owned),
             rpc,
             auth: false,
+            check: false,
         };
         self.queue_item(Item {
             json,
@@ -205,6 +207,87 @@ impl Core {
         }
     }
 
+    /// Asks the auth proxy whether connection `idx` may `kind` (`may_join` a room,
+    /// `may_subscribe` to an event) each of `names`; `finish` runs with the verdicts once all
+    /// are in (at once, all allowed, without an auth proxy).
+    pub(crate) fn check_permissions(&mut self, idx: usize, kind: &str, names: Vec<String>, finish: CheckFinish) {
+        if self.rt.config.auth_proxy.is_none() || names.is_empty() {
+            let n = names.len();
+            return finish(self, idx, vec![Ok(()); n]);
+        }
+        let field = if kind == "may_join" { "room" } else { "event" };
+        let group = self.checks.next_group();
+        let deadline = self.clock.instant + self.rt.config.handshake_timeout * 3 / 4;
+        for (i, name) in names.iter().enumerate() {
+            let message_id = self.ids.uuid();
+            let (connection_id, user_id, email, name_claim, is_admin) = self.identity(idx);
+            let who = Identity {
+                connection_id,
+                user_id,
+                email,
+                name: name_claim,
+                is_admin,
+                node_id: &self.rt.config.node_id,
+            };
+            let json = wire::event_item(
+                kind,
+                message_id,
+                &who,
+                Timestamp::now(),
+                serde_json::json!({ field: name }),
+            );
+            let sender = Sender {
+                conn: self.token_of(idx),
+                message_id,
+                client_id: None,
+                rpc: true,
+                auth: true,
+                check: true,
+            };
+            self.checks.by_id.insert(message_id, (group, i));
+            self.auth_outbox.push(Item {
+                json,
+                sender: Some(sender),
+                deadline,
+                sent: false,
+            });
+        }
+        let g = CheckGroup {
+            conn: self.token_of(idx),
+            verdicts: vec![None; names.len()],
+            finish,
+        };
+        self.checks.groups.insert(group, g);
+    }
+
+    /// The auth proxy's verdict on permission check `message_id`; the request continues once
+    /// all of its checks have one.
+    pub(crate) fn check_answered(&mut self, message_id: &uuid::Uuid, verdict: Result<(), String>) {
+        let Some((group, i)) = self.checks.by_id.remove(message_id) else {
+            return;
+        };
+        let Some(g) = self.checks.groups.get_mut(&group) else {
+            return;
+        };
+        if let Some(v) = g.verdicts.get_mut(i) {
+            *v = Some(verdict);
+        }
+        if g.verdicts.iter().any(Option::is_none) {
+            return;
+        }
+        let Some(g) = self.checks.groups.remove(&group) else {
+            return;
+        };
+        let Some(idx) = self.live(g.conn) else { return };
+        let verdicts = g.verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect();
+        (g.finish)(self, idx, verdicts);
+    }
+
+    /// Items for the auth proxy made since the loop last asked.
+    pub(crate) fn take_auth_outbox(&mut self) -> Vec<Item> {
+        std::mem::take(&mut self.auth_outbox)
+    }
+
     /// The items made since the loop last asked.
     pub(crate) fn take_outbox(&mut self) -> Vec<Item> {
         std::mem::take(&mut self.outbox)
@@ -311,6 +394,7 @@ impl Core {
             client_id: w.client_id,
             rpc: true,
             auth: false,
+            check: false,
         };
         let outcome = match outcome {
             Ok(r) => Outcome::Result(r.clone()),

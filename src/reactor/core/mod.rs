@@ -28,6 +28,7 @@ pub(crate) use state::channels::RecoveryFinish;
 #[cfg(feature = "testing")]
 pub use state::channels::with_position;
 pub(crate) use state::fanout::Waiter;
+pub(crate) use state::rpc::CheckFinish;
 mod membership;
 mod output;
 
@@ -106,6 +107,9 @@ pub(crate) struct Core {
     rpcs: state::rpc::PendingRpcs,
     /// Items written to the backend's Redis stream, not yet confirmed (see `backend`).
     appends: state::rpc::Appends,
+    /// Permission checks waiting for the auth proxy, and the items asking them.
+    checks: state::rpc::Checks,
+    auth_outbox: Vec<crate::bridge::Item>,
     /// The auth proxy's verdicts on handshakes this turn, for the loop.
     pub auth_answers: Vec<(Token, crate::bridge::wire::AuthVerdict)>,
 }
@@ -163,6 +167,8 @@ impl Core {
             rpcs: Default::default(),
             appends: Default::default(),
             auth_answers: Vec::new(),
+            checks: Default::default(),
+            auth_outbox: Vec::new(),
         }
     }
 

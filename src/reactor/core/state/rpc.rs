@@ -76,3 +76,30 @@ impl PendingRpcs {
         out
     }
 }
+
+/// Runs once every permission check of a request has its verdict: with the connection's slot
+/// and, per name asked, allowed or the refusal's reason. The core is passed as `dyn Any` (see
+/// `RecoveryFinish`): the handler API that built the callback downcasts.
+pub(crate) type CheckFinish = Box<dyn FnOnce(&mut dyn std::any::Any, usize, Vec<Result<(), String>>) + Send>;
+
+/// A request's permission checks waiting for the auth proxy.
+pub(crate) struct CheckGroup {
+    pub(crate) conn: Token,
+    pub(crate) verdicts: Vec<Option<Result<(), String>>>,
+    pub(crate) finish: CheckFinish,
+}
+
+/// Permission checks in flight, by group and by the message id of each check.
+#[derive(Default)]
+pub(crate) struct Checks {
+    pub(crate) groups: HashMap<u64, CheckGroup>,
+    pub(crate) by_id: HashMap<uuid::Uuid, (u64, usize)>,
+    next: u64,
+}
+
+impl Checks {
+    pub(crate) fn next_group(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+}

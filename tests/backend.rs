@@ -27,16 +27,6 @@ fn bridged(
     start(c)
 }
 
-/// The next message that is not a pong or an acknowledgement of ours.
-fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let m = recv_json(ws);
-        if m["type"] == kind {
-            return m;
-        }
-    }
-}
-
 #[test]
 fn forwarded_messages_carry_identity_and_arrive_once() {
     let backend = Backend::accepting();

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::redis::reserve_port;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use wsedge::config::{AuthProxyConfig, BackendConfig, Forwarding, LifecycleEvents};
 
 struct Python(Child);
@@ -29,15 +29,6 @@ fn fastapi_installed() {
         ok,
         "this test needs FastAPI: `pip install fastapi uvicorn` (.ci/run does)"
     );
-}
-
-fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let m = recv_json(ws);
-        if m["type"] == kind {
-            return m;
-        }
-    }
 }
 
 #[test]

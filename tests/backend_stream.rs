@@ -121,16 +121,11 @@ fn rpcs_over_the_stream_are_answered_through_the_admin_route() {
         Some(body),
     );
     assert_eq!(status, 200, "{r}");
-    loop {
-        let m = recv_json(&mut ws);
-        if m["type"] == "rpc.result" {
-            assert_eq!(
-                (m["data"]["id"].clone(), m["data"]["result"].clone()),
-                (json!(9), json!(3))
-            );
-            break;
-        }
-    }
+    let m = next_of(&mut ws, "rpc.result");
+    assert_eq!(
+        (m["data"]["id"].clone(), m["data"]["result"].clone()),
+        (json!(9), json!(3))
+    );
 }
 
 #[test]
@@ -144,15 +139,10 @@ fn redis_down_is_reported_to_the_sender() {
         !h.cluster_metrics().unwrap().up.load(Ordering::Acquire)
     });
     send_json(&mut ws, json!({"type": "chat", "id": "lost", "data": {}}));
-    loop {
-        let m = recv_json(&mut ws);
-        if m["type"] == "error" {
-            assert_eq!(m["data"]["code"], "BACKEND_UNAVAILABLE");
-            assert_eq!(m["data"]["outcome"], "not_delivered");
-            assert_eq!(m["data"]["id"], "lost");
-            break;
-        }
-    }
+    let m = next_of(&mut ws, "error");
+    assert_eq!(m["data"]["code"], "BACKEND_UNAVAILABLE");
+    assert_eq!(m["data"]["outcome"], "not_delivered");
+    assert_eq!(m["data"]["id"], "lost");
 }
 
 #[test]
@@ -174,13 +164,8 @@ fn replies_and_sends_by_connection_id_reach_another_node() {
         Some(body),
     );
     assert_eq!(status, 200, "{r}");
-    loop {
-        let m = recv_json(&mut ws);
-        if m["type"] == "notice" {
-            assert_eq!(m["data"]["n"], 1);
-            break;
-        }
-    }
+    let m = next_of(&mut ws, "notice");
+    assert_eq!(m["data"]["n"], 1);
     // An rpc answered through the other node.
     send_json(&mut ws, json!({"type": "rpc", "id": "x", "data": {"method": "m"}}));
     let (_, rpc) = until(&redis, "w1", |v| v["kind"] == "rpc");
@@ -188,16 +173,11 @@ fn replies_and_sends_by_connection_id_reach_another_node() {
     let body = json!({"message_id": rpc["message_id"], "result": "from n2"});
     let (status, r) = http::json(n2.local_addr(), "POST", &route, Some(&admin), Some(body.clone()));
     assert_eq!(status, 200, "{r}");
-    loop {
-        let m = recv_json(&mut ws);
-        if m["type"] == "rpc.result" {
-            assert_eq!(
-                (m["data"]["id"].clone(), m["data"]["result"].clone()),
-                (json!("x"), json!("from n2"))
-            );
-            break;
-        }
-    }
+    let m = next_of(&mut ws, "rpc.result");
+    assert_eq!(
+        (m["data"]["id"].clone(), m["data"]["result"].clone()),
+        (json!("x"), json!("from n2"))
+    );
     // Answered: nothing waits any more, on any node.
     assert_eq!(
         http::json(n2.local_addr(), "POST", &route, Some(&admin), Some(body)).0,

@@ -80,7 +80,12 @@ fn out_of_range_settings_are_refused_at_startup_with_a_clear_error() {
         &["--backend-stream", "k", "--forward", "chat"],
         &["--auth-proxy", "ftp://127.0.0.1/auth"],
         &["--auth-proxy-check", "join"],
-        &["--auth-proxy", "http://127.0.0.1:9/auth", "--auth-proxy-check", "publish"],
+        &[
+            "--auth-proxy",
+            "http://127.0.0.1:9/auth",
+            "--auth-proxy-check",
+            "publish",
+        ],
     ] {
         let out = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", "s"])

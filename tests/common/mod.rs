@@ -90,6 +90,16 @@ pub fn recv_json(ws: &mut Ws) -> Value {
     }
 }
 
+/// The next text message of type `kind`, skipping others.
+pub fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let m = recv_json(ws);
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
 pub fn send_json(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).unwrap();
 }

@@ -44,17 +44,18 @@ struct RpcResult<'a> {
 
 impl Core {
     /// The identity of connection `idx` as items carry it.
-    fn identity(&self, idx: usize) -> (uuid::Uuid, Option<&str>, Option<&str>, Option<&str>, bool) {
+    fn identity(&self, idx: usize) -> Identity<'_> {
         let c = &self.conns[idx];
         let user = self.users.get(c.user);
         let extras = user.and_then(|u| u.extras.as_deref());
-        (
-            uuid::Uuid::from_bytes(self.conn_id(idx)),
-            user.map(|u| u.id.as_str()),
-            extras.and_then(|e| e.email.as_deref()),
-            extras.and_then(|e| e.name.as_deref()),
-            c.has(crate::conn::flags::ADMIN),
-        )
+        Identity {
+            connection_id: uuid::Uuid::from_bytes(self.conn_id(idx)),
+            user_id: user.map(|u| u.id.as_str()),
+            email: extras.and_then(|e| e.email.as_deref()),
+            name: extras.and_then(|e| e.name.as_deref()),
+            is_admin: c.has(crate::conn::flags::ADMIN),
+            node_id: &self.rt.config.node_id,
+        }
     }
 
     /// Queues a client message (or rpc) of connection `idx` for the backend; returns its
@@ -65,15 +66,7 @@ impl Core {
             return message_id;
         };
         let deadline = self.clock.instant + b.deadline;
-        let (connection_id, user_id, email, name, is_admin) = self.identity(idx);
-        let who = Identity {
-            connection_id,
-            user_id,
-            email,
-            name,
-            is_admin,
-            node_id: &self.rt.config.node_id,
-        };
+        let who = self.identity(idx);
         let (json, rpc, client_id) = match what {
             Forwarded::Message { kind, data } => (
                 wire::message_item(message_id, &who, Timestamp::now(), kind, client_id, data),
@@ -108,15 +101,7 @@ impl Core {
         let Some(b) = &self.rt.config.backend else { return };
         let deadline = self.clock.instant + b.deadline;
         let event_id = self.ids.uuid();
-        let (connection_id, user_id, email, name, is_admin) = self.identity(idx);
-        let who = Identity {
-            connection_id,
-            user_id,
-            email,
-            name,
-            is_admin,
-            node_id: &self.rt.config.node_id,
-        };
+        let who = self.identity(idx);
         let json = wire::event_item(event, event_id, &who, Timestamp::now(), fields);
         self.queue_item(Item {
             json,
@@ -220,15 +205,7 @@ impl Core {
         let deadline = self.clock.instant + self.rt.config.handshake_timeout * 3 / 4;
         for (i, name) in names.iter().enumerate() {
             let message_id = self.ids.uuid();
-            let (connection_id, user_id, email, name_claim, is_admin) = self.identity(idx);
-            let who = Identity {
-                connection_id,
-                user_id,
-                email,
-                name: name_claim,
-                is_admin,
-                node_id: &self.rt.config.node_id,
-            };
+            let who = self.identity(idx);
             let json = wire::event_item(
                 kind,
                 message_id,

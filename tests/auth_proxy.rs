@@ -102,6 +102,14 @@ fn the_backend_refuses_with_its_status() {
         other => panic!("expected a 401, got {other:?}"),
     }
     assert_eq!(server.handle().stats().refused_with(401), 1);
+    let (_, _, metrics) = http::request(server.local_addr(), "GET", "/metrics", Some(&admin_token("root")), None);
+    for series in [
+        "wsedge_auth_proxy_answered_total 1",
+        "wsedge_auth_proxy_requests_total 1",
+        "wsedge_auth_proxy_latency_seconds_count 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 }
 
 #[test]

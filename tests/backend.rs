@@ -64,6 +64,14 @@ fn forwarded_messages_carry_identity_and_arrive_once() {
     let m = server.handle().stats();
     assert_eq!(m.backend.forwarded, 2);
     assert_eq!(m.backend.failed, 0);
+    let (_, _, metrics) = http::request(server.local_addr(), "GET", "/metrics", Some(&admin_token("root")), None);
+    for series in [
+        "wsedge_backend_forwarded_total 2",
+        "wsedge_backend_failed_total 0",
+        "wsedge_backend_latency_seconds_count",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 }
 
 #[test]
@@ -448,4 +456,36 @@ fn bad_answers_are_bounded_counted_and_never_crash() {
     let m = server.handle().stats();
     assert!(m.backend.bad_responses >= 3, "{:?}", m.backend);
     assert!(m.backend.retried >= 2, "{:?}", m.backend);
+}
+
+#[test]
+fn an_answer_through_the_route_may_come_before_the_batch_response() {
+    let (go, wait) = std::sync::mpsc::channel();
+    let mut wait = Some(wait);
+    // The batch's response is held until the test has answered through the route; it then
+    // carries a result of its own (null), which must not answer the rpc a second time.
+    let backend = Backend::start(move |batch| match wait.take() {
+        Some(w) => Answer::After(w, Box::new(Answer::Reply(200, results(batch, |_| Value::Null)))),
+        None => Answer::Reply(200, results(batch, |_| Value::Null)),
+    });
+    let server = bridged(&backend, "rpc", "", |_| {});
+    let addr = server.local_addr();
+    let (mut ws, hello) = connect(addr, &token("lee"));
+    let conn = hello["data"]["connection_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"type": "rpc", "id": 1, "data": {"method": "fast"}}));
+    let mid = backend.item(|i| i["id"] == 1)["message_id"].clone();
+    let route = format!("/ws/connections/{conn}/rpc");
+    let body = json!({"message_id": mid, "result": "from the route"});
+    let (status, r) = http::json(addr, "POST", &route, Some(&admin_token("root")), Some(body));
+    assert_eq!(status, 200, "{r}");
+    go.send(()).unwrap();
+    let r = next_of(&mut ws, "rpc.result");
+    assert_eq!(r["data"]["result"], "from the route");
+    // A null result is a result: the next rpc gets it (and nothing more came for the first).
+    send_json(&mut ws, json!({"type": "rpc", "id": 2, "data": {"method": "void"}}));
+    let r = recv_json(&mut ws);
+    assert_eq!(
+        (r["type"].clone(), r["data"]["id"].clone(), r["data"]["result"].clone()),
+        (json!("rpc.result"), json!(2), Value::Null)
+    );
 }

@@ -351,6 +351,33 @@ pub(crate) fn render(h: &dyn AdminHost) -> String {
             &one(b.queue_depth),
         );
     }
+    if h.config().auth_proxy.is_some() {
+        let a = &s.auth_proxy;
+        for (name, help, v) in [
+            (
+                "auth_proxy_answered_total",
+                "Items the auth proxy answered (handshakes and permission checks).",
+                a.forwarded,
+            ),
+            (
+                "auth_proxy_failed_total",
+                "Items the auth proxy could not answer in time (refused).",
+                a.failed,
+            ),
+            (
+                "auth_proxy_requests_total",
+                "Batches sent to the auth proxy.",
+                a.requests,
+            ),
+            (
+                "auth_proxy_bad_responses_total",
+                "Auth proxy responses that could not be read.",
+                a.bad_responses,
+            ),
+        ] {
+            metric(name, "counter", help, &one(v));
+        }
+    }
     histogram(
         &mut out,
         "wsedge_message_latency_seconds",

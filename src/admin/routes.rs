@@ -371,12 +371,23 @@ fn rpc_reply(h: &dyn AdminHost, id: &str, b: serde_json::Map<String, Value>) -> 
         message_id,
         outcome,
     };
-    Ok(ask(reply, reactors, move |a| match total(&a) {
-        0 => Response::error(
-            404,
-            "no rpc with this message id is waiting on this connection (answered, timed out, or never sent)",
-        ),
-        _ => Response::success(json!({"delivered": true, "message_id": message_id.to_string()})),
+    Ok(ask(reply, reactors, move |a| {
+        let unanswered = a
+            .iter()
+            .any(|(_, x)| matches!(x, Answer::Lost | Answer::Unavailable | Answer::Unknown));
+        match total(&a) {
+            // A reactor or node that did not answer may hold the rpc: not a 404.
+            0 if unanswered => Response::json(
+                504,
+                &json!({"status": "error", "code": 504, "outcome": "unknown",
+                        "detail": "a reactor or node that may hold the connection did not answer"}),
+            ),
+            0 => Response::error(
+                404,
+                "no rpc with this message id is waiting on this connection (answered, timed out, or never sent)",
+            ),
+            _ => Response::success(json!({"delivered": true, "message_id": message_id.to_string()})),
+        }
     }))
 }
 

@@ -41,6 +41,10 @@ pub(crate) trait BridgeHost {
     fn awaiting(&mut self, sender: &Sender, deadline: Instant);
 }
 
+/// Most bytes of one response read before it is given up on (its head and body bounds, and
+/// framing overhead).
+const RESPONSE_CAP: usize = http::MAX_HEAD + 2 * http::MAX_BODY;
+
 /// Most bytes of items in one request.
 const BATCH_BYTES: usize = 1 << 20;
 /// Most bytes of items queued per reactor (with `BackendConfig::queue`, the memory bound).
@@ -133,8 +137,11 @@ pub(crate) struct Bridge {
     state: State,
     request: Vec<u8>,
     response: Vec<u8>,
-    /// When the request in flight was started (its timeout counts from there).
+    /// When the request in flight was started (for the latency histogram).
     started: Option<Instant>,
+    /// When the request in flight is given up: its timeout, or the earliest deadline of its
+    /// items if that comes first (an item is never held past its deadline by a slow request).
+    give_up_at: Option<Instant>,
     failures: u32,
     /// The last failure logged (a repeat is logged at debug level).
     problem: Option<String>,
@@ -169,6 +176,7 @@ impl Bridge {
             request: Vec::new(),
             response: Vec::new(),
             started: None,
+            give_up_at: None,
             failures: 0,
             problem: None,
             timer_at: None,
@@ -236,8 +244,11 @@ impl Bridge {
         http::write_request(&mut self.request, &self.host, &self.path, &batch_id, &body);
         self.response.clear();
         self.started = Some(now);
+        let first_deadline = self.in_flight.iter().map(|i| i.deadline).min();
+        let give_up = first_deadline.map_or(now + self.cfg.timeout, |d| d.min(now + self.cfg.timeout));
+        self.give_up_at = Some(give_up);
         self.m().requests.inc();
-        self.arm(h, now + self.cfg.timeout);
+        self.arm(h, give_up);
         if self.conn.is_none() {
             match mio::net::TcpStream::connect(self.addr) {
                 Ok(mut s) => {
@@ -312,7 +323,7 @@ impl Bridge {
                 }
                 Ok(n) => {
                     self.response.extend_from_slice(&buf[..n]);
-                    if self.response.len() > http::MAX_HEAD + http::MAX_BODY + 64 * 1024 {
+                    if self.response.len() > RESPONSE_CAP {
                         break;
                     }
                 }
@@ -322,8 +333,17 @@ impl Bridge {
             }
         }
         match http::parse_response(&self.response) {
-            Ok(Some(r)) => self.answered(h, r),
+            Ok(Some(mut r)) => {
+                // A connection the backend closed (or that it wrote more on than the one
+                // response) is not used again.
+                r.keep_alive &= !eof && self.response.len() <= RESPONSE_CAP;
+                self.answered(h, r)
+            }
             Ok(None) if eof => self.request_failed(h, "backend closed the connection mid-response".into(), true),
+            Ok(None) if self.response.len() > RESPONSE_CAP => {
+                self.m().bad_responses.inc();
+                self.request_failed(h, "backend response too large".into(), true);
+            }
             Ok(None) => {}
             Err(e) => {
                 self.m().bad_responses.inc();
@@ -334,6 +354,7 @@ impl Bridge {
 
     fn answered(&mut self, h: &mut dyn BridgeHost, r: http::Response) {
         let now = h.now();
+        self.give_up_at = None;
         if let Some(t) = self.started.take() {
             self.m().latency.observe(now.saturating_duration_since(t));
         }
@@ -390,17 +411,16 @@ impl Bridge {
         batch: Vec<Item>,
         results: Result<Vec<(String, wire::Outcome)>, &'static str>,
     ) {
-        let mut results = results.unwrap_or_default();
+        let mut results: std::collections::HashMap<String, wire::Outcome> =
+            results.unwrap_or_default().into_iter().collect();
         let mut matched = 0;
         for item in &batch {
             let Some(s) = item.sender.as_ref().filter(|s| s.rpc) else {
                 continue;
             };
-            let id = s.message_id.hyphenated().to_string();
-            match results.iter().position(|(m, _)| *m == id) {
-                Some(i) => {
+            match results.remove(&s.message_id.hyphenated().to_string()) {
+                Some(outcome) => {
                     matched += 1;
-                    let (_, outcome) = results.swap_remove(i);
                     h.answered(s, outcome);
                 }
                 None => h.awaiting(s, item.deadline),
@@ -421,6 +441,7 @@ impl Bridge {
     fn request_failed(&mut self, h: &mut dyn BridgeHost, why: String, sent: bool) {
         self.drop_conn(h);
         self.started = None;
+        self.give_up_at = None;
         if self.problem.as_deref() == Some(why.as_str()) {
             log::debug!("{}: {why}; retrying with backoff", self.name());
         } else {
@@ -506,19 +527,21 @@ impl Bridge {
     /// The bridge's timer fired: a request overdue, a backoff over, or deadlines to check.
     pub(crate) fn on_timer(&mut self, h: &mut dyn BridgeHost) {
         let now = h.now();
-        if self.timer_at.is_some_and(|t| t <= now) {
-            self.timer_at = None;
-        }
+        // Whatever was armed has fired (the wheel may fire a little early): what is still due
+        // is armed again below.
+        self.timer_at = None;
         match self.state {
-            State::Writing { .. } | State::Reading => {
-                let Some(t) = self.started else { return };
-                if now.saturating_duration_since(t) >= self.cfg.timeout {
+            State::Writing { .. } | State::Reading => match self.give_up_at {
+                Some(at) if now >= at => {
                     let sent = !matches!(self.state, State::Writing { written: 0 });
                     self.request_failed(h, format!("backend did not answer within {:?}", self.cfg.timeout), sent);
-                } else {
-                    self.arm(h, t + self.cfg.timeout);
                 }
-            }
+                Some(at) => self.arm(h, at),
+                None => {
+                    let sent = !matches!(self.state, State::Writing { written: 0 });
+                    self.request_failed(h, "backend request without a deadline".into(), sent);
+                }
+            },
             State::Backoff { until } if now >= until => {
                 self.state = State::Idle;
                 self.flush(h);

@@ -251,35 +251,31 @@ pub(crate) enum Outcome {
 }
 
 #[derive(Deserialize)]
-struct Results<'a> {
-    #[serde(default, borrow)]
-    results: Vec<Entry<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Entry<'a> {
-    message_id: std::borrow::Cow<'a, str>,
-    #[serde(default, borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    error: Option<&'a RawValue>,
+struct Results {
+    #[serde(default)]
+    results: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The results in a 2xx body, by message id. An empty body has none; a body that is not
-/// `{"results": [...]}` (with a `message_id` and a `result` or an `error` in each) is an error.
+/// `{"results": [...]}` (with a `message_id` and a `result` or an `error` in each, `null`
+/// being a result like any other) is an error.
 pub(crate) fn parse_results(body: &[u8]) -> Result<Vec<(String, Outcome)>, &'static str> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
-    let parsed: Results<'_> = serde_json::from_slice(body).map_err(|_| "the body is not {\"results\": [...]}")?;
+    let parsed: Results = serde_json::from_slice(body).map_err(|_| "the body is not {\"results\": [...]}")?;
     let mut out = Vec::with_capacity(parsed.results.len());
-    for e in parsed.results {
-        let outcome = match (e.result, e.error) {
-            (_, Some(err)) => Outcome::Error(err.to_owned()),
-            (Some(r), None) => Outcome::Result(r.to_owned()),
+    for mut e in parsed.results {
+        let Some(serde_json::Value::String(id)) = e.remove("message_id") else {
+            return Err("a result without a message_id");
+        };
+        let raw = |v: serde_json::Value| serde_json::value::to_raw_value(&v).map_err(|_| "a value that cannot be kept");
+        let outcome = match (e.remove("result"), e.remove("error")) {
+            (_, Some(err)) => Outcome::Error(raw(err)?),
+            (Some(r), None) => Outcome::Result(raw(r)?),
             (None, None) => return Err("a result has neither \"result\" nor \"error\""),
         };
-        out.push((e.message_id.into_owned(), outcome));
+        out.push((id, outcome));
     }
     Ok(out)
 }
@@ -338,6 +334,8 @@ mod tests {
         assert!(matches!(&r[1], (id, Outcome::Error(v)) if id == "b" && v.get() == r#""no""#));
         assert!(parse_results(b"[1]").is_err());
         assert!(parse_results(br#"{"results":[{"message_id":"a"}]}"#).is_err());
+        let null = parse_results(br#"{"results":[{"message_id":"a","result":null}]}"#).unwrap();
+        assert!(matches!(&null[0], (_, Outcome::Result(v)) if v.get() == "null"));
         assert!(parse_results(b"{\"results\":").is_err());
     }
 }

@@ -42,6 +42,8 @@ impl<H: ReactorHandler> Reactor<H> {
             }
             self.auth.cache.remove(&cache_key);
         }
+        // The handshake timeout counts from accept, so does the proxy's time to answer.
+        let accepted = self.core.clock.start + crate::runtime::TICK * self.core.conns[idx].mark;
         let message_id = self.core.ids.uuid();
         let peer = self.core.conns[idx].sock.peer_addr().map(|a| a.to_string());
         let node = &self.core.rt.config.node_id;
@@ -56,7 +58,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 auth: true,
                 check: false,
             }),
-            deadline: now + auth_wait(&self.core.rt.config),
+            deadline: accepted + auth_wait(&self.core.rt.config),
             sent: false,
         };
         let waiting = Authorizing {

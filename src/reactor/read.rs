@@ -55,6 +55,10 @@ impl<H: ReactorHandler> Reactor<H> {
                         self.on_bytes(idx, generation, &mut buf[..n]);
                     }
                     reads += 1;
+                    if self.core.conns.get(idx).is_some_and(|c| c.phase == Phase::Handshake) && self.is_admitting(idx) {
+                        // The upgrade now waits for a verdict: the rest stays in the socket.
+                        break;
+                    }
                     if self.core.conns.get(idx).is_some() && self.core.http_paused(idx) {
                         // Its answers are backed up: the rest waits in the socket.
                         break;

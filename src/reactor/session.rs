@@ -160,6 +160,11 @@ impl<H: ReactorHandler> Reactor<H> {
         leftover: Vec<u8>,
         asked: Option<(String, Vec<(String, String)>)>,
     ) {
+        if self.core.conns[idx].has(flags::COUNTED) {
+            // A second upgrade request on a connection whose first is being decided.
+            self.core.drop_conn(idx, 1002);
+            return;
+        }
         let rt = self.core.rt.clone();
         let allowed = &rt.config.allowed_origins;
         if let Some(origin) = &u.origin
@@ -349,7 +354,12 @@ impl<H: ReactorHandler> Reactor<H> {
     /// True while connection `idx` waits for the cluster's verdict (its bytes stay unread).
     pub(super) fn is_admitting(&self, idx: usize) -> bool {
         (!self.admitting_slots.is_empty() && self.admitting_slots.contains(&idx))
-            || (!self.auth.waiting.is_empty() && self.auth.waiting.contains_key(&idx))
+            || (!self.auth.waiting.is_empty()
+                && self.auth.waiting.get(&idx).is_some_and(|w| {
+                    // An entry of an earlier connection in this slot (it closed while the
+                    // proxy thought) holds nothing back.
+                    self.core.conns.get(idx).is_some_and(|c| c.generation == w.generation)
+                }))
     }
 
     /// Opens the sessions the cluster decided on this turn.

@@ -87,6 +87,17 @@ impl Core {
             auth: false,
             check: false,
         };
+        if rpc {
+            // Waiting from now: an answer through the admin route may come before the batch's
+            // (or the XADD's) reply is read.
+            if self.rpcs.len() >= b.queue {
+                self.metrics.backend.failed.inc();
+                self.rpcs.insert(message_id, self.waiting(&sender, deadline));
+                self.backend_failed(&sender, Failure::NotDelivered("too many rpcs waiting for the backend"));
+                return message_id;
+            }
+            self.rpcs.insert(message_id, self.waiting(&sender, deadline));
+        }
         self.queue_item(Item {
             json,
             sender: Some(sender),
@@ -94,6 +105,15 @@ impl Core {
             sent: false,
         });
         message_id
+    }
+
+    fn waiting(&self, s: &Sender, deadline: std::time::Instant) -> crate::reactor::core::state::rpc::Waiting {
+        crate::reactor::core::state::rpc::Waiting {
+            conn: s.conn,
+            client_id: s.client_id.clone(),
+            deadline,
+            delivered: false,
+        }
     }
 
     /// Queues lifecycle event `event` of connection `idx` (`fields`: its own fields).
@@ -281,6 +301,10 @@ impl Core {
 
     /// Tells the sender of an item that it failed.
     pub(crate) fn backend_failed(&mut self, s: &Sender, f: Failure) {
+        if s.rpc && self.rpcs.take(&s.message_id, s.conn).is_none() {
+            // Answered through the admin route already, or timed out.
+            return;
+        }
         let Some(idx) = self.sender_conn(s.conn) else { return };
         let (code, message, outcome, status) = match f {
             Failure::NotDelivered(why) => (ErrorCode::BackendUnavailable, why, Some("not_delivered"), None),
@@ -305,33 +329,10 @@ impl Core {
         self.send_envelope(idx, "error", data);
     }
 
-    /// The backend took rpc `s` and will answer through the admin route, until `deadline`.
-    pub(crate) fn backend_awaiting(&mut self, s: &Sender, deadline: std::time::Instant) {
-        if self.sender_conn(s.conn).is_none() {
-            return;
-        }
-        let cap = self.rt.config.backend.as_ref().map_or(0, |b| b.queue);
-        if self.rpcs.len() >= cap {
-            let data = BackendError {
-                code: ErrorCode::RpcTimeout,
-                message: "too many rpcs waiting for the backend's answer",
-                message_id: s.message_id.hyphenated().to_string(),
-                id: s.client_id.as_deref(),
-                outcome: Some("delivered"),
-                status: None,
-                error: None,
-            };
-            if let Some(idx) = self.sender_conn(s.conn) {
-                self.send_envelope(idx, "error", data);
-            }
-            return;
-        }
-        let w = crate::reactor::core::state::rpc::Waiting {
-            conn: s.conn,
-            client_id: s.client_id.clone(),
-            deadline,
-        };
-        self.rpcs.insert(s.message_id, w);
+    /// The backend took rpc `s` and will answer through the admin route (it has waited in
+    /// `rpcs` since it was queued; a timeout from now on says `delivered`).
+    pub(crate) fn backend_awaiting(&mut self, s: &Sender, _deadline: std::time::Instant) {
+        self.rpcs.mark_delivered(&s.message_id);
     }
 
     /// Rpcs past their deadline with no answer: their senders get `RPC_TIMEOUT`.
@@ -340,10 +341,14 @@ impl Core {
             let Some(idx) = self.sender_conn(w.conn) else { continue };
             let data = BackendError {
                 code: ErrorCode::RpcTimeout,
-                message: "the backend took the rpc and did not answer before the deadline",
+                message: if w.delivered {
+                    "the backend took the rpc and did not answer before the deadline"
+                } else {
+                    "no answer from the backend before the deadline"
+                },
                 message_id: message_id.hyphenated().to_string(),
                 id: w.client_id.as_deref(),
-                outcome: Some("delivered"),
+                outcome: Some(if w.delivered { "delivered" } else { "unknown" }),
                 status: None,
                 error: None,
             };
@@ -377,12 +382,21 @@ impl Core {
             Ok(r) => Outcome::Result(r.clone()),
             Err(e) => Outcome::Error(e.clone()),
         };
-        self.backend_answered(&s, outcome);
+        self.answer_rpc(&s, outcome);
         1
     }
 
-    /// Gives an rpc's sender the backend's answer.
+    /// The backend's answer to rpc `s` in a batch response: its sender gets it, unless the
+    /// admin route answered it first (or it timed out).
     pub(crate) fn backend_answered(&mut self, s: &Sender, outcome: Outcome) {
+        if self.rpcs.take(&s.message_id, s.conn).is_none() {
+            return;
+        }
+        self.answer_rpc(s, outcome);
+    }
+
+    /// Gives an rpc's sender the backend's answer.
+    fn answer_rpc(&mut self, s: &Sender, outcome: Outcome) {
         let Some(idx) = self.sender_conn(s.conn) else { return };
         match outcome {
             Outcome::Result(result) => {

@@ -16,6 +16,9 @@ pub(crate) struct Waiting {
     pub(crate) conn: Token,
     pub(crate) client_id: Option<Box<RawValue>>,
     pub(crate) deadline: Instant,
+    /// The backend took it (a 2xx, or Redis confirmed the XADD): a timeout says `delivered`,
+    /// not `unknown`.
+    pub(crate) delivered: bool,
 }
 
 /// Items handed to the engine as `XADD`s, by append id: who to tell how it went.
@@ -47,6 +50,12 @@ impl PendingRpcs {
     pub(crate) fn insert(&mut self, message_id: uuid::Uuid, w: Waiting) {
         self.next = Some(self.next.map_or(w.deadline, |n| n.min(w.deadline)));
         self.by_id.insert(message_id, w);
+    }
+
+    pub(crate) fn mark_delivered(&mut self, message_id: &uuid::Uuid) {
+        if let Some(w) = self.by_id.get_mut(message_id) {
+            w.delivered = true;
+        }
     }
 
     /// The rpc `message_id` of connection `conn`, taken out.

@@ -134,9 +134,11 @@ impl Timers {
     }
 }
 
-/// The first tick at or after `now_ms + after` (ticks of `TICK`, counted from the reactor's start).
+/// The first tick at or after `now_ms + after` (ticks of `TICK`, counted from the reactor's
+/// start). Both are whole milliseconds rounded down from the real instants, so a millisecond is
+/// added for each: a timer never fires before its time, even when the sum lands on a tick.
 fn app_timer_tick(now_ms: u64, after: Duration) -> u32 {
-    let due_ms = u128::from(now_ms) + after.as_millis();
+    let due_ms = u128::from(now_ms) + 1 + after.as_micros().div_ceil(1000);
     due_ms.div_ceil(TICK.as_millis()).min(u128::from(u32::MAX / 4)) as u32
 }
 
@@ -148,7 +150,9 @@ mod tests {
     fn app_timers_never_fire_before_their_time() {
         // Set 199 ms into the run for 100 ms: due at 299 ms, so tick 3 (300 ms), not tick 2.
         assert_eq!(app_timer_tick(199, Duration::from_millis(100)), 3);
-        assert_eq!(app_timer_tick(200, Duration::from_millis(100)), 3);
+        assert_eq!(app_timer_tick(198, Duration::from_millis(100)), 3);
+        // 200 ms into the run (really 200.x) plus 100 ms lands past tick 3.
+        assert_eq!(app_timer_tick(200, Duration::from_millis(100)), 4);
         assert_eq!(app_timer_tick(0, Duration::from_millis(1)), 1);
         for now_ms in [0u64, 1, 99, 100, 101, 12_345] {
             for after in [1u64, 50, 99, 100, 101, 2_500] {
@@ -165,7 +169,7 @@ mod tests {
         t.cancel_app(7);
         t.set_app(7, Duration::from_millis(100), false, 0, 0);
         let mut fired = Vec::new();
-        t.advance(1, &mut fired);
+        t.advance(2, &mut fired);
         for key in fired {
             assert!(matches!(t.sort(key), FiredKey::Listed));
         }

@@ -71,8 +71,20 @@ impl<H: ReactorHandler> Reactor<H> {
         self.with_bridge(true, |b, r| b.push(r, item));
     }
 
-    /// Lets in (or refuses) the handshakes the proxy answered this turn.
+    /// Lets in (or refuses) the handshakes the proxy answered this turn, and continues the
+    /// joins and subscribes whose checks it answered (a panic in one is contained, counted and
+    /// logged, like any handler callback's).
     pub(super) fn finish_auths(&mut self) {
+        for (message_id, verdict) in std::mem::take(&mut self.core.check_verdicts) {
+            let core = &mut self.core;
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                core.check_answered(&message_id, verdict)
+            }));
+            if ok.is_err() {
+                self.core.metrics.handler_panics.inc();
+                log::error!("reactor {}: a join or subscribe continuation panicked", self.core.id);
+            }
+        }
         for (token, verdict) in std::mem::take(&mut self.core.auth_answers) {
             let (idx, generation) = crate::runtime::split_token(token);
             if self.auth.waiting.get(&idx).is_none_or(|w| w.generation != generation) {

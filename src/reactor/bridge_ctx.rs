@@ -49,7 +49,7 @@ impl BridgeHost for BridgeCtx<'_> {
     fn failed(&mut self, sender: &Sender, failure: Failure) {
         if sender.check {
             let refusal = Err("the permission check could not be made".to_string());
-            return self.core.check_answered(&sender.message_id, refusal);
+            return self.core.check_verdicts.push((sender.message_id, refusal));
         }
         if sender.auth {
             let verdict = crate::bridge::wire::verdict_of(None);
@@ -74,7 +74,7 @@ impl BridgeHost for BridgeCtx<'_> {
     fn awaiting(&mut self, sender: &Sender, deadline: Instant) {
         if sender.check {
             let refusal = Err("the backend gave no answer".to_string());
-            return self.core.check_answered(&sender.message_id, refusal);
+            return self.core.check_verdicts.push((sender.message_id, refusal));
         }
         if sender.auth {
             // An auth check needs its answer in the response.

@@ -110,6 +110,9 @@ pub(crate) struct Core {
     /// Permission checks waiting for the auth proxy, and the items asking them.
     checks: state::rpc::Checks,
     auth_outbox: Vec<crate::bridge::Item>,
+    /// Permission-check verdicts from the bridge, applied by the loop outside the bridge's
+    /// callback (a request's continuation is the handler's code).
+    pub check_verdicts: Vec<(uuid::Uuid, Result<(), String>)>,
     /// The auth proxy's verdicts on handshakes this turn, for the loop.
     pub auth_answers: Vec<(Token, crate::bridge::wire::AuthVerdict)>,
 }
@@ -169,6 +172,7 @@ impl Core {
             auth_answers: Vec::new(),
             checks: Default::default(),
             auth_outbox: Vec::new(),
+            check_verdicts: Vec::new(),
         }
     }
 

@@ -352,6 +352,10 @@ struct ServeArgs {
     /// WebSocket path (`PATH` and `PATH/{token}`).
     #[arg(long, env = "WS_PATH", default_value = "/ws")]
     ws_path: String,
+    /// A path prefix the admin API (and /health, /ready, /metrics) also answers under, e.g.
+    /// /api/v1 for /api/v1/ws/stats.
+    #[arg(long, env = "WS_ADMIN_PREFIX")]
+    admin_prefix: Option<String>,
     /// HS256 secret. Without it (and without --jwt-public-key) the server runs in dev mode: a
     /// random secret for this run, and an admin token and a ready-to-use connect URL printed on
     /// stdout.
@@ -640,6 +644,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         max_rooms_per_user: a.max_rooms_per_user,
         subscribable_events: events,
         ws_path: Some(a.ws_path.clone()),
+        admin_prefix: a.admin_prefix.clone(),
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         reuse_port: a.reuse_port,

@@ -490,3 +490,27 @@ fn presence_and_room_members() {
     let (_, stats) = json(addr, "GET", "/ws/stats", Some(&admin()), None);
     assert_eq!(stats["data"]["server_info"]["node_id"], "edge-1");
 }
+
+#[test]
+fn an_admin_prefix_serves_the_admin_api_under_the_applications_path() {
+    let mut c = config();
+    c.admin_prefix = Some("/api/v1".into());
+    let server = start(c);
+    let addr = server.local_addr();
+    let admin = admin_token("root");
+    let (status, body) = http::json(addr, "GET", "/api/v1/ws/stats", Some(&admin), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http::json(addr, "GET", "/api/v1/ws/stats", None, None).0, 401);
+    assert_eq!(http::json(addr, "GET", "/api/v1/health", None, None).0, 200);
+    assert_eq!(http::json(addr, "GET", "/ws/stats", Some(&admin), None).0, 200);
+    assert_eq!(http::json(addr, "GET", "/api/v1x/ws/stats", Some(&admin), None).0, 404);
+    assert_eq!(http::json(addr, "GET", "/api/v2/ws/stats", Some(&admin), None).0, 404);
+    let body = json!({"type": "system.notification", "data": {"n": 1}});
+    assert_eq!(
+        http::json(addr, "POST", "/api/v1/ws/broadcast", Some(&admin), Some(body)).0,
+        200
+    );
+    let mut bad = config();
+    bad.admin_prefix = Some("api/".into());
+    assert!(wsedge::Server::start(bad, wsedge::app::ProtocolApp::default()).is_err());
+}

@@ -53,6 +53,7 @@ fn help_lists_flags_env_vars_and_defaults() {
         "--auth-proxy-headers",
         "--auth-proxy-cache",
         "--auth-proxy-check",
+        "--admin-prefix",
         "token",
         "echo",
     ] {
@@ -80,6 +81,7 @@ fn out_of_range_settings_are_refused_at_startup_with_a_clear_error() {
         &["--backend-stream", "k", "--forward", "chat"],
         &["--auth-proxy", "ftp://127.0.0.1/auth"],
         &["--auth-proxy-check", "join"],
+        &["--admin-prefix", "api/"],
         &[
             "--auth-proxy",
             "http://127.0.0.1:9/auth",

@@ -22,8 +22,18 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// The path the routes see: with `--admin-prefix P`, `P/ws/stats` is `/ws/stats` (and the
+/// unprefixed path still works).
+fn routed<'a>(h: &dyn AdminHost, path: &'a str) -> &'a str {
+    match h.config().admin_prefix.as_deref().and_then(|p| path.strip_prefix(p)) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
 pub(crate) fn route(h: &dyn AdminHost, req: &PlainRequest, body: &[u8]) -> Plan {
-    let segs = segments(&req.path);
+    let segs = segments(routed(h, &req.path));
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     let now = |r: Response| Plan::Now(r);
@@ -109,7 +119,7 @@ pub(crate) fn route(h: &dyn AdminHost, req: &PlainRequest, body: &[u8]) -> Plan 
 /// A refusal that does not need the body: an admin route without a valid admin token gets its
 /// 401/403 before a byte of the body is read.
 pub(crate) fn refuse_early(h: &dyn AdminHost, req: &PlainRequest) -> Option<Response> {
-    let segs = segments(&req.path);
+    let segs = segments(routed(h, &req.path));
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["ws", rest @ ..] if is_admin_route(rest) => authorize(h, req).err(),

@@ -24,6 +24,10 @@ pub enum ConfigError {
     BadEvent(String),
     #[error("ws_path must start with '/', got {0:?}")]
     WsPath(String),
+    #[error(
+        "admin_prefix must be a path like /api/v1 (2-128 characters of [A-Za-z0-9/._~-], starting with '/' and not ending with one), got {0:?}"
+    )]
+    AdminPrefix(String),
     #[error("node_id must be 1-64 characters from [A-Za-z0-9._-], got {0:?}")]
     NodeId(String),
     #[error("backend URL: {0}")]

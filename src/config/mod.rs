@@ -147,6 +147,9 @@ pub struct Config {
     pub subscribable_events: Vec<String>,
     /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
     pub ws_path: Option<String>,
+    /// A path prefix the admin API and the health, ready and metrics routes also answer under
+    /// (`/api/v1` serves `/api/v1/ws/stats` as `/ws/stats`). None: none.
+    pub admin_prefix: Option<String>,
     /// Browser origins allowed to open WebSockets (exact `scheme://host[:port]`); empty allows
     /// all. Requests without `Origin` (non-browser clients) are not affected. Default: empty.
     pub allowed_origins: Vec<String>,
@@ -246,6 +249,7 @@ impl Default for Config {
             max_rooms_per_user: 100,
             subscribable_events: DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect(),
             ws_path: Some("/ws".to_string()),
+            admin_prefix: None,
             allowed_origins: Vec::new(),
             admin_listen: None,
             reuse_port: false,
@@ -459,6 +463,16 @@ impl Config {
             && !p.starts_with('/')
         {
             return Err(ConfigError::WsPath(p.clone()));
+        }
+        if let Some(p) = &self.admin_prefix {
+            let ok = p.len() >= 2
+                && p.len() <= 128
+                && p.starts_with('/')
+                && !p.ends_with('/')
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-~".contains(&b));
+            if !ok {
+                return Err(ConfigError::AdminPrefix(p.clone()));
+            }
         }
         if let AuthMode::Jwt(jwt) = &self.auth {
             jwt.decoding_key().map(drop)?;

@@ -108,6 +108,10 @@ pub(crate) struct ReactorMetrics {
     pub history_bytes: Counter,
     /// Open WebSockets on this reactor (gauge).
     pub connections: Counter,
+    /// Users with at least one open connection here (gauge).
+    pub users: Counter,
+    /// Event subscriptions of the open connections here, one per connection and event (gauge).
+    pub subscriptions: Counter,
     /// TCP connections accepted.
     pub accepted: Counter,
     /// Upgrades completed and authenticated.
@@ -281,6 +285,10 @@ pub struct ClusterMetrics {
 pub struct Snapshot {
     pub connections: u64,
     pub connections_per_reactor: Vec<u64>,
+    /// Users with at least one open connection (on this node).
+    pub users: u64,
+    /// Event subscriptions of open connections (one per connection and event).
+    pub subscriptions: u64,
     pub accepted: u64,
     pub handshakes: u64,
     pub refused: Vec<(u16, u64)>,
@@ -326,6 +334,8 @@ impl Snapshot {
         Snapshot {
             connections: sum(&|r| r.connections.get()),
             connections_per_reactor: reactors.iter().map(|r| r.connections.get()).collect(),
+            users: sum(&|r| r.users.get()),
+            subscriptions: sum(&|r| r.subscriptions.get()),
             accepted: sum(&|r| r.accepted.get()),
             handshakes: sum(&|r| r.handshakes.get()),
             refused: REFUSAL_STATUSES

@@ -514,3 +514,40 @@ fn an_admin_prefix_serves_the_admin_api_under_the_applications_path() {
     bad.admin_prefix = Some("api/".into());
     assert!(wsedge::Server::start(bad, wsedge::app::ProtocolApp::default()).is_err());
 }
+
+#[test]
+fn health_has_counts_for_admins_and_the_admin_port() {
+    let mut c = config();
+    c.max_connections_per_user = 5;
+    let server = start(c);
+    let addr = server.local_addr();
+    let admin = admin_token("root");
+    let (mut a1, _) = connect(addr, &token("amy"));
+    let (a2, _) = connect(addr, &token("amy"));
+    let (b, _) = connect(addr, &token("bob"));
+    send_json(
+        &mut a1,
+        json!({"type": "subscribe", "data": {"events": ["file.ready", "review.updated"]}}),
+    );
+    next_of(&mut a1, "subscription.acknowledged");
+    let (status, h) = json(addr, "GET", "/health", Some(&admin), None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (h["connections"].clone(), h["users"].clone(), h["subscriptions"].clone()),
+        (json!(3), json!(2), json!(2)),
+        "{h}"
+    );
+    assert!(
+        h["uptime_seconds"].as_u64().is_some() && h["node_id"].is_string(),
+        "{h}"
+    );
+    // Without the admin token, the public port says only that it is alive.
+    assert_eq!(json(addr, "GET", "/health", None, None), (200, json!({"status": "ok"})));
+    let (_, stats) = json(addr, "GET", "/ws/stats", Some(&admin), None);
+    assert_eq!(stats["data"]["active_users"], 2, "{stats}");
+    drop((a1, a2, b));
+    wait_until("the counts come back to zero", || {
+        let (_, h) = json(addr, "GET", "/health", Some(&admin), None);
+        h["connections"] == 0 && h["users"] == 0 && h["subscriptions"] == 0
+    });
+}

@@ -39,7 +39,24 @@ pub(crate) fn route(h: &dyn AdminHost, req: &PlainRequest, body: &[u8]) -> Plan 
     let now = |r: Response| Plan::Now(r);
     match segs.as_slice() {
         ["health"] => now(only(m, &["GET", "HEAD"], || {
-            Response::json(200, &json!({"status": "ok"}))
+            // How many are connected is not for every client of the public port (as /metrics).
+            let counts = req.admin_port || h.config().public_metrics || authorize(h, req).is_ok();
+            if !counts {
+                return Response::json(200, &json!({"status": "ok"}));
+            }
+            let s = h.stats();
+            let unix = crate::runtime::unix_ms_now() / 1000;
+            Response::json(
+                200,
+                &json!({
+                    "status": "ok",
+                    "node_id": h.config().node_id,
+                    "connections": s.connections,
+                    "users": s.users,
+                    "subscriptions": s.subscriptions,
+                    "uptime_seconds": unix.saturating_sub(h.started_at()),
+                }),
+            )
         })),
         ["ready"] => now(only(m, &["GET", "HEAD"], || {
             if h.dead_reactors() > 0 {
@@ -603,6 +620,7 @@ fn stats_response(h: &dyn AdminHost, census: &Census) -> Response {
     Response::success(json!({
         "total_connections": census.connections,
         "unique_users": census.unique_users,
+        "active_users": census.unique_users,
         "connections_per_user": {
             "average": (average * 100.0).round() / 100.0,
             "max": census.max_connections_per_user,

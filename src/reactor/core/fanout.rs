@@ -41,6 +41,8 @@ impl Core {
 
     /// Moves `idx` in the subscriber index from the events in `old` to those in `new`.
     pub(super) fn index_subscriptions(&mut self, idx: usize, old: u64, new: u64) {
+        let s = &self.metrics.subscriptions;
+        s.set((s.get() + u64::from((new & !old).count_ones())).saturating_sub(u64::from((old & !new).count_ones())));
         let mut changed = old ^ new;
         while changed != 0 {
             let bit = changed.trailing_zeros() as usize;

@@ -281,6 +281,9 @@ impl Core {
             user.head = idx as u32;
         }
         user.count += 1;
+        if user.count == 1 {
+            self.metrics.users.add(1);
+        }
         if user.count == 1 && self.cluster.is_some() {
             let id = user.id.as_str().to_string();
             self.user_interest(&id, true);
@@ -324,6 +327,9 @@ impl Core {
         }
         user.count -= 1;
         let empty = user.count == 0;
+        if empty {
+            self.metrics.users.set(self.metrics.users.get().saturating_sub(1));
+        }
         if self.conns[idx].opened_at != 0 {
             // Remembered for `on_close`: the user entry may be gone by the time the socket is.
             self.embedder.departed_users.insert(idx, user.id.as_str().into());

@@ -335,6 +335,11 @@ pub struct ConnectionInfo {
     pub is_admin: bool,
     /// RFC 3339 UTC, like every other time the server reports.
     pub connected_at: String,
+    /// When the client last sent anything (RFC 3339).
+    pub last_activity: String,
+    /// When the server last checked the connection's liveness with a ping (before the first,
+    /// when it opened).
+    pub last_heartbeat: String,
     pub message_count: u64,
     pub subscriptions: Vec<String>,
     pub rooms: Vec<String>,

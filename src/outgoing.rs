@@ -84,7 +84,24 @@ impl Outgoing {
 
     /// `upload.progress` `{upload_id, progress, timestamp}` to the user.
     pub fn upload_progress(user_id: &str, upload_id: &str, progress: u64) -> Self {
-        let data = json!({"upload_id": upload_id, "progress": progress, "timestamp": now_text()});
+        Self::upload_progress_bytes(user_id, upload_id, progress, None, None)
+    }
+
+    /// `upload.progress` with `bytes_uploaded` and `total_bytes` (those given).
+    pub fn upload_progress_bytes(
+        user_id: &str,
+        upload_id: &str,
+        progress: u64,
+        bytes_uploaded: Option<u64>,
+        total_bytes: Option<u64>,
+    ) -> Self {
+        let mut data = json!({"upload_id": upload_id, "progress": progress, "timestamp": now_text()});
+        if let Some(n) = bytes_uploaded {
+            data["bytes_uploaded"] = n.into();
+        }
+        if let Some(n) = total_bytes {
+            data["total_bytes"] = n.into();
+        }
         Self::envelope(Target::User(user_id.into()), "upload.progress", data)
     }
 

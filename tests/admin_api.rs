@@ -85,6 +85,13 @@ fn connection_info_and_disconnects() {
     // RFC 3339 UTC, like every other time: 2026-11-29T20:00:00.000000Z.
     let at = body["data"]["connected_at"].as_str().expect("a string");
     assert!(at.len() == 27 && at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
+    for field in ["last_activity", "last_heartbeat"] {
+        let t = body["data"][field].as_str().expect("a string");
+        assert!(
+            t.len() == 27 && t.ends_with('Z') && t[..16] >= at[..16],
+            "{field} {t} vs {at}"
+        );
+    }
     assert!(body["data"]["rooms"].is_array() && body["data"]["queued_bytes"].is_number());
     assert_eq!(
         json(addr, "GET", "/ws/connections/not-a-uuid", Some(&admin()), None).0,
@@ -283,6 +290,17 @@ fn event_helper_endpoints() {
         (Some("upload.progress"), Some(45), Some("up1"))
     );
     assert!(m["data"]["timestamp"].is_string());
+    // The byte counts travel with it when given, and bad ones are refused.
+    let body =
+        json!({"user_id": "uploader", "upload_id": "up1", "progress": 50, "bytes_uploaded": 512, "total_bytes": 1024});
+    assert_eq!(post("/ws/helpers/upload-progress", body).0, 200);
+    let m = recv_json(&mut u);
+    assert_eq!(
+        (m["data"]["bytes_uploaded"].clone(), m["data"]["total_bytes"].clone()),
+        (json!(512), json!(1024))
+    );
+    let body = json!({"user_id": "uploader", "upload_id": "up1", "progress": 50, "total_bytes": -1});
+    assert_eq!(post("/ws/helpers/upload-progress", body).0, 400);
     post(
         "/ws/helpers/upload-completed",
         json!({"user_id": "uploader", "upload_id": "up1", "result": {"ok": true}}),

@@ -705,7 +705,23 @@ fn helper(h: &dyn AdminHost, name: &str, b: serde_json::Map<String, Value>) -> R
             .ok_or_else(|| Response::error(400, "'progress' must be an integer 0..=100"))
     };
     let o = match name {
-        "upload-progress" => Outgoing::upload_progress(field(&b, "user_id")?, field(&b, "upload_id")?, progress(&b)?),
+        "upload-progress" => {
+            // The byte counts, when given, travel with it (non-negative integers).
+            let bytes = |k: &str| match b.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| Response::error(400, &format!("'{k}' must be a non-negative integer"))),
+            };
+            Outgoing::upload_progress_bytes(
+                field(&b, "user_id")?,
+                field(&b, "upload_id")?,
+                progress(&b)?,
+                bytes("bytes_uploaded")?,
+                bytes("total_bytes")?,
+            )
+        }
         "upload-completed" => Outgoing::upload_completed(
             field(&b, "user_id")?,
             field(&b, "upload_id")?,

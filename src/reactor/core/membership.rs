@@ -355,6 +355,13 @@ impl Core {
         }
     }
 
+    /// Tick `tick` of this reactor's clock as an RFC 3339 time.
+    fn tick_time(&self, tick: u32) -> String {
+        let ago_ms = u64::from(self.clock.now.wrapping_sub(tick)) * crate::runtime::TICK.as_millis() as u64;
+        let ms = self.clock.unix_ms.saturating_sub(ago_ms);
+        crate::protocol::Timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    }
+
     pub fn connection_info(&self, idx: usize) -> crate::ask::ConnectionInfo {
         let c = &self.conns[idx];
         let user = (c.user != NONE).then(|| self.users.get(c.user)).flatten();
@@ -372,6 +379,8 @@ impl Core {
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(c.opened_at)),
             )
             .to_string(),
+            last_activity: self.tick_time(c.last_seen),
+            last_heartbeat: self.tick_time(c.mark),
             message_count: c.messages as u64,
             subscriptions: events
                 .iter()

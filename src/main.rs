@@ -352,6 +352,10 @@ struct ServeArgs {
     /// WebSocket path (`PATH` and `PATH/{token}`).
     #[arg(long, env = "WS_PATH", default_value = "/ws")]
     ws_path: String,
+    /// When a token's `exp` is enforced: close (the connection closes with 1008 when it passes)
+    /// or connect (checked at connect and token.refresh only).
+    #[arg(long, env = "WS_TOKEN_EXPIRY", default_value = "close", value_parser = ["close", "connect"])]
+    token_expiry: String,
     /// A path prefix the admin API (and /health, /ready, /metrics) also answers under, e.g.
     /// /api/v1 for /api/v1/ws/stats.
     #[arg(long, env = "WS_ADMIN_PREFIX")]
@@ -645,6 +649,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         subscribable_events: events,
         ws_path: Some(a.ws_path.clone()),
         admin_prefix: a.admin_prefix.clone(),
+        close_at_token_expiry: a.token_expiry == "close",
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         reuse_port: a.reuse_port,

@@ -54,6 +54,7 @@ fn help_lists_flags_env_vars_and_defaults() {
         "--auth-proxy-cache",
         "--auth-proxy-check",
         "--admin-prefix",
+        "--token-expiry",
         "token",
         "echo",
     ] {

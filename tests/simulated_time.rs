@@ -194,6 +194,22 @@ fn a_token_expiring_while_connected_closes_with_1008_at_its_exp() {
 }
 
 #[test]
+fn with_expiry_checked_at_connect_only_an_expiring_token_keeps_its_connection() {
+    let mut h = harness(wsedge::Config {
+        close_at_token_expiry: false,
+        ..config()
+    });
+    let exp = now() + 4;
+    let mut p = open(&mut h, 16, &sign(json!({"sub": "seedclient", "exp": exp})));
+    h.advance(Duration::from_secs(6));
+    p.absorb();
+    assert_eq!(p.close(), None, "still open past exp");
+    let ping = json!({"type": "ping", "data": {"pingId": 1}});
+    p.end.send(&frame(0x81, ping.to_string().as_bytes()));
+    settle(&mut h, &mut p, |p| p.texts().iter().any(|m| m["type"] == "pong"));
+}
+
+#[test]
 fn the_rate_window_refuses_the_extra_message_and_slides_on_the_virtual_clock() {
     let mut h = harness(wsedge::Config {
         rate_limit_messages: 3,

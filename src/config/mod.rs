@@ -147,6 +147,11 @@ pub struct Config {
     pub subscribable_events: Vec<String>,
     /// WebSocket path: `/ws`, `/ws/{token}`. `None` accepts any path (echo server).
     pub ws_path: Option<String>,
+    /// Close a connection with 1008 `token expired` when its token's `exp` passes (true, the
+    /// default), or check `exp` only at connect and `token.refresh` (false: `--token-expiry
+    /// connect`, what the seed systems' clients expect: a stolen token then keeps an open
+    /// connection alive until it closes).
+    pub close_at_token_expiry: bool,
     /// A path prefix the admin API and the health, ready and metrics routes also answer under
     /// (`/api/v1` serves `/api/v1/ws/stats` as `/ws/stats`). None: none.
     pub admin_prefix: Option<String>,
@@ -250,6 +255,7 @@ impl Default for Config {
             subscribable_events: DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect(),
             ws_path: Some("/ws".to_string()),
             admin_prefix: None,
+            close_at_token_expiry: true,
             allowed_origins: Vec::new(),
             admin_listen: None,
             reuse_port: false,

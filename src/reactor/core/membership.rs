@@ -259,9 +259,12 @@ impl Core {
     /// Records a verified token's profile and room claims on its user.
     pub fn record_claims(&mut self, u: u32, claims: &crate::auth::Claims) {
         let Some(user) = self.users.get_mut(u) else { return };
-        let exp = claims
-            .expires_at
-            .map_or(NO_EXPIRY, |e| e.min(u32::MAX as u64 - 1) as u32);
+        let exp = match claims.expires_at {
+            // Checked at connect only (--token-expiry connect): nothing closes it later.
+            _ if !self.rt.config.close_at_token_expiry => NO_EXPIRY,
+            Some(e) => e.min(u32::MAX as u64 - 1) as u32,
+            None => NO_EXPIRY,
+        };
         user.expires_at = user.expires_at.max(exp);
         if claims.email.is_none() && claims.name.is_none() && claims.rooms.is_none() && user.extras.is_none() {
             return;

@@ -356,6 +356,10 @@ struct ServeArgs {
     /// or connect (checked at connect and token.refresh only).
     #[arg(long, env = "WS_TOKEN_EXPIRY", default_value = "close", value_parser = ["close", "connect"])]
     token_expiry: String,
+    /// With each heartbeat ping, also send {"type": "ping"} as a text message (for clients that
+    /// answer {"type": "pong"}): off or on.
+    #[arg(long, env = "WS_JSON_HEARTBEAT", default_value = "off", value_parser = on_off, action = clap::ArgAction::Set)]
+    json_heartbeat: bool,
     /// A path prefix the admin API (and /health, /ready, /metrics) also answers under, e.g.
     /// /api/v1 for /api/v1/ws/stats.
     #[arg(long, env = "WS_ADMIN_PREFIX")]
@@ -650,6 +654,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         ws_path: Some(a.ws_path.clone()),
         admin_prefix: a.admin_prefix.clone(),
         close_at_token_expiry: a.token_expiry == "close",
+        json_heartbeat: a.json_heartbeat,
         allowed_origins: a.allowed_origins.clone(),
         admin_listen: a.admin_listen,
         reuse_port: a.reuse_port,

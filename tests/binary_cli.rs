@@ -55,6 +55,7 @@ fn help_lists_flags_env_vars_and_defaults() {
         "--auth-proxy-check",
         "--admin-prefix",
         "--token-expiry",
+        "--json-heartbeat",
         "token",
         "echo",
     ] {

@@ -210,6 +210,31 @@ fn with_expiry_checked_at_connect_only_an_expiring_token_keeps_its_connection() 
 }
 
 #[test]
+fn a_json_heartbeat_is_sent_with_the_ping_and_a_json_pong_keeps_the_connection() {
+    let mut h = harness(wsedge::Config {
+        heartbeat_interval: Duration::from_secs(10),
+        connection_timeout: Duration::from_secs(25),
+        json_heartbeat: true,
+        ..config()
+    });
+    let mut p = open(&mut h, 17, &token("seedclient"));
+    h.advance(Duration::from_millis(10_200));
+    p.absorb();
+    assert!(
+        p.texts().iter().any(|m| *m == json!({"type": "ping", "data": {}})),
+        "{:?}",
+        p.texts()
+    );
+    // The client answers with a JSON pong at 20 s: alive past the 25 s timeout, no error.
+    h.advance(Duration::from_millis(9_800));
+    p.end.send(&frame(0x81, br#"{"type":"pong"}"#));
+    h.advance(Duration::from_millis(6_000));
+    p.absorb();
+    assert_eq!(p.close(), None, "open at 26 s");
+    assert!(!p.texts().iter().any(|m| m["type"] == "error"), "{:?}", p.texts());
+}
+
+#[test]
 fn the_rate_window_refuses_the_extra_message_and_slides_on_the_virtual_clock() {
     let mut h = harness(wsedge::Config {
         rate_limit_messages: 3,

@@ -274,8 +274,9 @@ impl Handler for ProtocolApp {
                     ctx.send_error(ErrorCode::InvalidMessageFormat, "ping data must be an object");
                 }
             },
-            // Any message refreshes liveness; heartbeat exists for exactly that.
-            "heartbeat" => {}
+            // Any message refreshes liveness; heartbeat exists for exactly that, and pong is the
+            // answer of clients to the JSON-level ping (--json-heartbeat).
+            "heartbeat" | "pong" => {}
             "subscribe" | "unsubscribe" => self.subscription(ctx, &msg.kind, msg.data),
             "token.refresh" => match data_as::<TokenData>(msg.data) {
                 Ok(TokenData {

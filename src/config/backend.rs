@@ -145,8 +145,9 @@ pub struct Forwarding {
 
 /// Types the server answers itself, which cannot be forwarded (`upload.cancel` can: it is
 /// then checked, counted and forwarded instead of handed to the application's hooks).
-pub const BUILT_IN_TYPES: [&str; 8] = [
+pub const BUILT_IN_TYPES: [&str; 9] = [
     "ping",
+    "pong",
     "heartbeat",
     "subscribe",
     "unsubscribe",

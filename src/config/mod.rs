@@ -152,6 +152,9 @@ pub struct Config {
     /// connect`, what the seed systems' clients expect: a stolen token then keeps an open
     /// connection alive until it closes).
     pub close_at_token_expiry: bool,
+    /// With each heartbeat's WebSocket ping, also send `{"type": "ping", "data": {}}` as a text
+    /// message (`--json-heartbeat on`), for clients that only see messages. Default off.
+    pub json_heartbeat: bool,
     /// A path prefix the admin API and the health, ready and metrics routes also answer under
     /// (`/api/v1` serves `/api/v1/ws/stats` as `/ws/stats`). None: none.
     pub admin_prefix: Option<String>,
@@ -256,6 +259,7 @@ impl Default for Config {
             ws_path: Some("/ws".to_string()),
             admin_prefix: None,
             close_at_token_expiry: true,
+            json_heartbeat: false,
             allowed_origins: Vec::new(),
             admin_listen: None,
             reuse_port: false,

@@ -15,6 +15,10 @@ use crate::conn::Phase;
 use crate::reactor::users::NO_EXPIRY;
 use crate::runtime::{TICK, conn_token};
 
+/// The JSON-level heartbeat (`--json-heartbeat`): the seed systems' clients answer it with
+/// `{"type": "pong"}`, which (like any message) counts as liveness.
+const JSON_PING: &[u8] = br#"{"type":"ping","data":{}}"#;
+
 impl Core {
     /// Starts a turn at `now`, Unix time `unix_ms` (the caller's clock: real or virtual).
     pub fn update_clock(&mut self, now: Instant, unix_ms: u64) {
@@ -100,6 +104,16 @@ impl Core {
                         // No ping since the last activity: send one.
                         self.conns[idx].mark = now;
                         self.queue_urgent(idx, &crate::ws::PING_FRAME);
+                        if self.rt.config.json_heartbeat {
+                            // Clients that watch for a JSON ping (and answer {"type": "pong"}).
+                            self.queue_frame(
+                                idx,
+                                tungstenite::protocol::frame::coding::OpCode::Data(
+                                    tungstenite::protocol::frame::coding::Data::Text,
+                                ),
+                                JSON_PING,
+                            );
+                        }
                     }
                     last_seen + self.clock.ticks.timeout
                 } else {

@@ -45,7 +45,7 @@ pub(crate) fn route(h: &dyn AdminHost, req: &PlainRequest, body: &[u8]) -> Plan 
                 return Response::json(200, &json!({"status": "ok"}));
             }
             let s = h.stats();
-            let unix = crate::runtime::unix_ms_now() / 1000;
+            let unix = crate::protocol::Timestamp::now().unix_secs_f64() as u64;
             Response::json(
                 200,
                 &json!({

@@ -230,6 +230,19 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, &'static st
     })
 }
 
+/// After a `subscribe` acknowledgement that left events out (unknown ones, or refused by the
+/// backend): the `SUBSCRIPTION_FAILED` error's message naming them.
+pub(crate) fn subscription_failure(ack: &serde_json::Value) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    for v in ack["invalid_events"].as_array().into_iter().flatten() {
+        names.push(v.to_string());
+    }
+    for r in ack["refused"].as_array().into_iter().flatten() {
+        names.push(r["event"].to_string());
+    }
+    (!names.is_empty()).then(|| format!("Invalid subscription events: {}", names.join(", ")))
+}
+
 /// Deserializes `data` as `T`, treating a missing `data` as `{}`.
 pub fn data_as<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<T, serde_json::Error> {
     serde_json::from_str(data.map_or("{}", |d| d.get()))

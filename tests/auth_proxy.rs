@@ -190,6 +190,7 @@ fn joins_and_subscribes_can_be_checked_with_the_backend() {
         ack["data"]["refused"],
         json!([{"event": "file.ready", "reason": "refused by the backend"}])
     );
+    assert_eq!(recv_json(&mut ws)["data"]["code"], "SUBSCRIPTION_FAILED");
     // Leaving and unsubscribing are never checked.
     send_json(&mut ws, json!({"type": "leave", "data": {"rooms": ["ok-1"]}}));
     assert_eq!(recv_json(&mut ws)["data"]["rooms"], json!(["ok-1"]));

@@ -46,6 +46,13 @@ fn subscribe_and_unsubscribe_are_acknowledged() {
     assert_eq!(ack["data"]["events"], json!(["upload.progress", "file.ready"]));
     assert_eq!(ack["data"]["invalid_events"], json!(["bogus.event", 42]));
     assert_eq!(ack["data"]["action"], "subscribe");
+    // Then the failure itself, as an error naming what was left out.
+    let err = recv_json(&mut ws);
+    assert_eq!(err["data"]["code"], "SUBSCRIPTION_FAILED");
+    assert_eq!(
+        err["data"]["message"],
+        r#"Invalid subscription events: "bogus.event", 42"#
+    );
     send_json(
         &mut ws,
         json!({"type": "unsubscribe", "data": {"events": ["upload.progress"]}}),

@@ -484,7 +484,11 @@ impl ProtocolApp {
                 if !refused.is_empty() {
                     ack["refused"] = Value::Array(refused);
                 }
+                let failed = crate::protocol::subscription_failure(&ack);
                 ctx.send_message("subscription.acknowledged", ack);
+                if let Some(why) = failed {
+                    ctx.send_error(ErrorCode::SubscriptionFailed, &why);
+                }
             },
         );
         ctx.subscribe_with_positions(items, finish);
@@ -754,7 +758,14 @@ impl ProtocolApp {
             Ok(r) => r,
             Err(_) => return,
         };
+        let failed = (action == "subscribe")
+            .then(|| serde_json::from_str::<Value>(raw.get()).ok())
+            .flatten()
+            .and_then(|ack| crate::protocol::subscription_failure(&ack));
         ctx.send_message("subscription.acknowledged", raw);
+        if let Some(why) = failed {
+            ctx.send_error(ErrorCode::SubscriptionFailed, &why);
+        }
     }
 }
 

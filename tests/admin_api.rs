@@ -569,3 +569,40 @@ fn health_has_counts_for_admins_and_the_admin_port() {
         h["connections"] == 0 && h["users"] == 0 && h["subscriptions"] == 0
     });
 }
+
+#[test]
+fn a_users_view_adds_up_its_connections() {
+    let mut c = config();
+    c.max_connections_per_user = 5;
+    let server = start(c);
+    let addr = server.local_addr();
+    let admin = admin_token("root");
+    let t = sign(json!({"sub": "vic", "exp": now() + 600, "rooms": ["r1"]}));
+    let (mut a, _) = connect(addr, &t);
+    let (mut b, _) = connect(addr, &t);
+    send_json(&mut a, json!({"type": "subscribe", "data": {"events": ["file.ready"]}}));
+    next_of(&mut a, "subscription.acknowledged");
+    send_json(&mut b, json!({"type": "join", "data": {"rooms": ["r1"]}}));
+    next_of(&mut b, "room.joined");
+    let (status, v) = json(addr, "GET", "/ws/users/vic", Some(&admin), None);
+    assert_eq!(status, 200, "{v}");
+    let d = &v["data"];
+    assert_eq!(
+        (d["online"].clone(), d["connection_count"].clone()),
+        (json!(true), json!(2)),
+        "{v}"
+    );
+    assert_eq!(
+        (d["rooms"].clone(), d["subscriptions"].clone()),
+        (json!(["r1"]), json!(["file.ready"]))
+    );
+    assert_eq!(d["message_count"], 2);
+    assert_eq!(d["connections"].as_array().unwrap().len(), 2);
+    assert!(d["last_activity"].is_string());
+    let (_, v) = json(addr, "GET", "/ws/users/nobody", Some(&admin), None);
+    assert_eq!(
+        (v["data"]["online"].clone(), v["data"]["connection_count"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(json(addr, "GET", "/ws/users/vic", None, None).0, 401);
+}

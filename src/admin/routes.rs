@@ -257,6 +257,7 @@ fn admin(h: &dyn AdminHost, m: &str, rest: &[&str], query: Option<&str>, key: Op
             _ => now(not_allowed(&["GET", "DELETE"])),
         },
         ["users", user] => match m {
+            "GET" => Ok(user_view(h, user)),
             "DELETE" => {
                 let user = user.to_string();
                 let target = Target::User(user.as_str().into());
@@ -271,7 +272,7 @@ fn admin(h: &dyn AdminHost, m: &str, rest: &[&str], query: Option<&str>, key: Op
                     n => Response::success(json!({"user_id": user, "disconnected": n})),
                 }))
             }
-            _ => now(not_allowed(&["DELETE"])),
+            _ => now(not_allowed(&["GET", "DELETE"])),
         },
         ["users", user, "presence"] => match m {
             "GET" => Ok(presence(h, user)),
@@ -537,6 +538,43 @@ fn presence(h: &dyn AdminHost, user: &str) -> Plan {
             "user_id": user_id,
             "online": !connections.is_empty(),
             "connections": connections,
+        }))
+    })
+}
+
+/// `GET /ws/users/{user_id}`: one user's view over every node: its connections (full info),
+/// and what they add up to.
+fn user_view(h: &dyn AdminHost, user: &str) -> Plan {
+    let user_id = user.to_string();
+    Plan::later(h.topology().page_asks(Some(user), None, 1000), move |answers| {
+        let conns: Vec<crate::ask::ConnectionInfo> = answers
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, a)| match a {
+                Answer::Page(p) => Some(p),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut rooms: Vec<&str> = conns.iter().flat_map(|c| c.rooms.iter().map(String::as_str)).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let mut subscriptions: Vec<&str> = conns
+            .iter()
+            .flat_map(|c| c.subscriptions.iter().map(String::as_str))
+            .collect();
+        subscriptions.sort_unstable();
+        subscriptions.dedup();
+        let last_activity = conns.iter().map(|c| c.last_activity.as_str()).max();
+        Response::success(json!({
+            "user_id": user_id,
+            "online": !conns.is_empty(),
+            "connection_count": conns.len(),
+            "message_count": conns.iter().map(|c| c.message_count).sum::<u64>(),
+            "last_activity": last_activity,
+            "rooms": rooms,
+            "subscriptions": subscriptions,
+            "connections": conns,
         }))
     })
 }

@@ -524,14 +524,7 @@ fn history(h: &dyn AdminHost, m: &str, channel: &str, query: Option<&str>) -> Pl
 fn presence(h: &dyn AdminHost, user: &str) -> Plan {
     let user_id = user.to_string();
     Plan::later(h.topology().page_asks(Some(user), None, 1000), move |answers| {
-        let connections: Vec<Value> = answers
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, a)| match a {
-                Answer::Page(p) => Some(p),
-                _ => None,
-            })
-            .flatten()
+        let connections: Vec<Value> = pages(answers)
             .map(|c| json!({"connection_id": c.connection_id, "node_id": c.node_id, "connected_at": c.connected_at}))
             .collect();
         Response::success(json!({
@@ -542,20 +535,24 @@ fn presence(h: &dyn AdminHost, user: &str) -> Plan {
     })
 }
 
+/// The connections listed in the answers of page asks.
+fn pages(answers: super::plan::Answers) -> impl Iterator<Item = crate::ask::ConnectionInfo> {
+    answers
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, a)| match a {
+            Answer::Page(p) => Some(p),
+            _ => None,
+        })
+        .flatten()
+}
+
 /// `GET /ws/users/{user_id}`: one user's view over every node: its connections (full info),
 /// and what they add up to.
 fn user_view(h: &dyn AdminHost, user: &str) -> Plan {
     let user_id = user.to_string();
     Plan::later(h.topology().page_asks(Some(user), None, 1000), move |answers| {
-        let conns: Vec<crate::ask::ConnectionInfo> = answers
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, a)| match a {
-                Answer::Page(p) => Some(p),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let conns: Vec<crate::ask::ConnectionInfo> = pages(answers).collect();
         let mut rooms: Vec<&str> = conns.iter().flat_map(|c| c.rooms.iter().map(String::as_str)).collect();
         rooms.sort_unstable();
         rooms.dedup();

@@ -37,8 +37,8 @@ pub(crate) trait BridgeHost {
     /// The backend answered rpc `sender`.
     fn answered(&mut self, sender: &Sender, outcome: wire::Outcome);
     /// The backend took rpc `sender` without answering it yet: its answer may come through
-    /// the admin route until `deadline`.
-    fn awaiting(&mut self, sender: &Sender, deadline: Instant);
+    /// the admin route until its deadline.
+    fn awaiting(&mut self, sender: &Sender);
 }
 
 /// Most bytes of one response read before it is given up on (its head and body bounds, and
@@ -423,7 +423,7 @@ impl Bridge {
                     matched += 1;
                     h.answered(s, outcome);
                 }
-                None => h.awaiting(s, item.deadline),
+                None => h.awaiting(s),
             }
         }
         if !results.is_empty() {

@@ -520,6 +520,13 @@ impl Config {
         Ok(())
     }
 
+    /// How long the auth proxy has to answer (a handshake, a join or subscribe check): three
+    /// quarters of the handshake timeout, so that a proxy that cannot answer in time gets the
+    /// client a 503 before the handshake timeout's 408.
+    pub fn auth_proxy_wait(&self) -> Duration {
+        self.handshake_timeout * 3 / 4
+    }
+
     /// True if channels keep history (both a size and a TTL).
     pub fn history_enabled(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()

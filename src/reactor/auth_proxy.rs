@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use mio::Token;
 
 use super::Reactor;
-use super::auth_state::{Authorizing, CACHE_MAX, auth_wait};
+use super::auth_state::{Authorizing, CACHE_MAX};
 use super::embed::ReactorHandler;
 use crate::bridge::wire::AuthVerdict;
 use crate::bridge::{Item, Sender};
@@ -58,7 +58,7 @@ impl<H: ReactorHandler> Reactor<H> {
                 auth: true,
                 check: false,
             }),
-            deadline: accepted + auth_wait(&self.core.rt.config),
+            deadline: accepted + self.core.rt.config.auth_proxy_wait(),
             sent: false,
         };
         let waiting = Authorizing {

@@ -27,9 +27,3 @@ pub(crate) struct AuthProxyState {
     pub(crate) cache: HashMap<u64, (Claims, Instant)>,
     pub(crate) hasher: std::hash::RandomState,
 }
-
-/// How long the proxy has to answer: three quarters of the handshake timeout, so that a
-/// proxy that cannot answer in time gets the client a 503 before the handshake timeout's 408.
-pub(crate) fn auth_wait(c: &crate::config::Config) -> std::time::Duration {
-    c.handshake_timeout * 3 / 4
-}

@@ -71,7 +71,7 @@ impl BridgeHost for BridgeCtx<'_> {
         self.core.backend_answered(sender, outcome);
     }
 
-    fn awaiting(&mut self, sender: &Sender, deadline: Instant) {
+    fn awaiting(&mut self, sender: &Sender) {
         if sender.check {
             let refusal = Err("the backend gave no answer".to_string());
             return self.core.check_verdicts.push((sender.message_id, refusal));
@@ -81,6 +81,6 @@ impl BridgeHost for BridgeCtx<'_> {
             let refusal = Err((503, "the authentication backend gave no answer".to_string()));
             return self.core.auth_answers.push((sender.conn, refusal));
         }
-        self.core.backend_awaiting(sender, deadline);
+        self.core.rpcs_delivered(sender);
     }
 }

@@ -122,7 +122,7 @@ impl<H: ReactorHandler> Reactor<H> {
             .map(Box::new);
         let auth_bridge = rt.config.auth_proxy.as_ref().and_then(|a| {
             let mut b = a.backend.clone();
-            let wait = auth_state::auth_wait(&rt.config);
+            let wait = rt.config.auth_proxy_wait();
             (b.timeout, b.deadline) = (wait, wait);
             b.queue = rt.config.max_pending_handshakes;
             Bridge::new(Role::AuthProxy, b, node.clone(), metrics.clone()).map(Box::new)

@@ -192,14 +192,7 @@ impl Core {
             Ok(()) => {
                 self.metrics.backend.forwarded.inc();
                 if let Some(s) = sender.filter(|s| s.rpc) {
-                    let deadline = self.clock.instant
-                        + self
-                            .rt
-                            .config
-                            .backend
-                            .as_ref()
-                            .map_or_else(Default::default, |b| b.deadline);
-                    self.backend_awaiting(&s, deadline);
+                    self.rpcs_delivered(&s);
                 }
                 return;
             }
@@ -222,7 +215,7 @@ impl Core {
         }
         let field = if kind == "may_join" { "room" } else { "event" };
         let group = self.checks.next_group();
-        let deadline = self.clock.instant + self.rt.config.handshake_timeout * 3 / 4;
+        let deadline = self.clock.instant + self.rt.config.auth_proxy_wait();
         for (i, name) in names.iter().enumerate() {
             let message_id = self.ids.uuid();
             let who = self.identity(idx);
@@ -331,7 +324,7 @@ impl Core {
 
     /// The backend took rpc `s` and will answer through the admin route (it has waited in
     /// `rpcs` since it was queued; a timeout from now on says `delivered`).
-    pub(crate) fn backend_awaiting(&mut self, s: &Sender, _deadline: std::time::Instant) {
+    pub(crate) fn rpcs_delivered(&mut self, s: &Sender) {
         self.rpcs.mark_delivered(&s.message_id);
     }
 
